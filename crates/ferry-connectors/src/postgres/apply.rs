@@ -1,0 +1,423 @@
+//! Applying merged change batches to PostgreSQL.
+//!
+//! Each table's merged changes become a few set-based statements whose parameters are text
+//! arrays, one per column, cast to the target column types on the server:
+//!
+//! ```text
+//!   upserts  INSERT INTO t (...) OVERRIDING SYSTEM VALUE SELECT s.c::type, ... FROM unnest($1::text[], ...) AS s(...)
+//!            ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, ...
+//!   updates  UPDATE t SET c = s.c::type FROM unnest(...) AS s(key..., c...) WHERE t.key = s.key::type   (present columns only)
+//!   deletes  DELETE FROM t USING unnest(...) AS s(key...) WHERE t.key = s.key::type
+//! ```
+//!
+//! The whole batch and the checkpoint commit in one transaction. The session runs with
+//! `session_replication_role = replica`, as PostgreSQL's own apply worker does, so target
+//! triggers and foreign-key checks do not fire for rows the source already validated.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use ferry_core::change::{Batch, Relation, Segment, TableChanges};
+use ferry_core::connector::ChangeApplier;
+use ferry_core::{failpoint, Cell, Error, Position, Result, TableName};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement, Transaction};
+use tracing::warn;
+
+use super::codec::encode_text;
+use super::ddl::{ident, qualified};
+use super::errors::classify;
+use super::state;
+
+/// Applies batches on one target connection.
+pub struct PostgresApplier {
+    client: Client,
+    migration: String,
+    cache: StatementCache,
+}
+
+#[derive(Default)]
+struct StatementCache {
+    /// Target column types (without modifiers) per table.
+    column_types: HashMap<TableName, HashMap<String, String>>,
+    statements: HashMap<String, Statement>,
+}
+
+impl PostgresApplier {
+    pub(crate) async fn open(client: Client, migration: &str) -> Result<PostgresApplier> {
+        if let Err(error) = client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+        {
+            warn!(error = %classify(error, "disabling triggers for apply"), "applying with triggers and foreign keys enabled: target triggers may fire and foreign keys may reject out-of-order rows; connect to the target as a superuser to avoid this");
+        }
+        Ok(PostgresApplier {
+            client,
+            migration: migration.to_string(),
+            cache: StatementCache::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl ChangeApplier for PostgresApplier {
+    async fn apply(
+        &mut self,
+        batch: &Batch,
+        checkpoint: Position,
+        commit_time_unix_micros: Option<i64>,
+    ) -> Result<()> {
+        let what = "applying changes on the target";
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, what))?;
+        for segment in &batch.segments {
+            match segment {
+                Segment::Rows(tables) => {
+                    for changes in tables {
+                        apply_table(&transaction, &mut self.cache, changes)
+                            .await
+                            .map_err(|error| {
+                                error.context(format!(
+                                    "applying changes to {}",
+                                    changes.relation.table
+                                ))
+                            })?;
+                    }
+                }
+                Segment::Truncate {
+                    relations,
+                    cascade,
+                    restart_identity,
+                } => {
+                    let names: Vec<String> = relations
+                        .iter()
+                        .map(|relation| qualified(&relation.table))
+                        .collect();
+                    let sql = format!(
+                        "TRUNCATE {}{}{}",
+                        names.join(", "),
+                        if *restart_identity {
+                            " RESTART IDENTITY"
+                        } else {
+                            ""
+                        },
+                        if *cascade { " CASCADE" } else { "" }
+                    );
+                    transaction
+                        .batch_execute(&sql)
+                        .await
+                        .map_err(|error| classify(error, "replicating a TRUNCATE"))?;
+                }
+            }
+        }
+        state::save_checkpoint(
+            &transaction,
+            &self.migration,
+            checkpoint,
+            commit_time_unix_micros,
+        )
+        .await?;
+        failpoint::hit("apply.before_commit");
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, what))
+    }
+}
+
+async fn apply_table(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    changes: &TableChanges,
+) -> Result<()> {
+    let relation = &changes.relation;
+    let types = column_types(transaction, cache, relation).await?;
+    let names: Vec<&str> = relation
+        .columns
+        .iter()
+        .map(|column| column.name.as_str())
+        .collect();
+    let keys: Vec<usize> = relation.key_indexes();
+
+    if !changes.deletes.is_empty() {
+        let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
+        let sql = format!(
+            "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
+            qualified(&relation.table),
+            array_parameters(key_names.len(), 0),
+            column_list(&key_names),
+            key_match(&key_names, &types)
+        );
+        let columns: Vec<Vec<Option<String>>> = (0..keys.len())
+            .map(|position| {
+                changes
+                    .deletes
+                    .iter()
+                    .map(|key| encode_text(&key[position]))
+                    .collect()
+            })
+            .collect();
+        execute(transaction, cache, &sql, &columns).await?;
+    }
+
+    if !changes.upserts.is_empty() {
+        let non_keys: Vec<&str> = (0..names.len())
+            .filter(|index| !keys.contains(index))
+            .map(|index| names[index])
+            .collect();
+        let conflict = if non_keys.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!(
+                "DO UPDATE SET {}",
+                non_keys
+                    .iter()
+                    .map(|name| format!("{} = EXCLUDED.{}", ident(name), ident(name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
+            qualified(&relation.table),
+            column_list(&names),
+            casts(&names, &types),
+            array_parameters(names.len(), 0),
+            column_list(&names),
+            column_list(&key_names)
+        );
+        let columns: Vec<Vec<Option<String>>> = (0..names.len())
+            .map(|index| {
+                changes
+                    .upserts
+                    .iter()
+                    .map(|row| cell_text(&row[index]))
+                    .collect::<Result<_>>()
+            })
+            .collect::<Result<_>>()?;
+        execute(transaction, cache, &sql, &columns).await?;
+    }
+
+    if !changes.updates.is_empty() {
+        // Rows with the same present columns share a statement.
+        let mut groups: HashMap<Vec<bool>, Vec<&Vec<Cell>>> = HashMap::new();
+        for row in &changes.updates {
+            groups
+                .entry(row.iter().map(|cell| !cell.is_unchanged()).collect())
+                .or_default()
+                .push(row);
+        }
+        for (present, rows) in groups {
+            let set: Vec<usize> = (0..names.len())
+                .filter(|index| present[*index] && !keys.contains(index))
+                .collect();
+            if set.is_empty() {
+                continue;
+            }
+            let used: Vec<usize> = keys.iter().copied().chain(set.iter().copied()).collect();
+            let used_names: Vec<&str> = used.iter().map(|&index| names[index]).collect();
+            let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
+            let assignments: Vec<String> = set
+                .iter()
+                .map(|&index| {
+                    format!(
+                        "{} = s.{}::{}",
+                        ident(names[index]),
+                        ident(names[index]),
+                        types[names[index]]
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
+                qualified(&relation.table),
+                assignments.join(", "),
+                array_parameters(used.len(), 0),
+                column_list(&used_names),
+                key_match(&key_names, &types)
+            );
+            let columns: Vec<Vec<Option<String>>> = used
+                .iter()
+                .map(|&index| {
+                    rows.iter()
+                        .map(|row| cell_text(&row[index]))
+                        .collect::<Result<_>>()
+                })
+                .collect::<Result<_>>()?;
+            execute(transaction, cache, &sql, &columns).await?;
+        }
+    }
+
+    for (old_key, row) in &changes.moves {
+        let present: Vec<usize> = (0..names.len())
+            .filter(|&index| !row[index].is_unchanged())
+            .collect();
+        let assignments: Vec<String> = present
+            .iter()
+            .enumerate()
+            .map(|(position, &index)| {
+                format!(
+                    "{} = ${}::{}",
+                    ident(names[index]),
+                    position + 1,
+                    types[names[index]]
+                )
+            })
+            .collect();
+        let conditions: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(position, &index)| {
+                format!(
+                    "{} = ${}::{}",
+                    ident(names[index]),
+                    present.len() + position + 1,
+                    types[names[index]]
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {}",
+            qualified(&relation.table),
+            assignments.join(", "),
+            conditions.join(" AND ")
+        );
+        let mut parameters: Vec<Option<String>> = present
+            .iter()
+            .map(|&index| cell_text(&row[index]))
+            .collect::<Result<_>>()?;
+        parameters.extend(old_key.iter().map(encode_text));
+        let references: Vec<&(dyn ToSql + Sync)> = parameters
+            .iter()
+            .map(|parameter| parameter as &(dyn ToSql + Sync))
+            .collect();
+        let statement = prepare(transaction, cache, &sql).await?;
+        transaction
+            .execute(&statement, &references)
+            .await
+            .map_err(|error| classify(error, "moving a row to its new key"))?;
+    }
+    Ok(())
+}
+
+fn cell_text(cell: &Cell) -> Result<Option<String>> {
+    match cell {
+        Cell::Value(value) => Ok(encode_text(value)),
+        Cell::Unchanged => Err(Error::definite(
+            "apply.unchanged",
+            "an unchanged value reached a statement that writes it",
+        )),
+    }
+}
+
+fn column_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| ident(name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn casts(names: &[&str], types: &HashMap<String, String>) -> String {
+    names
+        .iter()
+        .map(|name| format!("s.{}::{}", ident(name), types[*name]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_match(keys: &[&str], types: &HashMap<String, String>) -> String {
+    keys.iter()
+        .map(|name| format!("t.{} = s.{}::{}", ident(name), ident(name), types[*name]))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn array_parameters(count: usize, offset: usize) -> String {
+    (1..=count)
+        .map(|number| format!("${}::text[]", number + offset))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn prepare(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    sql: &str,
+) -> Result<Statement> {
+    if let Some(statement) = cache.statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = transaction
+        .prepare(sql)
+        .await
+        .map_err(|error| classify(error, "preparing an apply statement"))?;
+    cache.statements.insert(sql.to_string(), statement.clone());
+    Ok(statement)
+}
+
+async fn execute(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    sql: &str,
+    columns: &[Vec<Option<String>>],
+) -> Result<()> {
+    let statement = prepare(transaction, cache, sql).await?;
+    let parameters: Vec<&(dyn ToSql + Sync)> = columns
+        .iter()
+        .map(|column| column as &(dyn ToSql + Sync))
+        .collect();
+    transaction
+        .execute(&statement, &parameters)
+        .await
+        .map_err(|error| classify(error, "applying a batch"))?;
+    Ok(())
+}
+
+/// The target's column types for a relation, checked to contain every column the stream sends.
+async fn column_types(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    relation: &Relation,
+) -> Result<HashMap<String, String>> {
+    if !cache.column_types.contains_key(&relation.table) {
+        let rows = transaction
+            .query(
+                // Cast to the type without its modifier (the column's own modifier then applies
+                // as an assignment, which refuses a too-long value instead of truncating it), but
+                // never to `character` or `bit`, which mean length 1 when written bare.
+                "SELECT a.attname::text,
+                        CASE format_type(a.atttypid, NULL)
+                            WHEN 'character' THEN 'bpchar' WHEN 'character[]' THEN 'bpchar[]'
+                            WHEN 'bit' THEN 'varbit' WHEN 'bit[]' THEN 'varbit[]'
+                            ELSE format_type(a.atttypid, NULL) END
+                 FROM pg_attribute a
+                 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&qualified(&relation.table)],
+            )
+            .await
+            .map_err(|error| {
+                classify(
+                    error,
+                    &format!("reading the columns of {} on the target", relation.table),
+                )
+            })?;
+        let types: HashMap<String, String> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        cache.column_types.insert(relation.table.clone(), types);
+    }
+    let types = &cache.column_types[&relation.table];
+    if let Some(missing) = relation
+        .columns
+        .iter()
+        .find(|column| !types.contains_key(&column.name))
+    {
+        return Err(Error::definite("apply.missing_column", format!("column {} of {} does not exist on the target", missing.name, relation.table))
+            .with_hint("a column was added on the source after the copy: add it on the target (same type), then run again"));
+    }
+    Ok(types.clone())
+}

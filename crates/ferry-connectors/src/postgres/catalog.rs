@@ -1,0 +1,289 @@
+//! Reading the source catalog: tables, columns, keys, constraints, indexes, enum types and
+//! sequences. Runs with `search_path = ''`, so every name PostgreSQL renders (types, defaults,
+//! index and constraint definitions) comes out schema-qualified and can be replayed elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_core::schema::{
+    Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence, UserType,
+};
+use ferry_core::select::Selection;
+use ferry_core::{Result, TableName, TableSchema};
+use tokio_postgres::Client;
+use tracing::warn;
+
+use super::errors::classify;
+
+/// Schemas that are never migrated.
+pub const SYSTEM_SCHEMAS: &str = "('pg_catalog', 'information_schema', '_ferry')";
+
+/// Reads the selected tables and what they need.
+pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Catalog> {
+    let what = "reading the source catalog";
+    let rows = client
+        .query(
+            &format!(
+                "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'r' AND NOT c.relispartition AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+                   AND n.nspname NOT LIKE 'pg\\_%'
+                 ORDER BY n.nspname, c.relname"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let mut selected: Vec<(u32, TableName, i64)> = Vec::new();
+    for row in rows {
+        let name = TableName::new(row.get::<_, String>(1), row.get::<_, String>(2));
+        if selection.matches(&name) {
+            selected.push((row.get(0), name, row.get(3)));
+        }
+    }
+    let selected_oids: BTreeMap<u32, TableName> = selected
+        .iter()
+        .map(|(oid, name, _)| (*oid, name.clone()))
+        .collect();
+    let mut catalog = Catalog::default();
+    let mut enum_types: BTreeSet<u32> = BTreeSet::new();
+    for (oid, name, estimated_rows) in &selected {
+        let table = read_table(
+            client,
+            *oid,
+            name,
+            *estimated_rows,
+            &selected_oids,
+            &mut enum_types,
+        )
+        .await?;
+        catalog.tables.push(table);
+    }
+    for type_oid in enum_types {
+        catalog.types.push(read_enum(client, type_oid).await?);
+    }
+    catalog.sequences = read_sequence_definitions(client, &selected_oids).await?;
+    Ok(catalog)
+}
+
+async fn read_table(
+    client: &Client,
+    oid: u32,
+    name: &TableName,
+    estimated_rows: i64,
+    selected: &BTreeMap<u32, TableName>,
+    enum_types: &mut BTreeSet<u32>,
+) -> Result<TableSchema> {
+    let what = format!("reading the definition of {name}");
+    let columns = client
+        .query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+                    pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
+                    base.typnamespace <> 'pg_catalog'::regnamespace, base.typtype::text, base.oid,
+                    CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
+                         THEN (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
+                               JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END
+             FROM pg_attribute a
+             JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_type base ON base.oid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, &what))?;
+    let columns: Vec<Column> = columns
+        .iter()
+        .map(|row| {
+            let identity: String = row.get(4);
+            let generated: String = row.get(5);
+            let default: Option<String> = row.get(3);
+            let user_defined: bool = row.get(6);
+            if user_defined && row.get::<_, String>(7) == "e" {
+                enum_types.insert(row.get(8));
+            }
+            Column {
+                name: row.get(0),
+                native_type: row.get(1),
+                user_defined_type: user_defined,
+                nullable: row.get(2),
+                identity: match identity.as_str() {
+                    "a" => Some(Identity::Always),
+                    "d" => Some(Identity::ByDefault),
+                    _ => None,
+                },
+                generated: if generated == "s" {
+                    default.clone()
+                } else {
+                    None
+                },
+                default: if generated == "s" { None } else { default },
+                collation: row.get(9),
+            }
+        })
+        .collect();
+
+    let constraints = client
+        .query(
+            "SELECT c.conname, c.contype::text, pg_get_constraintdef(c.oid), c.confrelid,
+                    ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(attnum, position)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.position)::text[]
+             FROM pg_constraint c WHERE c.conrelid = $1 ORDER BY c.conname",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, &what))?;
+    let mut primary_key = Vec::new();
+    let mut primary_key_name = None;
+    let mut checks = Vec::new();
+    let mut secondary = Vec::new();
+    for row in &constraints {
+        let constraint_name: String = row.get(0);
+        let definition: String = row.get(2);
+        match row.get::<_, String>(1).as_str() {
+            "p" => {
+                primary_key = row.get(4);
+                primary_key_name = Some(constraint_name);
+            }
+            "c" => checks.push((constraint_name, definition)),
+            "u" | "x" => secondary.push(SecondaryObject {
+                name: constraint_name,
+                kind: SecondaryKind::Constraint,
+                definition,
+            }),
+            "f" => {
+                let referenced: u32 = row.get(3);
+                if selected.contains_key(&referenced) {
+                    secondary.push(SecondaryObject {
+                        name: constraint_name,
+                        kind: SecondaryKind::ForeignKey,
+                        definition,
+                    });
+                } else {
+                    warn!(table = %name, constraint = %constraint_name, "foreign key references a table that is not migrated; it is not created on the target");
+                }
+            }
+            _ => {}
+        }
+    }
+    let indexes = client
+        .query(
+            "SELECT ic.relname, pg_get_indexdef(i.indexrelid)
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = $1
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x'))
+             ORDER BY ic.relname",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, &what))?;
+    for row in &indexes {
+        secondary.push(SecondaryObject {
+            name: row.get(0),
+            kind: SecondaryKind::Index,
+            definition: row.get(1),
+        });
+    }
+    Ok(TableSchema {
+        name: name.clone(),
+        dialect: "postgres".into(),
+        columns,
+        primary_key,
+        primary_key_name,
+        checks,
+        secondary,
+        estimated_rows: estimated_rows.max(0) as u64,
+    })
+}
+
+async fn read_enum(client: &Client, type_oid: u32) -> Result<UserType> {
+    let what = "reading enum types";
+    let row = client
+        .query_one("SELECT n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1", &[&type_oid])
+        .await
+        .map_err(|error| classify(error, what))?;
+    let labels = client
+        .query(
+            "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder",
+            &[&type_oid],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    Ok(UserType {
+        name: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+        enum_labels: labels.iter().map(|label| label.get(0)).collect(),
+    })
+}
+
+/// Sequences owned by a selected table, and free-standing sequences in the selected tables'
+/// schemas.
+async fn read_sequence_definitions(
+    client: &Client,
+    selected: &BTreeMap<u32, TableName>,
+) -> Result<Vec<Sequence>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname,
+                    format('AS %s INCREMENT BY %s MINVALUE %s MAXVALUE %s START WITH %s CACHE %s %s',
+                           format_type(s.seqtypid, NULL), s.seqincrement, s.seqmin, s.seqmax, s.seqstart, s.seqcache,
+                           CASE WHEN s.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END),
+                    d.refobjid, a.attname, d.deptype::text
+             FROM pg_sequence s
+             JOIN pg_class c ON c.oid = s.seqrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+             LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             ORDER BY n.nspname, c.relname",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, "reading the source sequences"))?;
+    let schemas: BTreeSet<&str> = selected.values().map(|name| name.schema.as_str()).collect();
+    let mut sequences = Vec::new();
+    for row in rows {
+        let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let owner: Option<u32> = row.get(3);
+        let owned_by = match owner {
+            Some(owner) => match selected.get(&owner) {
+                Some(table) => Some((table.clone(), row.get::<_, String>(4))),
+                None => continue,
+            },
+            None if schemas.contains(name.schema.as_str()) => None,
+            None => continue,
+        };
+        let identity = row.get::<_, Option<String>>(5).as_deref() == Some("i");
+        sequences.push(Sequence {
+            name,
+            definition: row.get(2),
+            last_value: None,
+            owned_by,
+            identity,
+        });
+    }
+    Ok(sequences)
+}
+
+/// The current values of these sequences.
+pub async fn read_sequence_values(client: &Client, names: &[TableName]) -> Result<Vec<Sequence>> {
+    let rows = client
+        .query(
+            "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, "reading sequence values"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            names.contains(&name).then(|| Sequence {
+                name,
+                definition: String::new(),
+                last_value: row.get(2),
+                owned_by: None,
+                identity: false,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,388 @@
+//! The change stream: a publication naming the migrated tables, a logical replication slot
+//! (pgoutput) that retains the WAL until ferry acknowledges it, and a replication connection that
+//! streams decoded changes.
+//!
+//! ```text
+//!   create:  CREATE PUBLICATION ferry_<name> FOR TABLE ...
+//!            CREATE_REPLICATION_SLOT ferry_<name> LOGICAL pgoutput EXPORT_SNAPSHOT
+//!              -> consistent point P and a snapshot of exactly the data before P
+//!   stream:  START_REPLICATION SLOT ferry_<name> LOGICAL <checkpoint> (proto_version '1', ...)
+//!   ack:     standby status updates carry the durable checkpoint (sent by the transport about
+//!            once a second, also when idle)
+//! ```
+//!
+//! The slot is created after the publication so that every change after P is published. A slot
+//! that disappeared (dropped, or invalidated by `max_slot_wal_keep_size`) means changes are lost:
+//! the stream refuses to continue and tells the operator to start over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
+use ferry_core::connector::ChangeStream;
+use ferry_core::{Cell, Error, Lsn, Position, Result, TableName, Value};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+use tokio_postgres::Client;
+
+use super::codec::decode_text;
+use super::config::ConnectionConfig;
+use super::connection::startup_options;
+use super::ddl::qualified;
+use super::errors::{classify, classify_replication};
+use super::pgoutput::{self, Message, TupleValue};
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// The slot and publication name of a migration.
+pub fn stream_name(migration: &str) -> String {
+    format!("ferry_{migration}")
+}
+
+fn replication_config(config: &ConnectionConfig, migration: &str) -> ReplicationConfig {
+    let name = stream_name(migration);
+    ReplicationConfig::new(
+        config.host(),
+        config.user(),
+        config.password(),
+        config.database(),
+        name.clone(),
+        name,
+    )
+    .with_port(config.port())
+    .with_options(startup_options())
+    .with_application_name(format!("ferry:{migration}"))
+    .with_status_interval(Duration::from_secs(1))
+    .with_wakeup_interval(Duration::from_secs(5))
+    .with_buffer_size(4096)
+}
+
+/// Creates or updates the publication so that it covers exactly `tables`.
+pub(crate) async fn sync_publication(
+    client: &Client,
+    migration: &str,
+    tables: &[TableName],
+) -> Result<()> {
+    let name = stream_name(migration);
+    let list: Vec<String> = tables.iter().map(qualified).collect();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|error| classify(error, "looking up the publication"))?
+        .is_some();
+    let sql = if exists {
+        format!("ALTER PUBLICATION {name} SET TABLE {}", list.join(", "))
+    } else {
+        format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", "))
+    };
+    client.batch_execute(&sql).await.map_err(|error| {
+        classify(error, &format!("creating publication {name}"))
+            .with_hint("the source user must own the tables (or be superuser) to publish them")
+    })
+}
+
+/// Drops a leftover slot of this migration (from a run that never stored its checkpoint).
+pub(crate) async fn drop_leftover_slot(client: &Client, migration: &str) -> Result<()> {
+    let name = stream_name(migration);
+    let row = client
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|error| classify(error, "looking up the replication slot"))?;
+    match row {
+        Some(row) if row.get::<_, bool>(0) => Err(Error::operator(
+            "source.slot_busy",
+            format!("replication slot {name} is in use"),
+        )
+        .with_hint("another ferry is running this migration; stop it first")),
+        Some(_) => {
+            client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+                .await
+                .map_err(|error| classify(error, "dropping a leftover replication slot"))?;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Checks that the slot of `migration` still exists and is usable.
+pub(crate) async fn require_slot(client: &Client, migration: &str) -> Result<()> {
+    let name = stream_name(migration);
+    let row = client
+        .query_opt("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()", &[&name])
+        .await
+        .map_err(|error| classify(error, "looking up the replication slot"))?;
+    match row {
+        None => Err(Error::operator("source.slot_missing", format!("replication slot {name} no longer exists on the source, so changes since the last checkpoint are lost"))
+            .with_hint("start the migration over with `ferry run --restart` (this re-copies every table)")),
+        Some(row) if row.get::<_, Option<String>>(0).as_deref() == Some("lost") => {
+            Err(Error::operator("source.slot_lost", format!("replication slot {name} was invalidated (the source removed WAL it still needed)"))
+                .with_hint("raise max_slot_wal_keep_size, then start over with `ferry run --restart`"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Creates the slot with an exported snapshot. Returns the consistent point, the snapshot id and
+/// the session that must stay open while the snapshot is imported.
+pub(crate) async fn create_slot(
+    config: &ConnectionConfig,
+    migration: &str,
+) -> Result<(Lsn, String, ReplicationClient)> {
+    let what = format!(
+        "creating replication slot {} on {}",
+        stream_name(migration),
+        config.describe()
+    );
+    let mut client = ReplicationClient::connect_gated(replication_config(config, migration))
+        .await
+        .map_err(|error| classify_replication(error, &what))?;
+    let rows = client
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            stream_name(migration)
+        ))
+        .await
+        .map_err(|error| classify_replication(error, &what))?;
+    let row = rows.first().ok_or_else(|| {
+        Error::definite("source.slot", format!("{what}: the server returned no row"))
+    })?;
+    let text = |index: usize| {
+        row.get(index)
+            .and_then(|value| value.as_ref())
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default()
+    };
+    let position = Lsn::parse(&text(1)).ok_or_else(|| {
+        Error::definite(
+            "source.slot",
+            format!("{what}: unreadable consistent point {:?}", text(1)),
+        )
+    })?;
+    Ok((position, text(2), client))
+}
+
+/// Opens the stream from `position`.
+pub(crate) async fn open(
+    config: &ConnectionConfig,
+    migration: &str,
+    position: Lsn,
+) -> Result<PostgresChangeStream> {
+    let what = format!(
+        "starting replication from slot {} at {position} on {}",
+        stream_name(migration),
+        config.describe()
+    );
+    let replication =
+        replication_config(config, migration).with_start_lsn(pgwire_replication::Lsn(position.0));
+    let mut client = ReplicationClient::connect(replication)
+        .await
+        .map_err(|error| classify_replication(error, &what))?;
+    client
+        .wait_started()
+        .await
+        .map_err(|error| classify_replication(error, &what))?;
+    Ok(PostgresChangeStream {
+        client: Some(client),
+        relations: HashMap::new(),
+    })
+}
+
+struct KnownRelation {
+    relation: Arc<Relation>,
+    type_oids: Vec<u32>,
+}
+
+/// Decoded changes from a pgoutput replication connection.
+pub struct PostgresChangeStream {
+    client: Option<ReplicationClient>,
+    relations: HashMap<u32, KnownRelation>,
+}
+
+impl PostgresChangeStream {
+    fn relation(&self, id: u32) -> Result<&KnownRelation> {
+        self.relations.get(&id).ok_or_else(|| {
+            Error::definite(
+                "pgoutput.unknown_relation",
+                format!("a change refers to relation {id}, which the stream never described"),
+            )
+        })
+    }
+
+    fn cells(known: &KnownRelation, tuple: Vec<TupleValue>) -> Result<Vec<Cell>> {
+        if tuple.len() != known.type_oids.len() {
+            return Err(Error::definite(
+                "pgoutput.shape",
+                format!(
+                    "a change to {} has {} columns, the relation {}",
+                    known.relation.table,
+                    tuple.len(),
+                    known.type_oids.len()
+                ),
+            ));
+        }
+        tuple
+            .into_iter()
+            .zip(&known.type_oids)
+            .map(|(value, type_oid)| match value {
+                TupleValue::Null => Ok(Cell::Value(Value::Null)),
+                TupleValue::Unchanged => Ok(Cell::Unchanged),
+                TupleValue::Text(text) => Ok(Cell::Value(decode_text(*type_oid, &text))),
+                TupleValue::Binary(_) => Err(Error::definite(
+                    "pgoutput.binary",
+                    "binary values were not requested",
+                )),
+            })
+            .collect()
+    }
+
+    fn key(known: &KnownRelation, tuple: Vec<TupleValue>) -> Result<Vec<Value>> {
+        let cells = Self::cells(known, tuple)?;
+        known
+            .relation
+            .key_indexes()
+            .into_iter()
+            .map(|index| match &cells[index] {
+                Cell::Value(Value::Null) | Cell::Unchanged => Err(Error::definite(
+                    "pgoutput.key",
+                    format!("a change to {} carries no key value", known.relation.table),
+                )),
+                Cell::Value(value) => Ok(value.clone()),
+            })
+            .collect()
+    }
+
+    fn decode(&mut self, data: &[u8]) -> Result<Option<Change>> {
+        Ok(match pgoutput::decode(data)? {
+            Message::Relation {
+                id,
+                namespace,
+                name,
+                columns,
+            } => {
+                let relation = Relation {
+                    id,
+                    table: TableName::new(namespace, name),
+                    columns: columns
+                        .iter()
+                        .map(|column| RelationColumn {
+                            name: column.name.clone(),
+                            is_key: column.is_key,
+                        })
+                        .collect(),
+                };
+                self.relations.insert(
+                    id,
+                    KnownRelation {
+                        relation: Arc::new(relation),
+                        type_oids: columns.iter().map(|column| column.type_oid).collect(),
+                    },
+                );
+                None
+            }
+            Message::Insert { relation, new } => {
+                let known = self.relation(relation)?;
+                Some(Change::Insert {
+                    relation: known.relation.clone(),
+                    row: Self::cells(known, new)?,
+                })
+            }
+            Message::Update { relation, old, new } => {
+                let known = self.relation(relation)?;
+                let old_key = old.map(|old| Self::key(known, old)).transpose()?;
+                Some(Change::Update {
+                    relation: known.relation.clone(),
+                    old_key,
+                    row: Self::cells(known, new)?,
+                })
+            }
+            Message::Delete { relation, old } => {
+                let known = self.relation(relation)?;
+                Some(Change::Delete {
+                    relation: known.relation.clone(),
+                    key: Self::key(known, old)?,
+                })
+            }
+            Message::Truncate {
+                relations,
+                cascade,
+                restart_identity,
+            } => {
+                let relations = relations
+                    .into_iter()
+                    .map(|id| self.relation(id).map(|known| known.relation.clone()))
+                    .collect::<Result<_>>()?;
+                Some(Change::Truncate {
+                    relations,
+                    cascade,
+                    restart_identity,
+                })
+            }
+            Message::Skipped(_) => None,
+        })
+    }
+}
+
+#[async_trait]
+impl ChangeStream for PostgresChangeStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>> {
+        loop {
+            let client = self
+                .client
+                .as_mut()
+                .ok_or_else(|| Error::definite("stream.closed", "the stream is closed"))?;
+            let event = client
+                .recv()
+                .await
+                .map_err(|error| classify_replication(error, "reading the change stream"))?;
+            let Some(event) = event else { return Ok(None) };
+            match event {
+                ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    return Ok(Some(StreamEvent::Idle {
+                        position: Position::Postgres(Lsn(wal_end.0)),
+                    }))
+                }
+                ReplicationEvent::Begin { .. } => return Ok(Some(StreamEvent::Begin)),
+                ReplicationEvent::Commit {
+                    end_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
+                    return Ok(Some(StreamEvent::Commit {
+                        position: Position::Postgres(Lsn(end_lsn.0)),
+                        commit_time_unix_micros: commit_time_micros + POSTGRES_EPOCH_UNIX_MICROS,
+                    }));
+                }
+                ReplicationEvent::XLogData { data, .. } => {
+                    if let Some(change) = self.decode(&data)? {
+                        return Ok(Some(StreamEvent::Change(change)));
+                    }
+                }
+                ReplicationEvent::Message { .. } => {}
+                ReplicationEvent::StoppedAt { .. } => return Ok(None),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, position: Position) {
+        let Position::Postgres(lsn) = position;
+        if let Some(client) = &self.client {
+            client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+        }
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        if let Some(mut client) = self.client.take() {
+            // The last acknowledged position is sent with the status update on shutdown.
+            let _ = client.shutdown().await;
+        }
+        Ok(())
+    }
+}

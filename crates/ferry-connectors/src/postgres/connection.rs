@@ -1,0 +1,63 @@
+//! Opening connections with pinned session settings.
+//!
+//! Every session ferry opens renders and parses values the same way, so text forms of values
+//! read on one server mean exactly the same on the other: ISO dates, UTC, shortest exact floats,
+//! hex bytea, UTF-8.
+
+use ferry_core::Result;
+use tokio_postgres::{Client, NoTls};
+use tracing::debug;
+
+use super::config::ConnectionConfig;
+use super::errors::classify;
+
+/// Session settings applied to every connection (and, as startup options, to replication ones).
+pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("search_path", ""),
+];
+
+/// Opens a connection, with the session settings applied.
+pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
+    let what = format!("connecting to {}", config.describe());
+    let (client, connection) = config
+        .client_config()
+        .connect(NoTls)
+        .await
+        .map_err(|error| classify(error, &what))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(error = %error, "connection ended");
+        }
+    });
+    let settings: String = SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = '{value}';"))
+        .collect();
+    client
+        .batch_execute(&settings)
+        .await
+        .map_err(|error| classify(error, &what))?;
+    Ok(client)
+}
+
+/// The same settings as startup `options` for a replication connection.
+pub(crate) fn startup_options() -> String {
+    SESSION_SETTINGS
+        .iter()
+        .filter(|(name, _)| *name != "search_path" && *name != "client_encoding")
+        .map(|(name, value)| {
+            format!(
+                "-c {}={}",
+                name.to_ascii_lowercase(),
+                value.replace(", ", ",").replace(' ', "\\ ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,23 @@
+//! PostgreSQL: source (catalog, exported snapshots, pgoutput change stream) and target (schema,
+//! COPY loads, set-based idempotent apply, state in `_ferry`).
+
+mod apply;
+mod catalog;
+mod cdc;
+mod codec;
+mod config;
+mod connection;
+mod ddl;
+mod errors;
+pub mod pgoutput;
+mod preflight;
+mod sink;
+mod snapshot;
+mod source;
+mod state;
+
+pub use cdc::stream_name;
+pub use config::ConnectionConfig;
+pub use preflight::{check, slot_status, SlotStatus};
+pub use sink::PostgresSink;
+pub use source::PostgresSource;

@@ -1,0 +1,318 @@
+//! `ferry check`: everything that would stop or spoil a migration, found before it starts and
+//! reported all at once, each finding with the fix.
+
+use ferry_core::check::Finding;
+use ferry_core::select::Selection;
+use ferry_core::{Error, Result, TableName};
+use tokio_postgres::Client;
+
+use super::catalog::read_catalog;
+use super::cdc::stream_name;
+use super::config::ConnectionConfig;
+use super::connection::connect;
+use super::ddl::qualified;
+use super::errors::classify;
+use super::state;
+
+/// Checks source and target for a migration named `migration` of the selected tables.
+pub async fn check(
+    source: &ConnectionConfig,
+    target: &ConnectionConfig,
+    selection: &Selection,
+    migration: &str,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let source_client = match connect(source).await {
+        Ok(client) => Some(client),
+        Err(error) => {
+            findings.push(unreachable("source", &error));
+            None
+        }
+    };
+    let target_client = match connect(target).await {
+        Ok(client) => Some(client),
+        Err(error) => {
+            findings.push(unreachable("target", &error));
+            None
+        }
+    };
+    let mut tables = Vec::new();
+    let mut source_version = 0;
+    if let Some(client) = &source_client {
+        match check_source(client, selection, migration, &mut findings).await {
+            Ok((selected, version)) => {
+                tables = selected;
+                source_version = version;
+            }
+            Err(error) => findings.push(Finding::error(
+                "source.check_failed",
+                error.to_string(),
+                error.hint().unwrap_or("see the message").to_string(),
+            )),
+        }
+    }
+    if let Some(client) = &target_client {
+        if let Err(error) =
+            check_target(client, &tables, migration, source_version, &mut findings).await
+        {
+            findings.push(Finding::error(
+                "target.check_failed",
+                error.to_string(),
+                error.hint().unwrap_or("see the message").to_string(),
+            ));
+        }
+    }
+    findings
+}
+
+fn unreachable(side: &str, error: &Error) -> Finding {
+    Finding::error(
+        if side == "source" {
+            "source.connect"
+        } else {
+            "target.connect"
+        },
+        format!("cannot connect to the {side}: {error}"),
+        error
+            .hint()
+            .unwrap_or("check the URL, that the server runs and accepts connections from here")
+            .to_string(),
+    )
+}
+
+/// A selected table and the non-enum user-defined types it needs on the target.
+struct SelectedTable {
+    name: TableName,
+    foreign_types: Vec<String>,
+}
+
+async fn check_source(
+    client: &Client,
+    selection: &Selection,
+    migration: &str,
+    findings: &mut Vec<Finding>,
+) -> Result<(Vec<SelectedTable>, i32)> {
+    let what = "checking the source settings";
+    let row = client
+        .query_one(
+            "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,
+                    current_setting('max_wal_senders')::int,
+                    (SELECT count(*) FROM pg_replication_slots)::int,
+                    (SELECT count(*) FROM pg_stat_replication)::int,
+                    r.rolreplication, r.rolsuper, current_setting('server_version_num')::int, current_user::text,
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[&stream_name(migration)],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let wal_level: String = row.get(0);
+    let (max_slots, max_senders, used_slots, used_senders): (i32, i32, i32, i32) =
+        (row.get(1), row.get(2), row.get(3), row.get(4));
+    let (replication, superuser, version, user, own_slot): (bool, bool, i32, String, bool) =
+        (row.get(5), row.get(6), row.get(7), row.get(8), row.get(9));
+    if wal_level != "logical" {
+        findings.push(Finding::error(
+            "source.wal_level",
+            format!("the source has wal_level = {wal_level}; streaming changes needs wal_level = logical"),
+            "run ALTER SYSTEM SET wal_level = logical on the source and restart it (on managed services: enable logical replication in the parameter group)",
+        ));
+    }
+    if !replication && !superuser {
+        findings.push(Finding::error(
+            "source.replication_privilege",
+            format!("user {user} may not open replication connections"),
+            format!("run ALTER ROLE {user} REPLICATION on the source"),
+        ));
+    }
+    if !own_slot && used_slots >= max_slots {
+        findings.push(Finding::error(
+            "source.replication_slots",
+            format!("all {max_slots} replication slots of the source are in use"),
+            "raise max_replication_slots (restart needed) or drop an unused slot (SELECT pg_drop_replication_slot(name))",
+        ));
+    }
+    if used_senders >= max_senders {
+        findings.push(Finding::error(
+            "source.wal_senders",
+            format!("all {max_senders} WAL senders of the source are in use"),
+            "raise max_wal_senders on the source (restart needed)",
+        ));
+    }
+    if version < 100000 {
+        findings.push(Finding::error(
+            "source.version",
+            "the source is older than PostgreSQL 10, which has no pgoutput",
+            "upgrade the source or use a dump and restore",
+        ));
+    }
+
+    let catalog = read_catalog(client, selection).await?;
+    if catalog.tables.is_empty() {
+        findings.push(Finding::error(
+            "source.no_tables",
+            "no table on the source matches the selection",
+            "check --tables (patterns like 'public.*') and that the source user can see the tables",
+        ));
+    }
+    let enums: Vec<String> = catalog
+        .types
+        .iter()
+        .map(|user_type| qualified(&user_type.name))
+        .collect();
+    let mut selected = Vec::new();
+    for table in &catalog.tables {
+        if table.primary_key.is_empty() {
+            findings.push(Finding::error(
+                "source.no_primary_key",
+                format!("table {} has no primary key; ferry copies in key ranges and applies changes by key", table.name),
+                format!("add one (ALTER TABLE {} ADD PRIMARY KEY (...)) or leave the table out with --tables", qualified(&table.name)),
+            ));
+        }
+        let privileges = client
+            .query_one(
+                "SELECT has_table_privilege($1::text::regclass, 'SELECT'), pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::text::regclass",
+                &[&qualified(&table.name)],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        if !privileges.get::<_, bool>(0) {
+            findings.push(Finding::error(
+                "source.select_privilege",
+                format!("user {user} may not read {}", table.name),
+                format!("GRANT SELECT ON {} TO {user}", qualified(&table.name)),
+            ));
+        }
+        if !privileges.get::<_, bool>(1) && !superuser {
+            findings.push(Finding::error(
+                "source.publication_privilege",
+                format!("user {user} does not own {}, so it cannot add it to a publication", table.name),
+                "run ferry as the tables' owner or a superuser, or create the publication ferry_<name> yourself",
+            ));
+        }
+        let foreign_types = table
+            .columns
+            .iter()
+            .filter(|column| {
+                column.user_defined_type
+                    && !enums
+                        .iter()
+                        .any(|name| column.native_type.trim_end_matches("[]") == name)
+            })
+            .map(|column| column.native_type.clone())
+            .collect();
+        selected.push(SelectedTable {
+            name: table.name.clone(),
+            foreign_types,
+        });
+    }
+    Ok((selected, version))
+}
+
+async fn check_target(
+    client: &Client,
+    tables: &[SelectedTable],
+    migration: &str,
+    source_version: i32,
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    let what = "checking the target";
+    let row = client
+        .query_one(
+            "SELECT has_database_privilege(current_database(), 'CREATE'), r.rolsuper, current_setting('server_version_num')::int, current_user::text
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let (create, superuser, version, user): (bool, bool, i32, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if !create {
+        findings.push(Finding::error(
+            "target.create_privilege",
+            format!("user {user} may not create schemas in the target database"),
+            format!("GRANT CREATE ON DATABASE <database> TO {user}"),
+        ));
+    }
+    if !superuser {
+        findings.push(Finding::warning(
+            "target.not_superuser",
+            format!("user {user} is not a superuser on the target, so ferry cannot set session_replication_role = replica while applying"),
+            "target triggers will fire for replicated rows and foreign keys may reject rows applied out of order; use a superuser for the target if you can",
+        ));
+    }
+    if source_version > 0 && version / 10000 < source_version / 10000 {
+        findings.push(Finding::warning("target.older_version", format!("the target (PostgreSQL {}) is older than the source ({})", version / 10000, source_version / 10000), "types or syntax new in the source version may not load; prefer a target at least as new"));
+    }
+    let known = state::load(client, migration).await?;
+    for table in tables {
+        let name = qualified(&table.name);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(|error| classify(error, what))?
+            .get(0);
+        if exists && !known.tables.contains_key(&table.name) {
+            let empty: bool = client
+                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
+                .await
+                .map_err(|error| classify(error, what))?
+                .get(0);
+            if !empty {
+                findings.push(Finding::error(
+                    "target.not_empty",
+                    format!(
+                        "target table {} already holds rows that ferry did not write",
+                        table.name
+                    ),
+                    format!("empty it (TRUNCATE {name}) or drop it, or leave it out with --tables"),
+                ));
+            }
+        }
+        for type_name in &table.foreign_types {
+            let present: bool = client
+                .query_one("SELECT to_regtype($1) IS NOT NULL", &[type_name])
+                .await
+                .map_err(|error| classify(error, what))?
+                .get(0);
+            if !present {
+                findings.push(Finding::error(
+                    "target.missing_type",
+                    format!(
+                        "{} uses type {type_name}, which the target does not have",
+                        table.name
+                    ),
+                    "create it on the target first (for an extension's type: CREATE EXTENSION ...)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state of a migration's replication slot on the source.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlotStatus {
+    pub active: bool,
+    /// WAL the slot keeps on the source's disk, in bytes.
+    pub retained_bytes: i64,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+}
+
+/// The slot of `migration`, if it exists.
+pub async fn slot_status(config: &ConnectionConfig, migration: &str) -> Result<Option<SlotStatus>> {
+    let client = connect(config).await?;
+    let row = client
+        .query_opt(
+            "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&stream_name(migration)],
+        )
+        .await
+        .map_err(|error| classify(error, "reading the replication slot"))?;
+    Ok(row.map(|row| SlotStatus {
+        active: row.get(0),
+        retained_bytes: row.get(1),
+        wal_status: row.get(2),
+    }))
+}

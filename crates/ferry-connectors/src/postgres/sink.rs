@@ -1,0 +1,350 @@
+//! PostgreSQL as a target: schema creation, ferry's state, bulk loading of chunks with
+//! `COPY ... FROM STDIN`, and sequences.
+
+use async_trait::async_trait;
+use ferry_core::connector::{ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, Sink};
+use ferry_core::schema::{Catalog, SecondaryKind, Sequence};
+use ferry_core::state::{Chunk, MigrationState, TableState};
+use ferry_core::{failpoint, Position, Result, TableName, TableSchema};
+use futures_util::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::apply::PostgresApplier;
+use super::config::ConnectionConfig;
+use super::connection::connect;
+use super::ddl::{
+    create_enum, create_sequence, create_table, ident, index_if_not_exists, qualified,
+};
+use super::errors::classify;
+use super::state;
+
+/// A PostgreSQL target.
+pub struct PostgresSink {
+    config: ConnectionConfig,
+}
+
+impl PostgresSink {
+    pub fn new(config: ConnectionConfig) -> Self {
+        PostgresSink { config }
+    }
+
+    async fn client(&self) -> Result<Client> {
+        connect(&self.config).await
+    }
+}
+
+const FORMATS: &[ChunkFormat] = &[ChunkFormat::PostgresBinary, ChunkFormat::PostgresText];
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn accepted_formats(&self) -> &[ChunkFormat] {
+        FORMATS
+    }
+
+    async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute(state::CREATE_STATE_TABLES)
+            .await
+            .map_err(|error| classify(error, "creating ferry's state tables on the target"))?;
+        let mut schemas: Vec<&str> = catalog
+            .tables
+            .iter()
+            .map(|table| table.name.schema.as_str())
+            .chain(
+                catalog
+                    .types
+                    .iter()
+                    .map(|user_type| user_type.name.schema.as_str()),
+            )
+            .collect();
+        schemas.sort();
+        schemas.dedup();
+        for schema in schemas {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
+                .await
+                .map_err(|error| {
+                    classify(error, &format!("creating schema {schema} on the target"))
+                })?;
+        }
+        for user_type in &catalog.types {
+            let exists = client
+                .query_one(
+                    "SELECT to_regtype($1) IS NOT NULL",
+                    &[&qualified(&user_type.name)],
+                )
+                .await
+                .map_err(|error| classify(error, "looking up a type"))?;
+            if !exists.get::<_, bool>(0) {
+                client
+                    .batch_execute(&create_enum(user_type))
+                    .await
+                    .map_err(|error| {
+                        classify(
+                            error,
+                            &format!("creating type {} on the target", user_type.name),
+                        )
+                    })?;
+            }
+        }
+        for sequence in catalog
+            .sequences
+            .iter()
+            .filter(|sequence| !sequence.identity)
+        {
+            client
+                .batch_execute(&create_sequence(sequence))
+                .await
+                .map_err(|error| {
+                    classify(
+                        error,
+                        &format!("creating sequence {} on the target", sequence.name),
+                    )
+                })?;
+        }
+        for table in &catalog.tables {
+            client.batch_execute(&create_table(table)).await.map_err(|error| {
+                let error = classify(error, &format!("creating table {} on the target", table.name));
+                if error.code() == "postgres.missing_object" {
+                    error.with_hint("a type, collation or function the table uses is missing on the target: create it (for extension types, CREATE EXTENSION) and run again")
+                } else {
+                    error
+                }
+            })?;
+        }
+        for sequence in catalog
+            .sequences
+            .iter()
+            .filter(|sequence| !sequence.identity)
+        {
+            if let Some((table, column)) = &sequence.owned_by {
+                client
+                    .batch_execute(&format!(
+                        "ALTER SEQUENCE {} OWNED BY {}.{}",
+                        qualified(&sequence.name),
+                        qualified(table),
+                        ident(column)
+                    ))
+                    .await
+                    .map_err(|error| {
+                        classify(
+                            error,
+                            &format!("attaching sequence {} to {table}", sequence.name),
+                        )
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
+        let client = self.client().await?;
+        for table in tables {
+            for object in &table.secondary {
+                let what = format!("creating {} on {}", object.name, table.name);
+                let exists = match object.kind {
+                    SecondaryKind::Index => {
+                        let name = qualified(&TableName::new(table.name.schema.clone(), object.name.clone()));
+                        client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await
+                    }
+                    SecondaryKind::Constraint | SecondaryKind::ForeignKey => {
+                        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)", &[&qualified(&table.name), &object.name]).await
+                    }
+                }
+                .map_err(|error| classify(error, &what))?;
+                if exists.get::<_, bool>(0) {
+                    continue;
+                }
+                info!(table = %table.name, object = %object.name, "creating secondary object");
+                let sql = match object.kind {
+                    SecondaryKind::Index => index_if_not_exists(&object.definition),
+                    _ => format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                        qualified(&table.name),
+                        ident(&object.name),
+                        object.definition
+                    ),
+                };
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|error| classify(error, &what))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_empty(&self, table: &TableName) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", qualified(table)),
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, &format!("looking into {table} on the target")))?;
+        Ok(row.get(0))
+    }
+
+    async fn truncate(&self, table: &TableName) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!("TRUNCATE {}", qualified(table)))
+            .await
+            .map_err(|error| classify(error, &format!("emptying {table} on the target")))
+    }
+
+    async fn load_state(&self, migration: &str) -> Result<MigrationState> {
+        state::load(&self.client().await?, migration).await
+    }
+
+    async fn start_stream(&self, migration: &str, position: Position) -> Result<()> {
+        let mut client = self.client().await?;
+        let what = "storing the new stream";
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, what))?;
+        state::save_checkpoint(&transaction, migration, position, None).await?;
+        transaction
+            .execute(
+                "DELETE FROM _ferry.chunk WHERE migration = $1",
+                &[&migration],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        transaction
+            .execute(
+                "DELETE FROM _ferry.table_state WHERE migration = $1",
+                &[&migration],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, what))
+    }
+
+    async fn save_plan(&self, migration: &str, table: &TableName, chunks: &[Chunk]) -> Result<()> {
+        let mut client = self.client().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, "storing a chunk plan"))?;
+        state::save_plan(&transaction, migration, table, chunks).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, "storing a chunk plan"))
+    }
+
+    async fn set_table_state(
+        &self,
+        migration: &str,
+        table: &TableName,
+        table_state: TableState,
+    ) -> Result<()> {
+        state::set_table_state(&self.client().await?, migration, table, table_state).await
+    }
+
+    async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()> {
+        let client = self.client().await?;
+        for sql in ["DELETE FROM _ferry.chunk WHERE migration = $1 AND table_schema = $2 AND table_name = $3", "DELETE FROM _ferry.table_state WHERE migration = $1 AND table_schema = $2 AND table_name = $3"] {
+            client.execute(sql, &[&migration, &table.schema, &table.name]).await.map_err(|error| classify(error, "forgetting a table"))?;
+        }
+        Ok(())
+    }
+
+    async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
+        Ok(Box::new(PostgresChunkWriter {
+            client: self.client().await?,
+            migration: migration.to_string(),
+        }))
+    }
+
+    async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>> {
+        Ok(Box::new(
+            PostgresApplier::open(self.client().await?, migration).await?,
+        ))
+    }
+
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
+        let client = self.client().await?;
+        for sequence in sequences {
+            let Some(value) = sequence.last_value else {
+                continue;
+            };
+            let result = client
+                .query(
+                    "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, $3, true) FROM pg_sequences
+                     WHERE schemaname = $1 AND sequencename = $2 AND (last_value IS NULL OR last_value < $3)",
+                    &[&sequence.name.schema, &sequence.name.name, &value],
+                )
+                .await;
+            if let Err(error) = result {
+                warn!(sequence = %sequence.name, error = %classify(error, "setting a sequence"), "could not set a sequence on the target");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads chunks with `COPY ... FROM STDIN` and marks them done in the same transaction.
+pub struct PostgresChunkWriter {
+    client: Client,
+    migration: String,
+}
+
+#[async_trait]
+impl ChunkWriter for PostgresChunkWriter {
+    async fn write(
+        &mut self,
+        table: &TableSchema,
+        chunk: u32,
+        format: ChunkFormat,
+        mut rows: ByteStream,
+    ) -> Result<u64> {
+        let what = format!("loading {} on the target", table.name);
+        let columns: Vec<String> = table
+            .writable_columns()
+            .map(|column| ident(&column.name))
+            .collect();
+        let options = match format {
+            ChunkFormat::PostgresBinary => "(FORMAT binary)",
+            ChunkFormat::PostgresText => "(FORMAT text)",
+        };
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let sink = transaction
+            .copy_in::<_, bytes::Bytes>(&format!(
+                "COPY {} ({}) FROM STDIN {options}",
+                qualified(&table.name),
+                columns.join(", ")
+            ))
+            .await
+            .map_err(|error| classify(error, &what))?;
+        futures_util::pin_mut!(sink);
+        while let Some(data) = rows.next().await {
+            sink.feed(data?)
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        let count = sink
+            .finish()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        state::mark_chunk_done(&transaction, &self.migration, &table.name, chunk, count).await?;
+        failpoint::hit("copy.before_chunk_commit");
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(count)
+    }
+}

@@ -1,0 +1,89 @@
+//! PostgreSQL as a source.
+
+use async_trait::async_trait;
+use ferry_core::connector::{ChangeStream, Snapshot, Source};
+use ferry_core::schema::{Catalog, Sequence};
+use ferry_core::select::Selection;
+use ferry_core::{Error, Lsn, Position, Result, TableName};
+
+use super::catalog;
+use super::cdc;
+use super::config::ConnectionConfig;
+use super::connection::connect;
+use super::errors::classify;
+use super::snapshot::{PostgresSnapshot, SnapshotHolder};
+
+/// A PostgreSQL source.
+pub struct PostgresSource {
+    config: ConnectionConfig,
+}
+
+impl PostgresSource {
+    pub fn new(config: ConnectionConfig) -> Self {
+        PostgresSource { config }
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
+        catalog::read_catalog(&connect(&self.config).await?, selection).await
+    }
+
+    async fn create_stream(
+        &self,
+        migration: &str,
+        tables: &[TableName],
+    ) -> Result<(Position, Box<dyn Snapshot>)> {
+        let client = connect(&self.config).await?;
+        cdc::drop_leftover_slot(&client, migration).await?;
+        cdc::sync_publication(&client, migration, tables).await?;
+        let (position, snapshot_id, session) = cdc::create_slot(&self.config, migration).await?;
+        Ok((
+            Position::Postgres(position),
+            Box::new(PostgresSnapshot::new(
+                self.config.clone(),
+                snapshot_id,
+                SnapshotHolder::Slot(session),
+            )),
+        ))
+    }
+
+    async fn update_stream(&self, migration: &str, tables: &[TableName]) -> Result<()> {
+        let client = connect(&self.config).await?;
+        cdc::require_slot(&client, migration).await?;
+        cdc::sync_publication(&client, migration, tables).await
+    }
+
+    async fn open_stream(
+        &self,
+        migration: &str,
+        position: Position,
+    ) -> Result<Box<dyn ChangeStream>> {
+        let Position::Postgres(lsn) = position;
+        Ok(Box::new(cdc::open(&self.config, migration, lsn).await?))
+    }
+
+    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(PostgresSnapshot::fresh(&self.config).await?))
+    }
+
+    async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>> {
+        catalog::read_sequence_values(&connect(&self.config).await?, sequences).await
+    }
+
+    async fn current_position(&self) -> Result<Position> {
+        let client = connect(&self.config).await?;
+        let row = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(|error| classify(error, "reading the current WAL position"))?;
+        let text: String = row.get(0);
+        Lsn::parse(&text).map(Position::Postgres).ok_or_else(|| {
+            Error::definite(
+                "source.position",
+                format!("unreadable WAL position {text:?}"),
+            )
+        })
+    }
+}

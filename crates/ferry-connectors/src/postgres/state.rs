@@ -1,0 +1,187 @@
+//! ferry's own tables on the target, in schema `_ferry`: the stream checkpoint of each migration,
+//! each table's handoff state and its chunk plan. They are written in the same transactions as
+//! the data they describe.
+
+use std::collections::BTreeMap;
+
+use ferry_core::state::{
+    Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
+};
+use ferry_core::{Error, Position, Result, TableName};
+use tokio_postgres::GenericClient;
+
+use super::errors::classify;
+
+pub(crate) const CREATE_STATE_TABLES: &str = "
+CREATE SCHEMA IF NOT EXISTS _ferry;
+CREATE TABLE IF NOT EXISTS _ferry.stream (
+    migration text PRIMARY KEY,
+    position text NOT NULL,
+    commit_time_unix_micros bigint,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS _ferry.table_state (
+    migration text NOT NULL,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    state text NOT NULL,
+    PRIMARY KEY (migration, table_schema, table_name)
+);
+CREATE TABLE IF NOT EXISTS _ferry.chunk (
+    migration text NOT NULL,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    chunk_index integer NOT NULL,
+    key_range text NOT NULL,
+    done boolean NOT NULL DEFAULT false,
+    rows bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (migration, table_schema, table_name, chunk_index)
+);";
+
+pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
+    let what = "reading ferry's state on the target";
+    let exists = client
+        .query_one("SELECT to_regclass('_ferry.chunk') IS NOT NULL", &[])
+        .await
+        .map_err(|error| classify(error, what))?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(MigrationState::default());
+    }
+    let mut state = MigrationState::default();
+    if let Some(row) = client
+        .query_opt(
+            "SELECT position, commit_time_unix_micros, (extract(epoch FROM updated_at) * 1000000)::bigint FROM _ferry.stream WHERE migration = $1",
+            &[&migration],
+        )
+        .await
+        .map_err(|error| classify(error, what))?
+    {
+        let text: String = row.get(0);
+        let position = Position::from_storage(&text).ok_or_else(|| Error::definite("state.position", format!("unreadable checkpoint position {text:?} in _ferry.stream")))?;
+        state.stream = Some(StreamCheckpoint { position, commit_time_unix_micros: row.get(1), updated_unix_micros: row.get(2) });
+    }
+    let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT table_schema, table_name, state FROM _ferry.table_state WHERE migration = $1",
+            &[&migration],
+        )
+        .await
+        .map_err(|error| classify(error, what))?
+    {
+        let text: String = row.get(2);
+        let table_state = TableState::parse(&text).ok_or_else(|| {
+            Error::definite(
+                "state.table",
+                format!("unknown table state {text:?} in _ferry.table_state"),
+            )
+        })?;
+        tables.insert(
+            TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+            TableProgress {
+                state: table_state,
+                chunks: Vec::new(),
+            },
+        );
+    }
+    for row in client
+        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows FROM _ferry.chunk WHERE migration = $1 ORDER BY chunk_index", &[&migration])
+        .await
+        .map_err(|error| classify(error, what))?
+    {
+        let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let range_text: String = row.get(3);
+        let range: KeyRange = serde_json::from_str(&range_text).map_err(|error| Error::definite("state.chunk", format!("unreadable chunk range in _ferry.chunk: {error}")))?;
+        if let Some(progress) = tables.get_mut(&name) {
+            progress.chunks.push(Chunk { index: row.get::<_, i32>(2) as u32, range, done: row.get(4), rows: row.get::<_, i64>(5) as u64 });
+        }
+    }
+    state.tables = tables;
+    Ok(state)
+}
+
+pub(crate) async fn set_table_state(
+    client: &impl GenericClient,
+    migration: &str,
+    table: &TableName,
+    state: TableState,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO _ferry.table_state (migration, table_schema, table_name, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (migration, table_schema, table_name) DO UPDATE SET state = EXCLUDED.state",
+            &[&migration, &table.schema, &table.name, &state.as_str()],
+        )
+        .await
+        .map_err(|error| classify(error, "storing a table state"))?;
+    Ok(())
+}
+
+pub(crate) async fn save_plan(
+    client: &impl GenericClient,
+    migration: &str,
+    table: &TableName,
+    chunks: &[Chunk],
+) -> Result<()> {
+    let what = "storing a chunk plan";
+    client
+        .execute("DELETE FROM _ferry.chunk WHERE migration = $1 AND table_schema = $2 AND table_name = $3", &[&migration, &table.schema, &table.name])
+        .await
+        .map_err(|error| classify(error, what))?;
+    let indexes: Vec<i32> = chunks.iter().map(|chunk| chunk.index as i32).collect();
+    let ranges: Vec<String> = chunks
+        .iter()
+        .map(|chunk| serde_json::to_string(&chunk.range).expect("ranges serialize"))
+        .collect();
+    client
+        .execute(
+            "INSERT INTO _ferry.chunk (migration, table_schema, table_name, chunk_index, key_range)
+             SELECT $1, $2, $3, chunk_index, key_range FROM unnest($4::int[], $5::text[]) AS plan(chunk_index, key_range)",
+            &[&migration, &table.schema, &table.name, &indexes, &ranges],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    set_table_state(client, migration, table, TableState::Copying).await
+}
+
+pub(crate) async fn mark_chunk_done(
+    client: &impl GenericClient,
+    migration: &str,
+    table: &TableName,
+    chunk: u32,
+    rows: u64,
+) -> Result<()> {
+    let updated = client
+        .execute(
+            "UPDATE _ferry.chunk SET done = true, rows = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4",
+            &[&migration, &table.schema, &table.name, &(chunk as i32), &(rows as i64)],
+        )
+        .await
+        .map_err(|error| classify(error, "marking a chunk done"))?;
+    if updated != 1 {
+        return Err(Error::definite(
+            "state.chunk",
+            format!("chunk {chunk} of {table} is not in the plan"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn save_checkpoint(
+    client: &impl GenericClient,
+    migration: &str,
+    position: Position,
+    commit_time_unix_micros: Option<i64>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO _ferry.stream (migration, position, commit_time_unix_micros, updated_at) VALUES ($1, $2, $3, clock_timestamp())
+             ON CONFLICT (migration) DO UPDATE SET position = EXCLUDED.position,
+                 commit_time_unix_micros = coalesce(EXCLUDED.commit_time_unix_micros, _ferry.stream.commit_time_unix_micros),
+                 updated_at = EXCLUDED.updated_at",
+            &[&migration, &position.to_storage(), &commit_time_unix_micros],
+        )
+        .await
+        .map_err(|error| classify(error, "storing the stream checkpoint"))?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Change events read from a source's log, and the merged batches a sink applies.
+
+use std::sync::Arc;
+
+use crate::position::Position;
+use crate::schema::TableName;
+use crate::value::{Cell, Value};
+
+/// A table as the change log describes it: the columns a row image carries, in image order,
+/// and which of them form the key that identifies a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    /// The source's identifier for the table; stable for the life of the table.
+    pub id: u32,
+    pub table: TableName,
+    pub columns: Vec<RelationColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationColumn {
+    pub name: String,
+    pub is_key: bool,
+}
+
+impl Relation {
+    /// Positions of the key columns within a row image.
+    pub fn key_indexes(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, column)| column.is_key)
+            .map(|(index, _)| index)
+            .collect()
+    }
+}
+
+/// One row change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new row; every cell is a value.
+    Insert {
+        relation: Arc<Relation>,
+        row: Vec<Cell>,
+    },
+    /// A changed row. `row` is the new image, where unchanged large values may be
+    /// [`Cell::Unchanged`]. `old_key` is set when the key changed (the row moved).
+    Update {
+        relation: Arc<Relation>,
+        old_key: Option<Vec<Value>>,
+        row: Vec<Cell>,
+    },
+    /// A removed row, identified by its key values in key order.
+    Delete {
+        relation: Arc<Relation>,
+        key: Vec<Value>,
+    },
+    /// Every row of these tables removed.
+    Truncate {
+        relations: Vec<Arc<Relation>>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+}
+
+/// What a change stream yields, in source commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A source transaction starts.
+    Begin,
+    /// A change inside the current transaction.
+    Change(Change),
+    /// The current transaction committed; `position` is where a stream resumes after it.
+    Commit {
+        position: Position,
+        commit_time_unix_micros: i64,
+    },
+    /// The source has sent everything before `position` and nothing in it concerns us: when no
+    /// transaction is open and everything received is durable, the position may be acknowledged.
+    Idle { position: Position },
+}
+
+/// Changes merged per key, ready for a sink. Segments apply in order; within a segment the
+/// order of tables and of keys does not matter, because every key appears at most once.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub segments: Vec<Segment>,
+    /// How many source changes the batch covers (for metrics).
+    pub change_count: u64,
+}
+
+#[derive(Debug)]
+pub enum Segment {
+    Rows(Vec<TableChanges>),
+    Truncate {
+        relations: Vec<Arc<Relation>>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+}
+
+/// The merged effect of a run of changes on one table: each key is in at most one list.
+#[derive(Debug)]
+pub struct TableChanges {
+    pub relation: Arc<Relation>,
+    /// Full row images to insert or overwrite.
+    pub upserts: Vec<Vec<Cell>>,
+    /// Row images with at least one [`Cell::Unchanged`]: update the present columns of an
+    /// existing row, leave the rest as they are, and do nothing when the row is absent.
+    pub updates: Vec<Vec<Cell>>,
+    /// Keys to delete; deleting an absent row is not an error.
+    pub deletes: Vec<Vec<Value>>,
+    /// Rows whose key changed while some values were left out of the image: (old key, new
+    /// image). The row at the old key takes the new key and the present values and keeps the
+    /// rest; nothing happens when it is absent.
+    pub moves: Vec<(Vec<Value>, Vec<Cell>)>,
+}

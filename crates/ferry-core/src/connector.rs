@@ -1,0 +1,187 @@
+//! The traits connectors implement. The engine drives a migration through these alone and never
+//! names a database.
+//!
+//! Contracts that every implementation keeps:
+//! - A sink call returns only when what it wrote is durable.
+//! - Writing the same chunk or applying the same batch twice gives the same result.
+//! - State a sink stores (plans, chunk completion, the stream checkpoint) commits in the same
+//!   transaction as the data it describes.
+//! - Errors are classified ([`crate::ErrorClass`]) at the connector boundary.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::change::{Batch, StreamEvent};
+use crate::error::Result;
+use crate::position::Position;
+use crate::schema::{Catalog, Sequence, TableName, TableSchema};
+use crate::select::Selection;
+use crate::state::{Chunk, KeyRange, MigrationState, TableState};
+
+/// Encoded rows flowing from a source to a sink without being decoded in between.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// An encoding of a chunk's rows that a source can produce and a sink can load directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkFormat {
+    /// PostgreSQL `COPY ... (FORMAT binary)`: fastest; only for types whose binary form carries
+    /// no server-specific identifiers.
+    PostgresBinary,
+    /// PostgreSQL `COPY ... (FORMAT text)` under pinned output settings.
+    PostgresText,
+}
+
+/// A source database.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Describes the selected tables, the user types they use and the sequences that go with them.
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog>;
+
+    /// Creates the change stream for `migration` covering `tables` (replacing any leftover one of
+    /// the same name) and returns the position streaming must start from, together with a
+    /// snapshot that shows exactly the data committed before that position.
+    async fn create_stream(
+        &self,
+        migration: &str,
+        tables: &[TableName],
+    ) -> Result<(Position, Box<dyn Snapshot>)>;
+
+    /// Checks that the stream of `migration` still exists and makes it cover exactly `tables`.
+    /// Changes to tables added here are captured from now on.
+    async fn update_stream(&self, migration: &str, tables: &[TableName]) -> Result<()>;
+
+    /// Opens the change stream of `migration` from `position`.
+    async fn open_stream(
+        &self,
+        migration: &str,
+        position: Position,
+    ) -> Result<Box<dyn ChangeStream>>;
+
+    /// A snapshot of the data as it is now, for copying tables after their stream already exists.
+    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>>;
+
+    /// The current state of these sequences.
+    async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>>;
+
+    /// The source's current end of log, for lag.
+    async fn current_position(&self) -> Result<Position>;
+}
+
+/// A consistent view of the source data.
+#[async_trait]
+pub trait Snapshot: Send + Sync {
+    /// Splits a table into key ranges of about `rows_per_chunk` rows that together cover every
+    /// possible key, including keys inserted later.
+    async fn plan_chunks(&self, table: &TableSchema, rows_per_chunk: u64) -> Result<Vec<KeyRange>>;
+
+    /// Opens a reader that sees this snapshot. Readers run in parallel.
+    async fn open_reader(&self) -> Result<Box<dyn ChunkReader>>;
+}
+
+/// Reads the rows of key ranges from a snapshot.
+#[async_trait]
+pub trait ChunkReader: Send {
+    /// Streams the rows of `range` in the first of `accepted` formats this reader can produce
+    /// for `table`, and says which it chose.
+    async fn read(
+        &mut self,
+        table: &TableSchema,
+        range: &KeyRange,
+        accepted: &[ChunkFormat],
+    ) -> Result<(ChunkFormat, ByteStream)>;
+}
+
+/// A change stream, yielding events in source commit order.
+#[async_trait]
+pub trait ChangeStream: Send {
+    /// The next event, or `None` when the stream ended cleanly. Cancel-safe: dropping the future
+    /// loses nothing.
+    async fn next(&mut self) -> Result<Option<StreamEvent>>;
+
+    /// Tells the source that everything before `position` is durable on the target, so it may
+    /// discard it. Never call it with a position the target has not made durable.
+    fn acknowledge(&mut self, position: Position);
+
+    /// Ends the stream cleanly.
+    async fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// A target database.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The chunk formats this sink loads directly, best first.
+    fn accepted_formats(&self) -> &[ChunkFormat];
+
+    /// Creates the state store, the user types, the sequences and the tables (with primary keys,
+    /// without secondary indexes and foreign keys). Objects that exist are left as they are.
+    async fn create_tables(&self, catalog: &Catalog) -> Result<()>;
+
+    /// Creates the secondary indexes and constraints of these tables (after the bulk load).
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()>;
+
+    /// True when the target table holds no rows.
+    async fn is_empty(&self, table: &TableName) -> Result<bool>;
+
+    /// Removes every row of the table (before copying it afresh).
+    async fn truncate(&self, table: &TableName) -> Result<()>;
+
+    /// The persisted state of `migration` (empty when it never ran).
+    async fn load_state(&self, migration: &str) -> Result<MigrationState>;
+
+    /// Starts a fresh stream at `position`: stores it as the checkpoint and resets every table
+    /// of the migration to pending.
+    async fn start_stream(&self, migration: &str, position: Position) -> Result<()>;
+
+    /// Stores a table's chunk plan and sets it to [`TableState::Copying`].
+    async fn save_plan(&self, migration: &str, table: &TableName, chunks: &[Chunk]) -> Result<()>;
+
+    /// Sets a table's state.
+    async fn set_table_state(
+        &self,
+        migration: &str,
+        table: &TableName,
+        state: TableState,
+    ) -> Result<()>;
+
+    /// Removes a table from the migration's state.
+    async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()>;
+
+    /// Opens a writer for chunks. Writers run in parallel.
+    async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>>;
+
+    /// Opens the applier for the change stream.
+    async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>>;
+
+    /// Moves these sequences forward to at least their source values (never backwards).
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()>;
+}
+
+/// Loads chunks.
+#[async_trait]
+pub trait ChunkWriter: Send {
+    /// Loads one chunk's rows into `table` and marks the chunk done, in one transaction. Returns
+    /// the number of rows once they are durable. On error nothing of the chunk is kept.
+    async fn write(
+        &mut self,
+        table: &TableSchema,
+        chunk: u32,
+        format: ChunkFormat,
+        rows: ByteStream,
+    ) -> Result<u64>;
+}
+
+/// Applies merged change batches.
+#[async_trait]
+pub trait ChangeApplier: Send {
+    /// Applies the batch and, in the same transaction, stores `checkpoint` (with the commit time
+    /// of the last transaction it completes, if any). Returns once durable.
+    async fn apply(
+        &mut self,
+        batch: &Batch,
+        checkpoint: Position,
+        commit_time_unix_micros: Option<i64>,
+    ) -> Result<()>;
+}

@@ -1,0 +1,115 @@
+//! Classified errors. Every error says what kind of response it needs (retry, stop the table,
+//! or ask a human), carries a stable code that documentation and scripts can rely on, and, where
+//! we know it, a hint saying how to fix it. Drivers' errors are classified once, at the
+//! connector boundary; nothing above it inspects driver error types.
+
+use std::fmt;
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Likely to go away by itself (connection reset, server restarting, serialization failure):
+    /// retry with backoff.
+    Transient,
+    /// This table, event or value is wrong and retrying will not help: stop what it affects and
+    /// report it.
+    Definite,
+    /// Needs a human: a setting, a privilege, a missing object. The hint says what to do.
+    Operator,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Definite => "definite",
+            ErrorClass::Operator => "operator",
+        })
+    }
+}
+
+/// A ferry error: class, stable code (e.g. `source.connect`), message and optional hint.
+///
+/// Messages never contain passwords: connectors describe servers as `user@host:port/database`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    class: ErrorClass,
+    code: &'static str,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Error {
+    /// An error of the given class with a stable code.
+    pub fn new(class: ErrorClass, code: &'static str, message: impl Into<String>) -> Self {
+        Error {
+            class,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A transient error (retry).
+    pub fn transient(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Transient, code, message)
+    }
+
+    /// A definite error (stop what it affects).
+    pub fn definite(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Definite, code, message)
+    }
+
+    /// An error that needs the operator.
+    pub fn operator(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Operator, code, message)
+    }
+
+    /// Adds how to fix it.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Prefixes the message with where it happened (`copying public.orders: ...`).
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_prefixes_message_and_keeps_code() {
+        let error = Error::operator("source.privilege", "permission denied")
+            .with_hint("grant it")
+            .context("reading public.t");
+        assert_eq!(error.to_string(), "reading public.t: permission denied");
+        assert_eq!(error.code(), "source.privilege");
+        assert_eq!(error.hint(), Some("grant it"));
+        assert_eq!(error.class(), ErrorClass::Operator);
+    }
+}

@@ -1,0 +1,137 @@
+//! Tables, columns, keys, and the objects that travel with them (sequences, indexes, foreign keys,
+//! enum types). Native type names and definitions are in the source engine's dialect, named by
+//! [`TableSchema::dialect`]; a sink of another dialect must map or refuse them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A schema-qualified table (or sequence, or type) name, unquoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// How an identity column generates values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Identity {
+    Always,
+    ByDefault,
+}
+
+/// One column as the source defines it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// The full type in the source dialect, with modifiers (`numeric(12,2)`, `text[]`).
+    pub native_type: String,
+    /// True when the type is defined by the user (an enum, say) rather than built in.
+    pub user_defined_type: bool,
+    pub nullable: bool,
+    /// The default expression in the source dialect.
+    pub default: Option<String>,
+    pub identity: Option<Identity>,
+    /// For a stored generated column: its expression. Such columns are never written; the target
+    /// computes them.
+    pub generated: Option<String>,
+    /// The collation when it differs from the type's default.
+    pub collation: Option<String>,
+}
+
+/// A secondary object created after the bulk load: an index or a constraint (unique, exclusion,
+/// foreign key), as a definition in the source dialect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondaryObject {
+    pub name: String,
+    pub kind: SecondaryKind,
+    /// `CREATE INDEX ...` for an index, the constraint definition (`FOREIGN KEY (a) REFERENCES ...`)
+    /// for a constraint.
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecondaryKind {
+    Index,
+    Constraint,
+    ForeignKey,
+}
+
+/// A table as the source defines it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub name: TableName,
+    /// The dialect of native types and definitions (`postgres`).
+    pub dialect: String,
+    pub columns: Vec<Column>,
+    /// Names of the primary key columns, in key order. Empty when the table has none.
+    pub primary_key: Vec<String>,
+    /// Name of the primary key constraint.
+    pub primary_key_name: Option<String>,
+    /// Check constraints, created with the table: (name, definition).
+    pub checks: Vec<(String, String)>,
+    /// Created after the bulk load.
+    pub secondary: Vec<SecondaryObject>,
+    /// The source's estimate of the row count (for progress and chunk sizing only).
+    pub estimated_rows: u64,
+}
+
+impl TableSchema {
+    /// The columns a copy or an apply writes: every column but generated ones.
+    pub fn writable_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns
+            .iter()
+            .filter(|column| column.generated.is_none())
+    }
+
+    /// The column with this name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|column| column.name == name)
+    }
+}
+
+/// A user-defined type the tables depend on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserType {
+    pub name: TableName,
+    /// Enum labels in sort order.
+    pub enum_labels: Vec<String>,
+}
+
+/// A sequence and its current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub name: TableName,
+    /// The type, start, increment, bounds, cache and cycle, in the source dialect
+    /// (`AS bigint INCREMENT BY 1 MINVALUE 1 ...`).
+    pub definition: String,
+    /// The last value handed out, or `None` when `nextval` was never called.
+    pub last_value: Option<i64>,
+    /// The table column that owns the sequence (`serial`), if any.
+    pub owned_by: Option<(TableName, String)>,
+    /// True for an identity column's sequence, which the table creates itself.
+    pub identity: bool,
+}
+
+/// Everything a migration moves from one source: tables, the user types they use, sequences.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub tables: Vec<TableSchema>,
+    pub types: Vec<UserType>,
+    pub sequences: Vec<Sequence>,
+}

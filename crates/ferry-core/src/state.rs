@@ -1,0 +1,93 @@
+//! The persisted state of a migration: where the change stream stands and how far each table's
+//! copy has come. A sink stores it next to the data, in the same transactions, so that the state
+//! never claims more than the target holds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::position::Position;
+use crate::schema::TableName;
+use crate::value::Value;
+
+/// The handoff state of one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableState {
+    /// Selected, no chunk plan yet. Set by the engine when a table enters the migration. The
+    /// target table holds no committed chunk of ours, so it may be emptied before the copy.
+    Pending,
+    /// Chunks are planned and being copied. Set by the engine with the plan; each chunk is marked
+    /// done by the sink in the same transaction that commits its rows, so a restart copies only
+    /// the chunks not marked done.
+    Copying,
+    /// Every chunk is committed. Set by the engine after the last chunk. From here on the change
+    /// stream alone keeps the table current; it replays from the stream checkpoint, which
+    /// precedes every snapshot the chunks were read under, so no change is missed.
+    Copied,
+}
+
+impl TableState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TableState::Pending => "pending",
+            TableState::Copying => "copying",
+            TableState::Copied => "copied",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TableState> {
+        match text {
+            "pending" => Some(TableState::Pending),
+            "copying" => Some(TableState::Copying),
+            "copied" => Some(TableState::Copied),
+            _ => None,
+        }
+    }
+}
+
+/// One key range of a table: rows with `lower <= key < upper`; an absent bound is open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub lower: Option<Vec<Value>>,
+    pub upper: Option<Vec<Value>>,
+}
+
+/// A planned chunk and whether its rows are committed on the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub index: u32,
+    pub range: KeyRange,
+    pub done: bool,
+    pub rows: u64,
+}
+
+/// How far one table has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableProgress {
+    pub state: TableState,
+    pub chunks: Vec<Chunk>,
+}
+
+impl TableProgress {
+    pub fn rows_copied(&self) -> u64 {
+        self.chunks.iter().map(|chunk| chunk.rows).sum()
+    }
+}
+
+/// Where the change stream stands: every change before `position` is durable on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamCheckpoint {
+    pub position: Position,
+    /// When the source committed the last applied transaction, if any was applied.
+    pub commit_time_unix_micros: Option<i64>,
+    /// When the checkpoint was written, by the target's clock.
+    pub updated_unix_micros: i64,
+}
+
+/// The whole persisted state of one migration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigrationState {
+    /// `None` until the change stream was created.
+    pub stream: Option<StreamCheckpoint>,
+    pub tables: BTreeMap<TableName, TableProgress>,
+}

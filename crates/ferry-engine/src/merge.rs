@@ -1,0 +1,550 @@
+//! Merging a run of changes into a [`Batch`] in which every key appears once.
+//!
+//! Applying one merged operation per key gives the same result as applying every change in
+//! order, because changes to different keys commute (ferry applies with triggers and foreign keys
+//! disabled, like PostgreSQL's own apply worker). Per key:
+//!
+//! ```text
+//!   earlier \ later   insert/full update   partial update (has Unchanged)      delete
+//!   (none)            upsert               update                              delete
+//!   upsert            upsert               upsert, Unchanged filled from earlier delete
+//!   update            upsert               update, later cells win             delete
+//!   delete            upsert               delete (the row is gone)            delete
+//! ```
+//!
+//! A key change (an update with `old_key`) is a delete of the old key and a write of the new one,
+//! except when the new image lacks unchanged values and the old row's full image is not in the
+//! batch: then the row must be moved on the target with its values, so the batch is cut there and
+//! the move travels alone as a partial update keyed by the old key. A truncate also cuts the batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_core::change::{Batch, Change, Relation, Segment, TableChanges};
+use ferry_core::{Cell, Error, Result, Value};
+
+enum Operation {
+    Upsert(Vec<Cell>),
+    Update(Vec<Cell>),
+    Delete(Vec<Value>),
+}
+
+struct TableMerge {
+    relation: Arc<Relation>,
+    key_indexes: Vec<usize>,
+    operations: HashMap<String, Operation>,
+}
+
+/// Accumulates changes into a batch. See the module notes for the merge rules.
+#[derive(Default)]
+pub struct BatchBuilder {
+    finished: Vec<Segment>,
+    tables: HashMap<u32, TableMerge>,
+    table_order: Vec<u32>,
+    change_count: u64,
+    operation_count: usize,
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many source changes were added since the last [`BatchBuilder::take`].
+    pub fn change_count(&self) -> u64 {
+        self.change_count
+    }
+
+    /// How many merged operations the batch holds (its memory grows with this).
+    pub fn operation_count(&self) -> usize {
+        self.operation_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.change_count == 0
+    }
+
+    /// Adds one change, in source order.
+    pub fn add(&mut self, change: Change) -> Result<()> {
+        self.change_count += 1;
+        match change {
+            Change::Insert { relation, row } => {
+                let key = self.key_of_row(&relation, &row)?;
+                self.put(&relation, key, Operation::Upsert(row));
+            }
+            Change::Update {
+                relation,
+                old_key,
+                row,
+            } => {
+                let key = self.key_of_row(&relation, &row)?;
+                let moved_from = old_key.filter(|old| key_form(old) != key_form(&key));
+                let partial = row.iter().any(Cell::is_unchanged);
+                if let Some(old_key) = moved_from {
+                    let old_form = key_form(&old_key);
+                    let earlier_full = match self.table(&relation).operations.get(&old_form) {
+                        Some(Operation::Upsert(earlier)) => Some(earlier.clone()),
+                        _ => None,
+                    };
+                    match (partial, earlier_full) {
+                        (false, _) => {
+                            self.put(&relation, old_key, Operation::Delete(Vec::new()));
+                            self.put(&relation, key, Operation::Upsert(row));
+                        }
+                        (true, Some(earlier)) => {
+                            self.put(&relation, old_key, Operation::Delete(Vec::new()));
+                            self.put(
+                                &relation,
+                                key,
+                                Operation::Upsert(fill_unchanged(row, &earlier)),
+                            );
+                        }
+                        (true, None) => {
+                            // The row's other values are only on the target: move it there.
+                            self.cut();
+                            let mut table = new_table(&relation);
+                            table.updates_by_old_key = Some((old_key, row));
+                            self.finished
+                                .push(Segment::Rows(vec![table.into_changes()]));
+                            self.operation_count += 1;
+                        }
+                    }
+                } else if partial {
+                    let form = key_form(&key);
+                    let merged = match self.table(&relation).operations.remove(&form) {
+                        Some(Operation::Upsert(earlier)) => {
+                            Operation::Upsert(fill_unchanged(row, &earlier))
+                        }
+                        Some(Operation::Update(earlier)) => {
+                            Operation::Update(fill_unchanged(row, &earlier))
+                        }
+                        Some(deleted @ Operation::Delete(_)) => deleted,
+                        None => {
+                            self.operation_count += 1;
+                            Operation::Update(row)
+                        }
+                    };
+                    self.table(&relation).operations.insert(form, merged);
+                } else {
+                    self.put(&relation, key, Operation::Upsert(row));
+                }
+            }
+            Change::Delete { relation, key } => {
+                self.put(&relation, key, Operation::Delete(Vec::new()));
+            }
+            Change::Truncate {
+                relations,
+                cascade,
+                restart_identity,
+            } => {
+                self.cut();
+                self.finished.push(Segment::Truncate {
+                    relations,
+                    cascade,
+                    restart_identity,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the batch built so far and starts an empty one.
+    pub fn take(&mut self) -> Batch {
+        self.cut();
+        let batch = Batch {
+            segments: std::mem::take(&mut self.finished),
+            change_count: self.change_count,
+        };
+        self.change_count = 0;
+        self.operation_count = 0;
+        batch
+    }
+
+    fn table(&mut self, relation: &Arc<Relation>) -> &mut TableMerge {
+        let id = relation.id;
+        if !self.tables.contains_key(&id) || self.tables[&id].relation != *relation {
+            // A new relation, or the same table with a new shape: earlier operations were made
+            // against the old shape, so they go first.
+            if self.tables.contains_key(&id) {
+                self.cut();
+            }
+            self.tables.insert(
+                id,
+                TableMerge {
+                    key_indexes: relation.key_indexes(),
+                    relation: relation.clone(),
+                    operations: HashMap::new(),
+                },
+            );
+            self.table_order.push(id);
+        }
+        self.tables.get_mut(&id).expect("inserted above")
+    }
+
+    fn key_of_row(&mut self, relation: &Arc<Relation>, row: &[Cell]) -> Result<Vec<Value>> {
+        let key_indexes = &self.table(relation).key_indexes;
+        if key_indexes.is_empty() {
+            return Err(Error::definite(
+                "stream.no_key",
+                format!("table {} has no key in the change stream", relation.table),
+            )
+            .with_hint("give the table a primary key on the source"));
+        }
+        key_indexes
+            .iter()
+            .map(|&index| match row.get(index) {
+                Some(Cell::Value(value)) => Ok(value.clone()),
+                _ => Err(Error::definite(
+                    "stream.key_missing",
+                    format!(
+                        "a change to {} carries no value for key column {index}",
+                        relation.table
+                    ),
+                )),
+            })
+            .collect()
+    }
+
+    fn put(&mut self, relation: &Arc<Relation>, key: Vec<Value>, operation: Operation) {
+        let form = key_form(&key);
+        let operation = match operation {
+            Operation::Delete(_) => Operation::Delete(key),
+            other => other,
+        };
+        if self
+            .table(relation)
+            .operations
+            .insert(form, operation)
+            .is_none()
+        {
+            self.operation_count += 1;
+        }
+    }
+
+    /// Ends the current segment: what follows applies after it.
+    fn cut(&mut self) {
+        let mut tables = Vec::new();
+        for id in self.table_order.drain(..) {
+            if let Some(table) = self.tables.remove(&id) {
+                let mut changes = TableChanges {
+                    relation: table.relation,
+                    upserts: Vec::new(),
+                    updates: Vec::new(),
+                    deletes: Vec::new(),
+                    moves: Vec::new(),
+                };
+                for operation in table.operations.into_values() {
+                    match operation {
+                        Operation::Upsert(row) => changes.upserts.push(row),
+                        Operation::Update(row) => changes.updates.push(row),
+                        Operation::Delete(key) => changes.deletes.push(key),
+                    }
+                }
+                if !(changes.upserts.is_empty()
+                    && changes.updates.is_empty()
+                    && changes.deletes.is_empty())
+                {
+                    tables.push(changes);
+                }
+            }
+        }
+        if !tables.is_empty() {
+            self.finished.push(Segment::Rows(tables));
+        }
+    }
+}
+
+struct MoveTable {
+    relation: Arc<Relation>,
+    updates_by_old_key: Option<(Vec<Value>, Vec<Cell>)>,
+}
+
+fn new_table(relation: &Arc<Relation>) -> MoveTable {
+    MoveTable {
+        relation: relation.clone(),
+        updates_by_old_key: None,
+    }
+}
+
+impl MoveTable {
+    fn into_changes(self) -> TableChanges {
+        TableChanges {
+            relation: self.relation,
+            upserts: Vec::new(),
+            updates: Vec::new(),
+            deletes: Vec::new(),
+            moves: self.updates_by_old_key.into_iter().collect(),
+        }
+    }
+}
+
+fn fill_unchanged(mut row: Vec<Cell>, earlier: &[Cell]) -> Vec<Cell> {
+    for (cell, earlier_cell) in row.iter_mut().zip(earlier) {
+        if cell.is_unchanged() {
+            *cell = earlier_cell.clone();
+        }
+    }
+    row
+}
+
+fn key_form(key: &[Value]) -> String {
+    let mut form = String::new();
+    for value in key {
+        value.key_form(&mut form);
+    }
+    form
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::change::RelationColumn;
+    use ferry_core::TableName;
+
+    fn relation() -> Arc<Relation> {
+        Arc::new(Relation {
+            id: 1,
+            table: TableName::new("public", "t"),
+            columns: vec![
+                RelationColumn {
+                    name: "id".into(),
+                    is_key: true,
+                },
+                RelationColumn {
+                    name: "a".into(),
+                    is_key: false,
+                },
+                RelationColumn {
+                    name: "big".into(),
+                    is_key: false,
+                },
+            ],
+        })
+    }
+
+    fn row(id: i32, a: &str, big: Option<&str>) -> Vec<Cell> {
+        vec![
+            Cell::Value(Value::Int32(id)),
+            Cell::Value(Value::Text(a.into())),
+            big.map_or(Cell::Unchanged, |big| Cell::Value(Value::Text(big.into()))),
+        ]
+    }
+
+    fn only_rows(batch: Batch) -> TableChanges {
+        assert_eq!(batch.segments.len(), 1, "{batch:?}");
+        match batch.segments.into_iter().next().unwrap() {
+            Segment::Rows(mut tables) => {
+                assert_eq!(tables.len(), 1);
+                tables.remove(0)
+            }
+            other => panic!("unexpected segment {other:?}"),
+        }
+    }
+
+    #[test]
+    fn later_changes_win_per_key() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(1, "a", Some("x")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(1, "b", Some("y")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(2, "c", Some("z")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Delete {
+                relation: relation.clone(),
+                key: vec![Value::Int32(2)],
+            })
+            .unwrap();
+        assert_eq!(builder.change_count(), 4);
+        let changes = only_rows(builder.take());
+        assert_eq!(changes.upserts, vec![row(1, "b", Some("y"))]);
+        assert_eq!(changes.deletes, vec![vec![Value::Int32(2)]]);
+        assert!(changes.updates.is_empty());
+        assert!(builder.is_empty());
+    }
+
+    #[test]
+    fn unchanged_values_are_filled_from_an_earlier_full_image_and_never_invented() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(1, "a", Some("large")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(1, "b", None),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(2, "c", None),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(2, "d", None),
+            })
+            .unwrap();
+        let changes = only_rows(builder.take());
+        assert_eq!(changes.upserts, vec![row(1, "b", Some("large"))]);
+        assert_eq!(changes.updates, vec![row(2, "d", None)]);
+    }
+
+    #[test]
+    fn a_delete_then_insert_is_an_upsert_and_updates_after_delete_are_ignored() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Delete {
+                relation: relation.clone(),
+                key: vec![Value::Int32(1)],
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(2, "x", None),
+            })
+            .unwrap();
+        builder
+            .add(Change::Delete {
+                relation: relation.clone(),
+                key: vec![Value::Int32(2)],
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(2, "y", None),
+            })
+            .unwrap();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(1, "new", Some("v")),
+            })
+            .unwrap();
+        let changes = only_rows(builder.take());
+        assert_eq!(changes.upserts, vec![row(1, "new", Some("v"))]);
+        assert_eq!(changes.deletes, vec![vec![Value::Int32(2)]]);
+        assert!(changes.updates.is_empty());
+    }
+
+    #[test]
+    fn key_changes_delete_the_old_key() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: Some(vec![Value::Int32(1)]),
+                row: row(5, "moved", Some("v")),
+            })
+            .unwrap();
+        let changes = only_rows(builder.take());
+        assert_eq!(changes.deletes, vec![vec![Value::Int32(1)]]);
+        assert_eq!(changes.upserts, vec![row(5, "moved", Some("v"))]);
+    }
+
+    #[test]
+    fn a_key_change_without_the_large_values_moves_the_row_on_its_own() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(9, "other", Some("v")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: Some(vec![Value::Int32(1)]),
+                row: row(5, "moved", None),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(5, "again", None),
+            })
+            .unwrap();
+        let batch = builder.take();
+        assert_eq!(batch.segments.len(), 3);
+        match &batch.segments[1] {
+            Segment::Rows(tables) => assert_eq!(
+                tables[0].moves,
+                vec![(vec![Value::Int32(1)], row(5, "moved", None))]
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncate_cuts_the_batch() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(1, "a", Some("x")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Truncate {
+                relations: vec![relation.clone()],
+                cascade: false,
+                restart_identity: false,
+            })
+            .unwrap();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(1, "b", Some("y")),
+            })
+            .unwrap();
+        let batch = builder.take();
+        assert_eq!(batch.segments.len(), 3);
+        assert!(matches!(batch.segments[1], Segment::Truncate { .. }));
+    }
+
+    #[test]
+    fn a_missing_key_value_is_an_error_not_a_panic() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        let error = builder
+            .add(Change::Insert {
+                relation,
+                row: vec![Cell::Unchanged],
+            })
+            .unwrap_err();
+        assert_eq!(error.code(), "stream.key_missing");
+    }
+}

@@ -1,0 +1,276 @@
+//! A whole run: prepare, copy what is not copied yet, then stream (in `run` mode).
+//!
+//! Why the copy and the stream fit together without losing or doubling a change:
+//! - On the first run the source creates the stream and, atomically with it, a snapshot showing
+//!   exactly the data committed before the stream's start position P. Chunks read under that
+//!   snapshot plus every change after P is the whole table.
+//! - A chunk interrupted by a crash is re-read on the next run under a fresh snapshot taken at
+//!   some later point S. Streaming still starts from the checkpoint (at most S), so the changes
+//!   between P and S are replayed over rows that already contain them. Each replayed change is
+//!   an upsert of a full image, a delete, or an update of present columns only, so after the
+//!   stream passes S every row equals the source again.
+//! - A table added to the selection later is added to the stream first, then copied under a
+//!   fresh snapshot, then streamed from the checkpoint: the same argument.
+//! - Streaming starts only when every selected table is copied, so a copy never overwrites a
+//!   newer streamed row with an older one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferry_core::connector::{Sink, Snapshot, Source};
+use ferry_core::schema::Catalog;
+use ferry_core::select::Selection;
+use ferry_core::state::{Chunk, TableState};
+use ferry_core::{Error, Result, TableName, TableSchema};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::progress::{Phase, Progress};
+use crate::snapshot::{copy_chunks, CopyTask};
+use crate::stream::{stream_changes, sync_sequences, StreamContext, StreamOptions};
+
+/// Copy once, or copy and keep streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy the selected tables and exit (a dump and restore, resumable).
+    Copy,
+    /// Copy, then stream changes until asked to stop.
+    Run,
+}
+
+/// What to migrate and how.
+#[derive(Debug, Clone)]
+pub struct MigrationOptions {
+    /// Names the migration's stream and state; one source and target can host several.
+    pub name: String,
+    pub selection: Selection,
+    pub mode: Mode,
+    /// Parallel copy workers.
+    pub parallel: usize,
+    /// Target chunk size.
+    pub rows_per_chunk: u64,
+    pub stream: StreamOptions,
+}
+
+/// Runs a migration until done (copy mode) or until `shutdown` turns true (run mode).
+pub async fn run_migration(
+    source: &dyn Source,
+    sink: &dyn Sink,
+    options: &MigrationOptions,
+    progress: &dyn Progress,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    progress.phase(Phase::Preparing);
+    let catalog = source.read_catalog(&options.selection).await?;
+    if catalog.tables.is_empty() {
+        return Err(Error::operator(
+            "plan.no_tables",
+            "no table on the source matches the selection",
+        )
+        .with_hint(
+            "check --tables (patterns like 'public.*') and that the source user can see the tables",
+        ));
+    }
+    require_keys(&catalog)?;
+    sink.create_tables(&catalog).await?;
+    let table_names: Vec<TableName> = catalog
+        .tables
+        .iter()
+        .map(|table| table.name.clone())
+        .collect();
+    let mut state = sink.load_state(&options.name).await?;
+
+    for name in state
+        .tables
+        .keys()
+        .filter(|name| !table_names.contains(name))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        info!(table = %name, "table left the selection; forgetting its state");
+        sink.forget_table(&options.name, &name).await?;
+        state.tables.remove(&name);
+    }
+
+    // The snapshot the copy reads from, and where streaming starts.
+    let mut snapshot: Option<Box<dyn Snapshot>> = None;
+    let mut stream_start = None;
+    match (options.mode, &state.stream) {
+        (Mode::Run, None) => {
+            refuse_foreign_rows(sink, &catalog, &state.tables).await?;
+            let (position, created) = source.create_stream(&options.name, &table_names).await?;
+            sink.start_stream(&options.name, position).await?;
+            info!(migration = %options.name, %position, "change stream created");
+            state = sink.load_state(&options.name).await?;
+            snapshot = Some(created);
+            stream_start = Some(position);
+        }
+        (Mode::Run, Some(checkpoint)) => {
+            source.update_stream(&options.name, &table_names).await?;
+            stream_start = Some(checkpoint.position);
+        }
+        (Mode::Copy, _) => refuse_foreign_rows(sink, &catalog, &state.tables).await?,
+    }
+
+    // Plan the tables that are not copied yet.
+    let tables: BTreeMap<TableName, Arc<TableSchema>> = catalog
+        .tables
+        .iter()
+        .map(|table| (table.name.clone(), Arc::new(table.clone())))
+        .collect();
+    let to_copy: Vec<&Arc<TableSchema>> = tables
+        .values()
+        .filter(|table| {
+            state.tables.get(&table.name).map(|progress| progress.state) != Some(TableState::Copied)
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    if !to_copy.is_empty() {
+        progress.phase(Phase::Copying);
+        if snapshot.is_none() {
+            snapshot = Some(source.fresh_snapshot().await?);
+        }
+        let snapshot_ref = snapshot.as_deref().expect("set above");
+        for table in &to_copy {
+            let chunks = match state.tables.get(&table.name) {
+                Some(existing) if existing.state == TableState::Copying => existing.chunks.clone(),
+                _ => {
+                    sink.truncate(&table.name).await?;
+                    let ranges = snapshot_ref
+                        .plan_chunks(table, options.rows_per_chunk)
+                        .await?;
+                    let chunks: Vec<Chunk> = ranges
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, range)| Chunk {
+                            index: index as u32,
+                            range,
+                            done: false,
+                            rows: 0,
+                        })
+                        .collect();
+                    sink.save_plan(&options.name, &table.name, &chunks).await?;
+                    chunks
+                }
+            };
+            let done: Vec<&Chunk> = chunks.iter().filter(|chunk| chunk.done).collect();
+            progress.table_planned(
+                &table.name,
+                chunks.len(),
+                done.len(),
+                table.estimated_rows,
+                done.iter().map(|chunk| chunk.rows).sum(),
+            );
+            let before = tasks.len();
+            tasks.extend(
+                chunks
+                    .iter()
+                    .filter(|chunk| !chunk.done)
+                    .map(|chunk| CopyTask {
+                        table: (*table).clone(),
+                        chunk: chunk.clone(),
+                    }),
+            );
+            if tasks.len() == before {
+                sink.set_table_state(&options.name, &table.name, TableState::Copied)
+                    .await?;
+                progress.table_copied(&table.name);
+            }
+        }
+        let copy = copy_chunks(
+            snapshot_ref,
+            sink,
+            &options.name,
+            tasks,
+            options.parallel,
+            progress,
+        );
+        let mut copy_shutdown = shutdown.clone();
+        tokio::select! {
+            result = copy => result?,
+            _ = wait_for_shutdown(&mut copy_shutdown) => {
+                progress.phase(Phase::Stopped);
+                info!("stopped during the copy; the next run resumes from the last committed chunk");
+                return Ok(());
+            }
+        }
+    }
+    // The snapshot holds back cleanup on the source: let it go as soon as the copy is done.
+    drop(snapshot);
+
+    progress.phase(Phase::Indexing);
+    let table_list: Vec<TableSchema> = catalog.tables.clone();
+    sink.create_secondary(&table_list).await?;
+    let sequences: Vec<TableName> = catalog
+        .sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
+    sync_sequences(source, sink, &sequences).await?;
+
+    let Some(start) = stream_start else {
+        progress.phase(Phase::Stopped);
+        return Ok(());
+    };
+    progress.phase(Phase::Streaming);
+    let stream = source.open_stream(&options.name, start).await?;
+    let applier = sink.open_applier(&options.name).await?;
+    let context = StreamContext {
+        source,
+        sink,
+        sequences: &sequences,
+        progress,
+        options: &options.stream,
+    };
+    let result = stream_changes(context, stream, applier, start, shutdown).await;
+    progress.phase(Phase::Stopped);
+    result
+}
+
+async fn wait_for_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Every table needs a key: chunks are key ranges and changes are applied by key.
+fn require_keys(catalog: &Catalog) -> Result<()> {
+    let keyless: Vec<String> = catalog
+        .tables
+        .iter()
+        .filter(|table| table.primary_key.is_empty())
+        .map(|table| table.name.to_string())
+        .collect();
+    if keyless.is_empty() {
+        return Ok(());
+    }
+    Err(Error::operator("plan.no_primary_key", format!("tables without a primary key: {}", keyless.join(", ")))
+        .with_hint("add a primary key on the source (ALTER TABLE ... ADD PRIMARY KEY), or leave these tables out with --tables"))
+}
+
+/// A target table that holds rows ferry did not write is not ours to overwrite.
+async fn refuse_foreign_rows(
+    sink: &dyn Sink,
+    catalog: &Catalog,
+    known: &BTreeMap<TableName, ferry_core::state::TableProgress>,
+) -> Result<()> {
+    let mut occupied = Vec::new();
+    for table in &catalog.tables {
+        if !known.contains_key(&table.name) && !sink.is_empty(&table.name).await? {
+            occupied.push(table.name.to_string());
+        }
+    }
+    if occupied.is_empty() {
+        return Ok(());
+    }
+    Err(Error::operator(
+        "target.not_empty",
+        format!("target tables already hold rows: {}", occupied.join(", ")),
+    )
+    .with_hint("empty or drop them on the target, or leave them out with --tables"))
+}

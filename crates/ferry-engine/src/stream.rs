@@ -1,0 +1,220 @@
+//! The change stream loop: read events in commit order, merge them into batches, apply each
+//! batch together with its checkpoint in one target transaction, then acknowledge the source.
+//!
+//! ```text
+//!   source log --> next() --> BatchBuilder --(size or age)--> applier.apply(batch, checkpoint)
+//!                                                                   | durable
+//!                                                        acknowledge(checkpoint) --> source
+//! ```
+//!
+//! Progress rules, which make a crash at any instant safe:
+//! - The checkpoint is the end position of the last transaction whose changes are all in the
+//!   applied batches. A batch may end inside a transaction (to bound memory); the part already
+//!   applied is replayed after a crash, which idempotent apply makes harmless.
+//! - The source is acknowledged only up to a checkpoint that is durable on the target.
+//! - While idle, positions the source reports as containing nothing for us are stored and
+//!   acknowledged (about once a second) so the source does not retain its log for nothing.
+
+use std::time::{Duration, Instant};
+
+use ferry_core::change::{Batch, StreamEvent};
+use ferry_core::connector::{ChangeApplier, ChangeStream, Sink, Source};
+use ferry_core::schema::Sequence;
+use ferry_core::{failpoint, Error, Position, Result, TableName};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::merge::BatchBuilder;
+use crate::progress::Progress;
+
+/// Tuning of the apply loop.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Apply once a batch holds this many merged operations (bounds memory).
+    pub max_batch_operations: usize,
+    /// Apply a non-empty batch at most this long after its first change arrived.
+    pub max_batch_delay: Duration,
+    /// How often sequences are copied while streaming.
+    pub sequence_interval: Duration,
+    /// How often an idle position is stored and acknowledged.
+    pub idle_ack_interval: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            max_batch_operations: 20_000,
+            max_batch_delay: Duration::from_millis(100),
+            sequence_interval: Duration::from_secs(10),
+            idle_ack_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the loop needs besides the stream itself.
+pub struct StreamContext<'a> {
+    pub source: &'a dyn Source,
+    pub sink: &'a dyn Sink,
+    pub sequences: &'a [TableName],
+    pub progress: &'a dyn Progress,
+    pub options: &'a StreamOptions,
+}
+
+struct Pending {
+    builder: BatchBuilder,
+    /// The last commit whose changes are all in `builder` (or applied): (position, commit time).
+    last_commit: Option<(Position, i64)>,
+    first_change_at: Option<Instant>,
+}
+
+/// Streams until `shutdown` turns true (then applies what it holds and returns `Ok`) or an error.
+pub async fn stream_changes(
+    context: StreamContext<'_>,
+    mut stream: Box<dyn ChangeStream>,
+    mut applier: Box<dyn ChangeApplier>,
+    start: Position,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let options = context.options;
+    let mut durable = start;
+    let mut pending = Pending {
+        builder: BatchBuilder::new(),
+        last_commit: None,
+        first_change_at: None,
+    };
+    let mut in_transaction = false;
+    let mut last_idle_ack = Instant::now();
+    let mut sequence_timer = tokio::time::interval(options.sequence_interval);
+    sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sequence_timer.tick().await;
+
+    let result: Result<()> = loop {
+        let deadline = pending
+            .first_change_at
+            .map(|first| first + options.max_batch_delay);
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    info!("stopping the stream");
+                    break Ok(());
+                }
+            }
+            event = stream.next() => {
+                let event = match event {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break Err(Error::transient("stream.ended", "the source ended the change stream")),
+                    Err(error) => break Err(error),
+                };
+                match event {
+                    StreamEvent::Begin => in_transaction = true,
+                    StreamEvent::Change(change) => {
+                        pending.first_change_at.get_or_insert_with(Instant::now);
+                        if let Err(error) = pending.builder.add(change) {
+                            break Err(error);
+                        }
+                        if pending.builder.operation_count() >= options.max_batch_operations {
+                            if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                                break Err(error);
+                            }
+                        }
+                    }
+                    StreamEvent::Commit { position, commit_time_unix_micros } => {
+                        in_transaction = false;
+                        if position > durable {
+                            pending.last_commit = Some((position, commit_time_unix_micros));
+                            pending.first_change_at.get_or_insert_with(Instant::now);
+                        }
+                        if pending.builder.operation_count() >= options.max_batch_operations {
+                            if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                                break Err(error);
+                            }
+                        }
+                    }
+                    StreamEvent::Idle { position } => {
+                        let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none();
+                        if nothing_pending && position > durable && last_idle_ack.elapsed() >= options.idle_ack_interval {
+                            last_idle_ack = Instant::now();
+                            if let Err(error) = applier.apply(&Batch::default(), position, None).await {
+                                break Err(error);
+                            }
+                            stream.acknowledge(position);
+                            durable = position;
+                            debug!(%position, "idle position acknowledged");
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                    break Err(error);
+                }
+            }
+            _ = sequence_timer.tick() => {
+                if let Err(error) = sync_sequences(context.source, context.sink, context.sequences).await {
+                    warn!(code = error.code(), error = %error, "copying sequences failed; will retry");
+                }
+            }
+        }
+    };
+    if result.is_ok() {
+        flush(
+            &mut pending,
+            &mut *applier,
+            &mut *stream,
+            &mut durable,
+            context.progress,
+        )
+        .await?;
+        sync_sequences(context.source, context.sink, context.sequences).await?;
+        stream.close().await?;
+    }
+    result
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies what is pending with the last complete commit as checkpoint, then acknowledges it.
+async fn flush(
+    pending: &mut Pending,
+    applier: &mut dyn ChangeApplier,
+    stream: &mut dyn ChangeStream,
+    durable: &mut Position,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if pending.builder.is_empty() && pending.last_commit.is_none() {
+        return Ok(());
+    }
+    let batch = pending.builder.take();
+    let (checkpoint, commit_time) = match pending.last_commit.take() {
+        Some((position, time)) => (position, Some(time)),
+        None => (*durable, None),
+    };
+    pending.first_change_at = None;
+    applier.apply(&batch, checkpoint, commit_time).await?;
+    failpoint::hit("stream.after_apply_before_ack");
+    if checkpoint > *durable {
+        stream.acknowledge(checkpoint);
+        *durable = checkpoint;
+    }
+    progress.changes_applied(batch.change_count, checkpoint, commit_time);
+    Ok(())
+}
+
+/// Copies the current values of these sequences to the target (forward only).
+pub async fn sync_sequences(
+    source: &dyn Source,
+    sink: &dyn Sink,
+    sequences: &[TableName],
+) -> Result<()> {
+    if sequences.is_empty() {
+        return Ok(());
+    }
+    let current: Vec<Sequence> = source.read_sequences(sequences).await?;
+    sink.set_sequences(&current).await
+}

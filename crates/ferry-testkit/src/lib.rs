@@ -1,0 +1,14 @@
+//! Throwaway database servers on loopback for ferry's tests and its demo.
+//!
+//! A server runs from the installed binaries in a fresh data directory on a free port. A small
+//! watchdog process stops it and removes the directory when the process that started it exits,
+//! however it exits, so a crashed test run leaves nothing behind.
+
+mod postgres;
+mod wait;
+
+pub use postgres::PostgresServer;
+pub use wait::wait_until;
+mod compare;
+
+pub use compare::{pin_output, table_digest, table_rows, TableDigest};

@@ -1,0 +1,87 @@
+//! `ferry run` and `ferry copy`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ferry_core::{ErrorClass, Result};
+use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
+use tracing::{info, warn};
+
+use crate::connect::connectors;
+use crate::progress::Renderer;
+use crate::settings::{resolve, FlagSettings};
+use crate::signals::shutdown_on_signals;
+
+/// Runs until done (copy) or stopped (run), retrying transient failures with capped exponential
+/// backoff: each attempt resumes from the durable checkpoint.
+pub async fn run(flags: &FlagSettings, mode: Mode, max_retries: u32) -> Result<ExitCode> {
+    let settings = resolve(flags)?;
+    let (source, sink) = connectors(&settings)?;
+    let shutdown = shutdown_on_signals();
+    let progress = Renderer::new();
+    let options = MigrationOptions {
+        name: settings.name.clone(),
+        selection: settings.selection.clone(),
+        mode,
+        parallel: settings.parallel,
+        rows_per_chunk: settings.chunk_rows,
+        stream: StreamOptions::default(),
+    };
+    let mut failures = 0;
+    loop {
+        let started = Instant::now();
+        match run_migration(&source, &sink, &options, &progress, shutdown.clone()).await {
+            Ok(()) => {
+                progress.finish();
+                info!(migration = %settings.name, "done");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(error)
+                if error.class() == ErrorClass::Transient
+                    && failures < max_retries
+                    && !*shutdown.borrow() =>
+            {
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures += 1;
+                let delay = backoff(failures);
+                warn!(code = error.code(), error = %error, attempt = failures, retry_in = ?delay, "transient failure; resuming from the checkpoint");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
+                }
+            }
+            Err(error) => {
+                progress.finish();
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s ... capped at 30 s, with up to 25% jitter from the clock.
+fn backoff(attempt: u32) -> Duration {
+    let base =
+        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30));
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_millis())
+            .unwrap_or(0),
+    ) % (base.as_millis() as u64 / 4 + 1);
+    base + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) < Duration::from_secs(2));
+        assert!(backoff(3) >= Duration::from_secs(4));
+        assert!(backoff(20) <= Duration::from_millis(37_500));
+    }
+}

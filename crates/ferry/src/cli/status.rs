@@ -1,0 +1,138 @@
+//! `ferry status`: per-table state, rows copied and replication lag.
+
+use std::process::ExitCode;
+
+use ferry_connectors::postgres::{slot_status, PostgresSink, PostgresSource};
+use ferry_core::connector::{Sink, Source};
+use ferry_core::state::TableState;
+use ferry_core::{Position, Result};
+use serde_json::json;
+
+use crate::connect::configs;
+use crate::settings::{resolve, FlagSettings};
+
+pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
+    let settings = resolve(flags)?;
+    let (source_config, target_config) = configs(&settings)?;
+    let sink = PostgresSink::new(target_config.clone());
+    let source = PostgresSource::new(source_config.clone());
+    let state = sink.load_state(&settings.name).await?;
+    let source_position = source.current_position().await.ok();
+    let slot = slot_status(&source_config, &settings.name)
+        .await
+        .ok()
+        .flatten();
+
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0);
+    let lag_bytes = match (&state.stream, source_position) {
+        (Some(checkpoint), Some(Position::Postgres(current))) => {
+            let Position::Postgres(applied) = checkpoint.position;
+            Some(current.0.saturating_sub(applied.0))
+        }
+        _ => None,
+    };
+    // Behind: how long since ferry last made progress; caught up: zero.
+    let lag_seconds = match (&state.stream, lag_bytes) {
+        (Some(checkpoint), Some(bytes)) if bytes > 0 => {
+            Some(((now_micros - checkpoint.updated_unix_micros).max(0) as f64) / 1e6)
+        }
+        (Some(_), Some(_)) => Some(0.0),
+        _ => None,
+    };
+    let all_copied = !state.tables.is_empty()
+        && state
+            .tables
+            .values()
+            .all(|table| table.state == TableState::Copied);
+    let phase = match (
+        &state.stream,
+        all_copied,
+        slot.as_ref().map(|slot| slot.active),
+    ) {
+        (None, false, _) if state.tables.is_empty() => "not started",
+        (_, false, _) => "copying",
+        (Some(_), true, Some(true)) => "streaming",
+        (Some(_), true, _) => "stopped (run again to resume streaming)",
+        (None, true, _) => "copied (one-time copy)",
+    };
+    let tables: Vec<serde_json::Value> = state
+        .tables
+        .iter()
+        .map(|(name, progress)| {
+            let total = progress.chunks.len();
+            let done = progress.chunks.iter().filter(|chunk| chunk.done).count();
+            let percent = if progress.state == TableState::Copied { 100.0 } else if total == 0 { 0.0 } else { (done as f64 * 100.0 / total as f64 * 10.0).round() / 10.0 };
+            let shown_state = match (progress.state, phase) {
+                (TableState::Copied, "streaming") => "streaming",
+                (state, _) => state.as_str(),
+            };
+            json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent })
+        })
+        .collect();
+    let report = json!({
+        "migration": settings.name,
+        "source": source_config.describe(),
+        "target": target_config.describe(),
+        "phase": phase,
+        "checkpoint": state.stream.as_ref().map(|checkpoint| checkpoint.position.to_string()),
+        "source_position": source_position.map(|position| position.to_string()),
+        "lag_bytes": lag_bytes,
+        "lag_seconds": lag_seconds,
+        "slot": slot,
+        "tables": tables,
+    });
+    if json_output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "migration {} ({} -> {}): {phase}",
+        settings.name,
+        source_config.describe(),
+        target_config.describe()
+    );
+    if let Some(checkpoint) = &state.stream {
+        println!(
+            "checkpoint {}  source at {}  lag {} bytes, {} s",
+            checkpoint.position,
+            source_position
+                .map(|position| position.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            lag_bytes
+                .map(|bytes| bytes.to_string())
+                .unwrap_or_else(|| "?".into()),
+            lag_seconds
+                .map(|seconds| format!("{seconds:.1}"))
+                .unwrap_or_else(|| "?".into()),
+        );
+    }
+    if let Some(slot) = &slot {
+        println!(
+            "slot {}: {}, retaining {} bytes of WAL ({})",
+            ferry_connectors::postgres::stream_name(&settings.name),
+            if slot.active { "active" } else { "inactive" },
+            slot.retained_bytes,
+            slot.wal_status.as_deref().unwrap_or("?")
+        );
+    }
+    println!(
+        "{:<40} {:<10} {:>8} {:>14}",
+        "table", "state", "percent", "rows copied"
+    );
+    for table in &tables {
+        println!(
+            "{:<40} {:<10} {:>7}% {:>14}",
+            table["table"].as_str().unwrap_or(""),
+            table["state"].as_str().unwrap_or(""),
+            table["percent"],
+            table["rows_copied"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
