@@ -261,7 +261,7 @@ async fn apply_table(
             .enumerate()
             .map(|(position, &index)| {
                 format!(
-                    "{} = ${}::{}",
+                    "{} = ${}::text::{}",
                     ident(names[index]),
                     position + 1,
                     types[names[index]]
@@ -273,7 +273,7 @@ async fn apply_table(
             .enumerate()
             .map(|(position, &index)| {
                 format!(
-                    "{} = ${}::{}",
+                    "{} = ${}::text::{}",
                     ident(names[index]),
                     present.len() + position + 1,
                     types[names[index]]

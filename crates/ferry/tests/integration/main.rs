@@ -1,0 +1,9 @@
+//! Integration tests against real PostgreSQL servers started from the installed binaries.
+//! One source and one target server serve the whole run; every test uses its own databases.
+
+mod cli;
+mod common;
+mod resume;
+mod schema;
+mod toast;
+mod types;

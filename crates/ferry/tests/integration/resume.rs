@@ -1,0 +1,127 @@
+//! kill -9 at any moment, under concurrent writes, and the next run converges to a target equal
+//! to the source, row for row.
+
+use std::time::Duration;
+
+use crate::common::{kill, stop, Pair, Writer};
+
+const TABLES: &[(&str, &str)] = &[
+    ("public.accounts", "id"),
+    ("public.ledger", "account_id, entry"),
+];
+
+async fn setup(pair: &Pair, rows: i64) {
+    pair.source
+        .batch_execute(&format!(
+            "CREATE TABLE public.accounts (id bigint PRIMARY KEY, payload text NOT NULL, counter integer NOT NULL);
+             CREATE TABLE public.ledger (account_id bigint, entry integer, amount numeric(20, 6), PRIMARY KEY (account_id, entry));
+             INSERT INTO public.accounts SELECT g, md5(g::text), 0 FROM generate_series(1, {rows}) g;
+             INSERT INTO public.ledger SELECT g % 5000, g, g / 7.0 FROM generate_series(1, {rows}) g;
+             ANALYZE;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// A small pseudo-random sequence (no external crates), seeded from the clock.
+fn delays(count: usize, max_millis: u64) -> Vec<Duration> {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            Duration::from_millis(100 + state % max_millis)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_at_random_moments_under_writes_loses_nothing() {
+    let pair = Pair::new("kill_random").await;
+    setup(&pair, 200_000).await;
+    let writer = Writer::start("kill_random", "public.accounts", 200_000).await;
+    let arguments = [
+        "--name",
+        "kill_random",
+        "--parallel",
+        "3",
+        "--chunk-rows",
+        "8000",
+    ];
+    let schedule = delays(5, 1500);
+    eprintln!("kill schedule: {schedule:?}");
+    for delay in schedule {
+        let mut ferry = pair.spawn_run(&arguments, None);
+        tokio::time::sleep(delay).await;
+        kill(&mut ferry);
+    }
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    // Once streaming, die mid-stream too.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    kill(&mut ferry);
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    let writes = writer.stop().await;
+    assert!(writes > 100, "the writer made {writes} writes");
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
+
+/// Dies exactly at the dangerous points: after rows are written but before their chunk commits,
+/// after a chunk commits, after a batch is applied but before the source is acknowledged, and
+/// just before a batch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dying_at_each_failpoint_loses_nothing() {
+    let pair = Pair::new("failpoints").await;
+    setup(&pair, 60_000).await;
+    let writer = Writer::start("failpoints", "public.accounts", 60_000).await;
+    let arguments = [
+        "--name",
+        "failpoints",
+        "--parallel",
+        "2",
+        "--chunk-rows",
+        "5000",
+    ];
+    for failpoint in [
+        "copy.before_chunk_commit:3",
+        "copy.after_chunk_commit:5",
+        "apply.before_commit:3",
+        "stream.after_apply_before_ack:4",
+        "apply.before_commit:10",
+    ] {
+        let mut ferry = pair.spawn_run(&arguments, Some(failpoint));
+        let mut exited = None;
+        for _ in 0..1200 {
+            if let Some(status) = ferry.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = exited.unwrap_or_else(|| {
+            let _ = ferry.kill();
+            panic!("ferry did not reach failpoint {failpoint}\n{}", pair.log())
+        });
+        assert!(!status.success(), "ferry should have died at {failpoint}");
+        assert!(
+            pair.log().contains(&format!(
+                "failpoint {}",
+                failpoint.split(':').next().unwrap()
+            )),
+            "died elsewhere than {failpoint}\n{}",
+            pair.log()
+        );
+    }
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    writer.stop().await;
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}

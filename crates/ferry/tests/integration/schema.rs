@@ -1,0 +1,114 @@
+//! Sequences, TRUNCATE, tables joining the selection later, and secondary objects.
+
+use crate::common::{stop, Pair};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_sequences_indexes_and_tables_added_later() {
+    let pair = Pair::new("schema").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.parents (id serial PRIMARY KEY, name text UNIQUE);
+             CREATE TABLE public.children (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, parent_id integer REFERENCES public.parents (id), twice bigint GENERATED ALWAYS AS (id * 2) STORED, note text);
+             CREATE INDEX children_note ON public.children (lower(note));
+             CREATE TABLE public.later (id integer PRIMARY KEY, value text);
+             INSERT INTO public.parents (name) SELECT 'parent ' || g FROM generate_series(1, 100) g;
+             INSERT INTO public.children (parent_id, note) SELECT 1 + g % 100, 'child ' || g FROM generate_series(1, 1000) g;
+             INSERT INTO public.later SELECT g, 'later ' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let first = &[
+        "--name",
+        "schema",
+        "--tables",
+        "public.parents,public.children",
+    ];
+    let mut ferry = pair.spawn_run(first, None);
+    pair.wait_streaming(2).await;
+    let tables = [("public.parents", "id"), ("public.children", "id")];
+    pair.wait_equal(&tables).await;
+
+    // Secondary objects were created after the copy.
+    let objects: Vec<String> = pair
+        .target
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        objects,
+        [
+            "children_note",
+            "children_pkey",
+            "parents_name_key",
+            "parents_pkey"
+        ]
+    );
+    let foreign_keys: i64 = pair
+        .target
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(foreign_keys, 1);
+
+    // A TRUNCATE and new rows, streamed.
+    pair.source
+        .batch_execute("TRUNCATE public.children; INSERT INTO public.children (parent_id, note) VALUES (1, 'after truncate'); INSERT INTO public.parents (name) VALUES ('newest');")
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+
+    // Sequences are at least where the source's are, so new rows on the target do not collide.
+    for sequence in ["public.parents_id_seq", "public.children_id_seq"] {
+        let query = format!("SELECT last_value FROM {sequence}");
+        let source: i64 = pair.source.query_one(&query, &[]).await.unwrap().get(0);
+        let target: i64 = pair.target.query_one(&query, &[]).await.unwrap().get(0);
+        assert!(
+            source > 1 && target >= source,
+            "{sequence}: source {source}, target {target}"
+        );
+    }
+
+    // Widen the selection: the new table is copied, then streamed; the others are not copied again.
+    let copied_before: i64 = pair
+        .target
+        .query_one("SELECT count(*) FROM public.children", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pair.source.batch_execute("INSERT INTO public.later VALUES (501, 'while ferry was stopped'); INSERT INTO public.children (parent_id, note) VALUES (2, 'while stopped');").await.unwrap();
+    let mut ferry = pair.spawn_run(&["--name", "schema", "--tables", "public.*"], None);
+    pair.wait_streaming(3).await;
+    pair.source.batch_execute("UPDATE public.later SET value = 'streamed' WHERE id <= 10; DELETE FROM public.later WHERE id = 500;").await.unwrap();
+    let all = [
+        ("public.parents", "id"),
+        ("public.children", "id"),
+        ("public.later", "id"),
+    ];
+    pair.wait_equal(&all).await;
+    assert_eq!(
+        copied_before, 1,
+        "the children table held just the post-truncate row"
+    );
+    let parents_copied: i64 = pair
+        .target
+        .query_one("SELECT sum(rows)::bigint FROM _ferry.chunk WHERE migration = 'schema' AND table_name = 'parents'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        parents_copied, 100,
+        "parents were copied once (100 rows) and never again"
+    );
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
