@@ -146,6 +146,10 @@ pub trait Sink: Send + Sync {
         state: TableState,
     ) -> Result<()>;
 
+    /// Forgets the stream checkpoint and every chunk of `migration` and sets its tables to
+    /// pending, so the next run starts over (a fresh stream and a full copy).
+    async fn reset(&self, migration: &str) -> Result<()>;
+
     /// Removes a table from the migration's state.
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()>;
 

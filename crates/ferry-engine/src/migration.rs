@@ -50,6 +50,8 @@ pub struct MigrationOptions {
     /// Target chunk size.
     pub rows_per_chunk: u64,
     pub stream: StreamOptions,
+    /// Start over: forget the checkpoint and copy every table again (after a lost slot, say).
+    pub restart: bool,
 }
 
 /// Runs a migration until done (copy mode) or until `shutdown` turns true (run mode).
@@ -73,6 +75,10 @@ pub async fn run_migration(
     }
     require_keys(&catalog)?;
     sink.create_tables(&catalog).await?;
+    if options.restart {
+        info!(migration = %options.name, "starting over: forgetting the checkpoint and copying every table again");
+        sink.reset(&options.name).await?;
+    }
     let table_names: Vec<TableName> = catalog
         .tables
         .iter()

@@ -14,23 +14,27 @@ use crate::signals::shutdown_on_signals;
 
 /// Runs until done (copy) or stopped (run), retrying transient failures with capped exponential
 /// backoff: each attempt resumes from the durable checkpoint.
-pub async fn run(flags: &FlagSettings, mode: Mode, max_retries: u32) -> Result<ExitCode> {
+pub async fn run(flags: &FlagSettings, mode: Mode, max_retries: u32, restart: bool) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source, sink) = connectors(&settings)?;
     let shutdown = shutdown_on_signals();
     let progress = Renderer::new();
-    let options = MigrationOptions {
+    let mut options = MigrationOptions {
         name: settings.name.clone(),
         selection: settings.selection.clone(),
         mode,
         parallel: settings.parallel,
         rows_per_chunk: settings.chunk_rows,
         stream: StreamOptions::default(),
+        restart,
     };
     let mut failures = 0;
     loop {
         let started = Instant::now();
-        match run_migration(&source, &sink, &options, &progress, shutdown.clone()).await {
+        let result = run_migration(&source, &sink, &options, &progress, shutdown.clone()).await;
+        // Start over at most once: a retry resumes what the restart began.
+        options.restart = false;
+        match result {
             Ok(()) => {
                 progress.finish();
                 info!(migration = %settings.name, "done");

@@ -101,6 +101,10 @@ pub struct CopyArgs {
     /// Retries of a transient failure (connection lost, server restarting) before giving up.
     #[arg(long, default_value_t = 10)]
     pub max_retries: u32,
+    /// Start over: forget the checkpoint, recreate the stream and copy every table again
+    /// (after the replication slot was lost, say). Rows on the target are replaced.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 impl ConnectionArgs {
@@ -126,6 +130,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &connection.flags(Some(&copy)),
                 ferry_engine::Mode::Run,
                 copy.max_retries,
+                copy.restart,
             )
             .await
         }
@@ -134,6 +139,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &connection.flags(Some(&copy)),
                 ferry_engine::Mode::Copy,
                 copy.max_retries,
+                copy.restart,
             )
             .await
         }

@@ -125,3 +125,27 @@ async fn dying_at_each_failpoint_loses_nothing() {
     pair.wait_equal(TABLES).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// A lost slot means lost changes: ferry refuses to continue and says how to start over, and
+/// `--restart` does start over and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_is_refused_and_restart_recovers() {
+    let pair = Pair::new("lost_slot").await;
+    setup(&pair, 5_000).await;
+    let arguments = ["--name", "lost_slot"];
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    pair.source.batch_execute("SELECT pg_drop_replication_slot('ferry_lost_slot'); UPDATE public.accounts SET counter = 42 WHERE id <= 100;").await.unwrap();
+
+    let output = pair.ferry("run", &arguments).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("error[source.slot_missing]") && stderr.contains("--restart"), "{stderr}");
+
+    let mut ferry = pair.spawn_run(&["--name", "lost_slot", "--restart"], None);
+    pair.wait_streaming(2).await;
+    pair.source.batch_execute("DELETE FROM public.accounts WHERE id <= 10;").await.unwrap();
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
