@@ -7,6 +7,9 @@
 //!                                                        acknowledge(checkpoint) --> source
 //! ```
 //!
+//! Applying runs in its own task, fed through a channel of one: while batch N is applied, batch
+//! N+1 is read and merged. Results come back in order; the source is acknowledged as they do.
+//!
 //! Progress rules, which make a crash at any instant safe:
 //! - The checkpoint is the end position of the last transaction whose changes are all in the
 //!   applied batches. A batch may end inside a transaction (to bound memory); the part already
@@ -21,7 +24,7 @@ use ferry_core::change::{Batch, StreamEvent};
 use ferry_core::connector::{ChangeApplier, ChangeStream, Sink, Source};
 use ferry_core::schema::Sequence;
 use ferry_core::{failpoint, Error, Position, Result, TableName};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::merge::BatchBuilder;
@@ -62,21 +65,89 @@ pub struct StreamContext<'a> {
 
 struct Pending {
     builder: BatchBuilder,
-    /// The last commit whose changes are all in `builder` (or applied): (position, commit time).
+    /// The last commit whose changes are all in `builder`: (position, commit time).
     last_commit: Option<(Position, i64)>,
     first_change_at: Option<Instant>,
+}
+
+/// A batch applied and durable on the target.
+struct Applied {
+    checkpoint: Position,
+    changes: u64,
+    commit_time: Option<i64>,
+}
+
+/// Batches go to an apply task through a channel of one, so the next batch is read and merged
+/// while the previous one is applied; results come back in order.
+struct Pipeline {
+    sender: Option<mpsc::Sender<(Batch, Position, Option<i64>)>>,
+    results: mpsc::UnboundedReceiver<Result<Applied>>,
+    /// Batches handed over whose result has not come back.
+    in_flight: usize,
+    /// The checkpoint of the last batch handed over.
+    sent: Position,
+}
+
+impl Pipeline {
+    fn start(mut applier: Box<dyn ChangeApplier>, start: Position) -> Pipeline {
+        let (sender, mut receiver) = mpsc::channel::<(Batch, Position, Option<i64>)>(1);
+        let (result_sender, results) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((batch, checkpoint, commit_time)) = receiver.recv().await {
+                let result = applier
+                    .apply(&batch, checkpoint, commit_time)
+                    .await
+                    .map(|()| Applied {
+                        checkpoint,
+                        changes: batch.change_count,
+                        commit_time,
+                    });
+                let failed = result.is_err();
+                if result_sender.send(result).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Pipeline {
+            sender: Some(sender),
+            results,
+            in_flight: 0,
+            sent: start,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        batch: Batch,
+        checkpoint: Position,
+        commit_time: Option<i64>,
+    ) -> Result<()> {
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| Error::definite("stream.closed", "the apply pipeline is closed"))?;
+        sender
+            .send((batch, checkpoint, commit_time))
+            .await
+            .map_err(|_| Error::definite("stream.apply_task", "the apply task ended"))?;
+        self.in_flight += 1;
+        self.sent = checkpoint;
+        Ok(())
+    }
 }
 
 /// Streams until `shutdown` turns true (then applies what it holds and returns `Ok`) or an error.
 pub async fn stream_changes(
     context: StreamContext<'_>,
     mut stream: Box<dyn ChangeStream>,
-    mut applier: Box<dyn ChangeApplier>,
+    applier: Box<dyn ChangeApplier>,
     start: Position,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let options = context.options;
-    let mut durable = start;
+    // Everything before `acknowledged` is durable on the target and acknowledged to the source.
+    let mut acknowledged = start;
+    let mut pipeline = Pipeline::start(applier, start);
     let mut pending = Pending {
         builder: BatchBuilder::new(),
         last_commit: None,
@@ -100,6 +171,13 @@ pub async fn stream_changes(
                     break Ok(());
                 }
             }
+            applied = pipeline.results.recv(), if pipeline.in_flight > 0 => {
+                match applied {
+                    Some(Ok(applied)) => acknowledge(&mut pipeline, applied, &mut *stream, &mut acknowledged, context.progress),
+                    Some(Err(error)) => break Err(error),
+                    None => break Err(Error::definite("stream.apply_task", "the apply task ended")),
+                }
+            }
             event = stream.next() => {
                 let event = match event {
                     Ok(Some(event)) => event,
@@ -114,39 +192,37 @@ pub async fn stream_changes(
                             break Err(error);
                         }
                         if pending.builder.operation_count() >= options.max_batch_operations {
-                            if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                            if let Err(error) = flush(&mut pending, &mut pipeline).await {
                                 break Err(error);
                             }
                         }
                     }
                     StreamEvent::Commit { position, commit_time_unix_micros } => {
                         in_transaction = false;
-                        if position > durable {
+                        if position > pipeline.sent {
                             pending.last_commit = Some((position, commit_time_unix_micros));
                             pending.first_change_at.get_or_insert_with(Instant::now);
                         }
                         if pending.builder.operation_count() >= options.max_batch_operations {
-                            if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                            if let Err(error) = flush(&mut pending, &mut pipeline).await {
                                 break Err(error);
                             }
                         }
                     }
                     StreamEvent::Idle { position } => {
-                        let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none();
-                        if nothing_pending && position > durable && last_idle_ack.elapsed() >= options.idle_ack_interval {
+                        let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none() && pipeline.in_flight == 0;
+                        if nothing_pending && position > acknowledged && last_idle_ack.elapsed() >= options.idle_ack_interval {
                             last_idle_ack = Instant::now();
-                            if let Err(error) = applier.apply(&Batch::default(), position, None).await {
+                            debug!(%position, "storing an idle position");
+                            if let Err(error) = pipeline.send(Batch::default(), position, None).await {
                                 break Err(error);
                             }
-                            stream.acknowledge(position);
-                            durable = position;
-                            debug!(%position, "idle position acknowledged");
                         }
                     }
                 }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(error) = flush(&mut pending, &mut *applier, &mut *stream, &mut durable, context.progress).await {
+                if let Err(error) = flush(&mut pending, &mut pipeline).await {
                     break Err(error);
                 }
             }
@@ -157,19 +233,25 @@ pub async fn stream_changes(
             }
         }
     };
-    if result.is_ok() {
-        flush(
-            &mut pending,
-            &mut *applier,
-            &mut *stream,
-            &mut durable,
-            context.progress,
-        )
-        .await?;
-        sync_sequences(context.source, context.sink, context.sequences).await?;
-        stream.close().await?;
+    result?;
+    // Graceful stop: apply what is held, wait for every batch, acknowledge, close.
+    flush(&mut pending, &mut pipeline).await?;
+    pipeline.sender = None;
+    while pipeline.in_flight > 0 {
+        match pipeline.results.recv().await {
+            Some(Ok(applied)) => acknowledge(
+                &mut pipeline,
+                applied,
+                &mut *stream,
+                &mut acknowledged,
+                context.progress,
+            ),
+            Some(Err(error)) => return Err(error),
+            None => return Err(Error::definite("stream.apply_task", "the apply task ended")),
+        }
     }
-    result
+    sync_sequences(context.source, context.sink, context.sequences).await?;
+    stream.close().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -179,31 +261,36 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Applies what is pending with the last complete commit as checkpoint, then acknowledges it.
-async fn flush(
-    pending: &mut Pending,
-    applier: &mut dyn ChangeApplier,
-    stream: &mut dyn ChangeStream,
-    durable: &mut Position,
-    progress: &dyn Progress,
-) -> Result<()> {
+/// Hands what is pending to the apply task, with the last complete commit as its checkpoint
+/// (or, in the middle of a transaction, the previous checkpoint again).
+async fn flush(pending: &mut Pending, pipeline: &mut Pipeline) -> Result<()> {
     if pending.builder.is_empty() && pending.last_commit.is_none() {
         return Ok(());
     }
     let batch = pending.builder.take();
     let (checkpoint, commit_time) = match pending.last_commit.take() {
         Some((position, time)) => (position, Some(time)),
-        None => (*durable, None),
+        None => (pipeline.sent, None),
     };
     pending.first_change_at = None;
-    applier.apply(&batch, checkpoint, commit_time).await?;
+    pipeline.send(batch, checkpoint, commit_time).await
+}
+
+/// A batch is durable: tell the source, then the progress observer.
+fn acknowledge(
+    pipeline: &mut Pipeline,
+    applied: Applied,
+    stream: &mut dyn ChangeStream,
+    acknowledged: &mut Position,
+    progress: &dyn Progress,
+) {
+    pipeline.in_flight -= 1;
     failpoint::hit("stream.after_apply_before_ack");
-    if checkpoint > *durable {
-        stream.acknowledge(checkpoint);
-        *durable = checkpoint;
+    if applied.checkpoint > *acknowledged {
+        stream.acknowledge(applied.checkpoint);
+        *acknowledged = applied.checkpoint;
     }
-    progress.changes_applied(batch.change_count, checkpoint, commit_time);
-    Ok(())
+    progress.changes_applied(applied.changes, applied.checkpoint, applied.commit_time);
 }
 
 /// Copies the current values of these sequences to the target (forward only).

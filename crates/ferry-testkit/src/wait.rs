@@ -24,3 +24,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_the_condition_and_times_out_with_what_it_waited_for() {
+        let mut calls = 0;
+        let value = wait_until("the third call", Duration::from_secs(5), || {
+            calls += 1;
+            let done = calls >= 3;
+            async move { done.then_some(42) }
+        })
+        .await;
+        assert_eq!(value, Ok(42));
+        let error = wait_until("nothing", Duration::from_millis(120), || async {
+            None::<()>
+        })
+        .await
+        .unwrap_err();
+        assert!(error.contains("waiting for nothing"), "{error}");
+    }
+}

@@ -94,11 +94,11 @@ pub(crate) async fn drop_leftover_slot(client: &Client, migration: &str) -> Resu
         .await
         .map_err(|error| classify(error, "looking up the replication slot"))?;
     match row {
-        Some(row) if row.get::<_, bool>(0) => Err(Error::operator(
+        Some(row) if row.get::<_, bool>(0) => Err(Error::transient(
             "source.slot_busy",
             format!("replication slot {name} is in use"),
         )
-        .with_hint("another ferry is running this migration; stop it first")),
+        .with_hint("another ferry is running this migration, or the server has not yet noticed that the previous one ended; stop the other one if it exists")),
         Some(_) => {
             client
                 .execute("SELECT pg_drop_replication_slot($1)", &[&name])

@@ -88,8 +88,8 @@ pub(crate) fn classify_replication(error: pgwire_replication::PgWireError, what:
             .with_hint("the replication slot was dropped, so changes since the last checkpoint are gone: start over with `ferry run --restart`");
     }
     if text.contains("is active for PID") {
-        return Error::operator("source.slot_busy", format!("{what}: {text}")).with_hint(
-            "another ferry (or another client) is streaming this migration; stop it first",
+        return Error::transient("source.slot_busy", format!("{what}: {text}")).with_hint(
+            "another ferry (or another client) is streaming this migration, or the server has not yet noticed that the previous session ended; stop the other one if it exists",
         );
     }
     if error.is_auth() {

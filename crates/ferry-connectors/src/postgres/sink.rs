@@ -253,16 +253,28 @@ impl Sink for PostgresSink {
     async fn reset(&self, migration: &str) -> Result<()> {
         let mut client = self.client().await?;
         let what = "resetting the migration state";
-        client.batch_execute(state::CREATE_STATE_TABLES).await.map_err(|error| classify(error, what))?;
-        let transaction = client.transaction().await.map_err(|error| classify(error, what))?;
+        client
+            .batch_execute(state::CREATE_STATE_TABLES)
+            .await
+            .map_err(|error| classify(error, what))?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, what))?;
         for sql in [
             "DELETE FROM _ferry.stream WHERE migration = $1",
             "DELETE FROM _ferry.chunk WHERE migration = $1",
             "UPDATE _ferry.table_state SET state = 'pending' WHERE migration = $1",
         ] {
-            transaction.execute(sql, &[&migration]).await.map_err(|error| classify(error, what))?;
+            transaction
+                .execute(sql, &[&migration])
+                .await
+                .map_err(|error| classify(error, what))?;
         }
-        transaction.commit().await.map_err(|error| classify(error, what))
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, what))
     }
 
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()> {

@@ -14,7 +14,12 @@ use crate::signals::shutdown_on_signals;
 
 /// Runs until done (copy) or stopped (run), retrying transient failures with capped exponential
 /// backoff: each attempt resumes from the durable checkpoint.
-pub async fn run(flags: &FlagSettings, mode: Mode, max_retries: u32, restart: bool) -> Result<ExitCode> {
+pub async fn run(
+    flags: &FlagSettings,
+    mode: Mode,
+    max_retries: u32,
+    restart: bool,
+) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source, sink) = connectors(&settings)?;
     let shutdown = shutdown_on_signals();

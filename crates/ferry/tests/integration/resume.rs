@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ferry_testkit::wait_until;
+
 use crate::common::{kill, stop, Pair, Writer};
 
 const TABLES: &[(&str, &str)] = &[
@@ -136,16 +138,29 @@ async fn a_lost_slot_is_refused_and_restart_recovers() {
     let mut ferry = pair.spawn_run(&arguments, None);
     pair.wait_streaming(2).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    let source = &pair.source;
+    wait_until("the old walsender to release the slot", Duration::from_secs(30), || async {
+        let row = source.query_one("SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'ferry_lost_slot'", &[]).await.ok()?;
+        row.get::<_, bool>(0).then_some(())
+    })
+    .await
+    .unwrap();
     pair.source.batch_execute("SELECT pg_drop_replication_slot('ferry_lost_slot'); UPDATE public.accounts SET counter = 42 WHERE id <= 100;").await.unwrap();
 
     let output = pair.ferry("run", &arguments).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("error[source.slot_missing]") && stderr.contains("--restart"), "{stderr}");
+    assert!(
+        stderr.contains("error[source.slot_missing]") && stderr.contains("--restart"),
+        "{stderr}"
+    );
 
     let mut ferry = pair.spawn_run(&["--name", "lost_slot", "--restart"], None);
     pair.wait_streaming(2).await;
-    pair.source.batch_execute("DELETE FROM public.accounts WHERE id <= 10;").await.unwrap();
+    pair.source
+        .batch_execute("DELETE FROM public.accounts WHERE id <= 10;")
+        .await
+        .unwrap();
     pair.wait_equal(TABLES).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }

@@ -1,5 +1,9 @@
 //! Sequences, TRUNCATE, tables joining the selection later, and secondary objects.
 
+use std::time::Duration;
+
+use ferry_testkit::wait_until;
+
 use crate::common::{stop, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,18 +32,33 @@ async fn truncate_sequences_indexes_and_tables_added_later() {
     let tables = [("public.parents", "id"), ("public.children", "id")];
     pair.wait_equal(&tables).await;
 
-    // Secondary objects were created after the copy.
-    let objects: Vec<String> = pair
-        .target
-        .query(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    // Secondary objects are created after the copy (while the stream may already run).
+    let target = &pair.target;
+    let objects = wait_until(
+        "indexes and foreign keys on the target",
+        Duration::from_secs(60),
+        || async {
+            let rows = target
+                .query(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let names: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+            let foreign_keys: i64 = target
+                .query_one(
+                    "SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (names.len() == 4 && foreign_keys == 1).then_some(names)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     assert_eq!(
         objects,
         [
