@@ -53,11 +53,13 @@ pub trait Source: Send + Sync {
     /// Changes to tables added here are captured from now on.
     async fn update_stream(&self, migration: &str, tables: &[TableName]) -> Result<()>;
 
-    /// Opens the change stream of `migration` from `position`.
+    /// Opens the change stream of `migration` from `position`. Changes to `tables` are keyed by
+    /// their primary keys (whatever the source logs as the row identity).
     async fn open_stream(
         &self,
         migration: &str,
         position: Position,
+        tables: &[TableSchema],
     ) -> Result<Box<dyn ChangeStream>>;
 
     /// A snapshot of the data as it is now, for copying tables after their stream already exists.

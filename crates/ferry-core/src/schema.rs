@@ -134,4 +134,7 @@ pub struct Catalog {
     pub tables: Vec<TableSchema>,
     pub types: Vec<UserType>,
     pub sequences: Vec<Sequence>,
+    /// Selected tables ferry cannot migrate, with the reason. A migration refuses to start while
+    /// any is selected, so nothing is silently left behind.
+    pub unsupported: Vec<(TableName, String)>,
 }

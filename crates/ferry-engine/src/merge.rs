@@ -32,7 +32,8 @@ enum Operation {
 struct TableMerge {
     relation: Arc<Relation>,
     key_indexes: Vec<usize>,
-    operations: HashMap<String, Operation>,
+    /// Per key: the sequence number of the last change merged into it, and the operation.
+    operations: HashMap<String, (u64, Operation)>,
 }
 
 /// Accumulates changes into a batch. See the module notes for the merge rules.
@@ -83,7 +84,7 @@ impl BatchBuilder {
                 if let Some(old_key) = moved_from {
                     let old_form = key_form(&old_key);
                     let earlier_full = match self.table(&relation).operations.get(&old_form) {
-                        Some(Operation::Upsert(earlier)) => Some(earlier.clone()),
+                        Some((_, Operation::Upsert(earlier))) => Some(earlier.clone()),
                         _ => None,
                     };
                     match (partial, earlier_full) {
@@ -111,7 +112,12 @@ impl BatchBuilder {
                     }
                 } else if partial {
                     let form = key_form(&key);
-                    let merged = match self.table(&relation).operations.remove(&form) {
+                    let merged = match self
+                        .table(&relation)
+                        .operations
+                        .remove(&form)
+                        .map(|(_, operation)| operation)
+                    {
                         Some(Operation::Upsert(earlier)) => {
                             Operation::Upsert(fill_unchanged(row, &earlier))
                         }
@@ -124,7 +130,10 @@ impl BatchBuilder {
                             Operation::Update(row)
                         }
                     };
-                    self.table(&relation).operations.insert(form, merged);
+                    let sequence = self.change_count;
+                    self.table(&relation)
+                        .operations
+                        .insert(form, (sequence, merged));
                 } else {
                     self.put(&relation, key, Operation::Upsert(row));
                 }
@@ -211,10 +220,11 @@ impl BatchBuilder {
             Operation::Delete(_) => Operation::Delete(key),
             other => other,
         };
+        let sequence = self.change_count;
         if self
             .table(relation)
             .operations
-            .insert(form, operation)
+            .insert(form, (sequence, operation))
             .is_none()
         {
             self.operation_count += 1;
@@ -233,7 +243,12 @@ impl BatchBuilder {
                     deletes: Vec::new(),
                     moves: Vec::new(),
                 };
-                for operation in table.operations.into_values() {
+                // In the order of each key's last change, so that a value one row gives up and
+                // another takes (a unique email moving between rows) is freed before it is taken.
+                let mut operations: Vec<(u64, Operation)> =
+                    table.operations.into_values().collect();
+                operations.sort_unstable_by_key(|(sequence, _)| *sequence);
+                for (_, operation) in operations {
                     match operation {
                         Operation::Upsert(row) => changes.upserts.push(row),
                         Operation::Update(row) => changes.updates.push(row),
@@ -546,5 +561,36 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(error.code(), "stream.key_missing");
+    }
+
+    #[test]
+    fn upserts_keep_the_order_of_each_keys_last_change() {
+        let relation = relation();
+        let mut builder = BatchBuilder::new();
+        builder
+            .add(Change::Insert {
+                relation: relation.clone(),
+                row: row(2, "z", Some("v")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(1, "y", Some("v")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Update {
+                relation: relation.clone(),
+                old_key: None,
+                row: row(2, "x", Some("v")),
+            })
+            .unwrap();
+        let changes = only_rows(builder.take());
+        assert_eq!(
+            changes.upserts,
+            vec![row(1, "y", Some("v")), row(2, "x", Some("v"))]
+        );
     }
 }

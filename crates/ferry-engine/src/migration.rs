@@ -73,6 +73,18 @@ pub async fn run_migration(
             "check --tables (patterns like 'public.*') and that the source user can see the tables",
         ));
     }
+    if !catalog.unsupported.is_empty() {
+        let list: Vec<String> = catalog
+            .unsupported
+            .iter()
+            .map(|(name, reason)| format!("{name} ({reason})"))
+            .collect();
+        return Err(Error::operator(
+            "plan.unsupported_table",
+            format!("selected tables ferry cannot migrate: {}", list.join(", ")),
+        )
+        .with_hint("leave them out with --tables"));
+    }
     require_keys(&catalog)?;
     sink.create_tables(&catalog).await?;
     if options.restart {
@@ -112,10 +124,18 @@ pub async fn run_migration(
             stream_start = Some(position);
         }
         (Mode::Run, Some(checkpoint)) => {
+            refuse_foreign_rows(sink, &catalog, &state.tables).await?;
             source.update_stream(&options.name, &table_names).await?;
             stream_start = Some(checkpoint.position);
         }
-        (Mode::Copy, _) => refuse_foreign_rows(sink, &catalog, &state.tables).await?,
+        (Mode::Copy, stream) => {
+            refuse_foreign_rows(sink, &catalog, &state.tables).await?;
+            if stream.is_some() {
+                // A later `run` streams these tables from the checkpoint: publish them before
+                // their snapshot is taken, or changes in between would be lost.
+                source.update_stream(&options.name, &table_names).await?;
+            }
+        }
     }
 
     // Plan the tables that are not copied yet.
@@ -219,7 +239,9 @@ pub async fn run_migration(
         return Ok(());
     };
     progress.phase(Phase::Streaming);
-    let stream = source.open_stream(&options.name, start).await?;
+    let stream = source
+        .open_stream(&options.name, start, &catalog.tables)
+        .await?;
     let applier = sink.open_applier(&options.name).await?;
     let context = StreamContext {
         source,

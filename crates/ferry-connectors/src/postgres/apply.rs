@@ -87,25 +87,23 @@ impl ChangeApplier for PostgresApplier {
                             })?;
                     }
                 }
+                // Never CASCADE: the source lists every table its cascade emptied, and a cascade
+                // here could empty target tables that are not migrated.
                 Segment::Truncate {
                     relations,
-                    cascade,
+                    cascade: _,
                     restart_identity,
                 } => {
                     let names: Vec<String> = relations
                         .iter()
                         .map(|relation| qualified(&relation.table))
                         .collect();
-                    let sql = format!(
-                        "TRUNCATE {}{}{}",
-                        names.join(", "),
-                        if *restart_identity {
-                            " RESTART IDENTITY"
-                        } else {
-                            ""
-                        },
-                        if *cascade { " CASCADE" } else { "" }
-                    );
+                    let restart = if *restart_identity {
+                        " RESTART IDENTITY"
+                    } else {
+                        ""
+                    };
+                    let sql = format!("TRUNCATE {}{restart}", names.join(", "));
                     transaction
                         .batch_execute(&sql)
                         .await
@@ -252,39 +250,58 @@ async fn apply_table(
         }
     }
 
+    // A row whose key changed while its large values stayed out of the log. Against the state
+    // before the statement: with a row at the new key (a replay), update it and drop any row left
+    // at the old key; otherwise move the row at the old key, keeping its unlogged values.
     for (old_key, row) in &changes.moves {
         let present: Vec<usize> = (0..names.len())
             .filter(|&index| !row[index].is_unchanged())
             .collect();
+        let parameter = |index: usize, number: usize| {
+            format!(
+                "{} = ${number}::text::{}",
+                ident(names[index]),
+                types[names[index]]
+            )
+        };
         let assignments: Vec<String> = present
             .iter()
             .enumerate()
-            .map(|(position, &index)| {
-                format!(
-                    "{} = ${}::text::{}",
-                    ident(names[index]),
-                    position + 1,
-                    types[names[index]]
+            .map(|(position, &index)| parameter(index, position + 1))
+            .collect();
+        let at_new: Vec<String> = keys
+            .iter()
+            .map(|&index| {
+                parameter(
+                    index,
+                    present
+                        .iter()
+                        .position(|&present_index| present_index == index)
+                        .map_or(0, |position| position + 1),
                 )
             })
             .collect();
-        let conditions: Vec<String> = keys
+        let at_old: Vec<String> = keys
             .iter()
             .enumerate()
-            .map(|(position, &index)| {
-                format!(
-                    "{} = ${}::text::{}",
-                    ident(names[index]),
-                    present.len() + position + 1,
-                    types[names[index]]
-                )
-            })
+            .map(|(position, &index)| parameter(index, present.len() + position + 1))
             .collect();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
+        if at_new.iter().any(|condition| condition.contains("= $0::")) {
+            return Err(Error::definite(
+                "apply.key_missing",
+                format!("a key change of {} carries no new key", relation.table),
+            ));
+        }
+        let (table, assignments, at_new, at_old) = (
             qualified(&relation.table),
             assignments.join(", "),
-            conditions.join(" AND ")
+            at_new.join(" AND "),
+            at_old.join(" AND "),
+        );
+        let sql = format!(
+            "WITH at_new AS (UPDATE {table} SET {assignments} WHERE {at_new} RETURNING 1),
+                  moved AS (UPDATE {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM {table} WHERE {at_new}) RETURNING 1)
+             DELETE FROM {table} WHERE {at_old} AND EXISTS (SELECT 1 FROM {table} WHERE {at_new})"
         );
         let mut parameters: Vec<Option<String>> = present
             .iter()

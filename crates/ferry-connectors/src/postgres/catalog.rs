@@ -23,9 +23,9 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
     let rows = client
         .query(
             &format!(
-                "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint
+                "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint, c.relkind::text, c.relispartition
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind = 'r' AND NOT c.relispartition AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+                 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
                    AND n.nspname NOT LIKE 'pg\\_%'
                  ORDER BY n.nspname, c.relname"
             ),
@@ -34,9 +34,18 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         .await
         .map_err(|error| classify(error, what))?;
     let mut selected: Vec<(u32, TableName, i64)> = Vec::new();
+    let mut unsupported = Vec::new();
     for row in rows {
         let name = TableName::new(row.get::<_, String>(1), row.get::<_, String>(2));
-        if selection.matches(&name) {
+        if !selection.matches(&name) {
+            continue;
+        }
+        if row.get::<_, String>(4) == "p" || row.get::<_, bool>(5) {
+            unsupported.push((
+                name,
+                "partitioned tables and their partitions are not supported yet".to_string(),
+            ));
+        } else {
             selected.push((row.get(0), name, row.get(3)));
         }
     }
@@ -44,7 +53,10 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         .iter()
         .map(|(oid, name, _)| (*oid, name.clone()))
         .collect();
-    let mut catalog = Catalog::default();
+    let mut catalog = Catalog {
+        unsupported,
+        ..Catalog::default()
+    };
     let mut enum_types: BTreeSet<u32> = BTreeSet::new();
     for (oid, name, estimated_rows) in &selected {
         let table = read_table(

@@ -88,7 +88,7 @@ pub(crate) async fn drop_leftover_slot(client: &Client, migration: &str) -> Resu
     let name = stream_name(migration);
     let row = client
         .query_opt(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
             &[&name],
         )
         .await
@@ -172,6 +172,7 @@ pub(crate) async fn open(
     config: &ConnectionConfig,
     migration: &str,
     position: Lsn,
+    keys: HashMap<TableName, Vec<String>>,
 ) -> Result<PostgresChangeStream> {
     let what = format!(
         "starting replication from slot {} at {position} on {}",
@@ -190,6 +191,7 @@ pub(crate) async fn open(
     Ok(PostgresChangeStream {
         client: Some(client),
         relations: HashMap::new(),
+        keys,
     })
 }
 
@@ -202,6 +204,9 @@ struct KnownRelation {
 pub struct PostgresChangeStream {
     client: Option<ReplicationClient>,
     relations: HashMap<u32, KnownRelation>,
+    /// Primary key columns per table. The log marks the replica identity as key, which for
+    /// REPLICA IDENTITY FULL is every column; rows are identified by the primary key instead.
+    keys: HashMap<TableName, Vec<String>>,
 }
 
 impl PostgresChangeStream {
@@ -265,16 +270,19 @@ impl PostgresChangeStream {
                 name,
                 columns,
             } => {
+                let table = TableName::new(namespace, name);
+                let primary_key = self.keys.get(&table);
                 let relation = Relation {
                     id,
-                    table: TableName::new(namespace, name),
                     columns: columns
                         .iter()
                         .map(|column| RelationColumn {
                             name: column.name.clone(),
-                            is_key: column.is_key,
+                            is_key: primary_key
+                                .map_or(column.is_key, |key| key.contains(&column.name)),
                         })
                         .collect(),
+                    table,
                 };
                 self.relations.insert(
                     id,

@@ -155,6 +155,13 @@ async fn check_source(
             "check --tables (patterns like 'public.*') and that the source user can see the tables",
         ));
     }
+    for (name, reason) in &catalog.unsupported {
+        findings.push(Finding::error(
+            "source.unsupported_table",
+            format!("table {name} cannot be migrated: {reason}"),
+            "leave it out with --tables",
+        ));
+    }
     let enums: Vec<String> = catalog
         .types
         .iter()

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use ferry_core::connector::{ChangeStream, Snapshot, Source};
 use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::select::Selection;
-use ferry_core::{Error, Lsn, Position, Result, TableName};
+use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema};
 
 use super::catalog;
 use super::cdc;
@@ -59,9 +59,16 @@ impl Source for PostgresSource {
         &self,
         migration: &str,
         position: Position,
+        tables: &[TableSchema],
     ) -> Result<Box<dyn ChangeStream>> {
         let Position::Postgres(lsn) = position;
-        Ok(Box::new(cdc::open(&self.config, migration, lsn).await?))
+        let keys = tables
+            .iter()
+            .map(|table| (table.name.clone(), table.primary_key.clone()))
+            .collect();
+        Ok(Box::new(
+            cdc::open(&self.config, migration, lsn, keys).await?,
+        ))
     }
 
     async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {

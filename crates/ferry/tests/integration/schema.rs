@@ -131,3 +131,35 @@ async fn truncate_sequences_indexes_and_tables_added_later() {
     );
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// Rows identified by the whole row in the log (REPLICA IDENTITY FULL) still apply by primary
+/// key, and a unique value handed from one row to another within one batch applies in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_and_unique_values_changing_hands() {
+    let pair = Pair::new("identity").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.people (id integer PRIMARY KEY, email text NOT NULL UNIQUE, nickname text);
+             ALTER TABLE public.people REPLICA IDENTITY FULL;
+             INSERT INTO public.people VALUES (1, 'x@example.com', NULL), (2, 'z@example.com', 'zed'), (3, 'w@example.com', NULL);",
+        )
+        .await
+        .unwrap();
+    let mut ferry = pair.spawn_run(&["--name", "identity"], None);
+    pair.wait_streaming(1).await;
+    let tables = [("public.people", "id")];
+    pair.wait_equal(&tables).await;
+    pair.source
+        .batch_execute(
+            "BEGIN;
+             UPDATE public.people SET email = 'y@example.com' WHERE id = 1;
+             UPDATE public.people SET email = 'x@example.com', nickname = NULL WHERE id = 2;
+             COMMIT;
+             DELETE FROM public.people WHERE id = 3;
+             INSERT INTO public.people VALUES (4, 'w@example.com', NULL);",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
