@@ -220,20 +220,16 @@ impl Sink for PostgresSink {
             .await
             .map_err(|error| classify(error, what))?;
         state::save_checkpoint(&transaction, migration, position, None).await?;
-        transaction
-            .execute(
+        state::execute_for_migration(
+            &transaction,
+            migration,
+            what,
+            &[
                 "DELETE FROM _ferry.chunk WHERE migration = $1",
-                &[&migration],
-            )
-            .await
-            .map_err(|error| classify(error, what))?;
-        transaction
-            .execute(
                 "DELETE FROM _ferry.table_state WHERE migration = $1",
-                &[&migration],
-            )
-            .await
-            .map_err(|error| classify(error, what))?;
+            ],
+        )
+        .await?;
         transaction
             .commit()
             .await
@@ -273,16 +269,12 @@ impl Sink for PostgresSink {
             .transaction()
             .await
             .map_err(|error| classify(error, what))?;
-        for sql in [
+        let statements = [
             "DELETE FROM _ferry.stream WHERE migration = $1",
             "DELETE FROM _ferry.chunk WHERE migration = $1",
             "UPDATE _ferry.table_state SET state = 'pending' WHERE migration = $1",
-        ] {
-            transaction
-                .execute(sql, &[&migration])
-                .await
-                .map_err(|error| classify(error, what))?;
-        }
+        ];
+        state::execute_for_migration(&transaction, migration, what, &statements).await?;
         transaction
             .commit()
             .await

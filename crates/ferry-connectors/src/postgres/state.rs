@@ -185,3 +185,19 @@ pub(crate) async fn save_checkpoint(
         .map_err(|error| classify(error, "storing the stream checkpoint"))?;
     Ok(())
 }
+
+/// Runs statements that take the migration name as `$1`, in order.
+pub(crate) async fn execute_for_migration(
+    client: &impl GenericClient,
+    migration: &str,
+    what: &str,
+    statements: &[&str],
+) -> Result<()> {
+    for sql in statements {
+        client
+            .execute(*sql, &[&migration])
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
+    Ok(())
+}
