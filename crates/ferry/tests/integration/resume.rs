@@ -164,3 +164,67 @@ async fn a_lost_slot_is_refused_and_restart_recovers() {
     pair.wait_equal(TABLES).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// SIGTERM during the copy stops cleanly (exit 0) and the next run copies only what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_during_the_copy_resumes_from_committed_chunks() {
+    let pair = Pair::new("stop_copy").await;
+    setup(&pair, 300_000).await;
+    let arguments = [
+        "--name",
+        "stop_copy",
+        "--parallel",
+        "1",
+        "--chunk-rows",
+        "2000",
+    ];
+    let mut ferry = pair.spawn_run(&arguments, None);
+    let target = &pair.target;
+    let done_before = wait_until(
+        "a few chunks to commit",
+        Duration::from_secs(60),
+        || async {
+            let done: i64 = target
+                .query_one(
+                    "SELECT count(*) FROM _ferry.chunk WHERE migration = 'stop_copy' AND done",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (done >= 3).then_some(done)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    assert_eq!(
+        stop(&mut ferry),
+        Some(0),
+        "graceful stop during the copy\n{}",
+        pair.log()
+    );
+    let (done, total): (i64, i64) = {
+        let row = target.query_one("SELECT count(*) FILTER (WHERE done), count(*) FROM _ferry.chunk WHERE migration = 'stop_copy'", &[]).await.unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        done >= done_before && done < total,
+        "stopped part-way: {done} of {total} chunks"
+    );
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    let copied: i64 = target
+        .query_one(
+            "SELECT sum(rows)::bigint FROM _ferry.chunk WHERE migration = 'stop_copy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        copied, 600_000,
+        "every row copied exactly once across both runs"
+    );
+}
