@@ -86,13 +86,14 @@ struct Pipeline {
     in_flight: usize,
     /// The checkpoint of the last batch handed over.
     sent: Position,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Pipeline {
     fn start(mut applier: Box<dyn ChangeApplier>, start: Position) -> Pipeline {
         let (sender, mut receiver) = mpsc::channel::<(Batch, Position, Option<i64>)>(1);
         let (result_sender, results) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some((batch, checkpoint, commit_time)) = receiver.recv().await {
                 let result = applier
                     .apply(&batch, checkpoint, commit_time)
@@ -113,6 +114,33 @@ impl Pipeline {
             results,
             in_flight: 0,
             sent: start,
+            task: Some(task),
+        }
+    }
+
+    /// The error that ended the apply task, if it reported one.
+    fn task_error(&mut self) -> Error {
+        while let Ok(result) = self.results.try_recv() {
+            if let Err(error) = result {
+                return error;
+            }
+        }
+        Error::definite("stream.apply_task", "the apply task ended")
+    }
+
+    /// Stops taking batches and waits for the one being applied to commit or fail, so that no
+    /// older batch can commit after a retry has started applying newer ones.
+    async fn stop(&mut self) {
+        self.sender = None;
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(120), task)
+                .await
+                .is_err()
+            {
+                warn!("the batch being applied did not finish within 120 s; abandoning it");
+                abort.abort();
+            }
         }
     }
 
@@ -126,10 +154,10 @@ impl Pipeline {
             .sender
             .as_ref()
             .ok_or_else(|| Error::definite("stream.closed", "the apply pipeline is closed"))?;
-        sender
-            .send((batch, checkpoint, commit_time))
-            .await
-            .map_err(|_| Error::definite("stream.apply_task", "the apply task ended"))?;
+        if sender.send((batch, checkpoint, commit_time)).await.is_err() {
+            // The task ended on an error it reported: return that one (it may be transient).
+            return Err(self.task_error());
+        }
         self.in_flight += 1;
         self.sent = checkpoint;
         Ok(())
@@ -175,7 +203,7 @@ pub async fn stream_changes(
                 match applied {
                     Some(Ok(applied)) => acknowledge(&mut pipeline, applied, &mut *stream, &mut acknowledged, context.progress),
                     Some(Err(error)) => break Err(error),
-                    None => break Err(Error::definite("stream.apply_task", "the apply task ended")),
+                    None => break Err(pipeline.task_error()),
                 }
             }
             event = stream.next() => {
@@ -233,25 +261,43 @@ pub async fn stream_changes(
             }
         }
     };
-    result?;
-    // Graceful stop: apply what is held, wait for every batch, acknowledge, close.
-    flush(&mut pending, &mut pipeline).await?;
-    pipeline.sender = None;
-    while pipeline.in_flight > 0 {
-        match pipeline.results.recv().await {
-            Some(Ok(applied)) => acknowledge(
+    let outcome = match result {
+        Ok(()) => {
+            drain(
+                &mut pending,
                 &mut pipeline,
-                applied,
                 &mut *stream,
                 &mut acknowledged,
                 context.progress,
-            ),
-            Some(Err(error)) => return Err(error),
-            None => return Err(Error::definite("stream.apply_task", "the apply task ended")),
+            )
+            .await
         }
-    }
+        Err(error) => Err(error),
+    };
+    pipeline.stop().await;
+    outcome?;
     sync_sequences(context.source, context.sink, context.sequences).await?;
     stream.close().await
+}
+
+/// Graceful stop: applies what is held, waits for every batch and acknowledges it.
+async fn drain(
+    pending: &mut Pending,
+    pipeline: &mut Pipeline,
+    stream: &mut dyn ChangeStream,
+    acknowledged: &mut Position,
+    progress: &dyn Progress,
+) -> Result<()> {
+    flush(pending, pipeline).await?;
+    pipeline.sender = None;
+    while pipeline.in_flight > 0 {
+        match pipeline.results.recv().await {
+            Some(Ok(applied)) => acknowledge(pipeline, applied, stream, acknowledged, progress),
+            Some(Err(error)) => return Err(error),
+            None => return Err(pipeline.task_error()),
+        }
+    }
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

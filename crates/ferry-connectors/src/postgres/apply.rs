@@ -252,7 +252,8 @@ async fn apply_table(
 
     // A row whose key changed while its large values stayed out of the log. Against the state
     // before the statement: with a row at the new key (a replay), update it and drop any row left
-    // at the old key; otherwise move the row at the old key, keeping its unlogged values.
+    // at the old key; otherwise move the row at the old key, keeping its unlogged values. A row
+    // matching both keys (keys equal on the target, say citext) is only updated, never deleted.
     for (old_key, row) in &changes.moves {
         let present: Vec<usize> = (0..names.len())
             .filter(|&index| !row[index].is_unchanged())
@@ -301,7 +302,7 @@ async fn apply_table(
         let sql = format!(
             "WITH at_new AS (UPDATE {table} SET {assignments} WHERE {at_new} RETURNING 1),
                   moved AS (UPDATE {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM {table} WHERE {at_new}) RETURNING 1)
-             DELETE FROM {table} WHERE {at_old} AND EXISTS (SELECT 1 FROM {table} WHERE {at_new})"
+             DELETE FROM {table} WHERE {at_old} AND NOT ({at_new}) AND EXISTS (SELECT 1 FROM {table} WHERE {at_new})"
         );
         let mut parameters: Vec<Option<String>> = present
             .iter()
