@@ -20,6 +20,8 @@ use crate::position::Position;
 use crate::schema::{Catalog, Sequence, TableName, TableSchema};
 use crate::select::Selection;
 use crate::state::{Chunk, KeyRange, MigrationState, TableState};
+use crate::value::Value;
+use crate::verify::{RangeDigest, RowHash};
 
 /// Encoded rows flowing from a source to a sink without being decoded in between.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
@@ -190,4 +192,46 @@ pub trait ChangeApplier: Send {
         checkpoint: Position,
         commit_time_unix_micros: Option<i64>,
     ) -> Result<()>;
+}
+
+/// Optional capability for verification and repair: read one side's rows by key range or key,
+/// in a canonical form comparable with the other side of the same connector pair.
+#[async_trait]
+pub trait Inspector: Send + Sync {
+    /// The definitions of the selected tables on this side.
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog>;
+
+    /// Row count and order-independent digest of `range` (read in one consistent snapshot; a
+    /// source also returns its log position at the time).
+    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest>;
+
+    /// The key and row hash of every row in `range`.
+    async fn row_hashes(&self, table: &TableSchema, range: &KeyRange) -> Result<Vec<RowHash>>;
+
+    /// The key and row hash of the rows with these keys (absent keys are simply not returned).
+    async fn row_hashes_for_keys(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<RowHash>>;
+
+    /// The rows with these keys, encoded for [`Inspector::replace_rows`] of the other side.
+    async fn read_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<(ChunkFormat, ByteStream)>;
+
+    /// In one transaction: deletes every row with these keys, then loads `rows`. Returns the rows
+    /// loaded.
+    async fn replace_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+        format: ChunkFormat,
+        rows: ByteStream,
+    ) -> Result<u64>;
+
+    /// The stream checkpoint of `migration` stored on this side (a target), if any.
+    async fn applied_position(&self, migration: &str) -> Result<Option<Position>>;
 }

@@ -19,6 +19,7 @@ pub mod schema;
 pub mod select;
 pub mod state;
 pub mod value;
+pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};
 pub use position::{Lsn, Position};

@@ -9,6 +9,7 @@ pub mod migration;
 pub mod progress;
 pub mod snapshot;
 pub mod stream;
+pub mod verify;
 
 pub use migration::{run_migration, MigrationOptions, Mode};
 pub use progress::{Phase, Progress};

@@ -15,9 +15,11 @@ mod sink;
 mod snapshot;
 mod source;
 mod state;
+mod verify;
 
 pub use cdc::stream_name;
 pub use config::ConnectionConfig;
 pub use preflight::{check, slot_status, SlotStatus};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
+pub use verify::PostgresInspector;

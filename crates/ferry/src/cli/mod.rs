@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod migrate;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,27 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Prove the target equals the source (digests per key range, down to the differing rows);
+    /// exit 0 when equal, 1 when different, 2 on error.
+    Verify {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Rewrite the differing rows on the target from the source, then re-check them.
+        #[arg(long)]
+        repair: bool,
+        /// The migration is streaming: re-check differences once the stream has passed them.
+        #[arg(long)]
+        while_streaming: bool,
+        /// Parallel range checks.
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Rows per key range.
+        #[arg(long)]
+        chunk_rows: Option<u64>,
     },
     /// Start two throwaway PostgreSQL servers, fill one, migrate it live under writes, and prove
     /// both equal.
@@ -140,6 +162,27 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ferry_engine::Mode::Copy,
                 copy.max_retries,
                 copy.restart,
+            )
+            .await
+        }
+        Command::Verify {
+            connection,
+            json,
+            repair,
+            while_streaming,
+            parallel,
+            chunk_rows,
+        } => {
+            let mut flags = connection.flags(None);
+            flags.parallel = parallel;
+            flags.chunk_rows = chunk_rows;
+            verify::run(
+                &flags,
+                verify::VerifyFlags {
+                    json,
+                    repair,
+                    while_streaming,
+                },
             )
             .await
         }

@@ -7,3 +7,4 @@ mod resume;
 mod schema;
 mod toast;
 mod types;
+mod verify;

@@ -1,0 +1,339 @@
+//! Reading either side for `ferry verify`: digests computed on the server, row hashes, and row
+//! replacement for repair.
+//!
+//! A row's canonical form is `ROW(every column)::text` under the pinned session settings of
+//! `connection.rs`, hashed with md5. Two PostgreSQL servers render equal values identically, so
+//! equal hashes mean equal rows (a changed microsecond, a numeric scale, one byte of a string all
+//! show). A range digest is order-independent and computed in one pass without sorting:
+//! `count(*)`, the sum of the first 60 bits of every row hash (as numeric, so it cannot overflow)
+//! and the XOR of the last 64 bits.
+
+use async_trait::async_trait;
+use ferry_core::connector::{ByteStream, ChunkFormat, Inspector};
+use ferry_core::schema::Catalog;
+use ferry_core::select::Selection;
+use ferry_core::state::KeyRange;
+use ferry_core::verify::{RangeDigest, RowHash};
+use ferry_core::{Error, Lsn, Position, Result, TableSchema, Value};
+use futures_util::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+
+use super::catalog::read_catalog;
+use super::codec::encode_text;
+use super::config::ConnectionConfig;
+use super::connection::connect;
+use super::ddl::{ident, literal, qualified, range_predicate};
+use super::errors::classify;
+use super::state;
+
+/// One side of a verification.
+pub struct PostgresInspector {
+    config: ConnectionConfig,
+    is_source: bool,
+}
+
+impl PostgresInspector {
+    pub fn source(config: ConnectionConfig) -> Self {
+        PostgresInspector {
+            config,
+            is_source: true,
+        }
+    }
+
+    pub fn target(config: ConnectionConfig) -> Self {
+        PostgresInspector {
+            config,
+            is_source: false,
+        }
+    }
+
+    fn side(&self) -> &'static str {
+        if self.is_source {
+            "source"
+        } else {
+            "target"
+        }
+    }
+}
+
+fn row_hash_expression(table: &TableSchema) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| ident(&column.name))
+        .collect();
+    format!("md5(ROW({})::text)", columns.join(", "))
+}
+
+fn key_columns(table: &TableSchema) -> Vec<String> {
+    table
+        .primary_key
+        .iter()
+        .map(|column| ident(column))
+        .collect()
+}
+
+/// `(k1, k2) IN (('v'::type, ...), ...)` for these keys.
+fn keys_predicate(table: &TableSchema, keys: &[Vec<Value>]) -> Result<String> {
+    let types: Vec<&str> = table
+        .primary_key
+        .iter()
+        .map(|name| {
+            table
+                .column(name)
+                .map(|column| column.native_type.as_str())
+                .unwrap_or("text")
+        })
+        .collect();
+    let mut tuples = Vec::with_capacity(keys.len());
+    for key in keys {
+        if key.len() != types.len() {
+            return Err(Error::definite(
+                "verify.key",
+                format!(
+                    "a key of {} has {} values for {} key columns",
+                    table.name,
+                    key.len(),
+                    types.len()
+                ),
+            ));
+        }
+        let literals: Vec<String> = key
+            .iter()
+            .zip(&types)
+            .map(|(value, native_type)| {
+                encode_text(value)
+                    .map(|text| format!("{}::{native_type}", literal(&text)))
+                    .unwrap_or_else(|| "NULL".into())
+            })
+            .collect();
+        tuples.push(format!("({})", literals.join(", ")));
+    }
+    Ok(format!(
+        "({}) IN ({})",
+        key_columns(table).join(", "),
+        tuples.join(", ")
+    ))
+}
+
+fn row_hashes_from(table: &TableSchema, rows: &[tokio_postgres::Row]) -> Vec<RowHash> {
+    let key_count = table.primary_key.len();
+    rows.iter()
+        .map(|row| RowHash {
+            key_text: row.get(0),
+            key: (0..key_count)
+                .map(|index| Value::Native {
+                    type_name: table
+                        .column(&table.primary_key[index])
+                        .map(|column| column.native_type.clone())
+                        .unwrap_or_default(),
+                    text: row.get(index + 1),
+                })
+                .collect(),
+            hash: row.get(key_count + 1),
+        })
+        .collect()
+}
+
+impl PostgresInspector {
+    async fn hashes_where(&self, table: &TableSchema, predicate: &str) -> Result<Vec<RowHash>> {
+        let client = connect(&self.config).await?;
+        let keys = key_columns(table);
+        let key_texts: Vec<String> = keys.iter().map(|key| format!("{key}::text")).collect();
+        let sql = format!(
+            "SELECT ROW({})::text, {}, {} FROM {} WHERE {predicate}",
+            keys.join(", "),
+            key_texts.join(", "),
+            row_hash_expression(table),
+            qualified(&table.name)
+        );
+        let rows = client.query(&sql, &[]).await.map_err(|error| {
+            classify(
+                error,
+                &format!(
+                    "reading row hashes of {} on the {}",
+                    table.name,
+                    self.side()
+                ),
+            )
+        })?;
+        Ok(row_hashes_from(table, &rows))
+    }
+}
+
+#[async_trait]
+impl Inspector for PostgresInspector {
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
+        read_catalog(&connect(&self.config).await?, selection).await
+    }
+
+    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
+        let client = connect(&self.config).await?;
+        let what = format!("digesting {} on the {}", table.name, self.side());
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let sql = format!(
+            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0)::text || ':' || coalesce(bit_xor(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text
+             FROM (SELECT {} AS h FROM {} WHERE {}) hashed",
+            row_hash_expression(table),
+            qualified(&table.name),
+            range_predicate(table, range)?
+        );
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let position = if self.is_source {
+            let lsn: String = client
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(|error| classify(error, &what))?
+                .get(0);
+            Lsn::parse(&lsn).map(Position::Postgres)
+        } else {
+            None
+        };
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(RangeDigest {
+            rows: row.get::<_, i64>(0) as u64,
+            digest: row.get(1),
+            position,
+        })
+    }
+
+    async fn row_hashes(&self, table: &TableSchema, range: &KeyRange) -> Result<Vec<RowHash>> {
+        self.hashes_where(table, &range_predicate(table, range)?)
+            .await
+    }
+
+    async fn row_hashes_for_keys(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<RowHash>> {
+        let mut hashes = Vec::new();
+        for batch in keys.chunks(1000) {
+            hashes.extend(
+                self.hashes_where(table, &keys_predicate(table, batch)?)
+                    .await?,
+            );
+        }
+        Ok(hashes)
+    }
+
+    async fn read_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<(ChunkFormat, ByteStream)> {
+        let client = connect(&self.config).await?;
+        let columns: Vec<String> = table
+            .writable_columns()
+            .map(|column| ident(&column.name))
+            .collect();
+        let predicate = if keys.is_empty() {
+            "FALSE".to_string()
+        } else {
+            keys_predicate(table, keys)?
+        };
+        let sql = format!(
+            "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT (FORMAT text)",
+            columns.join(", "),
+            qualified(&table.name)
+        );
+        let what = format!("reading rows of {} to repair", table.name);
+        let stream = client
+            .copy_out(&sql)
+            .await
+            .map_err(|error| classify(error, &what))?;
+        // The stream needs its connection: keep the client alive inside the stream.
+        let stream = stream.map(move |item| {
+            let _keep_alive = &client;
+            item.map_err(|error| classify(error, &what))
+        });
+        Ok((ChunkFormat::PostgresText, Box::pin(stream) as ByteStream))
+    }
+
+    async fn replace_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+        format: ChunkFormat,
+        mut rows: ByteStream,
+    ) -> Result<u64> {
+        let mut client = connect(&self.config).await?;
+        let what = format!("repairing {} on the {}", table.name, self.side());
+        let superuser: bool = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, &what))?
+            .get(0);
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        if superuser {
+            transaction
+                .batch_execute("SET LOCAL session_replication_role = replica")
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        for batch in keys.chunks(1000) {
+            transaction
+                .batch_execute(&format!(
+                    "DELETE FROM {} WHERE {}",
+                    qualified(&table.name),
+                    keys_predicate(table, batch)?
+                ))
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        let columns: Vec<String> = table
+            .writable_columns()
+            .map(|column| ident(&column.name))
+            .collect();
+        let options = match format {
+            ChunkFormat::PostgresBinary => "(FORMAT binary)",
+            ChunkFormat::PostgresText => "(FORMAT text)",
+        };
+        let sink = transaction
+            .copy_in::<_, bytes::Bytes>(&format!(
+                "COPY {} ({}) FROM STDIN {options}",
+                qualified(&table.name),
+                columns.join(", ")
+            ))
+            .await
+            .map_err(|error| classify(error, &what))?;
+        futures_util::pin_mut!(sink);
+        while let Some(data) = rows.next().await {
+            sink.feed(data?)
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        let count = sink
+            .finish()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(count)
+    }
+
+    async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
+        let client: Client = connect(&self.config).await?;
+        Ok(state::load(&client, migration)
+            .await?
+            .stream
+            .map(|checkpoint| checkpoint.position))
+    }
+}

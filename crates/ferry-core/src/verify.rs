@@ -1,0 +1,88 @@
+//! What a verification compares and reports. Digests and row hashes are opaque strings that are
+//! equal on both sides exactly when the rows are equal under the connector pair's canonical
+//! encoding.
+
+use serde::Serialize;
+
+use crate::position::Position;
+use crate::schema::TableName;
+use crate::value::Value;
+
+/// An order-independent digest of the rows of one key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeDigest {
+    pub rows: u64,
+    pub digest: String,
+    /// For a source: a log position at or after every change the digest saw. `None` for a target.
+    pub position: Option<Position>,
+}
+
+/// One row's key and the hash of its canonical encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowHash {
+    pub key: Vec<Value>,
+    /// The key in a stable text form (for reports and for matching rows across sides).
+    pub key_text: String,
+    pub hash: String,
+}
+
+/// Rows that differ, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifferenceKind {
+    /// On the source, not on the target.
+    Missing,
+    /// On the target, not on the source.
+    Extra,
+    /// On both, with different values.
+    Different,
+    /// More than one row with this key on the target.
+    Duplicate,
+}
+
+/// One differing row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub kind: DifferenceKind,
+    /// The key in text form, e.g. `(42)` or `(7,"sku-1")`.
+    pub key: String,
+    #[serde(skip)]
+    pub key_values: Vec<Value>,
+}
+
+/// The outcome for one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub ranges: usize,
+    pub ranges_different: usize,
+    /// Column or type mismatches between the two definitions.
+    pub schema_differences: Vec<String>,
+    pub differences: Vec<Difference>,
+    /// Rows rewritten on the target by `--repair`.
+    pub repaired: u64,
+    /// Differences left after repair and re-verification.
+    pub remaining_after_repair: usize,
+}
+
+impl TableReport {
+    pub fn is_equal(&self) -> bool {
+        self.schema_differences.is_empty()
+            && (self.differences.is_empty()
+                || (self.repaired > 0 && self.remaining_after_repair == 0))
+    }
+
+    pub fn count(&self, kind: DifferenceKind) -> usize {
+        self.differences
+            .iter()
+            .filter(|difference| difference.kind == kind)
+            .count()
+    }
+
+    pub fn name(&self) -> TableName {
+        let (schema, name) = self.table.split_once('.').unwrap_or(("", &self.table));
+        TableName::new(schema, name)
+    }
+}

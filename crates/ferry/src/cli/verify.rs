@@ -1,0 +1,178 @@
+//! `ferry verify`: prove the target equals the source, and repair what differs.
+//! Exit codes: 0 equal (or fully repaired), 1 different, 2 error.
+
+use std::process::ExitCode;
+
+use ferry_connectors::postgres::{PostgresInspector, PostgresSource};
+use ferry_core::verify::{DifferenceKind, TableReport};
+use ferry_core::Result;
+use ferry_engine::verify::{verify, Sides, VerifyOptions};
+
+use crate::connect::configs;
+use crate::report::print_error;
+use crate::settings::{resolve, FlagSettings};
+
+/// How many example keys the human report shows per kind.
+const EXAMPLES: usize = 5;
+
+pub struct VerifyFlags {
+    pub json: bool,
+    pub repair: bool,
+    pub while_streaming: bool,
+}
+
+pub async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<ExitCode> {
+    match run_inner(flags, &verify_flags).await {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            print_error(&error);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<ExitCode> {
+    let settings = resolve(flags)?;
+    let (source_config, target_config) = configs(&settings)?;
+    let source = PostgresSource::new(source_config.clone());
+    let source_rows = PostgresInspector::source(source_config.clone());
+    let target_rows = PostgresInspector::target(target_config.clone());
+    let options = VerifyOptions {
+        migration: settings.name.clone(),
+        selection: settings.selection.clone(),
+        parallel: settings.parallel,
+        rows_per_range: if flags.chunk_rows.is_some() {
+            settings.chunk_rows
+        } else {
+            50_000
+        },
+        while_streaming: verify_flags.while_streaming,
+        repair: verify_flags.repair,
+        ..VerifyOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let reports = verify(
+        &Sides {
+            source: &source,
+            source_rows: &source_rows,
+            target_rows: &target_rows,
+        },
+        &options,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let equal = reports.iter().all(TableReport::is_equal);
+    if verify_flags.json {
+        let rows: u64 = reports.iter().map(|report| report.source_rows).sum();
+        let report = serde_json::json!({
+            "source": source_config.describe(),
+            "target": target_config.describe(),
+            "equal": equal,
+            "seconds": seconds,
+            "rows_per_second": (rows as f64 / seconds.max(0.001)) as u64,
+            "tables": reports,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "verifying {} -> {}",
+            source_config.describe(),
+            target_config.describe()
+        );
+        for report in &reports {
+            print_table(report);
+        }
+        let different = reports.iter().filter(|report| !report.is_equal()).count();
+        let rows: u64 = reports.iter().map(|report| report.source_rows).sum();
+        println!(
+            "{}: {} table(s) equal, {different} different; {rows} source rows in {seconds:.1} s ({} rows/s)",
+            if equal { "EQUAL" } else { "DIFFERENT" },
+            reports.len() - different,
+            (rows as f64 / seconds.max(0.001)) as u64
+        );
+    }
+    Ok(if equal {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_table(report: &TableReport) {
+    let rows = if report.source_rows == report.target_rows {
+        format!("{} rows", report.source_rows)
+    } else {
+        format!("{} / {} rows", report.source_rows, report.target_rows)
+    };
+    if report.differences.is_empty() && report.schema_differences.is_empty() {
+        println!("  {:<40} {rows:>22}  equal", report.table);
+        return;
+    }
+    let counts: Vec<String> = [
+        DifferenceKind::Missing,
+        DifferenceKind::Extra,
+        DifferenceKind::Different,
+        DifferenceKind::Duplicate,
+    ]
+    .iter()
+    .map(|kind| (kind, report.count(*kind)))
+    .filter(|(_, count)| *count > 0)
+    .map(|(kind, count)| format!("{count} {}", kind_name(*kind)))
+    .collect();
+    let status = if report.is_equal() {
+        "repaired"
+    } else {
+        "DIFFERENT"
+    };
+    println!(
+        "  {:<40} {rows:>22}  {status}: {}",
+        report.table,
+        if counts.is_empty() {
+            "definitions differ".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
+    for difference in &report.schema_differences {
+        println!("      definition: {difference}");
+    }
+    for kind in [
+        DifferenceKind::Missing,
+        DifferenceKind::Extra,
+        DifferenceKind::Different,
+        DifferenceKind::Duplicate,
+    ] {
+        let examples: Vec<&str> = report
+            .differences
+            .iter()
+            .filter(|difference| difference.kind == kind)
+            .take(EXAMPLES)
+            .map(|difference| difference.key.as_str())
+            .collect();
+        if !examples.is_empty() {
+            println!(
+                "      {} keys, e.g.: {}",
+                kind_name(kind),
+                examples.join(" ")
+            );
+        }
+    }
+    if report.repaired > 0 || report.remaining_after_repair > 0 {
+        println!(
+            "      repair: {} rows rewritten, {} still different",
+            report.repaired, report.remaining_after_repair
+        );
+    }
+}
+
+fn kind_name(kind: DifferenceKind) -> &'static str {
+    match kind {
+        DifferenceKind::Missing => "missing on the target",
+        DifferenceKind::Extra => "extra on the target",
+        DifferenceKind::Different => "different",
+        DifferenceKind::Duplicate => "duplicated on the target",
+    }
+}
