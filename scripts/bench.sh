@@ -100,8 +100,36 @@ for parallel in 1 2 4; do
   [ "$COPIED" = "$ROWS" ] || { echo "ferry copied $COPIED of $ROWS rows"; cat "$WORK/copy_$parallel.log"; exit 1; }
   RESULT[copy_${parallel}_seconds]=$(elapsed "$start" "$end"); RESULT[copy_${parallel}_rows_per_second]=$(rate "$ROWS" "$start" "$end"); RESULT[copy_${parallel}_peak_mb]=$((PEAK_KB / 1024))
   echo "   ${RESULT[copy_${parallel}_seconds]} s, ${RESULT[copy_${parallel}_rows_per_second]} rows/s, peak RSS ${RESULT[copy_${parallel}_peak_mb]} MiB"
-  psql_t -d postgres -c "DROP DATABASE copy_$parallel" >/dev/null
+  [ "$parallel" = 4 ] || psql_t -d postgres -c "DROP DATABASE copy_$parallel" >/dev/null
 done
+
+echo "== baseline: SELECT md5(string_agg(row text ORDER BY aid)) on both servers at once"
+start=$(now)
+psql_s -d bench -Atc "SELECT md5(string_agg(t::text, '' ORDER BY aid)) FROM pgbench_accounts t" > "$WORK/md5_source" &
+psql_t -d copy_4 -Atc "SELECT md5(string_agg(t::text, '' ORDER BY aid)) FROM pgbench_accounts t" > "$WORK/md5_target"
+wait
+end=$(now)
+cmp -s "$WORK/md5_source" "$WORK/md5_target" || { echo "baseline digests differ"; exit 1; }
+RESULT[md5_seconds]=$(elapsed "$start" "$end"); RESULT[md5_rows_per_second]=$(rate "$ROWS" "$start" "$end")
+echo "   ${RESULT[md5_seconds]} s, ${RESULT[md5_rows_per_second]} rows/s"
+
+echo "== ferry verify --tables public.pgbench_accounts (equal copy)"
+start=$(now)
+run_measured "$FERRY" verify --source "$SRC" --target "postgres://postgres@127.0.0.1:$TP/copy_4" --tables public.pgbench_accounts >"$WORK/verify.log" 2>&1
+end=$(now)
+grep -q "^EQUAL" "$WORK/verify.log" || { cat "$WORK/verify.log"; exit 1; }
+RESULT[verify_seconds]=$(elapsed "$start" "$end"); RESULT[verify_rows_per_second]=$(rate "$ROWS" "$start" "$end"); RESULT[verify_peak_mb]=$((PEAK_KB / 1024))
+echo "   ${RESULT[verify_seconds]} s, ${RESULT[verify_rows_per_second]} rows/s, peak RSS ${RESULT[verify_peak_mb]} MiB"
+
+echo "== ferry verify after changing 100 scattered rows on the target (finds them all)"
+psql_t -d copy_4 -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % (GREATEST($ROWS / 100, 1)) = 0"
+start=$(now)
+run_measured "$FERRY" verify --source "$SRC" --target "postgres://postgres@127.0.0.1:$TP/copy_4" --tables public.pgbench_accounts --json >"$WORK/verify.json" 2>"$WORK/verify.err" || true
+end=$(now)
+FOUND=$(python3 -c "import json; d=json.load(open('$WORK/verify.json')); print(len(d['tables'][0]['differences']))")
+RESULT[verify_dirty_seconds]=$(elapsed "$start" "$end"); RESULT[verify_dirty_found]=$FOUND
+echo "   ${RESULT[verify_dirty_seconds]} s, found $FOUND differing rows"
+psql_t -d postgres -c "DROP DATABASE copy_4" >/dev/null
 
 echo "== streaming: ferry run, then UPDATE of 1,000,000 rows in one transaction"
 # pgbench_history has no key; give it one so every pgbench table can stream.
@@ -198,6 +226,9 @@ cat <<TABLE
 | ferry copy --parallel 2 | ${RESULT[copy_2_seconds]} s, ${RESULT[copy_2_rows_per_second]} rows/s, peak RSS ${RESULT[copy_2_peak_mb]} MiB |
 | ferry copy --parallel 4 | ${RESULT[copy_4_seconds]} s, ${RESULT[copy_4_rows_per_second]} rows/s, peak RSS ${RESULT[copy_4_peak_mb]} MiB |
 | best ferry copy / raw pipe | $(python3 -c "print(f'{${best% *} / ${RESULT[pipe_rows_per_second]}:.2f}x')") (parallel ${best#* }) |
+| SELECT md5(string_agg(row ORDER BY aid)) on source and target at once | ${RESULT[md5_seconds]} s, ${RESULT[md5_rows_per_second]} rows/s |
+| ferry verify (equal copy) | ${RESULT[verify_seconds]} s, ${RESULT[verify_rows_per_second]} rows/s, peak RSS ${RESULT[verify_peak_mb]} MiB |
+| ferry verify with 100 rows changed on the target | ${RESULT[verify_dirty_seconds]} s, found ${RESULT[verify_dirty_found]} differing rows |
 | ${RESULT[update_rows]}-row UPDATE streamed (from UPDATE start to applied on target) | ${RESULT[update_applied_seconds]} s, ${RESULT[update_changes_per_second]} changes/s; target caught up ${RESULT[update_lag_after_commit_seconds]} s after the source commit (source UPDATE took ${RESULT[update_source_seconds]} s) |
 | lag under pgbench -c 4 for ${PGBENCH_SECONDS} s (${RESULT[pgbench_tps]} tps) | max ${RESULT[pgbench_max_lag_bytes]} bytes / ${RESULT[pgbench_max_lag_seconds]} s, average ${RESULT[pgbench_avg_lag_bytes]} bytes; drained ${RESULT[pgbench_drain_seconds]} s after pgbench stopped |
 | ferry peak RSS while streaming | ${RESULT[stream_peak_mb]} MiB |

@@ -154,11 +154,18 @@ async fn check_range(
 ) -> Result<(u64, u64, Vec<Difference>)> {
     let mut attempts = 0;
     loop {
-        let source = sides.source_rows.digest_range(table, range).await?;
-        if attempts > 0 || options.while_streaming {
+        let (source, target) = if attempts > 0 || options.while_streaming {
+            // The target is read once the stream has passed what the source digest saw.
+            let source = sides.source_rows.digest_range(table, range).await?;
             wait_for_target(sides, options, source.position).await?;
-        }
-        let target = sides.target_rows.digest_range(table, range).await?;
+            (source, sides.target_rows.digest_range(table, range).await?)
+        } else {
+            let (source, target) = tokio::join!(
+                sides.source_rows.digest_range(table, range),
+                sides.target_rows.digest_range(table, range)
+            );
+            (source?, target?)
+        };
         if source.rows == target.rows && source.digest == target.digest {
             return Ok((source.rows, target.rows, Vec::new()));
         }

@@ -5,8 +5,9 @@
 //! `connection.rs`, hashed with md5. Two PostgreSQL servers render equal values identically, so
 //! equal hashes mean equal rows (a changed microsecond, a numeric scale, one byte of a string all
 //! show). A range digest is order-independent and computed in one pass without sorting:
-//! `count(*)`, the sum of the first 60 bits of every row hash (as numeric, so it cannot overflow)
-//! and the XOR of the last 64 bits.
+//! `count(*)`, the sum (exact, 128-bit) of a 64-bit hash of every row's text and the XOR of a
+//! second, differently seeded 64-bit hash (`hashtextextended`, fast and built in). Row-level
+//! comparison of a differing range uses md5 of the same text.
 
 use async_trait::async_trait;
 use ferry_core::connector::{ByteStream, ChunkFormat, Inspector};
@@ -175,9 +176,9 @@ impl Inspector for PostgresInspector {
             .await
             .map_err(|error| classify(error, &what))?;
         let sql = format!(
-            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0)::text || ':' || coalesce(bit_xor(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text
-             FROM (SELECT {} AS h FROM {} WHERE {}) hashed",
-            row_hash_expression(table),
+            "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
+             FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
+            table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
             qualified(&table.name),
             range_predicate(table, range)?
         );
