@@ -21,7 +21,7 @@ use crate::schema::{Catalog, Sequence, TableName, TableSchema};
 use crate::select::Selection;
 use crate::state::{Chunk, KeyRange, MigrationState, TableState};
 use crate::value::Value;
-use crate::verify::{RangeDigest, RowHash};
+use crate::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 
 /// Encoded rows flowing from a source to a sink without being decoded in between.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
@@ -234,4 +234,27 @@ pub trait Inspector: Send + Sync {
 
     /// The stream checkpoint of `migration` stored on this side (a target), if any.
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>>;
+
+    /// Forgets the verification state of `migration` kept on this side (a target).
+    async fn clear_verification(&self, migration: &str) -> Result<()>;
+
+    /// Stores a table's verification plan (all ranges unchecked).
+    async fn save_verification_plan(
+        &self,
+        migration: &str,
+        table: &TableName,
+        ranges: &[KeyRange],
+    ) -> Result<()>;
+
+    /// Stores the outcome of one checked range, durably, before it is reported.
+    async fn save_verification_outcome(
+        &self,
+        migration: &str,
+        table: &TableName,
+        index: u32,
+        outcome: &RangeOutcome,
+    ) -> Result<()>;
+
+    /// The stored plan and outcomes of `migration`'s last verification.
+    async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>>;
 }

@@ -2,7 +2,9 @@
 //! equal on both sides exactly when the rows are equal under the connector pair's canonical
 //! encoding.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::state::KeyRange;
 
 use crate::position::Position;
 use crate::schema::TableName;
@@ -27,7 +29,7 @@ pub struct RowHash {
 }
 
 /// Rows that differ, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DifferenceKind {
     /// On the source, not on the target.
@@ -84,5 +86,51 @@ impl TableReport {
     pub fn name(&self) -> TableName {
         let (schema, name) = self.table.split_once('.').unwrap_or(("", &self.table));
         TableName::new(schema, name)
+    }
+}
+
+/// A planned verification range and, once checked, its outcome: what an interrupted
+/// verification resumes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedRange {
+    pub table: TableName,
+    pub index: u32,
+    pub range: KeyRange,
+    pub outcome: Option<RangeOutcome>,
+}
+
+/// What checking one range found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeOutcome {
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub differences: Vec<StoredDifference>,
+}
+
+/// A difference with its key values, for storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDifference {
+    pub kind: DifferenceKind,
+    pub key: String,
+    pub key_values: Vec<Value>,
+}
+
+impl From<&Difference> for StoredDifference {
+    fn from(difference: &Difference) -> Self {
+        StoredDifference {
+            kind: difference.kind,
+            key: difference.key.clone(),
+            key_values: difference.key_values.clone(),
+        }
+    }
+}
+
+impl From<StoredDifference> for Difference {
+    fn from(stored: StoredDifference) -> Self {
+        Difference {
+            kind: stored.kind,
+            key: stored.key,
+            key_values: stored.key_values,
+        }
     }
 }

@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use ferry_core::connector::{Inspector, Source};
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
-use ferry_core::verify::{Difference, DifferenceKind, RowHash, TableReport};
-use ferry_core::{Error, Position, Result, TableSchema, Value};
+use ferry_core::verify::{
+    Difference, DifferenceKind, RangeOutcome, RowHash, StoredDifference, TableReport, VerifiedRange,
+};
+use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
 use futures_util::future::try_join_all;
 use tracing::{debug, info};
 
@@ -38,6 +40,8 @@ pub struct VerifyOptions {
     /// Re-check differences once the stream has passed the position they were read at.
     pub while_streaming: bool,
     pub repair: bool,
+    /// Continue the last, interrupted verification: ranges it checked are not checked again.
+    pub resume: bool,
     /// How many times a differing range or key is re-checked while streaming.
     pub rechecks: u32,
     /// How long to wait for the stream to pass a position before re-checking anyway.
@@ -53,6 +57,7 @@ impl Default for VerifyOptions {
             rows_per_range: 50_000,
             while_streaming: false,
             repair: false,
+            resume: false,
             rechecks: 8,
             catch_up_timeout: Duration::from_secs(60),
         }
@@ -110,11 +115,10 @@ pub fn compare_rows(source: &[RowHash], target: &[RowHash]) -> Vec<Difference> {
     differences
 }
 
-struct RangeOutcome {
+/// A checked range of the `table`-th comparable table.
+struct Checked {
     table: usize,
-    source_rows: u64,
-    target_rows: u64,
-    differences: Vec<Difference>,
+    outcome: RangeOutcome,
 }
 
 /// Waits until the target's checkpoint reaches `position` (or the timeout passes).
@@ -297,22 +301,77 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
         }
     }
 
-    // Plan ranges on the source.
-    let snapshot = sides.source.fresh_snapshot().await?;
-    let mut work: Vec<(usize, usize, KeyRange)> = Vec::new();
-    for (position, (_, table)) in comparable.iter().enumerate() {
-        let ranges = snapshot.plan_chunks(table, options.rows_per_range).await?;
-        reports[comparable[position].0].ranges = ranges.len();
-        work.extend(ranges.into_iter().map(|range| (position, 0, range)));
+    // Plan ranges on the source, or take them and their outcomes from the run being resumed.
+    let mut stored: HashMap<TableName, Vec<VerifiedRange>> = HashMap::new();
+    if options.resume {
+        for range in sides
+            .target_rows
+            .load_verification(&options.migration)
+            .await?
+        {
+            stored.entry(range.table.clone()).or_default().push(range);
+        }
+    } else {
+        sides
+            .target_rows
+            .clear_verification(&options.migration)
+            .await?;
+    }
+    let mut snapshot = None;
+    let mut work: Vec<(usize, u32, KeyRange)> = Vec::new();
+    let mut done: Vec<Checked> = Vec::new();
+    for (position, (report_index, table)) in comparable.iter().enumerate() {
+        let ranges: Vec<VerifiedRange> = match stored.remove(&table.name) {
+            Some(ranges) if !ranges.is_empty() => ranges,
+            _ => {
+                if snapshot.is_none() {
+                    snapshot = Some(sides.source.fresh_snapshot().await?);
+                }
+                let planned = snapshot
+                    .as_ref()
+                    .expect("set above")
+                    .plan_chunks(table, options.rows_per_range)
+                    .await?;
+                sides
+                    .target_rows
+                    .save_verification_plan(&options.migration, &table.name, &planned)
+                    .await?;
+                planned
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, range)| VerifiedRange {
+                        table: table.name.clone(),
+                        index: index as u32,
+                        range,
+                        outcome: None,
+                    })
+                    .collect()
+            }
+        };
+        reports[*report_index].ranges = ranges.len();
+        for range in ranges {
+            match range.outcome {
+                Some(outcome) => done.push(Checked {
+                    table: position,
+                    outcome,
+                }),
+                None => work.push((position, range.index, range.range)),
+            }
+        }
     }
     drop(snapshot);
-    info!(tables = comparable.len(), ranges = work.len(), "verifying");
+    info!(
+        tables = comparable.len(),
+        ranges = work.len(),
+        resumed = done.len(),
+        "verifying"
+    );
 
     let queue = Mutex::new(work);
-    let outcomes: Mutex<Vec<RangeOutcome>> = Mutex::new(Vec::new());
+    let outcomes: Mutex<Vec<Checked>> = Mutex::new(done);
     let worker = || async {
         loop {
-            let Some((position, _, range)) = queue.lock().expect("queue lock").pop() else {
+            let Some((position, index, range)) = queue.lock().expect("queue lock").pop() else {
                 break;
             };
             let table = &comparable[position].1;
@@ -320,24 +379,37 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
                 check_range(sides, options, table, &range)
                     .await
                     .map_err(|error| error.context(format!("verifying {}", table.name)))?;
-            outcomes.lock().expect("outcomes lock").push(RangeOutcome {
-                table: position,
+            let outcome = RangeOutcome {
                 source_rows,
                 target_rows,
-                differences,
+                differences: differences.iter().map(StoredDifference::from).collect(),
+            };
+            sides
+                .target_rows
+                .save_verification_outcome(&options.migration, &table.name, index, &outcome)
+                .await?;
+            outcomes.lock().expect("outcomes lock").push(Checked {
+                table: position,
+                outcome,
             });
         }
         Ok::<(), Error>(())
     };
     try_join_all((0..options.parallel.max(1)).map(|_| worker())).await?;
-    for outcome in outcomes.into_inner().expect("outcomes lock") {
-        let report = &mut reports[comparable[outcome.table].0];
-        report.source_rows += outcome.source_rows;
-        report.target_rows += outcome.target_rows;
-        if !outcome.differences.is_empty() {
+    for checked in outcomes.into_inner().expect("outcomes lock") {
+        let report = &mut reports[comparable[checked.table].0];
+        report.source_rows += checked.outcome.source_rows;
+        report.target_rows += checked.outcome.target_rows;
+        if !checked.outcome.differences.is_empty() {
             report.ranges_different += 1;
         }
-        report.differences.extend(outcome.differences);
+        report.differences.extend(
+            checked
+                .outcome
+                .differences
+                .into_iter()
+                .map(Difference::from),
+        );
     }
     for report in &mut reports {
         report.differences.sort_by(|left, right| {

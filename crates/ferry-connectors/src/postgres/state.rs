@@ -36,6 +36,15 @@ CREATE TABLE IF NOT EXISTS _ferry.chunk (
     done boolean NOT NULL DEFAULT false,
     rows bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (migration, table_schema, table_name, chunk_index)
+);
+CREATE TABLE IF NOT EXISTS _ferry.verify_range (
+    migration text NOT NULL,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    range_index integer NOT NULL,
+    key_range text NOT NULL,
+    outcome text,
+    PRIMARY KEY (migration, table_schema, table_name, range_index)
 );";
 
 pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {

@@ -14,8 +14,8 @@ use ferry_core::connector::{ByteStream, ChunkFormat, Inspector};
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
-use ferry_core::verify::{RangeDigest, RowHash};
-use ferry_core::{Error, Lsn, Position, Result, TableSchema, Value};
+use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
+use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema, Value};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
@@ -336,5 +336,107 @@ impl Inspector for PostgresInspector {
             .await?
             .stream
             .map(|checkpoint| checkpoint.position))
+    }
+
+    async fn clear_verification(&self, migration: &str) -> Result<()> {
+        let client = connect(&self.config).await?;
+        let what = "clearing the verification state";
+        client
+            .batch_execute(state::CREATE_STATE_TABLES)
+            .await
+            .map_err(|error| classify(error, what))?;
+        state::execute_for_migration(
+            &client,
+            migration,
+            what,
+            &["DELETE FROM _ferry.verify_range WHERE migration = $1"],
+        )
+        .await
+    }
+
+    async fn save_verification_plan(
+        &self,
+        migration: &str,
+        table: &TableName,
+        ranges: &[KeyRange],
+    ) -> Result<()> {
+        let client = connect(&self.config).await?;
+        let indexes: Vec<i32> = (0..ranges.len() as i32).collect();
+        let texts: Vec<String> = ranges
+            .iter()
+            .map(|range| serde_json::to_string(range).expect("ranges serialize"))
+            .collect();
+        client
+            .execute(
+                "INSERT INTO _ferry.verify_range (migration, table_schema, table_name, range_index, key_range)
+                 SELECT $1, $2, $3, range_index, key_range FROM unnest($4::int[], $5::text[]) AS plan(range_index, key_range)
+                 ON CONFLICT (migration, table_schema, table_name, range_index) DO UPDATE SET key_range = EXCLUDED.key_range, outcome = NULL",
+                &[&migration, &table.schema, &table.name, &indexes, &texts],
+            )
+            .await
+            .map_err(|error| classify(error, "storing a verification plan"))?;
+        Ok(())
+    }
+
+    async fn save_verification_outcome(
+        &self,
+        migration: &str,
+        table: &TableName,
+        index: u32,
+        outcome: &RangeOutcome,
+    ) -> Result<()> {
+        let client = connect(&self.config).await?;
+        let text = serde_json::to_string(outcome).expect("outcomes serialize");
+        client
+            .execute(
+                "UPDATE _ferry.verify_range SET outcome = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND range_index = $4",
+                &[&migration, &table.schema, &table.name, &(index as i32), &text],
+            )
+            .await
+            .map_err(|error| classify(error, "storing a verification outcome"))?;
+        Ok(())
+    }
+
+    async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>> {
+        let client = connect(&self.config).await?;
+        let what = "reading the verification state";
+        let exists: bool = client
+            .query_one("SELECT to_regclass('_ferry.verify_range') IS NOT NULL", &[])
+            .await
+            .map_err(|error| classify(error, what))?
+            .get(0);
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query("SELECT table_schema, table_name, range_index, key_range, outcome FROM _ferry.verify_range WHERE migration = $1 ORDER BY 1, 2, 3", &[&migration])
+            .await
+            .map_err(|error| classify(error, what))?;
+        rows.iter()
+            .map(|row| {
+                let range: KeyRange =
+                    serde_json::from_str(row.get::<_, &str>(3)).map_err(|error| {
+                        Error::definite(
+                            "state.verify",
+                            format!("unreadable verification range: {error}"),
+                        )
+                    })?;
+                let outcome = match row.get::<_, Option<&str>>(4) {
+                    Some(text) => Some(serde_json::from_str(text).map_err(|error| {
+                        Error::definite(
+                            "state.verify",
+                            format!("unreadable verification outcome: {error}"),
+                        )
+                    })?),
+                    None => None,
+                };
+                Ok(VerifiedRange {
+                    table: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+                    index: row.get::<_, i32>(2) as u32,
+                    range,
+                    outcome,
+                })
+            })
+            .collect()
     }
 }

@@ -72,6 +72,9 @@ pub enum Command {
         /// The migration is streaming: re-check differences once the stream has passed them.
         #[arg(long)]
         while_streaming: bool,
+        /// Continue the last, interrupted verification (ranges it checked are not checked again).
+        #[arg(long)]
+        resume: bool,
         /// Parallel range checks.
         #[arg(long)]
         parallel: Option<usize>,
@@ -170,6 +173,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
             repair,
             while_streaming,
+            resume,
             parallel,
             chunk_rows,
         } => {
@@ -182,6 +186,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     json,
                     repair,
                     while_streaming,
+                    resume,
                 },
             )
             .await

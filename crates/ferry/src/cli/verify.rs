@@ -19,6 +19,7 @@ pub struct VerifyFlags {
     pub json: bool,
     pub repair: bool,
     pub while_streaming: bool,
+    pub resume: bool,
 }
 
 pub async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<ExitCode> {
@@ -48,6 +49,7 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
         },
         while_streaming: verify_flags.while_streaming,
         repair: verify_flags.repair,
+        resume: verify_flags.resume,
         ..VerifyOptions::default()
     };
     let started = std::time::Instant::now();

@@ -163,3 +163,76 @@ async fn no_false_alarm_under_writes_and_real_differences_still_found() {
     );
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// A verification killed part-way resumes: ranges already checked are not checked again, and
+/// what they found is still reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_verification_resumes() {
+    let pair = Pair::new("verify_resume").await;
+    pair.source
+        .batch_execute("CREATE TABLE public.points (id integer PRIMARY KEY, x double precision, label text); INSERT INTO public.points SELECT g, g * 0.5, 'p' || g FROM generate_series(1, 200000) g;")
+        .await
+        .unwrap();
+    let output = pair
+        .ferry("copy", &["--name", "verify_resume"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Differences at both ends of the key space, so both the first and the resumed run find one.
+    pair.target
+        .batch_execute("UPDATE public.points SET label = 'changed' WHERE id IN (3, 199998);")
+        .await
+        .unwrap();
+    let arguments = [
+        "--name",
+        "verify_resume",
+        "--parallel",
+        "1",
+        "--chunk-rows",
+        "500",
+    ];
+    let mut verifying = pair
+        .ferry("verify", &arguments)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = &pair.target;
+    ferry_testkit::wait_until("some ranges to be verified", Duration::from_secs(60), || async {
+        let checked: i64 = target.query_one("SELECT count(*) FROM _ferry.verify_range WHERE migration = 'verify_resume' AND outcome IS NOT NULL", &[]).await.ok()?.get(0);
+        (checked >= 20).then_some(())
+    })
+    .await
+    .unwrap();
+    crate::common::kill(&mut verifying);
+    let (checked, total): (i64, i64) = {
+        let row = target.query_one("SELECT count(*) FILTER (WHERE outcome IS NOT NULL), count(*) FROM _ferry.verify_range WHERE migration = 'verify_resume'", &[]).await.unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        checked >= 20 && checked < total,
+        "interrupted part-way: {checked} of {total}"
+    );
+
+    let (code, report, stderr) = verify(&pair, &[&arguments[..], &["--resume"]].concat());
+    assert_eq!(code, Some(1), "{report}\n{stderr}");
+    assert_eq!(
+        keys_of(&report, "public.points", "different"),
+        ["(199998)", "(3)"]
+    );
+    assert_eq!(report["tables"][0]["source_rows"], 200000);
+    let resumed: usize = stderr
+        .split("resumed=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        resumed as i64 >= checked,
+        "the resumed run reused {resumed} checked ranges: {stderr}"
+    );
+}
