@@ -194,6 +194,13 @@ pub trait ChangeApplier: Send {
     ) -> Result<()>;
 }
 
+/// A subset of key-hash buckets: `selected` out of `count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets {
+    pub count: u32,
+    pub selected: Vec<u32>,
+}
+
 /// Optional capability for verification and repair: read one side's rows by key range or key,
 /// in a canonical form comparable with the other side of the same connector pair.
 #[async_trait]
@@ -206,7 +213,21 @@ pub trait Inspector: Send + Sync {
     async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest>;
 
     /// The key and row hash of every row in `range`.
-    async fn row_hashes(&self, table: &TableSchema, range: &KeyRange) -> Result<Vec<RowHash>>;
+    async fn row_hashes(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        buckets: Option<&Buckets>,
+    ) -> Result<Vec<RowHash>>;
+
+    /// Digests of `range` split into `count` buckets by a hash of the key (the same key lands in
+    /// the same bucket on every side), for buckets that hold rows.
+    async fn digest_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>>;
 
     /// The key and row hash of the rows with these keys (absent keys are simply not returned).
     async fn row_hashes_for_keys(

@@ -19,15 +19,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferry_core::connector::{Inspector, Source};
+use ferry_core::connector::{Buckets, Inspector, Source};
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{
-    Difference, DifferenceKind, RangeOutcome, RowHash, StoredDifference, TableReport, VerifiedRange,
+    Difference, DifferenceKind, RangeDigest, RangeOutcome, RowHash, StoredDifference, TableReport,
+    VerifiedRange,
 };
 use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
 use futures_util::future::try_join_all;
 use tracing::{debug, info};
+
+/// Key-hash buckets a differing range is split into before its rows are read.
+const BUCKETS: u32 = 256;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -179,9 +183,33 @@ async fn check_range(
         }
     }
     // Down to the rows.
-    let source_hashes = sides.source_rows.row_hashes(table, range).await?;
-    let target_hashes = sides.target_rows.row_hashes(table, range).await?;
-    let (source_rows, target_rows) = (source_hashes.len() as u64, target_hashes.len() as u64);
+    // Narrow the range to the key-hash buckets that differ, then read just their rows.
+    let (source_buckets, target_buckets) = tokio::join!(
+        sides.source_rows.digest_buckets(table, range, BUCKETS),
+        sides.target_rows.digest_buckets(table, range, BUCKETS)
+    );
+    let (source_buckets, target_buckets): (HashMap<u32, RangeDigest>, HashMap<u32, RangeDigest>) = (
+        source_buckets?.into_iter().collect(),
+        target_buckets?.into_iter().collect(),
+    );
+    let mut selected: Vec<u32> = (0..BUCKETS)
+        .filter(|bucket| source_buckets.get(bucket) != target_buckets.get(bucket))
+        .collect();
+    if selected.is_empty() {
+        // Equal now (changed since the range digest): look at every row to be sure.
+        selected = (0..BUCKETS).collect();
+    }
+    let buckets = Buckets {
+        count: BUCKETS,
+        selected,
+    };
+    let (source_hashes, target_hashes) = tokio::join!(
+        sides.source_rows.row_hashes(table, range, Some(&buckets)),
+        sides.target_rows.row_hashes(table, range, Some(&buckets))
+    );
+    let (source_hashes, target_hashes) = (source_hashes?, target_hashes?);
+    let source_rows = source_buckets.values().map(|digest| digest.rows).sum();
+    let target_rows = target_buckets.values().map(|digest| digest.rows).sum();
     let mut differences = compare_rows(&source_hashes, &target_hashes);
     drop((source_hashes, target_hashes));
     let mut rechecks = 0;

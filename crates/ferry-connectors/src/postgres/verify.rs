@@ -10,7 +10,7 @@
 //! comparison of a differing range uses md5 of the same text.
 
 use async_trait::async_trait;
-use ferry_core::connector::{ByteStream, ChunkFormat, Inspector};
+use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector};
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
@@ -64,6 +64,14 @@ fn row_hash_expression(table: &TableSchema) -> String {
         .map(|column| ident(&column.name))
         .collect();
     format!("md5(ROW({})::text)", columns.join(", "))
+}
+
+/// The bucket (0 to count - 1) of a row's key: a hash of the key's text, the same on every side.
+fn bucket_expression(table: &TableSchema, count: u32) -> String {
+    format!(
+        "((hashtextextended(ROW({})::text, 2) & 9223372036854775807) % {count})::integer",
+        key_columns(table).join(", ")
+    )
 }
 
 fn key_columns(table: &TableSchema) -> Vec<String> {
@@ -207,9 +215,61 @@ impl Inspector for PostgresInspector {
         })
     }
 
-    async fn row_hashes(&self, table: &TableSchema, range: &KeyRange) -> Result<Vec<RowHash>> {
-        self.hashes_where(table, &range_predicate(table, range)?)
+    async fn row_hashes(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        buckets: Option<&Buckets>,
+    ) -> Result<Vec<RowHash>> {
+        let mut predicate = range_predicate(table, range)?;
+        if let Some(buckets) = buckets {
+            let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
+            predicate = format!(
+                "({predicate}) AND {} IN ({})",
+                bucket_expression(table, buckets.count),
+                if selected.is_empty() {
+                    "NULL".into()
+                } else {
+                    selected.join(", ")
+                }
+            );
+        }
+        self.hashes_where(table, &predicate).await
+    }
+
+    async fn digest_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>> {
+        let client = connect(&self.config).await?;
+        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
+        let sql = format!(
+            "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
+             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
+            bucket_expression(table, count),
+            table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
+            qualified(&table.name),
+            range_predicate(table, range)?
+        );
+        let rows = client
+            .query(&sql, &[])
             .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i32>(0) as u32,
+                    RangeDigest {
+                        rows: row.get::<_, i64>(1) as u64,
+                        digest: row.get(2),
+                        position: None,
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn row_hashes_for_keys(
