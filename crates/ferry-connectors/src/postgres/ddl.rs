@@ -1,5 +1,6 @@
 //! SQL text for PostgreSQL: quoting, table definitions and key-range predicates. Pure functions.
 
+use ferry_core::connector::ChunkFormat;
 use ferry_core::schema::{Identity, Sequence, UserType};
 use ferry_core::state::KeyRange;
 use ferry_core::{Error, Result, TableName, TableSchema, Value};
@@ -131,29 +132,7 @@ pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> 
                 })
         })
         .collect::<Result<_>>()?;
-    let tuple = |values: &[Value]| -> Result<String> {
-        if values.len() != types.len() {
-            return Err(Error::definite(
-                "plan.bound",
-                format!(
-                    "a chunk bound of {} has {} values for {} key columns",
-                    table.name,
-                    values.len(),
-                    types.len()
-                ),
-            ));
-        }
-        let literals: Vec<String> = values
-            .iter()
-            .zip(&types)
-            .map(|(value, native_type)| {
-                encode_text(value)
-                    .map(|text| format!("{}::{native_type}", literal(&text)))
-                    .ok_or_else(|| Error::definite("plan.bound", "a chunk bound holds NULL"))
-            })
-            .collect::<Result<_>>()?;
-        Ok(format!("({})", literals.join(", ")))
-    };
+    let tuple = |values: &[Value]| key_tuple(table, &types, values);
     let key = format!("({})", columns.join(", "));
     let mut conditions = Vec::new();
     if let Some(lower) = &range.lower {
@@ -167,6 +146,41 @@ pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> 
     } else {
         conditions.join(" AND ")
     })
+}
+
+/// `('v1'::type1, 'v2'::type2)` for one key of `table`, whose key column types are `types`.
+pub fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -> Result<String> {
+    if values.len() != types.len() {
+        return Err(Error::definite(
+            "plan.key",
+            format!(
+                "a key of {} has {} values for {} key columns",
+                table.name,
+                values.len(),
+                types.len()
+            ),
+        ));
+    }
+    let literals: Vec<String> = values
+        .iter()
+        .zip(types)
+        .map(|(value, native_type)| {
+            encode_text(value)
+                .map(|text| format!("{}::{native_type}", literal(&text)))
+                .ok_or_else(|| {
+                    Error::definite("plan.key", format!("a key of {} holds NULL", table.name))
+                })
+        })
+        .collect::<Result<_>>()?;
+    Ok(format!("({})", literals.join(", ")))
+}
+
+/// The COPY options of a chunk format.
+pub fn copy_options(format: ChunkFormat) -> &'static str {
+    match format {
+        ChunkFormat::PostgresBinary => "(FORMAT binary)",
+        ChunkFormat::PostgresText => "(FORMAT text)",
+    }
 }
 
 #[cfg(test)]
@@ -261,7 +275,7 @@ mod tests {
         };
         assert_eq!(
             range_predicate(&table(), &short).unwrap_err().code(),
-            "plan.bound"
+            "plan.key"
         );
     }
 

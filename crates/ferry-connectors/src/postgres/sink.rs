@@ -14,7 +14,7 @@ use super::apply::PostgresApplier;
 use super::config::ConnectionConfig;
 use super::connection::connect;
 use super::ddl::{
-    create_enum, create_sequence, create_table, ident, index_if_not_exists, qualified,
+    copy_options, create_enum, create_sequence, create_table, ident, index_if_not_exists, qualified,
 };
 use super::errors::classify;
 use super::state;
@@ -336,40 +336,15 @@ impl ChunkWriter for PostgresChunkWriter {
         table: &TableSchema,
         chunk: u32,
         format: ChunkFormat,
-        mut rows: ByteStream,
+        rows: ByteStream,
     ) -> Result<u64> {
         let what = format!("loading {} on the target", table.name);
-        let columns: Vec<String> = table
-            .writable_columns()
-            .map(|column| ident(&column.name))
-            .collect();
-        let options = match format {
-            ChunkFormat::PostgresBinary => "(FORMAT binary)",
-            ChunkFormat::PostgresText => "(FORMAT text)",
-        };
         let transaction = self
             .client
             .transaction()
             .await
             .map_err(|error| classify(error, &what))?;
-        let sink = transaction
-            .copy_in::<_, bytes::Bytes>(&format!(
-                "COPY {} ({}) FROM STDIN {options}",
-                qualified(&table.name),
-                columns.join(", ")
-            ))
-            .await
-            .map_err(|error| classify(error, &what))?;
-        futures_util::pin_mut!(sink);
-        while let Some(data) = rows.next().await {
-            sink.feed(data?)
-                .await
-                .map_err(|error| classify(error, &what))?;
-        }
-        let count = sink
-            .finish()
-            .await
-            .map_err(|error| classify(error, &what))?;
+        let count = copy_into(&transaction, table, format, rows, &what).await?;
         state::mark_chunk_done(&transaction, &self.migration, &table.name, chunk, count).await?;
         failpoint::hit("copy.before_chunk_commit");
         transaction
@@ -378,4 +353,35 @@ impl ChunkWriter for PostgresChunkWriter {
             .map_err(|error| classify(error, &what))?;
         Ok(count)
     }
+}
+
+/// Loads `rows` into `table` with `COPY ... FROM STDIN` inside `transaction`; returns the row count.
+pub(crate) async fn copy_into(
+    transaction: &tokio_postgres::Transaction<'_>,
+    table: &TableSchema,
+    format: ChunkFormat,
+    mut rows: ByteStream,
+    what: &str,
+) -> Result<u64> {
+    let columns: Vec<String> = table
+        .writable_columns()
+        .map(|column| ident(&column.name))
+        .collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN {}",
+        qualified(&table.name),
+        columns.join(", "),
+        copy_options(format)
+    );
+    let sink = transaction
+        .copy_in::<_, bytes::Bytes>(&sql)
+        .await
+        .map_err(|error| classify(error, what))?;
+    futures_util::pin_mut!(sink);
+    while let Some(data) = rows.next().await {
+        sink.feed(data?)
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
+    sink.finish().await.map_err(|error| classify(error, what))
 }

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{ident, qualified, range_predicate};
+use super::ddl::{copy_options, ident, qualified, range_predicate};
 use super::errors::classify;
 
 /// What keeps the exported snapshot alive.
@@ -248,10 +248,7 @@ impl ChunkReader for PostgresChunkReader {
             .writable_columns()
             .map(|column| ident(&column.name))
             .collect();
-        let options = match format {
-            ChunkFormat::PostgresBinary => "(FORMAT binary)",
-            ChunkFormat::PostgresText => "(FORMAT text)",
-        };
+        let options = copy_options(format);
         let predicate = range_predicate(table, range)?;
         let sql = if predicate == "TRUE" {
             format!(

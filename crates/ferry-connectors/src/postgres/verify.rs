@@ -16,15 +16,15 @@ use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema, Value};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::catalog::read_catalog;
-use super::codec::encode_text;
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{ident, literal, qualified, range_predicate};
+use super::ddl::{ident, key_tuple, qualified, range_predicate};
 use super::errors::classify;
+use super::sink::copy_into;
 use super::state;
 
 /// One side of a verification.
@@ -94,30 +94,10 @@ fn keys_predicate(table: &TableSchema, keys: &[Vec<Value>]) -> Result<String> {
                 .unwrap_or("text")
         })
         .collect();
-    let mut tuples = Vec::with_capacity(keys.len());
-    for key in keys {
-        if key.len() != types.len() {
-            return Err(Error::definite(
-                "verify.key",
-                format!(
-                    "a key of {} has {} values for {} key columns",
-                    table.name,
-                    key.len(),
-                    types.len()
-                ),
-            ));
-        }
-        let literals: Vec<String> = key
-            .iter()
-            .zip(&types)
-            .map(|(value, native_type)| {
-                encode_text(value)
-                    .map(|text| format!("{}::{native_type}", literal(&text)))
-                    .unwrap_or_else(|| "NULL".into())
-            })
-            .collect();
-        tuples.push(format!("({})", literals.join(", ")));
-    }
+    let tuples: Vec<String> = keys
+        .iter()
+        .map(|key| key_tuple(table, &types, key))
+        .collect::<Result<_>>()?;
     Ok(format!(
         "({}) IN ({})",
         key_columns(table).join(", "),
@@ -176,7 +156,12 @@ impl Inspector for PostgresInspector {
         read_catalog(&connect(&self.config).await?, selection).await
     }
 
-    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
+    async fn digest_range(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        buckets: u32,
+    ) -> Result<RangeDigest> {
         let client = connect(&self.config).await?;
         let what = format!("digesting {} on the {}", table.name, self.side());
         client
@@ -184,14 +169,15 @@ impl Inspector for PostgresInspector {
             .await
             .map_err(|error| classify(error, &what))?;
         let sql = format!(
-            "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
+            "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
+             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket ORDER BY bucket",
+            bucket_expression(table, buckets),
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
             qualified(&table.name),
             range_predicate(table, range)?
         );
-        let row = client
-            .query_one(&sql, &[])
+        let rows = client
+            .query(&sql, &[])
             .await
             .map_err(|error| classify(error, &what))?;
         let position = if self.is_source {
@@ -208,9 +194,19 @@ impl Inspector for PostgresInspector {
             .batch_execute("COMMIT")
             .await
             .map_err(|error| classify(error, &what))?;
+        let buckets: Vec<(u32, u64, String)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i32>(0) as u32,
+                    row.get::<_, i64>(1) as u64,
+                    row.get(2),
+                )
+            })
+            .collect();
         Ok(RangeDigest {
-            rows: row.get::<_, i64>(0) as u64,
-            digest: row.get(1),
+            rows: buckets.iter().map(|(_, rows, _)| rows).sum(),
+            buckets,
             position,
         })
     }
@@ -235,41 +231,6 @@ impl Inspector for PostgresInspector {
             );
         }
         self.hashes_where(table, &predicate).await
-    }
-
-    async fn digest_buckets(
-        &self,
-        table: &TableSchema,
-        range: &KeyRange,
-        count: u32,
-    ) -> Result<Vec<(u32, RangeDigest)>> {
-        let client = connect(&self.config).await?;
-        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
-        let sql = format!(
-            "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
-            bucket_expression(table, count),
-            table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
-            qualified(&table.name),
-            range_predicate(table, range)?
-        );
-        let rows = client
-            .query(&sql, &[])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<_, i32>(0) as u32,
-                    RangeDigest {
-                        rows: row.get::<_, i64>(1) as u64,
-                        digest: row.get(2),
-                        position: None,
-                    },
-                )
-            })
-            .collect())
     }
 
     async fn row_hashes_for_keys(
@@ -325,7 +286,7 @@ impl Inspector for PostgresInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
         format: ChunkFormat,
-        mut rows: ByteStream,
+        rows: ByteStream,
     ) -> Result<u64> {
         let mut client = connect(&self.config).await?;
         let what = format!("repairing {} on the {}", table.name, self.side());
@@ -357,32 +318,7 @@ impl Inspector for PostgresInspector {
                 .await
                 .map_err(|error| classify(error, &what))?;
         }
-        let columns: Vec<String> = table
-            .writable_columns()
-            .map(|column| ident(&column.name))
-            .collect();
-        let options = match format {
-            ChunkFormat::PostgresBinary => "(FORMAT binary)",
-            ChunkFormat::PostgresText => "(FORMAT text)",
-        };
-        let sink = transaction
-            .copy_in::<_, bytes::Bytes>(&format!(
-                "COPY {} ({}) FROM STDIN {options}",
-                qualified(&table.name),
-                columns.join(", ")
-            ))
-            .await
-            .map_err(|error| classify(error, &what))?;
-        futures_util::pin_mut!(sink);
-        while let Some(data) = rows.next().await {
-            sink.feed(data?)
-                .await
-                .map_err(|error| classify(error, &what))?;
-        }
-        let count = sink
-            .finish()
-            .await
-            .map_err(|error| classify(error, &what))?;
+        let count = copy_into(&transaction, table, format, rows, &what).await?;
         transaction
             .commit()
             .await
