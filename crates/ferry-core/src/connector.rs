@@ -208,14 +208,9 @@ pub trait Inspector: Send + Sync {
     /// The definitions of the selected tables on this side.
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog>;
 
-    /// Row count and order-independent digest of `range` in `buckets` key-hash buckets (read in
-    /// one consistent snapshot; a source also returns its log position at the time).
-    async fn digest_range(
-        &self,
-        table: &TableSchema,
-        range: &KeyRange,
-        buckets: u32,
-    ) -> Result<RangeDigest>;
+    /// Row count and order-independent digest of `range` (read in one consistent snapshot; a
+    /// source also returns its log position at the time).
+    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest>;
 
     /// The key and row hash of every row in `range`.
     async fn row_hashes(
@@ -224,6 +219,15 @@ pub trait Inspector: Send + Sync {
         range: &KeyRange,
         buckets: Option<&Buckets>,
     ) -> Result<Vec<RowHash>>;
+
+    /// Digests of `range` split into `count` buckets by a hash of the key (the same key lands in
+    /// the same bucket on every side), for buckets that hold rows.
+    async fn digest_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>>;
 
     /// The key and row hash of the rows with these keys (absent keys are simply not returned).
     async fn row_hashes_for_keys(

@@ -10,41 +10,13 @@ use crate::position::Position;
 use crate::schema::TableName;
 use crate::value::Value;
 
-/// An order-independent digest of the rows of one key range, split into buckets by a hash of
-/// the key (the same key lands in the same bucket on every side).
+/// An order-independent digest of the rows of one key range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeDigest {
     pub rows: u64,
-    /// (bucket, rows, digest) for every bucket that holds rows, by bucket.
-    pub buckets: Vec<(u32, u64, String)>,
+    pub digest: String,
     /// For a source: a log position at or after every change the digest saw. `None` for a target.
     pub position: Option<Position>,
-}
-
-impl RangeDigest {
-    /// True when both sides hold the same rows.
-    pub fn same_rows(&self, other: &RangeDigest) -> bool {
-        self.buckets == other.buckets
-    }
-
-    /// The buckets whose rows differ between the two digests.
-    pub fn differing_buckets(&self, other: &RangeDigest) -> Vec<u32> {
-        let mut differing: Vec<u32> = self
-            .buckets
-            .iter()
-            .filter(|entry| !other.buckets.contains(entry))
-            .chain(
-                other
-                    .buckets
-                    .iter()
-                    .filter(|entry| !self.buckets.contains(entry)),
-            )
-            .map(|(bucket, _, _)| *bucket)
-            .collect();
-        differing.sort_unstable();
-        differing.dedup();
-        differing
-    }
 }
 
 /// One row's key and the hash of its canonical encoding.

@@ -23,7 +23,8 @@ use ferry_core::connector::{Buckets, Inspector, Source};
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{
-    Difference, DifferenceKind, RangeOutcome, RowHash, StoredDifference, TableReport, VerifiedRange,
+    Difference, DifferenceKind, RangeDigest, RangeOutcome, RowHash, StoredDifference, TableReport,
+    VerifiedRange,
 };
 use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
 use futures_util::future::try_join_all;
@@ -160,47 +161,55 @@ async fn check_range(
     range: &KeyRange,
 ) -> Result<(u64, u64, Vec<Difference>)> {
     let mut attempts = 0;
-    let (source, target) = loop {
+    loop {
         let (source, target) = if attempts > 0 || options.while_streaming {
             // The target is read once the stream has passed what the source digest saw.
-            let source = sides
-                .source_rows
-                .digest_range(table, range, BUCKETS)
-                .await?;
+            let source = sides.source_rows.digest_range(table, range).await?;
             wait_for_target(sides, options, source.position).await?;
-            (
-                source,
-                sides
-                    .target_rows
-                    .digest_range(table, range, BUCKETS)
-                    .await?,
-            )
+            (source, sides.target_rows.digest_range(table, range).await?)
         } else {
             let (source, target) = tokio::join!(
-                sides.source_rows.digest_range(table, range, BUCKETS),
-                sides.target_rows.digest_range(table, range, BUCKETS)
+                sides.source_rows.digest_range(table, range),
+                sides.target_rows.digest_range(table, range)
             );
             (source?, target?)
         };
-        if source.same_rows(&target) {
+        if source.rows == target.rows && source.digest == target.digest {
             return Ok((source.rows, target.rows, Vec::new()));
         }
         attempts += 1;
         if !options.while_streaming || attempts > options.rechecks {
-            break (source, target);
+            break;
         }
-    };
-    // Down to the rows, of just the key-hash buckets that differ.
+    }
+    // Down to the rows.
+    // Narrow the range to the key-hash buckets that differ, then read just their rows.
+    let (source_buckets, target_buckets) = tokio::join!(
+        sides.source_rows.digest_buckets(table, range, BUCKETS),
+        sides.target_rows.digest_buckets(table, range, BUCKETS)
+    );
+    let (source_buckets, target_buckets): (HashMap<u32, RangeDigest>, HashMap<u32, RangeDigest>) = (
+        source_buckets?.into_iter().collect(),
+        target_buckets?.into_iter().collect(),
+    );
+    let mut selected: Vec<u32> = (0..BUCKETS)
+        .filter(|bucket| source_buckets.get(bucket) != target_buckets.get(bucket))
+        .collect();
+    if selected.is_empty() {
+        // Equal now (changed since the range digest): look at every row to be sure.
+        selected = (0..BUCKETS).collect();
+    }
     let buckets = Buckets {
         count: BUCKETS,
-        selected: source.differing_buckets(&target),
+        selected,
     };
     let (source_hashes, target_hashes) = tokio::join!(
         sides.source_rows.row_hashes(table, range, Some(&buckets)),
         sides.target_rows.row_hashes(table, range, Some(&buckets))
     );
     let (source_hashes, target_hashes) = (source_hashes?, target_hashes?);
-    let (source_rows, target_rows) = (source.rows, target.rows);
+    let source_rows = source_buckets.values().map(|digest| digest.rows).sum();
+    let target_rows = target_buckets.values().map(|digest| digest.rows).sum();
     let mut differences = compare_rows(&source_hashes, &target_hashes);
     drop((source_hashes, target_hashes));
     let mut rechecks = 0;

@@ -156,12 +156,7 @@ impl Inspector for PostgresInspector {
         read_catalog(&connect(&self.config).await?, selection).await
     }
 
-    async fn digest_range(
-        &self,
-        table: &TableSchema,
-        range: &KeyRange,
-        buckets: u32,
-    ) -> Result<RangeDigest> {
+    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
         let client = connect(&self.config).await?;
         let what = format!("digesting {} on the {}", table.name, self.side());
         client
@@ -169,15 +164,14 @@ impl Inspector for PostgresInspector {
             .await
             .map_err(|error| classify(error, &what))?;
         let sql = format!(
-            "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket ORDER BY bucket",
-            bucket_expression(table, buckets),
+            "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
+             FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
             qualified(&table.name),
             range_predicate(table, range)?
         );
-        let rows = client
-            .query(&sql, &[])
+        let row = client
+            .query_one(&sql, &[])
             .await
             .map_err(|error| classify(error, &what))?;
         let position = if self.is_source {
@@ -194,19 +188,9 @@ impl Inspector for PostgresInspector {
             .batch_execute("COMMIT")
             .await
             .map_err(|error| classify(error, &what))?;
-        let buckets: Vec<(u32, u64, String)> = rows
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<_, i32>(0) as u32,
-                    row.get::<_, i64>(1) as u64,
-                    row.get(2),
-                )
-            })
-            .collect();
         Ok(RangeDigest {
-            rows: buckets.iter().map(|(_, rows, _)| rows).sum(),
-            buckets,
+            rows: row.get::<_, i64>(0) as u64,
+            digest: row.get(1),
             position,
         })
     }
@@ -231,6 +215,41 @@ impl Inspector for PostgresInspector {
             );
         }
         self.hashes_where(table, &predicate).await
+    }
+
+    async fn digest_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>> {
+        let client = connect(&self.config).await?;
+        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
+        let sql = format!(
+            "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
+             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
+            bucket_expression(table, count),
+            table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
+            qualified(&table.name),
+            range_predicate(table, range)?
+        );
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i32>(0) as u32,
+                    RangeDigest {
+                        rows: row.get::<_, i64>(1) as u64,
+                        digest: row.get(2),
+                        position: None,
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn row_hashes_for_keys(
