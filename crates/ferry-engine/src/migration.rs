@@ -50,6 +50,8 @@ pub struct MigrationOptions {
     /// Target chunk size.
     pub rows_per_chunk: u64,
     pub stream: StreamOptions,
+    /// A chunk whose copy takes longer is abandoned as a transient failure (then retried).
+    pub chunk_timeout: std::time::Duration,
     /// Start over: forget the checkpoint and copy every table again (after a lost slot, say).
     pub restart: bool,
 }
@@ -209,6 +211,7 @@ pub async fn run_migration(
             &options.name,
             tasks,
             options.parallel,
+            options.chunk_timeout,
             progress,
         );
         let mut copy_shutdown = shutdown.clone();

@@ -31,6 +31,7 @@ pub async fn copy_chunks(
     migration: &str,
     tasks: Vec<CopyTask>,
     parallel: usize,
+    chunk_timeout: std::time::Duration,
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut remaining: HashMap<TableName, usize> = HashMap::new();
@@ -70,9 +71,10 @@ pub async fn copy_chunks(
                             task.table.name, task.chunk.index
                         ))
                     })?;
-                let count = writer
-                    .write(&task.table, task.chunk.index, format, rows)
+                let write = writer.write(&task.table, task.chunk.index, format, rows);
+                let count = tokio::time::timeout(chunk_timeout, write)
                     .await
+                    .unwrap_or_else(|_| Err(ferry_core::Error::transient("copy.timeout", format!("a chunk took longer than {} s to copy", chunk_timeout.as_secs())).with_hint("a server is unreachable or stuck; ferry retries from the last committed chunk")))
                     .map_err(|error| {
                         error.context(format!(
                             "writing {} chunk {}",

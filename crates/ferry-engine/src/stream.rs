@@ -41,6 +41,9 @@ pub struct StreamOptions {
     pub sequence_interval: Duration,
     /// How often an idle position is stored and acknowledged.
     pub idle_ack_interval: Duration,
+    /// A batch whose apply takes longer is abandoned as a transient failure (a black-holed or
+    /// stuck target); the run is retried from the checkpoint.
+    pub apply_timeout: Duration,
 }
 
 impl Default for StreamOptions {
@@ -50,6 +53,7 @@ impl Default for StreamOptions {
             max_batch_delay: Duration::from_millis(100),
             sequence_interval: Duration::from_secs(10),
             idle_ack_interval: Duration::from_secs(1),
+            apply_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -90,19 +94,31 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(mut applier: Box<dyn ChangeApplier>, start: Position) -> Pipeline {
+    fn start(mut applier: Box<dyn ChangeApplier>, start: Position, timeout: Duration) -> Pipeline {
         let (sender, mut receiver) = mpsc::channel::<(Batch, Position, Option<i64>)>(1);
         let (result_sender, results) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some((batch, checkpoint, commit_time)) = receiver.recv().await {
-                let result = applier
-                    .apply(&batch, checkpoint, commit_time)
-                    .await
-                    .map(|()| Applied {
-                        checkpoint,
-                        changes: batch.change_count,
-                        commit_time,
-                    });
+                let result = match tokio::time::timeout(
+                    timeout,
+                    applier.apply(&batch, checkpoint, commit_time),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::transient(
+                        "apply.timeout",
+                        format!("applying a batch took longer than {} s", timeout.as_secs()),
+                    )
+                    .with_hint(
+                        "the target is unreachable or stuck; ferry retries from the checkpoint",
+                    )),
+                }
+                .map(|()| Applied {
+                    checkpoint,
+                    changes: batch.change_count,
+                    commit_time,
+                });
                 let failed = result.is_err();
                 if result_sender.send(result).is_err() || failed {
                     break;
@@ -175,7 +191,7 @@ pub async fn stream_changes(
     let options = context.options;
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start;
-    let mut pipeline = Pipeline::start(applier, start);
+    let mut pipeline = Pipeline::start(applier, start, options.apply_timeout);
     let mut pending = Pending {
         builder: BatchBuilder::new(),
         last_commit: None,
@@ -255,8 +271,11 @@ pub async fn stream_changes(
                 }
             }
             _ = sequence_timer.tick() => {
-                if let Err(error) = sync_sequences(context.source, context.sink, context.sequences).await {
-                    warn!(code = error.code(), error = %error, "copying sequences failed; will retry");
+                // Bounded, so a stuck server cannot stall the stream here.
+                match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "copying sequences failed; will retry"),
+                    Err(_) => warn!("copying sequences timed out; will retry"),
                 }
             }
         }

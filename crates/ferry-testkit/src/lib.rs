@@ -5,9 +5,11 @@
 //! however it exits, so a crashed test run leaves nothing behind.
 
 mod postgres;
+mod proxy;
 mod wait;
 
 pub use postgres::PostgresServer;
+pub use proxy::{Fault, FaultProxy};
 pub use wait::wait_until;
 mod compare;
 

@@ -205,6 +205,19 @@ impl PostgresServer {
         &self.bin
     }
 
+    /// Restarts the server with a `fast` (clients disconnected, clean) or `immediate` (crash-like,
+    /// recovery on start) shutdown.
+    pub fn restart(&self, mode: &str) -> io::Result<()> {
+        let mut restart = as_postgres(&self.bin.join("pg_ctl"));
+        restart
+            .arg("-D")
+            .arg(self.directory.join("data"))
+            .args(["-m", mode, "-w", "-t", "60", "-l"])
+            .arg(self.directory.join("server.log"))
+            .arg("restart");
+        run(restart, "pg_ctl restart")
+    }
+
     /// Stops the server now (fast shutdown); the directory goes with the watchdog.
     pub fn stop(&self) {
         let mut stop = as_postgres(&self.bin.join("pg_ctl"));

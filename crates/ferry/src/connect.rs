@@ -20,7 +20,10 @@ pub fn configs(settings: &Settings) -> Result<(ConnectionConfig, ConnectionConfi
                 .map_err(|error| error.context("target"))?
         }
     };
-    Ok((source, target))
+    Ok((
+        source.with_network_timeout(settings.network_timeout),
+        target.with_network_timeout(settings.network_timeout),
+    ))
 }
 
 /// The source and sink connectors of the settings.

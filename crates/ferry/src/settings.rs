@@ -13,6 +13,7 @@ use serde::Deserialize;
 /// tables = ["public.*"]            # glob patterns over schema.table; default: every table
 /// parallel = 4                     # parallel copy workers
 /// chunk_rows = 100000              # rows per copy chunk
+/// network_timeout_seconds = 90     # silence on the change stream that counts as a lost connection
 ///
 /// [source]
 /// url = "postgres://app@old-db:5432/shop"   # a password here works, but prefer password_env
@@ -32,6 +33,9 @@ pub struct FileSettings {
     pub parallel: Option<usize>,
     /// Rows per copy chunk.
     pub chunk_rows: Option<u64>,
+    /// Seconds of silence on the change stream that count as a lost connection; a chunk copy or a
+    /// batch apply may take four times as long before it is abandoned and retried.
+    pub network_timeout_seconds: Option<u64>,
     /// The database to move from.
     pub source: Option<Endpoint>,
     /// The database to move to.
@@ -58,6 +62,7 @@ pub struct FlagSettings {
     pub name: Option<String>,
     pub parallel: Option<usize>,
     pub chunk_rows: Option<u64>,
+    pub network_timeout_seconds: Option<u64>,
 }
 
 /// The settings a command runs with.
@@ -71,11 +76,13 @@ pub struct Settings {
     pub selection: Selection,
     pub parallel: usize,
     pub chunk_rows: u64,
+    pub network_timeout: std::time::Duration,
 }
 
 pub const DEFAULT_NAME: &str = "main";
 pub const DEFAULT_PARALLEL: usize = 4;
 pub const DEFAULT_CHUNK_ROWS: u64 = 100_000;
+pub const DEFAULT_NETWORK_TIMEOUT_SECONDS: u64 = 90;
 
 fn read_file(path: &Path) -> Result<FileSettings> {
     let text = std::fs::read_to_string(path).map_err(|error| {
@@ -169,6 +176,13 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
     if chunk_rows == 0 {
         problems.push("chunk_rows: must be at least 1".to_string());
     }
+    let network_timeout_seconds = flags
+        .network_timeout_seconds
+        .or(file.network_timeout_seconds)
+        .unwrap_or(DEFAULT_NETWORK_TIMEOUT_SECONDS);
+    if network_timeout_seconds == 0 {
+        problems.push("network_timeout_seconds: must be at least 1".to_string());
+    }
     let patterns: Vec<String> = match (&flags.tables, file.tables) {
         (Some(flag), _) => vec![flag.clone()],
         (None, Some(list)) => list,
@@ -201,6 +215,7 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
         selection: selection.expect("checked"),
         parallel,
         chunk_rows,
+        network_timeout: std::time::Duration::from_secs(network_timeout_seconds),
     })
 }
 

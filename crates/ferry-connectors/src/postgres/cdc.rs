@@ -142,13 +142,17 @@ pub(crate) async fn create_slot(
     let mut client = ReplicationClient::connect_gated(replication_config(config, migration))
         .await
         .map_err(|error| classify_replication(error, &what))?;
-    let rows = client
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-            stream_name(migration)
-        ))
-        .await
-        .map_err(|error| classify_replication(error, &what))?;
+    let command = format!(
+        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+        stream_name(migration)
+    );
+    // Creating a slot waits for running transactions to end, so allow more than a network timeout.
+    let limit = config.network_timeout() * 4;
+    let rows = match tokio::time::timeout(limit, client.simple_query(&command)).await {
+        Ok(rows) => rows.map_err(|error| classify_replication(error, &what))?,
+        Err(_) => return Err(Error::transient("postgres.connection", format!("{what}: no answer within {} s", limit.as_secs()))
+            .with_hint("a long-running transaction on the source delays slot creation, or the source is unreachable")),
+    };
     let row = rows.first().ok_or_else(|| {
         Error::definite("source.slot", format!("{what}: the server returned no row"))
     })?;
@@ -184,14 +188,24 @@ pub(crate) async fn open(
     let mut client = ReplicationClient::connect(replication)
         .await
         .map_err(|error| classify_replication(error, &what))?;
-    client
-        .wait_started()
-        .await
-        .map_err(|error| classify_replication(error, &what))?;
+    match tokio::time::timeout(config.network_timeout(), client.wait_started()).await {
+        Ok(started) => started.map_err(|error| classify_replication(error, &what))?,
+        Err(_) => {
+            client.abort();
+            return Err(Error::transient(
+                "postgres.connection",
+                format!(
+                    "{what}: no answer within {} s",
+                    config.network_timeout().as_secs()
+                ),
+            ));
+        }
+    }
     Ok(PostgresChangeStream {
         client: Some(client),
         relations: HashMap::new(),
         keys,
+        silence_limit: config.network_timeout(),
     })
 }
 
@@ -207,6 +221,8 @@ pub struct PostgresChangeStream {
     /// Primary key columns per table. The log marks the replica identity as key, which for
     /// REPLICA IDENTITY FULL is every column; rows are identified by the primary key instead.
     keys: HashMap<TableName, Vec<String>>,
+    /// No message at all (not even a keepalive) for this long means the connection is lost.
+    silence_limit: Duration,
 }
 
 impl PostgresChangeStream {
@@ -344,10 +360,15 @@ impl ChangeStream for PostgresChangeStream {
                 .client
                 .as_mut()
                 .ok_or_else(|| Error::definite("stream.closed", "the stream is closed"))?;
-            let event = client
-                .recv()
-                .await
-                .map_err(|error| classify_replication(error, "reading the change stream"))?;
+            let silence_limit = self.silence_limit;
+            let event = match tokio::time::timeout(silence_limit, client.recv()).await {
+                Ok(event) => event
+                    .map_err(|error| classify_replication(error, "reading the change stream"))?,
+                Err(_) => {
+                    return Err(Error::transient("stream.silent", format!("the source sent nothing, not even a keepalive, for {} s", silence_limit.as_secs()))
+                        .with_hint("the network to the source is down or black-holed; ferry reconnects and resumes from the checkpoint (raise --network-timeout above the server's wal_sender_timeout / 2 if this repeats on a healthy network)"));
+                }
+            };
             let Some(event) = event else { return Ok(None) };
             match event {
                 ReplicationEvent::KeepAlive { wal_end, .. } => {

@@ -12,6 +12,7 @@ pub struct ConnectionConfig {
     port: u16,
     user: String,
     database: String,
+    network_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ConnectionConfig {
@@ -56,13 +57,29 @@ impl ConnectionConfig {
         config.connect_timeout(std::time::Duration::from_secs(10));
         config.keepalives(true);
         config.keepalives_idle(std::time::Duration::from_secs(30));
+        config.keepalives_interval(std::time::Duration::from_secs(10));
+        config.keepalives_retries(3);
         Ok(ConnectionConfig {
             config,
             host,
             port,
             user,
             database,
+            network_timeout: std::time::Duration::from_secs(90),
         })
+    }
+
+    /// Sets how long the change stream may stay silent before the connection counts as lost
+    /// (also bounds connecting).
+    pub fn with_network_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.network_timeout = timeout;
+        self.config
+            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)));
+        self
+    }
+
+    pub(crate) fn network_timeout(&self) -> std::time::Duration {
+        self.network_timeout
     }
 
     /// `user@host:port/database`, safe to print.

@@ -4,7 +4,7 @@
 //! read on one server mean exactly the same on the other: ISO dates, UTC, shortest exact floats,
 //! hex bytea, UTF-8.
 
-use ferry_core::Result;
+use ferry_core::{Error, Result};
 use tokio_postgres::{Client, NoTls};
 use tracing::debug;
 
@@ -25,25 +25,40 @@ pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
 /// Opens a connection, with the session settings applied.
 pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
     let what = format!("connecting to {}", config.describe());
-    let (client, connection) = config
-        .client_config()
-        .connect(NoTls)
-        .await
-        .map_err(|error| classify(error, &what))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            debug!(error = %error, "connection ended");
-        }
-    });
-    let settings: String = SESSION_SETTINGS
-        .iter()
-        .map(|(name, value)| format!("SET {name} = '{value}';"))
-        .collect();
-    client
-        .batch_execute(&settings)
-        .await
-        .map_err(|error| classify(error, &what))?;
-    Ok(client)
+    let connecting = async {
+        let (client, connection) = config
+            .client_config()
+            .connect(NoTls)
+            .await
+            .map_err(|error| classify(error, &what))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(error = %error, "connection ended");
+            }
+        });
+        let settings: String = SESSION_SETTINGS
+            .iter()
+            .map(|(name, value)| format!("SET {name} = '{value}';"))
+            .collect();
+        client
+            .batch_execute(&settings)
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(client)
+    };
+    // The driver's own timeout covers only the TCP connect; a peer that accepts and then says
+    // nothing (a black-holed network) must not hang ferry.
+    match tokio::time::timeout(config.network_timeout(), connecting).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::transient(
+            "postgres.connection",
+            format!(
+                "{what}: no answer within {} s",
+                config.network_timeout().as_secs()
+            ),
+        )
+        .with_hint("check that the server is running and reachable at that host and port")),
+    }
 }
 
 /// The same settings as startup `options` for a replication connection.

@@ -14,7 +14,8 @@ use super::apply::PostgresApplier;
 use super::config::ConnectionConfig;
 use super::connection::connect;
 use super::ddl::{
-    copy_options, create_enum, create_sequence, create_table, ident, index_if_not_exists, qualified,
+    add_primary_key, copy_options, create_enum, create_sequence, create_table, ident,
+    index_if_not_exists, qualified,
 };
 use super::errors::classify;
 use super::state;
@@ -141,6 +142,22 @@ impl Sink for PostgresSink {
 
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
         let client = self.client().await?;
+        // Primary keys first: the stream applies by them, and foreign keys reference them.
+        for table in tables.iter().filter(|table| !table.primary_key.is_empty()) {
+            let what = format!("adding the primary key of {}", table.name);
+            let exists: bool = client
+                .query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p')", &[&qualified(&table.name)])
+                .await
+                .map_err(|error| classify(error, &what))?
+                .get(0);
+            if !exists {
+                info!(table = %table.name, "adding the primary key");
+                client
+                    .batch_execute(&add_primary_key(table))
+                    .await
+                    .map_err(|error| classify(error, &what))?;
+            }
+        }
         for table in tables {
             for object in &table.secondary {
                 let what = format!("creating {} on {}", object.name, table.name);

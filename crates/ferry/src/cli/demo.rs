@@ -197,6 +197,7 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
         parallel: 4,
         rows_per_chunk: 50_000,
         stream: StreamOptions::default(),
+        chunk_timeout: Duration::from_secs(360),
         restart: false,
     };
     let source_connector = PostgresSource::new(ConnectionConfig::parse(&source_url, None)?);

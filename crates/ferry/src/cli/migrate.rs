@@ -30,7 +30,11 @@ pub async fn run(
         mode,
         parallel: settings.parallel,
         rows_per_chunk: settings.chunk_rows,
-        stream: StreamOptions::default(),
+        stream: StreamOptions {
+            apply_timeout: settings.network_timeout * 4,
+            ..StreamOptions::default()
+        },
+        chunk_timeout: settings.network_timeout * 4,
         restart,
     };
     let mut failures = 0;

@@ -126,6 +126,10 @@ pub struct CopyArgs {
     /// Retries of a transient failure (connection lost, server restarting) before giving up.
     #[arg(long, default_value_t = 10)]
     pub max_retries: u32,
+    /// Seconds of silence on the change stream that count as a lost connection (a chunk copy or
+    /// a batch apply may take four times as long before it is retried).
+    #[arg(long)]
+    pub network_timeout: Option<u64>,
     /// Start over: forget the checkpoint, recreate the stream and copy every table again
     /// (after the replication slot was lost, say). Rows on the target are replaced.
     #[arg(long)]
@@ -142,6 +146,7 @@ impl ConnectionArgs {
             name: self.name.clone(),
             parallel: copy.and_then(|copy| copy.parallel),
             chunk_rows: copy.and_then(|copy| copy.chunk_rows),
+            network_timeout_seconds: copy.and_then(|copy| copy.network_timeout),
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Faults ferry rides out on its own, under concurrent writes: restarts of either server (fast
+//! and immediate shutdown), connections cut, and networks black-holed, during the copy and during
+//! streaming. Each test has its own servers, since it restarts them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_testkit::{wait_until, Fault, FaultProxy, PostgresServer};
+
+use crate::common::{stop, Pair};
+
+const TABLES: &[(&str, &str)] = &[("public.accounts", "id")];
+
+/// Servers for one test; the source answers keepalives fast so silence is noticed quickly.
+fn start_servers() -> (PostgresServer, PostgresServer) {
+    (
+        PostgresServer::start_with(&[("wal_sender_timeout", "'4s'")]).expect("source server"),
+        PostgresServer::start().expect("target server"),
+    )
+}
+
+async fn fill(source: &PostgresServer, rows: i64) {
+    let client = source.connect("faults").await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE public.accounts (id bigint PRIMARY KEY, payload text NOT NULL, counter integer NOT NULL);
+             INSERT INTO public.accounts SELECT g, md5(g::text), 0 FROM generate_series(1, {rows}) g; ANALYZE;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// A writer that reconnects after errors (the server may be restarting) and counts only
+/// acknowledged transactions.
+fn resilient_writer(
+    source_url: String,
+    max_id: i64,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let handle = {
+        let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            let mut round: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&source_url, tokio_postgres::NoTls).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                tokio::spawn(connection);
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let sql = format!(
+                        "BEGIN; UPDATE public.accounts SET counter = counter + 1 WHERE id = {};
+                         DELETE FROM public.accounts WHERE id = {};
+                         INSERT INTO public.accounts VALUES ({}, 'new', 0) ON CONFLICT (id) DO UPDATE SET counter = accounts.counter + 100; COMMIT;",
+                        1 + (round * 7919) % max_id,
+                        1 + (round * 104729) % max_id,
+                        max_id + round
+                    );
+                    if client.batch_execute(&sql).await.is_err() {
+                        break;
+                    }
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                    if round % 10 == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+        })
+    };
+    (stop, acknowledged, handle)
+}
+
+/// A query against the target that tolerates the target being down.
+async fn target_count(target: &PostgresServer, sql: &str) -> Option<i64> {
+    let client = target.connect("faults").await.ok()?;
+    client.query_one(sql, &[]).await.ok().map(|row| row.get(0))
+}
+
+async fn chunks_done(target: &PostgresServer) -> Option<i64> {
+    target_count(target, "SELECT count(*) FROM _ferry.chunk WHERE done").await
+}
+
+async fn streaming(target: &PostgresServer) -> Option<()> {
+    let copied = target_count(
+        target,
+        "SELECT count(*) FROM _ferry.table_state WHERE state = 'copied'",
+    )
+    .await?;
+    (copied == 1).then_some(())
+}
+
+/// Fresh clients (the old ones died with the restarts) for the final comparison.
+async fn final_pair(
+    name: &str,
+    source: &PostgresServer,
+    target: &PostgresServer,
+    source_url: &str,
+    target_url: &str,
+) -> Pair {
+    Pair {
+        name: name.into(),
+        source_url: source_url.into(),
+        target_url: target_url.into(),
+        source: source.connect("faults").await.unwrap(),
+        target: target.connect("faults").await.unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarts_during_copy_and_streaming_lose_nothing() {
+    const NAME: &str = "faults_restarts";
+    let (source, target) = start_servers();
+    let source_url = source.create_database("faults").await.unwrap();
+    let target_url = target.create_database("faults").await.unwrap();
+    fill(&source, 150_000).await;
+    let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
+    let pair = final_pair(NAME, &source, &target, &source_url, &target_url).await;
+    let mut ferry = pair.spawn_run(
+        &[
+            "--name",
+            "faults",
+            "--chunk-rows",
+            "3000",
+            "--parallel",
+            "2",
+            "--network-timeout",
+            "3",
+        ],
+        None,
+    );
+
+    wait_until("a few chunks", Duration::from_secs(60), || async {
+        chunks_done(&target).await.filter(|done| *done >= 3)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    target.restart("fast").unwrap();
+    wait_until(
+        "streaming after the target restart",
+        Duration::from_secs(120),
+        || streaming(&target),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    source.restart("immediate").unwrap();
+    let after = acknowledged.load(Ordering::Relaxed);
+    wait_until(
+        "writes after the source restart",
+        Duration::from_secs(60),
+        || async { (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(()) },
+    )
+    .await
+    .unwrap();
+    target.restart("immediate").unwrap();
+    let after = acknowledged.load(Ordering::Relaxed);
+    wait_until("more writes", Duration::from_secs(60), || async {
+        (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(())
+    })
+    .await
+    .unwrap();
+    stop_writer.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let pair = final_pair(NAME, &source, &target, &source_url, &target_url).await;
+    pair.wait_equal(TABLES).await;
+    assert!(
+        pair.log().contains("transient failure"),
+        "the faults were seen and retried\n{}",
+        pair.log()
+    );
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_and_black_holed_connections_lose_nothing() {
+    const NAME: &str = "faults_network";
+    let (source, target) = start_servers();
+    let source_url = source.create_database("faults").await.unwrap();
+    let target_url = target.create_database("faults").await.unwrap();
+    fill(&source, 150_000).await;
+    let address = |server: &PostgresServer| -> SocketAddr {
+        format!("127.0.0.1:{}", server.port()).parse().unwrap()
+    };
+    let source_proxy = FaultProxy::start(address(&source)).await.unwrap();
+    let target_proxy = FaultProxy::start(address(&target)).await.unwrap();
+    let proxied_source = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        source_proxy.port()
+    );
+    let proxied_target = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        target_proxy.port()
+    );
+    let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
+    let pair = final_pair(NAME, &source, &target, &proxied_source, &proxied_target).await;
+    let mut ferry = pair.spawn_run(
+        &[
+            "--name",
+            "faults",
+            "--chunk-rows",
+            "3000",
+            "--parallel",
+            "2",
+            "--network-timeout",
+            "3",
+        ],
+        None,
+    );
+
+    // During the copy: every connection to both servers cut at once.
+    wait_until("a few chunks", Duration::from_secs(60), || async {
+        chunks_done(&target).await.filter(|done| *done >= 3)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    source_proxy.cut();
+    target_proxy.cut();
+    wait_until("streaming after the cut", Duration::from_secs(120), || {
+        streaming(&target)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+
+    // During streaming: the source's network black-holed, then the target's.
+    for proxy in [&source_proxy, &target_proxy] {
+        proxy.set(Fault::BlackHole);
+        let after = acknowledged.load(Ordering::Relaxed);
+        wait_until(
+            "writes during the black hole",
+            Duration::from_secs(60),
+            || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(7)).await; // longer than --network-timeout: ferry must notice
+        proxy.set(Fault::None);
+    }
+    // A slow network: delayed traffic while writes go on.
+    source_proxy.set(Fault::Delay(Duration::from_millis(20)));
+    let after = acknowledged.load(Ordering::Relaxed);
+    wait_until(
+        "writes on a slow network",
+        Duration::from_secs(60),
+        || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    source_proxy.set(Fault::None);
+    stop_writer.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let direct = final_pair(NAME, &source, &target, &source_url, &target_url).await;
+    direct.wait_equal(TABLES).await;
+    let log = pair.log();
+    assert!(
+        log.contains("stream.silent")
+            || log.contains("apply.timeout")
+            || log.contains("postgres.connection"),
+        "the black holes were noticed\n{log}"
+    );
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{log}");
+}
