@@ -38,38 +38,58 @@ pub async fn run(
         restart,
     };
     let mut failures = 0;
+    let mut paused = false;
     loop {
         let started = Instant::now();
         let result = run_migration(&source, &sink, &options, &progress, shutdown.clone()).await;
         // Start over at most once: a retry resumes what the restart began.
         options.restart = false;
-        match result {
+        if started.elapsed() > Duration::from_secs(60) {
+            // It ran a good while: whatever failed before is a past episode.
+            failures = 0;
+            paused = false;
+        }
+        let stopping = *shutdown.borrow();
+        let delay = match result {
             Ok(()) => {
                 progress.finish();
                 info!(migration = %settings.name, "done");
                 return Ok(ExitCode::SUCCESS);
             }
+            // A full or read-only target: wait for the operator, however long it takes.
             Err(error)
-                if error.class() == ErrorClass::Transient
-                    && failures < max_retries
-                    && !*shutdown.borrow() =>
+                if !stopping
+                    && matches!(error.code(), "postgres.disk_full" | "postgres.read_only") =>
             {
-                if started.elapsed() > Duration::from_secs(60) {
-                    failures = 0;
+                if !paused {
+                    warn!(class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
+                    paused = true;
                 }
+                Duration::from_secs(5)
+            }
+            Err(error)
+                if !stopping
+                    && error.class() == ErrorClass::Transient
+                    && failures < max_retries =>
+            {
                 failures += 1;
                 let delay = backoff(failures);
-                warn!(code = error.code(), error = %error, attempt = failures, retry_in = ?delay, "transient failure; resuming from the checkpoint");
-                let mut stop = shutdown.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
+                if failures == 1 {
+                    warn!(class = %error.class(), code = error.code(), error = %error, retry_in = ?delay, "transient failure; resuming from the checkpoint");
+                } else {
+                    info!(code = error.code(), attempt = failures, retry_in = ?delay, "still failing; retrying");
                 }
+                delay
             }
             Err(error) => {
                 progress.finish();
                 return Err(error);
             }
+        };
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
         }
     }
 }

@@ -266,3 +266,34 @@ async fn cut_and_black_holed_connections_lose_nothing() {
     );
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{log}");
 }
+
+/// A target that turns read-only pauses the migration (no crash, no exit); it continues by itself
+/// once the target is writable again, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_target_pauses_until_it_is_writable() {
+    let pair = Pair::new("read_only").await;
+    pair.source.batch_execute("CREATE TABLE public.accounts (id bigint PRIMARY KEY, payload text NOT NULL, counter integer NOT NULL); INSERT INTO public.accounts SELECT g, md5(g::text), 0 FROM generate_series(1, 1000) g;").await.unwrap();
+    let mut ferry = pair.spawn_run(&["--name", "read_only", "--network-timeout", "3"], None);
+    pair.wait_streaming(1).await;
+    pair.target
+        .batch_execute("ALTER DATABASE read_only SET default_transaction_read_only = on; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'read_only' AND application_name = 'ferry';")
+        .await
+        .unwrap();
+    pair.source.batch_execute("INSERT INTO public.accounts SELECT g, 'while read-only', 0 FROM generate_series(1001, 1100) g; UPDATE public.accounts SET counter = 7 WHERE id <= 10;").await.unwrap();
+    wait_until("ferry to pause", Duration::from_secs(60), || async {
+        pair.log().contains("paused").then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    assert!(
+        ferry.try_wait().unwrap().is_none(),
+        "ferry keeps running while paused\n{}",
+        pair.log()
+    );
+    pair.target
+        .batch_execute("ALTER DATABASE read_only RESET default_transaction_read_only;")
+        .await
+        .unwrap();
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
