@@ -159,6 +159,15 @@ async fn server_restarts_during_copy_and_streaming_lose_nothing() {
     .unwrap();
     target.restart("immediate").unwrap();
     let after = acknowledged.load(Ordering::Relaxed);
+    wait_until(
+        "writes after the target restart",
+        Duration::from_secs(60),
+        || async { (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(()) },
+    )
+    .await
+    .unwrap();
+    source.restart("fast").unwrap();
+    let after = acknowledged.load(Ordering::Relaxed);
     wait_until("more writes", Duration::from_secs(60), || async {
         (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(())
     })
@@ -221,6 +230,18 @@ async fn cut_and_black_holed_connections_lose_nothing() {
     .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     source_proxy.cut();
     target_proxy.cut();
+    // Then the source black-holed while chunks are being read.
+    let before = chunks_done(&target).await.unwrap_or(0);
+    wait_until(
+        "more chunks after the cut",
+        Duration::from_secs(60),
+        || async { chunks_done(&target).await.filter(|done| *done > before + 2) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    source_proxy.set(Fault::BlackHole);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    source_proxy.set(Fault::None);
     wait_until("streaming after the cut", Duration::from_secs(120), || {
         streaming(&target)
     })
@@ -241,6 +262,17 @@ async fn cut_and_black_holed_connections_lose_nothing() {
         tokio::time::sleep(Duration::from_secs(7)).await; // longer than --network-timeout: ferry must notice
         proxy.set(Fault::None);
     }
+    // During streaming: every connection cut again.
+    source_proxy.cut();
+    target_proxy.cut();
+    let after = acknowledged.load(Ordering::Relaxed);
+    wait_until(
+        "writes after the second cut",
+        Duration::from_secs(60),
+        || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
+    )
+    .await
+    .unwrap();
     // A slow network: delayed traffic while writes go on.
     source_proxy.set(Fault::Delay(Duration::from_millis(20)));
     let after = acknowledged.load(Ordering::Relaxed);
