@@ -115,14 +115,9 @@ pub fn index_if_not_exists(definition: &str) -> String {
     }
 }
 
-/// The SQL predicate selecting `range` of `table`'s primary key (`TRUE` for an open range).
-pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> {
-    let columns: Vec<String> = table
-        .primary_key
-        .iter()
-        .map(|column| ident(column))
-        .collect();
-    let types: Vec<&str> = table
+/// The types of `table`'s primary key columns, in key order.
+pub fn key_types(table: &TableSchema) -> Result<Vec<&str>> {
+    table
         .primary_key
         .iter()
         .map(|name| {
@@ -136,7 +131,17 @@ pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> 
                     )
                 })
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// The SQL predicate selecting `range` of `table`'s primary key (`TRUE` for an open range).
+pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> {
+    let columns: Vec<String> = table
+        .primary_key
+        .iter()
+        .map(|column| ident(column))
+        .collect();
+    let types = key_types(table)?;
     let tuple = |values: &[Value]| key_tuple(table, &types, values);
     let key = format!("({})", columns.join(", "));
     let mut conditions = Vec::new();

@@ -22,7 +22,7 @@ use tokio_postgres::Client;
 use super::catalog::read_catalog;
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{ident, key_tuple, qualified, range_predicate};
+use super::ddl::{ident, key_tuple, key_types, qualified, range_predicate};
 use super::errors::classify;
 use super::sink::copy_into;
 use super::state;
@@ -84,16 +84,7 @@ fn key_columns(table: &TableSchema) -> Vec<String> {
 
 /// `(k1, k2) IN (('v'::type, ...), ...)` for these keys.
 fn keys_predicate(table: &TableSchema, keys: &[Vec<Value>]) -> Result<String> {
-    let types: Vec<&str> = table
-        .primary_key
-        .iter()
-        .map(|name| {
-            table
-                .column(name)
-                .map(|column| column.native_type.as_str())
-                .unwrap_or("text")
-        })
-        .collect();
+    let types = key_types(table)?;
     let tuples: Vec<String> = keys
         .iter()
         .map(|key| key_tuple(table, &types, key))

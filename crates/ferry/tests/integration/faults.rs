@@ -32,6 +32,38 @@ async fn fill(source: &PostgresServer, rows: i64) {
         .unwrap();
 }
 
+/// Dedicated servers with a filled source database and an empty target database.
+async fn prepare() -> (PostgresServer, PostgresServer, String, String) {
+    let (source, target) = start_servers();
+    let source_url = source.create_database("faults").await.unwrap();
+    let target_url = target.create_database("faults").await.unwrap();
+    fill(&source, 150_000).await;
+    (source, target, source_url, target_url)
+}
+
+const FERRY_ARGUMENTS: &[&str] = &[
+    "--name",
+    "faults",
+    "--chunk-rows",
+    "3000",
+    "--parallel",
+    "2",
+    "--network-timeout",
+    "3",
+];
+
+/// Waits until the writer has had `count` more transactions acknowledged.
+async fn more_writes(acknowledged: &AtomicU64, count: u64) {
+    let after = acknowledged.load(Ordering::Relaxed);
+    wait_until(
+        "more acknowledged writes",
+        Duration::from_secs(60),
+        || async { (acknowledged.load(Ordering::Relaxed) > after + count).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
 /// A writer that reconnects after errors (the server may be restarting) and counts only
 /// acknowledged transactions.
 fn resilient_writer(
@@ -115,25 +147,10 @@ async fn final_pair(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restarts_during_copy_and_streaming_lose_nothing() {
     const NAME: &str = "faults_restarts";
-    let (source, target) = start_servers();
-    let source_url = source.create_database("faults").await.unwrap();
-    let target_url = target.create_database("faults").await.unwrap();
-    fill(&source, 150_000).await;
+    let (source, target, source_url, target_url) = prepare().await;
     let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
     let pair = final_pair(NAME, &source, &target, &source_url, &target_url).await;
-    let mut ferry = pair.spawn_run(
-        &[
-            "--name",
-            "faults",
-            "--chunk-rows",
-            "3000",
-            "--parallel",
-            "2",
-            "--network-timeout",
-            "3",
-        ],
-        None,
-    );
+    let mut ferry = pair.spawn_run(FERRY_ARGUMENTS, None);
 
     wait_until("a few chunks", Duration::from_secs(60), || async {
         chunks_done(&target).await.filter(|done| *done >= 3)
@@ -149,30 +166,11 @@ async fn server_restarts_during_copy_and_streaming_lose_nothing() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     source.restart("immediate").unwrap();
-    let after = acknowledged.load(Ordering::Relaxed);
-    wait_until(
-        "writes after the source restart",
-        Duration::from_secs(60),
-        || async { (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(()) },
-    )
-    .await
-    .unwrap();
+    more_writes(&acknowledged, 50).await;
     target.restart("immediate").unwrap();
-    let after = acknowledged.load(Ordering::Relaxed);
-    wait_until(
-        "writes after the target restart",
-        Duration::from_secs(60),
-        || async { (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(()) },
-    )
-    .await
-    .unwrap();
+    more_writes(&acknowledged, 50).await;
     source.restart("fast").unwrap();
-    let after = acknowledged.load(Ordering::Relaxed);
-    wait_until("more writes", Duration::from_secs(60), || async {
-        (acknowledged.load(Ordering::Relaxed) > after + 50).then_some(())
-    })
-    .await
-    .unwrap();
+    more_writes(&acknowledged, 50).await;
     stop_writer.store(true, Ordering::Relaxed);
     writer.await.unwrap();
 
@@ -189,10 +187,7 @@ async fn server_restarts_during_copy_and_streaming_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_black_holed_connections_lose_nothing() {
     const NAME: &str = "faults_network";
-    let (source, target) = start_servers();
-    let source_url = source.create_database("faults").await.unwrap();
-    let target_url = target.create_database("faults").await.unwrap();
-    fill(&source, 150_000).await;
+    let (source, target, source_url, target_url) = prepare().await;
     let address = |server: &PostgresServer| -> SocketAddr {
         format!("127.0.0.1:{}", server.port()).parse().unwrap()
     };
@@ -208,19 +203,7 @@ async fn cut_and_black_holed_connections_lose_nothing() {
     );
     let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
     let pair = final_pair(NAME, &source, &target, &proxied_source, &proxied_target).await;
-    let mut ferry = pair.spawn_run(
-        &[
-            "--name",
-            "faults",
-            "--chunk-rows",
-            "3000",
-            "--parallel",
-            "2",
-            "--network-timeout",
-            "3",
-        ],
-        None,
-    );
+    let mut ferry = pair.spawn_run(FERRY_ARGUMENTS, None);
 
     // During the copy: every connection to both servers cut at once.
     wait_until("a few chunks", Duration::from_secs(60), || async {
@@ -251,38 +234,17 @@ async fn cut_and_black_holed_connections_lose_nothing() {
     // During streaming: the source's network black-holed, then the target's.
     for proxy in [&source_proxy, &target_proxy] {
         proxy.set(Fault::BlackHole);
-        let after = acknowledged.load(Ordering::Relaxed);
-        wait_until(
-            "writes during the black hole",
-            Duration::from_secs(60),
-            || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
-        )
-        .await
-        .unwrap();
+        more_writes(&acknowledged, 200).await;
         tokio::time::sleep(Duration::from_secs(7)).await; // longer than --network-timeout: ferry must notice
         proxy.set(Fault::None);
     }
     // During streaming: every connection cut again.
     source_proxy.cut();
     target_proxy.cut();
-    let after = acknowledged.load(Ordering::Relaxed);
-    wait_until(
-        "writes after the second cut",
-        Duration::from_secs(60),
-        || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
-    )
-    .await
-    .unwrap();
+    more_writes(&acknowledged, 200).await;
     // A slow network: delayed traffic while writes go on.
     source_proxy.set(Fault::Delay(Duration::from_millis(20)));
-    let after = acknowledged.load(Ordering::Relaxed);
-    wait_until(
-        "writes on a slow network",
-        Duration::from_secs(60),
-        || async { (acknowledged.load(Ordering::Relaxed) > after + 200).then_some(()) },
-    )
-    .await
-    .unwrap();
+    more_writes(&acknowledged, 200).await;
     source_proxy.set(Fault::None);
     stop_writer.store(true, Ordering::Relaxed);
     writer.await.unwrap();
