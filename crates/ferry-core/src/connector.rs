@@ -154,6 +154,16 @@ pub trait Sink: Send + Sync {
     /// pending, so the next run starts over (a fresh stream and a full copy).
     async fn reset(&self, migration: &str) -> Result<()>;
 
+    /// Records a failure that was retried or waited out, for `status` (best effort: the target
+    /// may be the thing that failed).
+    async fn record_failure(
+        &self,
+        migration: &str,
+        at_unix_micros: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<()>;
+
     /// Removes a table from the migration's state.
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()>;
 

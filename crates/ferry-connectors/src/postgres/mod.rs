@@ -19,7 +19,7 @@ mod verify;
 
 pub use cdc::stream_name;
 pub use config::ConnectionConfig;
-pub use preflight::{check, slot_status, SlotStatus};
+pub use preflight::{check, failure_summary, slot_status, FailureSummary, SlotStatus};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 pub use verify::PostgresInspector;

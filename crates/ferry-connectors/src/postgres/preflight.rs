@@ -297,6 +297,47 @@ async fn check_target(
     Ok(())
 }
 
+/// Failures a migration rode out: how many, and the latest few.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FailureSummary {
+    pub count: i64,
+    /// (when, code, message), newest first.
+    pub latest: Vec<(String, String, String)>,
+}
+
+/// The failures recorded on the target for `migration`.
+pub async fn failure_summary(config: &ConnectionConfig, migration: &str) -> Result<FailureSummary> {
+    let client = connect(config).await?;
+    let what = "reading recorded failures";
+    let exists: bool = client
+        .query_one("SELECT to_regclass('_ferry.failure') IS NOT NULL", &[])
+        .await
+        .map_err(|error| classify(error, what))?
+        .get(0);
+    if !exists {
+        return Ok(FailureSummary::default());
+    }
+    let count: i64 = client
+        .query_one(
+            "SELECT count(*) FROM _ferry.failure WHERE migration = $1",
+            &[&migration],
+        )
+        .await
+        .map_err(|error| classify(error, what))?
+        .get(0);
+    let rows = client
+        .query("SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), code, message FROM _ferry.failure WHERE migration = $1 ORDER BY at DESC LIMIT 5", &[&migration])
+        .await
+        .map_err(|error| classify(error, what))?;
+    Ok(FailureSummary {
+        count,
+        latest: rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect(),
+    })
+}
+
 /// The state of a migration's replication slot on the source.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SlotStatus {

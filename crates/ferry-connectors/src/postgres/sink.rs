@@ -298,6 +298,29 @@ impl Sink for PostgresSink {
             .map_err(|error| classify(error, what))
     }
 
+    async fn record_failure(
+        &self,
+        migration: &str,
+        at_unix_micros: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let what = "recording a failure";
+        client
+            .batch_execute(state::CREATE_STATE_TABLES)
+            .await
+            .map_err(|error| classify(error, what))?;
+        client
+            .execute(
+                "INSERT INTO _ferry.failure (migration, at, code, message) VALUES ($1, to_timestamp($2::float8 / 1000000), $3, $4)",
+                &[&migration, &(at_unix_micros as f64), &code, &message],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        Ok(())
+    }
+
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()> {
         let client = self.client().await?;
         for sql in ["DELETE FROM _ferry.chunk WHERE migration = $1 AND table_schema = $2 AND table_name = $3", "DELETE FROM _ferry.table_state WHERE migration = $1 AND table_schema = $2 AND table_name = $3"] {

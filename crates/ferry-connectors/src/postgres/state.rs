@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS _ferry.chunk (
     rows bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (migration, table_schema, table_name, chunk_index)
 );
+CREATE TABLE IF NOT EXISTS _ferry.failure (
+    migration text NOT NULL,
+    at timestamptz NOT NULL,
+    code text NOT NULL,
+    message text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _ferry.verify_range (
     migration text NOT NULL,
     table_schema text NOT NULL,

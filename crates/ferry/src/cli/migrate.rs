@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ferry_core::connector::Sink;
 use ferry_core::{ErrorClass, Result};
 use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
 use tracing::{info, warn};
@@ -39,7 +40,10 @@ pub async fn run(
     };
     let mut failures = 0;
     let mut paused = false;
+    // Failures not yet recorded on the target (it may be the one that failed).
+    let mut unrecorded: Vec<(i64, &'static str, String)> = Vec::new();
     loop {
+        record_failures(&sink, &settings.name, &mut unrecorded).await;
         let started = Instant::now();
         let result = run_migration(&source, &sink, &options, &progress, shutdown.clone()).await;
         // Start over at most once: a retry resumes what the restart began.
@@ -61,6 +65,7 @@ pub async fn run(
                 if !stopping
                     && matches!(error.code(), "postgres.disk_full" | "postgres.read_only") =>
             {
+                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
                 if !paused {
                     warn!(class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
                     paused = true;
@@ -72,6 +77,7 @@ pub async fn run(
                     && error.class() == ErrorClass::Transient
                     && failures < max_retries =>
             {
+                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
                 failures += 1;
                 let delay = backoff(failures);
                 if failures == 1 {
@@ -91,6 +97,37 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
             _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
         }
+    }
+}
+
+fn unix_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Stores pending failure records on the target, keeping those it cannot take yet (at most 1,000).
+async fn record_failures(
+    sink: &dyn Sink,
+    migration: &str,
+    unrecorded: &mut Vec<(i64, &'static str, String)>,
+) {
+    while let Some((at, code, message)) = unrecorded.first() {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            sink.record_failure(migration, *at, code, message),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                unrecorded.remove(0);
+            }
+            _ => break,
+        }
+    }
+    if unrecorded.len() > 1_000 {
+        unrecorded.drain(..unrecorded.len() - 1_000);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{slot_status, PostgresSink, PostgresSource};
+use ferry_connectors::postgres::{failure_summary, slot_status, PostgresSink, PostgresSource};
 use ferry_core::connector::{Sink, Source};
 use ferry_core::state::TableState;
 use ferry_core::{Position, Result};
@@ -22,6 +22,9 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
         .await
         .ok()
         .flatten();
+    let failures = failure_summary(&target_config, &settings.name)
+        .await
+        .unwrap_or_default();
 
     let now_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -82,6 +85,7 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
         "lag_bytes": lag_bytes,
         "lag_seconds": lag_seconds,
         "slot": slot,
+        "failures": failures,
         "tables": tables,
     });
     if json_output {
@@ -120,6 +124,12 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             slot.retained_bytes,
             slot.wal_status.as_deref().unwrap_or("?")
         );
+    }
+    if failures.count > 0 {
+        println!("failures ridden out: {}", failures.count);
+        for (at, code, message) in &failures.latest {
+            println!("  {at} {code}: {message}");
+        }
     }
     println!(
         "{:<40} {:<10} {:>8} {:>14}",

@@ -181,6 +181,15 @@ async fn server_restarts_during_copy_and_streaming_lose_nothing() {
         "the faults were seen and retried\n{}",
         pair.log()
     );
+    let status = pair
+        .ferry("status", &["--json", "--name", "faults"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert!(
+        report["failures"]["count"].as_i64().unwrap_or(0) >= 1,
+        "status counts the failures ridden out: {report}"
+    );
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
 
