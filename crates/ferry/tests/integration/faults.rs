@@ -300,3 +300,119 @@ async fn a_read_only_target_pauses_until_it_is_writable() {
     pair.wait_equal(TABLES).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// The soak scenario, not a CI test: `scripts/soak.sh [SECONDS] [FAULT_EVERY_SECONDS]`. A live
+/// migration under steady writes while a random fault hits every few seconds (connections cut,
+/// networks black-holed or slowed, either server restarted fast or immediately); then the writer
+/// stops and the time until the target equals the source is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak scenario; run with scripts/soak.sh"]
+async fn soak() {
+    const NAME: &str = "faults_soak";
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(120);
+    let every: u64 = std::env::var("SOAK_FAULT_EVERY")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    let (source, target, source_url, target_url) = prepare().await;
+    let address = |server: &PostgresServer| -> SocketAddr {
+        format!("127.0.0.1:{}", server.port()).parse().unwrap()
+    };
+    let source_proxy = FaultProxy::start(address(&source)).await.unwrap();
+    let target_proxy = FaultProxy::start(address(&target)).await.unwrap();
+    let proxied_source = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        source_proxy.port()
+    );
+    let proxied_target = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        target_proxy.port()
+    );
+    let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
+    let pair = final_pair(NAME, &source, &target, &proxied_source, &proxied_target).await;
+    let mut ferry = pair.spawn_run(FERRY_ARGUMENTS, None);
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut faults: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let fault = match state % 9 {
+            0 => {
+                source_proxy.cut();
+                "cut source connections"
+            }
+            1 => {
+                target_proxy.cut();
+                "cut target connections"
+            }
+            2 | 3 => {
+                let proxy = if state % 9 == 2 {
+                    &source_proxy
+                } else {
+                    &target_proxy
+                };
+                proxy.set(Fault::BlackHole);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                proxy.set(Fault::None);
+                if state % 9 == 2 {
+                    "black-hole source 5 s"
+                } else {
+                    "black-hole target 5 s"
+                }
+            }
+            4 => {
+                source.restart("fast").unwrap();
+                "restart source (fast)"
+            }
+            5 => {
+                source.restart("immediate").unwrap();
+                "restart source (immediate)"
+            }
+            6 => {
+                target.restart("fast").unwrap();
+                "restart target (fast)"
+            }
+            7 => {
+                target.restart("immediate").unwrap();
+                "restart target (immediate)"
+            }
+            _ => {
+                source_proxy.set(Fault::Delay(Duration::from_millis(50)));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                source_proxy.set(Fault::None);
+                "slow source network 5 s"
+            }
+        };
+        eprintln!("soak: {:>5.0} s: {fault}", started.elapsed().as_secs_f64());
+        *faults.entry(fault).or_default() += 1;
+    }
+    stop_writer.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let writes = acknowledged.load(Ordering::Relaxed);
+    let direct = final_pair(NAME, &source, &target, &source_url, &target_url).await;
+    let converging = std::time::Instant::now();
+    direct.wait_equal(TABLES).await;
+    let recovered = converging.elapsed().as_secs_f64();
+    let rows: i64 = direct
+        .source
+        .query_one("SELECT count(*) FROM public.accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let total: u32 = faults.values().sum();
+    println!(
+        "SOAK {}",
+        serde_json::json!({ "seconds": seconds, "fault_every_seconds": every, "faults": total, "by_kind": faults, "acknowledged_writes": writes, "rows": rows, "equal": true, "converged_seconds_after_writes_stopped": recovered })
+    );
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
