@@ -86,6 +86,29 @@ pub struct Batch {
     pub segments: Vec<Segment>,
     /// How many source changes the batch covers (for metrics).
     pub change_count: u64,
+    /// Tables to mark failed in the same transaction, with the reason: the batch no longer
+    /// carries their changes.
+    pub failed_tables: Vec<(TableName, String)>,
+}
+
+impl Batch {
+    /// Removes every change to these tables.
+    pub fn without(&mut self, tables: &std::collections::HashSet<TableName>) {
+        for segment in &mut self.segments {
+            match segment {
+                Segment::Rows(changes) => {
+                    changes.retain(|table| !tables.contains(&table.relation.table))
+                }
+                Segment::Truncate { relations, .. } => {
+                    relations.retain(|relation| !tables.contains(&relation.table))
+                }
+            }
+        }
+        self.segments.retain(|segment| match segment {
+            Segment::Rows(changes) => !changes.is_empty(),
+            Segment::Truncate { relations, .. } => !relations.is_empty(),
+        });
+    }
 }
 
 #[derive(Debug)]

@@ -39,6 +39,8 @@ pub struct Error {
     code: &'static str,
     message: String,
     hint: Option<String>,
+    /// The table the error concerns, when it concerns one table only.
+    table: Option<crate::schema::TableName>,
 }
 
 impl Error {
@@ -49,6 +51,7 @@ impl Error {
             code,
             message: message.into(),
             hint: None,
+            table: None,
         }
     }
 
@@ -93,6 +96,16 @@ impl Error {
 
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
+    }
+
+    /// Says that the error concerns this table only (so only the table need stop).
+    pub fn with_table(mut self, table: crate::schema::TableName) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    pub fn table(&self) -> Option<&crate::schema::TableName> {
+        self.table.as_ref()
     }
 }
 

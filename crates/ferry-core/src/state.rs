@@ -24,6 +24,11 @@ pub enum TableState {
     /// stream alone keeps the table current; it replays from the stream checkpoint, which
     /// precedes every snapshot the chunks were read under, so no change is missed.
     Copied,
+    /// The target rejected a change to this table (a definite failure). Set by the sink in the
+    /// same transaction as the first batch applied without the table's changes; from then on its
+    /// changes are skipped. The next run copies the table afresh (after the operator fixed the
+    /// cause), which the stream then keeps current, as for a table added to the selection.
+    Failed,
 }
 
 impl TableState {
@@ -32,6 +37,7 @@ impl TableState {
             TableState::Pending => "pending",
             TableState::Copying => "copying",
             TableState::Copied => "copied",
+            TableState::Failed => "failed",
         }
     }
 
@@ -40,6 +46,7 @@ impl TableState {
             "pending" => Some(TableState::Pending),
             "copying" => Some(TableState::Copying),
             "copied" => Some(TableState::Copied),
+            "failed" => Some(TableState::Failed),
             _ => None,
         }
     }
@@ -66,6 +73,8 @@ pub struct Chunk {
 pub struct TableProgress {
     pub state: TableState,
     pub chunks: Vec<Chunk>,
+    /// Why the table failed, for a failed table.
+    pub note: Option<String>,
 }
 
 impl TableProgress {

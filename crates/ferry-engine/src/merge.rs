@@ -163,6 +163,7 @@ impl BatchBuilder {
         let batch = Batch {
             segments: std::mem::take(&mut self.finished),
             change_count: self.change_count,
+            failed_tables: Vec::new(),
         };
         self.change_count = 0;
         self.operation_count = 0;

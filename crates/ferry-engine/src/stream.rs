@@ -20,12 +20,15 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_core::change::{Batch, StreamEvent};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use ferry_core::change::{Batch, Change, StreamEvent};
 use ferry_core::connector::{ChangeApplier, ChangeStream, Sink, Source};
 use ferry_core::schema::Sequence;
-use ferry_core::{failpoint, Error, Position, Result, TableName};
+use ferry_core::{failpoint, Error, ErrorClass, Position, Result, TableName};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::merge::BatchBuilder;
 use crate::progress::Progress;
@@ -94,31 +97,38 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(mut applier: Box<dyn ChangeApplier>, start: Position, timeout: Duration) -> Pipeline {
+    fn start(
+        mut applier: Box<dyn ChangeApplier>,
+        start: Position,
+        timeout: Duration,
+        failed: FailedTables,
+    ) -> Pipeline {
         let (sender, mut receiver) = mpsc::channel::<(Batch, Position, Option<i64>)>(1);
         let (result_sender, results) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            while let Some((batch, checkpoint, commit_time)) = receiver.recv().await {
-                let result = match tokio::time::timeout(
-                    timeout,
-                    applier.apply(&batch, checkpoint, commit_time),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(Error::transient(
-                        "apply.timeout",
-                        format!("applying a batch took longer than {} s", timeout.as_secs()),
-                    )
-                    .with_hint(
-                        "the target is unreachable or stuck; ferry retries from the checkpoint",
-                    )),
+            while let Some((mut batch, checkpoint, commit_time)) = receiver.recv().await {
+                let result = loop {
+                    // Changes to a table that failed earlier are skipped (the table is re-copied
+                    // on the next run).
+                    batch.without(&failed.lock().expect("failed tables lock"));
+                    let result = match tokio::time::timeout(timeout, applier.apply(&batch, checkpoint, commit_time)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(Error::transient("apply.timeout", format!("applying a batch took longer than {} s", timeout.as_secs()))
+                            .with_hint("the target is unreachable or stuck; ferry retries from the checkpoint")),
+                    };
+                    match result {
+                        // A change the target rejects stops only its table: apply the batch
+                        // without it, marking the table failed in the same transaction.
+                        Err(error) if error.class() == ErrorClass::Definite && error.table().is_some() => {
+                            let table = error.table().expect("checked").clone();
+                            error!(table = %table, position = %checkpoint, code = error.code(), error = %error, "the target rejected a change: this table stops, the others go on; fix the cause and run ferry again to copy it afresh");
+                            failed.lock().expect("failed tables lock").insert(table.clone());
+                            batch.failed_tables.push((table, format!("[{}] {}", error.code(), error.message())));
+                        }
+                        other => break other,
+                    }
                 }
-                .map(|()| Applied {
-                    checkpoint,
-                    changes: batch.change_count,
-                    commit_time,
-                });
+                .map(|()| Applied { checkpoint, changes: batch.change_count, commit_time });
                 let failed = result.is_err();
                 if result_sender.send(result).is_err() || failed {
                     break;
@@ -191,7 +201,8 @@ pub async fn stream_changes(
     let options = context.options;
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start;
-    let mut pipeline = Pipeline::start(applier, start, options.apply_timeout);
+    let failed: FailedTables = Arc::default();
+    let mut pipeline = Pipeline::start(applier, start, options.apply_timeout, failed.clone());
     let mut pending = Pending {
         builder: BatchBuilder::new(),
         last_commit: None,
@@ -230,6 +241,7 @@ pub async fn stream_changes(
                 };
                 match event {
                     StreamEvent::Begin => in_transaction = true,
+                    StreamEvent::Change(change) if touches(&change, &failed) => {}
                     StreamEvent::Change(change) => {
                         pending.first_change_at.get_or_insert_with(Instant::now);
                         if let Err(error) = pending.builder.add(change) {
@@ -317,6 +329,25 @@ async fn drain(
         }
     }
     Ok(())
+}
+
+/// Tables whose changes are skipped because the target rejected one.
+type FailedTables = Arc<Mutex<HashSet<TableName>>>;
+
+/// True when the change concerns only failed tables.
+fn touches(change: &Change, failed: &FailedTables) -> bool {
+    let failed = failed.lock().expect("failed tables lock");
+    if failed.is_empty() {
+        return false;
+    }
+    match change {
+        Change::Insert { relation, .. }
+        | Change::Update { relation, .. }
+        | Change::Delete { relation, .. } => failed.contains(&relation.table),
+        Change::Truncate { relations, .. } => relations
+            .iter()
+            .all(|relation| failed.contains(&relation.table)),
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

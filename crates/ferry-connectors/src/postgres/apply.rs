@@ -80,10 +80,12 @@ impl ChangeApplier for PostgresApplier {
                         apply_table(&transaction, &mut self.cache, changes)
                             .await
                             .map_err(|error| {
-                                error.context(format!(
-                                    "applying changes to {}",
-                                    changes.relation.table
-                                ))
+                                error
+                                    .context(format!(
+                                        "applying changes to {}",
+                                        changes.relation.table
+                                    ))
+                                    .with_table(changes.relation.table.clone())
                             })?;
                     }
                 }
@@ -110,6 +112,9 @@ impl ChangeApplier for PostgresApplier {
                         .map_err(|error| classify(error, "replicating a TRUNCATE"))?;
                 }
             }
+        }
+        for (table, reason) in &batch.failed_tables {
+            state::set_table_failed(&transaction, &self.migration, table, reason).await?;
         }
         state::save_checkpoint(
             &transaction,

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS _ferry.table_state (
     state text NOT NULL,
     PRIMARY KEY (migration, table_schema, table_name)
 );
+ALTER TABLE _ferry.table_state ADD COLUMN IF NOT EXISTS note text;
 CREATE TABLE IF NOT EXISTS _ferry.chunk (
     migration text NOT NULL,
     table_schema text NOT NULL,
@@ -78,7 +79,7 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
     let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
     for row in client
         .query(
-            "SELECT table_schema, table_name, state FROM _ferry.table_state WHERE migration = $1",
+            "SELECT table_schema, table_name, state, note FROM _ferry.table_state WHERE migration = $1",
             &[&migration],
         )
         .await
@@ -96,6 +97,7 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
             TableProgress {
                 state: table_state,
                 chunks: Vec::new(),
+                note: row.get(3),
             },
         );
     }
@@ -124,7 +126,7 @@ pub(crate) async fn set_table_state(
     client
         .execute(
             "INSERT INTO _ferry.table_state (migration, table_schema, table_name, state) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (migration, table_schema, table_name) DO UPDATE SET state = EXCLUDED.state",
+             ON CONFLICT (migration, table_schema, table_name) DO UPDATE SET state = EXCLUDED.state, note = NULL",
             &[&migration, &table.schema, &table.name, &state.as_str()],
         )
         .await
@@ -214,5 +216,23 @@ pub(crate) async fn execute_for_migration(
             .await
             .map_err(|error| classify(error, what))?;
     }
+    Ok(())
+}
+
+/// Marks a table failed, with the reason, inside the transaction of the batch that skips it.
+pub(crate) async fn set_table_failed(
+    client: &impl GenericClient,
+    migration: &str,
+    table: &TableName,
+    reason: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO _ferry.table_state (migration, table_schema, table_name, state, note) VALUES ($1, $2, $3, 'failed', $4)
+             ON CONFLICT (migration, table_schema, table_name) DO UPDATE SET state = 'failed', note = EXCLUDED.note",
+            &[&migration, &table.schema, &table.name, &reason],
+        )
+        .await
+        .map_err(|error| classify(error, "marking a table failed"))?;
     Ok(())
 }

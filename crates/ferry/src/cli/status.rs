@@ -72,7 +72,7 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
                 (TableState::Copied, "streaming") => "streaming",
                 (state, _) => state.as_str(),
             };
-            json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent })
+            json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent, "error": progress.note })
         })
         .collect();
     let report = json!({
@@ -143,6 +143,9 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             table["percent"],
             table["rows_copied"]
         );
+        if let Some(error) = table["error"].as_str() {
+            println!("    failed: {error}\n    fix the cause, then run ferry again: the table is copied afresh");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -163,3 +163,73 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
     pair.wait_equal(&tables).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// A change the target rejects stops only its table: the others keep streaming, status says
+/// which table failed and why, and the next run (after the cause is fixed) copies it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_change_stops_only_its_table() {
+    let pair = Pair::new("rejected").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.good (id integer PRIMARY KEY, v integer);
+             CREATE TABLE public.strict (id integer PRIMARY KEY, v integer);
+             INSERT INTO public.good SELECT g, g FROM generate_series(1, 100) g;
+             INSERT INTO public.strict SELECT g, g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    // The target's copy of `strict` is stricter than the source.
+    pair.target.batch_execute("CREATE TABLE public.strict (id integer PRIMARY KEY, v integer CONSTRAINT small CHECK (v < 100));").await.unwrap();
+    let arguments = ["--name", "rejected"];
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    pair.source.batch_execute("INSERT INTO public.strict VALUES (51, 150); INSERT INTO public.good VALUES (101, 101);").await.unwrap();
+    let target = &pair.target;
+    wait_until("strict to be marked failed", Duration::from_secs(60), || async {
+        let row = target.query_opt("SELECT note FROM _ferry.table_state WHERE migration = 'rejected' AND table_name = 'strict' AND state = 'failed'", &[]).await.ok()??;
+        Some(row.get::<_, String>(0))
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    // The other table goes on streaming.
+    pair.source.batch_execute("UPDATE public.good SET v = -v WHERE id <= 10; DELETE FROM public.good WHERE id = 100; UPDATE public.strict SET v = 2 WHERE id = 1;").await.unwrap();
+    pair.wait_equal(&[("public.good", "id")]).await;
+    assert!(
+        ferry.try_wait().unwrap().is_none(),
+        "ferry keeps running\n{}",
+        pair.log()
+    );
+    let status = pair
+        .ferry("status", &["--json", "--name", "rejected"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let strict = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|table| table["table"] == "public.strict")
+        .unwrap()
+        .clone();
+    assert_eq!(strict["state"], "failed", "{report}");
+    assert!(
+        strict["error"].as_str().unwrap_or("").contains("small"),
+        "the reason names the constraint: {report}"
+    );
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+
+    // Fixed on the target: the next run copies the table afresh and streams it.
+    pair.target
+        .batch_execute("ALTER TABLE public.strict DROP CONSTRAINT small;")
+        .await
+        .unwrap();
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    pair.source
+        .batch_execute("INSERT INTO public.strict VALUES (52, 500);")
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.good", "id"), ("public.strict", "id")])
+        .await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
