@@ -13,25 +13,7 @@ pub(crate) fn classify(error: tokio_postgres::Error, what: &str) -> Error {
             .map(|detail| format!(" ({detail})"))
             .unwrap_or_default();
         let hint = database_error.hint().map(str::to_string);
-        let (class, stable) = match code {
-            // connection exceptions, shutting down, cannot connect now, too many connections
-            _ if code.starts_with("08") => (ErrorClass::Transient, "postgres.connection"),
-            "57P01" | "57P02" | "57P03" | "53300" => {
-                (ErrorClass::Transient, "postgres.unavailable")
-            }
-            "40001" | "40P01" | "55P03" => (ErrorClass::Transient, "postgres.conflict"),
-            "53100" => (ErrorClass::Operator, "postgres.disk_full"),
-            "25006" => (ErrorClass::Operator, "postgres.read_only"),
-            "42501" => (ErrorClass::Operator, "postgres.privilege"),
-            "28000" | "28P01" => (ErrorClass::Operator, "postgres.authentication"),
-            "3D000" => (ErrorClass::Operator, "postgres.no_database"),
-            "42704" | "42P01" | "42883" => (ErrorClass::Operator, "postgres.missing_object"),
-            "55000" | "55006" => (ErrorClass::Operator, "postgres.prerequisite"),
-            _ if code.starts_with("22") || code.starts_with("23") => {
-                (ErrorClass::Definite, "postgres.data")
-            }
-            _ => (ErrorClass::Definite, "postgres.error"),
-        };
+        let (class, stable) = class_of(code);
         let mut result = Error::new(
             class,
             stable,
@@ -80,6 +62,27 @@ fn source_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The class and stable code of a SQLSTATE.
+fn class_of(code: &str) -> (ErrorClass, &'static str) {
+    match code {
+        // connection exceptions, shutting down, cannot connect now, too many connections
+        _ if code.starts_with("08") => (ErrorClass::Transient, "postgres.connection"),
+        "57P01" | "57P02" | "57P03" | "53300" => (ErrorClass::Transient, "postgres.unavailable"),
+        "40001" | "40P01" | "55P03" => (ErrorClass::Transient, "postgres.conflict"),
+        "53100" => (ErrorClass::Operator, "postgres.disk_full"),
+        "25006" => (ErrorClass::Operator, "postgres.read_only"),
+        "42501" => (ErrorClass::Operator, "postgres.privilege"),
+        "28000" | "28P01" => (ErrorClass::Operator, "postgres.authentication"),
+        "3D000" => (ErrorClass::Operator, "postgres.no_database"),
+        "42704" | "42P01" | "42883" => (ErrorClass::Operator, "postgres.missing_object"),
+        "55000" | "55006" => (ErrorClass::Operator, "postgres.prerequisite"),
+        _ if code.starts_with("22") || code.starts_with("23") => {
+            (ErrorClass::Definite, "postgres.data")
+        }
+        _ => (ErrorClass::Definite, "postgres.error"),
+    }
+}
+
 /// Classifies a replication-protocol client error.
 pub(crate) fn classify_replication(error: pgwire_replication::PgWireError, what: &str) -> Error {
     let text = error.to_string();
@@ -91,6 +94,17 @@ pub(crate) fn classify_replication(error: pgwire_replication::PgWireError, what:
         return Error::transient("source.slot_busy", format!("{what}: {text}")).with_hint(
             "another ferry (or another client) is streaming this migration, or the server has not yet noticed that the previous session ended; stop the other one if it exists",
         );
+    }
+    // A server error carries its SQLSTATE in the text: classify it like any other.
+    if let Some(code) = text
+        .split("SQLSTATE ")
+        .nth(1)
+        .map(|rest| rest.chars().take(5).collect::<String>())
+    {
+        let (class, stable) = class_of(&code);
+        if class == ErrorClass::Transient {
+            return Error::new(class, stable, format!("{what}: {text}"));
+        }
     }
     if error.is_auth() {
         return Error::operator("postgres.authentication", format!("{what}: {text}")).with_hint("check the user, password and pg_hba.conf (a replication connection needs a 'replication' line or the database name)");
@@ -106,4 +120,27 @@ pub(crate) fn classify_replication(error: pgwire_replication::PgWireError, what:
             .with_hint("ALTER ROLE <user> REPLICATION on the source");
     }
     Error::definite("postgres.replication", format!("{what}: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_states_map_to_classes() {
+        assert_eq!(
+            class_of("57P03"),
+            (ErrorClass::Transient, "postgres.unavailable")
+        );
+        assert_eq!(
+            class_of("08006"),
+            (ErrorClass::Transient, "postgres.connection")
+        );
+        assert_eq!(
+            class_of("25006"),
+            (ErrorClass::Operator, "postgres.read_only")
+        );
+        assert_eq!(class_of("23514"), (ErrorClass::Definite, "postgres.data"));
+        assert_eq!(class_of("XX000"), (ErrorClass::Definite, "postgres.error"));
+    }
 }
