@@ -14,7 +14,7 @@
 //! - Streaming starts only when every selected table is copied, so a copy never overwrites a
 //!   newer streamed row with an older one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ferry_core::connector::{Sink, Snapshot, Source};
@@ -52,6 +52,9 @@ pub struct MigrationOptions {
     pub stream: StreamOptions,
     /// A chunk whose copy takes longer is abandoned as a transient failure (then retried).
     pub chunk_timeout: std::time::Duration,
+    /// Copy tables that failed in an earlier run afresh (a new invocation); automatic retries
+    /// within one invocation leave them failed.
+    pub recopy_failed: bool,
     /// Start over: forget the checkpoint and copy every table again (after a lost slot, say).
     pub restart: bool,
 }
@@ -146,10 +149,19 @@ pub async fn run_migration(
         .iter()
         .map(|table| (table.name.clone(), Arc::new(table.clone())))
         .collect();
+    // Failed tables are copied afresh on a new run (the operator fixed the cause); an automatic
+    // retry leaves them failed, and the stream keeps skipping them.
+    let left_failed: HashSet<TableName> = state
+        .tables
+        .iter()
+        .filter(|(_, progress)| progress.state == TableState::Failed && !options.recopy_failed)
+        .map(|(name, _)| name.clone())
+        .collect();
     let to_copy: Vec<&Arc<TableSchema>> = tables
         .values()
         .filter(|table| {
             state.tables.get(&table.name).map(|progress| progress.state) != Some(TableState::Copied)
+                && !left_failed.contains(&table.name)
         })
         .collect();
     let mut tasks = Vec::new();
@@ -253,7 +265,7 @@ pub async fn run_migration(
         progress,
         options: &options.stream,
     };
-    let result = stream_changes(context, stream, applier, start, shutdown).await;
+    let result = stream_changes(context, stream, applier, start, left_failed, shutdown).await;
     progress.phase(Phase::Stopped);
     result
 }

@@ -196,12 +196,13 @@ pub async fn stream_changes(
     mut stream: Box<dyn ChangeStream>,
     applier: Box<dyn ChangeApplier>,
     start: Position,
+    failed_before: HashSet<TableName>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let options = context.options;
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start;
-    let failed: FailedTables = Arc::default();
+    let failed: FailedTables = Arc::new(Mutex::new(failed_before));
     let mut pipeline = Pipeline::start(applier, start, options.apply_timeout, failed.clone());
     let mut pending = Pending {
         builder: BatchBuilder::new(),
@@ -307,8 +308,22 @@ pub async fn stream_changes(
     };
     pipeline.stop().await;
     outcome?;
-    sync_sequences(context.source, context.sink, context.sequences).await?;
-    stream.close().await
+    match tokio::time::timeout(
+        options.apply_timeout,
+        sync_sequences(context.source, context.sink, context.sequences),
+    )
+    .await
+    {
+        Ok(result) => result?,
+        Err(_) => warn!("copying sequences at shutdown timed out; the next run copies them"),
+    }
+    if tokio::time::timeout(Duration::from_secs(10), stream.close())
+        .await
+        .is_err()
+    {
+        warn!("the source did not confirm the end of the stream in time; stopping anyway (the checkpoint is durable)");
+    }
+    Ok(())
 }
 
 /// Graceful stop: applies what is held, waits for every batch and acknowledges it.

@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::codec::encode_text;
 use super::ddl::{ident, qualified};
-use super::errors::classify;
+use super::errors::{classify, is_table_specific};
 use super::state;
 
 /// Applies batches on one target connection.
@@ -80,12 +80,17 @@ impl ChangeApplier for PostgresApplier {
                         apply_table(&transaction, &mut self.cache, changes)
                             .await
                             .map_err(|error| {
-                                error
-                                    .context(format!(
-                                        "applying changes to {}",
-                                        changes.relation.table
-                                    ))
-                                    .with_table(changes.relation.table.clone())
+                                let error = error.context(format!(
+                                    "applying changes to {}",
+                                    changes.relation.table
+                                ));
+                                // Only an error about this table's data or definition stops
+                                // just this table.
+                                if is_table_specific(&error) {
+                                    error.with_table(changes.relation.table.clone())
+                                } else {
+                                    error
+                                }
                             })?;
                     }
                 }

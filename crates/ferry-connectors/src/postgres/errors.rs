@@ -69,6 +69,16 @@ fn class_of(code: &str) -> (ErrorClass, &'static str) {
         _ if code.starts_with("08") => (ErrorClass::Transient, "postgres.connection"),
         "57P01" | "57P02" | "57P03" | "53300" => (ErrorClass::Transient, "postgres.unavailable"),
         "40001" | "40P01" | "55P03" => (ErrorClass::Transient, "postgres.conflict"),
+        "57014" => (ErrorClass::Transient, "postgres.canceled"),
+        _ if code.starts_with("53") && code != "53100" => {
+            (ErrorClass::Transient, "postgres.resources")
+        }
+        "57P04" | "57P05" | "25P03" => (ErrorClass::Transient, "postgres.session_ended"),
+        _ if code.starts_with("58") || code.starts_with("XX") => {
+            (ErrorClass::Operator, "postgres.server")
+        }
+        "23503" => (ErrorClass::Definite, "postgres.foreign_key"),
+        "42703" | "42804" => (ErrorClass::Definite, "postgres.schema_mismatch"),
         "53100" => (ErrorClass::Operator, "postgres.disk_full"),
         "25006" => (ErrorClass::Operator, "postgres.read_only"),
         "42501" => (ErrorClass::Operator, "postgres.privilege"),
@@ -122,6 +132,15 @@ pub(crate) fn classify_replication(error: pgwire_replication::PgWireError, what:
     Error::definite("postgres.replication", format!("{what}: {text}"))
 }
 
+/// True when an error during apply is about one table's data or definition (a value the target
+/// rejects, a column it lacks), so that stopping that table alone is right. Connection, resource,
+/// cancellation, server and ordering (foreign key) errors are not.
+pub(crate) fn is_table_specific(error: &Error) -> bool {
+    error.class() == ErrorClass::Definite
+        && (matches!(error.code(), "postgres.data" | "postgres.schema_mismatch")
+            || error.code().starts_with("apply."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +160,33 @@ mod tests {
             (ErrorClass::Operator, "postgres.read_only")
         );
         assert_eq!(class_of("23514"), (ErrorClass::Definite, "postgres.data"));
-        assert_eq!(class_of("XX000"), (ErrorClass::Definite, "postgres.error"));
+        assert_eq!(class_of("XX000"), (ErrorClass::Operator, "postgres.server"));
+        assert_eq!(
+            class_of("57014"),
+            (ErrorClass::Transient, "postgres.canceled")
+        );
+        assert_eq!(
+            class_of("53200"),
+            (ErrorClass::Transient, "postgres.resources")
+        );
+        assert_eq!(
+            class_of("53100"),
+            (ErrorClass::Operator, "postgres.disk_full")
+        );
+        assert_eq!(
+            class_of("23503"),
+            (ErrorClass::Definite, "postgres.foreign_key")
+        );
+        assert_eq!(class_of("42P99"), (ErrorClass::Definite, "postgres.error"));
+        let data = Error::definite("postgres.data", "new row violates check constraint");
+        assert!(is_table_specific(&data));
+        assert!(!is_table_specific(&Error::definite(
+            "postgres.foreign_key",
+            "violates foreign key"
+        )));
+        assert!(!is_table_specific(&Error::transient(
+            "postgres.canceled",
+            "canceling statement"
+        )));
     }
 }

@@ -219,10 +219,18 @@ impl Sink for PostgresSink {
 
     async fn truncate(&self, table: &TableName) -> Result<()> {
         let client = self.client().await?;
-        client
-            .batch_execute(&format!("TRUNCATE {}", qualified(table)))
-            .await
-            .map_err(|error| classify(error, &format!("emptying {table} on the target")))
+        let what = format!("emptying {table} on the target");
+        match client.batch_execute(&format!("TRUNCATE {}", qualified(table))).await {
+            Ok(()) => Ok(()),
+            // Referenced by a foreign key (re-copying a failed table, say): TRUNCATE would need
+            // CASCADE, which would empty the referencing tables too. Delete the rows instead, with
+            // foreign-key triggers off, as the stream applies.
+            Err(error) if error.as_db_error().map(|database_error| database_error.code().code()) == Some("0A000") => client
+                .batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM {}; COMMIT;", qualified(table)))
+                .await
+                .map_err(|error| classify(error, &what)),
+            Err(error) => Err(classify(error, &what)),
+        }
     }
 
     async fn load_state(&self, migration: &str) -> Result<MigrationState> {

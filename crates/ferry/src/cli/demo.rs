@@ -198,6 +198,7 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
         rows_per_chunk: 50_000,
         stream: StreamOptions::default(),
         chunk_timeout: Duration::from_secs(360),
+        recopy_failed: true,
         restart: false,
     };
     let source_connector = PostgresSource::new(ConnectionConfig::parse(&source_url, None)?);

@@ -36,6 +36,7 @@ pub async fn run(
             ..StreamOptions::default()
         },
         chunk_timeout: settings.network_timeout * 4,
+        recopy_failed: true,
         restart,
     };
     let mut failures = 0;
@@ -46,8 +47,10 @@ pub async fn run(
         record_failures(&sink, &settings.name, &mut unrecorded).await;
         let started = Instant::now();
         let result = run_migration(&source, &sink, &options, &progress, shutdown.clone()).await;
-        // Start over at most once: a retry resumes what the restart began.
+        // Start over at most once: a retry resumes what the restart began; and a retry does not
+        // re-copy tables that failed (their cause is still there).
         options.restart = false;
+        options.recopy_failed = false;
         if started.elapsed() > Duration::from_secs(60) {
             // It ran a good while: whatever failed before is a past episode.
             failures = 0;
