@@ -41,6 +41,27 @@ async fn prepare() -> (PostgresServer, PostgresServer, String, String) {
     (source, target, source_url, target_url)
 }
 
+/// A fault proxy in front of each server, and URLs of the `faults` databases through them.
+async fn proxies(
+    source: &PostgresServer,
+    target: &PostgresServer,
+) -> (FaultProxy, FaultProxy, String, String) {
+    let address = |server: &PostgresServer| -> SocketAddr {
+        format!("127.0.0.1:{}", server.port()).parse().unwrap()
+    };
+    let source_proxy = FaultProxy::start(address(source)).await.unwrap();
+    let target_proxy = FaultProxy::start(address(target)).await.unwrap();
+    let source_url = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        source_proxy.port()
+    );
+    let target_url = format!(
+        "postgres://postgres@127.0.0.1:{}/faults",
+        target_proxy.port()
+    );
+    (source_proxy, target_proxy, source_url, target_url)
+}
+
 const FERRY_ARGUMENTS: &[&str] = &[
     "--name",
     "faults",
@@ -197,19 +218,8 @@ async fn server_restarts_during_copy_and_streaming_lose_nothing() {
 async fn cut_and_black_holed_connections_lose_nothing() {
     const NAME: &str = "faults_network";
     let (source, target, source_url, target_url) = prepare().await;
-    let address = |server: &PostgresServer| -> SocketAddr {
-        format!("127.0.0.1:{}", server.port()).parse().unwrap()
-    };
-    let source_proxy = FaultProxy::start(address(&source)).await.unwrap();
-    let target_proxy = FaultProxy::start(address(&target)).await.unwrap();
-    let proxied_source = format!(
-        "postgres://postgres@127.0.0.1:{}/faults",
-        source_proxy.port()
-    );
-    let proxied_target = format!(
-        "postgres://postgres@127.0.0.1:{}/faults",
-        target_proxy.port()
-    );
+    let (source_proxy, target_proxy, proxied_source, proxied_target) =
+        proxies(&source, &target).await;
     let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
     let pair = final_pair(NAME, &source, &target, &proxied_source, &proxied_target).await;
     let mut ferry = pair.spawn_run(FERRY_ARGUMENTS, None);
@@ -318,19 +328,8 @@ async fn soak() {
         .and_then(|value| value.parse().ok())
         .unwrap_or(10);
     let (source, target, source_url, target_url) = prepare().await;
-    let address = |server: &PostgresServer| -> SocketAddr {
-        format!("127.0.0.1:{}", server.port()).parse().unwrap()
-    };
-    let source_proxy = FaultProxy::start(address(&source)).await.unwrap();
-    let target_proxy = FaultProxy::start(address(&target)).await.unwrap();
-    let proxied_source = format!(
-        "postgres://postgres@127.0.0.1:{}/faults",
-        source_proxy.port()
-    );
-    let proxied_target = format!(
-        "postgres://postgres@127.0.0.1:{}/faults",
-        target_proxy.port()
-    );
+    let (source_proxy, target_proxy, proxied_source, proxied_target) =
+        proxies(&source, &target).await;
     let (stop_writer, acknowledged, writer) = resilient_writer(source_url.clone(), 150_000);
     let pair = final_pair(NAME, &source, &target, &proxied_source, &proxied_target).await;
     let mut ferry = pair.spawn_run(FERRY_ARGUMENTS, None);
