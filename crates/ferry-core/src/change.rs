@@ -121,6 +121,19 @@ pub enum Segment {
     },
 }
 
+impl TableChanges {
+    /// No changes yet to `relation`.
+    pub fn new(relation: Arc<Relation>) -> Self {
+        TableChanges {
+            relation,
+            upserts: Vec::new(),
+            updates: Vec::new(),
+            deletes: Vec::new(),
+            moves: Vec::new(),
+        }
+    }
+}
+
 /// The merged effect of a run of changes on one table: each key is in at most one list.
 #[derive(Debug)]
 pub struct TableChanges {

@@ -82,11 +82,6 @@ impl TableReport {
             .filter(|difference| difference.kind == kind)
             .count()
     }
-
-    pub fn name(&self) -> TableName {
-        let (schema, name) = self.table.split_once('.').unwrap_or(("", &self.table));
-        TableName::new(schema, name)
-    }
 }
 
 /// A planned verification range and, once checked, its outcome: what an interrupted

@@ -89,11 +89,11 @@ impl BatchBuilder {
                     };
                     match (partial, earlier_full) {
                         (false, _) => {
-                            self.put(&relation, old_key, Operation::Delete(Vec::new()));
+                            self.delete(&relation, old_key);
                             self.put(&relation, key, Operation::Upsert(row));
                         }
                         (true, Some(earlier)) => {
-                            self.put(&relation, old_key, Operation::Delete(Vec::new()));
+                            self.delete(&relation, old_key);
                             self.put(
                                 &relation,
                                 key,
@@ -103,10 +103,9 @@ impl BatchBuilder {
                         (true, None) => {
                             // The row's other values are only on the target: move it there.
                             self.cut();
-                            let mut table = new_table(&relation);
-                            table.updates_by_old_key = Some((old_key, row));
-                            self.finished
-                                .push(Segment::Rows(vec![table.into_changes()]));
+                            let mut table = TableChanges::new(relation.clone());
+                            table.moves.push((old_key, row));
+                            self.finished.push(Segment::Rows(vec![table]));
                             self.operation_count += 1;
                         }
                     }
@@ -139,7 +138,7 @@ impl BatchBuilder {
                 }
             }
             Change::Delete { relation, key } => {
-                self.put(&relation, key, Operation::Delete(Vec::new()));
+                self.delete(&relation, key);
             }
             Change::Truncate {
                 relations,
@@ -215,12 +214,16 @@ impl BatchBuilder {
             .collect()
     }
 
-    fn put(&mut self, relation: &Arc<Relation>, key: Vec<Value>, operation: Operation) {
+    fn delete(&mut self, relation: &Arc<Relation>, key: Vec<Value>) {
         let form = key_form(&key);
-        let operation = match operation {
-            Operation::Delete(_) => Operation::Delete(key),
-            other => other,
-        };
+        self.insert(relation, form, Operation::Delete(key));
+    }
+
+    fn put(&mut self, relation: &Arc<Relation>, key: Vec<Value>, operation: Operation) {
+        self.insert(relation, key_form(&key), operation);
+    }
+
+    fn insert(&mut self, relation: &Arc<Relation>, form: String, operation: Operation) {
         let sequence = self.change_count;
         if self
             .table(relation)
@@ -237,13 +240,7 @@ impl BatchBuilder {
         let mut tables = Vec::new();
         for id in self.table_order.drain(..) {
             if let Some(table) = self.tables.remove(&id) {
-                let mut changes = TableChanges {
-                    relation: table.relation,
-                    upserts: Vec::new(),
-                    updates: Vec::new(),
-                    deletes: Vec::new(),
-                    moves: Vec::new(),
-                };
+                let mut changes = TableChanges::new(table.relation);
                 // In the order of each key's last change, so that a value one row gives up and
                 // another takes (a unique email moving between rows) is freed before it is taken.
                 let mut operations: Vec<(u64, Operation)> =
@@ -266,30 +263,6 @@ impl BatchBuilder {
         }
         if !tables.is_empty() {
             self.finished.push(Segment::Rows(tables));
-        }
-    }
-}
-
-struct MoveTable {
-    relation: Arc<Relation>,
-    updates_by_old_key: Option<(Vec<Value>, Vec<Cell>)>,
-}
-
-fn new_table(relation: &Arc<Relation>) -> MoveTable {
-    MoveTable {
-        relation: relation.clone(),
-        updates_by_old_key: None,
-    }
-}
-
-impl MoveTable {
-    fn into_changes(self) -> TableChanges {
-        TableChanges {
-            relation: self.relation,
-            upserts: Vec::new(),
-            updates: Vec::new(),
-            deletes: Vec::new(),
-            moves: self.updates_by_old_key.into_iter().collect(),
         }
     }
 }

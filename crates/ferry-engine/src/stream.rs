@@ -242,7 +242,7 @@ pub async fn stream_changes(
                 };
                 match event {
                     StreamEvent::Begin => in_transaction = true,
-                    StreamEvent::Change(change) if touches(&change, &failed) => {}
+                    StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed) => {}
                     StreamEvent::Change(change) => {
                         pending.first_change_at.get_or_insert_with(Instant::now);
                         if let Err(error) = pending.builder.add(change) {
@@ -350,7 +350,7 @@ async fn drain(
 type FailedTables = Arc<Mutex<HashSet<TableName>>>;
 
 /// True when the change concerns only failed tables.
-fn touches(change: &Change, failed: &FailedTables) -> bool {
+fn concerns_only_failed_tables(change: &Change, failed: &FailedTables) -> bool {
     let failed = failed.lock().expect("failed tables lock");
     if failed.is_empty() {
         return false;
