@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::change::{Batch, StreamEvent};
+use crate::cutover::CutoverRecord;
 use crate::error::Result;
 use crate::position::Position;
 use crate::schema::{Catalog, Sequence, TableName, TableSchema};
@@ -56,12 +57,15 @@ pub trait Source: Send + Sync {
     async fn update_stream(&self, migration: &str, tables: &[TableName]) -> Result<()>;
 
     /// Opens the change stream of `migration` from `position`. Changes to `tables` are keyed by
-    /// their primary keys (whatever the source logs as the row identity).
+    /// their primary keys (whatever the source logs as the row identity). Transactions that
+    /// ferry's applier of a migration in `ignore_writes_of` wrote are left out (still advancing
+    /// the position), so two streams in opposite directions never replay each other's writes.
     async fn open_stream(
         &self,
         migration: &str,
         position: Position,
         tables: &[TableSchema],
+        ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>>;
 
     /// A snapshot of the data as it is now, for copying tables after their stream already exists.
@@ -170,7 +174,8 @@ pub trait Sink: Send + Sync {
     /// Opens a writer for chunks. Writers run in parallel.
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>>;
 
-    /// Opens the applier for the change stream.
+    /// Opens the applier for the change stream. Its transactions are tagged as written by
+    /// `migration` where the database can tell (see [`Source::open_stream`]).
     async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>>;
 
     /// Moves these sequences forward to at least their source values (never backwards).
@@ -288,4 +293,48 @@ pub trait Inspector: Send + Sync {
 
     /// The stored plan and outcomes of `migration`'s last verification.
     async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>>;
+}
+
+/// Optional capability for switching over: one database's fence, its change streams and the
+/// switch-over record. Both databases of a migration implement it; each call names the
+/// migration it concerns.
+#[async_trait]
+pub trait Switchover: Send + Sync {
+    /// Checks that ferry's user may fence this database and tag its own writes (so streams in
+    /// both directions never replay them back); the error says what is missing.
+    async fn check_switchover(&self) -> Result<()>;
+
+    /// Blocks application writes on this database and ends the sessions that could still
+    /// write. Returns a position that every write committed before the fence precedes, and makes
+    /// sure a change stream reading this database gets past it. Idempotent. ferry's own sessions
+    /// keep writing.
+    async fn fence(&self, migration: &str) -> Result<Position>;
+
+    /// Lifts ferry's fence (sessions opened while fenced are ended so they reconnect writable).
+    /// Idempotent.
+    async fn unfence(&self) -> Result<()>;
+
+    /// The migration whose fence is on this database, if any.
+    async fn fenced_by(&self) -> Result<Option<String>>;
+
+    /// Whether a process reads the change stream of `migration` from this database right now
+    /// (`None`: the stream does not exist).
+    async fn stream_active(&self, migration: &str) -> Result<Option<bool>>;
+
+    /// Removes the change stream of `migration` from this database (slot, publication, origin).
+    /// Refuses while it is read.
+    async fn drop_stream(&self, migration: &str) -> Result<()>;
+
+    /// The stream checkpoint of `migration` stored on this database as its target, if any.
+    async fn applied_position(&self, migration: &str) -> Result<Option<Position>>;
+
+    /// The switch-over record of `migration` stored here (the default record when none is).
+    async fn load_cutover(&self, migration: &str) -> Result<CutoverRecord>;
+
+    /// Stores the switch-over record durably.
+    async fn save_cutover(&self, migration: &str, record: &CutoverRecord) -> Result<()>;
+
+    /// Whether the last verification of `migration` stored here checked every range and found
+    /// no difference (`None`: never verified).
+    async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>>;
 }

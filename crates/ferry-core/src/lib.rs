@@ -6,12 +6,14 @@
 //! - [`position`]: typed source positions.
 //! - [`state`]: the per-table handoff state and the stream checkpoint.
 //! - [`connector`]: the traits a source and a sink implement.
+//! - [`cutover`]: the switch-over phases and their persisted record.
 //! - [`error`]: classified errors with stable codes and hints.
 //! - [`select`]: which tables a migration moves.
 
 pub mod change;
 pub mod check;
 pub mod connector;
+pub mod cutover;
 pub mod error;
 pub mod failpoint;
 pub mod position;

@@ -41,6 +41,16 @@ impl PartialOrd for Position {
 }
 
 impl Position {
+    /// How far this position is ahead of `earlier` in the source's units (bytes of WAL for
+    /// PostgreSQL); zero when it is not ahead.
+    pub fn distance_from(&self, earlier: Position) -> u64 {
+        match (self, earlier) {
+            (Position::Postgres(Lsn(this)), Position::Postgres(Lsn(that))) => {
+                this.saturating_sub(that)
+            }
+        }
+    }
+
     /// A stable text form for storage: `postgres:X/Y`.
     pub fn to_storage(&self) -> String {
         match self {

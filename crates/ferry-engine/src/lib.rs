@@ -4,6 +4,8 @@
 //!
 //! The engine talks to databases only through `ferry_core::connector`.
 
+pub mod cutover;
+pub mod lag;
 pub mod merge;
 pub mod migration;
 pub mod progress;

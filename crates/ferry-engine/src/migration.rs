@@ -57,6 +57,12 @@ pub struct MigrationOptions {
     pub recopy_failed: bool,
     /// Start over: forget the checkpoint and copy every table again (after a lost slot, say).
     pub restart: bool,
+    /// Leave out what ferry's appliers of these migrations wrote to the source (the stream in
+    /// the opposite direction), so two-way streaming never loops.
+    pub ignore_writes_of: Vec<String>,
+    /// Never copy: the stream and every table must already be set up (a reverse stream, or a
+    /// migration whose target applications already use). Refuses rather than empty a table.
+    pub stream_only: bool,
 }
 
 /// Runs a migration until done (copy mode) or until `shutdown` turns true (run mode).
@@ -91,6 +97,15 @@ pub async fn run_migration(
         .with_hint("leave them out with --tables"));
     }
     require_keys(&catalog)?;
+    if options.stream_only && options.restart {
+        return Err(Error::operator(
+            "plan.target_in_use",
+            "cannot start over: applications already use the target of this migration",
+        )
+        .with_hint(
+            "roll back first (`ferry rollback`), then start over with `ferry run --restart`",
+        ));
+    }
     sink.create_tables(&catalog).await?;
     if options.restart {
         info!(migration = %options.name, "starting over: forgetting the checkpoint and copying every table again");
@@ -113,6 +128,10 @@ pub async fn run_migration(
         info!(table = %name, "table left the selection; forgetting its state");
         sink.forget_table(&options.name, &name).await?;
         state.tables.remove(&name);
+    }
+
+    if options.stream_only {
+        require_streaming_state(&state, &table_names, &options.name)?;
     }
 
     // The snapshot the copy reads from, and where streaming starts.
@@ -154,7 +173,9 @@ pub async fn run_migration(
     let left_failed: HashSet<TableName> = state
         .tables
         .iter()
-        .filter(|(_, progress)| progress.state == TableState::Failed && !options.recopy_failed)
+        .filter(|(_, progress)| {
+            progress.state == TableState::Failed && (!options.recopy_failed || options.stream_only)
+        })
         .map(|(name, _)| name.clone())
         .collect();
     let to_copy: Vec<&Arc<TableSchema>> = tables
@@ -255,7 +276,12 @@ pub async fn run_migration(
     };
     progress.phase(Phase::Streaming);
     let stream = source
-        .open_stream(&options.name, start, &catalog.tables)
+        .open_stream(
+            &options.name,
+            start,
+            &catalog.tables,
+            &options.ignore_writes_of,
+        )
         .await?;
     let applier = sink.open_applier(&options.name).await?;
     let context = StreamContext {
@@ -279,6 +305,43 @@ async fn wait_for_shutdown(shutdown: &mut watch::Receiver<bool>) {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// A stream-only run needs its stream and every table copied (or failed, which stays skipped):
+/// it must never empty a table that applications use.
+fn require_streaming_state(
+    state: &ferry_core::state::MigrationState,
+    tables: &[TableName],
+    migration: &str,
+) -> Result<()> {
+    if state.stream.is_none() {
+        return Err(Error::operator(
+            "plan.no_stream",
+            format!("migration '{migration}' has no change stream yet"),
+        )
+        .with_hint("a reverse stream is set up by `ferry cutover`; run it again"));
+    }
+    let not_copied: Vec<String> = tables
+        .iter()
+        .filter(|name| {
+            !matches!(
+                state.tables.get(*name).map(|progress| progress.state),
+                Some(TableState::Copied | TableState::Failed)
+            )
+        })
+        .map(|name| name.to_string())
+        .collect();
+    if not_copied.is_empty() {
+        return Ok(());
+    }
+    Err(Error::operator(
+        "plan.target_in_use",
+        format!(
+            "tables not fully copied while applications already use the target: {}",
+            not_copied.join(", ")
+        ),
+    )
+    .with_hint("ferry will not empty a table applications use; roll back (`ferry rollback`) to copy them again, or leave them out with --tables"))
 }
 
 /// Every table needs a key: chunks are key ranges and changes are applied by key.

@@ -55,7 +55,7 @@ impl Default for StreamOptions {
             max_batch_operations: 20_000,
             max_batch_delay: Duration::from_millis(100),
             sequence_interval: Duration::from_secs(10),
-            idle_ack_interval: Duration::from_secs(1),
+            idle_ack_interval: Duration::from_millis(250),
             apply_timeout: Duration::from_secs(300),
         }
     }

@@ -1,6 +1,6 @@
 //! Turning settings into connectors (through the registry, which knows the URL schemes).
 
-use ferry_connectors::postgres::{ConnectionConfig, PostgresSink, PostgresSource};
+use ferry_connectors::postgres::ConnectionConfig;
 use ferry_connectors::registry::{engine_of, Engine};
 use ferry_core::Result;
 
@@ -24,10 +24,4 @@ pub fn configs(settings: &Settings) -> Result<(ConnectionConfig, ConnectionConfi
         source.with_network_timeout(settings.network_timeout),
         target.with_network_timeout(settings.network_timeout),
     ))
-}
-
-/// The source and sink connectors of the settings.
-pub fn connectors(settings: &Settings) -> Result<(PostgresSource, PostgresSink)> {
-    let (source, target) = configs(settings)?;
-    Ok((PostgresSource::new(source), PostgresSink::new(target)))
 }

@@ -2,10 +2,12 @@
 
 mod cli;
 mod connect;
+mod http;
 mod progress;
 mod report;
 mod settings;
 mod signals;
+mod telemetry;
 
 use std::process::ExitCode;
 

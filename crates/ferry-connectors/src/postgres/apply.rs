@@ -20,12 +20,14 @@ use async_trait::async_trait;
 use ferry_core::change::{Batch, Relation, Segment, TableChanges};
 use ferry_core::connector::ChangeApplier;
 use ferry_core::{failpoint, Cell, Error, Position, Result, TableName};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement, Transaction};
 use tracing::warn;
 
+use super::cdc::origin_name;
 use super::codec::encode_text;
-use super::ddl::{ident, qualified};
+use super::ddl::{ident, literal, qualified};
 use super::errors::{classify, is_table_specific};
 use super::state;
 
@@ -51,11 +53,38 @@ impl PostgresApplier {
         {
             warn!(error = %classify(error, "disabling triggers for apply"), "applying with triggers and foreign keys enabled: target triggers may fire and foreign keys may reject out-of-order rows; connect to the target as a superuser to avoid this");
         }
+        tag_writes(&client, migration).await?;
         Ok(PostgresApplier {
             client,
             migration: migration.to_string(),
             cache: StatementCache::default(),
         })
+    }
+}
+
+/// Tags this session's transactions with the migration's replication origin, so that a stream
+/// in the other direction (after cutover) leaves them out. Without the privilege, writes go
+/// untagged and `cutover` refuses to start a reverse stream.
+async fn tag_writes(client: &Client, migration: &str) -> Result<()> {
+    let origin = origin_name(migration);
+    let tagged = client
+        .batch_execute(&format!(
+            "SELECT pg_replication_origin_create({name}) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = {name});
+             SELECT pg_replication_origin_session_setup({name});",
+            name = literal(&origin)
+        ))
+        .await;
+    match tagged {
+        Ok(()) => Ok(()),
+        Err(error) if error.code() == Some(&SqlState::OBJECT_IN_USE) => Err(Error::transient(
+            "postgres.origin_busy",
+            format!("replication origin {origin} is still held by an earlier session"),
+        )
+        .with_hint("the server has not yet noticed that the previous ferry ended; ferry retries")),
+        Err(error) => {
+            warn!(error = %classify(error, "tagging ferry's writes"), "ferry's writes on the target are not tagged with a replication origin; a reverse stream after cutover would need them to be (connect as a superuser)");
+            Ok(())
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! that disappeared (dropped, or invalidated by `max_slot_wal_keep_size`) means changes are lost:
 //! the stream refuses to continue and tells the operator to start over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,14 @@ const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 pub fn stream_name(migration: &str) -> String {
     format!("ferry_{migration}")
 }
+
+/// The replication origin that tags the transactions ferry's applier of `migration` writes.
+pub fn origin_name(migration: &str) -> String {
+    format!("ferry_{migration}")
+}
+
+/// The prefix of the logical message a fence writes, which moves the stream past the fence.
+pub(crate) const FENCE_MESSAGE_PREFIX: &str = "ferry.fence";
 
 fn replication_config(config: &ConnectionConfig, migration: &str) -> ReplicationConfig {
     let name = stream_name(migration);
@@ -177,6 +185,7 @@ pub(crate) async fn open(
     migration: &str,
     position: Lsn,
     keys: HashMap<TableName, Vec<String>>,
+    ignore_writes_of: &[String],
 ) -> Result<PostgresChangeStream> {
     let what = format!(
         "starting replication from slot {} at {position} on {}",
@@ -206,6 +215,11 @@ pub(crate) async fn open(
         relations: HashMap::new(),
         keys,
         silence_limit: config.network_timeout(),
+        ignored_origins: ignore_writes_of
+            .iter()
+            .map(|name| origin_name(name))
+            .collect(),
+        skipping: false,
     })
 }
 
@@ -223,6 +237,11 @@ pub struct PostgresChangeStream {
     keys: HashMap<TableName, Vec<String>>,
     /// No message at all (not even a keepalive) for this long means the connection is lost.
     silence_limit: Duration,
+    /// Replication origins whose transactions are left out (ferry's own writes in the other
+    /// direction).
+    ignored_origins: HashSet<String>,
+    /// The current transaction carries an ignored origin.
+    skipping: bool,
 }
 
 impl PostgresChangeStream {
@@ -347,6 +366,10 @@ impl PostgresChangeStream {
                     restart_identity,
                 })
             }
+            Message::Origin { name } => {
+                self.skipping = self.ignored_origins.contains(&name);
+                None
+            }
             Message::Skipped(_) => None,
         })
     }
@@ -376,7 +399,10 @@ impl ChangeStream for PostgresChangeStream {
                         position: Position::Postgres(Lsn(wal_end.0)),
                     }))
                 }
-                ReplicationEvent::Begin { .. } => return Ok(Some(StreamEvent::Begin)),
+                ReplicationEvent::Begin { .. } => {
+                    self.skipping = false;
+                    return Ok(Some(StreamEvent::Begin));
+                }
                 ReplicationEvent::Commit {
                     end_lsn,
                     commit_time_micros,
@@ -388,9 +414,24 @@ impl ChangeStream for PostgresChangeStream {
                     }));
                 }
                 ReplicationEvent::XLogData { data, .. } => {
+                    // Relation messages are decoded even in skipped transactions: later ones
+                    // refer to them.
                     if let Some(change) = self.decode(&data)? {
-                        return Ok(Some(StreamEvent::Change(change)));
+                        if !self.skipping {
+                            return Ok(Some(StreamEvent::Change(change)));
+                        }
                     }
+                }
+                // A fence marker: everything committed before the fence is behind us.
+                ReplicationEvent::Message {
+                    transactional: false,
+                    lsn,
+                    prefix,
+                    ..
+                } if prefix == FENCE_MESSAGE_PREFIX => {
+                    return Ok(Some(StreamEvent::Idle {
+                        position: Position::Postgres(Lsn(lsn.0)),
+                    }));
                 }
                 ReplicationEvent::Message { .. } => {}
                 ReplicationEvent::StoppedAt { .. } => return Ok(None),

@@ -22,6 +22,10 @@ pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("search_path", ""),
 ];
 
+/// Lifts the read-only default of a database that ferry fenced (marked by the `ferry.fence`
+/// setting), for this session only.
+const FENCE_OVERRIDE: &str = "SELECT set_config('default_transaction_read_only', 'off', false) WHERE coalesce(current_setting('ferry.fence', true), '') <> '';";
+
 /// Opens a connection, with the session settings applied.
 pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
     let what = format!("connecting to {}", config.describe());
@@ -36,10 +40,12 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
                 debug!(error = %error, "connection ended");
             }
         });
-        let settings: String = SESSION_SETTINGS
+        let mut settings: String = SESSION_SETTINGS
             .iter()
             .map(|(name, value)| format!("SET {name} = '{value}';"))
             .collect();
+        // A database ferry fenced is read-only for applications, not for ferry.
+        settings.push_str(FENCE_OVERRIDE);
         client
             .batch_execute(&settings)
             .await

@@ -15,11 +15,13 @@ mod sink;
 mod snapshot;
 mod source;
 mod state;
+mod switchover;
 mod verify;
 
-pub use cdc::stream_name;
+pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
 pub use preflight::{check, failure_summary, slot_status, FailureSummary, SlotStatus};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
+pub use switchover::PostgresControl;
 pub use verify::PostgresInspector;

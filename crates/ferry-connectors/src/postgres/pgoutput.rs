@@ -63,7 +63,11 @@ pub enum Message {
         cascade: bool,
         restart_identity: bool,
     },
-    /// Begin, commit, origin, type, logical message: nothing to apply.
+    /// The transaction being decoded was written under this replication origin.
+    Origin {
+        name: String,
+    },
+    /// Begin, commit, type, logical message: nothing to apply.
     Skipped(u8),
 }
 
@@ -236,7 +240,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message> {
                 restart_identity: options & 2 == 2,
             }
         }
-        b'B' | b'C' | b'O' | b'Y' | b'M' => Message::Skipped(tag),
+        b'O' => {
+            reader.take(8)?;
+            Message::Origin {
+                name: reader.string()?,
+            }
+        }
+        b'B' | b'C' | b'Y' | b'M' => Message::Skipped(tag),
         other => {
             return Err(malformed(&format!(
                 "unknown message type {:?}",
@@ -338,6 +348,16 @@ mod tests {
         assert_eq!(
             decode(b"B\0\0\0\0\0\0\0\0").unwrap(),
             Message::Skipped(b'B')
+        );
+        assert_eq!(
+            decode(b"O\0\0\0\0\0\0\0\x07ferry_a\0").unwrap(),
+            Message::Origin {
+                name: "ferry_a".into()
+            }
+        );
+        assert_eq!(
+            decode(b"O\0\0\0\0\0\0\0\x07ferry_a").unwrap_err().code(),
+            "pgoutput.malformed"
         );
     }
 }

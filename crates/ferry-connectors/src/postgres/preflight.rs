@@ -346,6 +346,9 @@ pub struct SlotStatus {
     pub retained_bytes: i64,
     /// `reserved`, `extended`, `unreserved` or `lost`.
     pub wal_status: Option<String>,
+    /// WAL that may still be written before the slot is invalidated (`None`: no limit set with
+    /// `max_slot_wal_keep_size`).
+    pub safe_wal_bytes: Option<i64>,
 }
 
 /// The slot of `migration`, if it exists.
@@ -353,7 +356,7 @@ pub async fn slot_status(config: &ConnectionConfig, migration: &str) -> Result<O
     let client = connect(config).await?;
     let row = client
         .query_opt(
-            "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint, wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1",
             &[&stream_name(migration)],
         )
         .await
@@ -362,5 +365,6 @@ pub async fn slot_status(config: &ConnectionConfig, migration: &str) -> Result<O
         active: row.get(0),
         retained_bytes: row.get(1),
         wal_status: row.get(2),
+        safe_wal_bytes: row.get(3),
     }))
 }

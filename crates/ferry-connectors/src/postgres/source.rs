@@ -60,6 +60,7 @@ impl Source for PostgresSource {
         migration: &str,
         position: Position,
         tables: &[TableSchema],
+        ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>> {
         let Position::Postgres(lsn) = position;
         let keys = tables
@@ -67,7 +68,7 @@ impl Source for PostgresSource {
             .map(|table| (table.name.clone(), table.primary_key.clone()))
             .collect();
         Ok(Box::new(
-            cdc::open(&self.config, migration, lsn, keys).await?,
+            cdc::open(&self.config, migration, lsn, keys, ignore_writes_of).await?,
         ))
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ferry_core::cutover::CutoverRecord;
 use ferry_core::state::{
     Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
 };
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS _ferry.verify_range (
     key_range text NOT NULL,
     outcome text,
     PRIMARY KEY (migration, table_schema, table_name, range_index)
+);
+CREATE TABLE IF NOT EXISTS _ferry.cutover (
+    migration text PRIMARY KEY,
+    record text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );";
 
 pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
@@ -234,5 +240,57 @@ pub(crate) async fn set_table_failed(
         )
         .await
         .map_err(|error| classify(error, "marking a table failed"))?;
+    Ok(())
+}
+
+/// The switch-over record of `migration` (the default when none is stored).
+pub(crate) async fn load_cutover(
+    client: &impl GenericClient,
+    migration: &str,
+) -> Result<CutoverRecord> {
+    let what = "reading the switch-over record";
+    let exists: bool = client
+        .query_one("SELECT to_regclass('_ferry.cutover') IS NOT NULL", &[])
+        .await
+        .map_err(|error| classify(error, what))?
+        .get(0);
+    if !exists {
+        return Ok(CutoverRecord::default());
+    }
+    let row = client
+        .query_opt(
+            "SELECT record FROM _ferry.cutover WHERE migration = $1",
+            &[&migration],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    match row {
+        None => Ok(CutoverRecord::default()),
+        Some(row) => {
+            let text: String = row.get(0);
+            serde_json::from_str(&text).map_err(|error| {
+                Error::definite(
+                    "state.cutover",
+                    format!("unreadable switch-over record in _ferry.cutover: {error}"),
+                )
+            })
+        }
+    }
+}
+
+pub(crate) async fn save_cutover(
+    client: &impl GenericClient,
+    migration: &str,
+    record: &CutoverRecord,
+) -> Result<()> {
+    let text = serde_json::to_string(record).expect("records serialize");
+    client
+        .execute(
+            "INSERT INTO _ferry.cutover (migration, record, updated_at) VALUES ($1, $2, clock_timestamp())
+             ON CONFLICT (migration) DO UPDATE SET record = EXCLUDED.record, updated_at = EXCLUDED.updated_at",
+            &[&migration, &text],
+        )
+        .await
+        .map_err(|error| classify(error, "storing the switch-over record"))?;
     Ok(())
 }

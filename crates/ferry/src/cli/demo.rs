@@ -200,6 +200,8 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
         chunk_timeout: Duration::from_secs(360),
         recopy_failed: true,
         restart: false,
+        ignore_writes_of: Vec::new(),
+        stream_only: false,
     };
     let source_connector = PostgresSource::new(ConnectionConfig::parse(&source_url, None)?);
     let sink = PostgresSink::new(ConnectionConfig::parse(&target_url, None)?);

@@ -1,32 +1,40 @@
 //! `ferry run` and `ferry copy`.
+//!
+//! `run` supervises both directions of a migration: the forward stream (old to new) always, and,
+//! while the switch-over phase says so, the reverse stream (new to old) that keeps the old
+//! database a fallback. It follows the phase stored on the target (set by `ferry cutover` and
+//! `ferry rollback`) once a second, and serves the control plane when asked to listen.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::connector::Sink;
-use ferry_core::{ErrorClass, Result};
+use ferry_connectors::postgres::{
+    slot_status, ConnectionConfig, PostgresControl, PostgresSink, PostgresSource, SlotStatus,
+};
+use ferry_core::connector::{Sink, Source, Switchover};
+use ferry_core::cutover::{reverse_name, CutoverPhase};
+use ferry_core::{Error, ErrorClass, Result};
 use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
-use crate::connect::connectors;
+use crate::connect::configs;
 use crate::progress::Renderer;
-use crate::settings::{resolve, FlagSettings};
+use crate::settings::{resolve, FlagSettings, Settings};
 use crate::signals::shutdown_on_signals;
+use crate::telemetry::{Direction, Retention, Telemetry};
 
-/// Runs until done (copy) or stopped (run), retrying transient failures with capped exponential
-/// backoff: each attempt resumes from the durable checkpoint.
-pub async fn run(
-    flags: &FlagSettings,
-    mode: Mode,
-    max_retries: u32,
-    restart: bool,
-) -> Result<ExitCode> {
-    let settings = resolve(flags)?;
-    let (source, sink) = connectors(&settings)?;
-    let shutdown = shutdown_on_signals();
-    let progress = Renderer::new();
-    let mut options = MigrationOptions {
-        name: settings.name.clone(),
+/// Where the control plane listens, and its token.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    pub address: Option<String>,
+    pub token: Option<String>,
+}
+
+fn options_for(settings: &Settings, name: String, mode: Mode, restart: bool) -> MigrationOptions {
+    MigrationOptions {
+        name,
         selection: settings.selection.clone(),
         mode,
         parallel: settings.parallel,
@@ -38,15 +46,108 @@ pub async fn run(
         chunk_timeout: settings.network_timeout * 4,
         recopy_failed: true,
         restart,
-    };
+        ignore_writes_of: Vec::new(),
+        stream_only: false,
+    }
+}
+
+/// Runs until done (copy) or stopped (run).
+pub async fn run(
+    flags: &FlagSettings,
+    mode: Mode,
+    max_retries: u32,
+    restart: bool,
+    listen: &Listen,
+) -> Result<ExitCode> {
+    let settings = resolve(flags)?;
+    let (source_config, target_config) = configs(&settings)?;
+    let source = PostgresSource::new(source_config.clone());
+    let sink = PostgresSink::new(target_config.clone());
+    let target_control = PostgresControl::new(target_config.clone());
+    let record = target_control.load_cutover(&settings.name).await?;
+    if record.phase == CutoverPhase::Done {
+        return Err(Error::operator(
+            "cutover.phase",
+            format!(
+                "migration '{}' is finished (its streams were removed)",
+                settings.name
+            ),
+        )
+        .with_hint("start a new migration under another --name"));
+    }
+    let shutdown = shutdown_on_signals();
+    let telemetry = Arc::new(Telemetry::new(
+        &settings.name,
+        Direction::new("forward", Some(Renderer::new())),
+        Direction::new("reverse", None),
+    ));
+    telemetry.set_record(record.clone());
+    if let Some(address) = &listen.address {
+        crate::http::serve(address, listen.token.clone(), telemetry.clone()).await?;
+    }
+    let mut options = options_for(&settings, settings.name.clone(), mode, restart);
+    options.ignore_writes_of = vec![reverse_name(&settings.name)];
+    options.stream_only = record.phase.target_in_use();
+
+    let (stop_watcher, watcher_stopped) = watch::channel(false);
+    let watcher = (mode == Mode::Run).then(|| {
+        tokio::spawn(follow_phase(
+            settings.clone(),
+            (source_config.clone(), target_config.clone()),
+            telemetry.clone(),
+            max_retries,
+            watcher_stopped.clone(),
+        ))
+    });
+    let sampler = tokio::spawn(sample_positions(
+        settings.name.clone(),
+        (source_config, target_config),
+        telemetry.clone(),
+    ));
+    let result = supervise(
+        &source,
+        &sink,
+        Some(&target_control),
+        options,
+        &telemetry.forward,
+        shutdown,
+        max_retries,
+    )
+    .await;
+    let _ = stop_watcher.send(true);
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
+    sampler.abort();
+    telemetry.forward.finish();
+    result
+}
+
+/// Runs one direction, retrying transient failures with capped exponential backoff: each
+/// attempt resumes from the durable checkpoint. With `phase_from`, each attempt first reads the
+/// switch-over phase: once applications use the target, tables are never copied again.
+async fn supervise(
+    source: &dyn Source,
+    sink: &dyn Sink,
+    phase_from: Option<&dyn Switchover>,
+    mut options: MigrationOptions,
+    progress: &Direction,
+    shutdown: watch::Receiver<bool>,
+    max_retries: u32,
+) -> Result<ExitCode> {
     let mut failures = 0;
     let mut paused = false;
     // Failures not yet recorded on the target (it may be the one that failed).
     let mut unrecorded: Vec<(i64, &'static str, String)> = Vec::new();
     loop {
-        record_failures(&sink, &settings.name, &mut unrecorded).await;
+        record_failures(sink, &options.name, &mut unrecorded).await;
+        if let Some(control) = phase_from {
+            if let Ok(record) = control.load_cutover(&options.name).await {
+                options.stream_only = record.phase.target_in_use();
+            }
+        }
         let started = Instant::now();
-        let result = run_migration(&source, &sink, &options, &progress, shutdown.clone()).await;
+        let result = run_migration(source, sink, &options, progress, shutdown.clone()).await;
         // Start over at most once: a retry resumes what the restart began; and a retry does not
         // re-copy tables that failed (their cause is still there).
         options.restart = false;
@@ -57,10 +158,12 @@ pub async fn run(
             paused = false;
         }
         let stopping = *shutdown.borrow();
+        if let Err(error) = &result {
+            progress.error(error.code(), error.message());
+        }
         let delay = match result {
             Ok(()) => {
-                progress.finish();
-                info!(migration = %settings.name, "done");
+                info!(migration = %options.name, "done");
                 return Ok(ExitCode::SUCCESS);
             }
             // A full or read-only target: wait for the operator, however long it takes.
@@ -70,7 +173,7 @@ pub async fn run(
             {
                 unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
                 if !paused {
-                    warn!(class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
+                    warn!(migration = %options.name, class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
                     paused = true;
                 }
                 Duration::from_secs(5)
@@ -84,22 +187,186 @@ pub async fn run(
                 failures += 1;
                 let delay = backoff(failures);
                 if failures == 1 {
-                    warn!(class = %error.class(), code = error.code(), error = %error, retry_in = ?delay, "transient failure; resuming from the checkpoint");
+                    warn!(migration = %options.name, class = %error.class(), code = error.code(), error = %error, retry_in = ?delay, "transient failure; resuming from the checkpoint");
                 } else {
-                    info!(code = error.code(), attempt = failures, retry_in = ?delay, "still failing; retrying");
+                    info!(migration = %options.name, code = error.code(), attempt = failures, retry_in = ?delay, "still failing; retrying");
                 }
                 delay
             }
-            Err(error) => {
-                progress.finish();
-                return Err(error);
-            }
+            Err(error) => return Err(error),
         };
         let mut stop = shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
         }
+    }
+}
+
+/// A running reverse direction.
+struct Reverse {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Follows the switch-over phase stored on the target: starts the reverse stream when writes
+/// are switched, stops it (and removes its slot) after a rollback.
+async fn follow_phase(
+    settings: Settings,
+    (source_config, target_config): (ConnectionConfig, ConnectionConfig),
+    telemetry: Arc<Telemetry>,
+    max_retries: u32,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let name = settings.name.clone();
+    let reverse_migration = reverse_name(&name);
+    let target_control = PostgresControl::new(target_config.clone());
+    let mut reverse: Option<Reverse> = None;
+    let mut first = true;
+    loop {
+        match target_control.load_cutover(&name).await {
+            Ok(record) => {
+                telemetry.set_record(record.clone());
+                let wanted = record.phase.streams_back();
+                if wanted && reverse.is_none() {
+                    info!(phase = %record.phase, "writes go to the new database: streaming it back to the old one");
+                    let (stop, receiver) = watch::channel(false);
+                    let mut options =
+                        options_for(&settings, reverse_migration.clone(), Mode::Run, false);
+                    options.recopy_failed = false;
+                    options.ignore_writes_of = vec![name.clone()];
+                    options.stream_only = true;
+                    let new_source = PostgresSource::new(target_config.clone());
+                    let old_sink = PostgresSink::new(source_config.clone());
+                    let telemetry = telemetry.clone();
+                    telemetry.set_reverse_running(true);
+                    let task = tokio::spawn(async move {
+                        if let Err(error) = supervise(
+                            &new_source,
+                            &old_sink,
+                            None,
+                            options,
+                            &telemetry.reverse,
+                            receiver,
+                            max_retries,
+                        )
+                        .await
+                        {
+                            error!(class = %error.class(), code = error.code(), error = %error, "the reverse stream stopped: the old database no longer follows the new one; fix the cause and restart ferry run");
+                        }
+                    });
+                    reverse = Some(Reverse { stop, task });
+                } else if !wanted && (reverse.is_some() || first) {
+                    if let Some(running) = reverse.take() {
+                        info!(phase = %record.phase, "writes go to the old database again: stopping the reverse stream");
+                        let _ = running.stop.send(true);
+                        let _ = running.task.await;
+                        telemetry.set_reverse_running(false);
+                    }
+                    remove_leftover_reverse(&target_control, &name, &reverse_migration).await;
+                }
+                first = false;
+            }
+            Err(error) => {
+                warn!(code = error.code(), error = %error, "cannot read the switch-over phase; trying again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.wait_for(|stopped| *stopped) => break,
+        }
+    }
+    if let Some(running) = reverse.take() {
+        let _ = running.stop.send(true);
+        let _ = running.task.await;
+    }
+}
+
+/// Drops the reverse stream's slot on the new database once no phase needs it (it would keep
+/// WAL there for nothing). Re-reads the phase just before, so a cutover that just created it is
+/// left alone.
+async fn remove_leftover_reverse(control: &PostgresControl, name: &str, reverse_migration: &str) {
+    let Ok(Some(false)) = control.stream_active(reverse_migration).await else {
+        return;
+    };
+    let Ok(record) = control.load_cutover(name).await else {
+        return;
+    };
+    if matches!(
+        record.phase,
+        CutoverPhase::Replicating | CutoverPhase::ReadsSwitched
+    ) {
+        match control.drop_stream(reverse_migration).await {
+            Ok(()) => info!(
+                stream = reverse_migration,
+                "removed the reverse stream's slot"
+            ),
+            Err(error) => {
+                warn!(code = error.code(), error = %error, "cannot remove the reverse stream's slot")
+            }
+        }
+    }
+}
+
+/// Samples both databases' end of log once a second (for lag) and the slot's retention every
+/// 30 s, warning before the source would drop WAL ferry still needs.
+async fn sample_positions(
+    name: String,
+    (source_config, target_config): (ConnectionConfig, ConnectionConfig),
+    telemetry: Arc<Telemetry>,
+) {
+    let old = PostgresSource::new(source_config.clone());
+    let new = PostgresSource::new(target_config);
+    let mut last_retention_check: Option<Instant> = None;
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        if let Ok(position) = old.current_position().await {
+            telemetry.forward.source_position(position);
+        }
+        if telemetry.record().phase.streams_back() {
+            if let Ok(position) = new.current_position().await {
+                telemetry.reverse.source_position(position);
+            }
+        }
+        if last_retention_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+            last_retention_check = Some(Instant::now());
+            if let Ok(Some(status)) = slot_status(&source_config, &name).await {
+                if let Some(warning) = retention_warning(&status) {
+                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(300)) {
+                        last_warning = Some(Instant::now());
+                        warn!(
+                            retained_bytes = status.retained_bytes,
+                            safe_wal_bytes = status.safe_wal_bytes,
+                            wal_status = status.wal_status.as_deref(),
+                            "{warning}"
+                        );
+                    }
+                }
+                telemetry.set_retention(Retention {
+                    retained_bytes: Some(status.retained_bytes),
+                    safe_wal_bytes: status.safe_wal_bytes,
+                    wal_status: status.wal_status,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The retention guard: a warning when the source is close to dropping WAL the slot needs.
+pub fn retention_warning(status: &SlotStatus) -> Option<String> {
+    match status.wal_status.as_deref() {
+        Some("lost") => return Some("the replication slot was invalidated: changes are lost; start over with `ferry run --restart` after raising max_slot_wal_keep_size".into()),
+        Some("unreserved") => return Some("the source is about to remove WAL the replication slot still needs: speed ferry up (more --parallel, a faster target) or raise max_slot_wal_keep_size now, or the migration must start over".into()),
+        _ => {}
+    }
+    match status.safe_wal_bytes {
+        Some(safe) if safe < status.retained_bytes => Some(format!(
+            "the replication slot holds {} MiB of WAL and only {} MiB more may be written before the source invalidates it: raise max_slot_wal_keep_size or let ferry catch up",
+            status.retained_bytes >> 20,
+            safe.max(0) >> 20
+        )),
+        _ => None,
     }
 }
 
@@ -150,6 +417,30 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_guard_warns_before_the_slot_is_lost() {
+        let status = |wal_status: &str, retained: i64, safe: Option<i64>| SlotStatus {
+            active: true,
+            retained_bytes: retained,
+            wal_status: Some(wal_status.into()),
+            safe_wal_bytes: safe,
+        };
+        assert_eq!(retention_warning(&status("reserved", 1 << 20, None)), None);
+        assert_eq!(
+            retention_warning(&status("reserved", 1 << 20, Some(1 << 30))),
+            None
+        );
+        assert!(
+            retention_warning(&status("reserved", 1 << 30, Some(1 << 20)))
+                .unwrap()
+                .contains("max_slot_wal_keep_size")
+        );
+        assert!(retention_warning(&status("unreserved", 0, None)).is_some());
+        assert!(retention_warning(&status("lost", 0, None))
+            .unwrap()
+            .contains("--restart"));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 mod check;
+mod cutover;
 mod demo;
 mod migrate;
 mod status;
@@ -8,6 +9,7 @@ mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_core::Result;
@@ -42,6 +44,8 @@ pub enum Command {
         connection: ConnectionArgs,
         #[command(flatten)]
         copy: CopyArgs,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
     /// Copy the selected tables once and exit (no streaming). Resumable.
     Copy {
@@ -82,6 +86,54 @@ pub enum Command {
         #[arg(long)]
         chunk_rows: Option<u64>,
     },
+    /// Switch applications to the new database while `ferry run` streams: with --reads, readers
+    /// only; otherwise fence writes on the old database, drain to lag zero, sync sequences, start
+    /// the reverse stream and hand writes to the new database. Reports the write downtime.
+    Cutover {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        #[command(flatten)]
+        switch: SwitchArgs,
+        /// Only record that readers moved to the new database (phase reads-switched).
+        #[arg(long)]
+        reads: bool,
+        /// Rehearse everything except the fence and predict the write downtime.
+        #[arg(long)]
+        dry_run: bool,
+        /// Switch even though the last verification was not clean or never ran.
+        #[arg(long)]
+        force: bool,
+        /// Fence only after the lag stayed at most this long (e.g. 1s, 500ms) ...
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        max_lag: Duration,
+        /// ... for this long.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        stable_for: Duration,
+        /// Give up when the lag has not settled within this time.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        lag_wait: Duration,
+    },
+    /// Go back to the old database from any phase, losing no write: after a cutover, fence the
+    /// new database, drain the reverse stream, then let the old one take writes again.
+    Rollback {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        #[command(flatten)]
+        switch: SwitchArgs,
+    },
+    /// After a cutover: remove both change streams (slots, publications, origins). Stop
+    /// `ferry run` first. The old database stays read-only for applications unless
+    /// --unfence-source.
+    Finish {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Let applications write to the old database again.
+        #[arg(long)]
+        unfence_source: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start two throwaway PostgreSQL servers, fill one, migrate it live under writes, and prove
     /// both equal.
     Demo {
@@ -112,6 +164,53 @@ pub struct ConnectionArgs {
     /// The migration's name (names its replication slot, publication and state).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+/// The control plane.
+#[derive(Debug, Args, Clone)]
+pub struct ListenArgs {
+    /// Serve /api/status, /api/phase, /metrics and /healthz on this address (e.g.
+    /// 127.0.0.1:9187).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The token clients must send (Authorization: Bearer ...); required beyond loopback.
+    #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+/// Shared by `cutover` and `rollback`.
+#[derive(Debug, Args, Clone)]
+pub struct SwitchArgs {
+    /// Abort (and lift the fence) when draining to lag zero takes longer than this.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub fence_timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses durations like `1s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|character: char| !character.is_ascii_digit() && character != '.')
+        .map(|index| text.split_at(index))
+        .unwrap_or((text, "s"));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 1s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "'{text}': unknown unit '{unit}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// How to copy.
@@ -155,12 +254,86 @@ impl ConnectionArgs {
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { connection, json } => check::run(&connection.flags(None), json).await,
-        Command::Run { connection, copy } => {
+        Command::Run {
+            connection,
+            copy,
+            listen,
+        } => {
             migrate::run(
                 &connection.flags(Some(&copy)),
                 ferry_engine::Mode::Run,
                 copy.max_retries,
                 copy.restart,
+                &migrate::Listen {
+                    address: listen.listen,
+                    token: listen.api_token,
+                },
+            )
+            .await
+        }
+        Command::Cutover {
+            connection,
+            switch,
+            reads,
+            dry_run,
+            force,
+            max_lag,
+            stable_for,
+            lag_wait,
+        } => {
+            let action = if reads {
+                cutover::Action::Reads
+            } else {
+                cutover::Action::Writes
+            };
+            cutover::run(
+                &connection.flags(None),
+                action,
+                &cutover::SwitchFlags {
+                    max_lag,
+                    stable_for,
+                    lag_wait,
+                    fence_timeout: switch.fence_timeout,
+                    dry_run,
+                    force,
+                    json: switch.json,
+                },
+            )
+            .await
+        }
+        Command::Rollback { connection, switch } => {
+            cutover::run(
+                &connection.flags(None),
+                cutover::Action::Rollback,
+                &cutover::SwitchFlags {
+                    max_lag: Duration::from_secs(1),
+                    stable_for: Duration::ZERO,
+                    lag_wait: Duration::from_secs(300),
+                    fence_timeout: switch.fence_timeout,
+                    dry_run: false,
+                    force: false,
+                    json: switch.json,
+                },
+            )
+            .await
+        }
+        Command::Finish {
+            connection,
+            unfence_source,
+            json,
+        } => {
+            cutover::run(
+                &connection.flags(None),
+                cutover::Action::Finish { unfence_source },
+                &cutover::SwitchFlags {
+                    max_lag: Duration::from_secs(1),
+                    stable_for: Duration::ZERO,
+                    lag_wait: Duration::from_secs(300),
+                    fence_timeout: Duration::from_secs(30),
+                    dry_run: false,
+                    force: false,
+                    json,
+                },
             )
             .await
         }
@@ -170,6 +343,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ferry_engine::Mode::Copy,
                 copy.max_retries,
                 copy.restart,
+                &migrate::Listen::default(),
             )
             .await
         }
@@ -201,5 +375,20 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             rows,
             stream_seconds,
         } => demo::run(rows, stream_seconds).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3d").is_err());
     }
 }

@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{failure_summary, slot_status, PostgresSink, PostgresSource};
-use ferry_core::connector::{Sink, Source};
+use ferry_connectors::postgres::{
+    failure_summary, slot_status, PostgresControl, PostgresSink, PostgresSource,
+};
+use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::state::TableState;
 use ferry_core::{Position, Result};
 use serde_json::json;
@@ -75,11 +77,32 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent, "error": progress.note })
         })
         .collect();
+    let control = PostgresControl::new(target_config.clone());
+    let cutover = control
+        .load_cutover(&settings.name)
+        .await
+        .unwrap_or_default();
+    let source_fenced = PostgresControl::new(source_config.clone())
+        .fenced_by()
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let target_fenced = control.fenced_by().await.ok().flatten().is_some();
+    let switch = json!({
+        "phase": cutover.phase,
+        "read_primary": cutover.phase.read_primary(),
+        "write_primary": cutover.phase.write_primary(),
+        "last_downtime_ms": cutover.last_downtime_millis,
+        "source_fenced": source_fenced,
+        "target_fenced": target_fenced,
+    });
     let report = json!({
         "migration": settings.name,
         "source": source_config.describe(),
         "target": target_config.describe(),
         "phase": phase,
+        "switch": switch,
         "checkpoint": state.stream.as_ref().map(|checkpoint| checkpoint.position.to_string()),
         "source_position": source_position.map(|position| position.to_string()),
         "lag_bytes": lag_bytes,
@@ -100,6 +123,14 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
         settings.name,
         source_config.describe(),
         target_config.describe()
+    );
+    println!(
+        "switch-over: {} (reads: {}, writes: {}){}{}",
+        cutover.phase,
+        switch["read_primary"].as_str().unwrap_or("?"),
+        switch["write_primary"].as_str().unwrap_or("fenced"),
+        if source_fenced { ", source fenced" } else { "" },
+        if target_fenced { ", target fenced" } else { "" }
     );
     if let Some(checkpoint) = &state.stream {
         println!(

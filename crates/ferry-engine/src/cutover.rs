@@ -1,0 +1,663 @@
+//! Switching applications from the old database to the new one, and back, without losing a
+//! write.
+//!
+//! These functions are controllers: they never stream themselves. A `ferry run` process streams
+//! old to new (and, once writes are switched, new to old) and stores each stream's checkpoint on
+//! its target; the controllers fence, watch those checkpoints and move the phase. So the stream
+//! keeps running across the switch, and a crash of either process loses nothing.
+//!
+//! Cutover, and why no acknowledged write is lost:
+//! 1. The phase becomes `fenced` (stored first, so a crash leaves a record to finish or undo).
+//! 2. The old database is fenced: new sessions are read-only and every other session is ended,
+//!    so each write was either committed before the fence position F or failed (unacknowledged).
+//! 3. Drain: wait until the forward checkpoint on the new database reaches F. Every write
+//!    acknowledged on the old database is now durable on the new one (lag exactly zero).
+//! 4. Sequences are copied past the source's values.
+//! 5. The reverse stream is created on the new database (a slot at position R, before any
+//!    application writes there) and its state is stored on the old one with every table copied.
+//! 6. The phase becomes `writes-switched`; applications may now write to the new database. Every
+//!    such write is after R, so the reverse stream carries it to the old database.
+//!
+//! Loop safety: each applier tags its transactions with its migration's replication origin, and
+//! each stream leaves out the other direction's tag.
+//!
+//! Rollback from `writes-switched` mirrors it: fence the new database, drain the reverse stream
+//! to the fence, copy sequences back, lift the old database's fence, phase `replicating`.
+
+use std::time::{Duration, Instant};
+
+use ferry_core::connector::{Sink, Source, Switchover};
+use ferry_core::cutover::{reverse_name, CutoverPhase, CutoverRecord};
+use ferry_core::schema::Catalog;
+use ferry_core::select::Selection;
+use ferry_core::state::TableState;
+use ferry_core::{failpoint, Error, Position, Result, TableName};
+use tracing::{info, warn};
+
+use crate::lag::LagMeter;
+use crate::stream::sync_sequences;
+
+/// One database as the controllers see it.
+pub struct Database<'a> {
+    pub source: &'a dyn Source,
+    pub sink: &'a dyn Sink,
+    pub control: &'a dyn Switchover,
+}
+
+/// The database being left and the one being moved to.
+pub struct Databases<'a> {
+    pub old: Database<'a>,
+    pub new: Database<'a>,
+}
+
+/// How to switch.
+#[derive(Debug, Clone)]
+pub struct CutoverOptions {
+    pub migration: String,
+    pub selection: Selection,
+    /// Fence only after the lag stayed at most this long ...
+    pub max_lag: Duration,
+    /// ... for this long without a break.
+    pub stable_for: Duration,
+    /// Give up when the lag has not settled within this time.
+    pub lag_wait: Duration,
+    /// Abort and lift the fence when draining takes longer.
+    pub fence_timeout: Duration,
+    /// Rehearse everything except the fence, and predict the write downtime.
+    pub dry_run: bool,
+    /// Switch even though the last verification was not clean (or never ran).
+    pub force: bool,
+    /// How often positions are sampled.
+    pub poll: Duration,
+}
+
+/// What a controller did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CutoverReport {
+    pub phase_before: CutoverPhase,
+    pub phase: CutoverPhase,
+    /// Writes were blocked this long (fence to switch), in milliseconds.
+    pub write_downtime_millis: Option<u64>,
+    /// A dry run's estimate of the write downtime, in milliseconds.
+    pub predicted_downtime_millis: Option<u64>,
+    /// The lag when the fence went up (or, in a dry run, at the end), in milliseconds.
+    pub lag_millis: Option<u64>,
+    /// The fence position the stream drained to.
+    pub fence_position: Option<String>,
+    pub sequences_synced: usize,
+    pub summary: String,
+}
+
+impl CutoverReport {
+    fn unchanged(phase: CutoverPhase, summary: impl Into<String>) -> CutoverReport {
+        CutoverReport {
+            phase_before: phase,
+            phase,
+            write_downtime_millis: None,
+            predicted_downtime_millis: None,
+            lag_millis: None,
+            fence_position: None,
+            sequences_synced: 0,
+            summary: summary.into(),
+        }
+    }
+}
+
+fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn record(phase: CutoverPhase, previous: &CutoverRecord) -> CutoverRecord {
+    CutoverRecord {
+        phase,
+        updated_unix_micros: unix_micros_now(),
+        ..previous.clone()
+    }
+}
+
+/// Moves readers: `replicating` to `reads-switched`.
+pub async fn switch_reads(databases: &Databases<'_>, migration: &str) -> Result<CutoverReport> {
+    let current = databases.new.control.load_cutover(migration).await?;
+    match current.phase {
+        CutoverPhase::Replicating => {}
+        CutoverPhase::ReadsSwitched => {
+            return Ok(CutoverReport::unchanged(
+                current.phase,
+                "readers already use the new database",
+            ))
+        }
+        phase => {
+            return Err(Error::operator(
+                "cutover.phase",
+                format!("readers cannot be switched in phase {phase}"),
+            )
+            .with_hint(
+                "`ferry status` shows the phase; `ferry rollback` goes back to replicating",
+            ))
+        }
+    }
+    require_copied(databases.new.sink, migration).await?;
+    databases
+        .new
+        .control
+        .save_cutover(migration, &record(CutoverPhase::ReadsSwitched, &current))
+        .await?;
+    info!(migration, "readers switched to the new database");
+    Ok(CutoverReport {
+        phase: CutoverPhase::ReadsSwitched,
+        ..CutoverReport::unchanged(
+            current.phase,
+            "readers may use the new database; writes still go to the old one",
+        )
+    })
+}
+
+/// Switches writes to the new database (see the module notes), or rehearses it.
+pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Result<CutoverReport> {
+    let migration = options.migration.as_str();
+    let mut current = databases.new.control.load_cutover(migration).await?;
+    let phase_before = current.phase;
+    match current.phase {
+        CutoverPhase::WritesSwitched => {
+            return Ok(CutoverReport::unchanged(
+                current.phase,
+                "writes already go to the new database",
+            ))
+        }
+        CutoverPhase::Done => {
+            return Err(Error::operator(
+                "cutover.phase",
+                "this migration is finished",
+            ))
+        }
+        CutoverPhase::RollingBack => {
+            return Err(Error::operator("cutover.phase", "a rollback is under way")
+                .with_hint("complete it with `ferry rollback`, then cut over again"))
+        }
+        CutoverPhase::Replicating | CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {}
+    }
+    require_copied(databases.new.sink, migration).await?;
+    if databases.old.control.stream_active(migration).await? != Some(true) {
+        return Err(Error::operator(
+            "cutover.not_streaming",
+            format!("no ferry process is streaming migration '{migration}' right now"),
+        )
+        .with_hint("start `ferry run` for this migration (it keeps streaming through the switch), then run cutover again"));
+    }
+    databases.old.control.check_switchover().await?;
+    databases.new.control.check_switchover().await?;
+    let catalog = databases
+        .old
+        .source
+        .read_catalog(&options.selection)
+        .await?;
+    let tables: Vec<TableName> = catalog
+        .tables
+        .iter()
+        .map(|table| table.name.clone())
+        .collect();
+    let sequences: Vec<TableName> = catalog
+        .sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
+
+    let mut lag = None;
+    if current.phase != CutoverPhase::Fenced {
+        match databases.new.control.last_verification_clean(migration).await? {
+            Some(true) => {}
+            verdict if options.force => warn!(?verdict, "switching without a clean verification (--force)"),
+            Some(false) => return Err(Error::operator("cutover.not_verified", "the last verification found differences or did not finish")
+                .with_hint("run `ferry verify --while-streaming` (add --repair to fix differences) until it reports equal, or pass --force")),
+            None => return Err(Error::operator("cutover.not_verified", "this migration was never verified")
+                .with_hint("run `ferry verify --while-streaming` first, or pass --force")),
+        }
+        lag = Some(wait_for_low_lag(databases, options).await?);
+        if options.dry_run {
+            return rehearse(
+                databases,
+                options,
+                &sequences,
+                &tables,
+                phase_before,
+                lag.unwrap_or_default(),
+            )
+            .await;
+        }
+        current = CutoverRecord {
+            phase: CutoverPhase::Fenced,
+            before_fence: Some(current.phase),
+            fenced_at_unix_micros: Some(unix_micros_now()),
+            last_downtime_millis: current.last_downtime_millis,
+            updated_unix_micros: unix_micros_now(),
+        };
+        databases
+            .new
+            .control
+            .save_cutover(migration, &current)
+            .await?;
+    } else if options.dry_run {
+        return Err(Error::operator("cutover.phase", "the old database is fenced already; nothing to rehearse")
+            .with_hint("run cutover without --dry-run to finish the switch, or `ferry rollback` to lift the fence"));
+    } else {
+        info!(
+            migration,
+            "resuming an interrupted cutover: the old database is fenced"
+        );
+    }
+
+    let fence_position = databases.old.control.fence(migration).await?;
+    failpoint::hit("cutover.after_fence");
+    let drained = drain(
+        databases.new.control,
+        migration,
+        fence_position,
+        options.fence_timeout,
+        options.poll,
+    )
+    .await;
+    if let Err(error) = drained {
+        warn!(code = error.code(), error = %error, "draining failed; lifting the fence on the old database");
+        databases.old.control.unfence().await?;
+        let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
+        let restored = CutoverRecord {
+            phase: back,
+            before_fence: None,
+            fenced_at_unix_micros: None,
+            ..record(back, &current)
+        };
+        databases
+            .new
+            .control
+            .save_cutover(migration, &restored)
+            .await?;
+        return Err(error.context("cutover aborted, writes go to the old database again"));
+    }
+    failpoint::hit("cutover.after_drain");
+    sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
+
+    // The reverse stream starts here, before any application writes to the new database.
+    let reverse = reverse_name(migration);
+    let (position, snapshot) = databases
+        .new
+        .source
+        .create_stream(&reverse, &tables)
+        .await?;
+    drop(snapshot);
+    start_reverse_state(databases.old.sink, &catalog, &reverse, position).await?;
+    failpoint::hit("cutover.after_reverse_stream");
+    if databases.new.control.fenced_by().await?.is_some() {
+        databases.new.control.unfence().await?;
+    }
+    let downtime = current
+        .fenced_at_unix_micros
+        .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
+    let switched = CutoverRecord {
+        phase: CutoverPhase::WritesSwitched,
+        before_fence: None,
+        fenced_at_unix_micros: None,
+        last_downtime_millis: downtime.map(|millis| millis as i64),
+        updated_unix_micros: unix_micros_now(),
+    };
+    databases
+        .new
+        .control
+        .save_cutover(migration, &switched)
+        .await?;
+    info!(
+        migration,
+        downtime_ms = downtime,
+        "writes switched to the new database; the old one follows it"
+    );
+    Ok(CutoverReport {
+        phase_before,
+        phase: CutoverPhase::WritesSwitched,
+        write_downtime_millis: downtime,
+        predicted_downtime_millis: None,
+        lag_millis: lag.map(|lag| lag.as_millis() as u64),
+        fence_position: Some(fence_position.to_string()),
+        sequences_synced: sequences.len(),
+        summary: "writes go to the new database; the old one is kept in sync as a fallback (`ferry rollback` returns to it)".into(),
+    })
+}
+
+/// Returns writes (and reads) to the old database from any phase, losing nothing.
+pub async fn rollback(
+    databases: &Databases<'_>,
+    options: &CutoverOptions,
+) -> Result<CutoverReport> {
+    let migration = options.migration.as_str();
+    let current = databases.new.control.load_cutover(migration).await?;
+    let phase_before = current.phase;
+    match current.phase {
+        CutoverPhase::Replicating => {
+            return Ok(CutoverReport::unchanged(
+                current.phase,
+                "applications already use the old database",
+            ))
+        }
+        CutoverPhase::Done => {
+            return Err(Error::operator(
+                "cutover.phase",
+                "this migration is finished: the old database no longer follows the new one",
+            )
+            .with_hint("start a new migration from the new database to the old one"))
+        }
+        CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {
+            if databases.old.control.fenced_by().await?.is_some() {
+                databases.old.control.unfence().await?;
+            }
+            let back = CutoverRecord {
+                before_fence: None,
+                fenced_at_unix_micros: None,
+                ..record(CutoverPhase::Replicating, &current)
+            };
+            databases.new.control.save_cutover(migration, &back).await?;
+            return Ok(CutoverReport {
+                phase: CutoverPhase::Replicating,
+                ..CutoverReport::unchanged(
+                    phase_before,
+                    "readers and writers use the old database again",
+                )
+            });
+        }
+        CutoverPhase::WritesSwitched | CutoverPhase::RollingBack => {}
+    }
+    let reverse = reverse_name(migration);
+    if databases.new.control.stream_active(&reverse).await? != Some(true) {
+        return Err(Error::operator("cutover.not_streaming", format!("no ferry process is streaming the new database back to the old one (migration '{migration}')"))
+            .with_hint("start `ferry run` for this migration (after a cutover it streams both ways), then roll back again"));
+    }
+    databases.old.control.check_switchover().await?;
+    databases.new.control.check_switchover().await?;
+    let catalog = databases
+        .old
+        .source
+        .read_catalog(&options.selection)
+        .await?;
+    let sequences: Vec<TableName> = catalog
+        .sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
+    let mut fenced = current.clone();
+    if current.phase == CutoverPhase::WritesSwitched {
+        fenced = CutoverRecord {
+            phase: CutoverPhase::RollingBack,
+            before_fence: Some(CutoverPhase::WritesSwitched),
+            fenced_at_unix_micros: Some(unix_micros_now()),
+            last_downtime_millis: current.last_downtime_millis,
+            updated_unix_micros: unix_micros_now(),
+        };
+        databases
+            .new
+            .control
+            .save_cutover(migration, &fenced)
+            .await?;
+    }
+    let fence_position = databases.new.control.fence(migration).await?;
+    failpoint::hit("rollback.after_fence");
+    if let Err(error) = drain(
+        databases.old.control,
+        &reverse,
+        fence_position,
+        options.fence_timeout,
+        options.poll,
+    )
+    .await
+    {
+        warn!(code = error.code(), error = %error, "draining the reverse stream failed; lifting the fence on the new database");
+        databases.new.control.unfence().await?;
+        let restored = CutoverRecord {
+            before_fence: None,
+            fenced_at_unix_micros: None,
+            ..record(CutoverPhase::WritesSwitched, &fenced)
+        };
+        databases
+            .new
+            .control
+            .save_cutover(migration, &restored)
+            .await?;
+        return Err(error.context("rollback aborted, writes go to the new database again"));
+    }
+    sync_sequences(databases.new.source, databases.old.sink, &sequences).await?;
+    databases.old.control.unfence().await?;
+    let downtime = fenced
+        .fenced_at_unix_micros
+        .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
+    let back = CutoverRecord {
+        phase: CutoverPhase::Replicating,
+        before_fence: None,
+        fenced_at_unix_micros: None,
+        last_downtime_millis: downtime.map(|millis| millis as i64),
+        updated_unix_micros: unix_micros_now(),
+    };
+    databases.new.control.save_cutover(migration, &back).await?;
+    info!(migration, downtime_ms = downtime, "rolled back: the old database takes writes again; the new one follows it (and stays read-only for applications)");
+    Ok(CutoverReport {
+        phase_before,
+        phase: CutoverPhase::Replicating,
+        write_downtime_millis: downtime,
+        predicted_downtime_millis: None,
+        lag_millis: None,
+        fence_position: Some(fence_position.to_string()),
+        sequences_synced: sequences.len(),
+        summary:
+            "writes go to the old database again; every write made on the new one was carried back"
+                .into(),
+    })
+}
+
+/// Ends a switched migration: removes both streams (slots, publications, origins). The old
+/// database stays fenced unless `unfence_old` is set.
+pub async fn finish(
+    databases: &Databases<'_>,
+    migration: &str,
+    unfence_old: bool,
+) -> Result<CutoverReport> {
+    let current = databases.new.control.load_cutover(migration).await?;
+    match current.phase {
+        CutoverPhase::WritesSwitched | CutoverPhase::Done => {}
+        phase => {
+            return Err(Error::operator(
+                "cutover.phase",
+                format!("cannot finish in phase {phase}: writes have not been switched"),
+            )
+            .with_hint("run `ferry cutover` first"))
+        }
+    }
+    let reverse = reverse_name(migration);
+    for (control, name) in [
+        (databases.old.control, migration),
+        (databases.new.control, reverse.as_str()),
+        (databases.old.control, reverse.as_str()),
+        (databases.new.control, migration),
+    ] {
+        control.drop_stream(name).await?;
+    }
+    if current.phase != CutoverPhase::Done {
+        databases
+            .new
+            .control
+            .save_cutover(migration, &record(CutoverPhase::Done, &current))
+            .await?;
+    }
+    if unfence_old && databases.old.control.fenced_by().await?.is_some() {
+        databases.old.control.unfence().await?;
+    }
+    Ok(CutoverReport {
+        phase: CutoverPhase::Done,
+        ..CutoverReport::unchanged(
+            current.phase,
+            if unfence_old {
+                "streams removed; the old database takes writes again and no longer follows"
+            } else {
+                "streams removed; the old database stays read-only for applications (`ferry finish --unfence-source` lifts that)"
+            },
+        )
+    })
+}
+
+/// Every table of the migration must be copied and none failed.
+async fn require_copied(sink: &dyn Sink, migration: &str) -> Result<()> {
+    let state = sink.load_state(migration).await?;
+    if state.stream.is_none() {
+        return Err(Error::operator(
+            "cutover.not_started",
+            format!("migration '{migration}' has not started on this target"),
+        )
+        .with_hint("start it with `ferry run`"));
+    }
+    let unfinished: Vec<String> = state
+        .tables
+        .iter()
+        .filter(|(_, progress)| progress.state != TableState::Copied)
+        .map(|(name, progress)| format!("{name} ({})", progress.state.as_str()))
+        .collect();
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    Err(Error::operator("cutover.not_copied", format!("tables not ready: {}", unfinished.join(", ")))
+        .with_hint("let `ferry run` finish copying (a failed table is copied afresh when ferry run starts again)"))
+}
+
+/// Waits until the lag has stayed at most `max_lag` for `stable_for`; returns the lag then.
+async fn wait_for_low_lag(databases: &Databases<'_>, options: &CutoverOptions) -> Result<Duration> {
+    let started = Instant::now();
+    let mut meter = LagMeter::new();
+    let mut stable_since: Option<Instant> = None;
+    let mut last_report = Instant::now();
+    loop {
+        let source = databases.old.source.current_position().await?;
+        let now = Instant::now();
+        meter.source_at(now, source);
+        if let Some(applied) = databases
+            .new
+            .control
+            .applied_position(&options.migration)
+            .await?
+        {
+            meter.applied(applied);
+        }
+        let lag = meter.lag(Instant::now());
+        if lag <= options.max_lag {
+            let since = *stable_since.get_or_insert(now);
+            if now.duration_since(since) >= options.stable_for {
+                info!(lag_ms = lag.as_millis() as u64, "lag is low and steady");
+                return Ok(lag);
+            }
+        } else {
+            stable_since = None;
+        }
+        if started.elapsed() > options.lag_wait {
+            return Err(Error::operator("cutover.lag", format!("the lag did not stay under {} ms for {} s within {} s (now {} ms)", options.max_lag.as_millis(), options.stable_for.as_secs(), options.lag_wait.as_secs(), lag.as_millis()))
+                .with_hint("let ferry catch up (check `ferry status`), lower the write load, or allow more with --max-lag"));
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            info!(
+                lag_ms = lag.as_millis() as u64,
+                bytes_behind = meter.lag_units(),
+                "waiting for the lag to settle"
+            );
+        }
+        tokio::time::sleep(options.poll).await;
+    }
+}
+
+/// Waits until the checkpoint of `migration` stored by `target` reaches `position`.
+async fn drain(
+    target: &dyn Switchover,
+    migration: &str,
+    position: Position,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if target
+            .applied_position(migration)
+            .await?
+            .is_some_and(|applied| applied >= position)
+        {
+            info!(%position, drain_ms = started.elapsed().as_millis() as u64, "drained to the fence");
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::operator("cutover.fence_timeout", format!("the stream did not reach the fence position {position} within {} s", timeout.as_secs()))
+                .with_hint("check that `ferry run` is streaming and caught up (`ferry status`), or allow more with --fence-timeout"));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Stores the reverse migration's state on the old database: the stream starts at `position`
+/// and every table counts as copied (the two databases are equal at the fence).
+async fn start_reverse_state(
+    old: &dyn Sink,
+    catalog: &Catalog,
+    reverse: &str,
+    position: Position,
+) -> Result<()> {
+    old.create_tables(catalog).await?;
+    old.start_stream(reverse, position).await?;
+    for table in &catalog.tables {
+        old.set_table_state(reverse, &table.name, TableState::Copied)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A dry run: everything but the fence, timed, to predict the write downtime.
+async fn rehearse(
+    databases: &Databases<'_>,
+    options: &CutoverOptions,
+    sequences: &[TableName],
+    tables: &[TableName],
+    phase_before: CutoverPhase,
+    lag: Duration,
+) -> Result<CutoverReport> {
+    let started = Instant::now();
+    // Sequences only ever move forward, so copying them now is harmless.
+    sync_sequences(databases.old.source, databases.new.sink, sequences).await?;
+    let sequence_time = started.elapsed();
+    let rehearsal = format!("{}_rehearsal", options.migration);
+    let started = Instant::now();
+    let (_, snapshot) = databases
+        .new
+        .source
+        .create_stream(&rehearsal, tables)
+        .await?;
+    drop(snapshot);
+    let reverse_time = started.elapsed();
+    databases.new.control.drop_stream(&rehearsal).await?;
+    let started = Instant::now();
+    databases
+        .new
+        .control
+        .load_cutover(&options.migration)
+        .await?;
+    let round_trip = started.elapsed();
+    // Fence (a few round trips), drain (the lag plus how often idle positions are stored),
+    // sequences, the reverse stream, two phase records.
+    let predicted =
+        round_trip * 6 + lag + Duration::from_millis(250) + sequence_time + reverse_time;
+    info!(
+        predicted_ms = predicted.as_millis() as u64,
+        "dry run: nothing was fenced"
+    );
+    Ok(CutoverReport {
+        phase_before,
+        phase: phase_before,
+        write_downtime_millis: None,
+        predicted_downtime_millis: Some(predicted.as_millis() as u64),
+        lag_millis: Some(lag.as_millis() as u64),
+        fence_position: None,
+        sequences_synced: sequences.len(),
+        summary: "dry run: lag, verification and privileges allow a cutover; nothing was fenced"
+            .into(),
+    })
+}

@@ -1,0 +1,117 @@
+//! `ferry cutover`, `ferry rollback` and `ferry finish`: move applications between the old and
+//! the new database while a `ferry run` keeps streaming.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ferry_connectors::postgres::{PostgresControl, PostgresSink, PostgresSource};
+use ferry_core::Result;
+use ferry_engine::cutover::{self, CutoverOptions, CutoverReport, Database, Databases};
+
+use crate::connect::configs;
+use crate::settings::{resolve, FlagSettings};
+
+/// Which switch to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Readers to the new database only.
+    Reads,
+    /// Writes to the new database (fence, drain, reverse stream).
+    Writes,
+    /// Back to the old database.
+    Rollback,
+    /// Remove the streams after a cutover.
+    Finish { unfence_source: bool },
+}
+
+/// The flags of `cutover` and `rollback`.
+#[derive(Debug, Clone)]
+pub struct SwitchFlags {
+    pub max_lag: Duration,
+    pub stable_for: Duration,
+    pub lag_wait: Duration,
+    pub fence_timeout: Duration,
+    pub dry_run: bool,
+    pub force: bool,
+    pub json: bool,
+}
+
+struct PostgresDatabase {
+    source: PostgresSource,
+    sink: PostgresSink,
+    control: PostgresControl,
+}
+
+pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> Result<ExitCode> {
+    let settings = resolve(flags)?;
+    let (source_config, target_config) = configs(&settings)?;
+    let open = |config: &ferry_connectors::postgres::ConnectionConfig| PostgresDatabase {
+        source: PostgresSource::new(config.clone()),
+        sink: PostgresSink::new(config.clone()),
+        control: PostgresControl::new(config.clone()),
+    };
+    let (old, new) = (open(&source_config), open(&target_config));
+    let databases = Databases {
+        old: Database {
+            source: &old.source,
+            sink: &old.sink,
+            control: &old.control,
+        },
+        new: Database {
+            source: &new.source,
+            sink: &new.sink,
+            control: &new.control,
+        },
+    };
+    let options = CutoverOptions {
+        migration: settings.name.clone(),
+        selection: settings.selection.clone(),
+        max_lag: switch.max_lag,
+        stable_for: switch.stable_for,
+        lag_wait: switch.lag_wait,
+        fence_timeout: switch.fence_timeout,
+        dry_run: switch.dry_run,
+        force: switch.force,
+        poll: Duration::from_millis(50),
+    };
+    let report = match action {
+        Action::Reads => cutover::switch_reads(&databases, &settings.name).await?,
+        Action::Writes => cutover::cutover(&databases, &options).await?,
+        Action::Rollback => cutover::rollback(&databases, &options).await?,
+        Action::Finish { unfence_source } => {
+            cutover::finish(&databases, &settings.name, unfence_source).await?
+        }
+    };
+    print(&report, switch.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(report: &CutoverReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("reports serialize")
+        );
+        return;
+    }
+    println!("phase: {} -> {}", report.phase_before, report.phase);
+    if let Some(millis) = report.write_downtime_millis {
+        println!(
+            "write downtime: {:.3} s (fence to switch)",
+            millis as f64 / 1000.0
+        );
+    }
+    if let Some(millis) = report.predicted_downtime_millis {
+        println!("predicted write downtime: {:.3} s", millis as f64 / 1000.0);
+    }
+    if let Some(millis) = report.lag_millis {
+        println!("lag before the fence: {:.3} s", millis as f64 / 1000.0);
+    }
+    if let Some(position) = &report.fence_position {
+        println!("drained to the fence position {position}");
+    }
+    if report.sequences_synced > 0 {
+        println!("sequences synced: {}", report.sequences_synced);
+    }
+    println!("{}", report.summary);
+}

@@ -1,0 +1,522 @@
+//! What a running ferry knows about itself, for the HTTP control plane: the switch-over phase,
+//! and per direction (forward: old to new; reverse: new to old after cutover) the stage, tables,
+//! rows, changes, lag and recent errors.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferry_core::cutover::CutoverRecord;
+use ferry_core::{Position, TableName};
+use ferry_engine::lag::LagMeter;
+use ferry_engine::{Phase, Progress};
+use serde_json::{json, Value as Json};
+use tracing::info;
+
+use crate::progress::Renderer;
+
+/// Keeps this many recent errors per direction.
+const RECENT_ERRORS: usize = 20;
+
+#[derive(Default)]
+struct TableStats {
+    state: &'static str,
+    rows_copied: u64,
+    estimated_rows: u64,
+}
+
+struct DirectionState {
+    stage: Phase,
+    tables: BTreeMap<TableName, TableStats>,
+    rows_copied: u64,
+    changes_applied: u64,
+    checkpoint: Option<Position>,
+    lag: LagMeter,
+    /// (when, changes applied so far), for the change rate over the last minute.
+    rate_window: VecDeque<(Instant, u64)>,
+    errors_total: u64,
+    /// (unix seconds, code, message), newest last.
+    errors: VecDeque<(u64, String, String)>,
+}
+
+/// Progress and health of one direction of a migration.
+pub struct Direction {
+    name: &'static str,
+    renderer: Option<Renderer>,
+    state: Mutex<DirectionState>,
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+impl Direction {
+    /// `renderer` draws progress for people (the forward direction); without one, stage changes
+    /// are logged.
+    pub fn new(name: &'static str, renderer: Option<Renderer>) -> Direction {
+        Direction {
+            name,
+            renderer,
+            state: Mutex::new(DirectionState {
+                stage: Phase::Preparing,
+                tables: BTreeMap::new(),
+                rows_copied: 0,
+                changes_applied: 0,
+                checkpoint: None,
+                lag: LagMeter::new(),
+                rate_window: VecDeque::new(),
+                errors_total: 0,
+                errors: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DirectionState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn finish(&self) {
+        if let Some(renderer) = &self.renderer {
+            renderer.finish();
+        }
+    }
+
+    /// Records a failure that was retried or ended the run (messages never hold passwords).
+    pub fn error(&self, code: &str, message: &str) {
+        let mut state = self.lock();
+        state.errors_total += 1;
+        state
+            .errors
+            .push_back((unix_seconds(), code.to_string(), message.to_string()));
+        while state.errors.len() > RECENT_ERRORS {
+            state.errors.pop_front();
+        }
+    }
+
+    /// The source's end of log, sampled now (for lag).
+    pub fn source_position(&self, position: Position) {
+        self.lock().lag.source_at(Instant::now(), position);
+    }
+
+    /// The direction as JSON for `/api/status`.
+    pub fn to_json(&self) -> Json {
+        let mut state = self.lock();
+        let now = Instant::now();
+        while state
+            .rate_window
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at).as_secs() > 60)
+        {
+            state.rate_window.pop_front();
+        }
+        let rate = match (state.rate_window.front(), state.rate_window.back()) {
+            (Some((first_at, first)), Some((last_at, last))) if last_at > first_at => {
+                (last - first) as f64 / last_at.duration_since(*first_at).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let tables: Vec<Json> = state
+            .tables
+            .iter()
+            .map(|(name, stats)| {
+                json!({"table": name.to_string(), "state": stats.state, "rows_copied": stats.rows_copied, "estimated_rows": stats.estimated_rows})
+            })
+            .collect();
+        let errors: Vec<Json> = state
+            .errors
+            .iter()
+            .rev()
+            .map(|(at, code, message)| json!({"at_unix": at, "code": code, "message": message}))
+            .collect();
+        json!({
+            "direction": self.name,
+            "stage": stage_name(state.stage),
+            "tables": tables,
+            "rows_copied": state.rows_copied,
+            "changes_applied": state.changes_applied,
+            "changes_per_second": (rate * 10.0).round() / 10.0,
+            "checkpoint": state.checkpoint.map(|position| position.to_string()),
+            "lag_seconds": state.lag.lag(now).as_secs_f64(),
+            "lag_bytes": state.lag.lag_units(),
+            "errors_total": state.errors_total,
+            "recent_errors": errors,
+        })
+    }
+
+    /// Prometheus samples of this direction: (metric family, sample line).
+    pub fn metrics(&self, out: &mut Vec<(&'static str, String)>) {
+        let state = self.lock();
+        let direction = self.name;
+        let now = Instant::now();
+        let mut sample = |family: &'static str, labels: String, value: String| {
+            out.push((
+                family,
+                format!("{family}{{direction=\"{direction}\"{labels}}} {value}"),
+            ));
+        };
+        sample(
+            "ferry_rows_copied_total",
+            String::new(),
+            state.rows_copied.to_string(),
+        );
+        sample(
+            "ferry_changes_applied_total",
+            String::new(),
+            state.changes_applied.to_string(),
+        );
+        sample(
+            "ferry_lag_seconds",
+            String::new(),
+            format!("{:.3}", state.lag.lag(now).as_secs_f64()),
+        );
+        if let Some(bytes) = state.lag.lag_units() {
+            sample("ferry_lag_bytes", String::new(), bytes.to_string());
+        }
+        sample(
+            "ferry_errors_total",
+            String::new(),
+            state.errors_total.to_string(),
+        );
+        for table_state in ["pending", "copying", "copied", "failed"] {
+            let count = state
+                .tables
+                .values()
+                .filter(|stats| stats.state == table_state)
+                .count();
+            sample(
+                "ferry_tables",
+                format!(",state=\"{table_state}\""),
+                count.to_string(),
+            );
+        }
+        sample(
+            "ferry_streaming",
+            String::new(),
+            u8::from(state.stage == Phase::Streaming).to_string(),
+        );
+    }
+}
+
+/// Metric families per direction, in output order, with their type and help.
+const DIRECTION_FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "ferry_rows_copied_total",
+        "counter",
+        "Rows copied by the snapshot.",
+    ),
+    (
+        "ferry_changes_applied_total",
+        "counter",
+        "Changes applied from the stream.",
+    ),
+    (
+        "ferry_lag_seconds",
+        "gauge",
+        "Age of the oldest source change not yet durable on the target.",
+    ),
+    (
+        "ferry_lag_bytes",
+        "gauge",
+        "Source log bytes not yet durable on the target.",
+    ),
+    (
+        "ferry_errors_total",
+        "counter",
+        "Failures, retried or fatal.",
+    ),
+    ("ferry_tables", "gauge", "Tables by copy state."),
+    (
+        "ferry_streaming",
+        "gauge",
+        "1 while the direction streams changes.",
+    ),
+];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+fn stage_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Preparing => "preparing",
+        Phase::Copying => "copying",
+        Phase::Indexing => "indexing",
+        Phase::Streaming => "streaming",
+        Phase::Stopped => "stopped",
+    }
+}
+
+impl Progress for Direction {
+    fn phase(&self, phase: Phase) {
+        self.lock().stage = phase;
+        match &self.renderer {
+            Some(renderer) => renderer.phase(phase),
+            None => info!(direction = self.name, stage = stage_name(phase), "stage"),
+        }
+    }
+
+    fn table_planned(
+        &self,
+        table: &TableName,
+        chunks: usize,
+        done_chunks: usize,
+        estimated_rows: u64,
+        done_rows: u64,
+    ) {
+        {
+            let mut state = self.lock();
+            state.rows_copied += done_rows;
+            state.tables.insert(
+                table.clone(),
+                TableStats {
+                    state: "copying",
+                    rows_copied: done_rows,
+                    estimated_rows,
+                },
+            );
+        }
+        if let Some(renderer) = &self.renderer {
+            renderer.table_planned(table, chunks, done_chunks, estimated_rows, done_rows);
+        }
+    }
+
+    fn chunk_copied(&self, table: &TableName, rows: u64) {
+        {
+            let mut state = self.lock();
+            state.rows_copied += rows;
+            state.tables.entry(table.clone()).or_default().rows_copied += rows;
+        }
+        if let Some(renderer) = &self.renderer {
+            renderer.chunk_copied(table, rows);
+        }
+    }
+
+    fn table_copied(&self, table: &TableName) {
+        self.lock().tables.entry(table.clone()).or_default().state = "copied";
+        if let Some(renderer) = &self.renderer {
+            renderer.table_copied(table);
+        }
+    }
+
+    fn changes_applied(
+        &self,
+        changes: u64,
+        checkpoint: Position,
+        commit_time_unix_micros: Option<i64>,
+    ) {
+        {
+            let mut state = self.lock();
+            state.changes_applied += changes;
+            state.checkpoint = Some(checkpoint);
+            state.lag.applied(checkpoint);
+            let total = state.changes_applied;
+            let now = Instant::now();
+            if state
+                .rate_window
+                .back()
+                .is_none_or(|(at, _)| now.duration_since(*at).as_millis() >= 500)
+            {
+                state.rate_window.push_back((now, total));
+                if state.rate_window.len() > 240 {
+                    state.rate_window.pop_front();
+                }
+            }
+        }
+        if let Some(renderer) = &self.renderer {
+            renderer.changes_applied(changes, checkpoint, commit_time_unix_micros);
+        }
+    }
+}
+
+/// The replication slot's retention on the source, for the retention guard.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    pub retained_bytes: Option<i64>,
+    pub safe_wal_bytes: Option<i64>,
+    pub wal_status: Option<String>,
+}
+
+/// Everything `/api/*` and `/metrics` show.
+pub struct Telemetry {
+    pub migration: String,
+    pub started: Instant,
+    pub phase: Mutex<CutoverRecord>,
+    pub forward: Arc<Direction>,
+    pub reverse: Arc<Direction>,
+    pub reverse_running: Mutex<bool>,
+    pub retention: Mutex<Retention>,
+}
+
+impl Telemetry {
+    pub fn new(migration: &str, forward: Direction, reverse: Direction) -> Telemetry {
+        Telemetry {
+            migration: migration.to_string(),
+            started: Instant::now(),
+            phase: Mutex::new(CutoverRecord::default()),
+            forward: Arc::new(forward),
+            reverse: Arc::new(reverse),
+            reverse_running: Mutex::new(false),
+            retention: Mutex::new(Retention::default()),
+        }
+    }
+
+    pub fn record(&self) -> CutoverRecord {
+        self.phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_record(&self, record: CutoverRecord) {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = record;
+    }
+
+    fn reverse_running(&self) -> bool {
+        *self
+            .reverse_running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_reverse_running(&self, running: bool) {
+        *self
+            .reverse_running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = running;
+    }
+
+    pub fn set_retention(&self, retention: Retention) {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retention;
+    }
+
+    /// `/api/phase`: where applications should read and write.
+    pub fn phase_json(&self) -> Json {
+        let record = self.record();
+        json!({
+            "migration": self.migration,
+            "phase": record.phase,
+            "read_primary": record.phase.read_primary(),
+            "write_primary": record.phase.write_primary(),
+            "last_downtime_ms": record.last_downtime_millis,
+            "updated_unix_micros": record.updated_unix_micros,
+        })
+    }
+
+    /// `/api/status`.
+    pub fn status_json(&self) -> Json {
+        let mut status = self.phase_json();
+        let retention = self
+            .retention
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        status["uptime_seconds"] = json!(self.started.elapsed().as_secs());
+        status["forward"] = self.forward.to_json();
+        status["reverse"] = if self.reverse_running() {
+            self.reverse.to_json()
+        } else {
+            Json::Null
+        };
+        status["slot"] = json!({
+            "retained_bytes": retention.retained_bytes,
+            "safe_wal_bytes": retention.safe_wal_bytes,
+            "wal_status": retention.wal_status,
+        });
+        status
+    }
+
+    /// `/metrics`, Prometheus text format (each family's samples together).
+    pub fn metrics(&self) -> String {
+        let record = self.record();
+        let mut out = String::new();
+        family(
+            &mut out,
+            "ferry_phase",
+            "gauge",
+            "The switch-over phase (1 for the current one).",
+        );
+        for phase in ferry_core::cutover::CutoverPhase::ALL {
+            out.push_str(&format!(
+                "ferry_phase{{phase=\"{phase}\"}} {}\n",
+                u8::from(phase == record.phase)
+            ));
+        }
+        let mut samples = Vec::new();
+        self.forward.metrics(&mut samples);
+        if self.reverse_running() {
+            self.reverse.metrics(&mut samples);
+        }
+        for (name, kind, help) in DIRECTION_FAMILIES {
+            let lines: Vec<&String> = samples
+                .iter()
+                .filter(|(family, _)| family == name)
+                .map(|(_, line)| line)
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            family(&mut out, name, kind, help);
+            for line in lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let retention = self
+            .retention
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(bytes) = retention.retained_bytes {
+            family(
+                &mut out,
+                "ferry_slot_retained_bytes",
+                "gauge",
+                "WAL the source keeps for ferry's slot.",
+            );
+            out.push_str(&format!("ferry_slot_retained_bytes {bytes}\n"));
+        }
+        if let Some(bytes) = retention.safe_wal_bytes {
+            family(
+                &mut out,
+                "ferry_slot_safe_wal_bytes",
+                "gauge",
+                "WAL that may still be written before the slot is lost.",
+            );
+            out.push_str(&format!("ferry_slot_safe_wal_bytes {bytes}\n"));
+        }
+        if let Some(millis) = record.last_downtime_millis {
+            family(
+                &mut out,
+                "ferry_last_write_downtime_seconds",
+                "gauge",
+                "Writes were blocked this long during the last switch.",
+            );
+            out.push_str(&format!(
+                "ferry_last_write_downtime_seconds {:.3}\n",
+                millis as f64 / 1000.0
+            ));
+        }
+        family(
+            &mut out,
+            "ferry_uptime_seconds",
+            "gauge",
+            "Seconds since this ferry started.",
+        );
+        out.push_str(&format!(
+            "ferry_uptime_seconds {}\n",
+            self.started.elapsed().as_secs()
+        ));
+        out
+    }
+}
