@@ -180,7 +180,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         CutoverPhase::Replicating | CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {}
     }
     require_copied(databases.new.sink, migration).await?;
-    if databases.old.control.stream_active(migration).await? != Some(true) {
+    if !stream_becomes_active(databases.old.control, migration).await? {
         return Err(Error::operator(
             "cutover.not_streaming",
             format!("no ferry process is streaming migration '{migration}' right now"),
@@ -367,7 +367,7 @@ pub async fn rollback(
         CutoverPhase::WritesSwitched | CutoverPhase::RollingBack => {}
     }
     let reverse = reverse_name(migration);
-    if databases.new.control.stream_active(&reverse).await? != Some(true) {
+    if !stream_becomes_active(databases.new.control, &reverse).await? {
         return Err(Error::operator("cutover.not_streaming", format!("no ferry process is streaming the new database back to the old one (migration '{migration}')"))
             .with_hint("start `ferry run` for this migration (after a cutover it streams both ways), then roll back again"));
     }
@@ -522,6 +522,21 @@ async fn require_copied(sink: &dyn Sink, migration: &str) -> Result<()> {
     }
     Err(Error::operator("cutover.not_copied", format!("tables not ready: {}", unfinished.join(", ")))
         .with_hint("let `ferry run` finish copying (a failed table is copied afresh when ferry run starts again)"))
+}
+
+/// Whether a `ferry run` reads the stream of `migration`, waiting up to 30 s for one that is
+/// (re)starting, for instance just after a phase change.
+async fn stream_becomes_active(control: &dyn Switchover, migration: &str) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if control.stream_active(migration).await? == Some(true) {
+            return Ok(true);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the lag has stayed at most `max_lag` for `stable_for`; returns the lag then.

@@ -53,6 +53,33 @@ async fn database_name(client: &Client) -> Result<String> {
         .get(0))
 }
 
+/// Ends the sessions `select` lists (waiting up to 5 s for each); returns how many. The sessions
+/// are listed first and ended in a second statement, so no plan can apply the termination to a
+/// row the filter would have removed.
+async fn end_sessions(
+    client: &Client,
+    select: &str,
+    started: Option<f64>,
+    what: &str,
+) -> Result<usize> {
+    let rows = match started {
+        Some(started) => client.query(select, &[&started]).await,
+        None => client.query(select, &[]).await,
+    }
+    .map_err(|error| classify(error, what))?;
+    let pids: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    if !pids.is_empty() {
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM unnest($1::int[]) AS ended(pid)",
+                &[&pids],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
+    Ok(pids.len())
+}
+
 /// The fence marker's value: the migration and when the fence began (Unix seconds).
 fn parse_marker(marker: &str) -> Option<(String, f64)> {
     let (migration, at) = marker.split_once('@')?;
@@ -123,14 +150,13 @@ impl Switchover for PostgresControl {
         if prepared > 0 {
             warn!(prepared, "prepared transactions exist on the fenced database; they cannot commit while it is fenced, and are not part of the switch");
         }
-        let ended: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND pg_terminate_backend(pid, 5000)"),
-                &[],
-            )
-            .await
-            .map_err(|error| classify(error, &what))?
-            .get(0);
+        let ended = end_sessions(
+            &client,
+            &format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS}"),
+            None,
+            &what,
+        )
+        .await?;
         let left: Vec<i32> = client
             .query(
                 &format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start < to_timestamp($1::float8)"),
@@ -188,13 +214,13 @@ impl Switchover for PostgresControl {
             .map_err(|error| classify(error, &what))?;
         // Sessions opened while fenced keep their read-only default: end them so they reconnect.
         if let Some((_, started)) = marker.as_deref().and_then(parse_marker) {
-            client
-                .query(
-                    &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start >= to_timestamp($1::float8)"),
-                    &[&started],
-                )
-                .await
-                .map_err(|error| classify(error, &what))?;
+            end_sessions(
+                &client,
+                &format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start >= to_timestamp($1::float8)"),
+                Some(started),
+                &what,
+            )
+            .await?;
         }
         info!(database = %database, "write fence lifted");
         Ok(())

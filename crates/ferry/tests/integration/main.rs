@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod cutover;
 mod faults;
 mod resume;
 mod schema;
