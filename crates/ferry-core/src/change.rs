@@ -77,6 +77,9 @@ pub enum StreamEvent {
     /// The source has sent everything before `position` and nothing in it concerns us: when no
     /// transaction is open and everything received is durable, the position may be acknowledged.
     Idle { position: Position },
+    /// Writes on the source were fenced before `position` (a cutover waits for the target to get
+    /// there): everything before it is in the stream. Store it at once.
+    Fence { position: Position },
 }
 
 /// Changes merged per key, ready for a sink. Segments apply in order; within a segment the

@@ -266,6 +266,17 @@ pub async fn stream_changes(
                             }
                         }
                     }
+                    StreamEvent::Fence { position } => {
+                        // Everything before the fence is received: apply it, then store the
+                        // fence position right away (between transactions, so nothing is open).
+                        let result = match flush(&mut pending, &mut pipeline).await {
+                            Ok(()) if !in_transaction && position > pipeline.sent => pipeline.send(Batch::default(), position, None).await,
+                            other => other,
+                        };
+                        if let Err(error) = result {
+                            break Err(error);
+                        }
+                    }
                     StreamEvent::Idle { position } => {
                         let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none() && pipeline.in_flight == 0;
                         if nothing_pending && position > acknowledged && last_idle_ack.elapsed() >= options.idle_ack_interval {

@@ -429,7 +429,7 @@ impl ChangeStream for PostgresChangeStream {
                     prefix,
                     ..
                 } if prefix == FENCE_MESSAGE_PREFIX => {
-                    return Ok(Some(StreamEvent::Idle {
+                    return Ok(Some(StreamEvent::Fence {
                         position: Position::Postgres(Lsn(lsn.0)),
                     }));
                 }

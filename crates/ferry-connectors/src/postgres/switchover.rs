@@ -68,14 +68,31 @@ async fn end_sessions(
     }
     .map_err(|error| classify(error, what))?;
     let pids: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
-    if !pids.is_empty() {
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid, 5000) FROM unnest($1::int[]) AS ended(pid)",
+    if pids.is_empty() {
+        return Ok(0);
+    }
+    // Signal all at once, then wait for them to be gone (the caller checks for survivors).
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS ended(pid)",
+            &[&pids],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
                 &[&pids],
             )
             .await
-            .map_err(|error| classify(error, what))?;
+            .map_err(|error| classify(error, what))?
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     Ok(pids.len())
 }
