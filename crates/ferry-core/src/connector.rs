@@ -304,6 +304,14 @@ pub trait Switchover: Send + Sync {
     /// both directions never replay them back); the error says what is missing.
     async fn check_switchover(&self) -> Result<()>;
 
+    /// Takes the migration's controller lock on this database, held until the returned guard is
+    /// dropped, so that two `cutover`/`rollback`/`finish` never interleave. Fails at once when
+    /// another holds it.
+    async fn lock_controller(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>>;
+
     /// Blocks application writes on this database and ends the sessions that could still
     /// write. Returns a position that every write committed before the fence precedes, and makes
     /// sure a change stream reading this database gets past it. Idempotent. ferry's own sessions

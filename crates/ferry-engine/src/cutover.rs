@@ -120,6 +120,7 @@ fn record(phase: CutoverPhase, previous: &CutoverRecord) -> CutoverRecord {
 
 /// Moves readers: `replicating` to `reads-switched`.
 pub async fn switch_reads(databases: &Databases<'_>, migration: &str) -> Result<CutoverReport> {
+    let _lock = databases.new.control.lock_controller(migration).await?;
     let current = databases.new.control.load_cutover(migration).await?;
     match current.phase {
         CutoverPhase::Replicating => {}
@@ -158,14 +159,17 @@ pub async fn switch_reads(databases: &Databases<'_>, migration: &str) -> Result<
 /// Switches writes to the new database (see the module notes), or rehearses it.
 pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Result<CutoverReport> {
     let migration = options.migration.as_str();
+    let _lock = databases.new.control.lock_controller(migration).await?;
     let mut current = databases.new.control.load_cutover(migration).await?;
     let phase_before = current.phase;
     match current.phase {
         CutoverPhase::WritesSwitched => {
+            // Finishes a cutover that crashed between storing the switch and unfencing.
+            unfence_new(databases).await?;
             return Ok(CutoverReport::unchanged(
                 current.phase,
                 "writes already go to the new database",
-            ))
+            ));
         }
         CutoverPhase::Done => {
             return Err(Error::operator(
@@ -189,6 +193,18 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
     }
     databases.old.control.check_switchover().await?;
     databases.new.control.check_switchover().await?;
+    // A dry run that crashed may have left its rehearsal slot behind.
+    let rehearsal = rehearsal_name(migration);
+    if databases.new.control.stream_active(&rehearsal).await? == Some(false) {
+        databases.new.control.drop_stream(&rehearsal).await?;
+    }
+    if !stream_stops(databases.new.control, &reverse_name(migration)).await? {
+        return Err(Error::operator(
+            "cutover.stream_in_use",
+            "the reverse stream of an earlier cutover is still running",
+        )
+        .with_hint("`ferry run` stops it within seconds after a rollback; run cutover again"));
+    }
     let catalog = databases
         .old
         .source
@@ -249,49 +265,56 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         );
     }
 
-    let fence_position = databases.old.control.fence(migration).await?;
-    failpoint::hit("cutover.after_fence");
-    let drained = drain(
-        databases.new.control,
-        migration,
-        fence_position,
-        options.fence_timeout,
-        options.poll,
-    )
-    .await;
-    if let Err(error) = drained {
-        warn!(code = error.code(), error = %error, "draining failed; lifting the fence on the old database");
-        databases.old.control.unfence().await?;
-        let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
-        let restored = CutoverRecord {
-            phase: back,
-            before_fence: None,
-            fenced_at_unix_micros: None,
-            ..record(back, &current)
-        };
-        databases
-            .new
-            .control
-            .save_cutover(migration, &restored)
-            .await?;
-        return Err(error.context("cutover aborted, writes go to the old database again"));
-    }
-    failpoint::hit("cutover.after_drain");
-    sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
-
-    // The reverse stream starts here, before any application writes to the new database.
+    // From the fence on, any failure lifts the fence and restores the phase: writes must never
+    // stay blocked because a step failed.
     let reverse = reverse_name(migration);
-    let (position, snapshot) = databases
-        .new
-        .source
-        .create_stream(&reverse, &tables)
+    let fenced = async {
+        let fence_position = databases.old.control.fence(migration).await?;
+        failpoint::hit("cutover.after_fence");
+        drain(
+            databases.new.control,
+            migration,
+            fence_position,
+            options.fence_timeout,
+            options.poll,
+        )
         .await?;
-    drop(snapshot);
-    start_reverse_state(databases.old.sink, &catalog, &reverse, position).await?;
-    failpoint::hit("cutover.after_reverse_stream");
-    if databases.new.control.fenced_by().await?.is_some() {
-        databases.new.control.unfence().await?;
+        failpoint::hit("cutover.after_drain");
+        // A table that failed while draining would be missing changes on the new database.
+        require_copied(databases.new.sink, migration).await?;
+        sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
+        // The reverse stream starts here, before any application writes to the new database.
+        let (position, snapshot) = databases
+            .new
+            .source
+            .create_stream(&reverse, &tables)
+            .await?;
+        drop(snapshot);
+        start_reverse_state(databases.old.sink, &catalog, &reverse, position).await?;
+        failpoint::hit("cutover.after_reverse_stream");
+        Ok::<Position, Error>(fence_position)
     }
+    .await;
+    let fence_position = match fenced {
+        Ok(position) => position,
+        Err(error) => {
+            warn!(code = error.code(), error = %error, "cutover failed while fenced; lifting the fence on the old database");
+            databases.old.control.unfence().await?;
+            let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
+            let restored = CutoverRecord {
+                phase: back,
+                before_fence: None,
+                fenced_at_unix_micros: None,
+                ..record(back, &current)
+            };
+            databases
+                .new
+                .control
+                .save_cutover(migration, &restored)
+                .await?;
+            return Err(error.context("cutover aborted, writes go to the old database again"));
+        }
+    };
     let downtime = current
         .fenced_at_unix_micros
         .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
@@ -307,6 +330,9 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         .control
         .save_cutover(migration, &switched)
         .await?;
+    // The new database may still be fenced from an earlier rollback; lifted only now, so that a
+    // crash before the switch is stored never leaves it writable while the old one still is.
+    unfence_new(databases).await?;
     info!(
         migration,
         downtime_ms = downtime,
@@ -330,6 +356,7 @@ pub async fn rollback(
     options: &CutoverOptions,
 ) -> Result<CutoverReport> {
     let migration = options.migration.as_str();
+    let _lock = databases.new.control.lock_controller(migration).await?;
     let current = databases.new.control.load_cutover(migration).await?;
     let phase_before = current.phase;
     match current.phase {
@@ -349,6 +376,11 @@ pub async fn rollback(
         CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {
             if databases.old.control.fenced_by().await?.is_some() {
                 databases.old.control.unfence().await?;
+            }
+            // A cutover interrupted after creating the reverse stream left its slot behind.
+            let reverse = reverse_name(migration);
+            if databases.new.control.stream_active(&reverse).await? == Some(false) {
+                databases.new.control.drop_stream(&reverse).await?;
             }
             let back = CutoverRecord {
                 before_fence: None,
@@ -398,32 +430,42 @@ pub async fn rollback(
             .save_cutover(migration, &fenced)
             .await?;
     }
-    let fence_position = databases.new.control.fence(migration).await?;
-    failpoint::hit("rollback.after_fence");
-    if let Err(error) = drain(
-        databases.old.control,
-        &reverse,
-        fence_position,
-        options.fence_timeout,
-        options.poll,
-    )
-    .await
-    {
-        warn!(code = error.code(), error = %error, "draining the reverse stream failed; lifting the fence on the new database");
-        databases.new.control.unfence().await?;
-        let restored = CutoverRecord {
-            before_fence: None,
-            fenced_at_unix_micros: None,
-            ..record(CutoverPhase::WritesSwitched, &fenced)
-        };
-        databases
-            .new
-            .control
-            .save_cutover(migration, &restored)
-            .await?;
-        return Err(error.context("rollback aborted, writes go to the new database again"));
+    // From the fence on, any failure lifts the new database's fence and restores the phase.
+    let drained = async {
+        let fence_position = databases.new.control.fence(migration).await?;
+        failpoint::hit("rollback.after_fence");
+        drain(
+            databases.old.control,
+            &reverse,
+            fence_position,
+            options.fence_timeout,
+            options.poll,
+        )
+        .await?;
+        // A table whose reverse stream failed would be missing changes on the old database.
+        require_copied(databases.old.sink, &reverse).await?;
+        sync_sequences(databases.new.source, databases.old.sink, &sequences).await?;
+        Ok::<Position, Error>(fence_position)
     }
-    sync_sequences(databases.new.source, databases.old.sink, &sequences).await?;
+    .await;
+    let fence_position = match drained {
+        Ok(position) => position,
+        Err(error) => {
+            warn!(code = error.code(), error = %error, "rollback failed while fenced; lifting the fence on the new database");
+            databases.new.control.unfence().await?;
+            let restored = CutoverRecord {
+                before_fence: None,
+                fenced_at_unix_micros: None,
+                ..record(CutoverPhase::WritesSwitched, &fenced)
+            };
+            databases
+                .new
+                .control
+                .save_cutover(migration, &restored)
+                .await?;
+            return Err(error.context("rollback aborted, writes go to the new database again"));
+        }
+    };
     databases.old.control.unfence().await?;
     let downtime = fenced
         .fenced_at_unix_micros
@@ -458,6 +500,7 @@ pub async fn finish(
     migration: &str,
     unfence_old: bool,
 ) -> Result<CutoverReport> {
+    let _lock = databases.new.control.lock_controller(migration).await?;
     let current = databases.new.control.load_cutover(migration).await?;
     match current.phase {
         CutoverPhase::WritesSwitched | CutoverPhase::Done => {}
@@ -475,6 +518,7 @@ pub async fn finish(
         (databases.new.control, reverse.as_str()),
         (databases.old.control, reverse.as_str()),
         (databases.new.control, migration),
+        (databases.new.control, rehearsal_name(migration).as_str()),
     ] {
         control.drop_stream(name).await?;
     }
@@ -522,6 +566,33 @@ async fn require_copied(sink: &dyn Sink, migration: &str) -> Result<()> {
     }
     Err(Error::operator("cutover.not_copied", format!("tables not ready: {}", unfinished.join(", ")))
         .with_hint("let `ferry run` finish copying (a failed table is copied afresh when ferry run starts again)"))
+}
+
+/// The stream a dry run creates and drops on the new database, to time it.
+fn rehearsal_name(migration: &str) -> String {
+    format!("{migration}_rehearsal")
+}
+
+/// Lifts ferry's fence on the new database, if it has one.
+async fn unfence_new(databases: &Databases<'_>) -> Result<()> {
+    if databases.new.control.fenced_by().await?.is_some() {
+        databases.new.control.unfence().await?;
+    }
+    Ok(())
+}
+
+/// Whether nothing reads the stream of `migration` (waiting up to 30 s for it to stop).
+async fn stream_stops(control: &dyn Switchover, migration: &str) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if control.stream_active(migration).await? != Some(true) {
+            return Ok(true);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Whether a `ferry run` reads the stream of `migration`, waiting up to 30 s for one that is
@@ -639,7 +710,7 @@ async fn rehearse(
     // Sequences only ever move forward, so copying them now is harmless.
     sync_sequences(databases.old.source, databases.new.sink, sequences).await?;
     let sequence_time = started.elapsed();
-    let rehearsal = format!("{}_rehearsal", options.migration);
+    let rehearsal = rehearsal_name(&options.migration);
     let started = Instant::now();
     let (_, snapshot) = databases
         .new

@@ -23,6 +23,9 @@ use crate::telemetry::Telemetry;
 /// Requests larger than this are refused.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Binds `address` and serves `telemetry` until the process ends.
 pub async fn serve(
     address: &str,
@@ -55,14 +58,26 @@ pub async fn serve(
     let bound = listener.local_addr().unwrap_or(address);
     info!(address = %bound, "control plane listening (/api/status, /api/phase, /metrics, /healthz)");
     let token = token.filter(|token| !token.is_empty()).map(Arc::new);
+    // Bounded: a flood of clients must not take the file descriptors ferry's database
+    // connections need.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    debug!(error = %error, "accepting a control plane connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let telemetry = telemetry.clone();
             let token = token.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(error) = tokio::time::timeout(
                     Duration::from_secs(10),
                     answer(stream, token.as_deref().map(String::as_str), &telemetry),
@@ -128,6 +143,10 @@ fn route(request: &str, token: Option<&str>, telemetry: &Telemetry) -> (u16, &'s
     }
     match path {
         "/api/status" => (200, "application/json", telemetry.status_json().to_string()),
+        // A phase ferry could not re-read lately must not route applications.
+        "/api/phase" if telemetry.phase_is_stale() => {
+            (503, "application/json", telemetry.phase_json().to_string())
+        }
         "/api/phase" => (200, "application/json", telemetry.phase_json().to_string()),
         "/metrics" => (200, "text/plain; version=0.0.4", telemetry.metrics()),
         _ => (
@@ -158,6 +177,7 @@ async fn respond(
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Request Header Fields Too Large",
     };
     let head = format!(
@@ -209,11 +229,14 @@ mod tests {
             Some("secret"),
             &telemetry,
         );
-        assert_eq!(status, 200);
+        // Never read from the target yet: not to be trusted.
+        assert_eq!(status, 503);
         let phase: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(phase["phase"], "replicating");
         assert_eq!(phase["write_primary"], "source");
         assert_eq!(route(&get("/nope", ""), None, &telemetry).0, 404);
+        telemetry.set_record(Default::default());
+        assert_eq!(route(&get("/api/phase", ""), None, &telemetry).0, 200);
         assert_eq!(
             route("POST /api/phase HTTP/1.1\r\n\r\n", None, &telemetry).0,
             405

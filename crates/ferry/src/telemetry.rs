@@ -346,6 +346,8 @@ pub struct Telemetry {
     pub migration: String,
     pub started: Instant,
     pub phase: Mutex<CutoverRecord>,
+    /// When the phase was last read from the target.
+    phase_read_at: Mutex<Option<Instant>>,
     pub forward: Arc<Direction>,
     pub reverse: Arc<Direction>,
     pub reverse_running: Mutex<bool>,
@@ -358,6 +360,7 @@ impl Telemetry {
             migration: migration.to_string(),
             started: Instant::now(),
             phase: Mutex::new(CutoverRecord::default()),
+            phase_read_at: Mutex::new(None),
             forward: Arc::new(forward),
             reverse: Arc::new(reverse),
             reverse_running: Mutex::new(false),
@@ -372,11 +375,29 @@ impl Telemetry {
             .clone()
     }
 
+    /// The phase as just read from the target.
     pub fn set_record(&self, record: CutoverRecord) {
         *self
             .phase
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = record;
+        *self
+            .phase_read_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+    }
+
+    /// Seconds since the phase was last read from the target (`None`: never).
+    fn phase_age(&self) -> Option<f64> {
+        self.phase_read_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map(|at| at.elapsed().as_secs_f64())
+    }
+
+    /// True when the phase was not read within the last 10 s (the target is unreachable).
+    pub fn phase_is_stale(&self) -> bool {
+        self.phase_age().is_none_or(|age| age > 10.0)
     }
 
     fn reverse_running(&self) -> bool {
@@ -410,6 +431,7 @@ impl Telemetry {
             "write_primary": record.phase.write_primary(),
             "last_downtime_ms": record.last_downtime_millis,
             "updated_unix_micros": record.updated_unix_micros,
+            "phase_age_seconds": self.phase_age(),
         })
     }
 

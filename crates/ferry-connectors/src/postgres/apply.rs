@@ -63,8 +63,8 @@ impl PostgresApplier {
 }
 
 /// Tags this session's transactions with the migration's replication origin, so that a stream
-/// in the other direction (after cutover) leaves them out. Without the privilege, writes go
-/// untagged and `cutover` refuses to start a reverse stream.
+/// in the other direction (after cutover) leaves them out. Refuses to apply untagged: an untagged
+/// write could be replayed back over a newer one.
 async fn tag_writes(client: &Client, migration: &str) -> Result<()> {
     let origin = origin_name(migration);
     let tagged = client
@@ -81,10 +81,8 @@ async fn tag_writes(client: &Client, migration: &str) -> Result<()> {
             format!("replication origin {origin} is still held by an earlier session"),
         )
         .with_hint("the server has not yet noticed that the previous ferry ended; ferry retries")),
-        Err(error) => {
-            warn!(error = %classify(error, "tagging ferry's writes"), "ferry's writes on the target are not tagged with a replication origin; a reverse stream after cutover would need them to be (connect as a superuser)");
-            Ok(())
-        }
+        Err(error) => Err(classify(error, "tagging ferry's writes with a replication origin")
+            .with_hint("ferry tags its writes so that a reverse stream (after cutover) never replays them: use a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text); origins also count against max_replication_slots")),
     }
 }
 

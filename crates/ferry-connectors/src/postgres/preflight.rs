@@ -226,7 +226,8 @@ async fn check_target(
     let what = "checking the target";
     let row = client
         .query_one(
-            "SELECT has_database_privilege(current_database(), 'CREATE'), r.rolsuper, current_setting('server_version_num')::int, current_user::text
+            "SELECT has_database_privilege(current_database(), 'CREATE'), r.rolsuper, current_setting('server_version_num')::int, current_user::text,
+                    has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') AND has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -239,6 +240,13 @@ async fn check_target(
             "target.create_privilege",
             format!("user {user} may not create schemas in the target database"),
             format!("GRANT CREATE ON DATABASE <database> TO {user}"),
+        ));
+    }
+    if !superuser && !row.get::<_, bool>(4) {
+        findings.push(Finding::error(
+            "target.replication_origin",
+            format!("user {user} may not use replication origins on the target; ferry tags its writes with one so that a reverse stream after cutover never replays them"),
+            format!("GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text) TO {user}"),
         ));
     }
     if !superuser {

@@ -18,7 +18,7 @@ use ferry_core::connector::Switchover;
 use ferry_core::cutover::CutoverRecord;
 use ferry_core::{Error, Lsn, Position, Result};
 use tokio_postgres::Client;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::cdc::{origin_name, stream_name, FENCE_MESSAGE_PREFIX};
 use super::config::ConnectionConfig;
@@ -129,6 +129,34 @@ impl Switchover for PostgresControl {
         .with_hint("ferry fences writes with ALTER DATABASE ... SET, ends application sessions and tags its own writes with a replication origin; connect as a superuser for cutover and rollback"))
     }
 
+    async fn lock_controller(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let client = self.client().await?;
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('ferry.controller.' || $1, 0))",
+                &[&migration],
+            )
+            .await
+            .map_err(|error| classify(error, "taking the controller lock"))?
+            .get(0);
+        if !locked {
+            return Err(Error::operator(
+                "cutover.busy",
+                format!(
+                    "another cutover, rollback or finish of migration '{migration}' is running"
+                ),
+            )
+            .with_hint(
+                "wait for it to end (the lock goes with its connection, also when it crashes)",
+            ));
+        }
+        // The session lock lives as long as this connection.
+        Ok(Box::new(client))
+    }
+
     async fn fence(&self, migration: &str) -> Result<Position> {
         let client = self.client().await?;
         let what = format!("fencing writes on {}", self.config.describe());
@@ -156,6 +184,32 @@ impl Switchover for PostgresControl {
             ))
             .await
             .map_err(|error| classify(error, &what))?;
+        // Every session that existed before the fence committed must end; one that started
+        // while the ALTER was committing may have missed it, so the cutoff is taken after it.
+        let cutoff: f64 = client
+            .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+            .await
+            .map_err(|error| classify(error, &what))?
+            .get(0);
+        let before_cutoff = format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start < to_timestamp($1::float8)");
+        let mut ended = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let left = loop {
+            let left = end_sessions(&client, &before_cutoff, Some(cutoff), &what).await?;
+            ended += left;
+            if left == 0 || std::time::Instant::now() > deadline {
+                break left;
+            }
+        };
+        if left > 0 {
+            return Err(Error::transient(
+                "cutover.sessions_left",
+                format!("{left} sessions did not end within 10 s of being terminated, so they could still write"),
+            )
+            .with_hint("they are probably stuck in a long statement; run the command again (or end them with pg_terminate_backend)"));
+        }
+        // A prepared transaction can still be committed (COMMIT PREPARED is allowed in a
+        // read-only session) after the fence position: refuse.
         let prepared: i64 = client
             .query_one(
                 "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
@@ -165,31 +219,16 @@ impl Switchover for PostgresControl {
             .map_err(|error| classify(error, &what))?
             .get(0);
         if prepared > 0 {
-            warn!(prepared, "prepared transactions exist on the fenced database; they cannot commit while it is fenced, and are not part of the switch");
-        }
-        let ended = end_sessions(
-            &client,
-            &format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS}"),
-            None,
-            &what,
-        )
-        .await?;
-        let left: Vec<i32> = client
-            .query(
-                &format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start < to_timestamp($1::float8)"),
-                &[&started],
+            return Err(Error::operator(
+                "cutover.prepared_transactions",
+                format!(
+                    "{prepared} prepared transactions are pending on {}",
+                    self.config.describe()
+                ),
             )
-            .await
-            .map_err(|error| classify(error, &what))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if !left.is_empty() {
-            return Err(Error::transient(
-                "cutover.sessions_left",
-                format!("sessions {left:?} did not end within 5 s of being terminated, so they could still write"),
-            )
-            .with_hint("they are probably stuck in a long statement; ferry tries again (or end them with pg_terminate_backend)"));
+            .with_hint(
+                "commit or roll back them (pg_prepared_xacts lists them), then switch again",
+            ));
         }
         let position: String = client
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])

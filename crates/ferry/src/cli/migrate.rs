@@ -222,7 +222,7 @@ async fn follow_phase(
     let reverse_migration = reverse_name(&name);
     let target_control = PostgresControl::new(target_config.clone());
     let mut reverse: Option<Reverse> = None;
-    let mut first = true;
+    let mut last_cleanup: Option<Instant> = None;
     loop {
         match target_control.load_cutover(&name).await {
             Ok(record) => {
@@ -256,16 +256,21 @@ async fn follow_phase(
                         }
                     });
                     reverse = Some(Reverse { stop, task });
-                } else if !wanted && (reverse.is_some() || first) {
+                } else if !wanted {
                     if let Some(running) = reverse.take() {
                         info!(phase = %record.phase, "writes go to the old database again: stopping the reverse stream");
                         let _ = running.stop.send(true);
                         let _ = running.task.await;
                         telemetry.set_reverse_running(false);
+                        last_cleanup = None;
                     }
-                    remove_leftover_reverse(&target_control, &name, &reverse_migration).await;
+                    if last_cleanup
+                        .is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10))
+                    {
+                        last_cleanup = Some(Instant::now());
+                        remove_leftover_reverse(&target_control, &name, &reverse_migration).await;
+                    }
                 }
-                first = false;
             }
             Err(error) => {
                 warn!(code = error.code(), error = %error, "cannot read the switch-over phase; trying again")
@@ -283,19 +288,19 @@ async fn follow_phase(
 }
 
 /// Drops the reverse stream's slot on the new database once no phase needs it (it would keep
-/// WAL there for nothing). Re-reads the phase just before, so a cutover that just created it is
-/// left alone.
+/// WAL there for nothing). Reads the phase first: a cutover creates the slot only after storing
+/// `fenced`, and waits for a running reverse stream to stop before it does.
 async fn remove_leftover_reverse(control: &PostgresControl, name: &str, reverse_migration: &str) {
-    let Ok(Some(false)) = control.stream_active(reverse_migration).await else {
-        return;
-    };
     let Ok(record) = control.load_cutover(name).await else {
         return;
     };
-    if matches!(
+    if !matches!(
         record.phase,
         CutoverPhase::Replicating | CutoverPhase::ReadsSwitched
     ) {
+        return;
+    }
+    if let Ok(Some(false)) = control.stream_active(reverse_migration).await {
         match control.drop_stream(reverse_migration).await {
             Ok(()) => info!(
                 stream = reverse_migration,

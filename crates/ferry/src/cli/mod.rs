@@ -174,6 +174,7 @@ pub struct ListenArgs {
     #[arg(long)]
     pub listen: Option<String>,
     /// The token clients must send (Authorization: Bearer ...); required beyond loopback.
+    /// Prefer the environment variable: command lines show in `ps`.
     #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 }
