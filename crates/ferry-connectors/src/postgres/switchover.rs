@@ -107,14 +107,21 @@ fn parse_marker(marker: &str) -> Option<(String, f64)> {
 impl Switchover for PostgresControl {
     async fn check_switchover(&self) -> Result<()> {
         let client = self.client().await?;
-        let superuser: bool = client
+        let row = client
             .query_one(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                "SELECT rolsuper, current_setting('server_version_num')::int FROM pg_roles WHERE rolname = current_user",
                 &[],
             )
             .await
-            .map_err(|error| classify(error, "reading the user's privileges"))?
-            .get(0);
+            .map_err(|error| classify(error, "reading the user's privileges"))?;
+        let (superuser, version): (bool, i32) = (row.get(0), row.get(1));
+        if version < 110000 {
+            return Err(Error::operator(
+                "cutover.version",
+                format!("switching over needs PostgreSQL 11 or later ({} runs {})", self.config.describe(), version / 10000),
+            )
+            .with_hint("upgrade, or switch applications over by hand once `ferry status` shows no lag"));
+        }
         if superuser {
             return Ok(());
         }
