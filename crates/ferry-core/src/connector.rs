@@ -342,6 +342,14 @@ pub trait Switchover: Send + Sync {
     /// Stores the switch-over record durably.
     async fn save_cutover(&self, migration: &str, record: &CutoverRecord) -> Result<()>;
 
+    /// The tables of `migration` (whose target this database is) that received changes within
+    /// the last `within`.
+    async fn tables_changed_since(
+        &self,
+        migration: &str,
+        within: std::time::Duration,
+    ) -> Result<Vec<TableName>>;
+
     /// Whether the last verification of `migration` stored here checked every range and found
     /// no difference (`None`: never verified).
     async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>>;

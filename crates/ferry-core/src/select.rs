@@ -7,6 +7,8 @@ use crate::schema::TableName;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selection {
     patterns: Vec<(String, String)>,
+    /// When set, only these tables (of those the patterns select).
+    only: Option<Vec<TableName>>,
 }
 
 impl Selection {
@@ -32,11 +34,25 @@ impl Selection {
             }
             parsed.push((schema.to_string(), table.to_string()));
         }
-        Ok(Selection { patterns: parsed })
+        Ok(Selection {
+            patterns: parsed,
+            only: None,
+        })
+    }
+
+    /// The same selection narrowed to exactly these tables.
+    pub fn restricted_to(&self, tables: &[TableName]) -> Selection {
+        Selection {
+            patterns: self.patterns.clone(),
+            only: Some(tables.to_vec()),
+        }
     }
 
     /// True when the table is selected.
     pub fn matches(&self, table: &TableName) -> bool {
+        if self.only.as_ref().is_some_and(|only| !only.contains(table)) {
+            return false;
+        }
         self.patterns.is_empty()
             || self
                 .patterns
@@ -96,5 +112,16 @@ mod tests {
     fn malformed_patterns_are_refused() {
         assert!(Selection::parse(&["a.b.c".to_string()]).is_err());
         assert!(Selection::parse(&[".x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_restricted_selection_takes_exact_names() {
+        let all = Selection::parse(&["public.*".to_string()]).unwrap();
+        let only = all.restricted_to(&[TableName::new("public", "a*b")]);
+        assert!(only.matches(&TableName::new("public", "a*b")));
+        assert!(!only.matches(&TableName::new("public", "axb")));
+        assert!(!Selection::default()
+            .restricted_to(&[TableName::new("public", "t")])
+            .matches(&TableName::new("other", "t")));
     }
 }

@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_core::connector::{Sink, Source, Switchover};
+use ferry_core::connector::{Inspector, Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase, CutoverRecord};
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
@@ -36,12 +36,15 @@ use tracing::{info, warn};
 
 use crate::lag::LagMeter;
 use crate::stream::sync_sequences;
+use crate::verify::{verify, Sides, VerifyOptions};
 
 /// One database as the controllers see it.
 pub struct Database<'a> {
     pub source: &'a dyn Source,
     pub sink: &'a dyn Sink,
     pub control: &'a dyn Switchover,
+    /// Reads rows for verification (as a source for the old database, a target for the new).
+    pub inspector: &'a dyn Inspector,
 }
 
 /// The database being left and the one being moved to.
@@ -69,6 +72,9 @@ pub struct CutoverOptions {
     pub force: bool,
     /// How often positions are sampled.
     pub poll: Duration,
+    /// While fenced, verify the tables that changed within this window (inside the downtime);
+    /// any difference aborts the cutover.
+    pub verify_recent: Option<Duration>,
 }
 
 /// What a controller did.
@@ -283,6 +289,9 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         // A table that failed while draining would be missing changes on the new database.
         require_copied(databases.new.sink, migration).await?;
         sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
+        if let Some(window) = options.verify_recent {
+            verify_recent(databases, options, window).await?;
+        }
         // The reverse stream starts here, before any application writes to the new database.
         let (position, snapshot) = databases
             .new
@@ -566,6 +575,62 @@ async fn require_copied(sink: &dyn Sink, migration: &str) -> Result<()> {
     }
     Err(Error::operator("cutover.not_copied", format!("tables not ready: {}", unfinished.join(", ")))
         .with_hint("let `ferry run` finish copying (a failed table is copied afresh when ferry run starts again)"))
+}
+
+/// Verifies, while fenced, the tables that changed within `window`.
+async fn verify_recent(
+    databases: &Databases<'_>,
+    options: &CutoverOptions,
+    window: Duration,
+) -> Result<()> {
+    let tables = databases
+        .new
+        .control
+        .tables_changed_since(&options.migration, window)
+        .await?;
+    if tables.is_empty() {
+        info!(
+            window_s = window.as_secs(),
+            "no table changed lately; nothing to re-verify"
+        );
+        return Ok(());
+    }
+    let started = Instant::now();
+    let verify_options = VerifyOptions {
+        migration: options.migration.clone(),
+        selection: options.selection.restricted_to(&tables),
+        ..VerifyOptions::default()
+    };
+    let sides = Sides {
+        source: databases.old.source,
+        source_rows: databases.old.inspector,
+        target_rows: databases.new.inspector,
+    };
+    let reports = verify(&sides, &verify_options).await?;
+    let different: Vec<String> = reports
+        .iter()
+        .filter(|report| !report.is_equal())
+        .map(|report| {
+            format!(
+                "{} ({} differences)",
+                report.table,
+                report.differences.len() + report.schema_differences.len()
+            )
+        })
+        .collect();
+    if !different.is_empty() {
+        return Err(Error::operator(
+            "cutover.verify_failed",
+            format!("tables differ at the fence: {}", different.join(", ")),
+        )
+        .with_hint("run `ferry verify --repair` (the fence was lifted), then cut over again"));
+    }
+    info!(
+        tables = tables.len(),
+        verify_ms = started.elapsed().as_millis() as u64,
+        "re-verified the tables written lately: equal"
+    );
+    Ok(())
 }
 
 /// The stream a dry run creates and drops on the new database, to time it.

@@ -145,6 +145,24 @@ impl ChangeApplier for PostgresApplier {
                 }
             }
         }
+        let mut changed: Vec<&TableName> = batch
+            .segments
+            .iter()
+            .flat_map(|segment| -> Vec<&TableName> {
+                match segment {
+                    Segment::Rows(tables) => tables
+                        .iter()
+                        .map(|changes| &changes.relation.table)
+                        .collect(),
+                    Segment::Truncate { relations, .. } => {
+                        relations.iter().map(|relation| &relation.table).collect()
+                    }
+                }
+            })
+            .collect();
+        changed.sort();
+        changed.dedup();
+        state::touch_tables(&transaction, &self.migration, &changed).await?;
         for (table, reason) in &batch.failed_tables {
             state::set_table_failed(&transaction, &self.migration, table, reason).await?;
         }

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS _ferry.table_state (
     PRIMARY KEY (migration, table_schema, table_name)
 );
 ALTER TABLE _ferry.table_state ADD COLUMN IF NOT EXISTS note text;
+ALTER TABLE _ferry.table_state ADD COLUMN IF NOT EXISTS last_change_at timestamptz;
 CREATE TABLE IF NOT EXISTS _ferry.chunk (
     migration text NOT NULL,
     table_schema text NOT NULL,
@@ -293,4 +294,46 @@ pub(crate) async fn save_cutover(
         .await
         .map_err(|error| classify(error, "storing the switch-over record"))?;
     Ok(())
+}
+
+/// Notes that these tables received changes, inside the transaction that applies them.
+pub(crate) async fn touch_tables(
+    client: &impl GenericClient,
+    migration: &str,
+    tables: &[&TableName],
+) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let schemas: Vec<&str> = tables.iter().map(|table| table.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
+    client
+        .execute(
+            "UPDATE _ferry.table_state SET last_change_at = clock_timestamp()
+             FROM unnest($2::text[], $3::text[]) AS changed(table_schema, table_name)
+             WHERE migration = $1 AND _ferry.table_state.table_schema = changed.table_schema AND _ferry.table_state.table_name = changed.table_name",
+            &[&migration, &schemas, &names],
+        )
+        .await
+        .map_err(|error| classify(error, "noting which tables changed"))?;
+    Ok(())
+}
+
+/// The tables of `migration` that received changes within the last `seconds`.
+pub(crate) async fn tables_changed_since(
+    client: &impl GenericClient,
+    migration: &str,
+    seconds: f64,
+) -> Result<Vec<TableName>> {
+    Ok(client
+        .query(
+            "SELECT table_schema, table_name FROM _ferry.table_state
+             WHERE migration = $1 AND last_change_at > clock_timestamp() - make_interval(secs => $2)",
+            &[&migration, &seconds],
+        )
+        .await
+        .map_err(|error| classify(error, "reading which tables changed lately"))?
+        .iter()
+        .map(|row| TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
+        .collect())
 }

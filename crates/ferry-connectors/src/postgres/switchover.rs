@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 use ferry_core::connector::Switchover;
 use ferry_core::cutover::CutoverRecord;
-use ferry_core::{Error, Lsn, Position, Result};
+use ferry_core::{Error, Lsn, Position, Result, TableName};
 use tokio_postgres::Client;
 use tracing::info;
 
@@ -118,9 +118,15 @@ impl Switchover for PostgresControl {
         if version < 110000 {
             return Err(Error::operator(
                 "cutover.version",
-                format!("switching over needs PostgreSQL 11 or later ({} runs {})", self.config.describe(), version / 10000),
+                format!(
+                    "switching over needs PostgreSQL 11 or later ({} runs {})",
+                    self.config.describe(),
+                    version / 10000
+                ),
             )
-            .with_hint("upgrade, or switch applications over by hand once `ferry status` shows no lag"));
+            .with_hint(
+                "upgrade, or switch applications over by hand once `ferry status` shows no lag",
+            ));
         }
         if superuser {
             return Ok(());
@@ -393,6 +399,14 @@ impl Switchover for PostgresControl {
             .await
             .map_err(|error| classify(error, "creating ferry's state tables"))?;
         state::save_cutover(&client, migration, record).await
+    }
+
+    async fn tables_changed_since(
+        &self,
+        migration: &str,
+        within: std::time::Duration,
+    ) -> Result<Vec<TableName>> {
+        state::tables_changed_since(&self.client().await?, migration, within.as_secs_f64()).await
     }
 
     async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>> {

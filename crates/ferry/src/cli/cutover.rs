@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferry_connectors::postgres::{PostgresControl, PostgresSink, PostgresSource};
+use ferry_connectors::postgres::{
+    ConnectionConfig, PostgresControl, PostgresInspector, PostgresSink, PostgresSource,
+};
 use ferry_core::Result;
 use ferry_engine::cutover::{self, CutoverOptions, CutoverReport, Database, Databases};
 
@@ -34,33 +36,45 @@ pub struct SwitchFlags {
     pub dry_run: bool,
     pub force: bool,
     pub json: bool,
+    pub verify_recent: Option<Duration>,
 }
 
 struct PostgresDatabase {
     source: PostgresSource,
     sink: PostgresSink,
     control: PostgresControl,
+    inspector: PostgresInspector,
 }
 
 pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source_config, target_config) = configs(&settings)?;
-    let open = |config: &ferry_connectors::postgres::ConnectionConfig| PostgresDatabase {
+    let open = |config: &ConnectionConfig, inspector: PostgresInspector| PostgresDatabase {
         source: PostgresSource::new(config.clone()),
         sink: PostgresSink::new(config.clone()),
         control: PostgresControl::new(config.clone()),
+        inspector,
     };
-    let (old, new) = (open(&source_config), open(&target_config));
+    let old = open(
+        &source_config,
+        PostgresInspector::source(source_config.clone()),
+    );
+    let new = open(
+        &target_config,
+        PostgresInspector::target(target_config.clone()),
+    );
     let databases = Databases {
         old: Database {
             source: &old.source,
             sink: &old.sink,
             control: &old.control,
+            inspector: &old.inspector,
         },
         new: Database {
             source: &new.source,
             sink: &new.sink,
             control: &new.control,
+            inspector: &new.inspector,
         },
     };
     let options = CutoverOptions {
@@ -73,6 +87,7 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
         dry_run: switch.dry_run,
         force: switch.force,
         poll: Duration::from_millis(50),
+        verify_recent: switch.verify_recent,
     };
     let report = match action {
         Action::Reads => cutover::switch_reads(&databases, &settings.name).await?,

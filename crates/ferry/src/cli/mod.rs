@@ -112,6 +112,10 @@ pub enum Command {
         /// Give up when the lag has not settled within this time.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         lag_wait: Duration,
+        /// While fenced, verify the tables written within this window (e.g. 10m); a difference
+        /// aborts the cutover. Adds the verification time to the write downtime.
+        #[arg(long, value_parser = parse_duration)]
+        verify_recent: Option<Duration>,
     },
     /// Go back to the old database from any phase, losing no write: after a cutover, fence the
     /// new database, drain the reverse stream, then let the old one take writes again.
@@ -281,6 +285,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             max_lag,
             stable_for,
             lag_wait,
+            verify_recent,
         } => {
             let action = if reads {
                 cutover::Action::Reads
@@ -298,6 +303,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     dry_run,
                     force,
                     json: switch.json,
+                    verify_recent,
                 },
             )
             .await
@@ -314,6 +320,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     dry_run: false,
                     force: false,
                     json: switch.json,
+                    verify_recent: None,
                 },
             )
             .await
@@ -334,6 +341,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     dry_run: false,
                     force: false,
                     json,
+                    verify_recent: None,
                 },
             )
             .await

@@ -364,9 +364,51 @@ async fn cutover_and_rollback_lose_no_acknowledged_write() {
         .wait_for_writes(Side::Old, before + 100, log)
         .await;
 
-    // Cutover.
-    let report = switch(&pair, "cutover", FAST_GATE, None)
-        .unwrap_or_else(|error| panic!("{error}\n{}", log()));
+    // A difference found at the fence aborts the cutover and lifts the fence.
+    pair.target
+        .batch_execute("UPDATE public.ledger SET note = 'tampered' WHERE id = 7")
+        .await
+        .unwrap();
+    let aborted = switch(
+        &pair,
+        "cutover",
+        &[FAST_GATE, &["--verify-recent", "10m"]].concat(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        aborted.contains("cutover.verify_failed") && aborted.contains("public.ledger"),
+        "{aborted}"
+    );
+    wait_phase(port, "replicating", log).await;
+    let before = application.count(Side::Old);
+    application
+        .wait_for_writes(Side::Old, before + 100, log)
+        .await;
+    for flags in [&["--repair"][..], &[][..]] {
+        let verify = pair
+            .ferry(
+                "verify",
+                &[&["--name", &pair.name, "--while-streaming"][..], flags].concat(),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "verify {flags:?}: {}\n{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
+    // Cutover, re-verifying the tables written in the last 10 minutes while fenced.
+    let report = switch(
+        &pair,
+        "cutover",
+        &[FAST_GATE, &["--verify-recent", "10m"]].concat(),
+        None,
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", log()));
     assert_eq!(report["phase"], "writes-switched", "{report}");
     let downtime = report["write_downtime_millis"].as_u64().unwrap();
     assert!(downtime < 5_000, "write downtime {downtime} ms");
