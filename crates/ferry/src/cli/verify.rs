@@ -3,9 +3,11 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{PostgresInspector, PostgresSource};
+use ferry_connectors::postgres::{PostgresControl, PostgresInspector, PostgresSource};
+use ferry_core::connector::Switchover;
+use ferry_core::cutover::Side;
 use ferry_core::verify::{DifferenceKind, TableReport};
-use ferry_core::Result;
+use ferry_core::{Error, Result};
 use ferry_engine::verify::{verify, Sides, VerifyOptions};
 
 use crate::connect::configs;
@@ -38,6 +40,21 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
     let source = PostgresSource::new(source_config.clone());
     let source_rows = PostgresInspector::source(source_config.clone());
     let target_rows = PostgresInspector::target(target_config.clone());
+    if verify_flags.repair {
+        // Repair copies rows from the old database over the new one: never once applications
+        // write to the new one.
+        let phase = PostgresControl::new(target_config.clone())
+            .load_cutover(&settings.name)
+            .await?
+            .phase;
+        if phase.write_primary() != Some(Side::Source) {
+            return Err(Error::operator(
+                "verify.repair_after_switch",
+                format!("cannot repair in phase {phase}: the new database may hold newer writes than the old one"),
+            )
+            .with_hint("verify without --repair; to repair from the old database, roll back first (`ferry rollback`)"));
+        }
+    }
     let options = VerifyOptions {
         migration: settings.name.clone(),
         selection: settings.selection.clone(),

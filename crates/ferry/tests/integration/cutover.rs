@@ -450,6 +450,13 @@ async fn cutover_and_rollback_lose_no_acknowledged_write() {
         metrics.contains("ferry_last_write_downtime_seconds"),
         "{metrics}"
     );
+    // Repairing from the old database would overwrite newer writes now.
+    let repair = pair
+        .ferry("verify", &["--name", &pair.name, "--repair"])
+        .output()
+        .unwrap();
+    assert_eq!(repair.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&repair.stderr).contains("verify.repair_after_switch"));
 
     // The reverse stream carries writes back; it survives kill -9 of ferry run.
     let written = application.acknowledged_ids();
