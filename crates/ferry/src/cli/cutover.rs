@@ -2,7 +2,10 @@
 //! the new database while a `ferry run` keeps streaming.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ferry_core::connector::Switchover;
 
 use ferry_connectors::postgres::{
     ConnectionConfig, PostgresControl, PostgresInspector, PostgresSink, PostgresSource,
@@ -10,8 +13,10 @@ use ferry_connectors::postgres::{
 use ferry_core::Result;
 use ferry_engine::cutover::{self, CutoverOptions, CutoverReport, Database, Databases};
 
+use crate::cli::migrate::Listen;
 use crate::connect::configs;
 use crate::settings::{resolve, FlagSettings};
+use crate::telemetry::{Direction, Telemetry};
 
 /// Which switch to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub struct SwitchFlags {
     pub force: bool,
     pub json: bool,
     pub verify_recent: Option<Duration>,
+    /// Serve the phase over HTTP while the switch runs.
+    pub listen: Listen,
 }
 
 struct PostgresDatabase {
@@ -89,16 +96,58 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
         poll: Duration::from_millis(50),
         verify_recent: switch.verify_recent,
     };
-    let report = match action {
-        Action::Reads => cutover::switch_reads(&databases, &settings.name).await?,
-        Action::Writes => cutover::cutover(&databases, &options).await?,
-        Action::Rollback => cutover::rollback(&databases, &options).await?,
+    let watcher = match &switch.listen.address {
+        Some(address) => Some(
+            serve_phase(
+                address,
+                switch.listen.token.clone(),
+                &settings.name,
+                target_config.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let result = match action {
+        Action::Reads => cutover::switch_reads(&databases, &settings.name).await,
+        Action::Writes => cutover::cutover(&databases, &options).await,
+        Action::Rollback => cutover::rollback(&databases, &options).await,
         Action::Finish { unfence_source } => {
-            cutover::finish(&databases, &settings.name, unfence_source).await?
+            cutover::finish(&databases, &settings.name, unfence_source).await
         }
     };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let report = result?;
     print(&report, switch.json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the control plane for the duration of a switch, re-reading the phase from the target
+/// twice a second.
+async fn serve_phase(
+    address: &str,
+    token: Option<String>,
+    migration: &str,
+    target: ConnectionConfig,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let telemetry = Arc::new(Telemetry::new(
+        migration,
+        Direction::new("forward", None),
+        Direction::new("reverse", None),
+    ));
+    crate::http::serve(address, token, telemetry.clone()).await?;
+    let migration = migration.to_string();
+    Ok(tokio::spawn(async move {
+        let control = PostgresControl::new(target);
+        loop {
+            if let Ok(record) = control.load_cutover(&migration).await {
+                telemetry.set_record(record);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }))
 }
 
 fn print(report: &CutoverReport, json: bool) {

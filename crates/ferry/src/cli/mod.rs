@@ -192,6 +192,8 @@ pub struct SwitchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 /// Parses durations like `1s`, `500ms`, `2m`, or plain seconds.
@@ -304,6 +306,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     force,
                     json: switch.json,
                     verify_recent,
+                    listen: migrate::Listen {
+                        address: switch.listen.listen,
+                        token: switch.listen.api_token,
+                    },
                 },
             )
             .await
@@ -321,6 +327,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     force: false,
                     json: switch.json,
                     verify_recent: None,
+                    listen: migrate::Listen {
+                        address: switch.listen.listen,
+                        token: switch.listen.api_token,
+                    },
                 },
             )
             .await
@@ -342,6 +352,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     force: false,
                     json,
                     verify_recent: None,
+                    listen: migrate::Listen::default(),
                 },
             )
             .await

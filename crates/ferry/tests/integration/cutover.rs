@@ -346,14 +346,46 @@ async fn cutover_and_rollback_lose_no_acknowledged_write() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    // A dry run predicts and changes nothing.
-    let rehearsal = switch(
-        &pair,
-        "cutover",
-        &[FAST_GATE, &["--dry-run"]].concat(),
-        None,
+    // A dry run predicts and changes nothing; while it runs, it serves the phase.
+    let controller_port = free_port();
+    let listen = format!("127.0.0.1:{controller_port}");
+    let dry_run = pair
+        .ferry(
+            "cutover",
+            &[
+                &[
+                    "--name",
+                    &pair.name,
+                    "--json",
+                    "--dry-run",
+                    "--listen",
+                    &listen,
+                ][..],
+                FAST_GATE,
+            ]
+            .concat(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the controller to serve the phase",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = http_get(controller_port, "/api/phase", None).await?;
+            (status == 200 && body.contains("\"replicating\"")).then_some(())
+        },
     )
+    .await
     .unwrap_or_else(|error| panic!("{error}\n{}", log()));
+    let output = dry_run.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rehearsal: Json = serde_json::from_slice(&output.stdout).unwrap();
     assert!(
         rehearsal["predicted_downtime_millis"].as_u64().is_some(),
         "{rehearsal}"
@@ -661,6 +693,18 @@ async fn the_control_plane_needs_a_token_beyond_loopback() {
     let output = pair
         .ferry(
             "run",
+            &["--name", &pair.name, "--listen", &format!("0.0.0.0:{port}")],
+        )
+        .env_remove("FERRY_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs a token"), "{stderr}");
+    // The controllers serve the phase too, under the same rule.
+    let output = pair
+        .ferry(
+            "cutover",
             &["--name", &pair.name, "--listen", &format!("0.0.0.0:{port}")],
         )
         .env_remove("FERRY_API_TOKEN")
