@@ -305,8 +305,8 @@ pub trait Switchover: Send + Sync {
     async fn check_switchover(&self) -> Result<()>;
 
     /// Takes the migration's controller lock on this database, held until the returned guard is
-    /// dropped, so that two `cutover`/`rollback`/`finish` never interleave. Fails at once when
-    /// another holds it.
+    /// dropped, so that two `cutover`/`rollback`/`finish` never interleave. Fails when another
+    /// holds it for more than a few seconds.
     async fn lock_controller(
         &self,
         migration: &str,

@@ -32,6 +32,7 @@ use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
 use ferry_core::state::TableState;
 use ferry_core::{failpoint, Error, Position, Result, TableName};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::lag::LagMeter;
@@ -75,6 +76,9 @@ pub struct CutoverOptions {
     /// While fenced, verify the tables that changed within this window (inside the downtime);
     /// any difference aborts the cutover.
     pub verify_recent: Option<Duration>,
+    /// Turns true when the operator asks to stop (Ctrl-C): a switch in progress is aborted and
+    /// the fence lifted.
+    pub interrupt: Option<watch::Receiver<bool>>,
 }
 
 /// What a controller did.
@@ -189,44 +193,24 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         }
         CutoverPhase::Replicating | CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {}
     }
-    require_copied(databases.new.sink, migration).await?;
-    if !stream_becomes_active(databases.old.control, migration).await? {
-        return Err(Error::operator(
-            "cutover.not_streaming",
-            format!("no ferry process is streaming migration '{migration}' right now"),
-        )
-        .with_hint("start `ferry run` for this migration (it keeps streaming through the switch), then run cutover again"));
-    }
-    databases.old.control.check_switchover().await?;
-    databases.new.control.check_switchover().await?;
-    // A dry run that crashed may have left its rehearsal slot behind.
-    let rehearsal = rehearsal_name(migration);
-    if databases.new.control.stream_active(&rehearsal).await? == Some(false) {
-        databases.new.control.drop_stream(&rehearsal).await?;
-    }
-    if !stream_stops(databases.new.control, &reverse_name(migration)).await? {
-        return Err(Error::operator(
-            "cutover.stream_in_use",
-            "the reverse stream of an earlier cutover is still running",
-        )
-        .with_hint("`ferry run` stops it within seconds after a rollback; run cutover again"));
-    }
-    let catalog = databases
-        .old
-        .source
-        .read_catalog(&options.selection)
-        .await?;
-    let tables: Vec<TableName> = catalog
-        .tables
-        .iter()
-        .map(|table| table.name.clone())
-        .collect();
-    let sequences: Vec<TableName> = catalog
-        .sequences
-        .iter()
-        .map(|sequence| sequence.name.clone())
-        .collect();
-
+    let (catalog, tables, sequences) = match prepare_cutover(databases, options).await {
+        Ok(prepared) => prepared,
+        // Resuming a fenced cutover that cannot go on: writes must not stay blocked.
+        Err(error) if current.phase == CutoverPhase::Fenced => {
+            let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
+            return Err(abort(
+                databases.old.control,
+                databases.new.control,
+                migration,
+                &current,
+                back,
+                error,
+                "cutover",
+            )
+            .await);
+        }
+        Err(error) => return Err(error),
+    };
     let mut lag = None;
     if current.phase != CutoverPhase::Fenced {
         match databases.new.control.last_verification_clean(migration).await? {
@@ -274,7 +258,8 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
     // From the fence on, any failure lifts the fence and restores the phase: writes must never
     // stay blocked because a step failed.
     let reverse = reverse_name(migration);
-    let fenced = async {
+    let fence_started = Instant::now();
+    let fenced = interruptible(&options.interrupt, async {
         let fence_position = databases.old.control.fence(migration).await?;
         failpoint::hit("cutover.after_fence");
         drain(
@@ -290,7 +275,12 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         require_copied(databases.new.sink, migration).await?;
         sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
         if let Some(window) = options.verify_recent {
-            verify_recent(databases, options, window).await?;
+            // Within what is left of the fence budget: writes are blocked meanwhile.
+            let left = options.fence_timeout.saturating_sub(fence_started.elapsed());
+            tokio::time::timeout(left, verify_recent(databases, options, window))
+                .await
+                .map_err(|_| Error::operator("cutover.fence_timeout", "re-verifying the recently written tables did not finish within --fence-timeout")
+                    .with_hint("allow more with --fence-timeout, narrow --verify-recent, or verify before the cutover instead"))??;
         }
         // The reverse stream starts here, before any application writes to the new database.
         let (position, snapshot) = databases
@@ -302,26 +292,22 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         start_reverse_state(databases.old.sink, &catalog, &reverse, position).await?;
         failpoint::hit("cutover.after_reverse_stream");
         Ok::<Position, Error>(fence_position)
-    }
+    })
     .await;
     let fence_position = match fenced {
         Ok(position) => position,
         Err(error) => {
-            warn!(code = error.code(), error = %error, "cutover failed while fenced; lifting the fence on the old database");
-            databases.old.control.unfence().await?;
             let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
-            let restored = CutoverRecord {
-                phase: back,
-                before_fence: None,
-                fenced_at_unix_micros: None,
-                ..record(back, &current)
-            };
-            databases
-                .new
-                .control
-                .save_cutover(migration, &restored)
-                .await?;
-            return Err(error.context("cutover aborted, writes go to the old database again"));
+            return Err(abort(
+                databases.old.control,
+                databases.new.control,
+                migration,
+                &current,
+                back,
+                error,
+                "cutover",
+            )
+            .await);
         }
     };
     let downtime = current
@@ -408,22 +394,53 @@ pub async fn rollback(
         CutoverPhase::WritesSwitched | CutoverPhase::RollingBack => {}
     }
     let reverse = reverse_name(migration);
-    if !stream_becomes_active(databases.new.control, &reverse).await? {
-        return Err(Error::operator("cutover.not_streaming", format!("no ferry process is streaming the new database back to the old one (migration '{migration}')"))
-            .with_hint("start `ferry run` for this migration (after a cutover it streams both ways), then roll back again"));
+    // The old database is unfenced only after the drain completed: an interrupted rollback
+    // that got that far just needs its phase stored.
+    if current.phase == CutoverPhase::RollingBack
+        && databases.old.control.fenced_by().await?.is_none()
+    {
+        let back = CutoverRecord {
+            before_fence: None,
+            fenced_at_unix_micros: None,
+            ..record(CutoverPhase::Replicating, &current)
+        };
+        databases.new.control.save_cutover(migration, &back).await?;
+        return Ok(CutoverReport {
+            phase: CutoverPhase::Replicating,
+            ..CutoverReport::unchanged(
+                phase_before,
+                "the interrupted rollback had finished draining; writes go to the old database",
+            )
+        });
     }
-    databases.old.control.check_switchover().await?;
-    databases.new.control.check_switchover().await?;
-    let catalog = databases
-        .old
-        .source
-        .read_catalog(&options.selection)
-        .await?;
-    let sequences: Vec<TableName> = catalog
-        .sequences
-        .iter()
-        .map(|sequence| sequence.name.clone())
-        .collect();
+    let prepared = async {
+        if !stream_becomes_active(databases.new.control, &reverse).await? {
+            return Err(Error::operator("cutover.not_streaming", format!("no ferry process is streaming the new database back to the old one (migration '{migration}')"))
+                .with_hint("start `ferry run` for this migration (after a cutover it streams both ways), then roll back again"));
+        }
+        databases.old.control.check_switchover().await?;
+        databases.new.control.check_switchover().await?;
+        let catalog = databases.old.source.read_catalog(&options.selection).await?;
+        Ok::<Vec<TableName>, Error>(catalog.sequences.iter().map(|sequence| sequence.name.clone()).collect())
+    }
+    .await;
+    let sequences = match prepared {
+        Ok(sequences) => sequences,
+        // Resuming a fenced rollback that cannot go on: writes must not stay blocked.
+        Err(error) if current.phase == CutoverPhase::RollingBack => {
+            return Err(abort(
+                databases.new.control,
+                databases.new.control,
+                migration,
+                &current,
+                CutoverPhase::WritesSwitched,
+                error,
+                "rollback",
+            )
+            .await);
+        }
+        Err(error) => return Err(error),
+    };
     let mut fenced = current.clone();
     if current.phase == CutoverPhase::WritesSwitched {
         fenced = CutoverRecord {
@@ -440,7 +457,7 @@ pub async fn rollback(
             .await?;
     }
     // From the fence on, any failure lifts the new database's fence and restores the phase.
-    let drained = async {
+    let drained = interruptible(&options.interrupt, async {
         let fence_position = databases.new.control.fence(migration).await?;
         failpoint::hit("rollback.after_fence");
         drain(
@@ -455,24 +472,21 @@ pub async fn rollback(
         require_copied(databases.old.sink, &reverse).await?;
         sync_sequences(databases.new.source, databases.old.sink, &sequences).await?;
         Ok::<Position, Error>(fence_position)
-    }
+    })
     .await;
     let fence_position = match drained {
         Ok(position) => position,
         Err(error) => {
-            warn!(code = error.code(), error = %error, "rollback failed while fenced; lifting the fence on the new database");
-            databases.new.control.unfence().await?;
-            let restored = CutoverRecord {
-                before_fence: None,
-                fenced_at_unix_micros: None,
-                ..record(CutoverPhase::WritesSwitched, &fenced)
-            };
-            databases
-                .new
-                .control
-                .save_cutover(migration, &restored)
-                .await?;
-            return Err(error.context("rollback aborted, writes go to the new database again"));
+            return Err(abort(
+                databases.new.control,
+                databases.new.control,
+                migration,
+                &fenced,
+                CutoverPhase::WritesSwitched,
+                error,
+                "rollback",
+            )
+            .await);
         }
     };
     databases.old.control.unfence().await?;
@@ -597,7 +611,8 @@ async fn verify_recent(
     }
     let started = Instant::now();
     let verify_options = VerifyOptions {
-        migration: options.migration.clone(),
+        // Its own verification record: the operator's last full verification stays as it is.
+        migration: format!("{}@fence", options.migration),
         selection: options.selection.restricted_to(&tables),
         ..VerifyOptions::default()
     };
@@ -636,6 +651,100 @@ async fn verify_recent(
 /// The stream a dry run creates and drops on the new database, to time it.
 fn rehearsal_name(migration: &str) -> String {
     format!("{migration}_rehearsal")
+}
+
+/// The checks before a cutover, and what it moves: (catalog, tables, sequences).
+async fn prepare_cutover(
+    databases: &Databases<'_>,
+    options: &CutoverOptions,
+) -> Result<(Catalog, Vec<TableName>, Vec<TableName>)> {
+    let migration = options.migration.as_str();
+    require_copied(databases.new.sink, migration).await?;
+    if !stream_becomes_active(databases.old.control, migration).await? {
+        return Err(Error::operator(
+            "cutover.not_streaming",
+            format!("no ferry process is streaming migration '{migration}' right now"),
+        )
+        .with_hint("start `ferry run` for this migration (it keeps streaming through the switch), then run cutover again"));
+    }
+    databases.old.control.check_switchover().await?;
+    databases.new.control.check_switchover().await?;
+    // A dry run that crashed may have left its rehearsal slot behind.
+    let rehearsal = rehearsal_name(migration);
+    if databases.new.control.stream_active(&rehearsal).await? == Some(false) {
+        databases.new.control.drop_stream(&rehearsal).await?;
+    }
+    if !stream_stops(databases.new.control, &reverse_name(migration)).await? {
+        return Err(Error::operator(
+            "cutover.stream_in_use",
+            "the reverse stream of an earlier cutover is still running",
+        )
+        .with_hint("`ferry run` stops it within seconds after a rollback; run cutover again"));
+    }
+    let catalog = databases
+        .old
+        .source
+        .read_catalog(&options.selection)
+        .await?;
+    let tables = catalog
+        .tables
+        .iter()
+        .map(|table| table.name.clone())
+        .collect();
+    let sequences = catalog
+        .sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
+    Ok((catalog, tables, sequences))
+}
+
+/// Undoes a fence after `error`: lifts it on `fenced` and stores `back` as the phase. Returns
+/// the error to report (both, when lifting the fence fails too).
+async fn abort(
+    fenced: &dyn Switchover,
+    new: &dyn Switchover,
+    migration: &str,
+    current: &CutoverRecord,
+    back: CutoverPhase,
+    error: Error,
+    what: &str,
+) -> Error {
+    warn!(code = error.code(), error = %error, "{what} failed while writes were fenced; lifting the fence");
+    let restored = CutoverRecord {
+        phase: back,
+        before_fence: None,
+        fenced_at_unix_micros: None,
+        ..record(back, current)
+    };
+    let undone = async {
+        fenced.unfence().await?;
+        new.save_cutover(migration, &restored).await
+    }
+    .await;
+    match undone {
+        Ok(()) => error.context(format!("{what} aborted, the fence is lifted and the phase is {back} again")),
+        Err(undo_error) => Error::operator(
+            "cutover.fence_stuck",
+            format!("{what} failed ({}: {}) and lifting the fence failed too ({}: {})", error.code(), error.message(), undo_error.code(), undo_error.message()),
+        )
+        .with_hint("writes are still blocked: run `ferry rollback` once the databases are reachable (or lift it by hand: ALTER DATABASE ... RESET default_transaction_read_only; ALTER DATABASE ... RESET ferry.fence)"),
+    }
+}
+
+/// Runs `steps`, failing with `cutover.interrupted` if the operator asks to stop first.
+async fn interruptible<T>(
+    interrupt: &Option<watch::Receiver<bool>>,
+    steps: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(interrupt) = interrupt else {
+        return steps.await;
+    };
+    let mut interrupt = interrupt.clone();
+    tokio::select! {
+        result = steps => result,
+        _ = interrupt.wait_for(|stop| *stop) => Err(Error::operator("cutover.interrupted", "stopped by the operator")),
+    }
 }
 
 /// Lifts ferry's fence on the new database, if it has one.

@@ -139,11 +139,11 @@ async fn check_source(
             "raise max_wal_senders on the source (restart needed)",
         ));
     }
-    if version < 100000 {
+    if version < 140000 {
         findings.push(Finding::error(
             "source.version",
-            "the source is older than PostgreSQL 10, which has no pgoutput",
-            "upgrade the source or use a dump and restore",
+            format!("the source runs PostgreSQL {}; ferry streams changes from 14 or later (its replication client asks pgoutput for logical messages, an option added in 14)", version / 10000),
+            "upgrade the source, or use `ferry copy` for a one-time copy (10 or later)",
         ));
     }
 

@@ -147,14 +147,22 @@ impl Switchover for PostgresControl {
         migration: &str,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
         let client = self.client().await?;
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended('ferry.controller.' || $1, 0))",
-                &[&migration],
-            )
-            .await
-            .map_err(|error| classify(error, "taking the controller lock"))?
-            .get(0);
+        // Others hold it briefly (ferry run's cleanup) or for a whole switch: wait a little.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let locked = loop {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('ferry.controller.' || $1, 0))",
+                    &[&migration],
+                )
+                .await
+                .map_err(|error| classify(error, "taking the controller lock"))?
+                .get(0);
+            if locked || std::time::Instant::now() > deadline {
+                break locked;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         if !locked {
             return Err(Error::operator(
                 "cutover.busy",
@@ -166,7 +174,8 @@ impl Switchover for PostgresControl {
                 "wait for it to end (the lock goes with its connection, also when it crashes)",
             ));
         }
-        // The session lock lives as long as this connection.
+        // The session lock lives as long as this connection: keep the server from ending it.
+        let _ = client.batch_execute("SET idle_session_timeout = 0").await;
         Ok(Box::new(client))
     }
 
@@ -207,13 +216,24 @@ impl Switchover for PostgresControl {
         let before_cutoff = format!("SELECT pid FROM pg_stat_activity WHERE {OTHER_SESSIONS} AND backend_start < to_timestamp($1::float8)");
         let mut ended = 0;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let left = loop {
-            let left = end_sessions(&client, &before_cutoff, Some(cutoff), &what).await?;
-            ended += left;
-            if left == 0 || std::time::Instant::now() > deadline {
-                break left;
+        let mut quiet_rounds = 0;
+        // Until two listings 20 ms apart find nobody (a backend that read the settings before
+        // the ALTER may show up in pg_stat_activity a moment later), or the deadline.
+        while quiet_rounds < 2 && std::time::Instant::now() < deadline {
+            let signalled = end_sessions(&client, &before_cutoff, Some(cutoff), &what).await?;
+            ended += signalled;
+            if signalled == 0 {
+                quiet_rounds += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            } else {
+                quiet_rounds = 0;
             }
-        };
+        }
+        let left = client
+            .query(&before_cutoff, &[&cutoff])
+            .await
+            .map_err(|error| classify(error, &what))?
+            .len();
         if left > 0 {
             return Err(Error::transient(
                 "cutover.sessions_left",

@@ -95,6 +95,8 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
         force: switch.force,
         poll: Duration::from_millis(50),
         verify_recent: switch.verify_recent,
+        // Ctrl-C while fenced aborts the switch and lifts the fence.
+        interrupt: Some(crate::signals::shutdown_on_signals()),
     };
     let watcher = match &switch.listen.address {
         Some(address) => Some(

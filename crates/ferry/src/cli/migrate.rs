@@ -291,6 +291,12 @@ async fn follow_phase(
 /// WAL there for nothing). Reads the phase first: a cutover creates the slot only after storing
 /// `fenced`, and waits for a running reverse stream to stop before it does.
 async fn remove_leftover_reverse(control: &PostgresControl, name: &str, reverse_migration: &str) {
+    // Under the controller lock, so no cutover can create the slot between the checks and the
+    // drop; a busy lock means a controller runs: leave everything to it.
+    let Ok(_lock) = control.lock_controller(name).await else {
+        return;
+    };
+    // (Waiting for the lock may take seconds: the phase is read only now.)
     let Ok(record) = control.load_cutover(name).await else {
         return;
     };

@@ -40,13 +40,16 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
     let source = PostgresSource::new(source_config.clone());
     let source_rows = PostgresInspector::source(source_config.clone());
     let target_rows = PostgresInspector::target(target_config.clone());
+    // Repair copies rows from the old database over the new one: never once applications write
+    // to the new one, and no cutover may start meanwhile (the controller lock is held throughout).
+    let control = PostgresControl::new(target_config.clone());
+    let _lock = if verify_flags.repair {
+        Some(control.lock_controller(&settings.name).await?)
+    } else {
+        None
+    };
     if verify_flags.repair {
-        // Repair copies rows from the old database over the new one: never once applications
-        // write to the new one.
-        let phase = PostgresControl::new(target_config.clone())
-            .load_cutover(&settings.name)
-            .await?
-            .phase;
+        let phase = control.load_cutover(&settings.name).await?.phase;
         if phase.write_primary() != Some(Side::Source) {
             return Err(Error::operator(
                 "verify.repair_after_switch",

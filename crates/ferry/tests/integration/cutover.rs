@@ -596,6 +596,21 @@ async fn an_interrupted_cutover_resumes() {
     let log = || pair.log();
     let application = Application::start(&pair.name, port);
     application.wait_for_writes(Side::Old, 100, log).await;
+    // A drain that outlasts --fence-timeout (zero: the fence position cannot be durable on the
+    // new database the moment the fence goes up) aborts: the fence is lifted, writes go on.
+    let aborted = switch(
+        &pair,
+        "cutover",
+        &[FAST_GATE, &["--force", "--fence-timeout", "0s"]].concat(),
+        None,
+    )
+    .unwrap_err();
+    assert!(aborted.contains("cutover.fence_timeout"), "{aborted}");
+    wait_phase(port, "replicating", log).await;
+    let before = application.count(Side::Old);
+    application
+        .wait_for_writes(Side::Old, before + 100, log)
+        .await;
     for failpoint in [
         "cutover.after_fence",
         "cutover.after_drain",
