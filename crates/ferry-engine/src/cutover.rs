@@ -838,6 +838,11 @@ async fn drain(
 ) -> Result<()> {
     let started = Instant::now();
     loop {
+        // The budget is checked first: a zero timeout never waits (it rehearses the abort).
+        if started.elapsed() >= timeout {
+            return Err(Error::operator("cutover.fence_timeout", format!("the stream did not reach the fence position {position} within {} s", timeout.as_secs()))
+                .with_hint("check that `ferry run` is streaming and caught up (`ferry status`), or allow more with --fence-timeout"));
+        }
         if target
             .applied_position(migration)
             .await?
@@ -845,10 +850,6 @@ async fn drain(
         {
             info!(%position, drain_ms = started.elapsed().as_millis() as u64, "drained to the fence");
             return Ok(());
-        }
-        if started.elapsed() > timeout {
-            return Err(Error::operator("cutover.fence_timeout", format!("the stream did not reach the fence position {position} within {} s", timeout.as_secs()))
-                .with_hint("check that `ferry run` is streaming and caught up (`ferry status`), or allow more with --fence-timeout"));
         }
         tokio::time::sleep(poll).await;
     }
