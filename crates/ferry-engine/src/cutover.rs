@@ -120,12 +120,39 @@ fn unix_micros_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn record(phase: CutoverPhase, previous: &CutoverRecord) -> CutoverRecord {
+/// `previous` moved to `phase`, with no fence in progress.
+fn settled(phase: CutoverPhase, previous: &CutoverRecord) -> CutoverRecord {
     CutoverRecord {
         phase,
+        before_fence: None,
+        fenced_at_unix_micros: None,
+        last_downtime_millis: previous.last_downtime_millis,
         updated_unix_micros: unix_micros_now(),
-        ..previous.clone()
     }
+}
+
+/// `previous` moved to `phase` (`fenced` or `rolling-back`): a fence starts now, and an abort
+/// returns to the phase `previous` was in.
+fn fencing(phase: CutoverPhase, previous: &CutoverRecord) -> CutoverRecord {
+    CutoverRecord {
+        phase,
+        before_fence: Some(previous.phase),
+        fenced_at_unix_micros: Some(unix_micros_now()),
+        last_downtime_millis: previous.last_downtime_millis,
+        updated_unix_micros: unix_micros_now(),
+    }
+}
+
+/// `fenced` moved to `phase` at the end of its fence, which lasted the returned milliseconds.
+fn fence_ended(phase: CutoverPhase, fenced: &CutoverRecord) -> (CutoverRecord, Option<u64>) {
+    let downtime = fenced
+        .fenced_at_unix_micros
+        .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
+    let record = CutoverRecord {
+        last_downtime_millis: downtime.map(|millis| millis as i64),
+        ..settled(phase, fenced)
+    };
+    (record, downtime)
 }
 
 /// Moves readers: `replicating` to `reads-switched`.
@@ -154,7 +181,7 @@ pub async fn switch_reads(databases: &Databases<'_>, migration: &str) -> Result<
     databases
         .new
         .control
-        .save_cutover(migration, &record(CutoverPhase::ReadsSwitched, &current))
+        .save_cutover(migration, &settled(CutoverPhase::ReadsSwitched, &current))
         .await?;
     info!(migration, "readers switched to the new database");
     Ok(CutoverReport {
@@ -197,17 +224,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         Ok(prepared) => prepared,
         // Resuming a fenced cutover that cannot go on: writes must not stay blocked.
         Err(error) if current.phase == CutoverPhase::Fenced => {
-            let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
-            return Err(abort(
-                databases.old.control,
-                databases.new.control,
-                migration,
-                &current,
-                back,
-                error,
-                "cutover",
-            )
-            .await);
+            return Err(abort_cutover(databases, migration, &current, error).await);
         }
         Err(error) => return Err(error),
     };
@@ -233,13 +250,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
             )
             .await;
         }
-        current = CutoverRecord {
-            phase: CutoverPhase::Fenced,
-            before_fence: Some(current.phase),
-            fenced_at_unix_micros: Some(unix_micros_now()),
-            last_downtime_millis: current.last_downtime_millis,
-            updated_unix_micros: unix_micros_now(),
-        };
+        current = fencing(CutoverPhase::Fenced, &current);
         databases
             .new
             .control
@@ -297,29 +308,10 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
     let fence_position = match fenced {
         Ok(position) => position,
         Err(error) => {
-            let back = current.before_fence.unwrap_or(CutoverPhase::Replicating);
-            return Err(abort(
-                databases.old.control,
-                databases.new.control,
-                migration,
-                &current,
-                back,
-                error,
-                "cutover",
-            )
-            .await);
+            return Err(abort_cutover(databases, migration, &current, error).await);
         }
     };
-    let downtime = current
-        .fenced_at_unix_micros
-        .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
-    let switched = CutoverRecord {
-        phase: CutoverPhase::WritesSwitched,
-        before_fence: None,
-        fenced_at_unix_micros: None,
-        last_downtime_millis: downtime.map(|millis| millis as i64),
-        updated_unix_micros: unix_micros_now(),
-    };
+    let (switched, downtime) = fence_ended(CutoverPhase::WritesSwitched, &current);
     databases
         .new
         .control
@@ -377,11 +369,7 @@ pub async fn rollback(
             if databases.new.control.stream_active(&reverse).await? == Some(false) {
                 databases.new.control.drop_stream(&reverse).await?;
             }
-            let back = CutoverRecord {
-                before_fence: None,
-                fenced_at_unix_micros: None,
-                ..record(CutoverPhase::Replicating, &current)
-            };
+            let back = settled(CutoverPhase::Replicating, &current);
             databases.new.control.save_cutover(migration, &back).await?;
             return Ok(CutoverReport {
                 phase: CutoverPhase::Replicating,
@@ -399,11 +387,7 @@ pub async fn rollback(
     if current.phase == CutoverPhase::RollingBack
         && databases.old.control.fenced_by().await?.is_none()
     {
-        let back = CutoverRecord {
-            before_fence: None,
-            fenced_at_unix_micros: None,
-            ..record(CutoverPhase::Replicating, &current)
-        };
+        let back = settled(CutoverPhase::Replicating, &current);
         databases.new.control.save_cutover(migration, &back).await?;
         return Ok(CutoverReport {
             phase: CutoverPhase::Replicating,
@@ -428,28 +412,13 @@ pub async fn rollback(
         Ok(sequences) => sequences,
         // Resuming a fenced rollback that cannot go on: writes must not stay blocked.
         Err(error) if current.phase == CutoverPhase::RollingBack => {
-            return Err(abort(
-                databases.new.control,
-                databases.new.control,
-                migration,
-                &current,
-                CutoverPhase::WritesSwitched,
-                error,
-                "rollback",
-            )
-            .await);
+            return Err(abort_rollback(databases, migration, &current, error).await);
         }
         Err(error) => return Err(error),
     };
     let mut fenced = current.clone();
     if current.phase == CutoverPhase::WritesSwitched {
-        fenced = CutoverRecord {
-            phase: CutoverPhase::RollingBack,
-            before_fence: Some(CutoverPhase::WritesSwitched),
-            fenced_at_unix_micros: Some(unix_micros_now()),
-            last_downtime_millis: current.last_downtime_millis,
-            updated_unix_micros: unix_micros_now(),
-        };
+        fenced = fencing(CutoverPhase::RollingBack, &current);
         databases
             .new
             .control
@@ -477,29 +446,11 @@ pub async fn rollback(
     let fence_position = match drained {
         Ok(position) => position,
         Err(error) => {
-            return Err(abort(
-                databases.new.control,
-                databases.new.control,
-                migration,
-                &fenced,
-                CutoverPhase::WritesSwitched,
-                error,
-                "rollback",
-            )
-            .await);
+            return Err(abort_rollback(databases, migration, &fenced, error).await);
         }
     };
     databases.old.control.unfence().await?;
-    let downtime = fenced
-        .fenced_at_unix_micros
-        .map(|fenced_at| ((unix_micros_now() - fenced_at).max(0) / 1000) as u64);
-    let back = CutoverRecord {
-        phase: CutoverPhase::Replicating,
-        before_fence: None,
-        fenced_at_unix_micros: None,
-        last_downtime_millis: downtime.map(|millis| millis as i64),
-        updated_unix_micros: unix_micros_now(),
-    };
+    let (back, downtime) = fence_ended(CutoverPhase::Replicating, &fenced);
     databases.new.control.save_cutover(migration, &back).await?;
     info!(migration, downtime_ms = downtime, "rolled back: the old database takes writes again; the new one follows it (and stays read-only for applications)");
     Ok(CutoverReport {
@@ -549,7 +500,7 @@ pub async fn finish(
         databases
             .new
             .control
-            .save_cutover(migration, &record(CutoverPhase::Done, &current))
+            .save_cutover(migration, &settled(CutoverPhase::Done, &current))
             .await?;
     }
     if unfence_old && databases.old.control.fenced_by().await?.is_some() {
@@ -699,6 +650,45 @@ async fn prepare_cutover(
     Ok((catalog, tables, sequences))
 }
 
+/// Undoes a cutover's fence on the old database after `error`, back to the phase before it.
+async fn abort_cutover(
+    databases: &Databases<'_>,
+    migration: &str,
+    fenced: &CutoverRecord,
+    error: Error,
+) -> Error {
+    let back = fenced.before_fence.unwrap_or(CutoverPhase::Replicating);
+    abort(
+        databases.old.control,
+        databases.new.control,
+        migration,
+        fenced,
+        back,
+        error,
+        "cutover",
+    )
+    .await
+}
+
+/// Undoes a rollback's fence on the new database after `error`: writes go to it again.
+async fn abort_rollback(
+    databases: &Databases<'_>,
+    migration: &str,
+    fenced: &CutoverRecord,
+    error: Error,
+) -> Error {
+    abort(
+        databases.new.control,
+        databases.new.control,
+        migration,
+        fenced,
+        CutoverPhase::WritesSwitched,
+        error,
+        "rollback",
+    )
+    .await
+}
+
 /// Undoes a fence after `error`: lifts it on `fenced` and stores `back` as the phase. Returns
 /// the error to report (both, when lifting the fence fails too).
 async fn abort(
@@ -711,12 +701,7 @@ async fn abort(
     what: &str,
 ) -> Error {
     warn!(code = error.code(), error = %error, "{what} failed while writes were fenced; lifting the fence");
-    let restored = CutoverRecord {
-        phase: back,
-        before_fence: None,
-        fenced_at_unix_micros: None,
-        ..record(back, current)
-    };
+    let restored = settled(back, current);
     let undone = async {
         fenced.unfence().await?;
         new.save_cutover(migration, &restored).await
