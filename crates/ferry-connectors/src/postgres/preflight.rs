@@ -317,12 +317,7 @@ pub struct FailureSummary {
 pub async fn failure_summary(config: &ConnectionConfig, migration: &str) -> Result<FailureSummary> {
     let client = connect(config).await?;
     let what = "reading recorded failures";
-    let exists: bool = client
-        .query_one("SELECT to_regclass('_ferry.failure') IS NOT NULL", &[])
-        .await
-        .map_err(|error| classify(error, what))?
-        .get(0);
-    if !exists {
+    if !state::state_table_exists(&client, "failure", what).await? {
         return Ok(FailureSummary::default());
     }
     let count: i64 = client

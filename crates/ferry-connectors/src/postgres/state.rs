@@ -61,28 +61,72 @@ CREATE TABLE IF NOT EXISTS _ferry.cutover (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );";
 
-pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
-    let what = "reading ferry's state on the target";
-    let exists = client
-        .query_one("SELECT to_regclass('_ferry.chunk') IS NOT NULL", &[])
+/// Whether ferry's state table `_ferry.<table>` exists (it does not before the first run).
+pub(crate) async fn state_table_exists(
+    client: &impl GenericClient,
+    table: &str,
+    what: &str,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass('_ferry.' || quote_ident($1)) IS NOT NULL",
+            &[&table],
+        )
         .await
-        .map_err(|error| classify(error, what))?;
-    if !exists.get::<_, bool>(0) {
-        return Ok(MigrationState::default());
+        .map_err(|error| classify(error, what))?
+        .get(0))
+}
+
+/// The stream checkpoint of `migration`, if it has one.
+pub(crate) async fn load_checkpoint(
+    client: &impl GenericClient,
+    migration: &str,
+) -> Result<Option<StreamCheckpoint>> {
+    let what = "reading the stream checkpoint";
+    if !state_table_exists(client, "stream", what).await? {
+        return Ok(None);
     }
-    let mut state = MigrationState::default();
-    if let Some(row) = client
+    read_checkpoint(client, migration, what).await
+}
+
+async fn read_checkpoint(
+    client: &impl GenericClient,
+    migration: &str,
+    what: &str,
+) -> Result<Option<StreamCheckpoint>> {
+    let Some(row) = client
         .query_opt(
             "SELECT position, commit_time_unix_micros, (extract(epoch FROM updated_at) * 1000000)::bigint FROM _ferry.stream WHERE migration = $1",
             &[&migration],
         )
         .await
         .map_err(|error| classify(error, what))?
-    {
-        let text: String = row.get(0);
-        let position = Position::from_storage(&text).ok_or_else(|| Error::definite("state.position", format!("unreadable checkpoint position {text:?} in _ferry.stream")))?;
-        state.stream = Some(StreamCheckpoint { position, commit_time_unix_micros: row.get(1), updated_unix_micros: row.get(2) });
+    else {
+        return Ok(None);
+    };
+    let text: String = row.get(0);
+    let position = Position::from_storage(&text).ok_or_else(|| {
+        Error::definite(
+            "state.position",
+            format!("unreadable checkpoint position {text:?} in _ferry.stream"),
+        )
+    })?;
+    Ok(Some(StreamCheckpoint {
+        position,
+        commit_time_unix_micros: row.get(1),
+        updated_unix_micros: row.get(2),
+    }))
+}
+
+pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
+    let what = "reading ferry's state on the target";
+    if !state_table_exists(client, "chunk", what).await? {
+        return Ok(MigrationState::default());
     }
+    let mut state = MigrationState {
+        stream: read_checkpoint(client, migration, what).await?,
+        ..MigrationState::default()
+    };
     let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
     for row in client
         .query(
@@ -250,12 +294,7 @@ pub(crate) async fn load_cutover(
     migration: &str,
 ) -> Result<CutoverRecord> {
     let what = "reading the switch-over record";
-    let exists: bool = client
-        .query_one("SELECT to_regclass('_ferry.cutover') IS NOT NULL", &[])
-        .await
-        .map_err(|error| classify(error, what))?
-        .get(0);
-    if !exists {
+    if !state_table_exists(client, "cutover", what).await? {
         return Ok(CutoverRecord::default());
     }
     let row = client

@@ -377,35 +377,9 @@ impl Switchover for PostgresControl {
     }
 
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
-        let client = self.client().await?;
-        let what = "reading the stream checkpoint";
-        let exists: bool = client
-            .query_one("SELECT to_regclass('_ferry.stream') IS NOT NULL", &[])
-            .await
-            .map_err(|error| classify(error, what))?
-            .get(0);
-        if !exists {
-            return Ok(None);
-        }
-        let row = client
-            .query_opt(
-                "SELECT position FROM _ferry.stream WHERE migration = $1",
-                &[&migration],
-            )
-            .await
-            .map_err(|error| classify(error, what))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let text: String = row.get(0);
-                Position::from_storage(&text).map(Some).ok_or_else(|| {
-                    Error::definite(
-                        "state.position",
-                        format!("unreadable checkpoint position {text:?} in _ferry.stream"),
-                    )
-                })
-            }
-        }
+        Ok(state::load_checkpoint(&self.client().await?, migration)
+            .await?
+            .map(|checkpoint| checkpoint.position))
     }
 
     async fn load_cutover(&self, migration: &str) -> Result<CutoverRecord> {
@@ -432,12 +406,7 @@ impl Switchover for PostgresControl {
     async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>> {
         let client = self.client().await?;
         let what = "reading the last verification";
-        let exists: bool = client
-            .query_one("SELECT to_regclass('_ferry.verify_range') IS NOT NULL", &[])
-            .await
-            .map_err(|error| classify(error, what))?
-            .get(0);
-        if !exists {
+        if !state::state_table_exists(&client, "verify_range", what).await? {
             return Ok(None);
         }
         let row = client

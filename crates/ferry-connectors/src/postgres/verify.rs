@@ -17,7 +17,6 @@ use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema, Value};
 use futures_util::StreamExt;
-use tokio_postgres::Client;
 
 use super::catalog::read_catalog;
 use super::config::ConnectionConfig;
@@ -337,10 +336,9 @@ impl Inspector for PostgresInspector {
     }
 
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
-        let client: Client = connect(&self.config).await?;
-        Ok(state::load(&client, migration)
+        let client = connect(&self.config).await?;
+        Ok(state::load_checkpoint(&client, migration)
             .await?
-            .stream
             .map(|checkpoint| checkpoint.position))
     }
 
@@ -406,12 +404,7 @@ impl Inspector for PostgresInspector {
     async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>> {
         let client = connect(&self.config).await?;
         let what = "reading the verification state";
-        let exists: bool = client
-            .query_one("SELECT to_regclass('_ferry.verify_range') IS NOT NULL", &[])
-            .await
-            .map_err(|error| classify(error, what))?
-            .get(0);
-        if !exists {
+        if !state::state_table_exists(&client, "verify_range", what).await? {
             return Ok(Vec::new());
         }
         let rows = client
