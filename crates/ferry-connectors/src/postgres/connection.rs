@@ -4,6 +4,8 @@
 //! read on one server mean exactly the same on the other: ISO dates, UTC, shortest exact floats,
 //! hex bytea, UTF-8.
 
+use std::sync::Arc;
+
 use ferry_core::{Error, Result};
 use tokio_postgres::{Client, NoTls};
 use tracing::debug;
@@ -64,6 +66,34 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
             ),
         )
         .with_hint("check that the server is running and reachable at that host and port")),
+    }
+}
+
+/// One connection kept for small queries that are repeated (polling positions and phases), so
+/// that they do not open a session on the server each time. Reopened when it breaks. Not for
+/// queries that depend on settings read at session start (the fence marker).
+pub(crate) struct ReusedConnection {
+    config: ConnectionConfig,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl ReusedConnection {
+    pub(crate) fn new(config: ConnectionConfig) -> Self {
+        ReusedConnection {
+            config,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The kept connection, opened (again) if there is none or it closed.
+    pub(crate) async fn get(&self) -> Result<Arc<Client>> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(connect(&self.config).await?);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 }
 

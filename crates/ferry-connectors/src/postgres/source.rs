@@ -9,18 +9,23 @@ use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema};
 use super::catalog;
 use super::cdc;
 use super::config::ConnectionConfig;
-use super::connection::connect;
+use super::connection::{connect, ReusedConnection};
 use super::errors::classify;
 use super::snapshot::{PostgresSnapshot, SnapshotHolder};
 
 /// A PostgreSQL source.
 pub struct PostgresSource {
     config: ConnectionConfig,
+    /// For `current_position`, which lag sampling calls every second or faster.
+    polling: ReusedConnection,
 }
 
 impl PostgresSource {
     pub fn new(config: ConnectionConfig) -> Self {
-        PostgresSource { config }
+        PostgresSource {
+            polling: ReusedConnection::new(config.clone()),
+            config,
+        }
     }
 }
 
@@ -81,7 +86,7 @@ impl Source for PostgresSource {
     }
 
     async fn current_position(&self) -> Result<Position> {
-        let client = connect(&self.config).await?;
+        let client = self.polling.get().await?;
         let row = client
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
             .await

@@ -22,7 +22,7 @@ use tracing::info;
 
 use super::cdc::{origin_name, stream_name, FENCE_MESSAGE_PREFIX};
 use super::config::ConnectionConfig;
-use super::connection::connect;
+use super::connection::{connect, ReusedConnection};
 use super::ddl::{ident, literal};
 use super::errors::classify;
 use super::state;
@@ -33,11 +33,16 @@ const OTHER_SESSIONS: &str = "datname = current_database() AND pid <> pg_backend
 /// One PostgreSQL database's part in a switch-over.
 pub struct PostgresControl {
     config: ConnectionConfig,
+    /// For the reads controllers and `ferry run` repeat (checkpoint, phase, slot activity).
+    polling: ReusedConnection,
 }
 
 impl PostgresControl {
     pub fn new(config: ConnectionConfig) -> Self {
-        PostgresControl { config }
+        PostgresControl {
+            polling: ReusedConnection::new(config.clone()),
+            config,
+        }
     }
 
     async fn client(&self) -> Result<Client> {
@@ -331,7 +336,7 @@ impl Switchover for PostgresControl {
     }
 
     async fn stream_active(&self, migration: &str) -> Result<Option<bool>> {
-        let client = self.client().await?;
+        let client = self.polling.get().await?;
         let row = client
             .query_opt(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
@@ -377,13 +382,15 @@ impl Switchover for PostgresControl {
     }
 
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
-        Ok(state::load_checkpoint(&self.client().await?, migration)
-            .await?
-            .map(|checkpoint| checkpoint.position))
+        Ok(
+            state::load_checkpoint(&*self.polling.get().await?, migration)
+                .await?
+                .map(|checkpoint| checkpoint.position),
+        )
     }
 
     async fn load_cutover(&self, migration: &str) -> Result<CutoverRecord> {
-        state::load_cutover(&self.client().await?, migration).await
+        state::load_cutover(&*self.polling.get().await?, migration).await
     }
 
     async fn save_cutover(&self, migration: &str, record: &CutoverRecord) -> Result<()> {
