@@ -3,7 +3,8 @@
 //! rows, changes, lag and recent errors.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use ferry_core::cutover::CutoverRecord;
@@ -74,10 +75,8 @@ impl Direction {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, DirectionState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, DirectionState> {
+        locked(&self.state)
     }
 
     pub fn finish(&self) {
@@ -241,6 +240,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
 }
 
+/// A gauge family with a single, unlabelled sample.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, "gauge", help);
+    out.push_str(&format!("{name} {value}\n"));
+}
+
 fn stage_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Preparing => "preparing",
@@ -345,13 +350,19 @@ pub struct Retention {
 pub struct Telemetry {
     pub migration: String,
     pub started: Instant,
-    pub phase: Mutex<CutoverRecord>,
-    /// When the phase was last read from the target.
-    phase_read_at: Mutex<Option<Instant>>,
+    /// The phase and when it was last read from the target (`None`: never).
+    phase: Mutex<(CutoverRecord, Option<Instant>)>,
     pub forward: Arc<Direction>,
     pub reverse: Arc<Direction>,
-    pub reverse_running: Mutex<bool>,
-    pub retention: Mutex<Retention>,
+    reverse_running: AtomicBool,
+    retention: Mutex<Retention>,
+}
+
+/// Locks `mutex`, also when a panicking holder poisoned it (the data is plain figures).
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Telemetry {
@@ -359,40 +370,26 @@ impl Telemetry {
         Telemetry {
             migration: migration.to_string(),
             started: Instant::now(),
-            phase: Mutex::new(CutoverRecord::default()),
-            phase_read_at: Mutex::new(None),
+            phase: Mutex::new((CutoverRecord::default(), None)),
             forward: Arc::new(forward),
             reverse: Arc::new(reverse),
-            reverse_running: Mutex::new(false),
+            reverse_running: AtomicBool::new(false),
             retention: Mutex::new(Retention::default()),
         }
     }
 
     pub fn record(&self) -> CutoverRecord {
-        self.phase
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        locked(&self.phase).0.clone()
     }
 
     /// The phase as just read from the target.
     pub fn set_record(&self, record: CutoverRecord) {
-        *self
-            .phase
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = record;
-        *self
-            .phase_read_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        *locked(&self.phase) = (record, Some(Instant::now()));
     }
 
     /// Seconds since the phase was last read from the target (`None`: never).
     fn phase_age(&self) -> Option<f64> {
-        self.phase_read_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .map(|at| at.elapsed().as_secs_f64())
+        locked(&self.phase).1.map(|at| at.elapsed().as_secs_f64())
     }
 
     /// True when the phase was not read within the last 10 s (the target is unreachable).
@@ -401,24 +398,15 @@ impl Telemetry {
     }
 
     fn reverse_running(&self) -> bool {
-        *self
-            .reverse_running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.reverse_running.load(Ordering::Relaxed)
     }
 
     pub fn set_reverse_running(&self, running: bool) {
-        *self
-            .reverse_running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = running;
+        self.reverse_running.store(running, Ordering::Relaxed);
     }
 
     pub fn set_retention(&self, retention: Retention) {
-        *self
-            .retention
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = retention;
+        *locked(&self.retention) = retention;
     }
 
     /// `/api/phase`: where applications should read and write.
@@ -438,11 +426,7 @@ impl Telemetry {
     /// `/api/status`.
     pub fn status_json(&self) -> Json {
         let mut status = self.phase_json();
-        let retention = self
-            .retention
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let retention = locked(&self.retention).clone();
         status["uptime_seconds"] = json!(self.started.elapsed().as_secs());
         status["forward"] = self.forward.to_json();
         status["reverse"] = if self.reverse_running() {
@@ -494,51 +478,37 @@ impl Telemetry {
                 out.push('\n');
             }
         }
-        let retention = self
-            .retention
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let retention = locked(&self.retention).clone();
         if let Some(bytes) = retention.retained_bytes {
-            family(
+            gauge(
                 &mut out,
                 "ferry_slot_retained_bytes",
-                "gauge",
                 "WAL the source keeps for ferry's slot.",
+                bytes,
             );
-            out.push_str(&format!("ferry_slot_retained_bytes {bytes}\n"));
         }
         if let Some(bytes) = retention.safe_wal_bytes {
-            family(
+            gauge(
                 &mut out,
                 "ferry_slot_safe_wal_bytes",
-                "gauge",
                 "WAL that may still be written before the slot is lost.",
+                bytes,
             );
-            out.push_str(&format!("ferry_slot_safe_wal_bytes {bytes}\n"));
         }
         if let Some(millis) = record.last_downtime_millis {
-            family(
+            gauge(
                 &mut out,
                 "ferry_last_write_downtime_seconds",
-                "gauge",
                 "Writes were blocked this long during the last switch.",
+                format!("{:.3}", millis as f64 / 1000.0),
             );
-            out.push_str(&format!(
-                "ferry_last_write_downtime_seconds {:.3}\n",
-                millis as f64 / 1000.0
-            ));
         }
-        family(
+        gauge(
             &mut out,
             "ferry_uptime_seconds",
-            "gauge",
             "Seconds since this ferry started.",
+            self.started.elapsed().as_secs(),
         );
-        out.push_str(&format!(
-            "ferry_uptime_seconds {}\n",
-            self.started.elapsed().as_secs()
-        ));
         out
     }
 }

@@ -46,6 +46,23 @@ pub struct SwitchFlags {
     pub listen: Listen,
 }
 
+/// What `rollback` and `finish` run with where they take no flag (they have no lag gate).
+impl Default for SwitchFlags {
+    fn default() -> Self {
+        SwitchFlags {
+            max_lag: Duration::from_secs(1),
+            stable_for: Duration::ZERO,
+            lag_wait: Duration::from_secs(300),
+            fence_timeout: Duration::from_secs(30),
+            dry_run: false,
+            force: false,
+            json: false,
+            verify_recent: None,
+            listen: Listen::default(),
+        }
+    }
+}
+
 struct PostgresDatabase {
     source: PostgresSource,
     sink: PostgresSink,

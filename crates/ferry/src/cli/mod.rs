@@ -183,6 +183,15 @@ pub struct ListenArgs {
     pub api_token: Option<String>,
 }
 
+impl From<ListenArgs> for migrate::Listen {
+    fn from(args: ListenArgs) -> Self {
+        migrate::Listen {
+            address: args.listen,
+            token: args.api_token,
+        }
+    }
+}
+
 /// Shared by `cutover` and `rollback`.
 #[derive(Debug, Args, Clone)]
 pub struct SwitchArgs {
@@ -271,10 +280,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ferry_engine::Mode::Run,
                 copy.max_retries,
                 copy.restart,
-                &migrate::Listen {
-                    address: listen.listen,
-                    token: listen.api_token,
-                },
+                &listen.into(),
             )
             .await
         }
@@ -306,10 +312,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     force,
                     json: switch.json,
                     verify_recent,
-                    listen: migrate::Listen {
-                        address: switch.listen.listen,
-                        token: switch.listen.api_token,
-                    },
+                    listen: switch.listen.into(),
                 },
             )
             .await
@@ -319,18 +322,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &connection.flags(None),
                 cutover::Action::Rollback,
                 &cutover::SwitchFlags {
-                    max_lag: Duration::from_secs(1),
-                    stable_for: Duration::ZERO,
-                    lag_wait: Duration::from_secs(300),
                     fence_timeout: switch.fence_timeout,
-                    dry_run: false,
-                    force: false,
                     json: switch.json,
-                    verify_recent: None,
-                    listen: migrate::Listen {
-                        address: switch.listen.listen,
-                        token: switch.listen.api_token,
-                    },
+                    listen: switch.listen.into(),
+                    ..cutover::SwitchFlags::default()
                 },
             )
             .await
@@ -344,15 +339,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &connection.flags(None),
                 cutover::Action::Finish { unfence_source },
                 &cutover::SwitchFlags {
-                    max_lag: Duration::from_secs(1),
-                    stable_for: Duration::ZERO,
-                    lag_wait: Duration::from_secs(300),
-                    fence_timeout: Duration::from_secs(30),
-                    dry_run: false,
-                    force: false,
                     json,
-                    verify_recent: None,
-                    listen: migrate::Listen::default(),
+                    ..cutover::SwitchFlags::default()
                 },
             )
             .await

@@ -705,29 +705,20 @@ async fn an_interrupted_cutover_resumes() {
 async fn the_control_plane_needs_a_token_beyond_loopback() {
     let pair = setup("control_token").await;
     let port = free_port();
-    let output = pair
-        .ferry(
-            "run",
-            &["--name", &pair.name, "--listen", &format!("0.0.0.0:{port}")],
-        )
-        .env_remove("FERRY_API_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("needs a token"), "{stderr}");
-    // The controllers serve the phase too, under the same rule.
-    let output = pair
-        .ferry(
-            "cutover",
-            &["--name", &pair.name, "--listen", &format!("0.0.0.0:{port}")],
-        )
-        .env_remove("FERRY_API_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("needs a token"), "{stderr}");
+    // `run` and the controllers (which serve the phase too) follow the same rule.
+    for command in ["run", "cutover"] {
+        let output = pair
+            .ferry(
+                command,
+                &["--name", &pair.name, "--listen", &format!("0.0.0.0:{port}")],
+            )
+            .env_remove("FERRY_API_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("needs a token"), "{command}: {stderr}");
+    }
 
     let mut ferry = Running(pair.spawn_run(
         &[
