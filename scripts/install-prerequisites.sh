@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests, demo and benchmarks need on Debian 12: the PostgreSQL server
-# binaries (initdb, pg_ctl, postgres) and client tools (psql, pg_dump, pgbench).
-# Does nothing when they are present. Keeps Debian from starting its own cluster on 5432.
+# binaries (initdb, pg_ctl, postgres) and client tools (psql, pg_dump, pgbench), and the MariaDB
+# server and client tools (mariadb-install-db, mariadbd, mariadb, mariadb-dump) with sysbench.
+# Does nothing when they are present. Keeps Debian from starting its own servers.
 set -euo pipefail
-if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pgbench >/dev/null && command -v psql >/dev/null; then
+missing=()
+if ! { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pgbench >/dev/null && command -v psql >/dev/null; }; then
+  missing+=(postgresql postgresql-contrib)
+fi
+if ! { command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb-dump >/dev/null; }; then
+  missing+=(mariadb-server mariadb-client)
+fi
+if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v sysbench >/dev/null; then
+  missing+=(sysbench)
+fi
+if [ ${#missing[@]} = 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "PostgreSQL is missing: run as root, or: sudo apt-get install -y postgresql postgresql-contrib" >&2
+  echo "missing: ${missing[*]}: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
@@ -19,6 +30,6 @@ if [ ! -e "$policy" ]; then
   created_policy=1
 fi
 apt-get update -qq
-apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null
 [ "$created_policy" = 1 ] && rm -f "$policy"
-echo "installed: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
+echo "installed: ${missing[*]}"

@@ -1,6 +1,8 @@
 //! ferry's connectors, one folder per system, each behind a cargo feature, and the registry that
 //! turns a connection URL into a connector.
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;

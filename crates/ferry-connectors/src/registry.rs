@@ -6,6 +6,7 @@ use ferry_core::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Postgres,
+    Mysql,
 }
 
 /// Which engine a URL is for, from its scheme.
@@ -15,16 +16,14 @@ pub fn engine_of(url: &str) -> Result<Engine> {
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("postgres") | Some("postgresql") => Ok(Engine::Postgres),
-        Some("mysql") | Some("mariadb") => Err(Error::operator(
-            "config.unsupported_engine",
-            "MySQL and MariaDB are not supported yet",
-        )
-        .with_hint("this build moves PostgreSQL to PostgreSQL; use postgres:// URLs")),
+        Some("mysql") | Some("mariadb") => Ok(Engine::Mysql),
         Some(other) => Err(Error::operator(
             "config.unsupported_engine",
             format!("unknown database kind '{other}'"),
         )
-        .with_hint("use a URL like postgres://user@host:5432/database")),
+        .with_hint(
+            "use a URL like postgres://user@host:5432/database or mysql://user@host:3306/database",
+        )),
         None => Err(
             Error::operator("config.url", "the connection string is not a URL")
                 .with_hint("use a URL like postgres://user@host:5432/database"),
@@ -40,8 +39,9 @@ mod tests {
     fn schemes_pick_engines() {
         assert_eq!(engine_of("postgres://a@b/c").unwrap(), Engine::Postgres);
         assert_eq!(engine_of("PostgreSQL://a@b/c").unwrap(), Engine::Postgres);
+        assert_eq!(engine_of("mariadb://a@b/c").unwrap(), Engine::Mysql);
         assert_eq!(
-            engine_of("mysql://a@b/c").unwrap_err().code(),
+            engine_of("oracle://a@b/c").unwrap_err().code(),
             "config.unsupported_engine"
         );
         assert_eq!(engine_of("host=x").unwrap_err().code(), "config.url");

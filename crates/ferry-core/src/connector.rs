@@ -35,6 +35,9 @@ pub enum ChunkFormat {
     PostgresBinary,
     /// PostgreSQL `COPY ... (FORMAT text)` under pinned output settings.
     PostgresText,
+    /// ferry's neutral encoding of [`Value`] rows ([`crate::rows`]): every source produces it
+    /// and every sink loads it, so engines of different kinds can be paired.
+    Rows,
 }
 
 /// A source database.

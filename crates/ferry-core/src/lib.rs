@@ -17,6 +17,7 @@ pub mod cutover;
 pub mod error;
 pub mod failpoint;
 pub mod position;
+pub mod rows;
 pub mod schema;
 pub mod select;
 pub mod state;
@@ -24,6 +25,6 @@ pub mod value;
 pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};
-pub use position::{Lsn, Position};
+pub use position::{BinlogPosition, Lsn, Position};
 pub use schema::{Column, TableName, TableSchema};
 pub use value::{Cell, Value};

@@ -4,10 +4,12 @@
 //! watchdog process stops it and removes the directory when the process that started it exits,
 //! however it exits, so a crashed test run leaves nothing behind.
 
+mod mariadb;
 mod postgres;
 mod proxy;
 mod wait;
 
+pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
 pub use wait::wait_until;

@@ -12,7 +12,7 @@ pub struct PostgresServer {
     bin: PathBuf,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // The numeric uid of this process, from /proc (no libc needed).
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -41,7 +41,7 @@ pub fn postgres_bin() -> io::Result<PathBuf> {
     candidates.pop().map(|(_, bin)| bin).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no initdb under /usr/lib/postgresql/*/bin: install the server with `apt-get install -y postgresql`"))
 }
 
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -442,7 +442,9 @@ impl ChangeStream for PostgresChangeStream {
     }
 
     fn acknowledge(&mut self, position: Position) {
-        let Position::Postgres(lsn) = position;
+        let Position::Postgres(lsn) = position else {
+            return;
+        };
         if let Some(client) = &self.client {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
         }

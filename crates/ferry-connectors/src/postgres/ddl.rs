@@ -189,7 +189,7 @@ pub fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -> Resul
 pub fn copy_options(format: ChunkFormat) -> &'static str {
     match format {
         ChunkFormat::PostgresBinary => "(FORMAT binary)",
-        ChunkFormat::PostgresText => "(FORMAT text)",
+        ChunkFormat::PostgresText | ChunkFormat::Rows => "(FORMAT text)",
     }
 }
 

@@ -11,6 +11,7 @@ mod ddl;
 mod errors;
 pub mod pgoutput;
 mod preflight;
+mod rows;
 mod sink;
 mod snapshot;
 mod source;
@@ -20,7 +21,7 @@ mod verify;
 
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
-pub use preflight::{check, failure_summary, slot_status, FailureSummary, SlotStatus};
+pub use preflight::{check, check_sides, failure_summary, slot_status, FailureSummary, SlotStatus};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 pub use switchover::PostgresControl;

@@ -21,22 +21,39 @@ pub async fn check(
     selection: &Selection,
     migration: &str,
 ) -> Vec<Finding> {
+    check_sides(Some(source), Some(target), selection, migration).await
+}
+
+/// The checks of one side only (the other side is another engine, checked by its connector).
+pub async fn check_sides(
+    source: Option<&ConnectionConfig>,
+    target: Option<&ConnectionConfig>,
+    selection: &Selection,
+    migration: &str,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let source_client = match connect(source).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            findings.push(unreachable("source", &error));
-            None
-        }
+    let source_client = match source {
+        Some(source) => match connect(source).await {
+            Ok(client) => Some(client),
+            Err(error) => {
+                findings.push(unreachable("source", &error));
+                None
+            }
+        },
+        None => None,
     };
-    let target_client = match connect(target).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            findings.push(unreachable("target", &error));
-            None
-        }
+    let target_client = match target {
+        Some(target) => match connect(target).await {
+            Ok(client) => Some(client),
+            Err(error) => {
+                findings.push(unreachable("target", &error));
+                None
+            }
+        },
+        None => None,
     };
     let mut tables = Vec::new();
+    // 0: no PostgreSQL source, so no version to compare with.
     let mut source_version = 0;
     if let Some(client) = &source_client {
         match check_source(client, selection, migration, &mut findings).await {

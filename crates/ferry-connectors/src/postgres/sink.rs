@@ -35,7 +35,11 @@ impl PostgresSink {
     }
 }
 
-const FORMATS: &[ChunkFormat] = &[ChunkFormat::PostgresBinary, ChunkFormat::PostgresText];
+const FORMATS: &[ChunkFormat] = &[
+    ChunkFormat::PostgresBinary,
+    ChunkFormat::PostgresText,
+    ChunkFormat::Rows,
+];
 
 #[async_trait]
 impl Sink for PostgresSink {
@@ -408,9 +412,14 @@ pub(crate) async fn copy_into(
     transaction: &tokio_postgres::Transaction<'_>,
     table: &TableSchema,
     format: ChunkFormat,
-    mut rows: ByteStream,
+    rows: ByteStream,
     what: &str,
 ) -> Result<u64> {
+    let mut rows = if format == ChunkFormat::Rows {
+        super::rows::rows_to_copy_text(table, rows)
+    } else {
+        rows
+    };
     let columns: Vec<String> = table
         .writable_columns()
         .map(|column| ident(&column.name))

@@ -233,7 +233,7 @@ impl ChunkReader for PostgresChunkReader {
             .copied()
             .find(|format| match format {
                 ChunkFormat::PostgresBinary => binary_safe(table),
-                ChunkFormat::PostgresText => true,
+                ChunkFormat::PostgresText | ChunkFormat::Rows => true,
             })
             .ok_or_else(|| {
                 Error::operator(
@@ -269,7 +269,11 @@ impl ChunkReader for PostgresChunkReader {
             .copy_out(&sql)
             .await
             .map_err(|error| classify(error, &what))?;
-        let stream = stream.map(move |item| item.map_err(|error| classify(error, &what)));
-        Ok((format, Box::pin(stream) as ByteStream))
+        let stream: ByteStream =
+            Box::pin(stream.map(move |item| item.map_err(|error| classify(error, &what))));
+        if format == ChunkFormat::Rows {
+            return Ok((format, super::rows::copy_text_to_rows(table, stream)));
+        }
+        Ok((format, stream))
     }
 }

@@ -67,7 +67,13 @@ impl Source for PostgresSource {
         tables: &[TableSchema],
         ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>> {
-        let Position::Postgres(lsn) = position;
+        let Position::Postgres(lsn) = position else {
+            return Err(Error::operator(
+                "state.position",
+                format!("the checkpoint {position} is not a PostgreSQL position"),
+            )
+            .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`"));
+        };
         let keys = tables
             .iter()
             .map(|table| (table.name.clone(), table.primary_key.clone()))

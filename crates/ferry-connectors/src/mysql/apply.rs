@@ -1,0 +1,270 @@
+//! Applying merged change batches to MySQL: per table, one multi-row upsert
+//! (`INSERT ... ON DUPLICATE KEY UPDATE`, every column set explicitly so `ON UPDATE
+//! CURRENT_TIMESTAMP` keeps the source's value), one `DELETE ... WHERE key IN (...)`, and single
+//! statements for partial images and key moves. All inside the caller's transaction.
+
+use ferry_core::change::{Batch, Segment, TableChanges};
+use ferry_core::{Cell, Error, ErrorClass, Result, Value};
+use mysql_async::prelude::Queryable;
+
+use super::ddl::ident;
+use super::errors::classify;
+use super::sink::{TargetColumn, TargetColumns};
+use super::values::literal;
+
+const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
+
+pub(crate) async fn apply_batch<Q: Queryable>(
+    conn: &mut Q,
+    columns: &mut TargetColumns,
+    database: &str,
+    batch: &Batch,
+) -> Result<()> {
+    for segment in &batch.segments {
+        match segment {
+            Segment::Rows(tables) => {
+                for changes in tables {
+                    let table = changes.relation.table.clone();
+                    apply_table(conn, columns, database, changes)
+                        .await
+                        .map_err(|error| {
+                            if error.class() == ErrorClass::Definite {
+                                error.with_table(table)
+                            } else {
+                                error
+                            }
+                        })?;
+                }
+            }
+            Segment::Truncate { relations, .. } => {
+                for relation in relations {
+                    conn.query_drop(format!("DELETE FROM {}", ident(&relation.table.name)))
+                        .await
+                        .map_err(|error| {
+                            classify(error, &format!("emptying {} on the target", relation.table))
+                        })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Plan<'a> {
+    table: String,
+    names: Vec<&'a str>,
+    targets: Vec<Option<TargetColumn>>,
+    keys: Vec<usize>,
+}
+
+impl Plan<'_> {
+    fn value(&self, index: usize, value: &Value) -> Result<String> {
+        let kind = &self.targets[index]
+            .as_ref()
+            .expect("written columns exist")
+            .kind;
+        literal(value, kind)
+            .map_err(|error| error.context(format!("{}.{}", self.table, self.names[index])))
+    }
+
+    fn key_match(&self, key: &[Value]) -> Result<String> {
+        let mut parts = Vec::new();
+        for (position, index) in self.keys.iter().enumerate() {
+            parts.push(format!(
+                "{} = {}",
+                ident(self.names[*index]),
+                self.value(*index, &key[position])?
+            ));
+        }
+        Ok(parts.join(" AND "))
+    }
+
+    fn writes(&self, index: usize) -> bool {
+        self.targets[index]
+            .as_ref()
+            .is_some_and(|column| !column.generated)
+    }
+}
+
+async fn apply_table<Q: Queryable>(
+    conn: &mut Q,
+    columns: &mut TargetColumns,
+    database: &str,
+    changes: &TableChanges,
+) -> Result<()> {
+    let relation = &changes.relation;
+    let what = format!("applying changes to {} on the target", relation.table);
+    let target = columns
+        .of(conn, database, &relation.table.name)
+        .await?
+        .clone();
+    let plan = Plan {
+        table: relation.table.to_string(),
+        names: relation
+            .columns
+            .iter()
+            .map(|column| column.name.as_str())
+            .collect(),
+        targets: relation
+            .columns
+            .iter()
+            .map(|column| target.get(&column.name).cloned())
+            .collect(),
+        keys: relation.key_indexes(),
+    };
+    if let Some(missing) = relation
+        .columns
+        .iter()
+        .zip(&plan.targets)
+        .find(|(_, target)| target.is_none())
+    {
+        return Err(Error::definite(
+            "target.no_column",
+            format!(
+                "column {} of {} does not exist on the target",
+                missing.0.name, relation.table
+            ),
+        ));
+    }
+    let name = ident(&relation.table.name);
+
+    // Deletes, in statements of bounded size.
+    let mut statement = String::new();
+    for key in &changes.deletes {
+        statement.push_str(if statement.is_empty() {
+            "DELETE FROM "
+        } else {
+            " OR "
+        });
+        if statement.starts_with("DELETE FROM ") && !statement.contains(" WHERE ") {
+            statement.push_str(&format!("{name} WHERE "));
+        }
+        statement.push_str(&format!("({})", plan.key_match(key)?));
+        if statement.len() >= STATEMENT_BYTES {
+            conn.query_drop(std::mem::take(&mut statement))
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+    }
+    if !statement.is_empty() {
+        conn.query_drop(statement)
+            .await
+            .map_err(|error| classify(error, &what))?;
+    }
+
+    // Full images: upsert.
+    let written: Vec<usize> = (0..plan.names.len())
+        .filter(|index| plan.writes(*index))
+        .collect();
+    let non_key: Vec<&usize> = written
+        .iter()
+        .filter(|index| !plan.keys.contains(index))
+        .collect();
+    let prefix = format!(
+        "INSERT INTO {name} ({}) VALUES ",
+        written
+            .iter()
+            .map(|index| ident(plan.names[*index]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let suffix = if non_key.is_empty() {
+        let key = ident(plan.names[plan.keys[0]]);
+        format!(" ON DUPLICATE KEY UPDATE {key} = {key}")
+    } else {
+        format!(
+            " ON DUPLICATE KEY UPDATE {}",
+            non_key
+                .iter()
+                .map(|index| {
+                    let column = ident(plan.names[**index]);
+                    format!("{column} = VALUES({column})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut statement = String::new();
+    for row in &changes.upserts {
+        statement.push_str(if statement.is_empty() { &prefix } else { "," });
+        statement.push('(');
+        for (position, index) in written.iter().enumerate() {
+            if position > 0 {
+                statement.push(',');
+            }
+            match &row[*index] {
+                Cell::Value(value) => statement.push_str(&plan.value(*index, value)?),
+                Cell::Unchanged => {
+                    return Err(Error::definite(
+                        "apply.unchanged_in_upsert",
+                        format!("{}: an upsert lacks a value", plan.table),
+                    ))
+                }
+            }
+        }
+        statement.push(')');
+        if statement.len() >= STATEMENT_BYTES {
+            statement.push_str(&suffix);
+            conn.query_drop(std::mem::take(&mut statement))
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+    }
+    if !statement.is_empty() {
+        statement.push_str(&suffix);
+        conn.query_drop(statement)
+            .await
+            .map_err(|error| classify(error, &what))?;
+    }
+
+    // Partial images (a PostgreSQL source leaves unchanged large values out) and key moves.
+    for row in &changes.updates {
+        let key: Vec<Value> = plan
+            .keys
+            .iter()
+            .map(|index| match &row[*index] {
+                Cell::Value(value) => Ok(value.clone()),
+                Cell::Unchanged => Err(Error::definite(
+                    "apply.unchanged_key",
+                    format!("{}: a key value is missing", plan.table),
+                )),
+            })
+            .collect::<Result<_>>()?;
+        update(conn, &plan, &name, &key, row, &what).await?;
+    }
+    for (old_key, row) in &changes.moves {
+        update(conn, &plan, &name, old_key, row, &what).await?;
+    }
+    Ok(())
+}
+
+/// Sets the present, written columns of the row at `key`.
+async fn update<Q: Queryable>(
+    conn: &mut Q,
+    plan: &Plan<'_>,
+    name: &str,
+    key: &[Value],
+    row: &[Cell],
+    what: &str,
+) -> Result<()> {
+    let mut sets = Vec::new();
+    for (index, cell) in row.iter().enumerate() {
+        if let (Cell::Value(value), true) = (cell, plan.writes(index)) {
+            sets.push(format!(
+                "{} = {}",
+                ident(plan.names[index]),
+                plan.value(index, value)?
+            ));
+        }
+    }
+    if sets.is_empty() {
+        return Ok(());
+    }
+    conn.query_drop(format!(
+        "UPDATE {name} SET {} WHERE {}",
+        sets.join(", "),
+        plan.key_match(key)?
+    ))
+    .await
+    .map_err(|error| classify(error, what))
+}

@@ -1,0 +1,184 @@
+//! Reading table definitions from `information_schema`. A MySQL database is ferry's schema:
+//! tables are named `database.table`.
+
+use std::collections::BTreeMap;
+
+use ferry_core::schema::{
+    Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence, TableName,
+};
+use ferry_core::select::Selection;
+use ferry_core::{Result, TableSchema};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::ddl::ident;
+use super::errors::classify;
+use super::types::Kind;
+
+/// The kind of a column of a MySQL-dialect table.
+pub fn kind_of(column: &Column) -> Kind {
+    let data_type = column
+        .native_type
+        .split(['(', ' '])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let charset = column
+        .collation
+        .as_deref()
+        .map(|collation| collation.split('_').next().unwrap_or(collation));
+    Kind::of(
+        &data_type,
+        &column.native_type.to_ascii_lowercase(),
+        charset,
+    )
+}
+
+type ColumnRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// Reads the selected tables of the connection's database.
+pub async fn read_catalog(
+    conn: &mut Conn,
+    database: &str,
+    selection: &Selection,
+) -> Result<Catalog> {
+    let what = "reading the table definitions";
+    let tables: Vec<(String, Option<u64>, Option<u64>)> = conn
+        .exec(
+            "SELECT TABLE_NAME, TABLE_ROWS, AUTO_INCREMENT FROM information_schema.TABLES
+             WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let columns: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA,
+                    GENERATION_EXPRESSION, COLLATION_NAME
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let indexes: Vec<(String, String, i64, String, Option<i64>)> = conn
+        .exec(
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS
+             WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    // MariaDB keeps JSON as LONGTEXT with a json_valid() check.
+    let json_checks: Vec<(String, String)> = conn
+        .exec(
+            "SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
+             WHERE CONSTRAINT_SCHEMA = ? AND CHECK_CLAUSE LIKE 'json_valid(%'",
+            (database,),
+        )
+        .await
+        .unwrap_or_default();
+
+    let mut by_table: BTreeMap<String, Vec<Column>> = BTreeMap::new();
+    for (table, name, column_type, nullable, default, extra, generation, collation) in columns {
+        let extra_lower = extra.to_ascii_lowercase();
+        let is_json = json_checks.iter().any(|(check_table, clause)| {
+            check_table == &table && clause.contains(&format!("`{name}`"))
+        });
+        let generated = (extra_lower.contains("generated"))
+            .then(|| generation.unwrap_or_default())
+            .filter(|_| extra_lower.contains("stored") || extra_lower.contains("virtual"));
+        by_table.entry(table).or_default().push(Column {
+            name,
+            native_type: if is_json { "json".into() } else { column_type },
+            user_defined_type: false,
+            nullable: nullable == "YES",
+            default: default.filter(|_| generated.is_none()),
+            identity: extra_lower
+                .contains("auto_increment")
+                .then_some(Identity::ByDefault),
+            generated,
+            collation: if is_json { None } else { collation },
+        });
+    }
+
+    let mut catalog = Catalog::default();
+    for (table, estimated_rows, auto_increment) in tables {
+        let name = TableName::new(database, &table);
+        if !selection.matches(&name) {
+            continue;
+        }
+        let columns = by_table.remove(&table).unwrap_or_default();
+        let mut primary_key = Vec::new();
+        let mut secondary: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
+        for (_, index, non_unique, column, prefix) in indexes.iter().filter(|row| row.0 == table) {
+            if index == "PRIMARY" {
+                primary_key.push(column.clone());
+            } else {
+                let part = match prefix {
+                    Some(length) => format!("{}({length})", ident(column)),
+                    None => ident(column),
+                };
+                secondary
+                    .entry(index.clone())
+                    .or_insert((*non_unique == 0, Vec::new()))
+                    .1
+                    .push(part);
+            }
+        }
+        if let Some(column) = columns
+            .iter()
+            .find(|column| matches!(kind_of(column), Kind::Unsupported(_)))
+        {
+            catalog.unsupported.push((
+                name.clone(),
+                format!(
+                    "column {} has type {}, which ferry cannot move",
+                    column.name, column.native_type
+                ),
+            ));
+            continue;
+        }
+        if let Some(column) = columns.iter().find(|column| column.identity.is_some()) {
+            catalog.sequences.push(Sequence {
+                name: TableName::new(database, format!("{table}_{}_seq", column.name)),
+                definition: String::new(),
+                last_value: auto_increment.map(|next| next.saturating_sub(1) as i64),
+                owned_by: Some((name.clone(), column.name.clone())),
+                identity: true,
+            });
+        }
+        catalog.tables.push(TableSchema {
+            name: name.clone(),
+            dialect: "mysql".into(),
+            columns,
+            primary_key,
+            primary_key_name: None,
+            checks: Vec::new(),
+            secondary: secondary
+                .into_iter()
+                .map(|(index, (unique, parts))| SecondaryObject {
+                    definition: format!(
+                        "CREATE {}INDEX {} ON {} ({})",
+                        if unique { "UNIQUE " } else { "" },
+                        ident(&index),
+                        ident(&table),
+                        parts.join(", ")
+                    ),
+                    name: index,
+                    kind: SecondaryKind::Index,
+                })
+                .collect(),
+            estimated_rows: estimated_rows.unwrap_or(0),
+        });
+    }
+    Ok(catalog)
+}

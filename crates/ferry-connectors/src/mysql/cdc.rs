@@ -1,0 +1,417 @@
+//! The MySQL/MariaDB change stream: row events from the binary log, as a replica reads them.
+//!
+//! - Positions are `(file number, offset)`; a transaction's position is the end of its commit
+//!   (XID) event, where a resumed stream starts reading. Transactions that touch no selected
+//!   table still advance the position (as `Idle`), so the checkpoint keeps up on a busy server.
+//! - The server sends a heartbeat every second when idle; a connection silent for the network
+//!   timeout counts as lost (transient).
+//! - A binary log file that is gone (purged) is an operator error: changes are lost, and the
+//!   tables must be copied again. Never silent.
+//! - Rows are decoded with the column list of the catalog; a table whose column count changed
+//!   (ALTER TABLE while streaming) stops the stream with an error rather than guess.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
+use ferry_core::connector::ChangeStream;
+use ferry_core::{BinlogPosition, Cell, Error, Position, Result, TableSchema, Value};
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+
+use super::catalog::kind_of;
+use super::config::MysqlConfig;
+use super::connection::connect;
+use super::errors::classify;
+use super::types::Kind;
+use super::values::decode;
+
+/// A selected table as the stream decodes it.
+struct Decoder {
+    relation: Arc<Relation>,
+    kinds: Vec<Kind>,
+    key_indexes: Vec<usize>,
+}
+
+/// The replica server id ferry registers with: derived from the migration name, in a range
+/// unlikely to clash with real replicas.
+pub fn server_id(migration: &str) -> u32 {
+    let mut hash: u32 = 2_166_136_261;
+    for byte in migration.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(16_777_619);
+    }
+    0x4000_0000 | (hash & 0x3FFF_FFFF)
+}
+
+pub struct BinlogChangeStream {
+    stream: Option<BinlogStream>,
+    file: u32,
+    database: String,
+    tables: HashMap<String, Decoder>,
+    pending: VecDeque<StreamEvent>,
+    in_transaction: bool,
+    network_timeout: std::time::Duration,
+}
+
+impl BinlogChangeStream {
+    pub(crate) async fn open(
+        config: &MysqlConfig,
+        migration: &str,
+        position: BinlogPosition,
+        tables: &[TableSchema],
+    ) -> Result<BinlogChangeStream> {
+        let mut conn = connect(config, true).await?;
+        let what = format!("opening the binary log of {}", config.describe());
+        let logs: Vec<mysql_async::Row> =
+            conn.query("SHOW BINARY LOGS").await.map_err(|error| {
+                classify(error, &what).with_hint(
+                    "grant REPLICATION CLIENT (or BINLOG MONITOR on MariaDB) to ferry's user",
+                )
+            })?;
+        let names: Vec<String> = logs
+            .iter()
+            .filter_map(|row| row.get::<String, _>(0))
+            .collect();
+        let file_name = names
+            .iter()
+            .find(|name| BinlogPosition::file_number(name) == Some(position.file))
+            .cloned()
+            .ok_or_else(|| {
+                Error::operator(
+                    "source.log_purged",
+                    format!(
+                        "the binary log file number {} that the stream must resume from is gone from the source (oldest kept: {})",
+                        position.file,
+                        names.first().map(String::as_str).unwrap_or("none")
+                    ),
+                )
+                .with_hint("changes made since the checkpoint are lost: keep binary logs longer (binlog_expire_logs_seconds / expire_logs_days) and copy the tables again with `ferry run --restart`")
+            })?;
+        // Heartbeats every second while idle (nanoseconds), and checksums as the server writes them.
+        conn.query_drop("SET @master_heartbeat_period = 1000000000")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let request = BinlogStreamRequest::new(server_id(migration))
+            .with_filename(file_name.as_bytes())
+            .with_pos(position.offset);
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let decoders = tables
+            .iter()
+            .enumerate()
+            .map(|(index, table)| {
+                let relation = Arc::new(Relation {
+                    id: index as u32 + 1,
+                    table: table.name.clone(),
+                    columns: table
+                        .columns
+                        .iter()
+                        .map(|column| RelationColumn {
+                            name: column.name.clone(),
+                            is_key: table.primary_key.contains(&column.name),
+                        })
+                        .collect(),
+                });
+                let key_indexes = relation.key_indexes();
+                (
+                    table.name.name.clone(),
+                    Decoder {
+                        relation,
+                        kinds: table.columns.iter().map(kind_of).collect(),
+                        key_indexes,
+                    },
+                )
+            })
+            .collect();
+        Ok(BinlogChangeStream {
+            stream: Some(stream),
+            file: position.file,
+            database: config.database().to_string(),
+            tables: decoders,
+            pending: VecDeque::new(),
+            in_transaction: false,
+            network_timeout: config.network_timeout(),
+        })
+    }
+
+    fn position(&self, offset: u32) -> Position {
+        Position::Mysql(BinlogPosition {
+            file: self.file,
+            offset: u64::from(offset),
+        })
+    }
+
+    fn begin(&mut self) {
+        if !self.in_transaction {
+            self.in_transaction = true;
+            self.pending.push_back(StreamEvent::Begin);
+        }
+    }
+
+    fn commit(&mut self, offset: u32, timestamp: u32) {
+        let position = self.position(offset);
+        if self.in_transaction {
+            self.in_transaction = false;
+            self.pending.push_back(StreamEvent::Commit {
+                position,
+                commit_time_unix_micros: i64::from(timestamp) * 1_000_000,
+            });
+        } else {
+            self.pending.push_back(StreamEvent::Idle { position });
+        }
+    }
+
+    /// Turns one binary log event into stream events.
+    fn handle(&mut self, event: mysql_async::binlog::events::Event) -> Result<()> {
+        let header = event.header();
+        let data = event.read_data().map_err(|error| {
+            Error::definite(
+                "source.binlog_event",
+                format!("a binary log event could not be decoded: {error}"),
+            )
+        })?;
+        match data {
+            Some(EventData::RotateEvent(rotate)) => {
+                if let Some(number) = BinlogPosition::file_number(&rotate.name()) {
+                    self.file = number;
+                }
+            }
+            Some(EventData::XidEvent(_)) => self.commit(header.log_pos(), header.timestamp()),
+            Some(EventData::QueryEvent(query)) => {
+                let text = query.query();
+                let statement = text.trim_start().to_ascii_uppercase();
+                if statement.starts_with("BEGIN") {
+                    // Rows follow; Begin is emitted with the first change we keep.
+                } else if statement.starts_with("COMMIT") {
+                    self.commit(header.log_pos(), header.timestamp());
+                } else if self.concerns_selected(&query.schema(), &text) {
+                    let keyword = statement
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if keyword == "TRUNCATE" {
+                        let relations = self.tables_named_in(&text);
+                        self.begin();
+                        self.pending
+                            .push_back(StreamEvent::Change(Change::Truncate {
+                                relations,
+                                cascade: false,
+                                restart_identity: false,
+                            }));
+                        self.commit(header.log_pos(), header.timestamp());
+                    } else if matches!(keyword.as_str(), "ALTER" | "DROP" | "RENAME" | "CREATE") {
+                        return Err(Error::operator(
+                            "source.schema_changed",
+                            format!("a selected table's definition changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
+                        )
+                        .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart` (ferry does not yet replay DDL)"));
+                    } else {
+                        self.commit(header.log_pos(), header.timestamp());
+                    }
+                } else if !self.in_transaction {
+                    self.pending.push_back(StreamEvent::Idle {
+                        position: self.position(header.log_pos()),
+                    });
+                }
+            }
+            Some(EventData::HeartbeatEvent) => {
+                if !self.in_transaction && header.log_pos() > 0 {
+                    self.pending.push_back(StreamEvent::Idle {
+                        position: self.position(header.log_pos()),
+                    });
+                }
+            }
+            Some(EventData::RowsEvent(rows)) => self.rows(&rows)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn concerns_selected(&self, schema: &str, text: &str) -> bool {
+        (schema == self.database || text.contains(&self.database))
+            && !self.tables_named_in(text).is_empty()
+    }
+
+    fn tables_named_in(&self, text: &str) -> Vec<Arc<Relation>> {
+        let lower = text.to_ascii_lowercase();
+        self.tables
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.to_ascii_lowercase();
+                lower.contains(&format!("`{name}`"))
+                    || lower
+                        .split(|character: char| {
+                            !(character.is_alphanumeric() || character == '_' || character == '$')
+                        })
+                        .any(|word| word == name)
+            })
+            .map(|(_, decoder)| decoder.relation.clone())
+            .collect()
+    }
+
+    fn rows(&mut self, rows: &RowsEventData<'_>) -> Result<()> {
+        let stream = self.stream.as_ref().expect("open");
+        let Some(table_map) = stream.get_tme(rows.table_id()) else {
+            return Ok(());
+        };
+        if table_map.database_name() != self.database.as_str() {
+            return Ok(());
+        }
+        let table_name = table_map.table_name().to_string();
+        let Some(decoder) = self.tables.get(&table_name) else {
+            return Ok(());
+        };
+        if table_map.columns_count() as usize != decoder.kinds.len() {
+            return Err(Error::operator(
+                "source.schema_changed",
+                format!("{}.{table_name} has {} columns in the binary log but {} when streaming began", self.database, table_map.columns_count(), decoder.kinds.len()),
+            )
+            .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+        }
+        let mut changes = Vec::new();
+        for row in rows.rows(table_map) {
+            let (before, after) = row.map_err(|error| {
+                Error::definite(
+                    "source.binlog_event",
+                    format!("a row event of {table_name} could not be decoded: {error}"),
+                )
+            })?;
+            let before = before
+                .map(|row| decode_image(decoder, row, &table_name))
+                .transpose()?;
+            let after = after
+                .map(|row| decode_image(decoder, row, &table_name))
+                .transpose()?;
+            let key_of = |image: &Vec<Value>| {
+                decoder
+                    .key_indexes
+                    .iter()
+                    .map(|index| image[*index].clone())
+                    .collect::<Vec<_>>()
+            };
+            let relation = decoder.relation.clone();
+            changes.push(match (before, after) {
+                (None, Some(after)) => Change::Insert {
+                    relation,
+                    row: after.into_iter().map(Cell::Value).collect(),
+                },
+                (Some(before), Some(after)) => {
+                    let old_key = key_of(&before);
+                    let moved = old_key != key_of(&after);
+                    Change::Update {
+                        relation,
+                        old_key: moved.then_some(old_key),
+                        row: after.into_iter().map(Cell::Value).collect(),
+                    }
+                }
+                (Some(before), None) => Change::Delete {
+                    relation,
+                    key: key_of(&before),
+                },
+                (None, None) => continue,
+            });
+        }
+        if !changes.is_empty() {
+            self.begin();
+            self.pending
+                .extend(changes.into_iter().map(StreamEvent::Change));
+        }
+        Ok(())
+    }
+}
+
+fn decode_image(
+    decoder: &Decoder,
+    row: mysql_async::binlog::row::BinlogRow,
+    table: &str,
+) -> Result<Vec<Value>> {
+    let values = row.unwrap();
+    if values.len() != decoder.kinds.len() {
+        return Err(Error::operator(
+            "source.row_image",
+            format!("a row image of {table} lacks columns: the source must log full row images"),
+        )
+        .with_hint("set binlog_row_image=FULL on the source"));
+    }
+    values
+        .into_iter()
+        .zip(&decoder.kinds)
+        .map(|(value, kind)| match value {
+            BinlogValue::Value(raw) => decode(kind, raw, true),
+            BinlogValue::Jsonb(json) => serde_json::Value::try_from(json)
+                .map(|json| Value::Json(json.to_string()))
+                .map_err(|error| {
+                    Error::definite(
+                        "source.bad_value",
+                        format!("a JSON value of {table} could not be read: {error}"),
+                    )
+                }),
+            BinlogValue::JsonDiff(_) => Err(Error::operator(
+                "source.row_image",
+                format!("{table}: partial JSON updates are logged"),
+            )
+            .with_hint("set binlog_row_value_options='' on the source")),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map_err(|error| error.context(format!("streaming {table}")))
+}
+
+#[async_trait]
+impl ChangeStream for BinlogChangeStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            let stream = self.stream.as_mut().ok_or_else(|| {
+                Error::transient("stream.closed", "the binary log stream is closed")
+            })?;
+            let next = match tokio::time::timeout(self.network_timeout, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(Error::transient(
+                        "source.silent",
+                        format!(
+                            "the source sent nothing (not even a heartbeat) for {} s",
+                            self.network_timeout.as_secs()
+                        ),
+                    ))
+                }
+            };
+            match next {
+                Some(Ok(event)) => self.handle(event)?,
+                Some(Err(error)) => return Err(classify(error, "reading the binary log")),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, _position: Position) {
+        // The binary log is kept by time, not by replica acknowledgement: nothing to tell.
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.close().await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_ids_are_stable_and_in_ferrys_range() {
+        let id = super::server_id("shop");
+        assert_eq!(id, super::server_id("shop"));
+        assert_ne!(id, super::server_id("shop2"));
+        assert!(id >= 0x4000_0000);
+    }
+}

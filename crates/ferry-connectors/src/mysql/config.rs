@@ -1,0 +1,159 @@
+//! Connection settings: a `mysql://` (or `mariadb://`) URL, an optional password from elsewhere,
+//! and a description of the server that never contains the password.
+
+use std::time::Duration;
+
+use ferry_core::{Error, Result};
+use mysql_async::{Opts, OptsBuilder};
+
+/// How to reach one MySQL or MariaDB database.
+#[derive(Clone)]
+pub struct MysqlConfig {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    database: String,
+    network_timeout: Duration,
+}
+
+impl std::fmt::Debug for MysqlConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "MysqlConfig({})", self.describe())
+    }
+}
+
+fn url_error(message: &str) -> Error {
+    Error::operator("config.url", format!("the MySQL URL is malformed: {message}")).with_hint(
+        "write it as mysql://user@host:3306/database; percent-encode special characters in the password",
+    )
+}
+
+/// Decodes `%XX` escapes.
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut output = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| url_error("a % escape is incomplete"))?;
+            output.push(hex);
+            index += 3;
+        } else {
+            output.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(output).map_err(|_| url_error("an escaped part is not UTF-8"))
+}
+
+impl MysqlConfig {
+    /// Parses `mysql://user[:password]@host[:port]/database`. A `password` given here (say,
+    /// from the environment) replaces one in the URL. Errors never quote the URL.
+    pub fn parse(url: &str, password: Option<&str>) -> Result<MysqlConfig> {
+        let (_, rest) = url
+            .split_once("://")
+            .ok_or_else(|| url_error("it has no scheme"))?;
+        let rest = rest.split_once('?').map(|(main, _)| main).unwrap_or(rest);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = match authority.rsplit_once('@') {
+            Some((credentials, address)) => (Some(credentials), address),
+            None => (None, authority),
+        };
+        let (user, url_password) = match credentials {
+            Some(credentials) => match credentials.split_once(':') {
+                Some((user, password)) => (percent_decode(user)?, Some(percent_decode(password)?)),
+                None => (percent_decode(credentials)?, None),
+            },
+            None => ("root".to_string(), None),
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || address.starts_with('[') => (
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port.parse::<u16>()
+                    .map_err(|_| url_error("the port is not a number"))?,
+            ),
+            _ => (address.to_string(), 3306),
+        };
+        let database = percent_decode(database)?;
+        if database.is_empty() {
+            return Err(url_error("it names no database")
+                .with_hint("add the database to the URL: mysql://user@host:3306/database"));
+        }
+        Ok(MysqlConfig {
+            host: if host.is_empty() {
+                "localhost".into()
+            } else {
+                host
+            },
+            port,
+            user,
+            password: password.map(str::to_string).or(url_password),
+            database,
+            network_timeout: Duration::from_secs(90),
+        })
+    }
+
+    /// How long a connection may stay silent before it counts as lost.
+    pub fn with_network_timeout(mut self, timeout: Duration) -> Self {
+        self.network_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn network_timeout(&self) -> Duration {
+        self.network_timeout
+    }
+
+    /// `user@host:port/database`, safe to print.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Driver options: no database selected when `with_database` is false (to create it).
+    pub(crate) fn options(&self, with_database: bool) -> Opts {
+        let builder = OptsBuilder::default()
+            .ip_or_hostname(self.host.clone())
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(self.password.clone())
+            .db_name(with_database.then(|| self.database.clone()))
+            .prefer_socket(false)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .tcp_nodelay(true)
+            .stmt_cache_size(64)
+            .wait_timeout(Some(28_800))
+            .setup(super::connection::session_setup());
+        builder.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_url_and_describes_it_without_the_password() {
+        let config = MysqlConfig::parse("mysql://app:s%40cret@db.example:3307/shop", None).unwrap();
+        assert_eq!(config.describe(), "app@db.example:3307/shop");
+        assert_eq!(config.password.as_deref(), Some("s@cret"));
+        assert!(!format!("{config:?}").contains("cret"));
+        let other = MysqlConfig::parse("mariadb://app@db/shop", Some("x")).unwrap();
+        assert_eq!((other.port, other.password.as_deref()), (3306, Some("x")));
+        let error = MysqlConfig::parse("mysql://app:s3cret@db:port/shop", None).unwrap_err();
+        assert_eq!(error.code(), "config.url");
+        assert!(!error.to_string().contains("s3cret"));
+        assert!(MysqlConfig::parse("mysql://app@db:3306", None).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Opening sessions with pinned settings, so values read and written mean the same on every
+//! connection: UTF-8 (utf8mb4) text, UTC time zone, strict SQL mode (a value that does not fit is
+//! an error, never silently cut), and zero as an ordinary key value.
+
+use ferry_core::Result;
+use mysql_async::Conn;
+
+use super::config::MysqlConfig;
+use super::errors::classify;
+
+/// Statements every ferry session runs first.
+pub(crate) fn session_setup() -> Vec<String> {
+    vec![
+        "SET NAMES utf8mb4".into(),
+        "SET time_zone = '+00:00'".into(),
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES'".into(),
+        "SET SESSION group_concat_max_len = 1048576".into(),
+    ]
+}
+
+/// A new session to the configured database (or to none, to create it).
+pub(crate) async fn connect(config: &MysqlConfig, with_database: bool) -> Result<Conn> {
+    let what = format!("connecting to {}", config.describe());
+    let timeout = config
+        .network_timeout()
+        .min(std::time::Duration::from_secs(10));
+    match tokio::time::timeout(timeout, Conn::new(config.options(with_database))).await {
+        Ok(result) => result.map_err(|error| classify(error, &what)),
+        Err(_) => Err(ferry_core::Error::transient(
+            "mysql.connection",
+            format!("{what}: no answer within {} s", timeout.as_secs()),
+        )
+        .with_hint("check that the server is running and reachable at that host and port")),
+    }
+}
+
+/// True when the server is MariaDB (else MySQL).
+pub(crate) async fn is_mariadb(conn: &mut Conn) -> Result<bool> {
+    use mysql_async::prelude::Queryable;
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|error| classify(error, "reading the server version"))?;
+    Ok(version
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("mariadb"))
+}

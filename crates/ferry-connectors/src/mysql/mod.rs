@@ -1,0 +1,23 @@
+//! MySQL and MariaDB: source (catalog, lock-free chunk reads, binary log change stream) and
+//! target (translated tables, multi-row loads, idempotent apply, state in `_ferry`).
+
+mod apply;
+mod catalog;
+mod cdc;
+mod config;
+mod connection;
+pub mod ddl;
+mod errors;
+mod preflight;
+mod sink;
+mod snapshot;
+mod source;
+mod state;
+pub mod types;
+mod values;
+
+pub use cdc::server_id;
+pub use config::MysqlConfig;
+pub use preflight::check;
+pub use sink::MysqlSink;
+pub use source::MysqlSource;

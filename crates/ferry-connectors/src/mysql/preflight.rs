@@ -1,0 +1,222 @@
+//! `ferry check` for MySQL and MariaDB: every problem at once, each with its fix.
+
+use ferry_core::check::Finding;
+use ferry_core::schema::Catalog;
+use ferry_core::select::Selection;
+use ferry_core::Result;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::catalog::read_catalog;
+use super::config::MysqlConfig;
+use super::connection::{connect, is_mariadb};
+use super::ddl::{untranslatable, Flavor};
+use super::errors::classify;
+
+/// Checks a MySQL source and/or target. `foreign_catalog` is the catalog read from a source of
+/// another engine, to check that the MySQL target can hold it.
+pub async fn check(
+    source: Option<&MysqlConfig>,
+    target: Option<&MysqlConfig>,
+    selection: &Selection,
+    foreign_catalog: Option<&Catalog>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut catalog = foreign_catalog.cloned();
+    if let Some(source) = source {
+        match connect(source, true).await {
+            Ok(mut conn) => match check_source(&mut conn, source, selection, &mut findings).await {
+                Ok(read) => catalog = Some(read),
+                Err(error) => findings.push(failed("source.check_failed", &error)),
+            },
+            Err(error) => findings.push(unreachable("source", &error)),
+        }
+    }
+    if let Some(target) = target {
+        match connect(target, true).await {
+            Ok(mut conn) => {
+                if let Err(error) = check_target(&mut conn, catalog.as_ref(), &mut findings).await {
+                    findings.push(failed("target.check_failed", &error));
+                }
+            }
+            Err(error) => findings.push(unreachable("target", &error)),
+        }
+    }
+    findings
+}
+
+fn failed(code: &'static str, error: &ferry_core::Error) -> Finding {
+    Finding::error(
+        code,
+        error.to_string(),
+        error.hint().unwrap_or("see the message").to_string(),
+    )
+}
+
+fn unreachable(side: &str, error: &ferry_core::Error) -> Finding {
+    Finding::error(
+        if side == "source" {
+            "source.connect"
+        } else {
+            "target.connect"
+        },
+        format!("cannot connect to the {side}: {error}"),
+        error
+            .hint()
+            .unwrap_or("check the URL, that the server runs and accepts connections from here")
+            .to_string(),
+    )
+}
+
+async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
+    let row: Option<(String, String)> = conn
+        .exec_first("SHOW GLOBAL VARIABLES WHERE Variable_name = ?", (name,))
+        .await
+        .map_err(|error| classify(error, "reading the server settings"))?;
+    Ok(row.map(|(_, value)| value))
+}
+
+async fn check_source(
+    conn: &mut Conn,
+    config: &MysqlConfig,
+    selection: &Selection,
+    findings: &mut Vec<Finding>,
+) -> Result<Catalog> {
+    let mariadb = is_mariadb(conn).await?;
+    let setting = |name: &str, value: Option<String>, wanted: &str| -> Option<Finding> {
+        let actual = value.unwrap_or_default();
+        (!actual.eq_ignore_ascii_case(wanted)).then(|| {
+            Finding::error(
+                "source.binlog_setting",
+                format!("the source has {name} = '{actual}'; ferry needs {wanted}"),
+                format!("set {name}={wanted} in the server configuration and restart it (SET GLOBAL affects new sessions only)"),
+            )
+        })
+    };
+    let log_bin = variable(conn, "log_bin").await?;
+    findings.extend(setting("log_bin", log_bin, "ON"));
+    let format = variable(conn, "binlog_format").await?;
+    findings.extend(setting("binlog_format", format, "ROW"));
+    let image = variable(conn, "binlog_row_image").await?;
+    findings.extend(setting("binlog_row_image", image, "FULL"));
+    if let Some(compress) = variable(conn, "log_bin_compress").await? {
+        findings.extend(setting("log_bin_compress", Some(compress), "OFF"));
+    }
+    if let Some(options) = variable(conn, "binlog_row_value_options").await? {
+        if !options.is_empty() {
+            findings.push(Finding::error(
+                "source.binlog_setting",
+                "binlog_row_value_options logs partial JSON updates",
+                "set binlog_row_value_options='' on the source",
+            ));
+        }
+    }
+
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(|error| classify(error, "reading the privileges"))?;
+    let all = grants.join(" ").to_ascii_uppercase();
+    let has = |privilege: &str| all.contains("ALL PRIVILEGES ON *.*") || all.contains(privilege);
+    if !has("REPLICATION SLAVE") && !has("REPLICATION REPLICA") {
+        findings.push(Finding::error(
+            "source.privilege",
+            "ferry's user lacks REPLICATION SLAVE (needed to read the binary log)",
+            "GRANT REPLICATION SLAVE ON *.* TO the user",
+        ));
+    }
+    if !has("REPLICATION CLIENT") && !has("BINLOG MONITOR") {
+        findings.push(Finding::error("source.privilege", "ferry's user lacks REPLICATION CLIENT / BINLOG MONITOR (needed to read binary log positions)", "GRANT REPLICATION CLIENT ON *.* TO the user (BINLOG MONITOR on MariaDB 10.5+)"));
+    }
+    if !mariadb && !has("RELOAD") {
+        findings.push(Finding::error("source.privilege", "ferry's user lacks RELOAD (MySQL needs a moment's FLUSH TABLES WITH READ LOCK to take a consistent start position)", "GRANT RELOAD ON *.* TO the user"));
+    }
+
+    let catalog = read_catalog(conn, config.database(), selection).await?;
+    if catalog.tables.is_empty() && catalog.unsupported.is_empty() {
+        findings.push(Finding::error(
+            "source.no_tables",
+            format!(
+                "no table of database {} matches the selection",
+                config.database()
+            ),
+            "check --tables and that the user can see the tables",
+        ));
+    }
+    for table in catalog
+        .tables
+        .iter()
+        .filter(|table| table.primary_key.is_empty())
+    {
+        findings.push(Finding::error(
+            "source.no_primary_key",
+            format!("table {} has no primary key", table.name),
+            "add one (ALTER TABLE ... ADD PRIMARY KEY), or leave the table out with --tables",
+        ));
+    }
+    for (table, reason) in &catalog.unsupported {
+        findings.push(Finding::error(
+            "source.unsupported_type",
+            format!("{table}: {reason}"),
+            "leave the table out with --tables",
+        ));
+    }
+
+    // Binary log retention against a rough copy time (50 MB/s of table data).
+    let bytes: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (config.database(),),
+        )
+        .await
+        .map_err(|error| classify(error, "estimating the data size"))?;
+    let copy_seconds = bytes.flatten().unwrap_or(0) / 50_000_000;
+    let seconds = variable(conn, "binlog_expire_logs_seconds")
+        .await?
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    let days = variable(conn, "expire_logs_days")
+        .await?
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let retention = if seconds > 0 {
+        seconds
+    } else {
+        (days * 86_400.0) as u64
+    };
+    if retention > 0 && retention < copy_seconds.saturating_mul(4).max(3_600) {
+        findings.push(Finding::warning(
+            "source.binlog_retention",
+            format!("the source keeps binary logs for {retention} s; the copy may take about {copy_seconds} s, and the stream must resume within the retention after any stop"),
+            "raise binlog_expire_logs_seconds (or expire_logs_days) for the migration's duration, or the binary log ferry needs may be purged",
+        ));
+    }
+    Ok(catalog)
+}
+
+async fn check_target(
+    conn: &mut Conn,
+    catalog: Option<&Catalog>,
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    let flavor = Flavor {
+        mariadb: is_mariadb(conn).await?,
+    };
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(|error| classify(error, "reading the privileges"))?;
+    let all = grants.join(" ").to_ascii_uppercase();
+    if !(all.contains("ALL PRIVILEGES ON *.*")
+        || all.contains("ON `_FERRY`.*")
+        || all.contains("CREATE,") && all.contains("ON *.*"))
+    {
+        findings.push(Finding::warning("target.privilege", "ferry's user may not be able to create its state database `_ferry`", "GRANT ALL ON `_ferry`.* TO the user, and CREATE, INSERT, UPDATE, DELETE, DROP, INDEX, ALTER on the target database"));
+    }
+    if let Some(catalog) = catalog {
+        for problem in untranslatable(catalog, flavor) {
+            findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,478 @@
+//! MySQL and MariaDB as a target: tables translated from either engine, chunk loads in
+//! multi-row INSERTs that commit with their chunk mark, and state in `_ferry`.
+//!
+//! Sessions run with `foreign_key_checks = 0` (the source already validated the rows, and
+//! cascades must not change what the source wrote) and strict mode (a value that does not fit
+//! is an error, never cut).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use ferry_core::change::Batch;
+use ferry_core::connector::{ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, Sink};
+use ferry_core::rows::RowReader;
+use ferry_core::schema::{Catalog, Sequence};
+use ferry_core::state::{Chunk, MigrationState, TableState};
+use ferry_core::{failpoint, Error, Position, Result, TableName, TableSchema};
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, TxOpts};
+use tracing::warn;
+
+use super::apply::apply_batch;
+use super::config::MysqlConfig;
+use super::connection::{connect, is_mariadb};
+use super::ddl::{create_table, ident, secondary_indexes, untranslatable, Flavor};
+use super::errors::classify;
+use super::state;
+use super::types::Kind;
+use super::values::literal;
+
+/// A MySQL or MariaDB target database.
+pub struct MysqlSink {
+    config: MysqlConfig,
+}
+
+const FORMATS: &[ChunkFormat] = &[ChunkFormat::Rows];
+
+/// Statements are cut at about this size (servers accept 16 MiB or more by default).
+const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
+
+impl MysqlSink {
+    pub fn new(config: MysqlConfig) -> Self {
+        MysqlSink { config }
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        let mut conn = connect(&self.config, true).await?;
+        conn.query_drop("SET foreign_key_checks = 0")
+            .await
+            .map_err(|error| classify(error, "preparing a target session"))?;
+        Ok(conn)
+    }
+
+    async fn flavor(conn: &mut Conn) -> Result<Flavor> {
+        Ok(Flavor {
+            mariadb: is_mariadb(conn).await?,
+        })
+    }
+}
+
+/// A target column as the writer needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetColumn {
+    pub kind: Kind,
+    pub generated: bool,
+}
+
+/// The target's columns of each table, read once per session.
+#[derive(Default)]
+pub(crate) struct TargetColumns {
+    tables: HashMap<String, HashMap<String, TargetColumn>>,
+}
+
+impl TargetColumns {
+    pub(crate) async fn of<Q: Queryable>(
+        &mut self,
+        conn: &mut Q,
+        database: &str,
+        table: &str,
+    ) -> Result<&HashMap<String, TargetColumn>> {
+        if !self.tables.contains_key(table) {
+            let rows: Vec<(String, String, String, Option<String>, String)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (database, table),
+                )
+                .await
+                .map_err(|error| classify(error, "reading the target's columns"))?;
+            if rows.is_empty() {
+                return Err(Error::operator(
+                    "target.no_table",
+                    format!("table {table} does not exist on the target"),
+                )
+                .with_table(TableName::new(database, table)));
+            }
+            let columns = rows
+                .into_iter()
+                .map(|(name, data_type, column_type, charset, extra)| {
+                    let column = TargetColumn {
+                        kind: Kind::of(&data_type, &column_type, charset.as_deref()),
+                        generated: extra.to_ascii_lowercase().contains("generated"),
+                    };
+                    (name, column)
+                })
+                .collect();
+            self.tables.insert(table.to_string(), columns);
+        }
+        Ok(&self.tables[table])
+    }
+}
+
+#[async_trait]
+impl Sink for MysqlSink {
+    fn accepted_formats(&self) -> &[ChunkFormat] {
+        FORMATS
+    }
+
+    async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let flavor = Self::flavor(&mut conn).await?;
+        let problems = untranslatable(catalog, flavor);
+        if !problems.is_empty() {
+            return Err(Error::operator(
+                "target.unsupported_type",
+                format!("these cannot be created on the MySQL target without losing data: {}", problems.join("; ")),
+            )
+            .with_hint("see the type mapping in docs/mysql.md: change the columns on the source, or leave the tables out with --tables"));
+        }
+        for statement in state::CREATE_STATE {
+            conn.query_drop(*statement).await.map_err(|error| {
+                classify(
+                    error,
+                    "creating ferry's state database `_ferry` on the target",
+                )
+                .with_hint("grant CREATE and write privileges on `_ferry`.* to ferry's user")
+            })?;
+        }
+        for table in &catalog.tables {
+            let sql = create_table(table, catalog, flavor)?;
+            conn.query_drop(sql).await.map_err(|error| {
+                classify(
+                    error,
+                    &format!("creating table {} on the target", table.name.name),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        for table in tables {
+            let existing: Vec<String> = conn
+                .exec(
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (self.config.database(), &table.name.name),
+                )
+                .await
+                .map_err(|error| classify(error, "reading the target's indexes"))?;
+            let (statements, skipped) = secondary_indexes(table);
+            if !skipped.is_empty() {
+                warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion and foreign-key constraints are not translated): create them by hand if you need them");
+            }
+            for (object, statement) in table.secondary.iter().zip(statements) {
+                if existing.iter().any(|name| name == &object.name) {
+                    continue;
+                }
+                conn.query_drop(statement).await.map_err(|error| {
+                    classify(
+                        error,
+                        &format!("creating index {} on {}", object.name, table.name.name),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_empty(&self, table: &TableName) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let row: Option<u8> = conn
+            .query_first(format!("SELECT 1 FROM {} LIMIT 1", ident(&table.name)))
+            .await
+            .map_err(|error| classify(error, &format!("reading {} on the target", table.name)))?;
+        Ok(row.is_none())
+    }
+
+    async fn truncate(&self, table: &TableName) -> Result<()> {
+        let mut conn = self.conn().await?;
+        conn.query_drop(format!("TRUNCATE TABLE {}", ident(&table.name)))
+            .await
+            .map_err(|error| classify(error, &format!("emptying {} on the target", table.name)))
+    }
+
+    async fn load_state(&self, migration: &str) -> Result<MigrationState> {
+        let mut conn = self.conn().await?;
+        state::load(&mut conn, migration).await
+    }
+
+    async fn start_stream(&self, migration: &str, position: Position) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let mut transaction = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, "starting the stream"))?;
+        state::store_checkpoint(&mut transaction, migration, position, None).await?;
+        state::reset_tables(&mut transaction, migration).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, "starting the stream"))
+    }
+
+    async fn save_plan(&self, migration: &str, table: &TableName, chunks: &[Chunk]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let mut transaction = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, "storing a chunk plan"))?;
+        state::save_plan(&mut transaction, migration, table, chunks).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, "storing a chunk plan"))
+    }
+
+    async fn set_table_state(
+        &self,
+        migration: &str,
+        table: &TableName,
+        table_state: TableState,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        state::set_table_state(&mut conn, migration, table, table_state, None).await
+    }
+
+    async fn reset(&self, migration: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        if !state::exists(&mut conn).await? {
+            return Ok(());
+        }
+        let mut transaction = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, "resetting ferry's state"))?;
+        state::forget_stream(&mut transaction, migration).await?;
+        state::reset_tables(&mut transaction, migration).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, "resetting ferry's state"))
+    }
+
+    async fn record_failure(
+        &self,
+        migration: &str,
+        at_unix_micros: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        if !state::exists(&mut conn).await? {
+            return Ok(());
+        }
+        state::record_failure(&mut conn, migration, at_unix_micros, code, message).await
+    }
+
+    async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()> {
+        let mut conn = self.conn().await?;
+        state::forget_table(&mut conn, migration, table).await
+    }
+
+    async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
+        Ok(Box::new(MysqlChunkWriter {
+            conn: self.conn().await?,
+            migration: migration.to_string(),
+            database: self.config.database().to_string(),
+            columns: TargetColumns::default(),
+        }))
+    }
+
+    async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>> {
+        Ok(Box::new(MysqlApplier {
+            conn: self.conn().await?,
+            migration: migration.to_string(),
+            database: self.config.database().to_string(),
+            columns: TargetColumns::default(),
+        }))
+    }
+
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
+        // AUTO_INCREMENT moves past every explicit value ferry inserts; only a sequence ahead of
+        // its table's values (numbers handed out, rows not kept) needs setting.
+        let mut conn = self.conn().await?;
+        for sequence in sequences {
+            let (Some(value), Some((table, _))) = (sequence.last_value, &sequence.owned_by) else {
+                continue;
+            };
+            let next: Option<Option<i64>> = conn
+                .exec_first(
+                    "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (self.config.database(), &table.name),
+                )
+                .await
+                .map_err(|error| classify(error, "reading AUTO_INCREMENT"))?;
+            if let Some(Some(next)) = next {
+                if next <= value {
+                    if let Err(error) = conn
+                        .query_drop(format!(
+                            "ALTER TABLE {} AUTO_INCREMENT = {}",
+                            ident(&table.name),
+                            value + 1
+                        ))
+                        .await
+                    {
+                        warn!(table = %table, error = %classify(error, "moving AUTO_INCREMENT"), "could not move AUTO_INCREMENT forward on the target");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads chunks with multi-row INSERTs and marks them done in the same transaction.
+pub struct MysqlChunkWriter {
+    conn: Conn,
+    migration: String,
+    database: String,
+    columns: TargetColumns,
+}
+
+#[async_trait]
+impl ChunkWriter for MysqlChunkWriter {
+    async fn write(
+        &mut self,
+        table: &TableSchema,
+        chunk: u32,
+        format: ChunkFormat,
+        mut rows: ByteStream,
+    ) -> Result<u64> {
+        if format != ChunkFormat::Rows {
+            return Err(Error::operator(
+                "copy.format",
+                format!("the MySQL target cannot load {format:?} chunks"),
+            ));
+        }
+        let what = format!("loading {} on the target", table.name);
+        let target = self
+            .columns
+            .of(&mut self.conn, &self.database, &table.name.name)
+            .await?
+            .clone();
+        let names: Vec<&str> = table
+            .writable_columns()
+            .map(|column| column.name.as_str())
+            .collect();
+        let kinds: Vec<Kind> = names
+            .iter()
+            .map(|name| {
+                target
+                    .get(*name)
+                    .map(|column| column.kind.clone())
+                    .ok_or_else(|| {
+                        Error::operator(
+                            "target.no_column",
+                            format!(
+                                "column {name} of {} does not exist on the target",
+                                table.name
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let prefix = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            ident(&table.name.name),
+            names
+                .iter()
+                .map(|name| ident(name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut transaction = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let mut count = 0u64;
+        let mut statement = String::with_capacity(STATEMENT_BYTES + 65_536);
+        while let Some(item) = rows.next().await {
+            let item = item?;
+            let mut reader = RowReader::new(&item);
+            while let Some(row) = reader.next_row()? {
+                statement.push_str(if statement.is_empty() { &prefix } else { "," });
+                statement.push('(');
+                for (index, (value, kind)) in row.iter().zip(&kinds).enumerate() {
+                    if index > 0 {
+                        statement.push(',');
+                    }
+                    statement.push_str(&literal(value, kind).map_err(|error| {
+                        error.context(format!("{}.{}", table.name, names[index]))
+                    })?);
+                }
+                statement.push(')');
+                count += 1;
+                if statement.len() >= STATEMENT_BYTES {
+                    transaction
+                        .query_drop(std::mem::take(&mut statement))
+                        .await
+                        .map_err(|error| classify(error, &what))?;
+                }
+            }
+        }
+        if !statement.is_empty() {
+            transaction
+                .query_drop(statement)
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        state::mark_chunk_done(&mut transaction, &self.migration, &table.name, chunk, count)
+            .await?;
+        failpoint::hit("copy.before_chunk_commit");
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(count)
+    }
+}
+
+/// Applies merged batches on one target connection.
+pub struct MysqlApplier {
+    conn: Conn,
+    migration: String,
+    database: String,
+    columns: TargetColumns,
+}
+
+#[async_trait]
+impl ChangeApplier for MysqlApplier {
+    async fn apply(
+        &mut self,
+        batch: &Batch,
+        checkpoint: Position,
+        commit_time_unix_micros: Option<i64>,
+    ) -> Result<()> {
+        let what = "applying changes on the target";
+        let mut transaction = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, what))?;
+        apply_batch(&mut transaction, &mut self.columns, &self.database, batch).await?;
+        for (table, reason) in &batch.failed_tables {
+            state::set_table_state(
+                &mut transaction,
+                &self.migration,
+                table,
+                TableState::Failed,
+                Some(reason),
+            )
+            .await?;
+        }
+        state::store_checkpoint(
+            &mut transaction,
+            &self.migration,
+            checkpoint,
+            commit_time_unix_micros,
+        )
+        .await?;
+        failpoint::hit("apply.before_commit");
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, what))
+    }
+}

@@ -1,0 +1,192 @@
+//! MySQL and MariaDB as a source.
+//!
+//! The stream needs nothing created on the server: it reads the binary log from a position.
+//! The start position is taken so that every transaction the binary log holds before it is
+//! visible to every later snapshot: on MariaDB, `binlog_snapshot_file/position` of a consistent
+//! snapshot (no lock at all); on MySQL, `SHOW MASTER STATUS` under a brief
+//! `FLUSH TABLES WITH READ LOCK`.
+
+use async_trait::async_trait;
+use ferry_core::connector::{ChangeStream, Snapshot, Source};
+use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
+use ferry_core::select::Selection;
+use ferry_core::{BinlogPosition, Error, Position, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::catalog::read_catalog;
+use super::cdc::BinlogChangeStream;
+use super::config::MysqlConfig;
+use super::connection::{connect, is_mariadb};
+use super::ddl::ident;
+use super::errors::classify;
+use super::snapshot::MysqlSnapshot;
+
+/// A MySQL or MariaDB source database.
+pub struct MysqlSource {
+    config: MysqlConfig,
+}
+
+impl MysqlSource {
+    pub fn new(config: MysqlConfig) -> Self {
+        MysqlSource { config }
+    }
+}
+
+fn position_of(file: &str, offset: u64) -> Result<Position> {
+    let number = BinlogPosition::file_number(file).ok_or_else(|| {
+        Error::operator(
+            "source.binlog",
+            format!("the binary log file name '{file}' has no number"),
+        )
+    })?;
+    Ok(Position::Mysql(BinlogPosition {
+        file: number,
+        offset,
+    }))
+}
+
+/// The end of the binary log now.
+pub(crate) async fn log_end(conn: &mut Conn) -> Result<(String, u64)> {
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(row) => row,
+        Err(_) => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(|error| classify(error, "reading the binary log position"))?,
+    };
+    let row = row.ok_or_else(|| {
+        Error::operator("source.binlog_disabled", "the source has no binary log").with_hint(
+            "start the server with log_bin (and binlog_format=ROW, binlog_row_image=FULL)",
+        )
+    })?;
+    let file: String = row.get(0).unwrap_or_default();
+    let offset: u64 = row.get(1).unwrap_or_default();
+    Ok((file, offset))
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
+        let mut conn = connect(&self.config, true).await?;
+        let catalog = read_catalog(&mut conn, self.config.database(), selection).await;
+        let _ = conn.disconnect().await;
+        catalog
+    }
+
+    async fn create_stream(
+        &self,
+        _migration: &str,
+        _tables: &[TableName],
+    ) -> Result<(Position, Box<dyn Snapshot>)> {
+        let mut conn = connect(&self.config, true).await?;
+        let what = "taking the stream's start position";
+        let position = if is_mariadb(&mut conn).await? {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(|error| classify(error, what))?;
+            let rows: Vec<(String, String)> = conn
+                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                .await
+                .map_err(|error| classify(error, what))?;
+            conn.query_drop("COMMIT")
+                .await
+                .map_err(|error| classify(error, what))?;
+            let get = |name: &str| {
+                rows.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| value.clone())
+            };
+            let file = get("binlog_snapshot_file").filter(|file| !file.is_empty()).ok_or_else(|| {
+                Error::operator("source.binlog_disabled", "the source has no binary log")
+                    .with_hint("start the server with log_bin (and binlog_format=ROW, binlog_row_image=FULL)")
+            })?;
+            let offset = get("binlog_snapshot_position")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(4);
+            position_of(&file, offset)?
+        } else {
+            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
+                classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to take a consistent start position")
+            })?;
+            let end = log_end(&mut conn).await;
+            let _ = conn.query_drop("UNLOCK TABLES").await;
+            let (file, offset) = end?;
+            position_of(&file, offset)?
+        };
+        let _ = conn.disconnect().await;
+        Ok((
+            position,
+            Box::new(MysqlSnapshot {
+                config: self.config.clone(),
+            }),
+        ))
+    }
+
+    async fn update_stream(&self, _migration: &str, _tables: &[TableName]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn open_stream(
+        &self,
+        migration: &str,
+        position: Position,
+        tables: &[TableSchema],
+        _ignore_writes_of: &[String],
+    ) -> Result<Box<dyn ChangeStream>> {
+        let Position::Mysql(position) = position else {
+            return Err(Error::operator(
+                "state.position",
+                format!("the checkpoint {position} is not a MySQL binary log position"),
+            )
+            .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`"));
+        };
+        Ok(Box::new(
+            BinlogChangeStream::open(&self.config, migration, position, tables).await?,
+        ))
+    }
+
+    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(MysqlSnapshot {
+            config: self.config.clone(),
+        }))
+    }
+
+    async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>> {
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = connect(&self.config, true).await?;
+        let catalog =
+            read_catalog(&mut conn, self.config.database(), &Selection::default()).await?;
+        let mut result = Vec::new();
+        for mut sequence in catalog
+            .sequences
+            .into_iter()
+            .filter(|sequence| sequences.contains(&sequence.name))
+        {
+            if let Some((table, column)) = &sequence.owned_by {
+                let maximum: Option<Option<i64>> = conn
+                    .query_first(format!(
+                        "SELECT MAX({}) FROM {}",
+                        ident(column),
+                        ident(&table.name)
+                    ))
+                    .await
+                    .map_err(|error| {
+                        classify(error, "reading an AUTO_INCREMENT column's maximum")
+                    })?;
+                sequence.last_value = maximum.flatten().or(sequence.last_value);
+            }
+            result.push(sequence);
+        }
+        Ok(result)
+    }
+
+    async fn current_position(&self) -> Result<Position> {
+        let mut conn = connect(&self.config, true).await?;
+        let (file, offset) = log_end(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        position_of(&file, offset)
+    }
+}

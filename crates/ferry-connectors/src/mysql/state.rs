@@ -1,0 +1,234 @@
+//! ferry's state on a MySQL target, in the `_ferry` database: the stream checkpoint, each
+//! table's state and chunk plan, and recorded failures. Chunk marks and checkpoints are written
+//! inside the transactions that write the data they describe.
+
+use std::collections::BTreeMap;
+
+use ferry_core::state::{
+    Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
+};
+use ferry_core::{Error, Position, Result, TableName};
+use mysql_async::prelude::Queryable;
+
+use super::errors::classify;
+
+pub(crate) const CREATE_STATE: &[&str] = &[
+    "CREATE DATABASE IF NOT EXISTS `_ferry` CHARACTER SET utf8mb4",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`streams` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL, commit_time BIGINT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`tables` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, state VARCHAR(20) NOT NULL, note TEXT NULL, PRIMARY KEY (migration, schema_name, table_name)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
+];
+
+const NOW_MICROS: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
+
+fn bad_state(what: &str) -> Error {
+    Error::operator(
+        "state.corrupt",
+        format!("ferry's state on the target is unreadable: {what}"),
+    )
+    .with_hint("start over with `ferry run --restart`, or drop the `_ferry` database on the target")
+}
+
+/// Whether the state tables exist.
+pub(crate) async fn exists<Q: Queryable>(conn: &mut Q) -> Result<bool> {
+    let found: Option<u8> = conn
+        .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'streams'")
+        .await
+        .map_err(|error| classify(error, "reading ferry's state"))?;
+    Ok(found.is_some())
+}
+
+pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<MigrationState> {
+    let mut state = MigrationState::default();
+    if !exists(conn).await? {
+        return Ok(state);
+    }
+    let what = "reading ferry's state";
+    let stream: Option<(String, Option<i64>, i64)> = conn
+        .exec_first(
+            "SELECT position, commit_time, updated FROM `_ferry`.`streams` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    if let Some((position, commit_time, updated)) = stream {
+        state.stream = Some(StreamCheckpoint {
+            position: Position::from_storage(&position)
+                .ok_or_else(|| bad_state("a stream position"))?,
+            commit_time_unix_micros: commit_time,
+            updated_unix_micros: updated,
+        });
+    }
+    let tables: Vec<(String, String, String, Option<String>)> = conn
+        .exec("SELECT schema_name, table_name, state, note FROM `_ferry`.`tables` WHERE migration = ?", (migration,))
+        .await
+        .map_err(|error| classify(error, what))?;
+    let mut progress: BTreeMap<TableName, TableProgress> = BTreeMap::new();
+    for (schema, table, table_state, note) in tables {
+        progress.insert(
+            TableName::new(schema, table),
+            TableProgress {
+                state: TableState::parse(&table_state).ok_or_else(|| bad_state("a table state"))?,
+                chunks: Vec::new(),
+                note,
+            },
+        );
+    }
+    let chunks: Vec<(String, String, u32, String, i64, i64)> = conn
+        .exec(
+            "SELECT schema_name, table_name, chunk_index, key_range, done, row_count FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    for (schema, table, index, range, done, rows) in chunks {
+        let range: KeyRange =
+            serde_json::from_str(&range).map_err(|_| bad_state("a chunk range"))?;
+        if let Some(table) = progress.get_mut(&TableName::new(schema, table)) {
+            table.chunks.push(Chunk {
+                index,
+                range,
+                done: done != 0,
+                rows: rows as u64,
+            });
+        }
+    }
+    state.tables = progress;
+    Ok(state)
+}
+
+pub(crate) async fn set_table_state<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    table: &TableName,
+    state: TableState,
+    note: Option<&str>,
+) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO `_ferry`.`tables` (migration, schema_name, table_name, state, note) VALUES (?, ?, ?, ?, ?)
+         ON DUPLICATE KEY UPDATE state = VALUES(state), note = VALUES(note)",
+        (migration, &table.schema, &table.name, state.as_str(), note),
+    )
+    .await
+    .map_err(|error| classify(error, "storing a table's state"))
+}
+
+pub(crate) async fn save_plan<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    table: &TableName,
+    chunks: &[Chunk],
+) -> Result<()> {
+    let what = "storing a chunk plan";
+    conn.exec_drop(
+        "DELETE FROM `_ferry`.`chunks` WHERE migration = ? AND schema_name = ? AND table_name = ?",
+        (migration, &table.schema, &table.name),
+    )
+    .await
+    .map_err(|error| classify(error, what))?;
+    for chunk in chunks {
+        let range = serde_json::to_string(&chunk.range).map_err(|error| {
+            Error::definite(
+                "state.encode",
+                format!("a chunk range could not be stored: {error}"),
+            )
+        })?;
+        conn.exec_drop(
+            "INSERT INTO `_ferry`.`chunks` (migration, schema_name, table_name, chunk_index, key_range, done, row_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (migration, &table.schema, &table.name, chunk.index, range, chunk.done as u8, chunk.rows),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    }
+    set_table_state(conn, migration, table, TableState::Copying, None).await
+}
+
+pub(crate) async fn mark_chunk_done<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    table: &TableName,
+    chunk: u32,
+    rows: u64,
+) -> Result<()> {
+    conn.exec_drop(
+        "UPDATE `_ferry`.`chunks` SET done = 1, row_count = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND chunk_index = ?",
+        (rows, migration, &table.schema, &table.name, chunk),
+    )
+    .await
+    .map_err(|error| classify(error, "marking a chunk done"))
+}
+
+pub(crate) async fn store_checkpoint<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    position: Position,
+    commit_time: Option<i64>,
+) -> Result<()> {
+    conn.exec_drop(
+        format!(
+            "INSERT INTO `_ferry`.`streams` (migration, position, commit_time, updated) VALUES (?, ?, ?, {NOW_MICROS})
+             ON DUPLICATE KEY UPDATE position = VALUES(position), commit_time = COALESCE(VALUES(commit_time), commit_time), updated = VALUES(updated)"
+        ),
+        (migration, position.to_storage(), commit_time),
+    )
+    .await
+    .map_err(|error| classify(error, "storing the stream checkpoint"))
+}
+
+pub(crate) async fn reset_tables<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<()> {
+    let what = "resetting ferry's state";
+    conn.exec_drop(
+        "DELETE FROM `_ferry`.`chunks` WHERE migration = ?",
+        (migration,),
+    )
+    .await
+    .map_err(|error| classify(error, what))?;
+    conn.exec_drop(
+        "UPDATE `_ferry`.`tables` SET state = 'pending', note = NULL WHERE migration = ?",
+        (migration,),
+    )
+    .await
+    .map_err(|error| classify(error, what))
+}
+
+pub(crate) async fn forget_stream<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<()> {
+    conn.exec_drop(
+        "DELETE FROM `_ferry`.`streams` WHERE migration = ?",
+        (migration,),
+    )
+    .await
+    .map_err(|error| classify(error, "resetting ferry's state"))
+}
+
+pub(crate) async fn forget_table<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    table: &TableName,
+) -> Result<()> {
+    let what = "forgetting a table";
+    for sql in [
+        "DELETE FROM `_ferry`.`chunks` WHERE migration = ? AND schema_name = ? AND table_name = ?",
+        "DELETE FROM `_ferry`.`tables` WHERE migration = ? AND schema_name = ? AND table_name = ?",
+    ] {
+        conn.exec_drop(sql, (migration, &table.schema, &table.name))
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn record_failure<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    at: i64,
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO `_ferry`.`failures` (migration, at_micros, code, message) VALUES (?, ?, ?, ?)",
+        (migration, at, code, message),
+    )
+    .await
+    .map_err(|error| classify(error, "recording a failure"))
+}

@@ -1,0 +1,165 @@
+//! MySQL column types as ferry reads them: what a column's `COLUMN_TYPE` means for decoding its
+//! values. Pure functions.
+
+/// How a column's values are decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Integers: width in bits and signedness.
+    Integer {
+        bits: u8,
+        unsigned: bool,
+    },
+    Float,
+    Double,
+    Decimal,
+    /// Character data in a character set (`utf8mb4`, `latin1` ...).
+    Text {
+        charset: String,
+    },
+    /// Byte strings (BINARY, VARBINARY, BLOB); `fixed` is the length of a BINARY(n), whose
+    /// trailing zero bytes the binary log leaves out.
+    Binary {
+        fixed: Option<usize>,
+    },
+    /// BIT(n).
+    Bit {
+        width: u32,
+    },
+    Enum {
+        labels: Vec<String>,
+    },
+    Set {
+        labels: Vec<String>,
+    },
+    Date,
+    DateTime,
+    /// TIMESTAMP: a point in time, read as UTC.
+    Timestamp,
+    /// TIME: a duration from -838:59:59 to 838:59:59.
+    Time,
+    Year,
+    Json,
+    /// A type ferry does not move (spatial types), with its name.
+    Unsupported(String),
+}
+
+impl Kind {
+    /// The kind of a column from its `DATA_TYPE`, `COLUMN_TYPE` and character set.
+    pub fn of(data_type: &str, column_type: &str, charset: Option<&str>) -> Kind {
+        let unsigned = column_type.contains("unsigned");
+        match data_type {
+            "tinyint" => Kind::Integer { bits: 8, unsigned },
+            "smallint" => Kind::Integer { bits: 16, unsigned },
+            "mediumint" => Kind::Integer { bits: 24, unsigned },
+            "int" | "integer" => Kind::Integer { bits: 32, unsigned },
+            "bigint" => Kind::Integer { bits: 64, unsigned },
+            "float" => Kind::Float,
+            "double" | "real" => Kind::Double,
+            "decimal" | "numeric" => Kind::Decimal,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => match charset {
+                Some("binary") | None => Kind::Binary { fixed: None },
+                Some(charset) => Kind::Text {
+                    charset: charset.to_string(),
+                },
+            },
+            "binary" => Kind::Binary {
+                fixed: modifier(column_type).and_then(|inside| inside.parse().ok()),
+            },
+            "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                Kind::Binary { fixed: None }
+            }
+            "bit" => Kind::Bit {
+                width: modifier(column_type)
+                    .and_then(|inside| inside.parse().ok())
+                    .unwrap_or(1),
+            },
+            "enum" => Kind::Enum {
+                labels: labels(column_type),
+            },
+            "set" => Kind::Set {
+                labels: labels(column_type),
+            },
+            "date" => Kind::Date,
+            "datetime" => Kind::DateTime,
+            "timestamp" => Kind::Timestamp,
+            "time" => Kind::Time,
+            "year" => Kind::Year,
+            "json" => Kind::Json,
+            other => Kind::Unsupported(other.to_string()),
+        }
+    }
+}
+
+/// The text inside the first parentheses of a column type: `10,2` of `decimal(10,2)`.
+pub fn modifier(column_type: &str) -> Option<&str> {
+    let start = column_type.find('(')?;
+    let end = column_type.rfind(')')?;
+    column_type.get(start + 1..end)
+}
+
+/// The labels of `enum('a','b''c')` or `set(...)`, unquoted, in definition order.
+pub fn labels(column_type: &str) -> Vec<String> {
+    let Some(inside) = modifier(column_type) else {
+        return Vec::new();
+    };
+    let mut labels = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut characters = inside.chars().peekable();
+    while let Some(character) = characters.next() {
+        match (quoted, character) {
+            (false, '\'') => quoted = true,
+            (true, '\'') if characters.peek() == Some(&'\'') => {
+                current.push('\'');
+                characters.next();
+            }
+            (true, '\\') => {
+                if let Some(next) = characters.next() {
+                    current.push(next);
+                }
+            }
+            (true, '\'') => {
+                quoted = false;
+                labels.push(std::mem::take(&mut current));
+            }
+            (true, other) => current.push(other),
+            (false, _) => {}
+        }
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_column_type() {
+        assert_eq!(
+            Kind::of("int", "int(10) unsigned", None),
+            Kind::Integer {
+                bits: 32,
+                unsigned: true
+            }
+        );
+        assert_eq!(
+            Kind::of("varbinary", "varbinary(8)", None),
+            Kind::Binary { fixed: None }
+        );
+        assert_eq!(
+            Kind::of("binary", "binary(4)", None),
+            Kind::Binary { fixed: Some(4) }
+        );
+        assert_eq!(Kind::of("bit", "bit(12)", None), Kind::Bit { width: 12 });
+        assert_eq!(
+            Kind::of("enum", "enum('a','it''s','x,y')", Some("utf8mb4")),
+            Kind::Enum {
+                labels: vec!["a".into(), "it's".into(), "x,y".into()]
+            }
+        );
+        assert!(matches!(
+            Kind::of("geometry", "geometry", None),
+            Kind::Unsupported(_)
+        ));
+    }
+}
