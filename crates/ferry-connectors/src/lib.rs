@@ -6,3 +6,4 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;
+pub mod syntax;

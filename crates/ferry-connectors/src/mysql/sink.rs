@@ -116,6 +116,15 @@ impl Sink for MysqlSink {
     }
 
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
+        let mut server = connect(&self.config, false).await?;
+        server
+            .query_drop(format!(
+                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
+                ident(self.config.database())
+            ))
+            .await
+            .map_err(|error| classify(error, "creating the target database"))?;
+        let _ = server.disconnect().await;
         let mut conn = self.conn().await?;
         let flavor = Self::flavor(&mut conn).await?;
         let problems = untranslatable(catalog, flavor);

@@ -17,6 +17,7 @@ mod snapshot;
 mod source;
 mod state;
 mod switchover;
+pub mod translate;
 mod verify;
 
 pub use cdc::{origin_name, stream_name};

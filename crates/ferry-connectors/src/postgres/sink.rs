@@ -48,6 +48,8 @@ impl Sink for PostgresSink {
     }
 
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
+        let translated = super::translate::catalog(catalog)?;
+        let catalog = &translated;
         let client = self.client().await?;
         client
             .batch_execute(state::CREATE_STATE_TABLES)
@@ -145,6 +147,10 @@ impl Sink for PostgresSink {
     }
 
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
+        let tables = &tables
+            .iter()
+            .map(super::translate::table)
+            .collect::<Result<Vec<_>>>()?;
         let client = self.client().await?;
         // Primary keys first: the stream applies by them, and foreign keys reference them.
         for table in tables.iter().filter(|table| !table.primary_key.is_empty()) {

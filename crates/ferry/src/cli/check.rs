@@ -2,18 +2,18 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres;
-use ferry_core::check::Severity;
+use ferry_connectors::{mysql, postgres};
+use ferry_core::check::{Finding, Severity};
 use ferry_core::Result;
 
-use crate::connect::configs;
+use crate::connect::{endpoints, Endpoint};
 use crate::report::EXIT_PROBLEMS;
 use crate::settings::{resolve, FlagSettings};
 
 pub async fn run(flags: &FlagSettings, json: bool) -> Result<ExitCode> {
     let settings = resolve(flags)?;
-    let (source, target) = configs(&settings)?;
-    let findings = postgres::check(&source, &target, &settings.selection, &settings.name).await;
+    let (source, target) = endpoints(&settings)?;
+    let findings = findings(&source, &target, &settings).await;
     let errors = findings
         .iter()
         .filter(|finding| finding.severity == Severity::Error)
@@ -48,4 +48,48 @@ pub async fn run(flags: &FlagSettings, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PROBLEMS)
     })
+}
+
+/// Each side checked by its own connector; a MySQL target also checks that it can hold what a
+/// PostgreSQL source has (types, names), a PostgreSQL target what a MySQL source has.
+async fn findings(
+    source: &Endpoint,
+    target: &Endpoint,
+    settings: &crate::settings::Settings,
+) -> Vec<Finding> {
+    let selection = &settings.selection;
+    match (source, target) {
+        (Endpoint::Postgres(source), Endpoint::Postgres(target)) => {
+            postgres::check(source, target, selection, &settings.name).await
+        }
+        (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
+            mysql::check(Some(source), Some(target), selection, None).await
+        }
+        (Endpoint::Mysql(source), Endpoint::Postgres(target)) => {
+            let mut findings = mysql::check(Some(source), None, selection, None).await;
+            findings
+                .extend(postgres::check_sides(None, Some(target), selection, &settings.name).await);
+            if let Ok(catalog) = Endpoint::Mysql(source.clone())
+                .source()
+                .read_catalog(selection)
+                .await
+            {
+                for problem in postgres::translate::untranslatable(&catalog) {
+                    findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
+                }
+            }
+            findings
+        }
+        (Endpoint::Postgres(source), Endpoint::Mysql(target)) => {
+            let mut findings =
+                postgres::check_sides(Some(source), None, selection, &settings.name).await;
+            let catalog = Endpoint::Postgres(source.clone())
+                .source()
+                .read_catalog(selection)
+                .await
+                .ok();
+            findings.extend(mysql::check(None, Some(target), selection, catalog.as_ref()).await);
+            findings
+        }
+    }
 }

@@ -19,7 +19,7 @@ use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::connect::configs;
+use crate::connect::{endpoints, Endpoint};
 use crate::progress::Renderer;
 use crate::settings::{resolve, FlagSettings, Settings};
 use crate::signals::shutdown_on_signals;
@@ -60,7 +60,21 @@ pub async fn run(
     listen: &Listen,
 ) -> Result<ExitCode> {
     let settings = resolve(flags)?;
-    let (source_config, target_config) = configs(&settings)?;
+    let (source_endpoint, target_endpoint) = endpoints(&settings)?;
+    let (Some(source_config), Some(target_config)) = (
+        source_endpoint.postgres().cloned(),
+        target_endpoint.postgres().cloned(),
+    ) else {
+        return run_across_engines(
+            &settings,
+            (source_endpoint, target_endpoint),
+            mode,
+            max_retries,
+            restart,
+            listen,
+        )
+        .await;
+    };
     let source = PostgresSource::new(source_config.clone());
     let sink = PostgresSink::new(target_config.clone());
     let target_control = PostgresControl::new(target_config.clone());
@@ -118,6 +132,55 @@ pub async fn run(
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
+    sampler.abort();
+    telemetry.forward.finish();
+    result
+}
+
+/// A migration where at least one side is not PostgreSQL: one direction, no switch-over phases
+/// (cutover is PostgreSQL-only for now), lag sampled from the source's end of log.
+async fn run_across_engines(
+    settings: &Settings,
+    (source_endpoint, target_endpoint): (Endpoint, Endpoint),
+    mode: Mode,
+    max_retries: u32,
+    restart: bool,
+    listen: &Listen,
+) -> Result<ExitCode> {
+    let source = source_endpoint.source();
+    let sink = target_endpoint.sink();
+    let shutdown = shutdown_on_signals();
+    let telemetry = Arc::new(Telemetry::new(
+        &settings.name,
+        Direction::new("forward", Some(Renderer::new())),
+        Direction::new("reverse", None),
+    ));
+    if let Some(address) = &listen.address {
+        crate::http::serve(address, listen.token.clone(), telemetry.clone()).await?;
+    }
+    let options = options_for(settings, settings.name.clone(), mode, restart);
+    let sampler = {
+        let telemetry = telemetry.clone();
+        let source = source_endpoint.source();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(position) = source.current_position().await {
+                    telemetry.forward.source_position(position);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let result = supervise(
+        source.as_ref(),
+        sink.as_ref(),
+        None,
+        options,
+        &telemetry.forward,
+        shutdown,
+        max_retries,
+    )
+    .await;
     sampler.abort();
     telemetry.forward.finish();
     result

@@ -2,41 +2,39 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{
-    failure_summary, slot_status, PostgresControl, PostgresSink, PostgresSource,
-};
-use ferry_core::connector::{Sink, Source, Switchover};
+use ferry_connectors::postgres::{failure_summary, slot_status, PostgresControl};
+use ferry_core::connector::Switchover;
 use ferry_core::state::TableState;
-use ferry_core::{Position, Result};
+use ferry_core::Result;
 use serde_json::json;
 
-use crate::connect::configs;
+use crate::connect::endpoints;
 use crate::settings::{resolve, FlagSettings};
 
 pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     let settings = resolve(flags)?;
-    let (source_config, target_config) = configs(&settings)?;
-    let sink = PostgresSink::new(target_config.clone());
-    let source = PostgresSource::new(source_config.clone());
+    let (source_endpoint, target_endpoint) = endpoints(&settings)?;
+    let sink = target_endpoint.sink();
+    let source = source_endpoint.source();
     let state = sink.load_state(&settings.name).await?;
     let source_position = source.current_position().await.ok();
-    let slot = slot_status(&source_config, &settings.name)
-        .await
-        .ok()
-        .flatten();
-    let failures = failure_summary(&target_config, &settings.name)
-        .await
-        .unwrap_or_default();
+    let slot = match source_endpoint.postgres() {
+        Some(config) => slot_status(config, &settings.name).await.ok().flatten(),
+        None => None,
+    };
+    let failures = match target_endpoint.postgres() {
+        Some(config) => failure_summary(config, &settings.name)
+            .await
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
 
     let now_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as i64)
         .unwrap_or(0);
     let lag_bytes = match (&state.stream, source_position) {
-        (Some(checkpoint), Some(Position::Postgres(current))) => {
-            let Position::Postgres(applied) = checkpoint.position;
-            Some(current.0.saturating_sub(applied.0))
-        }
+        (Some(checkpoint), Some(current)) => Some(current.distance_from(checkpoint.position)),
         _ => None,
     };
     // Behind: how long since ferry last made progress; caught up: zero.
@@ -52,11 +50,15 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             .tables
             .values()
             .all(|table| table.state == TableState::Copied);
-    let phase = match (
-        &state.stream,
-        all_copied,
-        slot.as_ref().map(|slot| slot.active),
-    ) {
+    // Without a slot (MySQL), whether a stream runs is not visible: say so from the checkpoint.
+    let active = match source_endpoint.postgres() {
+        Some(_) => slot.as_ref().map(|slot| slot.active),
+        None => state
+            .stream
+            .as_ref()
+            .map(|checkpoint| now_micros - checkpoint.updated_unix_micros < 5_000_000),
+    };
+    let phase = match (&state.stream, all_copied, active) {
         (None, false, _) if state.tables.is_empty() => "not started",
         (_, false, _) => "copying",
         (Some(_), true, Some(true)) => "streaming",
@@ -77,18 +79,25 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent, "error": progress.note })
         })
         .collect();
-    let control = PostgresControl::new(target_config.clone());
-    let cutover = control
-        .load_cutover(&settings.name)
-        .await
-        .unwrap_or_default();
-    let source_fenced = PostgresControl::new(source_config.clone())
-        .fenced_by()
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-    let target_fenced = control.fenced_by().await.ok().flatten().is_some();
+    let (cutover, source_fenced, target_fenced) =
+        match (source_endpoint.postgres(), target_endpoint.postgres()) {
+            (Some(source_config), Some(target_config)) => {
+                let control = PostgresControl::new(target_config.clone());
+                let cutover = control
+                    .load_cutover(&settings.name)
+                    .await
+                    .unwrap_or_default();
+                let source_fenced = PostgresControl::new(source_config.clone())
+                    .fenced_by()
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                let target_fenced = control.fenced_by().await.ok().flatten().is_some();
+                (cutover, source_fenced, target_fenced)
+            }
+            _ => (Default::default(), false, false),
+        };
     let switch = json!({
         "phase": cutover.phase,
         "read_primary": cutover.phase.read_primary(),
@@ -99,8 +108,8 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     });
     let report = json!({
         "migration": settings.name,
-        "source": source_config.describe(),
-        "target": target_config.describe(),
+        "source": source_endpoint.describe(),
+        "target": target_endpoint.describe(),
         "phase": phase,
         "switch": switch,
         "checkpoint": state.stream.as_ref().map(|checkpoint| checkpoint.position.to_string()),
@@ -121,8 +130,8 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     println!(
         "migration {} ({} -> {}): {phase}",
         settings.name,
-        source_config.describe(),
-        target_config.describe()
+        source_endpoint.describe(),
+        target_endpoint.describe()
     );
     println!(
         "switch-over: {} (reads: {}, writes: {}){}{}",
