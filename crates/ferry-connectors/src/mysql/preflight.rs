@@ -33,7 +33,8 @@ pub async fn check(
         }
     }
     if let Some(target) = target {
-        match connect(target, true).await {
+        // The target database may not exist yet: ferry creates it.
+        match connect(target, false).await {
             Ok(mut conn) => {
                 if let Err(error) = check_target(&mut conn, catalog.as_ref(), &mut findings).await {
                     findings.push(failed("target.check_failed", &error));

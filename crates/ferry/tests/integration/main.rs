@@ -1,10 +1,11 @@
-//! Integration tests against real PostgreSQL servers started from the installed binaries.
+//! Integration tests against real PostgreSQL and MariaDB servers started from the installed binaries.
 //! One source and one target server serve the whole run; every test uses its own databases.
 
 mod cli;
 mod common;
 mod cutover;
 mod faults;
+mod mysql;
 mod resume;
 mod schema;
 mod toast;

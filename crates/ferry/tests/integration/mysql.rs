@@ -1,0 +1,647 @@
+//! MySQL/MariaDB in every direction, against real servers: MariaDB to MariaDB, MariaDB to
+//! PostgreSQL and PostgreSQL to MariaDB. Each test copies typed tables, streams changes made by a
+//! concurrent writer, survives kill -9, and compares both sides row for row through the
+//! servers' own clients (the `mariadb` command-line tool and SQL text on PostgreSQL), never
+//! through ferry's code.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ferry_testkit::{wait_until, MariaDbServer};
+
+use crate::common::{kill, log_path, servers, stop};
+
+struct MariaDbServers {
+    source: MariaDbServer,
+    target: MariaDbServer,
+}
+
+fn mariadb() -> &'static MariaDbServers {
+    static SERVERS: OnceLock<MariaDbServers> = OnceLock::new();
+    SERVERS.get_or_init(|| MariaDbServers {
+        source: MariaDbServer::start_with(1, &[]).expect("start the MariaDB source"),
+        target: MariaDbServer::start_with(2, &[]).expect("start the MariaDB target"),
+    })
+}
+
+/// Runs SQL in `database` through the `mariadb` client.
+fn sql(server: &MariaDbServer, database: &str, statements: &str) -> String {
+    server
+        .execute(&format!(
+            "SET time_zone = '+00:00'; USE `{database}`; {statements}"
+        ))
+        .unwrap_or_else(|error| {
+            panic!("{error}\nSQL: {}", &statements[..statements.len().min(500)])
+        })
+}
+
+fn ferry(command: &str, source: &str, target: &str, extra: &[&str]) -> std::process::Command {
+    let mut ferry = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    ferry
+        .arg(command)
+        .args(["--source", source, "--target", target])
+        .args(extra)
+        .env_remove("FERRY_FAILPOINT")
+        .env("FERRY_LOG", "info");
+    ferry
+}
+
+fn spawn_run(name: &str, source: &str, target: &str) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(name))
+        .unwrap();
+    ferry(
+        "run",
+        source,
+        target,
+        &["--name", name, "--chunk-rows", "3000", "--parallel", "3"],
+    )
+    .stdin(std::process::Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .expect("spawn ferry")
+}
+
+fn log_tail(name: &str) -> String {
+    let text = std::fs::read_to_string(log_path(name)).unwrap_or_default();
+    let start = text.len().saturating_sub(5000);
+    format!(
+        "--- ferry log (tail) ---\n{}",
+        &text[text.floor_char_boundary(start)..]
+    )
+}
+
+/// The MariaDB source table with every MySQL type ferry maps, 20,000 rows, and a procedure that
+/// keeps changing it (updates, deletes, inserts and key moves in transactions).
+const MYSQL_ITEMS: &str = "
+CREATE TABLE items (
+  id INT UNSIGNED PRIMARY KEY, note VARCHAR(200) CHARACTER SET latin1, qty INT NOT NULL,
+  price DECIMAL(65,30), big BIGINT UNSIGNED, flag TINYINT(1), bits BIT(12),
+  kind ENUM('a','b','c'), tags SET('x','y','z'), day DATE, at DATETIME(6), stamp TIMESTAMP(6) NULL,
+  dur TIME, yr YEAR, doc JSON, data LONGBLOB, fixed BINARY(4), ratio FLOAT, score DOUBLE,
+  body MEDIUMTEXT, KEY by_note (note), UNIQUE KEY by_qty_id (qty, id));
+INSERT INTO items SELECT seq, CONCAT('naïve café ', seq), seq % 97,
+  CONCAT(seq, '.', LPAD(seq, 30, '7')), 18446744073709551615 - seq, seq % 2, seq % 4096,
+  ELT(1 + seq % 3, 'a', 'b', 'c'), ELT(1 + seq % 4, '', 'x', 'x,z', 'x,y,z'),
+  DATE_ADD('1999-12-31', INTERVAL seq DAY), TIMESTAMPADD(MICROSECOND, seq * 1234567, '2024-02-29 23:59:59'),
+  FROM_UNIXTIME(1700000000 + seq), SEC_TO_TIME((CAST(seq AS SIGNED) % 3000) * 1000 - 1500000), 1901 + seq % 255,
+  JSON_OBJECT('n', seq, 'tags', JSON_ARRAY('é', seq / 7)), IF(seq % 1000 = 0, REPEAT(x'00FF10', 100000), UNHEX(HEX(seq))),
+  UNHEX(LPAD(HEX(seq % 256), 2, '0')), seq / 3, seq / 7, IF(seq % 5000 = 0, REPEAT('long text ', 20000), 'short')
+FROM seq_1_to_20000;
+INSERT INTO items (id, note, qty, dur, yr, price) VALUES (4294967295, NULL, -1, '838:59:59', 2155, -99999999999999999999999999999999999.999999999999999999999999999999);
+CREATE TABLE pairs (a VARCHAR(20) NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b));
+INSERT INTO pairs SELECT CONCAT('k', seq % 50), seq, REPEAT('p', seq % 100) FROM seq_1_to_5000;
+DELIMITER //
+CREATE PROCEDURE churn(rounds INT)
+BEGIN
+  DECLARE i INT DEFAULT 0;
+  WHILE i < rounds DO
+    START TRANSACTION;
+    UPDATE items SET qty = qty + 1, note = CONCAT(IFNULL(note, ''), 'ü'), stamp = NOW(6), doc = JSON_SET(IFNULL(doc, '{}'), '$.u', i) WHERE id = 1 + (i * 7919) % 20000;
+    DELETE FROM items WHERE id = 1 + (i * 104729) % 20000;
+    INSERT INTO items (id, note, qty, bits, kind, tags, at, data) VALUES (30000 + i, CONCAT('new ', i), i, b'101', 'c', 'y', NOW(6), x'C0FFEE')
+      ON DUPLICATE KEY UPDATE qty = qty + 100;
+    UPDATE pairs SET v = CONCAT(IFNULL(v, ''), 'w') WHERE a = CONCAT('k', i % 50) AND b <= 20;
+    UPDATE pairs SET b = b + 100000 WHERE a = CONCAT('k', i % 50) AND b = i + 1;
+    COMMIT;
+    SET i = i + 1;
+  END WHILE;
+END//
+DELIMITER ;
+";
+
+/// Every row of a MariaDB table as the `mariadb` client prints it, in key order.
+fn mysql_rows(server: &MariaDbServer, database: &str, table: &str, key: &str) -> String {
+    sql(
+        server,
+        database,
+        &format!("SELECT * FROM {table} ORDER BY {key}"),
+    )
+}
+
+/// Runs `CALL churn(rounds)` on a thread (the writer), returning when it is done.
+fn churn(database: &str, rounds: u32) -> std::thread::JoinHandle<()> {
+    let database = database.to_string();
+    std::thread::spawn(move || {
+        sql(
+            &mariadb().source,
+            &database,
+            &format!("CALL churn({rounds})"),
+        );
+    })
+}
+
+async fn wait_mysql_equal(name: &str, database: &str, target_database: &str) {
+    let result = wait_until("MariaDB source and target to be equal", Duration::from_secs(180), || async {
+        for (table, key) in [("items", "id"), ("pairs", "a, b")] {
+            let left = mysql_rows(&mariadb().source, database, table, key);
+            let right = mariadb().target.execute(&format!("SET time_zone = '+00:00'; USE `{target_database}`; SELECT * FROM {table} ORDER BY {key}")).ok()?;
+            if left != right {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    if let Err(error) = result {
+        let left = mysql_rows(&mariadb().source, database, "items", "id");
+        let right = mariadb()
+            .target
+            .execute(&format!(
+                "USE `{target_database}`; SELECT * FROM items ORDER BY id"
+            ))
+            .unwrap_or_default();
+        let first = left.lines().zip(right.lines()).find(|(l, r)| l != r);
+        panic!(
+            "{error}: {} vs {} lines, first difference {first:?}\n{}",
+            left.lines().count(),
+            right.lines().count(),
+            log_tail(name)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_mariadb_copies_streams_and_survives_kill_nine() {
+    let name = "my_to_my";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let target = servers.target.url(&format!("{name}_copy"));
+    sql(&servers.source, name, MYSQL_ITEMS);
+
+    let writer = churn(name, 1500);
+    let mut run = spawn_run(name, &source, &target);
+    // Killed twice while copying or streaming under writes, then resumed.
+    for delay in [1500, 2500] {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        kill(&mut run);
+        run = spawn_run(name, &source, &target);
+    }
+    writer.join().expect("writer");
+    sql(&servers.source, name, "UPDATE items SET kind = 'b', tags = 'x,y', bits = b'111111111111', dur = '-838:59:59', yr = 0 WHERE id <= 100; TRUNCATE TABLE pairs; INSERT INTO pairs VALUES ('after', 1, 'truncate');");
+    wait_mysql_equal(name, name, &format!("{name}_copy")).await;
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+
+    // The target table has the source's definition, indexes included.
+    let definition = sql(
+        &servers.target,
+        &format!("{name}_copy"),
+        "SHOW CREATE TABLE items",
+    );
+    assert!(
+        definition.contains("UNIQUE KEY `by_qty_id`") && definition.contains("KEY `by_note`"),
+        "{definition}"
+    );
+    assert!(definition.contains("CHARACTER SET latin1"), "{definition}");
+}
+
+/// One row of the MariaDB items table and of its PostgreSQL copy as the same text.
+const ITEM_COLUMNS: &[(&str, &str)] = &[
+    ("id", "id"),
+    (
+        "HEX(CONVERT(note USING utf8mb4))",
+        "upper(encode(convert_to(note, 'UTF8'), 'hex'))",
+    ),
+    ("qty", "qty"),
+    ("price", "price"),
+    ("big", "big"),
+    ("flag", "flag"),
+    ("LPAD(BIN(bits), 12, '0')", "bits"),
+    ("kind", "kind"),
+    ("tags", "tags"),
+    ("day", "day"),
+    (
+        "DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f')",
+        "to_char(at, 'YYYY-MM-DD HH24:MI:SS.US')",
+    ),
+    (
+        "DATE_FORMAT(stamp, '%Y-%m-%d %H:%i:%s.%f')",
+        "to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    ),
+    ("dur", "dur"),
+    ("yr + 0", "yr"),
+    ("doc", "doc"),
+    ("MD5(data)", "md5(data)"),
+    ("HEX(fixed)", "upper(encode(fixed, 'hex'))"),
+    ("CAST(ratio AS DOUBLE)", "ratio::float8"),
+    ("score", "score"),
+    ("MD5(body)", "md5(body)"),
+];
+
+fn mysql_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
+    let parts: Vec<String> = columns
+        .iter()
+        .map(|(mysql, _)| format!("IFNULL(CONVERT({mysql} USING utf8mb4), '~')"))
+        .collect();
+    format!(
+        "SELECT CONCAT_WS('|', {}) FROM {table} ORDER BY {key}",
+        parts.join(", ")
+    )
+}
+
+fn postgres_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
+    let parts: Vec<String> = columns
+        .iter()
+        .map(|(_, postgres)| format!("COALESCE(({postgres})::text, '~')"))
+        .collect();
+    format!(
+        "SELECT concat_ws('|', {}) FROM {table} ORDER BY {key}",
+        parts.join(", ")
+    )
+}
+
+async fn postgres_lines(client: &tokio_postgres::Client, query: &str) -> Option<Vec<String>> {
+    let rows = client.query(query, &[]).await.ok()?;
+    Some(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+}
+
+/// The `mariadb` client escapes tabs, newlines and backslashes in batch output: undo it.
+fn mysql_lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(|line| line.replace("\\\\", "\\"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
+    let name = "my_to_pg";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = servers().target.create_database(name).await.unwrap();
+    sql(&mariadb().source, name, MYSQL_ITEMS);
+    let client = servers().target.connect(name).await.unwrap();
+
+    let check = ferry("check", &source, &target, &[]).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let writer = churn(name, 800);
+    let mut run = spawn_run(name, &source, &target);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kill(&mut run);
+    run = spawn_run(name, &source, &target);
+    writer.join().expect("writer");
+    sql(&mariadb().source, name, "UPDATE items SET kind = 'b', dur = '-838:59:59' WHERE id <= 100; DELETE FROM pairs WHERE b % 3 = 0;");
+
+    let items_mysql = mysql_select(ITEM_COLUMNS, "items", "id");
+    let items_postgres = postgres_select(ITEM_COLUMNS, &format!("{name}.items"), "id");
+    let pairs: &[(&str, &str)] = &[("a", "a"), ("b", "b"), ("v", "v")];
+    let result = wait_until(
+        "MariaDB and PostgreSQL to be equal",
+        Duration::from_secs(180),
+        || async {
+            let left = mysql_lines(&sql(&mariadb().source, name, &items_mysql));
+            let right = postgres_lines(&client, &items_postgres).await?;
+            if left != right {
+                return None;
+            }
+            let left = mysql_lines(&sql(
+                &mariadb().source,
+                name,
+                &mysql_select(pairs, "pairs", "a, b"),
+            ));
+            let right = postgres_lines(
+                &client,
+                &postgres_select(pairs, &format!("{name}.pairs"), "a, b"),
+            )
+            .await?;
+            (left == right).then_some(())
+        },
+    )
+    .await;
+    if let Err(error) = result {
+        let left = mysql_lines(&sql(&mariadb().source, name, &items_mysql));
+        let right = postgres_lines(&client, &items_postgres)
+            .await
+            .unwrap_or_default();
+        let first = left.iter().zip(&right).find(|(l, r)| l != r);
+        panic!(
+            "{error}: {} vs {} rows, first difference {first:?}\n{}",
+            left.len(),
+            right.len(),
+            log_tail(name)
+        );
+    }
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+
+    // Types as documented, and the identity moved past the copied keys.
+    let types: Vec<(String, String)> = client
+        .query("SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'items' ORDER BY ordinal_position", &[&name])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let type_of = |column: &str| {
+        types
+            .iter()
+            .find(|(name, _)| name == column)
+            .map(|(_, kind)| kind.as_str())
+            .unwrap_or("?")
+    };
+    assert_eq!(type_of("big"), "numeric");
+    assert_eq!(type_of("id"), "bigint");
+    assert_eq!(type_of("dur"), "interval");
+    assert_eq!(type_of("stamp"), "timestamp with time zone");
+    let indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'items'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 3, "primary key, by_note and by_qty_id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_mariadb_keeps_keys_distinct_streams_and_survives_kill_nine() {
+    let name = "pg_to_my";
+    let source = servers().source.create_database(name).await.unwrap();
+    let client = servers().source.connect(name).await.unwrap();
+    let target = mariadb().target.url(name);
+    client
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('ok', 'meh', 'bad');
+             CREATE TABLE docs (code text PRIMARY KEY, id uuid, amount numeric(30,10), happened timestamptz,
+                                local timestamp(3), tags int[], mood mood, doc jsonb, span interval, ok boolean,
+                                raw bytea, small smallint, ratio double precision, note varchar(40));
+             CREATE INDEX docs_happened ON docs (happened);
+             INSERT INTO docs SELECT 'code-' || g, md5(g::text)::uuid, g * 1234567.0123456789, timestamptz '2024-01-01 00:00:00+02' + g * interval '1.5 second',
+                    timestamp '2000-02-29 12:00:00.123' + g * interval '1 day', ARRAY[g, -g], (ARRAY['ok','meh','bad'])[1 + g % 3]::mood,
+                    jsonb_build_object('g', g, 'nested', jsonb_build_array('é', g / 3.0)), g * interval '1 minute 1.5 second', g % 2 = 0,
+                    decode(md5(g::text), 'hex'), (g % 30000)::smallint, g / 8.0, repeat('x', g % 40)
+             FROM generate_series(1, 10000) g;
+             INSERT INTO docs (code, note) VALUES ('abc', 'lower'), ('ABC', 'upper'), ('abc ', 'trailing space'), ('ÄBC', 'umlaut'), (E'tab\\there', 'tab');",
+        )
+        .await
+        .unwrap();
+
+    let mut run = spawn_run(name, &source, &target);
+    let writer = {
+        let client = servers().source.connect(name).await.unwrap();
+        tokio::spawn(async move {
+            for round in 0..600 {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN;
+                         UPDATE docs SET amount = amount + 1, doc = doc || '{{\"u\": {round}}}', happened = now() WHERE code = 'code-{}';
+                         DELETE FROM docs WHERE code = 'code-{}';
+                         INSERT INTO docs (code, tags, mood, raw) VALUES ('new-{round}', ARRAY[{round}], 'bad', '\\x00ff') ON CONFLICT (code) DO UPDATE SET small = 1;
+                         UPDATE docs SET code = code || '-moved' WHERE code = 'code-{}';
+                         COMMIT;",
+                        1 + (round * 7919) % 10000,
+                        1 + (round * 104729) % 10000,
+                        1 + (round * 31) % 10000
+                    ))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kill(&mut run);
+    run = spawn_run(name, &source, &target);
+    writer.await.unwrap();
+
+    let columns: &[(&str, &str)] = &[
+        (
+            "upper(encode(convert_to(code, 'UTF8'), 'hex'))",
+            "HEX(code)",
+        ),
+        ("id", "id"),
+        ("amount", "amount"),
+        (
+            "to_char(happened AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+            "DATE_FORMAT(happened, '%Y-%m-%d %H:%i:%s.%f')",
+        ),
+        (
+            "to_char(local, 'YYYY-MM-DD HH24:MI:SS.US')",
+            "DATE_FORMAT(`local`, '%Y-%m-%d %H:%i:%s.%f')",
+        ),
+        ("tags", "tags"),
+        ("mood", "mood"),
+        ("doc", "doc"),
+        ("span", "span"),
+        ("ok::int", "ok"),
+        ("upper(encode(raw, 'hex'))", "HEX(raw)"),
+        ("small", "small"),
+        ("ratio", "ratio"),
+        ("note", "note"),
+    ];
+    let postgres_query = {
+        let parts: Vec<String> = columns
+            .iter()
+            .map(|(postgres, _)| format!("COALESCE(({postgres})::text, '~')"))
+            .collect();
+        format!(
+            "SELECT concat_ws('|', {}) FROM docs ORDER BY convert_to(code, 'UTF8')",
+            parts.join(", ")
+        )
+    };
+    let mysql_query = {
+        let parts: Vec<String> = columns
+            .iter()
+            .map(|(_, mysql)| format!("IFNULL(CONVERT({mysql} USING utf8mb4), '~')"))
+            .collect();
+        format!(
+            "SELECT CONCAT_WS('|', {}) FROM docs ORDER BY CAST(code AS BINARY)",
+            parts.join(", ")
+        )
+    };
+    let result = wait_until(
+        "PostgreSQL and MariaDB to be equal",
+        Duration::from_secs(180),
+        || async {
+            let left = postgres_lines(&client, &postgres_query).await?;
+            let right = mysql_lines(
+                &mariadb()
+                    .target
+                    .execute(&format!(
+                        "SET time_zone = '+00:00'; USE `{name}`; {mysql_query}"
+                    ))
+                    .ok()?,
+            );
+            (left == right).then_some(())
+        },
+    )
+    .await;
+    if let Err(error) = result {
+        let left = postgres_lines(&client, &postgres_query)
+            .await
+            .unwrap_or_default();
+        let right = mariadb().target.execute(&format!(
+            "SET time_zone = '+00:00'; USE `{name}`; {mysql_query}"
+        ));
+        let right = match right {
+            Ok(output) => mysql_lines(&output),
+            Err(error) => panic!("{error}"),
+        };
+        let first = left.iter().zip(&right).find(|(l, r)| l != r);
+        panic!(
+            "{error}: {} vs {} rows, first difference {first:?}\n{}",
+            left.len(),
+            right.len(),
+            log_tail(name)
+        );
+    }
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    let keys = sql(
+        &mariadb().target,
+        name,
+        "SELECT COUNT(*) FROM docs WHERE code IN ('abc', 'ABC', 'abc ')",
+    );
+    assert_eq!(
+        keys.trim(),
+        "3",
+        "keys that differ only in case or trailing space stay distinct"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_run_refuse_what_cannot_move_and_a_purged_binlog_says_so() {
+    let name = "my_refusals";
+    let source = mariadb().source.create_database(name).unwrap();
+    let postgres = servers().source.create_database(name).await.unwrap();
+    sql(&mariadb().source, name, "CREATE TABLE keyless (a INT); CREATE TABLE zero (id INT PRIMARY KEY, d DATE); INSERT INTO zero VALUES (1, '0000-00-00');");
+
+    // MariaDB to PostgreSQL: a table without a key is named by check, and run refuses it.
+    let target = servers().target.create_database(name).await.unwrap();
+    let check = ferry("check", &source, &target, &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success()
+            && text.contains("source.no_primary_key")
+            && text.contains("keyless"),
+        "{text}"
+    );
+    // A zero date cannot be stored by PostgreSQL: refused with the table named, nothing invented.
+    let copy = ferry(
+        "copy",
+        &source,
+        &target,
+        &["--tables", "zero", "--name", name],
+    )
+    .output()
+    .unwrap();
+    let error = String::from_utf8_lossy(&copy.stderr);
+    assert!(
+        !copy.status.success() && error.contains("zero date") && error.contains("zero"),
+        "{error}"
+    );
+
+    // PostgreSQL to MariaDB: a numeric without precision cannot fit DECIMAL: refused up front.
+    let client = servers().source.connect(name).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE money (id int PRIMARY KEY, amount numeric)")
+        .await
+        .unwrap();
+    let check = ferry("check", &postgres, &mariadb().target.url(name), &[])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success()
+            && text.contains("target.unsupported_type")
+            && text.contains("amount"),
+        "{text}"
+    );
+    let run = ferry("copy", &postgres, &mariadb().target.url(name), &[])
+        .output()
+        .unwrap();
+    assert!(
+        !run.status.success() && String::from_utf8_lossy(&run.stderr).contains("precision"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // A stream whose binary log was purged: an operator error saying to copy again.
+    let own = MariaDbServer::start_with(3, &[]).expect("start a MariaDB server of its own");
+    let source = own.create_database(name).unwrap();
+    sql(
+        &own,
+        name,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 1);",
+    );
+    let target = mariadb().target.url(&format!("{name}_purged"));
+    let copy = ferry("run", &source, &target, &["--name", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = copy.unwrap();
+    wait_until("the copy to finish", Duration::from_secs(60), || async {
+        mariadb()
+            .target
+            .execute(&format!(
+                "SELECT state FROM _ferry.tables WHERE migration = '{name}'"
+            ))
+            .ok()
+            .filter(|state| state.contains("copied"))
+    })
+    .await
+    .unwrap();
+    stop(&mut child);
+    own.execute("FLUSH BINARY LOGS; FLUSH BINARY LOGS;")
+        .unwrap();
+    let last = own.execute("SHOW MASTER STATUS").unwrap();
+    let file = last.split_whitespace().next().unwrap().to_string();
+    // The server keeps a file a replica thread still reads: purge until it is gone.
+    wait_until(
+        "the first binary log to be purged",
+        Duration::from_secs(60),
+        || async {
+            own.execute(&format!("PURGE BINARY LOGS TO '{file}'"))
+                .ok()?;
+            (!own
+                .execute("SHOW BINARY LOGS")
+                .ok()?
+                .contains("binlog.000001"))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let mut resumed = ferry(
+        "run",
+        &source,
+        &target,
+        &["--name", name, "--max-retries", "0"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(log_path(name)).unwrap())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = resumed.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = resumed.kill();
+            panic!(
+                "the resumed run did not stop within 60 s\n{}",
+                log_tail(name)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = log_tail(name);
+    let resumed = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    assert!(
+        !resumed.status.success()
+            && error.contains("source.log_purged")
+            && error.contains("--restart"),
+        "{error}"
+    );
+}
