@@ -56,7 +56,7 @@ fn unknown_option_and_missing_settings_are_usage_errors() {
     let (code, _, stderr) = ferry(&[
         "run",
         "--source",
-        "mysql://a@b/c",
+        "oracle://a@b/c",
         "--target",
         "postgres://a@b/c",
     ]);
