@@ -16,6 +16,7 @@ UPDATES="${2:-1000000}"
 FERRY="${FERRY:-target/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
+chmod 755 "$WORK"
 RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
 start_mariadb() { # name port server-id
   local dir="$WORK/$1"

@@ -11,8 +11,10 @@ pub mod migration;
 pub mod progress;
 pub mod snapshot;
 pub mod stream;
+pub mod transform;
 pub mod verify;
 
 pub use migration::{run_migration, MigrationOptions, Mode};
 pub use progress::{Phase, Progress};
 pub use stream::StreamOptions;
+pub use transform::TransformedSource;

@@ -21,6 +21,13 @@ use serde::Deserialize;
 ///
 /// [target]
 /// url = "postgres://app@new-db:5432/shop"
+///
+/// [[transform]]                    # optional, repeatable: renames, dropped columns, row filters
+/// table = "shop.customers"         # the source table (glob patterns allowed)
+/// rename = "public.clients"        # its target name (`table` alone keeps the schema)
+/// columns = { cust_name = "name" } # column renames
+/// drop = ["password_hash"]         # columns not moved (never a key column)
+/// filter = "region = 'EU' AND deleted_at IS NULL"
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +47,8 @@ pub struct FileSettings {
     pub source: Option<Endpoint>,
     /// The database to move to.
     pub target: Option<Endpoint>,
+    /// Transforms on the way.
+    pub transform: Option<Vec<ferry_core::transform::TableTransform>>,
 }
 
 /// One database.
@@ -77,6 +86,8 @@ pub struct Settings {
     pub parallel: usize,
     pub chunk_rows: u64,
     pub network_timeout: std::time::Duration,
+    /// Renames, dropped columns and row filters (empty: none).
+    pub transforms: ferry_core::transform::Transforms,
 }
 
 pub const DEFAULT_NAME: &str = "main";
@@ -195,6 +206,14 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
             None
         }
     };
+    let transforms =
+        match ferry_core::transform::Transforms::new(file.transform.unwrap_or_default()) {
+            Ok(transforms) => Some(transforms),
+            Err(error) => {
+                problems.push(format!("transform: {error}"));
+                None
+            }
+        };
     if !problems.is_empty() {
         return Err(Error::operator(
             "config.invalid",
@@ -216,6 +235,7 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
         parallel,
         chunk_rows,
         network_timeout: std::time::Duration::from_secs(network_timeout_seconds),
+        transforms: transforms.expect("checked"),
     })
 }
 

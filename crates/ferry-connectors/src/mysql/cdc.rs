@@ -206,7 +206,7 @@ impl BinlogChangeStream {
                                 restart_identity: false,
                             }));
                         self.commit(header.log_pos(), header.timestamp());
-                    } else if matches!(keyword.as_str(), "ALTER" | "DROP" | "RENAME" | "CREATE") {
+                    } else if is_table_ddl(&statement) {
                         return Err(Error::operator(
                             "source.schema_changed",
                             format!("a selected table's definition changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
@@ -327,6 +327,21 @@ impl BinlogChangeStream {
     }
 }
 
+/// Whether a statement changes or removes a table (procedures, views, triggers and indexes
+/// created elsewhere that merely mention a table do not).
+fn is_table_ddl(statement: &str) -> bool {
+    let words: Vec<&str> = statement.split_whitespace().take(4).collect();
+    matches!(
+        words.as_slice(),
+        ["ALTER", "TABLE", ..]
+            | ["ALTER", "IGNORE", "TABLE", ..]
+            | ["ALTER", "ONLINE", "TABLE", ..]
+            | ["DROP", "TABLE", ..]
+            | ["DROP", "TEMPORARY", ..]
+            | ["RENAME", "TABLE", ..]
+    )
+}
+
 fn decode_image(
     decoder: &Decoder,
     row: mysql_async::binlog::row::BinlogRow,
@@ -407,6 +422,16 @@ impl ChangeStream for BinlogChangeStream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_table_ddl_stops_the_stream() {
+        assert!(super::is_table_ddl("ALTER TABLE `T` ADD COLUMN X INT"));
+        assert!(super::is_table_ddl("DROP TABLE IF EXISTS T"));
+        assert!(!super::is_table_ddl(
+            "CREATE PROCEDURE P() BEGIN UPDATE T SET A = 1; END"
+        ));
+        assert!(!super::is_table_ddl("CREATE INDEX I ON T (A)"));
+    }
+
     #[test]
     fn server_ids_are_stable_and_in_ferrys_range() {
         let id = super::server_id("shop");

@@ -15,7 +15,7 @@ use ferry_connectors::postgres::{
 use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase};
 use ferry_core::{Error, ErrorClass, Result};
-use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
+use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions, TransformedSource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -61,9 +61,10 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;
-    let (Some(source_config), Some(target_config)) = (
+    let (Some(source_config), Some(target_config), true) = (
         source_endpoint.postgres().cloned(),
         target_endpoint.postgres().cloned(),
+        settings.transforms.is_empty(),
     ) else {
         return run_across_engines(
             &settings,
@@ -137,8 +138,9 @@ pub async fn run(
     result
 }
 
-/// A migration where at least one side is not PostgreSQL: one direction, no switch-over phases
-/// (cutover is PostgreSQL-only for now), lag sampled from the source's end of log.
+/// A migration where at least one side is not PostgreSQL, or with transforms: one direction, no
+/// switch-over phases (cutover is PostgreSQL-only and without transforms for now), lag sampled
+/// from the source's end of log.
 async fn run_across_engines(
     settings: &Settings,
     (source_endpoint, target_endpoint): (Endpoint, Endpoint),
@@ -147,7 +149,14 @@ async fn run_across_engines(
     restart: bool,
     listen: &Listen,
 ) -> Result<ExitCode> {
-    let source = source_endpoint.source();
+    let source: Box<dyn Source> = if settings.transforms.is_empty() {
+        source_endpoint.source()
+    } else {
+        Box::new(TransformedSource::new(
+            source_endpoint.source(),
+            settings.transforms.clone(),
+        ))
+    };
     let sink = target_endpoint.sink();
     let shutdown = shutdown_on_signals();
     let telemetry = Arc::new(Telemetry::new(

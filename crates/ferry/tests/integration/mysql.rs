@@ -645,3 +645,84 @@ async fn check_and_run_refuse_what_cannot_move_and_a_purged_binlog_says_so() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_rename_drop_and_filter_on_the_way() {
+    let name = "my_transform";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = servers().target.create_database(name).await.unwrap();
+    sql(&mariadb().source, name, "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50), secret VARCHAR(50), region CHAR(2));
+        INSERT INTO customers SELECT seq, CONCAT('name ', seq), 'hunter2', ELT(1 + seq % 3, 'EU', 'US', 'EU') FROM seq_1_to_3000;");
+    let config = std::env::temp_dir().join(format!("ferry-{name}-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[[transform]]\ntable = \"{name}.customers\"\nrename = \"public.clients\"\ncolumns = {{ name = \"full_name\" }}\ndrop = [\"secret\"]\nfilter = \"region = 'EU' AND id < 100000\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(log_path(name)).unwrap();
+    let mut run = ferry(
+        "run",
+        &source,
+        &target,
+        &["--name", "transform", "-c", config.to_str().unwrap()],
+    )
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .unwrap();
+    let client = servers().target.connect(name).await.unwrap();
+    wait_until("the copy", Duration::from_secs(120), || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM _ferry.table_state WHERE state = 'copied'",
+                &[],
+            )
+            .await
+            .ok()?
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    // Rows move into and out of the filter, are inserted on both sides of it, and deleted.
+    sql(&mariadb().source, name, "UPDATE customers SET region = 'US' WHERE id BETWEEN 1 AND 30;
+        UPDATE customers SET region = 'EU', name = 'moved in' WHERE id BETWEEN 31 AND 60 AND region = 'US';
+        INSERT INTO customers VALUES (5000, 'new eu', 'x', 'EU'), (5001, 'new us', 'x', 'US');
+        DELETE FROM customers WHERE id BETWEEN 61 AND 90;
+        UPDATE customers SET secret = 'changed' WHERE id > 100;");
+    let expected: Vec<String> = sql(
+        &mariadb().source,
+        name,
+        "SELECT CONCAT(id, '|', name) FROM customers WHERE region = 'EU' ORDER BY id",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let result = wait_until(
+        "the filtered, renamed copy to match",
+        Duration::from_secs(120),
+        || async {
+            let rows = postgres_lines(
+                &client,
+                "SELECT id || '|' || full_name FROM public.clients ORDER BY id",
+            )
+            .await?;
+            (rows == expected).then_some(())
+        },
+    )
+    .await;
+    let columns: Vec<String> = client
+        .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'clients' ORDER BY ordinal_position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    result.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    assert_eq!(
+        columns,
+        vec!["id", "full_name", "region"],
+        "secret is dropped, name renamed"
+    );
+}

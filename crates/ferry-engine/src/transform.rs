@@ -1,0 +1,429 @@
+//! A source seen through transforms (renames, dropped columns, row filters): the engine and the
+//! sink see target names and columns; the wrapped source is asked in its own.
+//!
+//! - Catalog: target names and columns; each table's source definition is remembered so that
+//!   chunk plans, reads and the stream are asked of the source in its own terms.
+//! - Copy: dropped columns are never read. A filtered table travels in the neutral row encoding
+//!   and only matching rows are passed on.
+//! - Stream: relations are renamed and dropped columns removed from every image. With a filter, an
+//!   insert that does not match is left out, and an update whose new image does not match becomes
+//!   a delete of the row (it may have matched before); deletes always pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
+use ferry_core::connector::{ByteStream, ChangeStream, ChunkFormat, ChunkReader, Snapshot, Source};
+use ferry_core::rows::{encode_row, RowReader};
+use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
+use ferry_core::select::Selection;
+use ferry_core::state::KeyRange;
+use ferry_core::transform::{Filter, Transforms};
+use ferry_core::{Cell, Error, Position, Result, Value};
+use futures_util::StreamExt;
+
+type Originals = Arc<Mutex<HashMap<TableName, TableSchema>>>;
+
+/// A source with transforms applied.
+pub struct TransformedSource {
+    inner: Box<dyn Source>,
+    transforms: Arc<Transforms>,
+    /// Target name to the source's own definition.
+    originals: Originals,
+}
+
+impl TransformedSource {
+    pub fn new(inner: Box<dyn Source>, transforms: Transforms) -> Self {
+        TransformedSource {
+            inner,
+            transforms: Arc::new(transforms),
+            originals: Arc::default(),
+        }
+    }
+}
+
+fn original(originals: &Originals, table: &TableName) -> Result<TableSchema> {
+    originals
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(table)
+        .cloned()
+        .ok_or_else(|| {
+            Error::definite(
+                "transform.unknown_table",
+                format!("table {table} was not in the catalog"),
+            )
+        })
+}
+
+fn map_sequence(transforms: &Transforms, mut sequence: Sequence) -> Sequence {
+    if let Some((table, column)) = &sequence.owned_by {
+        sequence.owned_by = Some((
+            transforms.target_name(table),
+            transforms.column_name(table, column).to_string(),
+        ));
+    }
+    sequence
+}
+
+#[async_trait]
+impl Source for TransformedSource {
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
+        let mut catalog = self.inner.read_catalog(selection).await?;
+        let mut originals = HashMap::new();
+        let mut tables = Vec::new();
+        for table in &catalog.tables {
+            let target = self.transforms.target_schema(table)?;
+            if let Some(previous) = originals.insert(target.name.clone(), table.clone()) {
+                return Err(Error::operator(
+                    "config.transform",
+                    format!(
+                        "{} and {} would both become {}",
+                        previous.name, table.name, target.name
+                    ),
+                )
+                .with_hint("give each table its own target name"));
+            }
+            tables.push(target);
+        }
+        catalog.tables = tables;
+        catalog.sequences = catalog
+            .sequences
+            .into_iter()
+            .map(|sequence| map_sequence(&self.transforms, sequence))
+            .collect();
+        for (name, _) in &mut catalog.unsupported {
+            *name = self.transforms.target_name(name);
+        }
+        *self
+            .originals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = originals;
+        Ok(catalog)
+    }
+
+    async fn create_stream(
+        &self,
+        migration: &str,
+        tables: &[TableName],
+    ) -> Result<(Position, Box<dyn Snapshot>)> {
+        let names = tables
+            .iter()
+            .map(|table| original(&self.originals, table).map(|schema| schema.name))
+            .collect::<Result<Vec<_>>>()?;
+        let (position, snapshot) = self.inner.create_stream(migration, &names).await?;
+        Ok((
+            position,
+            Box::new(TransformedSnapshot {
+                inner: snapshot,
+                transforms: self.transforms.clone(),
+                originals: self.originals.clone(),
+            }),
+        ))
+    }
+
+    async fn update_stream(&self, migration: &str, tables: &[TableName]) -> Result<()> {
+        let names = tables
+            .iter()
+            .map(|table| original(&self.originals, table).map(|schema| schema.name))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.update_stream(migration, &names).await
+    }
+
+    async fn open_stream(
+        &self,
+        migration: &str,
+        position: Position,
+        tables: &[TableSchema],
+        ignore_writes_of: &[String],
+    ) -> Result<Box<dyn ChangeStream>> {
+        let sources = tables
+            .iter()
+            .map(|table| original(&self.originals, &table.name))
+            .collect::<Result<Vec<_>>>()?;
+        let inner = self
+            .inner
+            .open_stream(migration, position, &sources, ignore_writes_of)
+            .await?;
+        Ok(Box::new(TransformedStream {
+            inner,
+            transforms: self.transforms.clone(),
+            relations: HashMap::new(),
+        }))
+    }
+
+    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        let snapshot = self.inner.fresh_snapshot().await?;
+        Ok(Box::new(TransformedSnapshot {
+            inner: snapshot,
+            transforms: self.transforms.clone(),
+            originals: self.originals.clone(),
+        }))
+    }
+
+    async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>> {
+        Ok(self
+            .inner
+            .read_sequences(sequences)
+            .await?
+            .into_iter()
+            .map(|sequence| map_sequence(&self.transforms, sequence))
+            .collect())
+    }
+
+    async fn current_position(&self) -> Result<Position> {
+        self.inner.current_position().await
+    }
+}
+
+struct TransformedSnapshot {
+    inner: Box<dyn Snapshot>,
+    transforms: Arc<Transforms>,
+    originals: Originals,
+}
+
+#[async_trait]
+impl Snapshot for TransformedSnapshot {
+    async fn plan_chunks(&self, table: &TableSchema, rows_per_chunk: u64) -> Result<Vec<KeyRange>> {
+        let read = self
+            .transforms
+            .read_schema(&original(&self.originals, &table.name)?)?;
+        self.inner.plan_chunks(&read, rows_per_chunk).await
+    }
+
+    async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {
+        Ok(Box::new(TransformedReader {
+            inner: self.inner.open_reader().await?,
+            transforms: self.transforms.clone(),
+            originals: self.originals.clone(),
+        }))
+    }
+}
+
+struct TransformedReader {
+    inner: Box<dyn ChunkReader>,
+    transforms: Arc<Transforms>,
+    originals: Originals,
+}
+
+#[async_trait]
+impl ChunkReader for TransformedReader {
+    async fn read(
+        &mut self,
+        table: &TableSchema,
+        range: &KeyRange,
+        accepted: &[ChunkFormat],
+    ) -> Result<(ChunkFormat, ByteStream)> {
+        let source = original(&self.originals, &table.name)?;
+        let read = self.transforms.read_schema(&source)?;
+        let Some(filter) = self.transforms.filter(&source.name).cloned() else {
+            return self.inner.read(&read, range, accepted).await;
+        };
+        if !accepted.contains(&ChunkFormat::Rows) {
+            return Err(Error::operator(
+                "transform.format",
+                format!(
+                    "the target cannot load the row encoding a filtered table ({}) needs",
+                    table.name
+                ),
+            ));
+        }
+        let (_, rows) = self.inner.read(&read, range, &[ChunkFormat::Rows]).await?;
+        let names: Vec<String> = read
+            .writable_columns()
+            .map(|column| column.name.clone())
+            .collect();
+        let filtered = rows.map(move |item| {
+            let item = item?;
+            let mut reader = RowReader::new(&item);
+            let mut output = Vec::with_capacity(item.len());
+            while let Some(row) = reader.next_row()? {
+                let value = |column: &str| {
+                    names
+                        .iter()
+                        .position(|name| name == column)
+                        .and_then(|index| row.get(index))
+                };
+                if filter.matches(value) == Some(true) {
+                    encode_row(&row, &mut output);
+                }
+            }
+            Ok(Bytes::from(output))
+        });
+        Ok((ChunkFormat::Rows, Box::pin(filtered)))
+    }
+}
+
+/// How a source relation maps to the target.
+struct Mapping {
+    relation: Arc<Relation>,
+    keep: Vec<usize>,
+    filter: Option<Filter>,
+    source_names: Vec<String>,
+}
+
+struct TransformedStream {
+    inner: Box<dyn ChangeStream>,
+    transforms: Arc<Transforms>,
+    relations: HashMap<u32, Option<Arc<Mapping>>>,
+}
+
+impl TransformedStream {
+    fn mapping(&mut self, relation: &Arc<Relation>) -> Option<Arc<Mapping>> {
+        let transforms = self.transforms.clone();
+        self.relations
+            .entry(relation.id)
+            .or_insert_with(|| {
+                let table = &relation.table;
+                let touched = transforms.target_name(table) != *table
+                    || transforms.filter(table).is_some()
+                    || relation.columns.iter().any(|column| {
+                        transforms.dropped(table, &column.name)
+                            || transforms.column_name(table, &column.name) != column.name
+                    });
+                touched.then(|| {
+                    let keep: Vec<usize> = (0..relation.columns.len())
+                        .filter(|index| !transforms.dropped(table, &relation.columns[*index].name))
+                        .collect();
+                    Arc::new(Mapping {
+                        relation: Arc::new(Relation {
+                            id: relation.id,
+                            table: transforms.target_name(table),
+                            columns: keep
+                                .iter()
+                                .map(|index| RelationColumn {
+                                    name: transforms
+                                        .column_name(table, &relation.columns[*index].name)
+                                        .to_string(),
+                                    is_key: relation.columns[*index].is_key,
+                                })
+                                .collect(),
+                        }),
+                        keep,
+                        filter: transforms.filter(table).cloned(),
+                        source_names: relation
+                            .columns
+                            .iter()
+                            .map(|column| column.name.clone())
+                            .collect(),
+                    })
+                })
+            })
+            .clone()
+    }
+
+    /// The change as the target sees it; `None` when it is left out.
+    fn map(&mut self, change: Change) -> Option<Change> {
+        let relation = match &change {
+            Change::Insert { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. } => relation.clone(),
+            Change::Truncate {
+                relations,
+                cascade,
+                restart_identity,
+            } => {
+                let relations = relations
+                    .iter()
+                    .map(|relation| {
+                        self.mapping(relation)
+                            .map(|mapping| mapping.relation.clone())
+                            .unwrap_or_else(|| relation.clone())
+                    })
+                    .collect();
+                return Some(Change::Truncate {
+                    relations,
+                    cascade: *cascade,
+                    restart_identity: *restart_identity,
+                });
+            }
+        };
+        let Some(mapping) = self.mapping(&relation) else {
+            return Some(change);
+        };
+        let project = |row: &[Cell]| {
+            mapping
+                .keep
+                .iter()
+                .map(|index| row[*index].clone())
+                .collect::<Vec<_>>()
+        };
+        let matches = |row: &[Cell]| {
+            mapping.filter.as_ref().map(|filter| {
+                filter.matches(|column| {
+                    let index = mapping
+                        .source_names
+                        .iter()
+                        .position(|name| name == column)?;
+                    match &row[index] {
+                        Cell::Value(value) => Some(value),
+                        Cell::Unchanged => None,
+                    }
+                })
+            })
+        };
+        let key_of = |row: &[Cell]| -> Option<Vec<Value>> {
+            relation
+                .key_indexes()
+                .iter()
+                .map(|index| match &row[*index] {
+                    Cell::Value(value) => Some(value.clone()),
+                    Cell::Unchanged => None,
+                })
+                .collect()
+        };
+        let mapped = mapping.relation.clone();
+        match change {
+            Change::Insert { row, .. } => match matches(&row) {
+                Some(Some(false)) => None,
+                _ => Some(Change::Insert {
+                    relation: mapped,
+                    row: project(&row),
+                }),
+            },
+            Change::Update { old_key, row, .. } => match matches(&row) {
+                Some(Some(false)) => Some(Change::Delete {
+                    relation: mapped,
+                    key: old_key.or_else(|| key_of(&row))?,
+                }),
+                _ => Some(Change::Update {
+                    relation: mapped,
+                    old_key,
+                    row: project(&row),
+                }),
+            },
+            Change::Delete { key, .. } => Some(Change::Delete {
+                relation: mapped,
+                key,
+            }),
+            Change::Truncate { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+#[async_trait]
+impl ChangeStream for TransformedStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>> {
+        loop {
+            let event = self.inner.next().await?;
+            match event {
+                Some(StreamEvent::Change(change)) => {
+                    if let Some(change) = self.map(change) {
+                        return Ok(Some(StreamEvent::Change(change)));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, position: Position) {
+        self.inner.acknowledge(position);
+    }
+
+    async fn close(self: Box<Self>) -> Result<()> {
+        self.inner.close().await
+    }
+}
