@@ -151,6 +151,7 @@ impl Source for TransformedSource {
             inner,
             transforms: self.transforms.clone(),
             relations: HashMap::new(),
+            partial_into_filter: None,
         }))
     }
 
@@ -258,6 +259,8 @@ impl ChunkReader for TransformedReader {
 
 /// How a source relation maps to the target.
 struct Mapping {
+    /// The source relation this mapping was made for (a new definition replaces it).
+    source: Arc<Relation>,
     relation: Arc<Relation>,
     keep: Vec<usize>,
     filter: Option<Filter>,
@@ -268,11 +271,21 @@ struct TransformedStream {
     inner: Box<dyn ChangeStream>,
     transforms: Arc<Transforms>,
     relations: HashMap<u32, Option<Arc<Mapping>>>,
+    /// Set when an update of a filtered table lacked values (see `map`).
+    partial_into_filter: Option<TableName>,
 }
 
 impl TransformedStream {
     fn mapping(&mut self, relation: &Arc<Relation>) -> Option<Arc<Mapping>> {
         let transforms = self.transforms.clone();
+        // PostgreSQL sends a relation again, under the same id, after its definition changed.
+        if self.relations.get(&relation.id).is_some_and(|mapping| {
+            mapping
+                .as_ref()
+                .is_some_and(|mapping| *mapping.source != **relation)
+        }) {
+            self.relations.remove(&relation.id);
+        }
         self.relations
             .entry(relation.id)
             .or_insert_with(|| {
@@ -288,6 +301,7 @@ impl TransformedStream {
                         .filter(|index| !transforms.dropped(table, &relation.columns[*index].name))
                         .collect();
                     Arc::new(Mapping {
+                        source: relation.clone(),
                         relation: Arc::new(Relation {
                             id: relation.id,
                             table: transforms.target_name(table),
@@ -410,7 +424,15 @@ impl ChangeStream for TransformedStream {
             let event = self.inner.next().await?;
             match event {
                 Some(StreamEvent::Change(change)) => {
-                    if let Some(change) = self.map(change) {
+                    let mapped = self.map(change);
+                    if let Some(table) = self.partial_into_filter.take() {
+                        return Err(Error::operator(
+                            "transform.partial_image",
+                            format!("an update of filtered table {table} lacks unchanged large values, so a row entering the filter cannot be written whole"),
+                        )
+                        .with_hint("on the PostgreSQL source: ALTER TABLE ... REPLICA IDENTITY FULL for this table, then run again"));
+                    }
+                    if let Some(change) = mapped {
                         return Ok(Some(StreamEvent::Change(change)));
                     }
                 }

@@ -1,7 +1,8 @@
-//! Applying merged change batches to MySQL: per table, one multi-row upsert
-//! (`INSERT ... ON DUPLICATE KEY UPDATE`, every column set explicitly so `ON UPDATE
-//! CURRENT_TIMESTAMP` keeps the source's value), one `DELETE ... WHERE key IN (...)`, and single
-//! statements for partial images and key moves. All inside the caller's transaction.
+//! Applying merged change batches to MySQL: per table, one `DELETE` by primary key of every
+//! deleted or rewritten row, one multi-row `INSERT` of the full images (every column given, so
+//! `ON UPDATE CURRENT_TIMESTAMP` keeps the source's value; foreign-key checks are off in ferry's
+//! sessions, so the delete cascades nowhere), and single statements for partial images and key
+//! moves. All inside the caller's transaction.
 
 use ferry_core::change::{Batch, Segment, TableChanges};
 use ferry_core::{Cell, Error, ErrorClass, Result, Value};
@@ -128,16 +129,31 @@ async fn apply_table<Q: Queryable>(
     }
     let name = ident(&relation.table.name);
 
-    // Deletes, in statements of bounded size.
+    // Deletes, and the rows about to be rewritten: deleting by primary key first makes the
+    // inserts plain, so a clash on another unique index fails loudly instead of
+    // `ON DUPLICATE KEY UPDATE` silently updating the other row.
     let mut statement = String::new();
-    for key in &changes.deletes {
-        statement.push_str(if statement.is_empty() {
-            "DELETE FROM "
+    let upsert_keys = changes
+        .upserts
+        .iter()
+        .map(|row| {
+            plan.keys
+                .iter()
+                .map(|index| match &row[*index] {
+                    Cell::Value(value) => Ok(value.clone()),
+                    Cell::Unchanged => Err(Error::definite(
+                        "apply.unchanged_key",
+                        format!("{}: a key value is missing", plan.table),
+                    )),
+                })
+                .collect::<Result<Vec<Value>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for key in changes.deletes.iter().chain(&upsert_keys) {
+        if statement.is_empty() {
+            statement.push_str(&format!("DELETE FROM {name} WHERE "));
         } else {
-            " OR "
-        });
-        if statement.starts_with("DELETE FROM ") && !statement.contains(" WHERE ") {
-            statement.push_str(&format!("{name} WHERE "));
+            statement.push_str(" OR ");
         }
         statement.push_str(&format!("({})", plan.key_match(key)?));
         if statement.len() >= STATEMENT_BYTES {
@@ -152,13 +168,9 @@ async fn apply_table<Q: Queryable>(
             .map_err(|error| classify(error, &what))?;
     }
 
-    // Full images: upsert.
+    // Full images: insert.
     let written: Vec<usize> = (0..plan.names.len())
         .filter(|index| plan.writes(*index))
-        .collect();
-    let non_key: Vec<&usize> = written
-        .iter()
-        .filter(|index| !plan.keys.contains(index))
         .collect();
     let prefix = format!(
         "INSERT INTO {name} ({}) VALUES ",
@@ -168,22 +180,6 @@ async fn apply_table<Q: Queryable>(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let suffix = if non_key.is_empty() {
-        let key = ident(plan.names[plan.keys[0]]);
-        format!(" ON DUPLICATE KEY UPDATE {key} = {key}")
-    } else {
-        format!(
-            " ON DUPLICATE KEY UPDATE {}",
-            non_key
-                .iter()
-                .map(|index| {
-                    let column = ident(plan.names[**index]);
-                    format!("{column} = VALUES({column})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
     let mut statement = String::new();
     for row in &changes.upserts {
         statement.push_str(if statement.is_empty() { &prefix } else { "," });
@@ -204,14 +200,12 @@ async fn apply_table<Q: Queryable>(
         }
         statement.push(')');
         if statement.len() >= STATEMENT_BYTES {
-            statement.push_str(&suffix);
             conn.query_drop(std::mem::take(&mut statement))
                 .await
                 .map_err(|error| classify(error, &what))?;
         }
     }
     if !statement.is_empty() {
-        statement.push_str(&suffix);
         conn.query_drop(statement)
             .await
             .map_err(|error| classify(error, &what))?;

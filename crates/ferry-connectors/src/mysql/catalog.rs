@@ -45,6 +45,18 @@ type ColumnRow = (
     Option<String>,
 );
 
+/// A column default as SQL: MariaDB reports it as an expression already; MySQL reports literals
+/// bare and marks expressions `DEFAULT_GENERATED`.
+fn default_expression(default: String, extra: &str, mariadb: bool) -> String {
+    if mariadb {
+        default
+    } else if extra.contains("default_generated") {
+        format!("({default})")
+    } else {
+        format!("'{}'", default.replace('\'', "''"))
+    }
+}
+
 /// Reads the selected tables of the connection's database.
 pub async fn read_catalog(
     conn: &mut Conn,
@@ -52,6 +64,7 @@ pub async fn read_catalog(
     selection: &Selection,
 ) -> Result<Catalog> {
     let what = "reading the table definitions";
+    let mariadb = super::connection::is_mariadb(conn).await?;
     let tables: Vec<(String, Option<u64>, Option<u64>)> = conn
         .exec(
             "SELECT TABLE_NAME, TABLE_ROWS, AUTO_INCREMENT FROM information_schema.TABLES
@@ -101,7 +114,9 @@ pub async fn read_catalog(
             native_type: if is_json { "json".into() } else { column_type },
             user_defined_type: false,
             nullable: nullable == "YES",
-            default: default.filter(|_| generated.is_none()),
+            default: default
+                .filter(|_| generated.is_none())
+                .map(|default| default_expression(default, &extra_lower, mariadb)),
             identity: extra_lower
                 .contains("auto_increment")
                 .then_some(Identity::ByDefault),

@@ -170,34 +170,70 @@ impl BinlogChangeStream {
     /// Turns one binary log event into stream events.
     fn handle(&mut self, event: mysql_async::binlog::events::Event) -> Result<()> {
         let header = event.header();
+        match header.event_type_raw() {
+            // XA PREPARE: the rows may still be rolled back; ferry cannot hold them apart yet.
+            38 => {
+                return Err(Error::operator(
+                    "source.xa_transaction",
+                    "the source logged an XA (two-phase) transaction on the binary log",
+                )
+                .with_hint("ferry does not stream XA transactions yet: avoid XA on the selected tables while migrating"))
+            }
+            // MariaDB's compressed query and row events.
+            165..=171 => {
+                return Err(Error::operator(
+                    "source.binlog_setting",
+                    "the source writes compressed binary log events",
+                )
+                .with_hint("set log_bin_compress=OFF on the source, then copy again with `ferry run --restart` (the compressed events cannot be read)"))
+            }
+            _ => {}
+        }
         let data = event.read_data().map_err(|error| {
             Error::definite(
                 "source.binlog_event",
                 format!("a binary log event could not be decoded: {error}"),
             )
         })?;
+        let commit_at = |offset: u32| -> Result<u32> {
+            if offset == 0 {
+                // Events unpacked from a MySQL transaction payload carry no position.
+                return Err(Error::operator(
+                    "source.binlog_setting",
+                    "the source compresses binary log transactions (binlog_transaction_compression)",
+                )
+                .with_hint("set binlog_transaction_compression=OFF on the source"));
+            }
+            Ok(offset)
+        };
         match data {
             Some(EventData::RotateEvent(rotate)) => {
                 if let Some(number) = BinlogPosition::file_number(&rotate.name()) {
                     self.file = number;
                 }
             }
-            Some(EventData::XidEvent(_)) => self.commit(header.log_pos(), header.timestamp()),
+            Some(EventData::XidEvent(_)) => {
+                self.commit(commit_at(header.log_pos())?, header.timestamp())
+            }
             Some(EventData::QueryEvent(query)) => {
                 let text = query.query();
-                let statement = text.trim_start().to_ascii_uppercase();
-                if statement.starts_with("BEGIN") {
+                let statement = strip_comments(&text).to_ascii_uppercase();
+                let words: Vec<&str> = statement.split_whitespace().take(3).collect();
+                if statement.starts_with("BEGIN") || statement.starts_with("XA START") {
                     // Rows follow; Begin is emitted with the first change we keep.
-                } else if statement.starts_with("COMMIT") {
-                    self.commit(header.log_pos(), header.timestamp());
-                } else if self.concerns_selected(&query.schema(), &text) {
-                    let keyword = statement
+                } else if statement.starts_with("COMMIT") || statement.starts_with("XA COMMIT") {
+                    self.commit(commit_at(header.log_pos())?, header.timestamp());
+                } else if words.first() == Some(&"TRUNCATE") {
+                    let reference = strip_comments(&text)
                         .split_whitespace()
-                        .next()
+                        .nth(if words.get(1) == Some(&"TABLE") { 2 } else { 1 })
                         .unwrap_or_default()
                         .to_string();
-                    if keyword == "TRUNCATE" {
-                        let relations = self.tables_named_in(&text);
+                    let relations: Vec<Arc<Relation>> = self
+                        .resolve(&query.schema(), &reference)
+                        .into_iter()
+                        .collect();
+                    if !relations.is_empty() {
                         self.begin();
                         self.pending
                             .push_back(StreamEvent::Change(Change::Truncate {
@@ -205,17 +241,32 @@ impl BinlogChangeStream {
                                 cascade: false,
                                 restart_identity: false,
                             }));
-                        self.commit(header.log_pos(), header.timestamp());
-                    } else if is_table_ddl(&statement) {
+                    }
+                    self.commit(commit_at(header.log_pos())?, header.timestamp());
+                } else if self.mentions_selected(&text) {
+                    if is_table_ddl(&statement) {
                         return Err(Error::operator(
                             "source.schema_changed",
-                            format!("a selected table's definition changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
+                            format!("a selected table's definition may have changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
                         )
                         .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart` (ferry does not yet replay DDL)"));
-                    } else {
-                        self.commit(header.log_pos(), header.timestamp());
                     }
-                } else if !self.in_transaction {
+                    if matches!(
+                        words.first().copied(),
+                        Some("INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD")
+                    ) {
+                        return Err(Error::operator(
+                            "source.statement_logged",
+                            format!("a change to a selected table was logged as a statement, not as rows: {}", text.chars().take(200).collect::<String>()),
+                        )
+                        .with_hint("set binlog_format=ROW for every session that writes the selected tables (a session-level binlog_format=STATEMENT or MIXED overrides the server's), then copy again with `ferry run --restart`"));
+                    }
+                    if !self.in_transaction {
+                        self.pending.push_back(StreamEvent::Idle {
+                            position: self.position(header.log_pos()),
+                        });
+                    }
+                } else if !self.in_transaction && header.log_pos() > 0 {
                     self.pending.push_back(StreamEvent::Idle {
                         position: self.position(header.log_pos()),
                     });
@@ -234,26 +285,39 @@ impl BinlogChangeStream {
         Ok(())
     }
 
-    fn concerns_selected(&self, schema: &str, text: &str) -> bool {
-        (schema == self.database || text.contains(&self.database))
-            && !self.tables_named_in(text).is_empty()
+    /// Whether a statement's text names a selected table at all (a cheap first test).
+    fn mentions_selected(&self, text: &str) -> bool {
+        let lower = text.to_ascii_lowercase();
+        self.tables.keys().any(|name| {
+            let name = name.to_ascii_lowercase();
+            lower
+                .split(|character: char| {
+                    !(character.is_alphanumeric() || character == '_' || character == '$')
+                })
+                .any(|word| word == name)
+        })
     }
 
-    fn tables_named_in(&self, text: &str) -> Vec<Arc<Relation>> {
-        let lower = text.to_ascii_lowercase();
-        self.tables
-            .iter()
-            .filter(|(name, _)| {
-                let name = name.to_ascii_lowercase();
-                lower.contains(&format!("`{name}`"))
-                    || lower
-                        .split(|character: char| {
-                            !(character.is_alphanumeric() || character == '_' || character == '$')
-                        })
-                        .any(|word| word == name)
+    /// The selected table a reference (`t`, `` `t` ``, `db.t`) names, resolved against the
+    /// statement's default database.
+    fn resolve(&self, default_schema: &str, reference: &str) -> Option<Arc<Relation>> {
+        let reference = reference.trim_end_matches(';');
+        let parts: Vec<String> = reference
+            .split('.')
+            .map(|part| part.trim_matches('`').to_string())
+            .collect();
+        let (schema, table) = match parts.as_slice() {
+            [table] => (default_schema.to_string(), table.clone()),
+            [schema, table] => (schema.clone(), table.clone()),
+            _ => return None,
+        };
+        (schema == self.database)
+            .then(|| {
+                self.tables
+                    .get(&table)
+                    .map(|decoder| decoder.relation.clone())
             })
-            .map(|(_, decoder)| decoder.relation.clone())
-            .collect()
+            .flatten()
     }
 
     fn rows(&mut self, rows: &RowsEventData<'_>) -> Result<()> {
@@ -324,6 +388,26 @@ impl BinlogChangeStream {
                 .extend(changes.into_iter().map(StreamEvent::Change));
         }
         Ok(())
+    }
+}
+
+/// The statement without leading comments and whitespace.
+fn strip_comments(text: &str) -> &str {
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("/*") {
+            match after.find("*/") {
+                Some(end) => rest = after[end + 2..].trim_start(),
+                None => return "",
+            }
+        } else if rest.starts_with("--") || rest.starts_with('#') {
+            match rest.find('\n') {
+                Some(end) => rest = rest[end + 1..].trim_start(),
+                None => return "",
+            }
+        } else {
+            return rest;
+        }
     }
 }
 
@@ -430,6 +514,10 @@ mod tests {
             "CREATE PROCEDURE P() BEGIN UPDATE T SET A = 1; END"
         ));
         assert!(!super::is_table_ddl("CREATE INDEX I ON T (A)"));
+        assert_eq!(
+            super::strip_comments("/* m 42 */ -- x\n ALTER TABLE t"),
+            "ALTER TABLE t"
+        );
     }
 
     #[test]

@@ -94,6 +94,8 @@ FROM seq_1_to_20000;
 INSERT INTO items (id, note, qty, dur, yr, price) VALUES (4294967295, NULL, -1, '838:59:59', 2155, -99999999999999999999999999999999999.999999999999999999999999999999);
 CREATE TABLE pairs (a VARCHAR(20) NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b));
 INSERT INTO pairs SELECT CONCAT('k', seq % 50), seq, REPEAT('p', seq % 100) FROM seq_1_to_5000;
+CREATE TABLE emails (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL, UNIQUE KEY by_email (email));
+INSERT INTO emails SELECT seq, CONCAT('e', seq) FROM seq_1_to_100;
 DELIMITER //
 CREATE PROCEDURE churn(rounds INT)
 BEGIN
@@ -106,6 +108,11 @@ BEGIN
       ON DUPLICATE KEY UPDATE qty = qty + 100;
     UPDATE pairs SET v = CONCAT(IFNULL(v, ''), 'w') WHERE a = CONCAT('k', i % 50) AND b <= 20;
     UPDATE pairs SET b = b + 100000 WHERE a = CONCAT('k', i % 50) AND b = i + 1;
+    SELECT email INTO @freed FROM emails WHERE id = 1 + i % 100;
+    UPDATE emails SET email = CONCAT('m', i) WHERE id = 1 + i % 100;
+    INSERT INTO emails VALUES (100000 + i, @freed);
+    UPDATE emails SET email = CONCAT('m', i, 'b') WHERE id = 1 + i % 100;
+    DELETE FROM emails WHERE id = 100000 + i - 50;
     COMMIT;
     SET i = i + 1;
   END WHILE;
@@ -136,7 +143,7 @@ fn churn(database: &str, rounds: u32) -> std::thread::JoinHandle<()> {
 
 async fn wait_mysql_equal(name: &str, database: &str, target_database: &str) {
     let result = wait_until("MariaDB source and target to be equal", Duration::from_secs(180), || async {
-        for (table, key) in [("items", "id"), ("pairs", "a, b")] {
+        for (table, key) in [("items", "id"), ("pairs", "a, b"), ("emails", "id")] {
             let left = mysql_rows(&mariadb().source, database, table, key);
             let right = mariadb().target.execute(&format!("SET time_zone = '+00:00'; USE `{target_database}`; SELECT * FROM {table} ORDER BY {key}")).ok()?;
             if left != right {
