@@ -40,6 +40,9 @@ pub struct TableTransform {
 #[derive(Debug, Clone, Default)]
 pub struct Transforms {
     rules: Vec<(TableTransform, Option<Filter>)>,
+    /// The zero-date policy `null`: MySQL zero dates (`0000-00-00`, or a zero month or day)
+    /// become NULL on the way, instead of being refused by a target that cannot hold them.
+    zero_dates_to_null: bool,
 }
 
 fn config_error(message: String) -> Error {
@@ -86,11 +89,24 @@ impl Transforms {
                 .transpose()?;
             checked.push((rule, filter));
         }
-        Ok(Transforms { rules: checked })
+        Ok(Transforms {
+            rules: checked,
+            zero_dates_to_null: false,
+        })
+    }
+
+    /// With the zero-date policy `null` (see the field).
+    pub fn with_zero_dates_to_null(mut self, enabled: bool) -> Self {
+        self.zero_dates_to_null = enabled;
+        self
+    }
+
+    pub fn zero_dates_to_null(&self) -> bool {
+        self.zero_dates_to_null
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && !self.zero_dates_to_null
     }
 
     fn rule(&self, table: &TableName) -> Option<&(TableTransform, Option<Filter>)> {
@@ -203,6 +219,27 @@ impl Transforms {
         target.primary_key_name = None;
         Ok(target)
     }
+}
+
+/// Replaces a MySQL zero date or date-time (`0000-00-00`, `2024-00-10`, `2024-05-00 ...`) with
+/// NULL; other values stay as they are. True when it replaced one.
+pub fn null_zero_date(value: &mut Value) -> bool {
+    let Value::Native { type_name, text } = value else {
+        return false;
+    };
+    if !matches!(type_name.as_str(), "date" | "timestamp" | "timestamptz") {
+        return false;
+    }
+    let mut parts = text.get(..10).unwrap_or_default().split('-');
+    let zero = (0..3).any(|_| {
+        parts
+            .next()
+            .is_some_and(|part| part.chars().all(|digit| digit == '0'))
+    });
+    if zero {
+        *value = Value::Null;
+    }
+    zero
 }
 
 /// A row filter.
@@ -471,6 +508,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["a"]
         );
+    }
+
+    #[test]
+    fn zero_dates_become_null_only_when_zero() {
+        let native = |type_name: &str, text: &str| Value::Native {
+            type_name: type_name.into(),
+            text: text.into(),
+        };
+        for text in ["0000-00-00", "2024-00-10", "2024-05-00 10:00:00"] {
+            let mut value = native("date", text);
+            assert!(null_zero_date(&mut value), "{text}");
+            assert_eq!(value, Value::Null);
+        }
+        let mut kept = native("timestamp", "2024-05-01 00:00:00");
+        assert!(!null_zero_date(&mut kept));
+        let mut other = native("time", "00:00:00");
+        assert!(!null_zero_date(&mut other));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use ferry_core::rows::{encode_row, RowReader};
 use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
-use ferry_core::transform::{Filter, Transforms};
+use ferry_core::transform::{null_zero_date, Filter, Transforms};
 use ferry_core::{Cell, Error, Position, Result, Value};
 use futures_util::StreamExt;
 
@@ -219,9 +219,11 @@ impl ChunkReader for TransformedReader {
     ) -> Result<(ChunkFormat, ByteStream)> {
         let source = original(&self.originals, &table.name)?;
         let read = self.transforms.read_schema(&source)?;
-        let Some(filter) = self.transforms.filter(&source.name).cloned() else {
+        let filter = self.transforms.filter(&source.name).cloned();
+        let zero_dates_to_null = self.transforms.zero_dates_to_null();
+        if filter.is_none() && !zero_dates_to_null {
             return self.inner.read(&read, range, accepted).await;
-        };
+        }
         if !accepted.contains(&ChunkFormat::Rows) {
             return Err(Error::operator(
                 "transform.format",
@@ -240,14 +242,22 @@ impl ChunkReader for TransformedReader {
             let item = item?;
             let mut reader = RowReader::new(&item);
             let mut output = Vec::with_capacity(item.len());
-            while let Some(row) = reader.next_row()? {
+            while let Some(mut row) = reader.next_row()? {
+                if zero_dates_to_null {
+                    for value in &mut row {
+                        null_zero_date(value);
+                    }
+                }
                 let value = |column: &str| {
                     names
                         .iter()
                         .position(|name| name == column)
                         .and_then(|index| row.get(index))
                 };
-                if filter.matches(value) == Some(true) {
+                if filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(value) == Some(true))
+                {
                     encode_row(&row, &mut output);
                 }
             }
@@ -423,7 +433,17 @@ impl ChangeStream for TransformedStream {
         loop {
             let event = self.inner.next().await?;
             match event {
-                Some(StreamEvent::Change(change)) => {
+                Some(StreamEvent::Change(mut change)) => {
+                    if self.transforms.zero_dates_to_null() {
+                        if let Change::Insert { row, .. } | Change::Update { row, .. } = &mut change
+                        {
+                            for cell in row.iter_mut() {
+                                if let Cell::Value(value) = cell {
+                                    null_zero_date(value);
+                                }
+                            }
+                        }
+                    }
                     let mapped = self.map(change);
                     if let Some(table) = self.partial_into_filter.take() {
                         return Err(Error::operator(

@@ -14,6 +14,7 @@ use serde::Deserialize;
 /// parallel = 4                     # parallel copy workers
 /// chunk_rows = 100000              # rows per copy chunk
 /// network_timeout_seconds = 90     # silence on the change stream that counts as a lost connection
+/// zero_dates = "refuse"            # MySQL zero dates a target cannot hold: "refuse" or "null"
 ///
 /// [source]
 /// url = "postgres://app@old-db:5432/shop"   # a password here works, but prefer password_env
@@ -49,6 +50,8 @@ pub struct FileSettings {
     pub target: Option<Endpoint>,
     /// Transforms on the way.
     pub transform: Option<Vec<ferry_core::transform::TableTransform>>,
+    /// What to do with MySQL zero dates a target cannot hold: "refuse" (default) or "null".
+    pub zero_dates: Option<String>,
 }
 
 /// One database.
@@ -206,9 +209,19 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
             None
         }
     };
+    let zero_dates_to_null = match file.zero_dates.as_deref() {
+        None | Some("refuse") => false,
+        Some("null") => true,
+        Some(other) => {
+            problems.push(format!(
+                "zero_dates: '{other}' is neither \"refuse\" nor \"null\""
+            ));
+            false
+        }
+    };
     let transforms =
         match ferry_core::transform::Transforms::new(file.transform.unwrap_or_default()) {
-            Ok(transforms) => Some(transforms),
+            Ok(transforms) => Some(transforms.with_zero_dates_to_null(zero_dates_to_null)),
             Err(error) => {
                 problems.push(format!("transform: {error}"));
                 None

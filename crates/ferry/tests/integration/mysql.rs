@@ -543,6 +543,39 @@ async fn check_and_run_refuse_what_cannot_move_and_a_purged_binlog_says_so() {
         !copy.status.success() && error.contains("zero date") && error.contains("zero"),
         "{error}"
     );
+    // With the explicit policy zero_dates = "null", the zero date arrives as NULL.
+    let config = std::env::temp_dir().join(format!("ferry-{name}-{}.toml", std::process::id()));
+    std::fs::write(&config, "zero_dates = \"null\"\n").unwrap();
+    let copy = ferry(
+        "copy",
+        &source,
+        &target,
+        &[
+            "--tables",
+            "zero",
+            "--name",
+            name,
+            "-c",
+            config.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let client = servers().target.connect(name).await.unwrap();
+    let nulled: bool = client
+        .query_one(
+            &format!("SELECT d IS NULL FROM {name}.zero WHERE id = 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(nulled, "the zero date became NULL");
 
     // PostgreSQL to MariaDB: a numeric without precision cannot fit DECIMAL: refused up front.
     let client = servers().source.connect(name).await.unwrap();
