@@ -31,6 +31,30 @@ impl Finding {
         }
     }
 
+    /// A check that could not run to its end: the error, with its hint as the fix.
+    pub fn failed(code: &'static str, error: &crate::error::Error) -> Self {
+        Finding::error(
+            code,
+            error.to_string(),
+            error.hint().unwrap_or("see the message"),
+        )
+    }
+
+    /// The `side` ("source" or "target") could not be reached.
+    pub fn unreachable(side: &str, error: &crate::error::Error) -> Self {
+        Finding::error(
+            if side == "source" {
+                "source.connect"
+            } else {
+                "target.connect"
+            },
+            format!("cannot connect to the {side}: {error}"),
+            error
+                .hint()
+                .unwrap_or("check the URL, that the server runs and accepts connections from here"),
+        )
+    }
+
     pub fn warning(
         code: &'static str,
         message: impl Into<String>,

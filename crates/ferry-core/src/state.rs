@@ -59,6 +59,24 @@ pub struct KeyRange {
     pub upper: Option<Vec<Value>>,
 }
 
+impl KeyRange {
+    /// The ranges between ascending `bounds`: below the first, between each two, and from the
+    /// last on, so that together they cover every key.
+    pub fn covering(bounds: Vec<Vec<Value>>) -> Vec<KeyRange> {
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut lower = None;
+        for bound in bounds {
+            ranges.push(KeyRange {
+                lower: lower.take(),
+                upper: Some(bound.clone()),
+            });
+            lower = Some(bound);
+        }
+        ranges.push(KeyRange { lower, upper: None });
+        ranges
+    }
+}
+
 /// A planned chunk and whether its rows are committed on the target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Chunk {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::postgres::{free_port, is_root};
+use crate::postgres::{clean_up_after_exit, free_port, is_root};
 
 /// A running MariaDB server on 127.0.0.1; `root` has no password.
 pub struct MariaDbServer {
@@ -128,20 +128,10 @@ impl MariaDbServer {
 
     /// Kills the server once this process is gone and removes its directory.
     fn spawn_watchdog(&self) -> io::Result<()> {
-        let script = format!(
-            "while [ -d /proc/{parent} ]; do sleep 1; done; kill -9 {server} 2>/dev/null; sleep 0.2; rm -rf {directory}",
-            parent = std::process::id(),
-            server = self.process,
-            directory = self.directory.display()
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(())
+        clean_up_after_exit(
+            &format!("kill -9 {} 2>/dev/null; sleep 0.2", self.process),
+            &self.directory,
+        )
     }
 
     pub fn port(&self) -> u16 {

@@ -56,6 +56,24 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// Starts a watchdog that, once this process is gone, runs `stop` (a shell command) and removes
+/// `directory`, however this process ended.
+pub(crate) fn clean_up_after_exit(stop: &str, directory: &Path) -> io::Result<()> {
+    let script = format!(
+        "while [ -d /proc/{parent} ]; do sleep 1; done; {stop}; rm -rf {directory}",
+        parent = std::process::id(),
+        directory = directory.display()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
 fn run(mut command: Command, what: &str) -> io::Result<()> {
     let output = command.stdin(Stdio::null()).output()?;
     if output.status.success() {
@@ -153,19 +171,7 @@ impl PostgresServer {
                 data.display()
             )
         };
-        let script = format!(
-            "while [ -d /proc/{parent} ]; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {directory}",
-            parent = std::process::id(),
-            directory = self.directory.display()
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(())
+        clean_up_after_exit(&format!("{stop} >/dev/null 2>&1"), &self.directory)
     }
 
     pub fn port(&self) -> u16 {

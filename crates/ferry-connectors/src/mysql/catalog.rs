@@ -57,6 +57,23 @@ fn default_expression(default: String, extra: &str, mariadb: bool) -> String {
     }
 }
 
+/// The sequence standing for a table's AUTO_INCREMENT column (named as PostgreSQL names an
+/// identity's sequence), with `next` the table's next AUTO_INCREMENT value.
+pub fn auto_increment_sequence(
+    database: &str,
+    table: &str,
+    column: &str,
+    next: Option<u64>,
+) -> Sequence {
+    Sequence {
+        name: TableName::new(database, format!("{table}_{column}_seq")),
+        definition: String::new(),
+        last_value: next.map(|next| next.saturating_sub(1) as i64),
+        owned_by: Some((TableName::new(database, table), column.to_string())),
+        identity: true,
+    }
+}
+
 /// Reads the selected tables of the connection's database.
 pub async fn read_catalog(
     conn: &mut Conn,
@@ -163,13 +180,12 @@ pub async fn read_catalog(
             continue;
         }
         if let Some(column) = columns.iter().find(|column| column.identity.is_some()) {
-            catalog.sequences.push(Sequence {
-                name: TableName::new(database, format!("{table}_{}_seq", column.name)),
-                definition: String::new(),
-                last_value: auto_increment.map(|next| next.saturating_sub(1) as i64),
-                owned_by: Some((name.clone(), column.name.clone())),
-                identity: true,
-            });
+            catalog.sequences.push(auto_increment_sequence(
+                database,
+                &table,
+                &column.name,
+                auto_increment,
+            ));
         }
         catalog.tables.push(TableSchema {
             name: name.clone(),

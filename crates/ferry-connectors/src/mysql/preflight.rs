@@ -27,9 +27,9 @@ pub async fn check(
         match connect(source, true).await {
             Ok(mut conn) => match check_source(&mut conn, source, selection, &mut findings).await {
                 Ok(read) => catalog = Some(read),
-                Err(error) => findings.push(failed("source.check_failed", &error)),
+                Err(error) => findings.push(Finding::failed("source.check_failed", &error)),
             },
-            Err(error) => findings.push(unreachable("source", &error)),
+            Err(error) => findings.push(Finding::unreachable("source", &error)),
         }
     }
     if let Some(target) = target {
@@ -37,36 +37,13 @@ pub async fn check(
         match connect(target, false).await {
             Ok(mut conn) => {
                 if let Err(error) = check_target(&mut conn, catalog.as_ref(), &mut findings).await {
-                    findings.push(failed("target.check_failed", &error));
+                    findings.push(Finding::failed("target.check_failed", &error));
                 }
             }
-            Err(error) => findings.push(unreachable("target", &error)),
+            Err(error) => findings.push(Finding::unreachable("target", &error)),
         }
     }
     findings
-}
-
-fn failed(code: &'static str, error: &ferry_core::Error) -> Finding {
-    Finding::error(
-        code,
-        error.to_string(),
-        error.hint().unwrap_or("see the message").to_string(),
-    )
-}
-
-fn unreachable(side: &str, error: &ferry_core::Error) -> Finding {
-    Finding::error(
-        if side == "source" {
-            "source.connect"
-        } else {
-            "target.connect"
-        },
-        format!("cannot connect to the {side}: {error}"),
-        error
-            .hint()
-            .unwrap_or("check the URL, that the server runs and accepts connections from here")
-            .to_string(),
-    )
 }
 
 async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use super::catalog::kind_of;
 use super::config::MysqlConfig;
 use super::connection::connect;
-use super::ddl::{ident, key_tuple, range_predicate};
+use super::ddl::{ident, range_predicate};
 use super::errors::classify;
 use super::types::Kind;
 use super::values::{decode, param};
@@ -115,18 +115,7 @@ impl Snapshot for MysqlSnapshot {
                 None => break,
             }
         }
-        let _ = key_tuple(table);
-        let mut ranges = Vec::with_capacity(bounds.len() + 1);
-        let mut lower = None;
-        for bound in bounds {
-            ranges.push(KeyRange {
-                lower: lower.take(),
-                upper: Some(bound.clone()),
-            });
-            lower = Some(bound);
-        }
-        ranges.push(KeyRange { lower, upper: None });
-        Ok(ranges)
+        Ok(KeyRange::covering(bounds))
     }
 
     async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {

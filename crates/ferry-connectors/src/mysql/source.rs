@@ -14,7 +14,7 @@ use ferry_core::{BinlogPosition, Error, Position, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::catalog::read_catalog;
+use super::catalog::{auto_increment_sequence, read_catalog};
 use super::cdc::BinlogChangeStream;
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
@@ -157,12 +157,21 @@ impl Source for MysqlSource {
             return Ok(Vec::new());
         }
         let mut conn = connect(&self.config, true).await?;
-        let catalog =
-            read_catalog(&mut conn, self.config.database(), &Selection::default()).await?;
+        // Only the AUTO_INCREMENT columns: this runs every few seconds while streaming.
+        let columns: Vec<(String, String, Option<u64>)> = conn
+            .exec(
+                "SELECT c.TABLE_NAME, c.COLUMN_NAME, t.AUTO_INCREMENT FROM information_schema.COLUMNS c
+                 JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+                 WHERE c.TABLE_SCHEMA = ? AND c.EXTRA LIKE '%auto_increment%'",
+                (self.config.database(),),
+            )
+            .await
+            .map_err(|error| classify(error, "reading the AUTO_INCREMENT columns"))?;
+        let database = self.config.database();
         let mut result = Vec::new();
-        for mut sequence in catalog
-            .sequences
-            .into_iter()
+        for mut sequence in columns
+            .iter()
+            .map(|(table, column, next)| auto_increment_sequence(database, table, column, *next))
             .filter(|sequence| sequences.contains(&sequence.name))
         {
             if let Some((table, column)) = &sequence.owned_by {

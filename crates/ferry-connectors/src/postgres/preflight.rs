@@ -3,7 +3,7 @@
 
 use ferry_core::check::Finding;
 use ferry_core::select::Selection;
-use ferry_core::{Error, Result, TableName};
+use ferry_core::{Result, TableName};
 use tokio_postgres::Client;
 
 use super::catalog::read_catalog;
@@ -36,7 +36,7 @@ pub async fn check_sides(
         Some(source) => match connect(source).await {
             Ok(client) => Some(client),
             Err(error) => {
-                findings.push(unreachable("source", &error));
+                findings.push(Finding::unreachable("source", &error));
                 None
             }
         },
@@ -46,7 +46,7 @@ pub async fn check_sides(
         Some(target) => match connect(target).await {
             Ok(client) => Some(client),
             Err(error) => {
-                findings.push(unreachable("target", &error));
+                findings.push(Finding::unreachable("target", &error));
                 None
             }
         },
@@ -61,40 +61,17 @@ pub async fn check_sides(
                 tables = selected;
                 source_version = version;
             }
-            Err(error) => findings.push(Finding::error(
-                "source.check_failed",
-                error.to_string(),
-                error.hint().unwrap_or("see the message").to_string(),
-            )),
+            Err(error) => findings.push(Finding::failed("source.check_failed", &error)),
         }
     }
     if let Some(client) = &target_client {
         if let Err(error) =
             check_target(client, &tables, migration, source_version, &mut findings).await
         {
-            findings.push(Finding::error(
-                "target.check_failed",
-                error.to_string(),
-                error.hint().unwrap_or("see the message").to_string(),
-            ));
+            findings.push(Finding::failed("target.check_failed", &error));
         }
     }
     findings
-}
-
-fn unreachable(side: &str, error: &Error) -> Finding {
-    Finding::error(
-        if side == "source" {
-            "source.connect"
-        } else {
-            "target.connect"
-        },
-        format!("cannot connect to the {side}: {error}"),
-        error
-            .hint()
-            .unwrap_or("check the URL, that the server runs and accepts connections from here")
-            .to_string(),
-    )
 }
 
 /// A selected table and the non-enum user-defined types it needs on the target.

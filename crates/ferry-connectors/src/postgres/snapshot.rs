@@ -187,17 +187,7 @@ impl Snapshot for PostgresSnapshot {
                 })
                 .collect()
         };
-        let mut ranges = Vec::with_capacity(lower_bounds.len() + 1);
-        let mut lower = None;
-        for bound in lower_bounds {
-            ranges.push(KeyRange {
-                lower: lower.take(),
-                upper: Some(bound.clone()),
-            });
-            lower = Some(bound);
-        }
-        ranges.push(KeyRange { lower, upper: None });
-        Ok(ranges)
+        Ok(KeyRange::covering(lower_bounds))
     }
 
     async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {
