@@ -16,6 +16,7 @@ UPDATES="${2:-1000000}"
 FERRY="${FERRY:-target/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
+source scripts/lib/measure.sh
 chmod 755 "$WORK"
 RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
 start_mariadb() { # name port server-id
@@ -36,19 +37,6 @@ MSP=$(free_port); start_mariadb msource "$MSP" 1
 MTP=$(free_port); start_mariadb mtarget "$MTP" 2
 my_s() { mariadb --no-defaults -S "$WORK/msource/mysqld.sock" -uroot "$@"; }
 my_t() { mariadb --no-defaults -S "$WORK/mtarget/mysqld.sock" -uroot "$@"; }
-rate() { python3 -c "print(int($1 / ($3 - $2)))"; }
-declare -A RESULT
-run_measured() {
-  "$@" &
-  local pid=$! peak=0 hwm
-  while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
-    sleep 0.1
-  done
-  wait "$pid"
-  PEAK_KB=$peak
-}
 
 echo "== sysbench oltp_read_write --tables=1 --table-size=$SIZE prepare"
 my_s -e "CREATE DATABASE sbtest"

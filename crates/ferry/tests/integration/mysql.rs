@@ -26,13 +26,16 @@ fn mariadb() -> &'static MariaDbServers {
 
 /// Runs SQL in `database` through the `mariadb` client.
 fn sql(server: &MariaDbServer, database: &str, statements: &str) -> String {
-    server
-        .execute(&format!(
-            "SET time_zone = '+00:00'; USE `{database}`; {statements}"
-        ))
-        .unwrap_or_else(|error| {
-            panic!("{error}\nSQL: {}", &statements[..statements.len().min(500)])
-        })
+    try_sql(server, database, statements).unwrap_or_else(|error| {
+        panic!("{error}\nSQL: {}", &statements[..statements.len().min(500)])
+    })
+}
+
+/// [`sql`], with the error returned (a table may not exist yet).
+fn try_sql(server: &MariaDbServer, database: &str, statements: &str) -> std::io::Result<String> {
+    server.execute(&format!(
+        "SET time_zone = '+00:00'; USE `{database}`; {statements}"
+    ))
 }
 
 fn ferry(command: &str, source: &str, target: &str, extra: &[&str]) -> std::process::Command {
@@ -265,6 +268,61 @@ async fn postgres_lines(client: &tokio_postgres::Client, query: &str) -> Option<
     Some(rows.iter().map(|row| row.get::<_, String>(0)).collect())
 }
 
+/// Waits until each (MariaDB query, PostgreSQL query) pair returns the same lines; on timeout,
+/// fails with the first differing row and ferry's log.
+async fn wait_engines_equal(
+    name: &str,
+    (server, database): (&MariaDbServer, &str),
+    client: &tokio_postgres::Client,
+    queries: &[(String, String)],
+) {
+    let read = |mysql: &str, postgres: &str| {
+        let mysql = try_sql(server, database, mysql).map(|output| mysql_lines(&output));
+        let postgres = postgres.to_string();
+        async move { (mysql, postgres_lines(client, &postgres).await) }
+    };
+    let result = wait_until(
+        "MariaDB and PostgreSQL to be equal",
+        Duration::from_secs(180),
+        || async {
+            for (mysql, postgres) in queries {
+                let (Ok(left), Some(right)) = read(mysql, postgres).await else {
+                    return None;
+                };
+                if left != right {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    if let Err(error) = result {
+        for (mysql, postgres) in queries {
+            let (left, right) = read(mysql, postgres).await;
+            let left = left.unwrap_or_else(|error| panic!("{error}"));
+            let right = right.unwrap_or_default();
+            if let Some(first) = left.iter().zip(&right).find(|(l, r)| l != r) {
+                panic!(
+                    "{error}: {} vs {} rows, first difference {first:?}\n{}",
+                    left.len(),
+                    right.len(),
+                    log_tail(name)
+                );
+            }
+            if left.len() != right.len() {
+                panic!(
+                    "{error}: {} vs {} rows\n{}",
+                    left.len(),
+                    right.len(),
+                    log_tail(name)
+                );
+            }
+        }
+        panic!("{error}\n{}", log_tail(name));
+    }
+}
+
 /// The `mariadb` client escapes tabs, newlines and backslashes in batch output: undo it.
 fn mysql_lines(output: &str) -> Vec<String> {
     output
@@ -297,45 +355,23 @@ async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
     writer.join().expect("writer");
     sql(&mariadb().source, name, "UPDATE items SET kind = 'b', dur = '-838:59:59' WHERE id <= 100; DELETE FROM pairs WHERE b % 3 = 0;");
 
-    let items_mysql = mysql_select(ITEM_COLUMNS, "items", "id");
-    let items_postgres = postgres_select(ITEM_COLUMNS, &format!("{name}.items"), "id");
     let pairs: &[(&str, &str)] = &[("a", "a"), ("b", "b"), ("v", "v")];
-    let result = wait_until(
-        "MariaDB and PostgreSQL to be equal",
-        Duration::from_secs(180),
-        || async {
-            let left = mysql_lines(&sql(&mariadb().source, name, &items_mysql));
-            let right = postgres_lines(&client, &items_postgres).await?;
-            if left != right {
-                return None;
-            }
-            let left = mysql_lines(&sql(
-                &mariadb().source,
-                name,
-                &mysql_select(pairs, "pairs", "a, b"),
-            ));
-            let right = postgres_lines(
-                &client,
-                &postgres_select(pairs, &format!("{name}.pairs"), "a, b"),
-            )
-            .await?;
-            (left == right).then_some(())
-        },
+    wait_engines_equal(
+        name,
+        (&mariadb().source, name),
+        &client,
+        &[
+            (
+                mysql_select(ITEM_COLUMNS, "items", "id"),
+                postgres_select(ITEM_COLUMNS, &format!("{name}.items"), "id"),
+            ),
+            (
+                mysql_select(pairs, "pairs", "a, b"),
+                postgres_select(pairs, &format!("{name}.pairs"), "a, b"),
+            ),
+        ],
     )
     .await;
-    if let Err(error) = result {
-        let left = mysql_lines(&sql(&mariadb().source, name, &items_mysql));
-        let right = postgres_lines(&client, &items_postgres)
-            .await
-            .unwrap_or_default();
-        let first = left.iter().zip(&right).find(|(l, r)| l != r);
-        panic!(
-            "{error}: {} vs {} rows, first difference {first:?}\n{}",
-            left.len(),
-            right.len(),
-            log_tail(name)
-        );
-    }
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 
     // Types as documented, and the identity moved past the copied keys.
@@ -418,87 +454,42 @@ async fn postgres_to_mariadb_keeps_keys_distinct_streams_and_survives_kill_nine(
     run = spawn_run(name, &source, &target);
     writer.await.unwrap();
 
+    // (MariaDB, PostgreSQL) renderings of each column.
     let columns: &[(&str, &str)] = &[
         (
-            "upper(encode(convert_to(code, 'UTF8'), 'hex'))",
             "HEX(code)",
+            "upper(encode(convert_to(code, 'UTF8'), 'hex'))",
         ),
         ("id", "id"),
         ("amount", "amount"),
         (
-            "to_char(happened AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
             "DATE_FORMAT(happened, '%Y-%m-%d %H:%i:%s.%f')",
+            "to_char(happened AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
         ),
         (
-            "to_char(local, 'YYYY-MM-DD HH24:MI:SS.US')",
             "DATE_FORMAT(`local`, '%Y-%m-%d %H:%i:%s.%f')",
+            "to_char(local, 'YYYY-MM-DD HH24:MI:SS.US')",
         ),
         ("tags", "tags"),
         ("mood", "mood"),
         ("doc", "doc"),
         ("span", "span"),
-        ("ok::int", "ok"),
-        ("upper(encode(raw, 'hex'))", "HEX(raw)"),
+        ("ok", "ok::int"),
+        ("HEX(raw)", "upper(encode(raw, 'hex'))"),
         ("small", "small"),
         ("ratio", "ratio"),
         ("note", "note"),
     ];
-    let postgres_query = {
-        let parts: Vec<String> = columns
-            .iter()
-            .map(|(postgres, _)| format!("COALESCE(({postgres})::text, '~')"))
-            .collect();
-        format!(
-            "SELECT concat_ws('|', {}) FROM docs ORDER BY convert_to(code, 'UTF8')",
-            parts.join(", ")
-        )
-    };
-    let mysql_query = {
-        let parts: Vec<String> = columns
-            .iter()
-            .map(|(_, mysql)| format!("IFNULL(CONVERT({mysql} USING utf8mb4), '~')"))
-            .collect();
-        format!(
-            "SELECT CONCAT_WS('|', {}) FROM docs ORDER BY CAST(code AS BINARY)",
-            parts.join(", ")
-        )
-    };
-    let result = wait_until(
-        "PostgreSQL and MariaDB to be equal",
-        Duration::from_secs(180),
-        || async {
-            let left = postgres_lines(&client, &postgres_query).await?;
-            let right = mysql_lines(
-                &mariadb()
-                    .target
-                    .execute(&format!(
-                        "SET time_zone = '+00:00'; USE `{name}`; {mysql_query}"
-                    ))
-                    .ok()?,
-            );
-            (left == right).then_some(())
-        },
+    wait_engines_equal(
+        name,
+        (&mariadb().target, name),
+        &client,
+        &[(
+            mysql_select(columns, "docs", "CAST(code AS BINARY)"),
+            postgres_select(columns, "docs", "convert_to(code, 'UTF8')"),
+        )],
     )
     .await;
-    if let Err(error) = result {
-        let left = postgres_lines(&client, &postgres_query)
-            .await
-            .unwrap_or_default();
-        let right = mariadb().target.execute(&format!(
-            "SET time_zone = '+00:00'; USE `{name}`; {mysql_query}"
-        ));
-        let right = match right {
-            Ok(output) => mysql_lines(&output),
-            Err(error) => panic!("{error}"),
-        };
-        let first = left.iter().zip(&right).find(|(l, r)| l != r);
-        panic!(
-            "{error}: {} vs {} rows, first difference {first:?}\n{}",
-            left.len(),
-            right.len(),
-            log_tail(name)
-        );
-    }
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
     let keys = sql(
         &mariadb().target,
