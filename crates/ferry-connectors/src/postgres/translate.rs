@@ -50,6 +50,14 @@ pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
     })
 }
 
+/// The sequence a translated AUTO_INCREMENT column draws from (named like an identity's).
+fn auto_increment_sequence_name(table: &TableSchema, column: &Column) -> TableName {
+    TableName::new(
+        table.name.schema.clone(),
+        format!("{}_{}_seq", table.name.name, column.name),
+    )
+}
+
 fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result<Column, String> {
     if column.generated.is_some() {
         return Err(format!(
@@ -64,13 +72,24 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
         (Some(collation), _) if collation == "binary" => "bytea".to_string(),
         _ => native_type,
     };
+    // PostgreSQL identities are smallint, integer or bigint; a BIGINT UNSIGNED AUTO_INCREMENT
+    // column keeps its numeric(20,0) values and draws new ones from a sequence of its own.
+    let numbered_by_sequence = column.identity.is_some() && native_type.starts_with("numeric");
     Ok(Column {
         name: column.name.clone(),
+        default: numbered_by_sequence.then(|| {
+            format!(
+                "nextval({}::regclass)",
+                literal(&qualified(&auto_increment_sequence_name(table, column)))
+            )
+        }),
         native_type,
         user_defined_type: false,
         nullable: column.nullable,
-        default: None,
-        identity: column.identity.map(|_| Identity::ByDefault),
+        identity: column
+            .identity
+            .filter(|_| !numbered_by_sequence)
+            .map(|_| Identity::ByDefault),
         generated: None,
         collation: None,
     })
@@ -192,6 +211,24 @@ pub fn catalog(catalog: &Catalog) -> Result<Catalog> {
     }
     let mut translated = catalog.clone();
     translated.tables = catalog.tables.iter().map(table).collect::<Result<_>>()?;
+    // Sequences of AUTO_INCREMENT columns that did not become identities are created on their
+    // own, under the name the column's default calls.
+    for sequence in &mut translated.sequences {
+        let Some((owner, column)) = &sequence.owned_by else {
+            continue;
+        };
+        let numbered = translated
+            .tables
+            .iter()
+            .filter(|table| &table.name == owner)
+            .flat_map(|table| table.columns.iter().map(move |c| (table, c)))
+            .find(|(_, c)| &c.name == column && c.identity.is_none() && c.default.is_some());
+        if let (true, Some((table, column))) = (sequence.identity, numbered) {
+            sequence.identity = false;
+            sequence.definition = "AS bigint".into();
+            sequence.name = auto_increment_sequence_name(table, column);
+        }
+    }
     Ok(translated)
 }
 
@@ -216,5 +253,63 @@ mod tests {
         assert_eq!(from_mysql("enum('a','b')").unwrap(), "text");
         assert_eq!(from_mysql("tinyint(1)").unwrap(), "smallint");
         assert!(from_mysql("geometry").is_err());
+    }
+
+    fn auto_increment_table(column_type: &str) -> Catalog {
+        let column = Column {
+            name: "id".into(),
+            native_type: column_type.into(),
+            user_defined_type: false,
+            nullable: false,
+            default: None,
+            identity: Some(Identity::ByDefault),
+            generated: None,
+            collation: None,
+        };
+        Catalog {
+            tables: vec![TableSchema {
+                name: TableName::new("shop", "orders"),
+                dialect: "mysql".into(),
+                columns: vec![column],
+                primary_key: vec!["id".into()],
+                primary_key_name: None,
+                checks: Vec::new(),
+                secondary: Vec::new(),
+                estimated_rows: 0,
+            }],
+            sequences: vec![ferry_core::schema::Sequence {
+                name: TableName::new("shop", "orders_id_seq"),
+                definition: String::new(),
+                last_value: Some(9),
+                owned_by: Some((TableName::new("shop", "orders"), "id".into())),
+                identity: true,
+            }],
+            ..Catalog::default()
+        }
+    }
+
+    #[test]
+    fn auto_increment_becomes_an_identity_when_postgres_allows_one() {
+        let translated = catalog(&auto_increment_table("int(11)")).unwrap();
+        let column = &translated.tables[0].columns[0];
+        assert_eq!(column.identity, Some(Identity::ByDefault));
+        assert_eq!(column.default, None);
+        assert!(translated.sequences[0].identity);
+    }
+
+    #[test]
+    fn bigint_unsigned_auto_increment_draws_from_its_own_sequence() {
+        let translated = catalog(&auto_increment_table("bigint(20) unsigned")).unwrap();
+        let column = &translated.tables[0].columns[0];
+        assert_eq!(column.native_type, "numeric(20,0)");
+        assert_eq!(column.identity, None);
+        assert_eq!(
+            column.default.as_deref(),
+            Some(r#"nextval('"shop"."orders_id_seq"'::regclass)"#)
+        );
+        let sequence = &translated.sequences[0];
+        assert!(!sequence.identity);
+        assert_eq!(sequence.name, TableName::new("shop", "orders_id_seq"));
+        assert_eq!(sequence.definition, "AS bigint");
     }
 }

@@ -155,6 +155,27 @@ async fn differences(
     Ok(different)
 }
 
+/// Runs the migration next to the demo's scenario (which ends the migration through its shutdown
+/// channel when it is done). If the migration stops first, its error ends the demo at once instead
+/// of leaving the scenario waiting for a copy that will never finish.
+pub(super) async fn alongside<T>(
+    migration: impl std::future::Future<Output = Result<()>>,
+    scenario: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::pin!(migration);
+    tokio::pin!(scenario);
+    tokio::select! {
+        migrated = &mut migration => {
+            migrated?;
+            Err(Error::operator("demo.migration_ended", "the migration stopped before the demo was over"))
+        }
+        outcome = &mut scenario => {
+            migration.await?;
+            outcome
+        }
+    }
+}
+
 pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     println!("ferry demo: starting two throwaway PostgreSQL servers");
     let source =
@@ -254,9 +275,9 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
         let _ = shutdown_sender.send(true);
         outcome
     };
-    let (migrated, scenario) = tokio::join!(migration, scenario);
-    migrated?;
-    let (copied_after, caught_up) = scenario?;
+    let outcome = alongside(migration, scenario).await;
+    stop_flag.store(true, Ordering::Relaxed);
+    let (copied_after, caught_up) = outcome?;
     progress.finish();
     println!();
     println!(

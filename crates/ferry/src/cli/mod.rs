@@ -3,6 +3,7 @@
 mod check;
 mod cutover;
 mod demo;
+mod demo_mysql;
 mod migrate;
 mod status;
 mod verify;
@@ -138,8 +139,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start two throwaway PostgreSQL servers, fill one, migrate it live under writes, and prove
-    /// both equal.
+    /// Start two throwaway PostgreSQL servers (or, with --mysql, MariaDB and PostgreSQL), fill
+    /// one, migrate it live under writes, and prove both equal.
     Demo {
         /// Rows in the largest demo table.
         #[arg(long, default_value_t = 200_000)]
@@ -147,6 +148,9 @@ pub enum Command {
         /// Seconds to keep writing after the copy finished.
         #[arg(long, default_value_t = 5)]
         stream_seconds: u64,
+        /// Migrate from a throwaway MariaDB server to PostgreSQL instead (across engines).
+        #[arg(long)]
+        mysql: bool,
     },
 }
 
@@ -382,7 +386,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Demo {
             rows,
             stream_seconds,
+            mysql: false,
         } => demo::run(rows, stream_seconds).await,
+        Command::Demo {
+            rows,
+            stream_seconds,
+            mysql: true,
+        } => demo_mysql::run(rows, stream_seconds).await,
     }
 }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod cutover;
+mod demo;
 mod faults;
 mod mysql;
 mod resume;
