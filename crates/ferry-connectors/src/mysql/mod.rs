@@ -1,5 +1,5 @@
 //! MySQL and MariaDB: source (catalog, lock-free chunk reads, binary log change stream) and
-//! target (translated tables, multi-row loads, idempotent apply, state in `_ferry`).
+//! target (translated tables, `LOAD DATA LOCAL` or multi-row loads, idempotent apply, state in `_ferry`).
 
 mod apply;
 mod catalog;
@@ -8,6 +8,7 @@ mod config;
 mod connection;
 pub mod ddl;
 mod errors;
+mod load;
 mod preflight;
 mod sink;
 mod snapshot;

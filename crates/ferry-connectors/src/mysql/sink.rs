@@ -1,5 +1,6 @@
-//! MySQL and MariaDB as a target: tables translated from either engine, chunk loads in
-//! multi-row INSERTs that commit with their chunk mark, and state in `_ferry`.
+//! MySQL and MariaDB as a target: tables translated from either engine, chunk loads streamed
+//! with `LOAD DATA LOCAL` (multi-row INSERTs where the server refuses LOCAL) that commit with
+//! their chunk mark, and state in `_ferry`.
 //!
 //! Sessions run with `foreign_key_checks = 0` (the source already validated the rows, and
 //! cascades must not change what the source wrote) and strict mode (a value that does not fit
@@ -24,6 +25,7 @@ use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::ddl::{create_table, ident, secondary_indexes, untranslatable, Flavor};
 use super::errors::classify;
+use super::load::{self, Loaded};
 use super::state;
 use super::types::Kind;
 use super::values::literal;
@@ -285,6 +287,7 @@ impl Sink for MysqlSink {
             migration: migration.to_string(),
             database: self.config.database().to_string(),
             columns: TargetColumns::default(),
+            local_infile: true,
         }))
     }
 
@@ -331,12 +334,15 @@ impl Sink for MysqlSink {
     }
 }
 
-/// Loads chunks with multi-row INSERTs and marks them done in the same transaction.
+/// Loads chunks with `LOAD DATA LOCAL` (or multi-row INSERTs) and marks them done in the same
+/// transaction.
 pub struct MysqlChunkWriter {
     conn: Conn,
     migration: String,
     database: String,
     columns: TargetColumns,
+    /// False once the server refused `LOCAL`: the session loads with INSERTs from then on.
+    local_infile: bool,
 }
 
 #[async_trait]
@@ -346,7 +352,7 @@ impl ChunkWriter for MysqlChunkWriter {
         table: &TableSchema,
         chunk: u32,
         format: ChunkFormat,
-        mut rows: ByteStream,
+        rows: ByteStream,
     ) -> Result<u64> {
         if format != ChunkFormat::Rows {
             return Err(Error::operator(
@@ -381,63 +387,112 @@ impl ChunkWriter for MysqlChunkWriter {
                     })
             })
             .collect::<Result<_>>()?;
-        let prefix = format!(
-            "INSERT INTO {} ({}) VALUES ",
-            ident(&table.name.name),
-            names
-                .iter()
-                .map(|name| ident(name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut transaction = self
-            .conn
-            .start_transaction(TxOpts::default())
+        self.conn
+            .query_drop("START TRANSACTION")
             .await
             .map_err(|error| classify(error, &what))?;
-        let mut count = 0u64;
-        let mut statement = String::with_capacity(STATEMENT_BYTES + 65_536);
-        while let Some(item) = rows.next().await {
-            let item = item?;
-            let mut reader = RowReader::new(&item);
-            while let Some(row) = reader.next_row()? {
-                statement.push_str(if statement.is_empty() { &prefix } else { "," });
-                statement.push('(');
-                for (index, (value, kind)) in row.iter().zip(&kinds).enumerate() {
-                    if index > 0 {
-                        statement.push(',');
-                    }
-                    statement.push_str(&literal(value, kind).map_err(|error| {
-                        error.context(format!("{}.{}", table.name, names[index]))
-                    })?);
+        let result = self
+            .load_rows(table, chunk, &names, &kinds, rows, &what)
+            .await;
+        if result.is_err() {
+            // The session may be broken; a failed rollback surfaces on its next use.
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        result
+    }
+}
+
+impl MysqlChunkWriter {
+    /// Loads the rows in the open transaction, marks the chunk done and commits.
+    async fn load_rows(
+        &mut self,
+        table: &TableSchema,
+        chunk: u32,
+        names: &[&str],
+        kinds: &[Kind],
+        mut rows: ByteStream,
+        what: &str,
+    ) -> Result<u64> {
+        let mut count = None;
+        if self.local_infile {
+            match load::load(&mut self.conn, &table.name, names, kinds, rows).await? {
+                Loaded::Rows(loaded) => {
+                    count = Some(loaded);
+                    rows = Box::pin(futures_util::stream::empty());
                 }
-                statement.push(')');
-                count += 1;
-                if statement.len() >= STATEMENT_BYTES {
-                    transaction
-                        .query_drop(std::mem::take(&mut statement))
-                        .await
-                        .map_err(|error| classify(error, &what))?;
+                Loaded::Refused(back) => {
+                    warn!(table = %table.name, "the target refuses LOAD DATA LOCAL (local_infile is off); loading with INSERT statements, which is slower");
+                    self.local_infile = false;
+                    rows = back;
                 }
             }
         }
-        if !statement.is_empty() {
-            transaction
-                .query_drop(statement)
-                .await
-                .map_err(|error| classify(error, &what))?;
-        }
-        state::mark_chunk_done(&mut transaction, &self.migration, &table.name, chunk, count)
-            .await?;
+        let count = match count {
+            Some(count) => count,
+            None => insert_rows(&mut self.conn, table, names, kinds, rows, what).await?,
+        };
+        state::mark_chunk_done(&mut self.conn, &self.migration, &table.name, chunk, count).await?;
         failpoint::hit("copy.before_chunk_commit");
-        transaction
-            .commit()
+        self.conn
+            .query_drop("COMMIT")
             .await
-            .map_err(|error| classify(error, &what))?;
+            .map_err(|error| classify(error, what))?;
         Ok(count)
     }
 }
 
+/// Loads the rows with multi-row INSERT statements of about [`STATEMENT_BYTES`] each.
+async fn insert_rows(
+    conn: &mut Conn,
+    table: &TableSchema,
+    names: &[&str],
+    kinds: &[Kind],
+    mut rows: ByteStream,
+    what: &str,
+) -> Result<u64> {
+    let prefix = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        ident(&table.name.name),
+        names
+            .iter()
+            .map(|name| ident(name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut count = 0u64;
+    let mut statement = String::with_capacity(STATEMENT_BYTES + 65_536);
+    while let Some(item) = rows.next().await {
+        let item = item?;
+        let mut reader = RowReader::new(&item);
+        while let Some(row) = reader.next_row()? {
+            statement.push_str(if statement.is_empty() { &prefix } else { "," });
+            statement.push('(');
+            for (index, (value, kind)) in row.iter().zip(kinds).enumerate() {
+                if index > 0 {
+                    statement.push(',');
+                }
+                statement.push_str(
+                    &literal(value, kind).map_err(|error| {
+                        error.context(format!("{}.{}", table.name, names[index]))
+                    })?,
+                );
+            }
+            statement.push(')');
+            count += 1;
+            if statement.len() >= STATEMENT_BYTES {
+                conn.query_drop(std::mem::take(&mut statement))
+                    .await
+                    .map_err(|error| classify(error, what))?;
+            }
+        }
+    }
+    if !statement.is_empty() {
+        conn.query_drop(statement)
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
+    Ok(count)
+}
 /// Applies merged batches on one target connection.
 pub struct MysqlApplier {
     conn: Conn,

@@ -301,8 +301,23 @@ fn cp1252(byte: u8) -> char {
     }
 }
 
-/// The SQL literal for `value` in a column of kind `target` (strings under NO_BACKSLASH_ESCAPES).
-pub fn literal(value: &Value, target: &Kind) -> Result<String> {
+/// A value in the form a MySQL target takes it, before it is written as a SQL literal or as a
+/// `LOAD DATA` field: every check that a value fits the target is made here, once.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Plain<'a> {
+    Null,
+    /// A number in decimal notation, written as it is.
+    Number(String),
+    /// Character data.
+    Text(&'a str),
+    /// Bytes for a binary column.
+    Bytes(&'a [u8]),
+    /// A BIT value as a string of `0` and `1` (empty for no bits).
+    Bits(String),
+}
+
+/// `value` in the form a column of kind `target` takes it, or why it cannot hold it.
+pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
     let unrepresentable = |what: &str| {
         Error::definite(
             "target.unrepresentable_value",
@@ -313,14 +328,14 @@ pub fn literal(value: &Value, target: &Kind) -> Result<String> {
         )
     };
     Ok(match value {
-        Value::Null => "NULL".into(),
-        Value::Bool(flag) => if *flag { "1" } else { "0" }.into(),
-        Value::Int16(number) => number.to_string(),
-        Value::Int32(number) => number.to_string(),
-        Value::Int64(number) => number.to_string(),
-        Value::UInt64(number) => number.to_string(),
-        Value::Float32(number) if number.is_finite() => format!("{number:?}"),
-        Value::Float64(number) if number.is_finite() => format!("{number:?}"),
+        Value::Null => Plain::Null,
+        Value::Bool(flag) => Plain::Number(if *flag { "1" } else { "0" }.into()),
+        Value::Int16(number) => Plain::Number(number.to_string()),
+        Value::Int32(number) => Plain::Number(number.to_string()),
+        Value::Int64(number) => Plain::Number(number.to_string()),
+        Value::UInt64(number) => Plain::Number(number.to_string()),
+        Value::Float32(number) if number.is_finite() => Plain::Number(format!("{number:?}")),
+        Value::Float64(number) if number.is_finite() => Plain::Number(format!("{number:?}")),
         Value::Float32(_) | Value::Float64(_) => {
             return Err(unrepresentable("NaN or infinite floats"))
         }
@@ -331,32 +346,40 @@ pub fn literal(value: &Value, target: &Kind) -> Result<String> {
             {
                 return Err(unrepresentable(&format!("the numeric value {text}")));
             }
-            text.clone()
+            Plain::Number(text.clone())
         }
-        Value::Text(text) | Value::Json(text) | Value::Uuid(text) => string(text),
+        Value::Text(text) | Value::Json(text) | Value::Uuid(text) => Plain::Text(text),
         Value::Bytes(bytes) => match target {
-            Kind::Bit { .. } => bits_literal(
-                &bytes
-                    .iter()
-                    .map(|byte| format!("{byte:08b}"))
-                    .collect::<String>(),
-            ),
-            _ => hex(bytes),
+            Kind::Bit { .. } => {
+                Plain::Bits(bytes.iter().map(|byte| format!("{byte:08b}")).collect())
+            }
+            _ => Plain::Bytes(bytes),
         },
         Value::Native { text, .. } => match target {
-            Kind::Bit { .. } => bits_literal(text),
+            Kind::Bit { .. } => Plain::Bits(text.clone()),
             Kind::DateTime | Kind::Timestamp | Kind::Date => {
-                let plain = text
+                let local = text
                     .strip_suffix("+00:00")
                     .or_else(|| text.strip_suffix("+00"))
                     .unwrap_or(text);
-                if plain.contains('+') || plain.ends_with("BC") || plain.contains("infinity") {
+                if local.contains('+') || local.ends_with("BC") || local.contains("infinity") {
                     return Err(unrepresentable(&format!("the time {text}")));
                 }
-                string(plain)
+                Plain::Text(local)
             }
-            _ => string(text),
+            _ => Plain::Text(text),
         },
+    })
+}
+
+/// The SQL literal for `value` in a column of kind `target` (strings under NO_BACKSLASH_ESCAPES).
+pub fn literal(value: &Value, target: &Kind) -> Result<String> {
+    Ok(match plain(value, target)? {
+        Plain::Null => "NULL".into(),
+        Plain::Number(number) => number,
+        Plain::Text(text) => string(text),
+        Plain::Bytes(bytes) => hex(bytes),
+        Plain::Bits(bits) => bits_literal(&bits),
     })
 }
 

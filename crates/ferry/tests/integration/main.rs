@@ -7,6 +7,7 @@ mod cutover;
 mod demo;
 mod faults;
 mod mysql;
+mod mysql_load;
 mod resume;
 mod schema;
 mod toast;

@@ -11,12 +11,12 @@ use ferry_testkit::{wait_until, MariaDbServer};
 
 use crate::common::{kill, log_path, servers, stop};
 
-struct MariaDbServers {
-    source: MariaDbServer,
-    target: MariaDbServer,
+pub(crate) struct MariaDbServers {
+    pub source: MariaDbServer,
+    pub target: MariaDbServer,
 }
 
-fn mariadb() -> &'static MariaDbServers {
+pub(crate) fn mariadb() -> &'static MariaDbServers {
     static SERVERS: OnceLock<MariaDbServers> = OnceLock::new();
     SERVERS.get_or_init(|| MariaDbServers {
         source: MariaDbServer::start_with(1, &[]).expect("start the MariaDB source"),
@@ -25,7 +25,7 @@ fn mariadb() -> &'static MariaDbServers {
 }
 
 /// Runs SQL in `database` through the `mariadb` client.
-fn sql(server: &MariaDbServer, database: &str, statements: &str) -> String {
+pub(crate) fn sql(server: &MariaDbServer, database: &str, statements: &str) -> String {
     try_sql(server, database, statements).unwrap_or_else(|error| {
         panic!("{error}\nSQL: {}", &statements[..statements.len().min(500)])
     })
@@ -38,7 +38,12 @@ fn try_sql(server: &MariaDbServer, database: &str, statements: &str) -> std::io:
     ))
 }
 
-fn ferry(command: &str, source: &str, target: &str, extra: &[&str]) -> std::process::Command {
+pub(crate) fn ferry(
+    command: &str,
+    source: &str,
+    target: &str,
+    extra: &[&str],
+) -> std::process::Command {
     let mut ferry = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     ferry
         .arg(command)

@@ -1,0 +1,101 @@
+//! Loading a MySQL target: `LOAD DATA LOCAL` streamed from memory carries every byte of awkward
+//! values (tabs, newlines, backslashes, the text `\N`, NUL bytes, empty strings next to NULLs);
+//! a server that refuses LOCAL gets the same rows through INSERTs; and a value the target
+//! column cannot hold stops the copy instead of being cut (LOCAL turns such errors into
+//! warnings, which ferry must not let pass).
+
+use ferry_testkit::MariaDbServer;
+
+use crate::mysql::{ferry, mariadb, sql};
+
+const AWKWARD: &str = r"
+SET NAMES utf8mb4;
+CREATE TABLE awkward (id INT PRIMARY KEY, name VARCHAR(50), raw VARBINARY(10), bits BIT(5), note TEXT, latin VARCHAR(20) CHARACTER SET latin1);
+INSERT INTO awkward VALUES
+  (1, 'tab\there', x'00090A5C4E', b'10101', 'line\nbreak\\slash', 'café'),
+  (2, '\\N', x'', b'0', '', ''),
+  (3, NULL, NULL, NULL, NULL, NULL),
+  (4, 'zero\0byte', x'FF00FF', b'11111', CONCAT(REPEAT('long ', 2000), '\r\n'), 'Ærø'),
+  (5, 'emoji 😀 顧客', x'5C5C', b'1', 'N', '\\');
+";
+
+/// Every column of `awkward`, as hex computed by the server, so nothing is lost to escaping.
+fn rows(server: &MariaDbServer, database: &str) -> String {
+    sql(
+        server,
+        database,
+        "SELECT id, HEX(name), name IS NULL, HEX(raw), raw IS NULL, BIN(bits), HEX(note), note IS NULL, HEX(CONVERT(latin USING utf8mb4)) FROM awkward ORDER BY id",
+    )
+}
+
+fn loads(server: &MariaDbServer) -> u64 {
+    sql(server, "mysql", "SHOW GLOBAL STATUS LIKE 'Com_load'")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+fn copy(source: &str, target: &str, name: &str) -> std::process::Output {
+    ferry("copy", source, target, &["--name", name])
+        .output()
+        .expect("run ferry copy")
+}
+
+#[test]
+fn load_data_local_carries_every_byte_and_insert_serves_when_local_is_off() {
+    let name = "my_load";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(&servers.source, name, AWKWARD);
+    let expected = rows(&servers.source, name);
+    assert_eq!(expected.lines().count(), 5);
+
+    // A target that allows LOCAL: the rows arrive through LOAD DATA.
+    let before = loads(&servers.target);
+    let copied = copy(&source, &servers.target.url(name), name);
+    let stderr = String::from_utf8_lossy(&copied.stderr);
+    assert!(copied.status.success(), "{stderr}");
+    assert_eq!(rows(&servers.target, name), expected);
+    assert!(loads(&servers.target) > before, "the copy used LOAD DATA");
+    assert!(!stderr.contains("refuses LOAD DATA LOCAL"), "{stderr}");
+
+    // A target with local_infile off: the same rows, through INSERTs, and the log says so.
+    let strict = MariaDbServer::start_with(3, &["--local-infile=0"]).expect("start MariaDB");
+    let copied = copy(&source, &strict.url(name), name);
+    let stderr = String::from_utf8_lossy(&copied.stderr);
+    assert!(copied.status.success(), "{stderr}");
+    assert_eq!(rows(&strict, name), expected);
+    assert!(stderr.contains("refuses LOAD DATA LOCAL"), "{stderr}");
+}
+
+#[test]
+fn a_value_the_target_cannot_hold_stops_the_load_instead_of_being_cut() {
+    let name = "my_load_narrow";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE words (id INT PRIMARY KEY, word VARCHAR(20)); INSERT INTO words VALUES (1, 'ok'), (2, 'far too long');",
+    );
+    // The operator prepared the target table with a narrower column.
+    let target = servers.target.create_database(name).unwrap();
+    sql(
+        &servers.target,
+        name,
+        "CREATE TABLE words (id INT PRIMARY KEY, word VARCHAR(3))",
+    );
+    let copied = copy(&source, &target, name);
+    let stderr = String::from_utf8_lossy(&copied.stderr);
+    assert!(!copied.status.success(), "a truncating copy must fail");
+    assert!(
+        stderr.contains("target.rejected_value") && stderr.contains("words"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sql(&servers.target, name, "SELECT COUNT(*) FROM words").trim(),
+        "0",
+        "nothing of the chunk was kept"
+    );
+}
