@@ -12,6 +12,7 @@ use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::ddl::{untranslatable, Flavor};
 use super::errors::classify;
+use super::sink::{triggers_on, TRIGGERS_HINT};
 
 /// Checks a MySQL source and/or target. `foreign_catalog` is the catalog read from a source of
 /// another engine, to check that the MySQL target can hold it.
@@ -36,7 +37,9 @@ pub async fn check(
         // The target database may not exist yet: ferry creates it.
         match connect(target, false).await {
             Ok(mut conn) => {
-                if let Err(error) = check_target(&mut conn, catalog.as_ref(), &mut findings).await {
+                if let Err(error) =
+                    check_target(&mut conn, target, catalog.as_ref(), &mut findings).await
+                {
                     findings.push(Finding::failed("target.check_failed", &error));
                 }
             }
@@ -174,6 +177,7 @@ async fn check_source(
 
 async fn check_target(
     conn: &mut Conn,
+    config: &MysqlConfig,
     catalog: Option<&Catalog>,
     findings: &mut Vec<Finding>,
 ) -> Result<()> {
@@ -195,6 +199,25 @@ async fn check_target(
         for problem in untranslatable(catalog, flavor) {
             findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
         }
+        let names: Vec<&str> = catalog
+            .tables
+            .iter()
+            .map(|table| table.name.name.as_str())
+            .collect();
+        for trigger in triggers_on(conn, config.database(), &names).await? {
+            findings.push(Finding::error(
+                "target.triggers",
+                format!("target table trigger {trigger} would fire for ferry's writes and change what the source wrote"),
+                TRIGGERS_HINT,
+            ));
+        }
+    }
+    if variable(conn, "local_infile").await?.as_deref() == Some("OFF") {
+        findings.push(Finding::warning(
+            "target.local_infile",
+            "the target does not allow LOAD DATA LOCAL (local_infile = OFF): ferry will load with INSERT statements, which is slower",
+            "SET GLOBAL local_infile = 1 on the target for the copy",
+        ));
     }
     Ok(())
 }

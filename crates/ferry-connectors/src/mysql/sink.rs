@@ -60,6 +60,30 @@ impl MysqlSink {
     }
 }
 
+/// What to do about triggers on target tables.
+pub(crate) const TRIGGERS_HINT: &str = "MySQL cannot turn triggers off for one session: drop them on the target for the migration (SHOW CREATE TRIGGER keeps their definition) and create them again at cutover";
+
+/// The triggers on these tables of `database` (`table.trigger (EVENT)`): MySQL fires them for
+/// ferry's loads and changes too, so they would change what the source wrote.
+pub(crate) async fn triggers_on<Q: Queryable>(
+    conn: &mut Q,
+    database: &str,
+    tables: &[&str],
+) -> Result<Vec<String>> {
+    let rows: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME, EVENT_MANIPULATION FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY 1, 2",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, "reading the target's triggers"))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(table, _, _)| tables.contains(&table.as_str()))
+        .map(|(table, trigger, event)| format!("{table}.{trigger} ({event})"))
+        .collect())
+}
+
 /// A target column as the writer needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct TargetColumn {
@@ -154,6 +178,22 @@ impl Sink for MysqlSink {
                     &format!("creating table {} on the target", table.name.name),
                 )
             })?;
+        }
+        let names: Vec<&str> = catalog
+            .tables
+            .iter()
+            .map(|table| table.name.name.as_str())
+            .collect();
+        let triggers = triggers_on(&mut conn, self.config.database(), &names).await?;
+        if !triggers.is_empty() {
+            return Err(Error::operator(
+                "target.triggers",
+                format!(
+                    "the target tables have triggers, which would change what the source wrote: {}",
+                    triggers.join(", ")
+                ),
+            )
+            .with_hint(TRIGGERS_HINT));
         }
         Ok(())
     }

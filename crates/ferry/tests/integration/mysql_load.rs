@@ -99,3 +99,38 @@ fn a_value_the_target_cannot_hold_stops_the_load_instead_of_being_cut() {
         "nothing of the chunk was kept"
     );
 }
+
+#[test]
+fn target_triggers_are_refused_before_they_can_change_what_the_source_wrote() {
+    let name = "my_load_trigger";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE accounts (id INT PRIMARY KEY, balance INT); INSERT INTO accounts VALUES (1, 10);",
+    );
+    let target = servers.target.create_database(name).unwrap();
+    sql(
+        &servers.target,
+        name,
+        "CREATE TABLE accounts (id INT PRIMARY KEY, balance INT);
+         CREATE TRIGGER bonus BEFORE INSERT ON accounts FOR EACH ROW SET NEW.balance = NEW.balance + 1000;",
+    );
+    let check = ferry("check", &source, &target, &[]).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success() && report.contains("target.triggers") && report.contains("bonus"),
+        "{report}"
+    );
+    let copied = copy(&source, &target, name);
+    let stderr = String::from_utf8_lossy(&copied.stderr);
+    assert!(
+        !copied.status.success() && stderr.contains("target.triggers"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sql(&servers.target, name, "SELECT COUNT(*) FROM accounts").trim(),
+        "0"
+    );
+}
