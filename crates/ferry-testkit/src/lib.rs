@@ -2,11 +2,13 @@
 //!
 //! A server runs from the installed binaries in a fresh data directory on a free port. A small
 //! watchdog process stops it and removes the directory when the process that started it exits,
-//! however it exits, so a crashed test run leaves nothing behind.
+//! however it exits, so a crashed test run leaves nothing behind; the first server a process
+//! starts also sweeps away the remains of runs whose watchdog did not survive.
 
 mod mariadb;
 mod postgres;
 mod proxy;
+mod sweep;
 mod wait;
 
 pub use mariadb::MariaDbServer;

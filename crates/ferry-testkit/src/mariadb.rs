@@ -24,6 +24,7 @@ impl MariaDbServer {
 
     /// Starts a server with this server id and extra `mariadbd` options (`--name=value`).
     pub fn start_with(server_id: u32, options: &[&str]) -> io::Result<MariaDbServer> {
+        crate::sweep::sweep_stale_servers();
         let port = free_port()?;
         let directory =
             std::env::temp_dir().join(format!("ferry-mariadb-{}-{port}", std::process::id()));

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -60,13 +61,16 @@ fn as_postgres(program: &Path) -> Command {
 /// `directory`, however this process ended.
 pub(crate) fn clean_up_after_exit(stop: &str, directory: &Path) -> io::Result<()> {
     let script = format!(
-        "while [ -d /proc/{parent} ]; do sleep 1; done; {stop}; rm -rf {directory}",
+        "trap '' HUP INT TERM; while [ -d /proc/{parent} ]; do sleep 1; done; {stop}; rm -rf {directory}",
         parent = std::process::id(),
         directory = directory.display()
     );
+    // Its own process group, and deaf to the usual signals: `timeout` or a CI runner signalling
+    // the whole group of the process under test must not take the watchdog with it.
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -95,6 +99,7 @@ impl PostgresServer {
 
     /// Starts a server with extra `postgresql.conf` settings (they win over the defaults).
     pub fn start_with(settings: &[(&str, &str)]) -> io::Result<PostgresServer> {
+        crate::sweep::sweep_stale_servers();
         let bin = postgres_bin()?;
         let port = free_port()?;
         let directory =
