@@ -15,6 +15,11 @@ use super::values::literal;
 
 const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
 
+/// Keys per `DELETE`: small enough that the range optimizer always resolves the list to index
+/// lookups (a long `OR` list can exceed `range_optimizer_max_mem_size` and fall back to scanning
+/// the whole table for every batch).
+const KEYS_PER_DELETE: usize = 1_000;
+
 pub(crate) async fn apply_batch<Q: Queryable>(
     conn: &mut Q,
     columns: &mut TargetColumns,
@@ -132,7 +137,6 @@ async fn apply_table<Q: Queryable>(
     // Deletes, and the rows about to be rewritten: deleting by primary key first makes the
     // inserts plain, so a clash on another unique index fails loudly instead of
     // `ON DUPLICATE KEY UPDATE` silently updating the other row.
-    let mut statement = String::new();
     let upsert_keys = changes
         .upserts
         .iter()
@@ -149,21 +153,9 @@ async fn apply_table<Q: Queryable>(
                 .collect::<Result<Vec<Value>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    for key in changes.deletes.iter().chain(&upsert_keys) {
-        if statement.is_empty() {
-            statement.push_str(&format!("DELETE FROM {name} WHERE "));
-        } else {
-            statement.push_str(" OR ");
-        }
-        statement.push_str(&format!("({})", plan.key_match(key)?));
-        if statement.len() >= STATEMENT_BYTES {
-            conn.query_drop(std::mem::take(&mut statement))
-                .await
-                .map_err(|error| classify(error, &what))?;
-        }
-    }
-    if !statement.is_empty() {
-        conn.query_drop(statement)
+    let keys: Vec<&Vec<Value>> = changes.deletes.iter().chain(&upsert_keys).collect();
+    for group in keys.chunks(KEYS_PER_DELETE) {
+        conn.query_drop(delete_statement(&plan, &name, group)?)
             .await
             .map_err(|error| classify(error, &what))?;
     }
@@ -230,6 +222,27 @@ async fn apply_table<Q: Queryable>(
         update(conn, &plan, &name, old_key, row, &what).await?;
     }
     Ok(())
+}
+
+/// `DELETE` of the rows with these keys: `key IN (...)` for a one-column key, an `OR` of
+/// per-column matches otherwise.
+fn delete_statement(plan: &Plan<'_>, name: &str, keys: &[&Vec<Value>]) -> Result<String> {
+    if let [column] = plan.keys[..] {
+        let values = keys
+            .iter()
+            .map(|key| plan.value(column, &key[0]))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(format!(
+            "DELETE FROM {name} WHERE {} IN ({})",
+            ident(plan.names[column]),
+            values.join(",")
+        ));
+    }
+    let matches = keys
+        .iter()
+        .map(|key| Ok(format!("({})", plan.key_match(key)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(format!("DELETE FROM {name} WHERE {}", matches.join(" OR ")))
 }
 
 /// Sets the present, written columns of the row at `key`.
