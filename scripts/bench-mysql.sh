@@ -21,9 +21,10 @@ chmod 755 "$WORK"
 RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
 start_mariadb() { # name port server-id
   local dir="$WORK/$1"
-  mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown mysql: "$dir"
-  mariadb-install-db --no-defaults --user="$RUNAS" --datadir="$dir/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-  mariadbd --no-defaults --user="$RUNAS" --datadir="$dir/data" --bind-address=127.0.0.1 --port="$2" \
+  mkdir -p "$dir/tmp"; [ "$(id -u)" = 0 ] && chown -R mysql: "$dir"
+  # Own tmpdir: a starting MariaDB deletes every #sql* file in its tmpdir.
+  mariadb-install-db --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+  mariadbd --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --bind-address=127.0.0.1 --port="$2" \
     --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --server-id="$3" \
     --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --innodb-buffer-pool-size=1G \
     --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --innodb-doublewrite=0 --innodb-log-file-size=512M \

@@ -30,9 +30,14 @@ impl MariaDbServer {
             std::env::temp_dir().join(format!("ferry-mariadb-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
         std::fs::create_dir_all(&directory)?;
+        // Its own temporary directory: a starting MariaDB deletes every `#sql*` file in its
+        // tmpdir, which would pull temporary tables from under servers sharing /tmp.
+        let scratch = directory.join("tmp");
+        std::fs::create_dir_all(&scratch)?;
         let user = if is_root() { "mysql" } else { "" };
         if is_root() {
             let status = Command::new("chown")
+                .arg("-R")
                 .arg("mysql:mysql")
                 .arg(&directory)
                 .status()?;
@@ -45,6 +50,7 @@ impl MariaDbServer {
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", scratch.display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -83,6 +89,7 @@ impl MariaDbServer {
             ))
             .arg(format!("--log-bin={}", data.join("binlog").display()))
             .arg(format!("--server-id={server_id}"))
+            .arg(format!("--tmpdir={}", scratch.display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--binlog-format=ROW",

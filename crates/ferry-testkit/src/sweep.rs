@@ -53,8 +53,8 @@ fn stop_server(directory: &Path, pid_file: &Path) {
         return;
     };
     let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let directory = directory.to_string_lossy();
-    if String::from_utf8_lossy(&command_line).contains(directory.as_ref()) {
+    let directory = format!("{}/", directory.to_string_lossy());
+    if String::from_utf8_lossy(&command_line).contains(&directory) {
         let _ = Command::new("kill")
             .args(["-9", &pid.to_string()])
             .stdout(Stdio::null())

@@ -24,7 +24,7 @@ use ferry_core::rows::RowReader;
 use ferry_core::{Error, Result, TableName};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
+use mysql_async::{Conn, Transaction};
 
 use super::ddl::ident;
 use super::errors::classify;
@@ -69,21 +69,51 @@ pub(crate) fn statement(table: &str, names: &[&str], kinds: &[Kind]) -> String {
     statement
 }
 
-/// Appends one field: `\N` for NULL, escaped text otherwise.
-pub(crate) fn push_field(value: &Plain<'_>, output: &mut Vec<u8>) {
-    match value {
-        Plain::Null => output.extend_from_slice(b"\\N"),
-        Plain::Number(number) => output.extend_from_slice(number.as_bytes()),
-        Plain::Bits(bits) if bits.is_empty() => output.push(b'0'),
-        Plain::Bits(bits) => output.extend_from_slice(bits.as_bytes()),
-        Plain::Bytes(bytes) => {
-            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-            for byte in *bytes {
-                output.push(DIGITS[usize::from(byte >> 4)]);
-                output.push(DIGITS[usize::from(byte & 15)]);
-            }
+/// Piece size of the streamed file: LOAD data need not follow row boundaries, and pieces well
+/// under `max_allowed_packet` let a row of any size through.
+const PIECE_BYTES: usize = 1024 * 1024;
+
+/// Appends one field for a column of kind `kind`: `\N` for NULL, otherwise the text the
+/// statement's conversion for that column turns back into exactly the value an INSERT literal
+/// would store.
+pub(crate) fn push_field(value: &Plain<'_>, kind: &Kind, output: &mut Vec<u8>) -> Result<()> {
+    let unrepresentable = |what: &str| {
+        Err(Error::definite(
+            "target.unrepresentable_value",
+            format!("the MySQL target cannot store {what}"),
+        )
+        .with_hint("change the target column's type to match the source (see docs/mysql.md)"))
+    };
+    match (kind, value) {
+        (_, Plain::Null) => output.extend_from_slice(b"\\N"),
+        // Binary columns take hex through UNHEX: the same bytes an INSERT literal stores.
+        (Kind::Binary { .. }, Plain::Bytes(bytes)) => push_hex(bytes, output),
+        (Kind::Binary { .. }, Plain::Text(text)) => push_hex(text.as_bytes(), output),
+        (Kind::Binary { .. }, Plain::Number(number)) => push_hex(number.as_bytes(), output),
+        (Kind::Binary { .. }, Plain::Bits(bits)) => push_hex(&bits_to_bytes(bits), output),
+        // BIT columns take binary digits through CONV.
+        (Kind::Bit { .. }, Plain::Bits(bits)) if bits.is_empty() => output.push(b'0'),
+        (Kind::Bit { .. }, Plain::Bits(bits)) => output.extend_from_slice(bits.as_bytes()),
+        (Kind::Bit { .. }, Plain::Number(number)) => match number.parse::<u64>() {
+            Ok(number) => output.extend_from_slice(format!("{number:b}").as_bytes()),
+            Err(_) => return unrepresentable(&format!("{number} in a BIT column")),
+        },
+        (Kind::Bit { .. }, _) => return unrepresentable("text or bytes in a BIT column"),
+        // A YEAR field of fewer than four digits is read as a two-digit year (0 becomes 2000).
+        (Kind::Year, Plain::Number(number)) => {
+            output.extend_from_slice(format!("{number:0>4}").as_bytes())
         }
-        Plain::Text(text) => {
+        (Kind::Year, Plain::Text(text)) if text.bytes().all(|byte| byte.is_ascii_digit()) => {
+            output.extend_from_slice(format!("{text:0>4}").as_bytes())
+        }
+        (_, Plain::Number(number)) => output.extend_from_slice(number.as_bytes()),
+        (_, Plain::Bytes(_)) => {
+            return unrepresentable(
+                "bytes in a column that is not binary (bytes have no character set)",
+            )
+        }
+        (_, Plain::Bits(_)) => return unrepresentable("a bit string in a column that is not BIT"),
+        (_, Plain::Text(text)) => {
             for &byte in text.as_bytes() {
                 match byte {
                     b'\\' => output.extend_from_slice(b"\\\\"),
@@ -96,6 +126,28 @@ pub(crate) fn push_field(value: &Plain<'_>, output: &mut Vec<u8>) {
             }
         }
     }
+    Ok(())
+}
+
+fn push_hex(bytes: &[u8], output: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for byte in bytes {
+        output.push(DIGITS[usize::from(byte >> 4)]);
+        output.push(DIGITS[usize::from(byte & 15)]);
+    }
+}
+
+/// The bytes of a bit string, as MySQL stores `b'...'` in a binary column (right-aligned).
+fn bits_to_bytes(bits: &str) -> Vec<u8> {
+    let padded = format!("{}{bits}", "0".repeat((8 - bits.len() % 8) % 8));
+    padded
+        .as_bytes()
+        .chunks(8)
+        .map(|byte| {
+            byte.iter()
+                .fold(0u8, |acc, bit| (acc << 1) | u8::from(*bit == b'1'))
+        })
+        .collect()
 }
 
 /// One stream item (whole rows in the neutral encoding) as `LOAD DATA` lines.
@@ -117,7 +169,7 @@ fn lines(item: &[u8], kinds: &[Kind], rows: &AtomicU64) -> Result<Vec<u8>> {
             if index > 0 {
                 output.push(b'\t');
             }
-            push_field(&plain(value, kind)?, &mut output);
+            push_field(&plain(value, kind)?, kind, &mut output)?;
         }
         output.push(b'\n');
         rows.fetch_add(1, Ordering::Relaxed);
@@ -133,80 +185,118 @@ pub(crate) enum Loaded {
     Refused(ByteStream),
 }
 
-/// Streams `rows` into `table` with `LOAD DATA LOCAL` on `conn`, inside the caller's open
-/// transaction. Values that cannot be converted stop the load with their own error.
-pub(crate) async fn load(
+/// A load made ready on a connection: its infile handler is set and holds the rows until the
+/// server asks for the file. Set it up before the transaction starts (mysql_async's transaction
+/// only lends the connection out for queries), run it inside. Dropping it takes the rows back
+/// from the handler, so an unused handler holds no source stream.
+pub(crate) struct PreparedLoad {
+    table: TableName,
+    statement: String,
+    pending: Arc<Mutex<Option<ByteStream>>>,
+    sent: Arc<AtomicU64>,
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl Drop for PreparedLoad {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.pending.lock() {
+            slot.take();
+        }
+    }
+}
+
+/// Sets `conn`'s infile handler to stream `rows` into `table` as `LOAD DATA` lines. Values that
+/// cannot be converted stop the load with their own error.
+pub(crate) fn prepare(
     conn: &mut Conn,
     table: &TableName,
     names: &[&str],
     kinds: &[Kind],
     rows: ByteStream,
-) -> Result<Loaded> {
-    let what = format!("loading {} on the target", table);
-    let sent = Arc::new(AtomicU64::new(0));
-    let failure: Arc<Mutex<Option<Error>>> = Arc::default();
-    let pending: Arc<Mutex<Option<ByteStream>>> = Arc::new(Mutex::new(Some(rows)));
-    let handler = {
-        let (pending, sent, failure, kinds) = (
-            pending.clone(),
-            sent.clone(),
-            failure.clone(),
-            kinds.to_vec(),
-        );
-        async move {
-            let rows = pending
-                .lock()
-                .ok()
-                .and_then(|mut slot| slot.take())
-                .ok_or_else(|| std::io::Error::other("the chunk was already sent"))?;
-            let data = rows.map(move |item| {
-                let converted = item.and_then(|item| lines(&item, &kinds, &sent));
-                converted.map(Bytes::from).map_err(|error| {
+) -> PreparedLoad {
+    let prepared = PreparedLoad {
+        table: table.clone(),
+        statement: statement(&table.name, names, kinds),
+        pending: Arc::new(Mutex::new(Some(rows))),
+        sent: Arc::default(),
+        failure: Arc::default(),
+    };
+    let (pending, sent, failure, kinds) = (
+        prepared.pending.clone(),
+        prepared.sent.clone(),
+        prepared.failure.clone(),
+        kinds.to_vec(),
+    );
+    conn.set_infile_handler(async move {
+        let rows = pending
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .ok_or_else(|| std::io::Error::other("the chunk was already sent"))?;
+        let data = rows.flat_map(move |item| {
+            let pieces = match item.and_then(|item| lines(&item, &kinds, &sent)) {
+                Ok(text) => {
+                    let text = Bytes::from(text);
+                    (0..text.len())
+                        .step_by(PIECE_BYTES)
+                        .map(|start| Ok(text.slice(start..(start + PIECE_BYTES).min(text.len()))))
+                        .collect()
+                }
+                Err(error) => {
                     let text = error.to_string();
                     if let Ok(mut slot) = failure.lock() {
                         slot.get_or_insert(error);
                     }
-                    std::io::Error::other(text)
-                })
-            });
-            Ok::<mysql_async::InfileData, mysql_async::Error>(Box::pin(data))
+                    vec![Err(std::io::Error::other(text))]
+                }
+            };
+            futures_util::stream::iter(pieces)
+        });
+        Ok::<mysql_async::InfileData, mysql_async::Error>(Box::pin(data))
+    });
+    prepared
+}
+
+impl PreparedLoad {
+    /// Runs the load in `transaction` (on the connection it was prepared on). Accepted only when
+    /// the server reports no warning and every row sent.
+    pub(crate) async fn run(&self, transaction: &mut Transaction<'_>) -> Result<Loaded> {
+        let (table, what) = (&self.table, format!("loading {} on the target", self.table));
+        let result = transaction.query_drop(self.statement.as_str()).await;
+        if let Some(error) = self.failure.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(error.with_table(table.clone()));
         }
-    };
-    conn.set_infile_handler(handler);
-    let result = conn.query_drop(statement(&table.name, names, kinds)).await;
-    if let Some(error) = failure.lock().ok().and_then(|mut slot| slot.take()) {
-        return Err(error.with_table(table.clone()));
-    }
-    if let Err(mysql_async::Error::Server(server)) = &result {
-        if LOCAL_REFUSED.contains(&server.code) {
-            if let Some(rows) = pending.lock().ok().and_then(|mut slot| slot.take()) {
-                return Ok(Loaded::Refused(rows));
+        if let Err(mysql_async::Error::Server(server)) = &result {
+            if LOCAL_REFUSED.contains(&server.code) {
+                if let Some(rows) = self.pending.lock().ok().and_then(|mut slot| slot.take()) {
+                    return Ok(Loaded::Refused(rows));
+                }
             }
         }
+        result.map_err(|error| classify(error, &what).with_table(table.clone()))?;
+        let sent = self.sent.load(Ordering::Relaxed);
+        let (affected, warnings) = (transaction.affected_rows(), transaction.get_warnings());
+        if warnings > 0 || affected != sent {
+            let shown: Vec<(String, u32, String)> = transaction
+                .query("SHOW WARNINGS LIMIT 5")
+                .await
+                .map_err(|error| classify(error, &what))?;
+            let shown: Vec<String> = shown
+                .into_iter()
+                .map(|(level, code, message)| format!("{level} {code}: {message}"))
+                .collect();
+            return Err(Error::definite(
+                "target.rejected_value",
+                format!(
+                    "{what}: the server took {affected} of {sent} rows with {warnings} warnings ({})",
+                    shown.join("; ")
+                ),
+            )
+            .with_table(table.clone())
+            .with_hint("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md); nothing of this chunk was kept"));
+        }
+        Ok(Loaded::Rows(sent))
     }
-    result.map_err(|error| classify(error, &what).with_table(table.clone()))?;
-    let sent = sent.load(Ordering::Relaxed);
-    let (affected, warnings) = (conn.affected_rows(), conn.get_warnings());
-    if warnings > 0 || affected != sent {
-        let shown: Vec<(String, u32, String)> = conn
-            .query("SHOW WARNINGS LIMIT 5")
-            .await
-            .map_err(|error| classify(error, &what))?;
-        let shown: Vec<String> = shown
-            .into_iter()
-            .map(|(level, code, message)| format!("{level} {code}: {message}"))
-            .collect();
-        return Err(Error::definite(
-            "target.rejected_value",
-            format!(
-                "{what}: the server took {affected} of {sent} rows with {warnings} warnings ({})",
-                shown.join("; ")
-            ),
-        )
-        .with_table(table.clone())
-        .with_hint("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md); nothing of this chunk was kept"));
-    }
-    Ok(Loaded::Rows(sent))
 }
 
 #[cfg(test)]
@@ -214,9 +304,44 @@ mod tests {
     use super::*;
 
     fn field(value: Plain<'_>) -> String {
+        let kind = match &value {
+            Plain::Bytes(_) => Kind::Binary { fixed: None },
+            Plain::Bits(_) => Kind::Bit { width: 8 },
+            _ => Kind::Text {
+                charset: "utf8mb4".into(),
+            },
+        };
+        field_for(value, &kind).unwrap()
+    }
+
+    fn field_for(value: Plain<'_>, kind: &Kind) -> Result<String> {
         let mut output = Vec::new();
-        push_field(&value, &mut output);
-        String::from_utf8(output).unwrap()
+        push_field(&value, kind, &mut output)?;
+        Ok(String::from_utf8(output).unwrap())
+    }
+
+    #[test]
+    fn fields_carry_what_an_insert_literal_would_store() {
+        let binary = Kind::Binary { fixed: None };
+        let bit = Kind::Bit { width: 16 };
+        assert_eq!(field_for(Plain::Text("ab"), &binary).unwrap(), "6162");
+        assert_eq!(field_for(Plain::Number("5".into()), &binary).unwrap(), "35");
+        assert_eq!(
+            field_for(Plain::Bits("100000001".into()), &binary).unwrap(),
+            "0101"
+        );
+        assert_eq!(field_for(Plain::Number("5".into()), &bit).unwrap(), "101");
+        assert!(field_for(Plain::Number("-5".into()), &bit).is_err());
+        assert!(field_for(Plain::Text("5"), &bit).is_err());
+        assert!(field_for(Plain::Bytes(&[1]), &Kind::Json).is_err());
+        assert_eq!(
+            field_for(Plain::Number("0".into()), &Kind::Year).unwrap(),
+            "0000"
+        );
+        assert_eq!(
+            field_for(Plain::Number("1999".into()), &Kind::Year).unwrap(),
+            "1999"
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub(crate) async fn triggers_on<Q: Queryable>(
         .map_err(|error| classify(error, "reading the target's triggers"))?;
     Ok(rows
         .into_iter()
-        .filter(|(table, _, _)| tables.contains(&table.as_str()))
+        // Case-insensitively: with lower_case_table_names the server reports lower-case names.
+        .filter(|(table, _, _)| tables.iter().any(|name| name.eq_ignore_ascii_case(table)))
         .map(|(table, trigger, event)| format!("{table}.{trigger} ({event})"))
         .collect())
 }
@@ -427,39 +428,23 @@ impl ChunkWriter for MysqlChunkWriter {
                     })
             })
             .collect::<Result<_>>()?;
-        self.conn
-            .query_drop("START TRANSACTION")
+        // The load's infile handler goes on the connection before the transaction borrows it.
+        let (prepared, mut rows) = if self.local_infile {
+            let prepared = load::prepare(&mut self.conn, &table.name, &names, &kinds, rows);
+            let none: ByteStream = Box::pin(futures_util::stream::empty());
+            (Some(prepared), none)
+        } else {
+            (None, rows)
+        };
+        let mut transaction = self
+            .conn
+            .start_transaction(TxOpts::default())
             .await
             .map_err(|error| classify(error, &what))?;
-        let result = self
-            .load_rows(table, chunk, &names, &kinds, rows, &what)
-            .await;
-        if result.is_err() {
-            // The session may be broken; a failed rollback surfaces on its next use.
-            let _ = self.conn.query_drop("ROLLBACK").await;
-        }
-        result
-    }
-}
-
-impl MysqlChunkWriter {
-    /// Loads the rows in the open transaction, marks the chunk done and commits.
-    async fn load_rows(
-        &mut self,
-        table: &TableSchema,
-        chunk: u32,
-        names: &[&str],
-        kinds: &[Kind],
-        mut rows: ByteStream,
-        what: &str,
-    ) -> Result<u64> {
         let mut count = None;
-        if self.local_infile {
-            match load::load(&mut self.conn, &table.name, names, kinds, rows).await? {
-                Loaded::Rows(loaded) => {
-                    count = Some(loaded);
-                    rows = Box::pin(futures_util::stream::empty());
-                }
+        if let Some(prepared) = &prepared {
+            match prepared.run(&mut transaction).await? {
+                Loaded::Rows(loaded) => count = Some(loaded),
                 Loaded::Refused(back) => {
                     warn!(table = %table.name, "the target refuses LOAD DATA LOCAL (local_infile is off); loading with INSERT statements, which is slower");
                     self.local_infile = false;
@@ -469,21 +454,22 @@ impl MysqlChunkWriter {
         }
         let count = match count {
             Some(count) => count,
-            None => insert_rows(&mut self.conn, table, names, kinds, rows, what).await?,
+            None => insert_rows(&mut transaction, table, &names, &kinds, rows, &what).await?,
         };
-        state::mark_chunk_done(&mut self.conn, &self.migration, &table.name, chunk, count).await?;
+        state::mark_chunk_done(&mut transaction, &self.migration, &table.name, chunk, count)
+            .await?;
         failpoint::hit("copy.before_chunk_commit");
-        self.conn
-            .query_drop("COMMIT")
+        transaction
+            .commit()
             .await
-            .map_err(|error| classify(error, what))?;
+            .map_err(|error| classify(error, &what))?;
         Ok(count)
     }
 }
 
 /// Loads the rows with multi-row INSERT statements of about [`STATEMENT_BYTES`] each.
-async fn insert_rows(
-    conn: &mut Conn,
+async fn insert_rows<Q: Queryable>(
+    conn: &mut Q,
     table: &TableSchema,
     names: &[&str],
     kinds: &[Kind],

@@ -348,12 +348,20 @@ pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
             }
             Plain::Number(text.clone())
         }
+        Value::Text(_) | Value::Json(_) | Value::Uuid(_) if matches!(target, Kind::Bit { .. }) => {
+            return Err(unrepresentable("text in a BIT column"))
+        }
         Value::Text(text) | Value::Json(text) | Value::Uuid(text) => Plain::Text(text),
         Value::Bytes(bytes) => match target {
             Kind::Bit { .. } => {
                 Plain::Bits(bytes.iter().map(|byte| format!("{byte:08b}")).collect())
             }
-            _ => Plain::Bytes(bytes),
+            Kind::Binary { .. } => Plain::Bytes(bytes),
+            _ => {
+                return Err(unrepresentable(
+                    "bytes in a column that is not binary (bytes have no character set)",
+                ))
+            }
         },
         Value::Native { text, .. } => match target {
             Kind::Bit { .. } => Plain::Bits(text.clone()),

@@ -50,14 +50,6 @@ pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
     })
 }
 
-/// The sequence a translated AUTO_INCREMENT column draws from (named like an identity's).
-fn auto_increment_sequence_name(table: &TableSchema, column: &Column) -> TableName {
-    TableName::new(
-        table.name.schema.clone(),
-        format!("{}_{}_seq", table.name.name, column.name),
-    )
-}
-
 fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result<Column, String> {
     if column.generated.is_some() {
         return Err(format!(
@@ -72,23 +64,19 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
         (Some(collation), _) if collation == "binary" => "bytea".to_string(),
         _ => native_type,
     };
-    // PostgreSQL identities are smallint, integer or bigint; a BIGINT UNSIGNED AUTO_INCREMENT
-    // column keeps its numeric(20,0) values and draws new ones from a sequence of its own.
-    let numbered_by_sequence = column.identity.is_some() && native_type.starts_with("numeric");
+    // PostgreSQL identities are smallint, integer or bigint; any other AUTO_INCREMENT column
+    // (BIGINT UNSIGNED as numeric(20,0), FLOAT) keeps its values and draws new ones from a
+    // sequence of its own, set up by [`catalog`].
+    let identity_type = matches!(native_type.as_str(), "smallint" | "integer" | "bigint");
     Ok(Column {
         name: column.name.clone(),
-        default: numbered_by_sequence.then(|| {
-            format!(
-                "nextval({}::regclass)",
-                literal(&qualified(&auto_increment_sequence_name(table, column)))
-            )
-        }),
+        default: None,
         native_type,
         user_defined_type: false,
         nullable: column.nullable,
         identity: column
             .identity
-            .filter(|_| !numbered_by_sequence)
+            .filter(|_| identity_type)
             .map(|_| Identity::ByDefault),
         generated: None,
         collation: None,
@@ -211,22 +199,33 @@ pub fn catalog(catalog: &Catalog) -> Result<Catalog> {
     }
     let mut translated = catalog.clone();
     translated.tables = catalog.tables.iter().map(table).collect::<Result<_>>()?;
-    // Sequences of AUTO_INCREMENT columns that did not become identities are created on their
-    // own, under the name the column's default calls.
+    // AUTO_INCREMENT columns that could not become identities: their sequence is created on its
+    // own (under the name ferry reads and sets it by) and becomes the column's default.
     for sequence in &mut translated.sequences {
-        let Some((owner, column)) = &sequence.owned_by else {
+        let Some((owner, column_name)) = &sequence.owned_by else {
             continue;
         };
-        let numbered = translated
+        let Some(table) = translated
             .tables
-            .iter()
-            .filter(|table| &table.name == owner)
-            .flat_map(|table| table.columns.iter().map(move |c| (table, c)))
-            .find(|(_, c)| &c.name == column && c.identity.is_none() && c.default.is_some());
-        if let (true, Some((table, column))) = (sequence.identity, numbered) {
+            .iter_mut()
+            .find(|table| &table.name == owner)
+        else {
+            continue;
+        };
+        let Some(column) = table
+            .columns
+            .iter_mut()
+            .find(|column| &column.name == column_name)
+        else {
+            continue;
+        };
+        if sequence.identity && column.identity.is_none() {
             sequence.identity = false;
             sequence.definition = "AS bigint".into();
-            sequence.name = auto_increment_sequence_name(table, column);
+            column.default = Some(format!(
+                "nextval({}::regclass)",
+                literal(&qualified(&sequence.name))
+            ));
         }
     }
     Ok(translated)

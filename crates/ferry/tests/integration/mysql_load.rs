@@ -10,13 +10,13 @@ use crate::mysql::{ferry, mariadb, sql};
 
 const AWKWARD: &str = r"
 SET NAMES utf8mb4;
-CREATE TABLE awkward (id INT PRIMARY KEY, name VARCHAR(50), raw VARBINARY(10), bits BIT(5), note TEXT, latin VARCHAR(20) CHARACTER SET latin1);
+CREATE TABLE awkward (id INT PRIMARY KEY, name VARCHAR(50), raw VARBINARY(10), bits BIT(5), note TEXT, latin VARCHAR(20) CHARACTER SET latin1, yr YEAR);
 INSERT INTO awkward VALUES
-  (1, 'tab\there', x'00090A5C4E', b'10101', 'line\nbreak\\slash', 'café'),
-  (2, '\\N', x'', b'0', '', ''),
-  (3, NULL, NULL, NULL, NULL, NULL),
-  (4, 'zero\0byte', x'FF00FF', b'11111', CONCAT(REPEAT('long ', 2000), '\r\n'), 'Ærø'),
-  (5, 'emoji 😀 顧客', x'5C5C', b'1', 'N', '\\');
+  (1, 'tab\there', x'00090A5C4E', b'10101', 'line\nbreak\\slash', 'café', 0),
+  (2, '\\N', x'', b'0', '', '', 1901),
+  (3, NULL, NULL, NULL, NULL, NULL, NULL),
+  (4, 'zero\0byte', x'FF00FF', b'11111', CONCAT(REPEAT('long ', 2000), '\r\n'), 'Ærø', 2155),
+  (5, 'emoji 😀 顧客', x'5C5C', b'1', 'N', '\\', 99);
 ";
 
 /// Every column of `awkward`, as hex computed by the server, so nothing is lost to escaping.
@@ -24,7 +24,7 @@ fn rows(server: &MariaDbServer, database: &str) -> String {
     sql(
         server,
         database,
-        "SELECT id, HEX(name), name IS NULL, HEX(raw), raw IS NULL, BIN(bits), HEX(note), note IS NULL, HEX(CONVERT(latin USING utf8mb4)) FROM awkward ORDER BY id",
+        "SELECT id, HEX(name), name IS NULL, HEX(raw), raw IS NULL, BIN(bits), HEX(note), note IS NULL, HEX(CONVERT(latin USING utf8mb4)), yr + 0 FROM awkward ORDER BY id",
     )
 }
 
