@@ -155,6 +155,39 @@ async fn differences(
     Ok(different)
 }
 
+/// Prints each table's row count on the target, once the equality proof passed.
+pub(super) async fn print_equal_counts(
+    client: &tokio_postgres::Client,
+    tables: &[String],
+) -> Result<()> {
+    for table in tables {
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map_err(|error| demo_error("counting", error))?
+            .get(0);
+        println!("  {table:<22} {count:>9} rows  equal");
+    }
+    Ok(())
+}
+
+/// The demo's migration: a live run, four copy workers, 50,000-row chunks.
+pub(super) fn demo_options() -> MigrationOptions {
+    MigrationOptions {
+        name: "demo".into(),
+        selection: Selection::default(),
+        mode: Mode::Run,
+        parallel: 4,
+        rows_per_chunk: 50_000,
+        stream: StreamOptions::default(),
+        chunk_timeout: Duration::from_secs(360),
+        recopy_failed: true,
+        restart: false,
+        ignore_writes_of: Vec::new(),
+        stream_only: false,
+    }
+}
+
 /// Runs the migration next to the demo's scenario (which ends the migration through its shutdown
 /// channel when it is done). If the migration stops first, its error ends the demo at once instead
 /// of leaving the scenario waiting for a copy that will never finish.
@@ -211,19 +244,7 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     println!("an application keeps writing to the source while ferry copies and streams");
 
     let (shutdown_sender, shutdown) = watch::channel(false);
-    let options = MigrationOptions {
-        name: "demo".into(),
-        selection: Selection::default(),
-        mode: Mode::Run,
-        parallel: 4,
-        rows_per_chunk: 50_000,
-        stream: StreamOptions::default(),
-        chunk_timeout: Duration::from_secs(360),
-        recopy_failed: true,
-        restart: false,
-        ignore_writes_of: Vec::new(),
-        stream_only: false,
-    };
+    let options = demo_options();
     let source_connector = PostgresSource::new(ConnectionConfig::parse(&source_url, None)?);
     let sink = PostgresSink::new(ConnectionConfig::parse(&target_url, None)?);
     let progress = Renderer::new();
@@ -292,14 +313,8 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
                 .connect("shop")
                 .await
                 .map_err(|error| demo_error("connecting to the target", error))?;
-            for (table, _) in TABLES {
-                let count: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-                    .await
-                    .map_err(|error| demo_error("counting", error))?
-                    .get(0);
-                println!("  {table:<22} {count:>9} rows  equal");
-            }
+            let tables: Vec<String> = TABLES.iter().map(|(table, _)| table.to_string()).collect();
+            print_equal_counts(&client, &tables).await?;
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use ferry_connectors::mysql::{MysqlConfig, MysqlSource};
 use ferry_connectors::postgres::{ConnectionConfig, PostgresSink};
-use ferry_core::select::Selection;
 use ferry_core::{Error, Result};
-use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
+use ferry_engine::run_migration;
 use ferry_testkit::{wait_until, MariaDbServer, PostgresServer};
 use tokio::sync::watch;
 
@@ -192,19 +191,7 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     println!("an application keeps writing to MariaDB while ferry copies and streams its binary log into PostgreSQL");
 
     let (shutdown_sender, shutdown) = watch::channel(false);
-    let options = MigrationOptions {
-        name: "demo".into(),
-        selection: Selection::default(),
-        mode: Mode::Run,
-        parallel: 4,
-        rows_per_chunk: 50_000,
-        stream: StreamOptions::default(),
-        chunk_timeout: Duration::from_secs(360),
-        recopy_failed: true,
-        restart: false,
-        ignore_writes_of: Vec::new(),
-        stream_only: false,
-    };
+    let options = super::demo::demo_options();
     let source_connector = MysqlSource::new(MysqlConfig::parse(&source_url, None)?);
     let sink = PostgresSink::new(ConnectionConfig::parse(&target_url, None)?);
     let progress = Renderer::new();
@@ -251,14 +238,11 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     let result = match caught_up {
         Ok(_) => {
             println!("verified: every row is equal on MariaDB and PostgreSQL (each server rendered every value as text):");
-            for (table, _, _) in TABLES {
-                let count: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM shop.{table}"), &[])
-                    .await
-                    .map_err(|error| demo_error("counting", error))?
-                    .get(0);
-                println!("  {table:<12} {count:>9} rows  equal");
-            }
+            let tables: Vec<String> = TABLES
+                .iter()
+                .map(|(table, _, _)| format!("shop.{table}"))
+                .collect();
+            super::demo::print_equal_counts(&client, &tables).await?;
             ExitCode::SUCCESS
         }
         Err(error) => {
