@@ -16,9 +16,11 @@ mod source;
 mod state;
 pub mod types;
 mod values;
+mod verify;
 
 pub use cdc::server_id;
 pub use config::MysqlConfig;
 pub use preflight::check;
 pub use sink::MysqlSink;
 pub use source::MysqlSource;
+pub use verify::MysqlInspector;

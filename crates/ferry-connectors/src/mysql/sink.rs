@@ -468,7 +468,7 @@ impl ChunkWriter for MysqlChunkWriter {
 }
 
 /// Loads the rows with multi-row INSERT statements of about [`STATEMENT_BYTES`] each.
-async fn insert_rows<Q: Queryable>(
+pub(crate) async fn insert_rows<Q: Queryable>(
     conn: &mut Q,
     table: &TableSchema,
     names: &[&str],

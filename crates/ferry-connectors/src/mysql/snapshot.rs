@@ -50,7 +50,7 @@ fn splittable(table: &TableSchema) -> bool {
     })
 }
 
-fn params(values: &[Value]) -> Params {
+pub(crate) fn params(values: &[Value]) -> Params {
     if values.is_empty() {
         Params::Empty
     } else {
@@ -59,7 +59,11 @@ fn params(values: &[Value]) -> Params {
 }
 
 /// Decodes a result row of `table`'s columns `names`.
-fn decode_row(table: &TableSchema, kinds: &[Kind], row: mysql_async::Row) -> Result<Vec<Value>> {
+pub(crate) fn decode_row(
+    table: &TableSchema,
+    kinds: &[Kind],
+    row: mysql_async::Row,
+) -> Result<Vec<Value>> {
     row.unwrap()
         .into_iter()
         .zip(kinds)

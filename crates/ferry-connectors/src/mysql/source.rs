@@ -33,7 +33,7 @@ impl MysqlSource {
     }
 }
 
-fn position_of(file: &str, offset: u64) -> Result<Position> {
+pub(crate) fn position_of(file: &str, offset: u64) -> Result<Position> {
     let number = BinlogPosition::file_number(file).ok_or_else(|| {
         Error::operator(
             "source.binlog",

@@ -3,14 +3,15 @@
 
 use std::process::ExitCode;
 
+use ferry_connectors::mysql::{MysqlInspector, MysqlSource};
 use ferry_connectors::postgres::{PostgresControl, PostgresInspector, PostgresSource};
-use ferry_core::connector::Switchover;
+use ferry_core::connector::{Inspector, Source, Switchover};
 use ferry_core::cutover::Side;
 use ferry_core::verify::{DifferenceKind, TableReport};
 use ferry_core::{Error, Result};
 use ferry_engine::verify::{verify, Sides, VerifyOptions};
 
-use crate::connect::configs;
+use crate::connect::{endpoints, Endpoint};
 use crate::report::print_error;
 use crate::settings::{resolve, FlagSettings};
 
@@ -36,19 +37,41 @@ pub async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<Exit
 
 async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<ExitCode> {
     let settings = resolve(flags)?;
-    let (source_config, target_config) = configs(&settings)?;
-    let source = PostgresSource::new(source_config.clone());
-    let source_rows = PostgresInspector::source(source_config.clone());
-    let target_rows = PostgresInspector::target(target_config.clone());
+    let (source_endpoint, target_endpoint) = endpoints(&settings)?;
+    let (source, source_rows, target_rows, control): (
+        Box<dyn Source>,
+        Box<dyn Inspector>,
+        Box<dyn Inspector>,
+        Option<PostgresControl>,
+    ) = match (&source_endpoint, &target_endpoint) {
+        (Endpoint::Postgres(source), Endpoint::Postgres(target)) => (
+            Box::new(PostgresSource::new(source.clone())),
+            Box::new(PostgresInspector::source(source.clone())),
+            Box::new(PostgresInspector::target(target.clone())),
+            Some(PostgresControl::new(target.clone())),
+        ),
+        (Endpoint::Mysql(source), Endpoint::Mysql(target)) => (
+            Box::new(MysqlSource::new(source.clone())),
+            Box::new(MysqlInspector::source(source.clone())),
+            Box::new(MysqlInspector::target(target.clone(), source.database())),
+            None,
+        ),
+        _ => {
+            return Err(Error::operator(
+                "config.unsupported_engine",
+                "verify compares two databases of the same engine (PostgreSQL or MySQL/MariaDB) for now",
+            )
+            .with_hint("across engines, compare counts and sample rows yourself; see docs/mysql.md"))
+        }
+    };
     // Repair copies rows from the old database over the new one: never once applications write
     // to the new one, and no cutover may start meanwhile (the controller lock is held throughout).
-    let control = PostgresControl::new(target_config.clone());
-    let _lock = if verify_flags.repair {
-        Some(control.lock_controller(&settings.name).await?)
-    } else {
-        None
+    // MySQL pairs have no cutover: the old database is always the one applications write to.
+    let _lock = match (&control, verify_flags.repair) {
+        (Some(control), true) => Some(control.lock_controller(&settings.name).await?),
+        _ => None,
     };
-    if verify_flags.repair {
+    if let (Some(control), true) = (&control, verify_flags.repair) {
         let phase = control.load_cutover(&settings.name).await?.phase;
         if phase.write_primary() != Some(Side::Source) {
             return Err(Error::operator(
@@ -75,9 +98,9 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
     let started = std::time::Instant::now();
     let reports = verify(
         &Sides {
-            source: &source,
-            source_rows: &source_rows,
-            target_rows: &target_rows,
+            source: source.as_ref(),
+            source_rows: source_rows.as_ref(),
+            target_rows: target_rows.as_ref(),
         },
         &options,
     )
@@ -87,8 +110,8 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
     if verify_flags.json {
         let rows: u64 = reports.iter().map(|report| report.source_rows).sum();
         let report = serde_json::json!({
-            "source": source_config.describe(),
-            "target": target_config.describe(),
+            "source": source_endpoint.describe(),
+            "target": target_endpoint.describe(),
             "equal": equal,
             "seconds": seconds,
             "rows_per_second": (rows as f64 / seconds.max(0.001)) as u64,
@@ -101,8 +124,8 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
     } else {
         println!(
             "verifying {} -> {}",
-            source_config.describe(),
-            target_config.describe()
+            source_endpoint.describe(),
+            target_endpoint.describe()
         );
         for report in &reports {
             print_table(report);

@@ -8,6 +8,7 @@ mod demo;
 mod faults;
 mod mysql;
 mod mysql_load;
+mod mysql_verify;
 mod resume;
 mod schema;
 mod toast;

@@ -198,6 +198,24 @@ async fn mariadb_to_mariadb_copies_streams_and_survives_kill_nine() {
     writer.join().expect("writer");
     sql(&servers.source, name, "UPDATE items SET kind = 'b', tags = 'x,y', bits = b'111111111111', dur = '-838:59:59', yr = 0 WHERE id <= 100; TRUNCATE TABLE pairs; INSERT INTO pairs VALUES ('after', 1, 'truncate');");
     wait_mysql_equal(name, name, &format!("{name}_copy")).await;
+    // ferry's own proof agrees, checked while the stream runs and writes go on.
+    let writer = churn(name, 200);
+    let verified = ferry(
+        "verify",
+        &source,
+        &target,
+        &["--name", name, "--while-streaming", "--chunk-rows", "4000"],
+    )
+    .output()
+    .unwrap();
+    writer.join().expect("writer");
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    wait_mysql_equal(name, name, &format!("{name}_copy")).await;
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 
     // The target table has the source's definition, indexes included.

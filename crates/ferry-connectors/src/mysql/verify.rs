@@ -1,0 +1,586 @@
+//! Reading either side of a MySQL-to-MySQL migration for `ferry verify`: digests computed on
+//! the server, row hashes, and row replacement for repair.
+//!
+//! A row's canonical form is every column cast to bytes and hex-encoded (NULL as `-`, which
+//! no hex string equals), joined by commas, under the pinned session settings of
+//! `connection.rs` (UTC, utf8mb4). Two MySQL-family servers render equal values identically, so
+//! equal MD5s mean equal rows. A range digest is order-independent and needs no sort: the row
+//! count, the exact (DECIMAL) sum of the first 60 bits of every row's MD5 and the XOR of the
+//! next 64 bits.
+//!
+//! The two sides may use different database names: a target inspector reports its tables under
+//! the source's database name, so the engine matches tables by name alone. Verification state
+//! lives in `_ferry`.`verify_ranges` on the target.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector};
+use ferry_core::rows::encode_row;
+use ferry_core::schema::Catalog;
+use ferry_core::select::Selection;
+use ferry_core::state::KeyRange;
+use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
+use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, TxOpts};
+
+use super::catalog::{kind_of, read_catalog};
+use super::config::MysqlConfig;
+use super::connection::connect;
+use super::ddl::{ident, range_predicate};
+use super::errors::classify;
+use super::sink::{insert_rows, TargetColumns};
+use super::snapshot::{decode_row, params};
+use super::source::{log_end, position_of};
+use super::state;
+use super::types::Kind;
+use super::values::decode;
+
+/// Keys per statement when reading or replacing rows by key.
+const KEYS_PER_STATEMENT: usize = 1_000;
+
+/// One side of a verification.
+pub struct MysqlInspector {
+    config: MysqlConfig,
+    is_source: bool,
+    /// The database name tables are reported under (the source's).
+    report_as: String,
+}
+
+impl MysqlInspector {
+    pub fn source(config: MysqlConfig) -> Self {
+        let report_as = config.database().to_string();
+        MysqlInspector {
+            config,
+            is_source: true,
+            report_as,
+        }
+    }
+
+    /// The target side, reporting its tables under the source's database name.
+    pub fn target(config: MysqlConfig, source_database: &str) -> Self {
+        MysqlInspector {
+            config,
+            is_source: false,
+            report_as: source_database.to_string(),
+        }
+    }
+
+    fn side(&self) -> &'static str {
+        if self.is_source {
+            "source"
+        } else {
+            "target"
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        let mut conn = connect(&self.config, true).await?;
+        conn.query_drop("SET foreign_key_checks = 0")
+            .await
+            .map_err(|error| classify(error, "preparing a session"))?;
+        Ok(conn)
+    }
+
+    /// Key and row hash of the rows matching `predicate` (with `?` placeholders for `values`).
+    async fn hashes_where(
+        &self,
+        conn: &mut Conn,
+        table: &TableSchema,
+        predicate: &str,
+        values: &[Value],
+    ) -> Result<Vec<RowHash>> {
+        let sql = format!(
+            "SELECT {}, MD5({}) FROM {} WHERE {predicate}",
+            key_columns(table).join(", "),
+            canonical_row(table),
+            ident(&table.name.name)
+        );
+        let what = format!(
+            "reading row hashes of {} on the {}",
+            table.name,
+            self.side()
+        );
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql, params(values))
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let kinds = key_kinds(table);
+        rows.into_iter()
+            .map(|row| {
+                let mut values = row.unwrap();
+                let hash = match values.pop() {
+                    Some(mysql_async::Value::Bytes(bytes)) => String::from_utf8(bytes).ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| Error::definite("verify.row", "a row hash is missing"))?;
+                let key = values
+                    .into_iter()
+                    .zip(&kinds)
+                    .map(|(raw, kind)| decode(kind, raw, false))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|error| error.context(format!("reading keys of {}", table.name)))?;
+                Ok(RowHash {
+                    key_text: key_text(&key),
+                    key,
+                    hash,
+                })
+            })
+            .collect()
+    }
+}
+
+fn key_columns(table: &TableSchema) -> Vec<String> {
+    table.primary_key.iter().map(|name| ident(name)).collect()
+}
+
+fn key_kinds(table: &TableSchema) -> Vec<Kind> {
+    table
+        .primary_key
+        .iter()
+        .filter_map(|name| table.column(name).map(kind_of))
+        .collect()
+}
+
+/// The canonical text of a row: every column as hex of its bytes, NULL as `-`.
+fn canonical_row(table: &TableSchema) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| format!("IFNULL(HEX(CAST({} AS BINARY)), '-')", ident(&column.name)))
+        .collect();
+    format!("CONCAT_WS(',', {})", columns.join(", "))
+}
+
+/// The bucket (0 to count - 1) of a row's key, the same on every side.
+fn bucket_expression(table: &TableSchema, count: u32) -> String {
+    let columns: Vec<String> = table
+        .primary_key
+        .iter()
+        .map(|name| format!("HEX(CAST({} AS BINARY))", ident(name)))
+        .collect();
+    format!(
+        "CAST(CONV(SUBSTRING(MD5(CONCAT_WS(',', {})), 1, 8), 16, 10) AS UNSIGNED) % {count}",
+        columns.join(", ")
+    )
+}
+
+/// Count and digest columns over `canonical.r` (the MD5 of each row).
+const DIGEST: &str = "COUNT(*), CONCAT(IFNULL(SUM(CAST(CONV(SUBSTRING(r, 1, 15), 16, 10) AS UNSIGNED)), 0), ':', IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(r, 16, 16), 16, 10) AS UNSIGNED)), 0))";
+
+/// A key in a stable text form: `(42)`, `(7,'sku-1')`.
+pub(crate) fn key_text(key: &[Value]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|value| match value {
+            Value::Null => "NULL".into(),
+            Value::Bool(flag) => flag.to_string(),
+            Value::Int16(number) => number.to_string(),
+            Value::Int32(number) => number.to_string(),
+            Value::Int64(number) => number.to_string(),
+            Value::UInt64(number) => number.to_string(),
+            Value::Float32(number) => number.to_string(),
+            Value::Float64(number) => number.to_string(),
+            Value::Numeric(text) => text.clone(),
+            Value::Text(text) | Value::Json(text) | Value::Uuid(text) => {
+                format!("'{}'", text.replace('\'', "''"))
+            }
+            Value::Native { text, .. } => format!("'{}'", text.replace('\'', "''")),
+            Value::Bytes(bytes) => format!(
+                "x'{}'",
+                bytes
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>()
+            ),
+        })
+        .collect();
+    format!("({})", parts.join(","))
+}
+
+/// `key IN (?, ...)` for a one-column key, else `(a = ? AND b = ?) OR ...`, with its values.
+fn keys_predicate(table: &TableSchema, keys: &[Vec<Value>]) -> (String, Vec<Value>) {
+    if keys.is_empty() {
+        return ("FALSE".into(), Vec::new());
+    }
+    let columns = key_columns(table);
+    let values: Vec<Value> = keys.iter().flatten().cloned().collect();
+    if let [column] = &columns[..] {
+        let marks = vec!["?"; keys.len()].join(", ");
+        return (format!("{column} IN ({marks})"), values);
+    }
+    let one: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{column} = ?"))
+        .collect();
+    let one = format!("({})", one.join(" AND "));
+    (vec![one; keys.len()].join(" OR "), values)
+}
+
+fn digest_of(row: (u64, String), position: Option<Position>) -> RangeDigest {
+    RangeDigest {
+        rows: row.0,
+        digest: row.1,
+        position,
+    }
+}
+
+#[async_trait]
+impl Inspector for MysqlInspector {
+    async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
+        let mut conn = connect(&self.config, true).await?;
+        let mut catalog = read_catalog(&mut conn, self.config.database(), selection).await?;
+        for table in &mut catalog.tables {
+            table.name = TableName::new(self.report_as.clone(), table.name.name.clone());
+        }
+        Ok(catalog)
+    }
+
+    async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
+        let mut conn = self.conn().await?;
+        let what = format!("digesting {} on the {}", table.name, self.side());
+        let (predicate, values) = range_predicate(table, range);
+        let sql = format!(
+            "SELECT {DIGEST} FROM (SELECT MD5({}) AS r FROM {} WHERE {predicate}) canonical",
+            canonical_row(table),
+            ident(&table.name.name)
+        );
+        let row: Option<(u64, String)> = conn
+            .exec_first(sql, params(&values))
+            .await
+            .map_err(|error| classify(error, &what))?;
+        // Read after the digest: a position at or after every change the digest saw.
+        let position = if self.is_source {
+            let (file, offset) = log_end(&mut conn).await?;
+            Some(position_of(&file, offset)?)
+        } else {
+            None
+        };
+        let _ = conn.disconnect().await;
+        Ok(digest_of(row.unwrap_or((0, "0:0".into())), position))
+    }
+
+    async fn row_hashes(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        buckets: Option<&Buckets>,
+    ) -> Result<Vec<RowHash>> {
+        let (mut predicate, values) = range_predicate(table, range);
+        if let Some(buckets) = buckets {
+            let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
+            predicate = format!(
+                "({predicate}) AND {} IN ({})",
+                bucket_expression(table, buckets.count),
+                if selected.is_empty() {
+                    "NULL".into()
+                } else {
+                    selected.join(", ")
+                }
+            );
+        }
+        let mut conn = self.conn().await?;
+        self.hashes_where(&mut conn, table, &predicate, &values)
+            .await
+    }
+
+    async fn digest_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>> {
+        let mut conn = self.conn().await?;
+        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
+        let (predicate, values) = range_predicate(table, range);
+        let sql = format!(
+            "SELECT bucket, {DIGEST} FROM (SELECT {} AS bucket, MD5({}) AS r FROM {} WHERE {predicate}) canonical GROUP BY bucket",
+            bucket_expression(table, count),
+            canonical_row(table),
+            ident(&table.name.name)
+        );
+        let rows: Vec<(u32, u64, String)> = conn
+            .exec(sql, params(&values))
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .into_iter()
+            .map(|(bucket, rows, digest)| (bucket, digest_of((rows, digest), None)))
+            .collect())
+    }
+
+    async fn row_hashes_for_keys(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<RowHash>> {
+        let mut conn = self.conn().await?;
+        let mut hashes = Vec::new();
+        for batch in keys.chunks(KEYS_PER_STATEMENT) {
+            let (predicate, values) = keys_predicate(table, batch);
+            hashes.extend(
+                self.hashes_where(&mut conn, table, &predicate, &values)
+                    .await?,
+            );
+        }
+        Ok(hashes)
+    }
+
+    async fn read_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<(ChunkFormat, ByteStream)> {
+        let mut conn = self.conn().await?;
+        let what = format!("reading rows of {} to repair", table.name);
+        let columns: Vec<String> = table
+            .writable_columns()
+            .map(|column| ident(&column.name))
+            .collect();
+        let kinds: Vec<Kind> = table.writable_columns().map(kind_of).collect();
+        let mut encoded = Vec::new();
+        for batch in keys.chunks(KEYS_PER_STATEMENT) {
+            let (predicate, values) = keys_predicate(table, batch);
+            let rows: Vec<mysql_async::Row> = conn
+                .exec(
+                    format!(
+                        "SELECT {} FROM {} WHERE {predicate}",
+                        columns.join(", "),
+                        ident(&table.name.name)
+                    ),
+                    params(&values),
+                )
+                .await
+                .map_err(|error| classify(error, &what))?;
+            for row in rows {
+                encode_row(&decode_row(table, &kinds, row)?, &mut encoded);
+            }
+        }
+        let stream = futures_util::stream::iter([Ok(Bytes::from(encoded))]);
+        Ok((ChunkFormat::Rows, Box::pin(stream) as ByteStream))
+    }
+
+    async fn replace_rows(
+        &self,
+        table: &TableSchema,
+        keys: &[Vec<Value>],
+        format: ChunkFormat,
+        rows: ByteStream,
+    ) -> Result<u64> {
+        if format != ChunkFormat::Rows {
+            return Err(Error::operator(
+                "verify.format",
+                format!("the MySQL {} cannot load {format:?} rows", self.side()),
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let what = format!("repairing {} on the {}", table.name, self.side());
+        let mut columns = TargetColumns::default();
+        let target = columns
+            .of(&mut conn, self.config.database(), &table.name.name)
+            .await?
+            .clone();
+        let names: Vec<&str> = table
+            .writable_columns()
+            .map(|column| column.name.as_str())
+            .collect();
+        let kinds: Vec<Kind> = names
+            .iter()
+            .map(|name| {
+                target
+                    .get(*name)
+                    .map(|column| column.kind.clone())
+                    .ok_or_else(|| {
+                        Error::operator(
+                            "target.no_column",
+                            format!(
+                                "column {name} of {} does not exist on the {}",
+                                table.name,
+                                self.side()
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let mut transaction = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, &what))?;
+        for batch in keys.chunks(KEYS_PER_STATEMENT) {
+            let (predicate, values) = keys_predicate(table, batch);
+            transaction
+                .exec_drop(
+                    format!("DELETE FROM {} WHERE {predicate}", ident(&table.name.name)),
+                    params(&values),
+                )
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
+        let count = insert_rows(&mut transaction, table, &names, &kinds, rows, &what).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(count)
+    }
+
+    async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
+        let mut conn = self.conn().await?;
+        Ok(state::load(&mut conn, migration)
+            .await?
+            .stream
+            .map(|checkpoint| checkpoint.position))
+    }
+
+    async fn clear_verification(&self, migration: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let what = "clearing the verification state";
+        for statement in state::CREATE_STATE.iter().chain([&CREATE_VERIFY_RANGES]) {
+            conn.query_drop(*statement)
+                .await
+                .map_err(|error| classify(error, what))?;
+        }
+        conn.exec_drop(
+            "DELETE FROM `_ferry`.`verify_ranges` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))
+    }
+
+    async fn save_verification_plan(
+        &self,
+        migration: &str,
+        table: &TableName,
+        ranges: &[KeyRange],
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let what = "storing a verification plan";
+        let mut transaction = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|error| classify(error, what))?;
+        for (index, range) in ranges.iter().enumerate() {
+            let text = serde_json::to_string(range).expect("ranges serialize");
+            transaction
+                .exec_drop(
+                    "INSERT INTO `_ferry`.`verify_ranges` (migration, schema_name, table_name, range_index, key_range) VALUES (?, ?, ?, ?, ?)
+                     ON DUPLICATE KEY UPDATE key_range = VALUES(key_range), outcome = NULL",
+                    (migration, &table.schema, &table.name, index as u32, text),
+                )
+                .await
+                .map_err(|error| classify(error, what))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(error, what))
+    }
+
+    async fn save_verification_outcome(
+        &self,
+        migration: &str,
+        table: &TableName,
+        index: u32,
+        outcome: &RangeOutcome,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let text = serde_json::to_string(outcome).expect("outcomes serialize");
+        conn.exec_drop(
+            "UPDATE `_ferry`.`verify_ranges` SET outcome = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND range_index = ?",
+            (text, migration, &table.schema, &table.name, index),
+        )
+        .await
+        .map_err(|error| classify(error, "storing a verification outcome"))
+    }
+
+    async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>> {
+        let mut conn = self.conn().await?;
+        let what = "reading the verification state";
+        let exists: Option<u8> = conn
+            .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'verify_ranges'")
+            .await
+            .map_err(|error| classify(error, what))?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, u32, String, Option<String>)> = conn
+            .exec(
+                "SELECT schema_name, table_name, range_index, key_range, outcome FROM `_ferry`.`verify_ranges` WHERE migration = ? ORDER BY 1, 2, 3",
+                (migration,),
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        let unreadable = |what: &str, error: serde_json::Error| {
+            Error::definite(
+                "state.verify",
+                format!("unreadable verification {what}: {error}"),
+            )
+        };
+        rows.into_iter()
+            .map(|(schema, name, index, range, outcome)| {
+                Ok(VerifiedRange {
+                    table: TableName::new(schema, name),
+                    index,
+                    range: serde_json::from_str(&range)
+                        .map_err(|error| unreadable("range", error))?,
+                    outcome: match outcome {
+                        Some(text) => Some(
+                            serde_json::from_str(&text)
+                                .map_err(|error| unreadable("outcome", error))?,
+                        ),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+const CREATE_VERIFY_RANGES: &str = "CREATE TABLE IF NOT EXISTS `_ferry`.`verify_ranges` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, range_index INT UNSIGNED NOT NULL, key_range LONGTEXT NOT NULL, outcome LONGTEXT NULL, PRIMARY KEY (migration, schema_name, table_name, range_index)) ENGINE=InnoDB";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_texts_are_stable_and_quoted() {
+        assert_eq!(key_text(&[Value::Int64(42)]), "(42)");
+        assert_eq!(
+            key_text(&[Value::UInt64(7), Value::Text("it's".into())]),
+            "(7,'it''s')"
+        );
+        assert_eq!(key_text(&[Value::Bytes(vec![0, 255])]), "(x'00ff')");
+    }
+
+    #[test]
+    fn key_predicates_bind_every_key_value() {
+        let (sql, values) =
+            keys_predicate_for(&["id"], &[vec![Value::Int64(1)], vec![Value::Int64(2)]]);
+        assert_eq!(sql, "`id` IN (?, ?)");
+        assert_eq!(values.len(), 2);
+        let (sql, values) = keys_predicate_for(
+            &["a", "b"],
+            &[
+                vec![Value::Int64(1), Value::Int64(2)],
+                vec![Value::Int64(3), Value::Int64(4)],
+            ],
+        );
+        assert_eq!(sql, "(`a` = ? AND `b` = ?) OR (`a` = ? AND `b` = ?)");
+        assert_eq!(values.len(), 4);
+    }
+
+    fn keys_predicate_for(key: &[&str], keys: &[Vec<Value>]) -> (String, Vec<Value>) {
+        let table = TableSchema {
+            name: TableName::new("shop", "t"),
+            dialect: "mysql".into(),
+            columns: Vec::new(),
+            primary_key: key.iter().map(|name| name.to_string()).collect(),
+            primary_key_name: None,
+            checks: Vec::new(),
+            secondary: Vec::new(),
+            estimated_rows: 0,
+        };
+        keys_predicate(&table, keys)
+    }
+}
