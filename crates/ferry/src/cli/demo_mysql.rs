@@ -37,13 +37,15 @@ fn schema(rows: u64) -> String {
                   1 + seq % 9, TIMESTAMPADD(SECOND, seq * 11, '2023-01-01'), SEC_TO_TIME(seq % 200000), IF(seq % 3 = 0, 'gift wrap', NULL)
            FROM seq_1_to_{rows};
          DELIMITER //
-         CREATE PROCEDURE shop_writes(rounds INT) BEGIN DECLARE i INT DEFAULT 0;
+         CREATE PROCEDURE shop_writes(rounds INT) BEGIN DECLARE i INT DEFAULT 0; DECLARE customer, paid, gone BIGINT;
            WHILE i < rounds DO
+             -- Random keys drawn first: RAND() in a WHERE clause is evaluated per row (a full scan).
+             SET customer = 1 + FLOOR(RAND() * 50), paid = 1 + FLOOR(RAND() * 1000), gone = 1000 + FLOOR(RAND() * 1000);
              START TRANSACTION;
              INSERT INTO orders (customer_id, quantity, placed_at, note) VALUES (1 + FLOOR(RAND() * 40), 2, NOW(6), 'live order');
-             UPDATE customers SET balance = balance + 1.25, profile = JSON_SET(profile, '$.live', i) WHERE id = 1 + FLOOR(RAND() * 50);
-             UPDATE orders SET status = 'paid', flags = 'express' WHERE id = 1 + FLOOR(RAND() * 1000);
-             DELETE FROM orders WHERE id = 1000 + FLOOR(RAND() * 1000);
+             UPDATE customers SET balance = balance + 1.25, profile = JSON_SET(profile, '$.live', i) WHERE id = customer;
+             UPDATE orders SET status = 'paid', flags = 'express' WHERE id = paid;
+             DELETE FROM orders WHERE id = gone;
              COMMIT;
              SET i = i + 1;
            END WHILE;
