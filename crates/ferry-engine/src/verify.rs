@@ -252,6 +252,12 @@ fn compare_definitions(source: &TableSchema, target: &TableSchema) -> Vec<String
             Some(other) if other.nullable != column.nullable => {
                 differences.push(format!("column {}: nullable on one side only", column.name))
             }
+            Some(other) if other.collation != column.collation => differences.push(format!(
+                "column {}: source collation {}, target collation {}",
+                column.name,
+                column.collation.as_deref().unwrap_or("(default)"),
+                other.collation.as_deref().unwrap_or("(default)")
+            )),
             Some(_) => {}
         }
     }

@@ -23,4 +23,4 @@ pub use config::MysqlConfig;
 pub use preflight::check;
 pub use sink::MysqlSink;
 pub use source::MysqlSource;
-pub use verify::MysqlInspector;
+pub use verify::{require_same_flavor, MysqlInspector};

@@ -26,7 +26,7 @@ use mysql_async::{Conn, TxOpts};
 
 use super::catalog::{kind_of, read_catalog};
 use super::config::MysqlConfig;
-use super::connection::connect;
+use super::connection::{connect, is_mariadb};
 use super::ddl::{ident, range_predicate};
 use super::errors::classify;
 use super::sink::{insert_rows, TargetColumns};
@@ -142,12 +142,23 @@ fn key_kinds(table: &TableSchema) -> Vec<Kind> {
         .collect()
 }
 
-/// The canonical text of a row: every column as hex of its bytes, NULL as `-`.
+/// The canonical text of a row: every column as hex of its bytes (long types as the MD5 of their
+/// bytes, so the row's text stays far below `max_allowed_packet`), NULL as `-`. FLOAT goes
+/// through DOUBLE: FLOAT's own text has only six significant digits.
 fn canonical_row(table: &TableSchema) -> String {
     let columns: Vec<String> = table
         .columns
         .iter()
-        .map(|column| format!("IFNULL(HEX(CAST({} AS BINARY)), '-')", ident(&column.name)))
+        .map(|column| {
+            let name = ident(&column.name);
+            match kind_of(column) {
+                Kind::Text { .. } | Kind::Binary { .. } | Kind::Json => {
+                    format!("IFNULL(MD5(CAST({name} AS BINARY)), '-')")
+                }
+                Kind::Float => format!("IFNULL(HEX(CAST({name} + 0E0 AS BINARY)), '-')"),
+                _ => format!("IFNULL(HEX(CAST({name} AS BINARY)), '-')"),
+            }
+        })
         .collect();
     format!("CONCAT_WS(',', {})", columns.join(", "))
 }
@@ -166,7 +177,7 @@ fn bucket_expression(table: &TableSchema, count: u32) -> String {
 }
 
 /// Count and digest columns over `canonical.r` (the MD5 of each row).
-const DIGEST: &str = "COUNT(*), CONCAT(IFNULL(SUM(CAST(CONV(SUBSTRING(r, 1, 15), 16, 10) AS UNSIGNED)), 0), ':', IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(r, 16, 16), 16, 10) AS UNSIGNED)), 0))";
+const DIGEST: &str = "COUNT(*), SUM(r IS NULL), CONCAT(IFNULL(SUM(CAST(CONV(SUBSTRING(r, 1, 15), 16, 10) AS UNSIGNED)), 0), ':', IFNULL(BIT_XOR(CAST(CONV(SUBSTRING(r, 16, 16), 16, 10) AS UNSIGNED)), 0))";
 
 /// A key in a stable text form: `(42)`, `(7,'sku-1')`.
 pub(crate) fn key_text(key: &[Value]) -> String {
@@ -217,22 +228,67 @@ fn keys_predicate(table: &TableSchema, keys: &[Vec<Value>]) -> (String, Vec<Valu
     (vec![one; keys.len()].join(" OR "), values)
 }
 
-fn digest_of(row: (u64, String), position: Option<Position>) -> RangeDigest {
-    RangeDigest {
-        rows: row.0,
-        digest: row.1,
-        position,
+/// A digest from `(rows, rows without a canonical text, digest)`; every row must have its text.
+fn digest_of(
+    table: &TableSchema,
+    row: (u64, Option<u64>, String),
+    position: Option<Position>,
+) -> Result<RangeDigest> {
+    if row.1.unwrap_or(0) > 0 {
+        return Err(Error::definite(
+            "verify.row_text",
+            format!(
+                "{}: the server could not build the canonical text of {} rows",
+                table.name,
+                row.1.unwrap_or(0)
+            ),
+        )
+        .with_hint("raise max_allowed_packet on both servers"));
     }
+    Ok(RangeDigest {
+        rows: row.0,
+        digest: row.2,
+        position,
+    })
+}
+
+/// Refuses a verification between MariaDB and MySQL: they render JSON (and some column types)
+/// differently, so equal rows would not compare equal.
+pub async fn require_same_flavor(source: &MysqlConfig, target: &MysqlConfig) -> Result<()> {
+    let mut source_conn = connect(source, true).await?;
+    let mut target_conn = connect(target, true).await?;
+    let source_mariadb = is_mariadb(&mut source_conn).await?;
+    let target_mariadb = is_mariadb(&mut target_conn).await?;
+    if source_mariadb != target_mariadb {
+        let name = |mariadb: bool| if mariadb { "MariaDB" } else { "MySQL" };
+        return Err(Error::operator(
+            "verify.mixed_flavors",
+            format!(
+                "verify compares two MariaDB or two MySQL servers; this is {} to {}",
+                name(source_mariadb),
+                name(target_mariadb)
+            ),
+        )
+        .with_hint(
+            "they render JSON and some types differently; compare counts and sample rows yourself",
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Inspector for MysqlInspector {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
         let mut conn = connect(&self.config, true).await?;
-        let mut catalog = read_catalog(&mut conn, self.config.database(), selection).await?;
+        // Select after renaming: the patterns name the source's database.
+        let mut catalog =
+            read_catalog(&mut conn, self.config.database(), &Selection::default()).await?;
         for table in &mut catalog.tables {
             table.name = TableName::new(self.report_as.clone(), table.name.name.clone());
         }
+        catalog
+            .tables
+            .retain(|table| selection.matches(&table.name));
         Ok(catalog)
     }
 
@@ -245,19 +301,22 @@ impl Inspector for MysqlInspector {
             canonical_row(table),
             ident(&table.name.name)
         );
-        let row: Option<(u64, String)> = conn
+        let row: Option<(u64, Option<u64>, String)> = conn
             .exec_first(sql, params(&values))
             .await
             .map_err(|error| classify(error, &what))?;
-        // Read after the digest: a position at or after every change the digest saw.
+        // Read after the digest: a position at or after every change the digest saw. Without
+        // the privilege to read it there is no stream to wait for either.
         let position = if self.is_source {
-            let (file, offset) = log_end(&mut conn).await?;
-            Some(position_of(&file, offset)?)
+            match log_end(&mut conn).await {
+                Ok((file, offset)) => Some(position_of(&file, offset)?),
+                Err(_) => None,
+            }
         } else {
             None
         };
         let _ = conn.disconnect().await;
-        Ok(digest_of(row.unwrap_or((0, "0:0".into())), position))
+        digest_of(table, row.unwrap_or((0, None, "0:0".into())), position)
     }
 
     async fn row_hashes(
@@ -299,14 +358,15 @@ impl Inspector for MysqlInspector {
             canonical_row(table),
             ident(&table.name.name)
         );
-        let rows: Vec<(u32, u64, String)> = conn
+        let rows: Vec<(u32, u64, Option<u64>, String)> = conn
             .exec(sql, params(&values))
             .await
             .map_err(|error| classify(error, &what))?;
-        Ok(rows
-            .into_iter()
-            .map(|(bucket, rows, digest)| (bucket, digest_of((rows, digest), None)))
-            .collect())
+        rows.into_iter()
+            .map(|(bucket, rows, without, digest)| {
+                Ok((bucket, digest_of(table, (rows, without, digest), None)?))
+            })
+            .collect()
     }
 
     async fn row_hashes_for_keys(
@@ -426,20 +486,33 @@ impl Inspector for MysqlInspector {
 
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
         let mut conn = self.conn().await?;
-        Ok(state::load(&mut conn, migration)
-            .await?
-            .stream
-            .map(|checkpoint| checkpoint.position))
+        if !state::exists(&mut conn).await? {
+            return Ok(None);
+        }
+        let stored: Option<String> = conn
+            .exec_first(
+                "SELECT position FROM `_ferry`.`streams` WHERE migration = ?",
+                (migration,),
+            )
+            .await
+            .map_err(|error| classify(error, "reading the stream checkpoint"))?;
+        let _ = conn.disconnect().await;
+        stored
+            .map(|text| {
+                Position::from_storage(&text).ok_or_else(|| {
+                    Error::operator(
+                        "state.corrupt",
+                        format!("unreadable stream position {text}"),
+                    )
+                })
+            })
+            .transpose()
     }
 
     async fn clear_verification(&self, migration: &str) -> Result<()> {
         let mut conn = self.conn().await?;
         let what = "clearing the verification state";
-        for statement in state::CREATE_STATE.iter().chain([&CREATE_VERIFY_RANGES]) {
-            conn.query_drop(*statement)
-                .await
-                .map_err(|error| classify(error, what))?;
-        }
+        create_state(&mut conn).await?;
         conn.exec_drop(
             "DELETE FROM `_ferry`.`verify_ranges` WHERE migration = ?",
             (migration,),
@@ -456,6 +529,7 @@ impl Inspector for MysqlInspector {
     ) -> Result<()> {
         let mut conn = self.conn().await?;
         let what = "storing a verification plan";
+        create_state(&mut conn).await?;
         let mut transaction = conn
             .start_transaction(TxOpts::default())
             .await
@@ -537,7 +611,18 @@ impl Inspector for MysqlInspector {
     }
 }
 
-const CREATE_VERIFY_RANGES: &str = "CREATE TABLE IF NOT EXISTS `_ferry`.`verify_ranges` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, range_index INT UNSIGNED NOT NULL, key_range LONGTEXT NOT NULL, outcome LONGTEXT NULL, PRIMARY KEY (migration, schema_name, table_name, range_index)) ENGINE=InnoDB";
+/// Creates `_ferry` and its tables, the verification table included, when missing.
+async fn create_state(conn: &mut Conn) -> Result<()> {
+    for statement in state::CREATE_STATE.iter().chain([&CREATE_VERIFY_RANGES]) {
+        conn.query_drop(*statement)
+            .await
+            .map_err(|error| classify(error, "creating ferry's state on the target"))?;
+    }
+    Ok(())
+}
+
+/// Names compare exactly (`Orders` and `orders` are two tables where the file system allows it).
+const CREATE_VERIFY_RANGES: &str = "CREATE TABLE IF NOT EXISTS `_ferry`.`verify_ranges` (migration VARCHAR(190) COLLATE utf8mb4_bin NOT NULL, schema_name VARCHAR(190) COLLATE utf8mb4_bin NOT NULL, table_name VARCHAR(190) COLLATE utf8mb4_bin NOT NULL, range_index INT UNSIGNED NOT NULL, key_range LONGTEXT NOT NULL, outcome LONGTEXT NULL, PRIMARY KEY (migration, schema_name, table_name, range_index)) ENGINE=InnoDB";
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::mysql::{MysqlInspector, MysqlSource};
+use ferry_connectors::mysql::{require_same_flavor, MysqlInspector, MysqlSource};
 use ferry_connectors::postgres::{PostgresControl, PostgresInspector, PostgresSource};
 use ferry_core::connector::{Inspector, Source, Switchover};
 use ferry_core::cutover::Side;
@@ -50,12 +50,15 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
             Box::new(PostgresInspector::target(target.clone())),
             Some(PostgresControl::new(target.clone())),
         ),
-        (Endpoint::Mysql(source), Endpoint::Mysql(target)) => (
+        (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
+            require_same_flavor(source, target).await?;
+            (
             Box::new(MysqlSource::new(source.clone())),
             Box::new(MysqlInspector::source(source.clone())),
             Box::new(MysqlInspector::target(target.clone(), source.database())),
             None,
-        ),
+        )
+        }
         _ => {
             return Err(Error::operator(
                 "config.unsupported_engine",

@@ -1,5 +1,6 @@
 //! `ferry verify` between two MariaDB databases: equal after a copy; every planted difference
-//! (a changed decimal, a changed microsecond, a changed byte, a missing row, an extra row, on
+//! (a changed decimal, a FLOAT change beyond FLOAT's six printed digits, a changed microsecond,
+//! a changed byte, a missing row, an extra row, on
 //! single and composite keys) found by key; `--repair` makes the databases equal again, which
 //! the `mariadb` client confirms independently.
 
@@ -12,6 +13,7 @@ CREATE TABLE items (id INT UNSIGNED PRIMARY KEY, name VARCHAR(40), price DECIMAL
   raw BLOB, doc JSON, ratio FLOAT, kind ENUM('a','b'), flags BIT(4));
 INSERT INTO items SELECT seq, CONCAT('item ', seq), seq / 100, TIMESTAMPADD(MICROSECOND, seq * 7, '2024-01-01'),
   UNHEX(HEX(seq)), JSON_OBJECT('n', seq), seq / 3, IF(seq % 2, 'a', 'b'), seq % 16 FROM seq_1_to_3000;
+UPDATE items SET ratio = 1234567 WHERE id = 20;
 CREATE TABLE pairs (a VARCHAR(10) NOT NULL, b INT NOT NULL, v TEXT, PRIMARY KEY (a, b));
 INSERT INTO pairs SELECT CONCAT('k', seq % 10), seq, REPEAT('v', seq % 7) FROM seq_1_to_2000;
 ";
@@ -90,6 +92,7 @@ fn verify_finds_every_planted_difference_and_repair_removes_them() {
         &servers.target,
         "my_verify_copy",
         "UPDATE items SET price = price + 0.01 WHERE id = 10;
+         UPDATE items SET ratio = 1234568 WHERE id = 20;
          UPDATE items SET at = TIMESTAMPADD(MICROSECOND, 1, at) WHERE id = 1500;
          UPDATE items SET raw = x'00' WHERE id = 2999;
          DELETE FROM items WHERE id = 777;
@@ -101,7 +104,7 @@ fn verify_finds_every_planted_difference_and_repair_removes_them() {
     assert_eq!(code, Some(1), "{report}\n{stderr}");
     assert_eq!(
         keys_of(&report, "items", "different"),
-        vec!["(10)", "(1500)", "(2999)"]
+        vec!["(10)", "(1500)", "(20)", "(2999)"]
     );
     assert_eq!(keys_of(&report, "items", "missing"), vec!["(777)"]);
     assert_eq!(keys_of(&report, "items", "extra"), vec!["(5000)"]);
