@@ -8,9 +8,11 @@
 //! - A binary log file that is gone (purged) is an operator error: changes are lost, and the
 //!   tables must be copied again. Never silent.
 //! - Rows are decoded with the column list of the catalog; a table whose column count changed
-//!   (ALTER TABLE while streaming) stops the stream with an error rather than guess.
+//!   (ALTER TABLE while streaming) stops the stream with an error rather than guess, and so does
+//!   one whose logged column names or ENUM/SET labels differ (`binlog_row_metadata = FULL`), which
+//!   catches events written before an ALTER made while ferry was stopped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,7 +20,7 @@ use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
 use ferry_core::connector::ChangeStream;
 use ferry_core::{BinlogPosition, Cell, Error, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
@@ -52,6 +54,8 @@ pub struct BinlogChangeStream {
     file: u32,
     database: String,
     tables: HashMap<String, Decoder>,
+    /// Table map ids whose metadata matched the decoders (a changed table gets a new id).
+    checked_maps: HashSet<u64>,
     pending: VecDeque<StreamEvent>,
     in_transaction: bool,
     network_timeout: std::time::Duration,
@@ -133,6 +137,7 @@ impl BinlogChangeStream {
             stream: Some(stream),
             file: position.file,
             database: config.database().to_string(),
+            checked_maps: HashSet::new(),
             tables: decoders,
             pending: VecDeque::new(),
             in_transaction: false,
@@ -339,6 +344,16 @@ impl BinlogChangeStream {
             )
             .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
         }
+        if !self.checked_maps.contains(&table_map.table_id()) {
+            if let Some(difference) = metadata_difference(table_map, decoder) {
+                return Err(Error::operator(
+                    "source.schema_changed",
+                    format!("{}.{table_name} changed since streaming began: {difference}", self.database),
+                )
+                .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+            }
+            self.checked_maps.insert(table_map.table_id());
+        }
         let mut changes = Vec::new();
         for row in rows.rows(table_map) {
             let (before, after) = row.map_err(|error| {
@@ -389,6 +404,100 @@ impl BinlogChangeStream {
         }
         Ok(())
     }
+}
+
+/// How a table map's optional metadata (column names, ENUM and SET labels: logged with
+/// `binlog_row_metadata = FULL`) differs from the columns the stream decodes with, if it does.
+/// Catches the changes that would otherwise decode silently wrong, from events written before an
+/// `ALTER` made while ferry was stopped: reordered or renamed columns, reordered labels.
+/// Labels that are not ASCII are compared by count only (they are logged in the column's
+/// character set).
+fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Option<String> {
+    let expected = |pick: fn(&Kind) -> Option<&Vec<String>>| -> Vec<&Vec<String>> {
+        decoder.kinds.iter().filter_map(pick).collect()
+    };
+    let enums = expected(|kind| match kind {
+        Kind::Enum { labels } => Some(labels),
+        _ => None,
+    });
+    let sets = expected(|kind| match kind {
+        Kind::Set { labels } => Some(labels),
+        _ => None,
+    });
+    let same_labels = |logged: Vec<String>, known: &Vec<String>| {
+        logged.len() == known.len()
+            && logged
+                .iter()
+                .zip(known)
+                .all(|(logged, known)| logged == known || !logged.is_ascii() || !known.is_ascii())
+    };
+    for field in table_map.iter_optional_meta() {
+        match field {
+            Ok(OptionalMetadataField::ColumnName(names)) => {
+                let logged: Vec<String> = names
+                    .iter_names()
+                    .filter_map(|name| name.ok().map(|name| name.name().into_owned()))
+                    .collect();
+                let known: Vec<&str> = decoder
+                    .relation
+                    .columns
+                    .iter()
+                    .map(|column| column.name.as_str())
+                    .collect();
+                if logged != known {
+                    return Some(format!(
+                        "its columns are ({}) in the binary log, ({}) when streaming began",
+                        logged.join(", "),
+                        known.join(", ")
+                    ));
+                }
+            }
+            Ok(OptionalMetadataField::EnumStrValue(values)) => {
+                let logged: Vec<Vec<String>> = values
+                    .iter_values()
+                    .filter_map(|column| column.ok())
+                    .map(|column| {
+                        column
+                            .values()
+                            .iter()
+                            .map(|value| value.value().into_owned())
+                            .collect()
+                    })
+                    .collect();
+                if logged.len() != enums.len()
+                    || !logged
+                        .into_iter()
+                        .zip(&enums)
+                        .all(|(logged, known)| same_labels(logged, known))
+                {
+                    return Some("its ENUM labels differ from when streaming began".into());
+                }
+            }
+            Ok(OptionalMetadataField::SetStrValue(values)) => {
+                let logged: Vec<Vec<String>> = values
+                    .iter_values()
+                    .filter_map(|column| column.ok())
+                    .map(|column| {
+                        column
+                            .values()
+                            .iter()
+                            .map(|value| value.value().into_owned())
+                            .collect()
+                    })
+                    .collect();
+                if logged.len() != sets.len()
+                    || !logged
+                        .into_iter()
+                        .zip(&sets)
+                        .all(|(logged, known)| same_labels(logged, known))
+                {
+                    return Some("its SET labels differ from when streaming began".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The statement without leading comments and whitespace.

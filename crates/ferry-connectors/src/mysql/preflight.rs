@@ -83,6 +83,15 @@ async fn check_source(
     if let Some(compress) = variable(conn, "log_bin_compress").await? {
         findings.extend(setting("log_bin_compress", Some(compress), "OFF"));
     }
+    if let Some(metadata) = variable(conn, "binlog_row_metadata").await? {
+        if !metadata.eq_ignore_ascii_case("FULL") {
+            findings.push(Finding::warning(
+                "source.binlog_setting",
+                format!("the source has binlog_row_metadata = '{metadata}': an ALTER TABLE made while ferry is stopped is caught only when it changes the column count"),
+                "SET GLOBAL binlog_row_metadata = FULL on the source (it logs column names and ENUM/SET labels with every change)",
+            ));
+        }
+    }
     if let Some(options) = variable(conn, "binlog_row_value_options").await? {
         if !options.is_empty() {
             findings.push(Finding::error(

@@ -780,3 +780,63 @@ async fn transforms_rename_drop_and_filter_on_the_way() {
         "secret is dropped, name renamed"
     );
 }
+
+/// An ALTER made while ferry is stopped reorders an ENUM's labels. The binary log still holds a
+/// row written under the old labels; decoded with the new ones it would silently change value.
+/// The stream must stop on it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alter_made_while_stopped_is_caught_before_older_events_decode_wrong() {
+    let name = "my_alter";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let target = servers.target.url(&format!("{name}_copy"));
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE tickets (id INT PRIMARY KEY, state ENUM('open','held','closed') NOT NULL);
+         INSERT INTO tickets VALUES (1, 'open'), (2, 'held');",
+    );
+    let mut run = spawn_run(name, &source, &target);
+    let copied = wait_until("the copy", Duration::from_secs(120), || async {
+        let rows = servers
+            .target
+            .execute(&format!("SELECT COUNT(*) FROM `{name}_copy`.tickets"))
+            .ok()?;
+        (rows.trim() == "2").then_some(())
+    })
+    .await;
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    copied.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+
+    // Written under the old labels (index 3 = 'closed'), then the labels are reordered.
+    sql(
+        &servers.source,
+        name,
+        "INSERT INTO tickets VALUES (3, 'closed');
+         ALTER TABLE tickets MODIFY state ENUM('closed','held','open') NOT NULL;",
+    );
+    let resumed = ferry(
+        "run",
+        &source,
+        &target,
+        &["--name", name, "--chunk-rows", "3000"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        !resumed.status.success()
+            && stderr.contains("source.schema_changed")
+            && stderr.contains("ENUM labels differ"),
+        "{stderr}"
+    );
+    let rows = sql(
+        &servers.target,
+        &format!("{name}_copy"),
+        "SELECT id, state FROM tickets ORDER BY id",
+    );
+    assert!(
+        !rows.contains("3\topen"),
+        "row 3 was decoded with the new labels: {rows}"
+    );
+}
