@@ -3,6 +3,8 @@
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(all(feature = "mysql", feature = "postgres"))]
+pub mod portable;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;

@@ -50,11 +50,15 @@ pub struct VerifyOptions {
     pub rechecks: u32,
     /// How long to wait for the stream to pass a position before re-checking anyway.
     pub catch_up_timeout: Duration,
+    /// Compare column types and collations (false across engines, where the target has the
+    /// translated types; names, nullability and keys are still compared).
+    pub compare_types: bool,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
+            compare_types: true,
             migration: "main".into(),
             selection: Selection::default(),
             parallel: 4,
@@ -240,24 +244,30 @@ async fn recheck_keys(
     Ok(compare_rows(&source_hashes, &target_hashes))
 }
 
-fn compare_definitions(source: &TableSchema, target: &TableSchema) -> Vec<String> {
+fn compare_definitions(
+    source: &TableSchema,
+    target: &TableSchema,
+    compare_types: bool,
+) -> Vec<String> {
     let mut differences = Vec::new();
     for column in &source.columns {
         match target.column(&column.name) {
             None => differences.push(format!("column {} is missing on the target", column.name)),
-            Some(other) if other.native_type != column.native_type => differences.push(format!(
-                "column {}: source type {}, target type {}",
-                column.name, column.native_type, other.native_type
-            )),
+            Some(other) if compare_types && other.native_type != column.native_type => differences
+                .push(format!(
+                    "column {}: source type {}, target type {}",
+                    column.name, column.native_type, other.native_type
+                )),
             Some(other) if other.nullable != column.nullable => {
                 differences.push(format!("column {}: nullable on one side only", column.name))
             }
-            Some(other) if other.collation != column.collation => differences.push(format!(
-                "column {}: source collation {}, target collation {}",
-                column.name,
-                column.collation.as_deref().unwrap_or("(default)"),
-                other.collation.as_deref().unwrap_or("(default)")
-            )),
+            Some(other) if compare_types && other.collation != column.collation => differences
+                .push(format!(
+                    "column {}: source collation {}, target collation {}",
+                    column.name,
+                    column.collation.as_deref().unwrap_or("(default)"),
+                    other.collation.as_deref().unwrap_or("(default)")
+                )),
             Some(_) => {}
         }
     }
@@ -303,7 +313,8 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
                 .schema_differences
                 .push("table is missing on the target".into()),
             Some(target_table) => {
-                report.schema_differences = compare_definitions(table, target_table);
+                report.schema_differences =
+                    compare_definitions(table, target_table, options.compare_types);
                 if table.primary_key.is_empty() {
                     report.schema_differences.push(
                         "table has no primary key on the source; rows cannot be matched".into(),

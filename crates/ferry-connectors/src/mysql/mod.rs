@@ -18,6 +18,7 @@ pub mod types;
 mod values;
 mod verify;
 
+pub use catalog::kind_of as catalog_kind;
 pub use cdc::server_id;
 pub use config::MysqlConfig;
 pub use preflight::check;

@@ -43,6 +43,9 @@ const KEYS_PER_STATEMENT: usize = 1_000;
 pub struct MysqlInspector {
     config: MysqlConfig,
     is_source: bool,
+    /// Rows rendered so that PostgreSQL can render its copy of them identically
+    /// (`crate::portable`), for a MySQL-to-PostgreSQL verification.
+    portable: bool,
     /// The database name tables are reported under (the source's).
     report_as: String,
 }
@@ -53,7 +56,18 @@ impl MysqlInspector {
         MysqlInspector {
             config,
             is_source: true,
+            portable: false,
             report_as,
+        }
+    }
+
+    /// The source of a MySQL-to-PostgreSQL verification: rows rendered as PostgreSQL renders
+    /// its copy of them. Repair is not available.
+    #[cfg(feature = "postgres")]
+    pub fn portable_source(config: MysqlConfig) -> Self {
+        MysqlInspector {
+            portable: true,
+            ..Self::source(config)
         }
     }
 
@@ -62,8 +76,20 @@ impl MysqlInspector {
         MysqlInspector {
             config,
             is_source: false,
+            portable: false,
             report_as: source_database.to_string(),
         }
+    }
+
+    fn refuse_repair_across_engines(&self) -> Result<()> {
+        if self.portable {
+            return Err(Error::operator(
+                "verify.repair_across_engines",
+                "repair between MySQL and PostgreSQL is not available",
+            )
+            .with_hint("re-copy the table with `ferry run --restart --tables ...`"));
+        }
+        Ok(())
     }
 
     fn side(&self) -> &'static str {
@@ -82,6 +108,28 @@ impl MysqlInspector {
         Ok(conn)
     }
 
+    /// The SQL text of a row of `table`.
+    fn row_text(&self, table: &TableSchema) -> Result<String> {
+        #[cfg(feature = "postgres")]
+        if self.portable {
+            return crate::portable::row(table)
+                .map(|rendering| rendering.mysql)
+                .map_err(|reason| Error::operator("verify.unsupported_type", reason));
+        }
+        Ok(canonical_row(table))
+    }
+
+    /// The SQL bucket of a row of `table`.
+    fn bucket(&self, table: &TableSchema, count: u32) -> Result<String> {
+        #[cfg(feature = "postgres")]
+        if self.portable {
+            return crate::portable::key(table)
+                .map(|rendering| crate::portable::mysql_bucket(&rendering.mysql, count))
+                .map_err(|reason| Error::operator("verify.unsupported_type", reason));
+        }
+        Ok(bucket_expression(table, count))
+    }
+
     /// Key and row hash of the rows matching `predicate` (with `?` placeholders for `values`).
     async fn hashes_where(
         &self,
@@ -90,6 +138,34 @@ impl MysqlInspector {
         predicate: &str,
         values: &[Value],
     ) -> Result<Vec<RowHash>> {
+        #[cfg(feature = "postgres")]
+        if self.portable {
+            let key = crate::portable::key(table)
+                .map_err(|reason| Error::operator("verify.unsupported_type", reason))?;
+            let sql = format!(
+                "SELECT CONCAT('(', {}, ')'), MD5({}) FROM {} WHERE {predicate}",
+                key.mysql,
+                self.row_text(table)?,
+                ident(&table.name.name)
+            );
+            let what = format!(
+                "reading row hashes of {} on the {}",
+                table.name,
+                self.side()
+            );
+            let rows: Vec<(String, String)> = conn
+                .exec(sql, params(values))
+                .await
+                .map_err(|error| classify(error, &what))?;
+            return Ok(rows
+                .into_iter()
+                .map(|(key_text, hash)| RowHash {
+                    key: vec![Value::Text(key_text.clone())],
+                    key_text,
+                    hash,
+                })
+                .collect());
+        }
         let sql = format!(
             "SELECT {}, MD5({}) FROM {} WHERE {predicate}",
             key_columns(table).join(", "),
@@ -298,7 +374,7 @@ impl Inspector for MysqlInspector {
         let (predicate, values) = range_predicate(table, range);
         let sql = format!(
             "SELECT {DIGEST} FROM (SELECT MD5({}) AS r FROM {} WHERE {predicate}) canonical",
-            canonical_row(table),
+            self.row_text(table)?,
             ident(&table.name.name)
         );
         let row: Option<(u64, Option<u64>, String)> = conn
@@ -330,7 +406,7 @@ impl Inspector for MysqlInspector {
             let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
             predicate = format!(
                 "({predicate}) AND {} IN ({})",
-                bucket_expression(table, buckets.count),
+                self.bucket(table, buckets.count)?,
                 if selected.is_empty() {
                     "NULL".into()
                 } else {
@@ -354,8 +430,8 @@ impl Inspector for MysqlInspector {
         let (predicate, values) = range_predicate(table, range);
         let sql = format!(
             "SELECT bucket, {DIGEST} FROM (SELECT {} AS bucket, MD5({}) AS r FROM {} WHERE {predicate}) canonical GROUP BY bucket",
-            bucket_expression(table, count),
-            canonical_row(table),
+            self.bucket(table, count)?,
+            self.row_text(table)?,
             ident(&table.name.name)
         );
         let rows: Vec<(u32, u64, Option<u64>, String)> = conn
@@ -391,6 +467,7 @@ impl Inspector for MysqlInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<(ChunkFormat, ByteStream)> {
+        self.refuse_repair_across_engines()?;
         let mut conn = self.conn().await?;
         let what = format!("reading rows of {} to repair", table.name);
         let columns: Vec<String> = table

@@ -19,6 +19,8 @@ mod state;
 mod switchover;
 pub mod translate;
 mod verify;
+#[cfg(feature = "mysql")]
+mod verify_portable;
 
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;

@@ -30,6 +30,9 @@ use super::state;
 pub struct PostgresInspector {
     config: ConnectionConfig,
     is_source: bool,
+    /// The PostgreSQL copy of a MySQL database: rows rendered as MySQL renders them
+    /// (`crate::portable`); the tables passed in are the MySQL source's definitions.
+    pub(super) portable: bool,
 }
 
 impl PostgresInspector {
@@ -37,6 +40,7 @@ impl PostgresInspector {
         PostgresInspector {
             config,
             is_source: true,
+            portable: false,
         }
     }
 
@@ -44,10 +48,37 @@ impl PostgresInspector {
         PostgresInspector {
             config,
             is_source: false,
+            portable: false,
         }
     }
 
-    fn side(&self) -> &'static str {
+    /// The target of a MySQL-to-PostgreSQL verification. Whole tables are compared (the engines
+    /// order text keys differently, so key ranges would not hold the same rows), and there is
+    /// no repair.
+    #[cfg(feature = "mysql")]
+    pub fn portable_target(config: ConnectionConfig) -> Self {
+        PostgresInspector {
+            config,
+            is_source: false,
+            portable: true,
+        }
+    }
+
+    pub(super) fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    fn refuse_across_engines(&self, what: &str) -> Result<()> {
+        if self.portable {
+            return Err(Error::operator(
+                "verify.across_engines",
+                format!("{what} is not available between MySQL and PostgreSQL"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn side(&self) -> &'static str {
         if self.is_source {
             "source"
         } else {
@@ -147,6 +178,10 @@ impl Inspector for PostgresInspector {
     }
 
     async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
+        #[cfg(feature = "mysql")]
+        if self.portable {
+            return self.portable_digest(table, range).await;
+        }
         let client = connect(&self.config).await?;
         let what = format!("digesting {} on the {}", table.name, self.side());
         client
@@ -191,6 +226,10 @@ impl Inspector for PostgresInspector {
         range: &KeyRange,
         buckets: Option<&Buckets>,
     ) -> Result<Vec<RowHash>> {
+        #[cfg(feature = "mysql")]
+        if self.portable {
+            return self.portable_row_hashes(table, range, buckets).await;
+        }
         let mut predicate = range_predicate(table, range)?;
         if let Some(buckets) = buckets {
             let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
@@ -213,6 +252,10 @@ impl Inspector for PostgresInspector {
         range: &KeyRange,
         count: u32,
     ) -> Result<Vec<(u32, RangeDigest)>> {
+        #[cfg(feature = "mysql")]
+        if self.portable {
+            return self.portable_buckets(table, range, count).await;
+        }
         let client = connect(&self.config).await?;
         let what = format!("digesting buckets of {} on the {}", table.name, self.side());
         let sql = format!(
@@ -247,6 +290,7 @@ impl Inspector for PostgresInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<Vec<RowHash>> {
+        self.refuse_across_engines("re-checking rows by key")?;
         let mut hashes = Vec::new();
         for batch in keys.chunks(1000) {
             hashes.extend(
@@ -262,6 +306,7 @@ impl Inspector for PostgresInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<(ChunkFormat, ByteStream)> {
+        self.refuse_across_engines("repair")?;
         let client = connect(&self.config).await?;
         let columns: Vec<String> = table
             .writable_columns()
@@ -297,6 +342,7 @@ impl Inspector for PostgresInspector {
         format: ChunkFormat,
         rows: ByteStream,
     ) -> Result<u64> {
+        self.refuse_across_engines("repair")?;
         let mut client = connect(&self.config).await?;
         let what = format!("repairing {} on the {}", table.name, self.side());
         let superuser: bool = client

@@ -59,14 +59,38 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
             None,
         )
         }
+        (Endpoint::Mysql(source), Endpoint::Postgres(target)) => {
+            for (flag, set) in [
+                ("--repair", verify_flags.repair),
+                ("--while-streaming", verify_flags.while_streaming),
+            ] {
+                if set {
+                    return Err(Error::operator(
+                        "verify.across_engines",
+                        format!("{flag} is not available between MySQL and PostgreSQL yet"),
+                    )
+                    .with_hint("verify with writes stopped (or after the stream caught up); re-copy a differing table with `ferry run --restart --tables ...`"));
+                }
+            }
+            (
+                Box::new(MysqlSource::new(source.clone())),
+                Box::new(MysqlInspector::portable_source(source.clone())),
+                Box::new(PostgresInspector::portable_target(target.clone())),
+                None,
+            )
+        }
         _ => {
             return Err(Error::operator(
                 "config.unsupported_engine",
-                "verify compares two databases of the same engine (PostgreSQL or MySQL/MariaDB) for now",
+                "verify compares PostgreSQL with PostgreSQL, MySQL with MySQL, or MySQL with its PostgreSQL copy",
             )
-            .with_hint("across engines, compare counts and sample rows yourself; see docs/mysql.md"))
+            .with_hint("from PostgreSQL to MySQL, compare counts and sample rows yourself; see docs/mysql.md"))
         }
     };
+    let across_engines = matches!(
+        (&source_endpoint, &target_endpoint),
+        (Endpoint::Mysql(_), Endpoint::Postgres(_))
+    );
     // Repair copies rows from the old database over the new one: never once applications write
     // to the new one, and no cutover may start meanwhile (the controller lock is held throughout).
     // MySQL pairs have no cutover: the old database is always the one applications write to.
@@ -88,11 +112,15 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
         migration: settings.name.clone(),
         selection: settings.selection.clone(),
         parallel: settings.parallel,
-        rows_per_range: if flags.chunk_rows.is_some() {
+        // Across engines whole tables are compared: the engines order text keys differently.
+        rows_per_range: if across_engines {
+            u64::MAX
+        } else if flags.chunk_rows.is_some() {
             settings.chunk_rows
         } else {
             50_000
         },
+        compare_types: !across_engines,
         while_streaming: verify_flags.while_streaming,
         repair: verify_flags.repair,
         resume: verify_flags.resume,

@@ -1,0 +1,178 @@
+//! A row text that MySQL and PostgreSQL compute identically, for verifying a MySQL database
+//! against the PostgreSQL copy ferry made of it (the mapping of docs/mysql.md). Pure.
+//!
+//! Each MySQL column gets a pair of SQL expressions, one per engine, that render the same value
+//! as the same text: integers, decimals, ENUM/SET and dates as themselves, DATETIME/TIMESTAMP
+//! with six fractional digits (TIMESTAMP in UTC), TIME as signed microseconds, BIT as binary
+//! digits, FLOAT/DOUBLE as the double's decimal text, and text, JSON and bytes as the MD5 of
+//! their UTF-8 (or raw) bytes. NULL is `-`. Both engines then hash the comma-joined text with
+//! MD5 and digest it the same way, so the verification engine can compare the two sides like any
+//! other pair.
+
+use ferry_core::schema::Column;
+use ferry_core::TableSchema;
+
+use crate::mysql::catalog_kind;
+use crate::mysql::types::Kind;
+
+/// The two renderings of one column.
+pub struct Rendering {
+    pub mysql: String,
+    pub postgres: String,
+}
+
+fn mysql_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn postgres_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The renderings of a MySQL column's values, or why there is none.
+pub fn column(column: &Column) -> Result<Rendering, String> {
+    let (m, p) = (mysql_ident(&column.name), postgres_ident(&column.name));
+    let (mysql, postgres) = match catalog_kind(column) {
+        Kind::Integer { .. } | Kind::Decimal | Kind::Enum { .. } | Kind::Set { .. } | Kind::Date => {
+            (format!("CAST({m} AS CHAR)"), format!("{p}::text"))
+        }
+        Kind::Year => (format!("CAST({m} + 0 AS CHAR)"), format!("{p}::text")),
+        // The double's shortest text; PostgreSQL writes exponents as e+20 / e-07.
+        Kind::Float | Kind::Double => (
+            format!("CAST({m} + 0E0 AS CHAR)"),
+            format!("regexp_replace(replace({p}::float8::text, 'e+', 'e'), 'e(-?)0+([0-9])', 'e\\1\\2')"),
+        ),
+        Kind::Text { .. } | Kind::Json => (
+            format!("MD5(CONVERT({m} USING utf8mb4))"),
+            format!("md5({p}::text)"),
+        ),
+        Kind::Binary { .. } => (format!("MD5({m})"), format!("md5({p})")),
+        Kind::Bit { width } => (format!("LPAD(BIN({m}), {width}, '0')"), format!("{p}::text")),
+        Kind::DateTime => (
+            format!("DATE_FORMAT({m}, '%Y-%m-%d %H:%i:%s.%f')"),
+            format!("to_char({p}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        ),
+        Kind::Timestamp => (
+            format!("DATE_FORMAT({m}, '%Y-%m-%d %H:%i:%s.%f')"),
+            format!("to_char({p} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
+        ),
+        Kind::Time => (
+            format!("CAST(IF({m} < 0, -1, 1) * ((HOUR({m}) * 3600 + MINUTE({m}) * 60 + SECOND({m})) * 1000000 + MICROSECOND({m})) AS CHAR)"),
+            format!("trunc(extract(epoch FROM {p}) * 1000000)::text"),
+        ),
+        Kind::Unsupported(name) => {
+            return Err(format!("{}: type {name} cannot be compared across engines", column.name))
+        }
+    };
+    Ok(Rendering {
+        mysql: format!("IFNULL({mysql}, '-')"),
+        postgres: format!("COALESCE({postgres}, '-')"),
+    })
+}
+
+/// The renderings of a whole row (every column, comma-joined).
+pub fn row(table: &TableSchema) -> Result<Rendering, String> {
+    join(table.columns.iter().map(column))
+}
+
+/// The renderings of a row's key, readable in reports: text keys as their text, bytes as hex.
+pub fn key(table: &TableSchema) -> Result<Rendering, String> {
+    join(table.primary_key.iter().map(|name| {
+        let column = table
+            .column(name)
+            .ok_or_else(|| format!("key column {name} is missing"))?;
+        let (m, p) = (mysql_ident(name), postgres_ident(name));
+        match catalog_kind(column) {
+            Kind::Text { .. } => Ok(Rendering {
+                mysql: format!("CONVERT({m} USING utf8mb4)"),
+                postgres: format!("{p}::text"),
+            }),
+            Kind::Binary { .. } => Ok(Rendering {
+                mysql: format!("LOWER(HEX({m}))"),
+                postgres: format!("encode({p}, 'hex')"),
+            }),
+            _ => crate::portable::column(column),
+        }
+    }))
+}
+
+fn join(parts: impl Iterator<Item = Result<Rendering, String>>) -> Result<Rendering, String> {
+    let parts: Vec<Rendering> = parts.collect::<Result<_, _>>()?;
+    let mysql: Vec<&str> = parts.iter().map(|part| part.mysql.as_str()).collect();
+    let postgres: Vec<&str> = parts.iter().map(|part| part.postgres.as_str()).collect();
+    Ok(Rendering {
+        mysql: format!("CONCAT_WS(',', {})", mysql.join(", ")),
+        postgres: format!("concat_ws(',', {})", postgres.join(", ")),
+    })
+}
+
+/// PostgreSQL's bucket of a key text, equal to MySQL's for the same text.
+pub fn postgres_bucket(key_text: &str, count: u32) -> String {
+    format!("((('x' || substr(md5({key_text}), 1, 8))::bit(32)::bigint) % {count})::integer")
+}
+
+/// MySQL's bucket of a key text.
+pub fn mysql_bucket(key_text: &str, count: u32) -> String {
+    format!("CAST(CONV(SUBSTRING(MD5({key_text}), 1, 8), 16, 10) AS UNSIGNED) % {count}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column_of(name: &str, native_type: &str) -> Column {
+        Column {
+            name: name.into(),
+            native_type: native_type.into(),
+            user_defined_type: false,
+            nullable: true,
+            default: None,
+            identity: None,
+            generated: None,
+            collation: Some("utf8mb4_general_ci".into()),
+        }
+    }
+
+    #[test]
+    fn every_mapped_type_renders_on_both_engines_and_spatial_types_are_refused() {
+        for native_type in [
+            "int(11)",
+            "bigint(20) unsigned",
+            "decimal(65,30)",
+            "float",
+            "double",
+            "varchar(10)",
+            "longblob",
+            "bit(12)",
+            "enum('a','b')",
+            "set('x','y')",
+            "date",
+            "datetime(6)",
+            "timestamp(6)",
+            "time(6)",
+            "year(4)",
+            "json",
+        ] {
+            let rendering = column(&column_of("c`1", native_type)).unwrap();
+            assert!(
+                rendering.mysql.starts_with("IFNULL(") && rendering.mysql.contains("`c``1`"),
+                "{native_type}"
+            );
+            assert!(
+                rendering.postgres.starts_with("COALESCE(")
+                    && rendering.postgres.contains("\"c`1\""),
+                "{native_type}"
+            );
+        }
+        assert!(column(&column_of("shape", "geometry")).is_err());
+    }
+
+    #[test]
+    fn buckets_take_the_same_32_bits_on_both_engines() {
+        assert_eq!(
+            mysql_bucket("k", 256),
+            "CAST(CONV(SUBSTRING(MD5(k), 1, 8), 16, 10) AS UNSIGNED) % 256"
+        );
+        assert!(postgres_bucket("k", 256).contains("substr(md5(k), 1, 8))::bit(32)::bigint"));
+    }
+}

@@ -1,0 +1,153 @@
+//! The PostgreSQL side of a MySQL-to-PostgreSQL verification: the same digests, buckets and
+//! row hashes as the MySQL inspector computes, over rows rendered by `crate::portable`.
+//!
+//! The digest of a table is `count:sum:xor` exactly as MySQL writes it: the exact sum of the
+//! first 60 bits of each row's MD5 and the XOR of the next 64 bits as an unsigned number
+//! (PostgreSQL's bigint is signed, so a negative XOR is shifted by 2^64).
+
+use ferry_core::connector::Buckets;
+use ferry_core::state::KeyRange;
+use ferry_core::verify::{RangeDigest, RowHash};
+use ferry_core::{Error, Result, TableSchema, Value};
+
+use super::connection::connect;
+use super::ddl::qualified;
+use super::errors::classify;
+use super::verify::PostgresInspector;
+use crate::portable;
+
+/// Totals over `r` (the MD5 of each row's text) in a subquery named `canonical`.
+const TOTALS: &str = "count(*) AS n, coalesce(sum(('x' || substr(r, 1, 15))::bit(60)::bigint), 0) AS s, coalesce(bit_xor(('x' || substr(r, 16, 16))::bit(64)::bigint), 0) AS x";
+
+/// The digest text from the totals.
+const DIGEST: &str = "s::text || ':' || (CASE WHEN x < 0 THEN x::numeric + 18446744073709551616 ELSE x::numeric END)::text";
+
+fn unsupported(reason: String) -> Error {
+    Error::operator("verify.unsupported_type", reason)
+}
+
+fn whole_table(range: &KeyRange) -> Result<()> {
+    if range.lower.is_some() || range.upper.is_some() {
+        return Err(Error::definite(
+            "verify.across_engines",
+            "a MySQL-to-PostgreSQL verification compares whole tables, not key ranges",
+        ));
+    }
+    Ok(())
+}
+
+impl PostgresInspector {
+    pub(super) async fn portable_digest(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+    ) -> Result<RangeDigest> {
+        whole_table(range)?;
+        let row = portable::row(table).map_err(unsupported)?;
+        let client = connect(self.config()).await?;
+        let sql = format!(
+            "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM {}) canonical) totals",
+            row.postgres,
+            qualified(&table.name)
+        );
+        let what = format!("digesting {} on the {}", table.name, self.side());
+        let result = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(RangeDigest {
+            rows: result.get::<_, i64>(0) as u64,
+            digest: result.get(1),
+            position: None,
+        })
+    }
+
+    pub(super) async fn portable_buckets(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        count: u32,
+    ) -> Result<Vec<(u32, RangeDigest)>> {
+        whole_table(range)?;
+        let row = portable::row(table).map_err(unsupported)?;
+        let key = portable::key(table).map_err(unsupported)?;
+        let client = connect(self.config()).await?;
+        let sql = format!(
+            "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM {}) canonical GROUP BY bucket) totals",
+            portable::postgres_bucket(&key.postgres, count),
+            row.postgres,
+            qualified(&table.name)
+        );
+        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i32>(0) as u32,
+                    RangeDigest {
+                        rows: row.get::<_, i64>(1) as u64,
+                        digest: row.get(2),
+                        position: None,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    pub(super) async fn portable_row_hashes(
+        &self,
+        table: &TableSchema,
+        range: &KeyRange,
+        buckets: Option<&Buckets>,
+    ) -> Result<Vec<RowHash>> {
+        whole_table(range)?;
+        let row = portable::row(table).map_err(unsupported)?;
+        let key = portable::key(table).map_err(unsupported)?;
+        let predicate = match buckets {
+            Some(buckets) => {
+                let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
+                format!(
+                    "{} IN ({})",
+                    portable::postgres_bucket(&key.postgres, buckets.count),
+                    if selected.is_empty() {
+                        "NULL".into()
+                    } else {
+                        selected.join(", ")
+                    }
+                )
+            }
+            None => "TRUE".into(),
+        };
+        let client = connect(self.config()).await?;
+        let sql = format!(
+            "SELECT '(' || {} || ')', md5({}) FROM {} WHERE {predicate}",
+            key.postgres,
+            row.postgres,
+            qualified(&table.name)
+        );
+        let what = format!(
+            "reading row hashes of {} on the {}",
+            table.name,
+            self.side()
+        );
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key_text: String = row.get(0);
+                RowHash {
+                    key: vec![Value::Text(key_text.clone())],
+                    key_text,
+                    hash: row.get(1),
+                }
+            })
+            .collect())
+    }
+}
