@@ -1,6 +1,7 @@
 //! ferry's connectors, one folder per system, each behind a cargo feature, and the registry that
 //! turns a connection URL into a connector.
 
+pub mod defaults;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(all(feature = "mysql", feature = "postgres"))]

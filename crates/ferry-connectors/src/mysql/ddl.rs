@@ -181,10 +181,14 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
     let mut parts = Vec::new();
     for column in &table.columns {
         let in_key = table.primary_key.contains(&column.name);
+        let mut translated_default = None;
         let mut part = if foreign {
             let translated = from_postgres(&column.native_type, &catalog.types, in_key, text_keys, flavor)
                 .map_err(|reason| Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
                     .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out"))?;
+            translated_default = column.default.as_deref().and_then(|default| {
+                crate::defaults::postgres_to_mysql(default, &translated, flavor.mariadb)
+            });
             format!("{} {translated}", ident(&column.name))
         } else {
             let mut part = format!("{} {}", ident(&column.name), column.native_type);
@@ -220,6 +224,8 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
             if let Some(default) = &column.default {
                 part.push_str(&format!(" DEFAULT {default}"));
             }
+        } else if let Some(default) = translated_default {
+            part.push_str(&format!(" DEFAULT {default}"));
         }
         parts.push(part);
     }

@@ -2,8 +2,8 @@
 //!
 //! Every mapping keeps every value: unsigned integers widen, BIGINT UNSIGNED becomes
 //! numeric(20,0), TIME (up to 838 hours, negative) becomes interval, TIMESTAMP becomes
-//! timestamptz (MySQL stores it as UTC), ENUM becomes text with a check of its labels. Column
-//! defaults are not translated (their expressions differ); AUTO_INCREMENT becomes an identity.
+//! timestamptz (MySQL stores it as UTC), ENUM becomes text with a check of its labels. Common
+//! column defaults are translated (`crate::defaults`); AUTO_INCREMENT becomes an identity.
 
 use ferry_core::schema::{Catalog, Column, Identity, SecondaryKind, SecondaryObject};
 use ferry_core::{Error, Result, TableName, TableSchema};
@@ -70,7 +70,11 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
     let identity_type = matches!(native_type.as_str(), "smallint" | "integer" | "bigint");
     Ok(Column {
         name: column.name.clone(),
-        default: None,
+        default: column
+            .default
+            .as_deref()
+            .filter(|_| column.identity.is_none())
+            .and_then(|default| crate::defaults::mysql_to_postgres(default, &native_type)),
         native_type,
         user_defined_type: false,
         nullable: column.nullable,

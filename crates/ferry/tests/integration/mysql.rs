@@ -900,3 +900,72 @@ async fn an_alter_made_while_stopped_is_caught_before_older_events_decode_wrong(
         "row 3 was decoded with the new labels: {rows}"
     );
 }
+
+/// Common column defaults are translated both ways, so an application that leaves columns out
+/// of an INSERT keeps working on the new engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_defaults_carry_across_engines_both_ways() {
+    // MariaDB to PostgreSQL.
+    let name = "my_defaults";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = servers().target.create_database(name).await.unwrap();
+    sql(
+        &mariadb().source,
+        name,
+        "CREATE TABLE orders (id INT PRIMARY KEY, state ENUM('new','paid') NOT NULL DEFAULT 'new',
+           qty INT NOT NULL DEFAULT 1, price DECIMAL(8,2) DEFAULT -9.99, note VARCHAR(20) DEFAULT 'it''s',
+           placed DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), flags BIT(3) DEFAULT b'101', extra TEXT)",
+    );
+    let copied = ferry("copy", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let client = servers().target.connect(name).await.unwrap();
+    client
+        .batch_execute(&format!("INSERT INTO {name}.orders (id) VALUES (1)"))
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            &format!("SELECT concat_ws('|', state, qty, price, note, placed IS NOT NULL, flags, extra IS NULL) FROM {name}.orders"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "new|1|-9.99|it's|t|101|t");
+
+    // PostgreSQL to MariaDB.
+    let name = "pg_defaults";
+    let source = servers().source.create_database(name).await.unwrap();
+    let target = mariadb().target.url(name);
+    servers()
+        .source
+        .connect(name)
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, state varchar(10) NOT NULL DEFAULT 'open',
+               credit numeric(8,2) DEFAULT -1.5, active boolean NOT NULL DEFAULT true,
+               opened timestamptz NOT NULL DEFAULT now(), memo text DEFAULT 'none', code text DEFAULT upper('x'))",
+        )
+        .await
+        .unwrap();
+    let copied = ferry("copy", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let row = sql(
+        &mariadb().target,
+        name,
+        "INSERT INTO accounts (id) VALUES (1); SELECT CONCAT_WS('|', state, credit, active, opened IS NOT NULL, memo, code IS NULL) FROM accounts",
+    );
+    assert_eq!(row.trim(), "open|-1.50|1|1|none|1");
+}
