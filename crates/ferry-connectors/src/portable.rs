@@ -2,10 +2,10 @@
 //! against the PostgreSQL copy ferry made of it (the mapping of docs/mysql.md). Pure.
 //!
 //! Each MySQL column gets a pair of SQL expressions, one per engine, that render the same value
-//! as the same text: integers, decimals, ENUM/SET and dates as themselves, DATETIME/TIMESTAMP
-//! with six fractional digits (TIMESTAMP in UTC), TIME as signed microseconds, BIT as binary
-//! digits, FLOAT/DOUBLE as the double's decimal text, and text, JSON and bytes as the MD5 of
-//! their UTF-8 (or raw) bytes. NULL is `-`. Both engines then hash the comma-joined text with
+//! as the same text: integers, decimals and dates as themselves, DATETIME/TIMESTAMP with six
+//! fractional digits (TIMESTAMP in UTC), TIME as signed microseconds, BIT as binary digits,
+//! FLOAT/DOUBLE as the double's text in MySQL's form, and text, ENUM/SET, JSON and bytes as the
+//! MD5 of their UTF-8 (or raw) bytes. Text keys are quoted in key texts. NULL is `-`. Both engines then hash the comma-joined text with
 //! MD5 and digest it the same way, so the verification engine can compare the two sides like any
 //! other pair.
 
@@ -33,18 +33,28 @@ fn postgres_ident(name: &str) -> String {
 pub fn column(column: &Column) -> Result<Rendering, String> {
     let (m, p) = (mysql_ident(&column.name), postgres_ident(&column.name));
     let (mysql, postgres) = match catalog_kind(column) {
-        Kind::Integer { .. } | Kind::Decimal | Kind::Enum { .. } | Kind::Set { .. } | Kind::Date => {
-            (format!("CAST({m} AS CHAR)"), format!("{p}::text"))
+        // `+ 0` drops ZEROFILL padding and keeps a DECIMAL's scale.
+        Kind::Integer { .. } | Kind::Decimal => {
+            (format!("CAST({m} + 0 AS CHAR)"), format!("{p}::text"))
         }
+        Kind::Date => (format!("CAST({m} AS CHAR)"), format!("{p}::text")),
         Kind::Year => (format!("CAST({m} + 0 AS CHAR)"), format!("{p}::text")),
-        // The double's shortest text; PostgreSQL writes exponents as e+20 / e-07.
+        // The double's text as MySQL writes it: plain decimals from 1e-15 up to 1e15 (and
+        // beyond for non-integers), exponent form (`1e-16`, `1e15`) elsewhere, `0` for -0.
+        // PostgreSQL's shortest text has the same digits; only the form differs.
         Kind::Float | Kind::Double => (
             format!("CAST({m} + 0E0 AS CHAR)"),
-            format!("regexp_replace(replace({p}::float8::text, 'e+', 'e'), 'e(-?)0+([0-9])', 'e\\1\\2')"),
+            format!(
+                "CASE WHEN {p}::float8 = 0 THEN '0' \
+                 WHEN abs({p}::float8) >= 1e-15::float8 AND (abs({p}::float8) < 1e15::float8 OR {p}::float8 <> trunc({p}::float8)) \
+                 THEN {p}::float8::text::numeric::text \
+                 ELSE regexp_replace(replace({p}::float8::text, 'e+', 'e'), 'e(-?)0+([0-9])', E'e\\\\1\\\\2') END"
+            ),
         ),
-        Kind::Text { .. } | Kind::Json => (
+        // Text, labels and JSON as the MD5 of their UTF-8 bytes (whatever the database encoding).
+        Kind::Text { .. } | Kind::Json | Kind::Enum { .. } | Kind::Set { .. } => (
             format!("MD5(CONVERT({m} USING utf8mb4))"),
-            format!("md5({p}::text)"),
+            format!("md5(convert_to({p}::text, 'UTF8'))"),
         ),
         Kind::Binary { .. } => (format!("MD5({m})"), format!("md5({p})")),
         Kind::Bit { width } => (format!("LPAD(BIN({m}), {width}, '0')"), format!("{p}::text")),
@@ -83,9 +93,12 @@ pub fn key(table: &TableSchema) -> Result<Rendering, String> {
             .ok_or_else(|| format!("key column {name} is missing"))?;
         let (m, p) = (mysql_ident(name), postgres_ident(name));
         match catalog_kind(column) {
-            Kind::Text { .. } => Ok(Rendering {
-                mysql: format!("CONVERT({m} USING utf8mb4)"),
-                postgres: format!("{p}::text"),
+            // Quoted, so `('a,b', 'c')` and `('a', 'b,c')` stay apart.
+            Kind::Text { .. } | Kind::Enum { .. } | Kind::Set { .. } => Ok(Rendering {
+                mysql: format!(
+                    "CONCAT('''', REPLACE(CONVERT({m} USING utf8mb4), '''', ''''''), '''')"
+                ),
+                postgres: format!("'''' || replace({p}::text, '''', '''''') || ''''"),
             }),
             Kind::Binary { .. } => Ok(Rendering {
                 mysql: format!("LOWER(HEX({m}))"),
@@ -108,7 +121,9 @@ fn join(parts: impl Iterator<Item = Result<Rendering, String>>) -> Result<Render
 
 /// PostgreSQL's bucket of a key text, equal to MySQL's for the same text.
 pub fn postgres_bucket(key_text: &str, count: u32) -> String {
-    format!("((('x' || substr(md5({key_text}), 1, 8))::bit(32)::bigint) % {count})::integer")
+    format!(
+        "((('x' || substr(md5(convert_to({key_text}, 'UTF8')), 1, 8))::bit(32)::bigint) % {count})::integer"
+    )
 }
 
 /// MySQL's bucket of a key text.
@@ -173,6 +188,7 @@ mod tests {
             mysql_bucket("k", 256),
             "CAST(CONV(SUBSTRING(MD5(k), 1, 8), 16, 10) AS UNSIGNED) % 256"
         );
-        assert!(postgres_bucket("k", 256).contains("substr(md5(k), 1, 8))::bit(32)::bigint"));
+        assert!(postgres_bucket("k", 256)
+            .contains("substr(md5(convert_to(k, 'UTF8')), 1, 8))::bit(32)::bigint"));
     }
 }
