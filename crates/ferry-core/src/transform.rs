@@ -8,6 +8,8 @@
 //! Literals are numbers or single-quoted strings ('' for a quote). Numbers compare as numbers, all
 //! else as text; NULL matches only `IS NULL`.
 
+mod indexes;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -197,9 +199,10 @@ impl Transforms {
         Ok(read)
     }
 
-    /// The definition the target gets: renamed, without dropped columns. Secondary indexes and
-    /// constraints of a transformed table are left out (their definitions name the source's
-    /// table and columns); create them on the target by hand.
+    /// The definition the target gets: renamed, without dropped columns. Plain column indexes
+    /// and unique constraints follow the renames; indexes on expressions or dropped columns,
+    /// partial indexes, foreign keys and checks of a transformed table are left out (the caller
+    /// reports them).
     pub fn target_schema(&self, table: &TableSchema) -> Result<TableSchema> {
         let mut target = self.read_schema(table)?;
         if self.rule(&table.name).is_none() {
@@ -214,7 +217,17 @@ impl Transforms {
             .iter()
             .map(|key| self.column_name(&table.name, key).to_string())
             .collect();
-        target.secondary.clear();
+        let name = target.name.clone();
+        target.secondary = table
+            .secondary
+            .iter()
+            .filter_map(|object| {
+                indexes::rewrite(object, &table.dialect, &name, |column| {
+                    (!self.dropped(&table.name, column))
+                        .then(|| self.column_name(&table.name, column).to_string())
+                })
+            })
+            .collect();
         target.checks.clear();
         target.primary_key_name = None;
         Ok(target)

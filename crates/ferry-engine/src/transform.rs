@@ -23,6 +23,7 @@ use ferry_core::state::KeyRange;
 use ferry_core::transform::{null_zero_date, Filter, Transforms};
 use ferry_core::{Cell, Error, Position, Result, Value};
 use futures_util::StreamExt;
+use tracing::warn;
 
 type Originals = Arc<Mutex<HashMap<TableName, TableSchema>>>;
 
@@ -76,6 +77,15 @@ impl Source for TransformedSource {
         let mut tables = Vec::new();
         for table in &catalog.tables {
             let target = self.transforms.target_schema(table)?;
+            let left_out: Vec<&str> = table
+                .secondary
+                .iter()
+                .filter(|object| !target.secondary.iter().any(|kept| kept.name == object.name))
+                .map(|object| object.name.as_str())
+                .collect();
+            if !left_out.is_empty() {
+                warn!(table = %target.name, left_out = %left_out.join(", "), "indexes and constraints a transform cannot rewrite (expressions, dropped columns, foreign keys) are not created on the target; create them by hand");
+            }
             if let Some(previous) = originals.insert(target.name.clone(), table.clone()) {
                 return Err(Error::operator(
                     "config.transform",

@@ -790,7 +790,8 @@ async fn transforms_rename_drop_and_filter_on_the_way() {
     let name = "my_transform";
     let source = mariadb().source.create_database(name).unwrap();
     let target = servers().target.create_database(name).await.unwrap();
-    sql(&mariadb().source, name, "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50), secret VARCHAR(50), region CHAR(2));
+    sql(&mariadb().source, name, "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50), secret VARCHAR(50), region CHAR(2),
+          KEY by_name (name), KEY by_secret (secret), UNIQUE KEY by_region_id (region, id));
         INSERT INTO customers SELECT seq, CONCAT('name ', seq), 'hunter2', ELT(1 + seq % 3, 'EU', 'US', 'EU') FROM seq_1_to_3000;");
     let config = std::env::temp_dir().join(format!("ferry-{name}-{}.toml", std::process::id()));
     std::fs::write(
@@ -863,6 +864,25 @@ async fn transforms_rename_drop_and_filter_on_the_way() {
         columns,
         vec!["id", "full_name", "region"],
         "secret is dropped, name renamed"
+    );
+    // Indexes follow the renames; the one on the dropped column is left out.
+    let mut indexes: Vec<String> = client
+        .query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'clients' ORDER BY indexname", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes.len(), 3, "{indexes:?}");
+    assert!(
+        indexes.iter().any(|index| index.contains("(full_name)")),
+        "{indexes:?}"
+    );
+    assert!(indexes.iter().any(|index| index.starts_with("CREATE UNIQUE INDEX") && index.contains("(region, id)")), "{indexes:?}");
+    assert!(
+        !indexes.iter().any(|index| index.contains("secret")),
+        "{indexes:?}"
     );
 }
 
