@@ -26,6 +26,6 @@ pub mod value;
 pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};
-pub use position::{BinlogPosition, Lsn, Position};
+pub use position::{BinlogPosition, Gtid, Lsn, Position};
 pub use schema::{Column, TableName, TableSchema};
 pub use value::{Cell, Value};

@@ -22,21 +22,68 @@ impl fmt::Display for Lsn {
     }
 }
 
+/// A MariaDB global transaction id: replication domain, originating server, sequence number.
+/// It names the same transaction on every server of a replication topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Gtid {
+    pub domain: u32,
+    pub server: u32,
+    pub sequence: u64,
+}
+
+impl Gtid {
+    /// Parses `DOMAIN-SERVER-SEQUENCE`.
+    pub fn parse(text: &str) -> Option<Gtid> {
+        let mut parts = text.trim().split('-');
+        let gtid = Gtid {
+            domain: parts.next()?.parse().ok()?,
+            server: parts.next()?.parse().ok()?,
+            sequence: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(gtid)
+    }
+}
+
+impl fmt::Display for Gtid {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}-{}-{}",
+            self.domain, self.server, self.sequence
+        )
+    }
+}
+
 /// A place in a MySQL or MariaDB binary log: the number of the log file (the digits after the
-/// base name, `binlog.000042` is 42) and a byte offset within it. Ordered by file, then offset.
+/// base name, `binlog.000042` is 42) and a byte offset within it, valid on the server `server`
+/// (its `server_id`; 0 when unknown). Ordered by file, then offset. On MariaDB with one
+/// replication domain it also carries the GTID of the last transaction at or before it, which
+/// stays valid on another server of the topology (after a failover).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BinlogPosition {
     pub file: u32,
     pub offset: u64,
+    pub server: u32,
+    pub gtid: Option<Gtid>,
 }
 
 impl BinlogPosition {
-    /// Parses the `FILE/OFFSET` text form (both decimal).
+    /// Parses the `FILE/OFFSET[@SERVER][#GTID]` text form.
     pub fn parse(text: &str) -> Option<BinlogPosition> {
-        let (file, offset) = text.trim().split_once('/')?;
+        let (text, gtid) = match text.trim().split_once('#') {
+            Some((text, gtid)) => (text, Some(Gtid::parse(gtid)?)),
+            None => (text.trim(), None),
+        };
+        let (text, server) = match text.split_once('@') {
+            Some((text, server)) => (text, server.parse().ok()?),
+            None => (text, 0),
+        };
+        let (file, offset) = text.split_once('/')?;
         Some(BinlogPosition {
             file: file.parse().ok()?,
             offset: offset.parse().ok()?,
+            server,
+            gtid,
         })
     }
 
@@ -48,7 +95,14 @@ impl BinlogPosition {
 
 impl fmt::Display for BinlogPosition {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}/{}", self.file, self.offset)
+        write!(formatter, "{}/{}", self.file, self.offset)?;
+        if self.server != 0 {
+            write!(formatter, "@{}", self.server)?;
+        }
+        if let Some(gtid) = self.gtid {
+            write!(formatter, "#{gtid}")?;
+        }
+        Ok(())
     }
 }
 
@@ -96,7 +150,7 @@ impl Position {
         }
     }
 
-    /// A stable text form for storage: `postgres:X/Y`, `mysql:FILE/OFFSET`.
+    /// A stable text form for storage: `postgres:X/Y`, `mysql:FILE/OFFSET[@SERVER][#GTID]`.
     pub fn to_storage(&self) -> String {
         match self {
             Position::Postgres(lsn) => format!("postgres:{lsn}"),
@@ -149,12 +203,27 @@ mod tests {
         let binlog = Position::Mysql(BinlogPosition {
             file: 3,
             offset: 1234,
+            ..BinlogPosition::default()
         });
         assert_eq!(Position::from_storage(&binlog.to_storage()), Some(binlog));
+        assert_eq!(binlog.to_storage(), "mysql:3/1234");
+        let with_gtid = Position::Mysql(BinlogPosition {
+            file: 3,
+            offset: 1234,
+            server: 7,
+            gtid: Gtid::parse("0-7-42"),
+        });
+        assert_eq!(with_gtid.to_storage(), "mysql:3/1234@7#0-7-42");
+        assert_eq!(
+            Position::from_storage(&with_gtid.to_storage()),
+            Some(with_gtid)
+        );
+        assert_eq!(Position::from_storage("mysql:3/1234#0-7"), None);
         assert_eq!(binlog.partial_cmp(&late), None);
         let next_file = Position::Mysql(BinlogPosition {
             file: 4,
             offset: 10,
+            ..BinlogPosition::default()
         });
         assert!(binlog < next_file);
         assert_eq!(next_file.distance_from(binlog), 10);

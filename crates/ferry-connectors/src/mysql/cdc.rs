@@ -18,17 +18,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
 use ferry_core::connector::ChangeStream;
-use ferry_core::{BinlogPosition, Cell, Error, Position, Result, TableSchema, Value};
+use ferry_core::{BinlogPosition, Cell, Error, Gtid, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
+use tracing::info;
 
 use super::catalog::kind_of;
 use super::config::MysqlConfig;
-use super::connection::connect;
+use super::connection::{connect, is_mariadb};
 use super::errors::classify;
+use super::source::server_id_of;
 use super::types::Kind;
 use super::values::decode;
 
@@ -52,6 +54,12 @@ pub fn server_id(migration: &str) -> u32 {
 pub struct BinlogChangeStream {
     stream: Option<BinlogStream>,
     file: u32,
+    /// The connected server's `server_id`: positions name the server their file belongs to.
+    server: u32,
+    /// The GTID of the last transaction read (MariaDB), carried in positions while the source
+    /// has a single replication domain.
+    gtid: Option<Gtid>,
+    single_domain: bool,
     database: String,
     tables: HashMap<String, Decoder>,
     /// Table map ids whose metadata matched the decoders (a changed table gets a new id).
@@ -70,42 +78,62 @@ impl BinlogChangeStream {
     ) -> Result<BinlogChangeStream> {
         let mut conn = connect(config, true).await?;
         let what = format!("opening the binary log of {}", config.describe());
-        let logs: Vec<mysql_async::Row> =
-            conn.query("SHOW BINARY LOGS").await.map_err(|error| {
-                classify(error, &what).with_hint(
-                    "grant REPLICATION CLIENT (or BINLOG MONITOR on MariaDB) to ferry's user",
+        let mariadb = is_mariadb(&mut conn).await?;
+        let server = server_id_of(&mut conn).await?;
+        let single_domain = mariadb && {
+            let list: Option<String> = conn
+                .query_first("SELECT @@gtid_binlog_pos")
+                .await
+                .map_err(|error| classify(error, &what))?;
+            !list.unwrap_or_default().contains(',')
+        };
+        // Another server than the checkpoint's (a failover): its file and offset mean nothing
+        // here, the GTID names the same transaction on every server of the topology.
+        let by_gtid = match (position.server, position.gtid) {
+            (0, _) => None,
+            (stored, _) if stored == server => None,
+            (stored, Some(gtid)) if mariadb => {
+                info!(from_server = stored, to_server = server, %gtid, "the source is another server than at the checkpoint; resuming by GTID");
+                Some(gtid)
+            }
+            (stored, _) => {
+                return Err(Error::operator(
+                    "source.server_changed",
+                    format!("the checkpoint is a binary log position of server {stored}, but the source is now server {server}; a file and offset mean nothing on another server"),
                 )
-            })?;
-        let names: Vec<String> = logs
-            .iter()
-            .filter_map(|row| row.get::<String, _>(0))
-            .collect();
-        let file_name = names
-            .iter()
-            .find(|name| BinlogPosition::file_number(name) == Some(position.file))
-            .cloned()
-            .ok_or_else(|| {
-                Error::operator(
-                    "source.log_purged",
-                    format!(
-                        "the binary log file number {} that the stream must resume from is gone from the source (oldest kept: {})",
-                        position.file,
-                        names.first().map(String::as_str).unwrap_or("none")
-                    ),
-                )
-                .with_hint("changes made since the checkpoint are lost: keep binary logs longer (binlog_expire_logs_seconds / expire_logs_days) and copy the tables again with `ferry run --restart`")
-            })?;
+                .with_hint("point ferry back at the original server, or copy the tables again with `ferry run --restart` (resuming on another server needs a MariaDB GTID with one replication domain)"))
+            }
+        };
+        if mariadb {
+            // Send MariaDB's own GTID events (instead of BEGIN) so positions carry GTIDs.
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
         // Heartbeats every second while idle (nanoseconds), and checksums as the server writes them.
         conn.query_drop("SET @master_heartbeat_period = 1000000000")
             .await
             .map_err(|error| classify(error, &what))?;
-        let request = BinlogStreamRequest::new(server_id(migration))
-            .with_filename(file_name.as_bytes())
-            .with_pos(position.offset);
-        let stream = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(|error| classify(error, &what))?;
+        let stream = match by_gtid {
+            Some(gtid) => {
+                conn.query_drop(format!("SET @slave_connect_state = '{gtid}'"))
+                    .await
+                    .map_err(|error| classify(error, &what))?;
+                let request = BinlogStreamRequest::new(server_id(migration)).with_pos(4);
+                conn.get_binlog_stream(request)
+                    .await
+                    .map_err(|error| classify(error, &what))?
+            }
+            None => {
+                let file_name = resume_file(&mut conn, &what, position).await?;
+                let request = BinlogStreamRequest::new(server_id(migration))
+                    .with_filename(file_name.as_bytes())
+                    .with_pos(position.offset);
+                conn.get_binlog_stream(request)
+                    .await
+                    .map_err(|error| classify(error, &what))?
+            }
+        };
         let decoders = tables
             .iter()
             .enumerate()
@@ -138,6 +166,9 @@ impl BinlogChangeStream {
             file: position.file,
             database: config.database().to_string(),
             checked_maps: HashSet::new(),
+            server,
+            gtid: position.gtid,
+            single_domain,
             tables: decoders,
             pending: VecDeque::new(),
             in_transaction: false,
@@ -149,6 +180,8 @@ impl BinlogChangeStream {
         Position::Mysql(BinlogPosition {
             file: self.file,
             offset: u64::from(offset),
+            server: self.server,
+            gtid: self.gtid.filter(|_| self.single_domain),
         })
     }
 
@@ -183,6 +216,11 @@ impl BinlogChangeStream {
                     "the source logged an XA (two-phase) transaction on the binary log",
                 )
                 .with_hint("ferry does not stream XA transactions yet: avoid XA on the selected tables while migrating"))
+            }
+            // MariaDB's GTID event: the next transaction's id.
+            162 => {
+                self.gtid = mariadb_gtid(header.server_id(), event.data()).or(self.gtid);
+                return Ok(());
             }
             // MariaDB's compressed query and row events.
             165..=171 => {
@@ -404,6 +442,46 @@ impl BinlogChangeStream {
         }
         Ok(())
     }
+}
+
+/// The name of the binary log file numbered `position.file`, or the purged-log error.
+async fn resume_file(
+    conn: &mut mysql_async::Conn,
+    what: &str,
+    position: BinlogPosition,
+) -> Result<String> {
+    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|error| {
+        classify(error, what)
+            .with_hint("grant REPLICATION CLIENT (or BINLOG MONITOR on MariaDB) to ferry's user")
+    })?;
+    let names: Vec<String> = logs
+        .iter()
+        .filter_map(|row| row.get::<String, _>(0))
+        .collect();
+    names
+        .iter()
+        .find(|name| BinlogPosition::file_number(name) == Some(position.file))
+        .cloned()
+        .ok_or_else(|| {
+            Error::operator(
+                "source.log_purged",
+                format!(
+                    "the binary log file number {} that the stream must resume from is gone from the source (oldest kept: {})",
+                    position.file,
+                    names.first().map(String::as_str).unwrap_or("none")
+                ),
+            )
+            .with_hint("changes made since the checkpoint are lost: keep binary logs longer (binlog_expire_logs_seconds / expire_logs_days) and copy the tables again with `ferry run --restart`")
+        })
+}
+
+/// The MariaDB GTID event's transaction id (payload: sequence number, domain, flags).
+fn mariadb_gtid(server: u32, data: &[u8]) -> Option<Gtid> {
+    Some(Gtid {
+        sequence: u64::from_le_bytes(data.get(0..8)?.try_into().ok()?),
+        domain: u32::from_le_bytes(data.get(8..12)?.try_into().ok()?),
+        server,
+    })
 }
 
 /// How a table map's optional metadata (column names, ENUM and SET labels: logged with

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ferry_core::connector::{ChangeStream, Snapshot, Source};
 use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
 use ferry_core::select::Selection;
-use ferry_core::{BinlogPosition, Error, Position, Result};
+use ferry_core::{BinlogPosition, Error, Gtid, Position, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -33,7 +33,8 @@ impl MysqlSource {
     }
 }
 
-pub(crate) fn position_of(file: &str, offset: u64) -> Result<Position> {
+/// The position `offset` in binary log file `file` of server `server`.
+pub(crate) fn position_of(file: &str, offset: u64, server: u32) -> Result<Position> {
     let number = BinlogPosition::file_number(file).ok_or_else(|| {
         Error::operator(
             "source.binlog",
@@ -43,7 +44,34 @@ pub(crate) fn position_of(file: &str, offset: u64) -> Result<Position> {
     Ok(Position::Mysql(BinlogPosition {
         file: number,
         offset,
+        server,
+        gtid: None,
     }))
+}
+
+/// The connected server's `server_id`.
+pub(crate) async fn server_id_of(conn: &mut Conn) -> Result<u32> {
+    let id: Option<u32> = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .map_err(|error| classify(error, "reading the source's server_id"))?;
+    Ok(id.unwrap_or(0))
+}
+
+/// The one GTID in a MariaDB GTID position list (`0-1-42`), or None for an empty list or one
+/// with several replication domains (ferry then resumes by file and offset only).
+pub(crate) fn single_gtid(list: &str) -> Option<Gtid> {
+    let list = list.trim();
+    (!list.contains(',')).then(|| Gtid::parse(list)).flatten()
+}
+
+/// MariaDB: the GTID position at `offset` of `file` (`BINLOG_GTID_POS`), when it is one GTID.
+async fn gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Result<Option<Gtid>> {
+    let list: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, offset))
+        .await
+        .map_err(|error| classify(error, "reading the GTID of the start position"))?;
+    Ok(list.flatten().as_deref().and_then(single_gtid))
 }
 
 /// The end of the binary log now.
@@ -104,7 +132,12 @@ impl Source for MysqlSource {
             let offset = get("binlog_snapshot_position")
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(4);
-            position_of(&file, offset)?
+            let server = server_id_of(&mut conn).await?;
+            let mut position = position_of(&file, offset, server)?;
+            if let Position::Mysql(binlog) = &mut position {
+                binlog.gtid = gtid_at(&mut conn, &file, offset).await?;
+            }
+            position
         } else {
             conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
                 classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to take a consistent start position")
@@ -112,7 +145,8 @@ impl Source for MysqlSource {
             let end = log_end(&mut conn).await;
             let _ = conn.query_drop("UNLOCK TABLES").await;
             let (file, offset) = end?;
-            position_of(&file, offset)?
+            let server = server_id_of(&mut conn).await?;
+            position_of(&file, offset, server)?
         };
         let _ = conn.disconnect().await;
         Ok((
@@ -195,7 +229,8 @@ impl Source for MysqlSource {
     async fn current_position(&self) -> Result<Position> {
         let mut conn = connect(&self.config, true).await?;
         let (file, offset) = log_end(&mut conn).await?;
+        let server = server_id_of(&mut conn).await?;
         let _ = conn.disconnect().await;
-        position_of(&file, offset)
+        position_of(&file, offset, server)
     }
 }

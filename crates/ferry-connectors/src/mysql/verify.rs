@@ -31,7 +31,7 @@ use super::ddl::{ident, range_predicate};
 use super::errors::classify;
 use super::sink::{insert_rows, TargetColumns};
 use super::snapshot::{decode_row, params};
-use super::source::{log_end, position_of};
+use super::source::{log_end, position_of, server_id_of};
 use super::state;
 use super::types::Kind;
 use super::values::decode;
@@ -385,7 +385,9 @@ impl Inspector for MysqlInspector {
         // the privilege to read it there is no stream to wait for either.
         let position = if self.is_source {
             match log_end(&mut conn).await {
-                Ok((file, offset)) => Some(position_of(&file, offset)?),
+                Ok((file, offset)) => {
+                    Some(position_of(&file, offset, server_id_of(&mut conn).await?)?)
+                }
                 Err(_) => None,
             }
         } else {

@@ -1014,3 +1014,107 @@ async fn common_defaults_carry_across_engines_both_ways() {
     );
     assert_eq!(row.trim(), "open|-1.50|1|1|none|1");
 }
+
+/// A failover: ferry streams from a MariaDB primary, the primary dies and its replica (GTID
+/// replication with log_slave_updates) takes over. Pointed at the replica, ferry sees another
+/// server than its checkpoint's, resumes by GTID, and the target converges to the replica's
+/// rows: nothing lost, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_stream_resumes_on_the_replica_by_gtid() {
+    let name = "my_failover";
+    let primary = MariaDbServer::start_with(11, &[]).expect("start the primary");
+    let replica =
+        MariaDbServer::start_with(12, &["--log-slave-updates=1"]).expect("start the replica");
+    let source = primary.create_database("shop").unwrap();
+    replica
+        .execute(&format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', MASTER_USE_GTID=slave_pos; START SLAVE;",
+            primary.port()
+        ))
+        .unwrap();
+    sql(
+        &primary,
+        "shop",
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_1000;",
+    );
+    let target_database = format!("{name}_copy");
+    let target = mariadb().target.url(&target_database);
+    let rows_of = |server: &MariaDbServer, database: &str| {
+        try_sql(server, database, "SELECT * FROM t ORDER BY id").ok()
+    };
+    let converged = |server: &'static str, expected: &MariaDbServer| {
+        let expected_rows = rows_of(expected, "shop");
+        let target_rows = rows_of(&mariadb().target, &target_database);
+        (expected_rows.is_some() && expected_rows == target_rows).then_some(server)
+    };
+
+    let mut run = spawn_run(name, &source, &target);
+    let copied = wait_until("the copy", Duration::from_secs(120), || async {
+        converged("primary", &primary)
+    })
+    .await;
+    copied.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    // A change through the stream: the checkpoint then carries its GTID.
+    sql(
+        &primary,
+        "shop",
+        "UPDATE t SET v = 'streamed' WHERE id <= 100",
+    );
+    let gtid = sql(&primary, "shop", "SELECT @@gtid_binlog_pos")
+        .trim()
+        .to_string();
+    let caught_up = wait_until(
+        "the checkpoint to reach the change's GTID",
+        Duration::from_secs(120),
+        || async {
+            let stored = try_sql(
+                &mariadb().target,
+                "_ferry",
+                &format!("SELECT position FROM streams WHERE migration = '{name}'"),
+            )
+            .ok()?;
+            (stored.trim().ends_with(&format!("#{gtid}"))
+                && converged("primary", &primary).is_some())
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    caught_up.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+
+    // Changes ferry has not seen yet; the replica receives them, then the primary dies.
+    sql(
+        &primary,
+        "shop",
+        "UPDATE t SET v = 'while stopped' WHERE id BETWEEN 101 AND 200; DELETE FROM t WHERE id > 990; INSERT INTO t VALUES (5000, 'new');",
+    );
+    wait_until(
+        "the replica to catch up",
+        Duration::from_secs(60),
+        || async {
+            let primary_rows = rows_of(&primary, "shop");
+            (primary_rows.is_some() && primary_rows == rows_of(&replica, "shop")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    primary.execute("SHUTDOWN").unwrap();
+    replica
+        .execute("STOP SLAVE; RESET SLAVE ALL; USE shop; UPDATE t SET v = 'after failover' WHERE id = 1;")
+        .unwrap();
+
+    let mut run = spawn_run(name, &replica.url("shop"), &target);
+    let result = wait_until(
+        "the target to follow the replica",
+        Duration::from_secs(120),
+        || async { converged("replica", &replica) },
+    )
+    .await;
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    result.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    assert!(
+        log_tail(name).contains("resuming by GTID"),
+        "{}",
+        log_tail(name)
+    );
+}
