@@ -29,8 +29,88 @@ fn postgres_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The renderings of a MySQL column's values, or why there is none.
-pub fn column(column: &Column) -> Result<Rendering, String> {
+/// The renderings of a column's values (of a MySQL or a PostgreSQL source table), or why there
+/// is none.
+pub fn column(column: &Column, dialect: &str) -> Result<Rendering, String> {
+    if dialect == "postgres" {
+        postgres_column(column)
+    } else {
+        mysql_column(column)
+    }
+}
+
+/// The double's text as MySQL writes it, computed by PostgreSQL from `value` (a float8).
+fn postgres_double(value: &str) -> String {
+    format!(
+        "CASE WHEN {value} = 0 THEN '0' \
+         WHEN abs({value}) >= 1e-15::float8 AND (abs({value}) < 1e15::float8 OR {value} <> trunc({value})) \
+         THEN {value}::text::numeric::text \
+         ELSE regexp_replace(replace({value}::text, 'e+', 'e'), 'e(-?)0+([0-9])', E'e\\\\1\\\\2') END"
+    )
+}
+
+/// The renderings of a PostgreSQL column copied to MySQL (`mysql::ddl::from_postgres`).
+fn postgres_column(column: &Column) -> Result<Rendering, String> {
+    let (m, p) = (mysql_ident(&column.name), postgres_ident(&column.name));
+    let native = column.native_type.as_str();
+    let base = native.split('(').next().unwrap_or(native).trim();
+    let text = || {
+        (
+            format!("MD5(CONVERT({m} USING utf8mb4))"),
+            format!("md5(convert_to({p}::text, 'UTF8'))"),
+        )
+    };
+    let (mysql, postgres) = if column.user_defined_type || native.ends_with("[]") {
+        text()
+    } else {
+        match base {
+            "smallint" | "integer" | "bigint" | "numeric" | "date" => {
+                (format!("CAST({m} + 0 AS CHAR)"), format!("{p}::text"))
+            }
+            "boolean" => (
+                format!("CAST({m} + 0 AS CHAR)"),
+                format!("CASE WHEN {p} THEN '1' WHEN NOT {p} THEN '0' END"),
+            ),
+            "real" | "double precision" => (
+                format!("CAST({m} + 0E0 AS CHAR)"),
+                postgres_double(&format!("{p}::float8")),
+            ),
+            "text" | "character varying" | "citext" | "name" | "character" | "bpchar" | "uuid"
+            | "json" | "jsonb" | "interval" | "inet" | "cidr" | "macaddr" | "macaddr8" | "xml"
+            | "tsvector" | "point" => text(),
+            "bytea" => (format!("MD5({m})"), format!("md5({p})")),
+            "timestamp without time zone" | "timestamp" => (
+                format!("DATE_FORMAT({m}, '%Y-%m-%d %H:%i:%s.%f')"),
+                format!("to_char({p}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+            ),
+            "timestamp with time zone" | "timestamptz" => (
+                format!("DATE_FORMAT({m}, '%Y-%m-%d %H:%i:%s.%f')"),
+                format!("to_char({p} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
+            ),
+            "time without time zone" | "time" => (
+                format!("CAST(IF({m} < 0, -1, 1) * ((HOUR({m}) * 3600 + MINUTE({m}) * 60 + SECOND({m})) * 1000000 + MICROSECOND({m})) AS CHAR)"),
+                format!("trunc(extract(epoch FROM {p}) * 1000000)::text"),
+            ),
+            "bit" => {
+                let width = crate::syntax::modifier(native).unwrap_or("1");
+                (format!("LPAD(BIN({m}), {width}, '0')"), format!("{p}::text"))
+            }
+            other => {
+                return Err(format!(
+                    "{}: type {other} cannot be compared across engines",
+                    column.name
+                ))
+            }
+        }
+    };
+    Ok(Rendering {
+        mysql: format!("IFNULL({mysql}, '-')"),
+        postgres: format!("COALESCE({postgres}, '-')"),
+    })
+}
+
+/// The renderings of a MySQL column copied to PostgreSQL (`postgres::translate`).
+fn mysql_column(column: &Column) -> Result<Rendering, String> {
     let (m, p) = (mysql_ident(&column.name), postgres_ident(&column.name));
     let (mysql, postgres) = match catalog_kind(column) {
         // `+ 0` drops ZEROFILL padding and keeps a DECIMAL's scale.
@@ -44,12 +124,7 @@ pub fn column(column: &Column) -> Result<Rendering, String> {
         // PostgreSQL's shortest text has the same digits; only the form differs.
         Kind::Float | Kind::Double => (
             format!("CAST({m} + 0E0 AS CHAR)"),
-            format!(
-                "CASE WHEN {p}::float8 = 0 THEN '0' \
-                 WHEN abs({p}::float8) >= 1e-15::float8 AND (abs({p}::float8) < 1e15::float8 OR {p}::float8 <> trunc({p}::float8)) \
-                 THEN {p}::float8::text::numeric::text \
-                 ELSE regexp_replace(replace({p}::float8::text, 'e+', 'e'), 'e(-?)0+([0-9])', E'e\\\\1\\\\2') END"
-            ),
+            postgres_double(&format!("{p}::float8")),
         ),
         // Text, labels and JSON as the MD5 of their UTF-8 bytes (whatever the database encoding).
         Kind::Text { .. } | Kind::Json | Kind::Enum { .. } | Kind::Set { .. } => (
@@ -82,7 +157,12 @@ pub fn column(column: &Column) -> Result<Rendering, String> {
 
 /// The renderings of a whole row (every column, comma-joined).
 pub fn row(table: &TableSchema) -> Result<Rendering, String> {
-    join(table.columns.iter().map(column))
+    join(
+        table
+            .columns
+            .iter()
+            .map(|part| column(part, &table.dialect)),
+    )
 }
 
 /// The renderings of a row's key, readable in reports: text keys as their text, bytes as hex.
@@ -92,7 +172,12 @@ pub fn key(table: &TableSchema) -> Result<Rendering, String> {
             .column(name)
             .ok_or_else(|| format!("key column {name} is missing"))?;
         let (m, p) = (mysql_ident(name), postgres_ident(name));
-        match catalog_kind(column) {
+        let kind = if table.dialect == "postgres" {
+            postgres_key_kind(column)
+        } else {
+            catalog_kind(column)
+        };
+        match kind {
             // Quoted, so `('a,b', 'c')` and `('a', 'b,c')` stay apart.
             Kind::Text { .. } | Kind::Enum { .. } | Kind::Set { .. } => Ok(Rendering {
                 mysql: format!(
@@ -104,9 +189,37 @@ pub fn key(table: &TableSchema) -> Result<Rendering, String> {
                 mysql: format!("LOWER(HEX({m}))"),
                 postgres: format!("encode({p}, 'hex')"),
             }),
-            _ => crate::portable::column(column),
+            _ => crate::portable::column(column, &table.dialect),
         }
     }))
+}
+
+/// How a PostgreSQL key column is shown in key texts: text-like keys quoted, bytes as hex.
+fn postgres_key_kind(column: &Column) -> Kind {
+    let base = column
+        .native_type
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match base {
+        "bytea" => Kind::Binary { fixed: None },
+        "smallint"
+        | "integer"
+        | "bigint"
+        | "numeric"
+        | "date"
+        | "boolean"
+        | "real"
+        | "double precision"
+        | "timestamp without time zone"
+        | "timestamp with time zone"
+        | "time without time zone"
+        | "bit" => Kind::Unsupported(String::new()),
+        _ => Kind::Text {
+            charset: "utf8mb4".into(),
+        },
+    }
 }
 
 fn join(parts: impl Iterator<Item = Result<Rendering, String>>) -> Result<Rendering, String> {
@@ -168,7 +281,7 @@ mod tests {
             "year(4)",
             "json",
         ] {
-            let rendering = column(&column_of("c`1", native_type)).unwrap();
+            let rendering = column(&column_of("c`1", native_type), "mysql").unwrap();
             assert!(
                 rendering.mysql.starts_with("IFNULL(") && rendering.mysql.contains("`c``1`"),
                 "{native_type}"
@@ -179,7 +292,28 @@ mod tests {
                 "{native_type}"
             );
         }
-        assert!(column(&column_of("shape", "geometry")).is_err());
+        assert!(column(&column_of("shape", "geometry"), "mysql").is_err());
+        for native_type in [
+            "integer",
+            "numeric(30,10)",
+            "boolean",
+            "real",
+            "text",
+            "uuid",
+            "jsonb",
+            "bytea",
+            "timestamp with time zone",
+            "interval",
+            "time without time zone",
+            "bit(5)",
+            "integer[]",
+        ] {
+            assert!(
+                column(&column_of("c", native_type), "postgres").is_ok(),
+                "{native_type}"
+            );
+        }
+        assert!(column(&column_of("c", "money"), "postgres").is_err());
     }
 
     #[test]

@@ -53,12 +53,16 @@ pub struct VerifyOptions {
     /// Compare column types and collations (false across engines, where the target has the
     /// translated types; names, nullability and keys are still compared).
     pub compare_types: bool,
+    /// Match a source table with the one target table of the same name when no target table
+    /// has its schema too (PostgreSQL schemas all land in one MySQL database).
+    pub match_by_table_name: bool,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
             compare_types: true,
+            match_by_table_name: false,
             migration: "main".into(),
             selection: Selection::default(),
             parallel: 4,
@@ -286,6 +290,24 @@ fn compare_definitions(
     differences
 }
 
+/// The table of `among` that stands for `name`: the same schema and name, or with
+/// `by_table_name` the only one of that name.
+fn counterpart<'a>(
+    name: &TableName,
+    among: &'a [TableSchema],
+    by_table_name: bool,
+) -> Option<&'a TableSchema> {
+    among.iter().find(|other| &other.name == name).or_else(|| {
+        let mut same = among
+            .iter()
+            .filter(|other| by_table_name && other.name.name == name.name);
+        match (same.next(), same.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    })
+}
+
 /// Verifies the selected tables; repairs them with `options.repair`.
 pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<TableReport>> {
     let source_catalog = sides.source_rows.read_catalog(&options.selection).await?;
@@ -304,11 +326,11 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
             table: table.name.to_string(),
             ..TableReport::default()
         };
-        match target_catalog
-            .tables
-            .iter()
-            .find(|other| other.name == table.name)
-        {
+        match counterpart(
+            &table.name,
+            &target_catalog.tables,
+            options.match_by_table_name,
+        ) {
             None => report
                 .schema_differences
                 .push("table is missing on the target".into()),
@@ -333,10 +355,12 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
         reports.push(report);
     }
     for table in &target_catalog.tables {
-        if !source_catalog
-            .tables
-            .iter()
-            .any(|other| other.name == table.name)
+        if counterpart(
+            &table.name,
+            &source_catalog.tables,
+            options.match_by_table_name,
+        )
+        .is_none()
         {
             reports.push(TableReport {
                 table: table.name.to_string(),

@@ -71,6 +71,19 @@ impl MysqlInspector {
         }
     }
 
+    /// The target of a PostgreSQL-to-MySQL verification: rows rendered as PostgreSQL renders its
+    /// originals (tables keep this database's name; the engine matches them by table name).
+    #[cfg(feature = "postgres")]
+    pub fn portable_target(config: MysqlConfig) -> Self {
+        let report_as = config.database().to_string();
+        MysqlInspector {
+            config,
+            is_source: false,
+            portable: true,
+            report_as,
+        }
+    }
+
     /// The target side, reporting its tables under the source's database name.
     pub fn target(config: MysqlConfig, source_database: &str) -> Self {
         MysqlInspector {

@@ -52,6 +52,16 @@ impl PostgresInspector {
         }
     }
 
+    /// The source of a PostgreSQL-to-MySQL verification (whole tables, no repair).
+    #[cfg(feature = "mysql")]
+    pub fn portable_source(config: ConnectionConfig) -> Self {
+        PostgresInspector {
+            config,
+            is_source: true,
+            portable: true,
+        }
+    }
+
     /// The target of a MySQL-to-PostgreSQL verification. Whole tables are compared (the engines
     /// order text keys differently, so key ranges would not hold the same rows), and there is
     /// no repair.

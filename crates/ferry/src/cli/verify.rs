@@ -53,13 +53,14 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
         (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
             require_same_flavor(source, target).await?;
             (
-            Box::new(MysqlSource::new(source.clone())),
-            Box::new(MysqlInspector::source(source.clone())),
-            Box::new(MysqlInspector::target(target.clone(), source.database())),
-            None,
-        )
+                Box::new(MysqlSource::new(source.clone())),
+                Box::new(MysqlInspector::source(source.clone())),
+                Box::new(MysqlInspector::target(target.clone(), source.database())),
+                None,
+            )
         }
-        (Endpoint::Mysql(source), Endpoint::Postgres(target)) => {
+        (Endpoint::Mysql(_), Endpoint::Postgres(_))
+        | (Endpoint::Postgres(_), Endpoint::Mysql(_)) => {
             for (flag, set) in [
                 ("--repair", verify_flags.repair),
                 ("--while-streaming", verify_flags.while_streaming),
@@ -72,24 +73,33 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
                     .with_hint("verify with writes stopped (or after the stream caught up); re-copy a differing table with `ferry run --restart --tables ...`"));
                 }
             }
-            (
-                Box::new(MysqlSource::new(source.clone())),
-                Box::new(MysqlInspector::portable_source(source.clone())),
-                Box::new(PostgresInspector::portable_target(target.clone())),
-                None,
-            )
-        }
-        _ => {
-            return Err(Error::operator(
-                "config.unsupported_engine",
-                "verify compares PostgreSQL with PostgreSQL, MySQL with MySQL, or MySQL with its PostgreSQL copy",
-            )
-            .with_hint("from PostgreSQL to MySQL, compare counts and sample rows yourself; see docs/mysql.md"))
+            match (&source_endpoint, &target_endpoint) {
+                (Endpoint::Mysql(source), Endpoint::Postgres(target)) => (
+                    Box::new(MysqlSource::new(source.clone())) as Box<dyn Source>,
+                    Box::new(MysqlInspector::portable_source(source.clone())) as Box<dyn Inspector>,
+                    Box::new(PostgresInspector::portable_target(target.clone()))
+                        as Box<dyn Inspector>,
+                    None,
+                ),
+                (Endpoint::Postgres(source), Endpoint::Mysql(target)) => (
+                    Box::new(PostgresSource::new(source.clone())) as Box<dyn Source>,
+                    Box::new(PostgresInspector::portable_source(source.clone()))
+                        as Box<dyn Inspector>,
+                    Box::new(MysqlInspector::portable_target(target.clone())) as Box<dyn Inspector>,
+                    None,
+                ),
+                _ => {
+                    return Err(Error::operator(
+                        "config.unsupported_engine",
+                        "unexpected engine pair",
+                    ))
+                }
+            }
         }
     };
-    let across_engines = matches!(
+    let across_engines = !matches!(
         (&source_endpoint, &target_endpoint),
-        (Endpoint::Mysql(_), Endpoint::Postgres(_))
+        (Endpoint::Mysql(_), Endpoint::Mysql(_)) | (Endpoint::Postgres(_), Endpoint::Postgres(_))
     );
     // Repair copies rows from the old database over the new one: never once applications write
     // to the new one, and no cutover may start meanwhile (the controller lock is held throughout).
@@ -121,6 +131,7 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
             50_000
         },
         compare_types: !across_engines,
+        match_by_table_name: matches!(target_endpoint, Endpoint::Mysql(_)) && across_engines,
         while_streaming: verify_flags.while_streaming,
         repair: verify_flags.repair,
         resume: verify_flags.resume,

@@ -609,6 +609,57 @@ async fn postgres_to_mariadb_keeps_keys_distinct_streams_and_survives_kill_nine(
         "3",
         "keys that differ only in case or trailing space stay distinct"
     );
+
+    // ferry verify from PostgreSQL to MariaDB agrees, then finds planted differences by key.
+    let verify = || {
+        let output = ferry("verify", &source, &target, &["--name", name, "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+                panic!(
+                    "{error}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        (output.status.code(), report)
+    };
+    let (code, report) = verify();
+    assert_eq!(code, Some(0), "{report:#}");
+    sql(
+        &mariadb().target,
+        name,
+        "UPDATE docs SET happened = TIMESTAMPADD(MICROSECOND, 1, happened) WHERE code = 'code-5';
+         UPDATE docs SET ratio = ratio + 0.5 WHERE code = 'code-6';
+         DELETE FROM docs WHERE code = 'abc ';
+         INSERT INTO docs (code) VALUES ('extra');",
+    );
+    let (code, report) = verify();
+    assert_eq!(code, Some(1), "{report:#}");
+    let differences: Vec<(String, String)> = report["tables"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|difference| {
+            (
+                difference["kind"].as_str().unwrap().to_string(),
+                difference["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut differences = differences;
+    differences.sort();
+    assert_eq!(
+        differences,
+        vec![
+            ("different".to_string(), "('code-5')".to_string()),
+            ("different".to_string(), "('code-6')".to_string()),
+            ("extra".to_string(), "('extra')".to_string()),
+            ("missing".to_string(), "('abc ')".to_string()),
+        ],
+        "{report:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
