@@ -467,6 +467,33 @@ impl Inspector for MysqlInspector {
     ) -> Result<Vec<RowHash>> {
         let mut conn = self.conn().await?;
         let mut hashes = Vec::new();
+        #[cfg(feature = "postgres")]
+        if self.portable {
+            // Across engines a key is its key text (`RowHash::key` holds it).
+            let key = crate::portable::key(table)
+                .map_err(|reason| Error::operator("verify.unsupported_type", reason))?;
+            for batch in keys.chunks(KEYS_PER_STATEMENT) {
+                let texts: Vec<Value> = batch
+                    .iter()
+                    .filter_map(|key| key.first().cloned())
+                    .collect();
+                let predicate = format!(
+                    "CONCAT('(', {}, ')') IN ({})",
+                    key.mysql,
+                    vec!["?"; texts.len().max(1)].join(", ")
+                );
+                let texts = if texts.is_empty() {
+                    vec![Value::Null]
+                } else {
+                    texts
+                };
+                hashes.extend(
+                    self.hashes_where(&mut conn, table, &predicate, &texts)
+                        .await?,
+                );
+            }
+            return Ok(hashes);
+        }
         for batch in keys.chunks(KEYS_PER_STATEMENT) {
             let (predicate, values) = keys_predicate(table, batch);
             hashes.extend(

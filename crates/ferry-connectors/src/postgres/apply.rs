@@ -42,6 +42,8 @@ pub struct PostgresApplier {
 struct StatementCache {
     /// Target column types (without modifiers) per table.
     column_types: HashMap<TableName, HashMap<String, String>>,
+    /// Whether a table has a unique index besides its primary key.
+    unique_secondary: HashMap<TableName, bool>,
     statements: HashMap<String, Statement>,
 }
 
@@ -195,7 +197,32 @@ async fn apply_table(
         .collect();
     let keys: Vec<usize> = relation.key_indexes();
 
-    if !changes.deletes.is_empty() {
+    // With another unique index, rows about to be rewritten are deleted first: their final
+    // images are unique together, but an upsert row by row can meet a value another row of the
+    // batch still holds (a swapped email), which the index refuses mid-statement.
+    let rewritten: Vec<Vec<Cell>> = if !changes.upserts.is_empty()
+        && has_unique_secondary(transaction, cache, relation).await?
+    {
+        changes
+            .upserts
+            .iter()
+            .map(|row| keys.iter().map(|&index| row[index].clone()).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let deletes: Vec<Vec<Option<String>>> = changes
+        .deletes
+        .iter()
+        .map(|key| key.iter().map(encode_text).collect())
+        .chain(
+            rewritten
+                .iter()
+                .map(|key| key.iter().map(cell_text).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .collect();
+    if !deletes.is_empty() {
         let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
         let sql = format!(
             "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
@@ -205,13 +232,7 @@ async fn apply_table(
             key_match(&key_names, &types)
         );
         let columns: Vec<Vec<Option<String>>> = (0..keys.len())
-            .map(|position| {
-                changes
-                    .deletes
-                    .iter()
-                    .map(|key| encode_text(&key[position]))
-                    .collect()
-            })
+            .map(|position| deletes.iter().map(|key| key[position].clone()).collect())
             .collect();
         execute(transaction, cache, &sql, &columns).await?;
     }
@@ -449,6 +470,32 @@ async fn execute(
         .await
         .map_err(|error| classify(error, "applying a batch"))?;
     Ok(())
+}
+
+/// Whether the target table has a unique index other than its primary key (cached).
+async fn has_unique_secondary(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    relation: &Relation,
+) -> Result<bool> {
+    if let Some(known) = cache.unique_secondary.get(&relation.table) {
+        return Ok(*known);
+    }
+    let found: bool = transaction
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::text::regclass AND indisunique AND NOT indisprimary)",
+            &[&qualified(&relation.table)],
+        )
+        .await
+        .map_err(|error| {
+            classify(
+                error,
+                &format!("reading the unique indexes of {} on the target", relation.table),
+            )
+        })?
+        .get(0);
+    cache.unique_secondary.insert(relation.table.clone(), found);
+    Ok(found)
 }
 
 /// The target's column types for a relation, checked to contain every column the stream sends.

@@ -78,6 +78,10 @@ impl PostgresInspector {
         &self.config
     }
 
+    pub(super) fn is_source(&self) -> bool {
+        self.is_source
+    }
+
     fn refuse_across_engines(&self, what: &str) -> Result<()> {
         if self.portable {
             return Err(Error::operator(
@@ -300,7 +304,10 @@ impl Inspector for PostgresInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<Vec<RowHash>> {
-        self.refuse_across_engines("re-checking rows by key")?;
+        #[cfg(feature = "mysql")]
+        if self.portable {
+            return self.portable_hashes_for_keys(table, keys).await;
+        }
         let mut hashes = Vec::new();
         for batch in keys.chunks(1000) {
             hashes.extend(

@@ -61,17 +61,12 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
         }
         (Endpoint::Mysql(_), Endpoint::Postgres(_))
         | (Endpoint::Postgres(_), Endpoint::Mysql(_)) => {
-            for (flag, set) in [
-                ("--repair", verify_flags.repair),
-                ("--while-streaming", verify_flags.while_streaming),
-            ] {
-                if set {
-                    return Err(Error::operator(
-                        "verify.across_engines",
-                        format!("{flag} is not available between MySQL and PostgreSQL yet"),
-                    )
-                    .with_hint("verify with writes stopped (or after the stream caught up); re-copy a differing table with `ferry run --restart --tables ...`"));
-                }
+            if verify_flags.repair {
+                return Err(Error::operator(
+                    "verify.across_engines",
+                    "--repair is not available between MySQL and PostgreSQL yet",
+                )
+                .with_hint("re-copy a differing table with `ferry run --restart --tables ...`"));
             }
             match (&source_endpoint, &target_endpoint) {
                 (Endpoint::Mysql(source), Endpoint::Postgres(target)) => (

@@ -161,6 +161,19 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
         .await
         .unwrap();
     pair.wait_equal(&tables).await;
+    // Two rows swap their emails in one transaction: whichever final image is written first
+    // meets the value the other row still holds, unless both are deleted first.
+    pair.source
+        .batch_execute(
+            "BEGIN;
+             UPDATE public.people SET email = 'swap' WHERE id = 1;
+             UPDATE public.people SET email = 'y@example.com' WHERE id = 2;
+             UPDATE public.people SET email = 'x@example.com' WHERE id = 1;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
 
