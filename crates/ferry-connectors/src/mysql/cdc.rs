@@ -502,12 +502,14 @@ fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Opti
         Kind::Set { labels } => Some(labels),
         _ => None,
     });
-    let same_labels = |logged: Vec<String>, known: &Vec<String>| {
+    let same_lists = |logged: Vec<Vec<String>>, known: &[&Vec<String>]| {
         logged.len() == known.len()
-            && logged
-                .iter()
-                .zip(known)
-                .all(|(logged, known)| logged == known || !logged.is_ascii() || !known.is_ascii())
+            && logged.iter().zip(known).all(|(logged, known)| {
+                logged.len() == known.len()
+                    && logged.iter().zip(known.iter()).all(|(logged, known)| {
+                        logged == known || !logged.is_ascii() || !known.is_ascii()
+                    })
+            })
     };
     for field in table_map.iter_optional_meta() {
         match field {
@@ -531,7 +533,7 @@ fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Opti
                 }
             }
             Ok(OptionalMetadataField::EnumStrValue(values)) => {
-                let logged: Vec<Vec<String>> = values
+                let logged = values
                     .iter_values()
                     .filter_map(|column| column.ok())
                     .map(|column| {
@@ -540,19 +542,13 @@ fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Opti
                             .iter()
                             .map(|value| value.value().into_owned())
                             .collect()
-                    })
-                    .collect();
-                if logged.len() != enums.len()
-                    || !logged
-                        .into_iter()
-                        .zip(&enums)
-                        .all(|(logged, known)| same_labels(logged, known))
-                {
+                    });
+                if !same_lists(logged.collect(), &enums) {
                     return Some("its ENUM labels differ from when streaming began".into());
                 }
             }
             Ok(OptionalMetadataField::SetStrValue(values)) => {
-                let logged: Vec<Vec<String>> = values
+                let logged = values
                     .iter_values()
                     .filter_map(|column| column.ok())
                     .map(|column| {
@@ -561,14 +557,8 @@ fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Opti
                             .iter()
                             .map(|value| value.value().into_owned())
                             .collect()
-                    })
-                    .collect();
-                if logged.len() != sets.len()
-                    || !logged
-                        .into_iter()
-                        .zip(&sets)
-                        .all(|(logged, known)| same_labels(logged, known))
-                {
+                    });
+                if !same_lists(logged.collect(), &sets) {
                     return Some("its SET labels differ from when streaming began".into());
                 }
             }

@@ -99,6 +99,39 @@ pub(crate) struct TargetColumns {
 }
 
 impl TargetColumns {
+    /// The writable columns of `table` and the kinds of their target columns, or which one the
+    /// target lacks.
+    pub(crate) async fn writable<'a, Q: Queryable>(
+        &mut self,
+        conn: &mut Q,
+        database: &str,
+        table: &'a TableSchema,
+    ) -> Result<(Vec<&'a str>, Vec<Kind>)> {
+        let target = self.of(conn, database, &table.name.name).await?;
+        let names: Vec<&str> = table
+            .writable_columns()
+            .map(|column| column.name.as_str())
+            .collect();
+        let kinds = names
+            .iter()
+            .map(|name| {
+                target
+                    .get(*name)
+                    .map(|column| column.kind.clone())
+                    .ok_or_else(|| {
+                        Error::operator(
+                            "target.no_column",
+                            format!(
+                                "column {name} of {} does not exist on the target",
+                                table.name
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        Ok((names, kinds))
+    }
+
     pub(crate) async fn of<Q: Queryable>(
         &mut self,
         conn: &mut Q,
@@ -402,32 +435,10 @@ impl ChunkWriter for MysqlChunkWriter {
             ));
         }
         let what = format!("loading {} on the target", table.name);
-        let target = self
+        let (names, kinds) = self
             .columns
-            .of(&mut self.conn, &self.database, &table.name.name)
-            .await?
-            .clone();
-        let names: Vec<&str> = table
-            .writable_columns()
-            .map(|column| column.name.as_str())
-            .collect();
-        let kinds: Vec<Kind> = names
-            .iter()
-            .map(|name| {
-                target
-                    .get(*name)
-                    .map(|column| column.kind.clone())
-                    .ok_or_else(|| {
-                        Error::operator(
-                            "target.no_column",
-                            format!(
-                                "column {name} of {} does not exist on the target",
-                                table.name
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
+            .writable(&mut self.conn, &self.database, table)
+            .await?;
         // The load's infile handler goes on the connection before the transaction borrows it.
         let (prepared, mut rows) = if self.local_infile {
             let prepared = load::prepare(&mut self.conn, &table.name, &names, &kinds, rows);

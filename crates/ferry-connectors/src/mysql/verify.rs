@@ -554,33 +554,9 @@ impl Inspector for MysqlInspector {
         }
         let mut conn = self.conn().await?;
         let what = format!("repairing {} on the {}", table.name, self.side());
-        let mut columns = TargetColumns::default();
-        let target = columns
-            .of(&mut conn, self.config.database(), &table.name.name)
-            .await?
-            .clone();
-        let names: Vec<&str> = table
-            .writable_columns()
-            .map(|column| column.name.as_str())
-            .collect();
-        let kinds: Vec<Kind> = names
-            .iter()
-            .map(|name| {
-                target
-                    .get(*name)
-                    .map(|column| column.kind.clone())
-                    .ok_or_else(|| {
-                        Error::operator(
-                            "target.no_column",
-                            format!(
-                                "column {name} of {} does not exist on the {}",
-                                table.name,
-                                self.side()
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
+        let (names, kinds) = TargetColumns::default()
+            .writable(&mut conn, self.config.database(), table)
+            .await?;
         let mut transaction = conn
             .start_transaction(TxOpts::default())
             .await

@@ -238,3 +238,38 @@ impl Writer {
 fn clip(row: &str) -> &str {
     &row[..row.floor_char_boundary(300)]
 }
+
+/// Runs a `ferry verify --json` command: its exit code, the parsed report and stderr.
+pub fn run_verify(command: &mut Command) -> (Option<i32>, serde_json::Value, String) {
+    let output = command.output().expect("run ferry verify");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        panic!("verify --json printed no JSON ({error}):\n{stdout}\n{stderr}")
+    });
+    (output.status.code(), report, stderr)
+}
+
+/// The sorted keys of `kind` ("missing", "extra", "different", "duplicate") a verify report
+/// lists for `table` (its full name, or the end of it).
+pub fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<String> {
+    let entry = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| {
+            entry["table"]
+                .as_str()
+                .is_some_and(|name| name == table || name.ends_with(&format!(".{table}")))
+        })
+        .unwrap_or_else(|| panic!("{table} not in {report}"));
+    let mut keys: Vec<String> = entry["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|difference| difference["kind"] == kind)
+        .map(|difference| difference["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}

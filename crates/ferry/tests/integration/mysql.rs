@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_testkit::{wait_until, MariaDbServer};
 
-use crate::common::{kill, log_path, servers, stop};
+use crate::common::{keys_of, kill, log_path, run_verify, servers, stop};
 
 pub(crate) struct MariaDbServers {
     pub source: MariaDbServer,
@@ -467,18 +467,13 @@ async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
     // ferry verify across engines agrees (every type rendered alike by both servers), and finds
     // a changed microsecond, a changed float, a changed byte, a missing and an extra row.
     let verify = || {
-        let output = ferry("verify", &source, &target, &["--name", name, "--json"])
-            .output()
-            .unwrap();
-        let report: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-                panic!(
-                    "{error}: {}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            });
-        (output.status.code(), report)
+        let (code, report, _) = run_verify(&mut ferry(
+            "verify",
+            &source,
+            &target,
+            &["--name", name, "--json"],
+        ));
+        (code, report)
     };
     let (code, report) = verify();
     assert_eq!(code, Some(0), "{report:#}");
@@ -520,34 +515,14 @@ async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
         .unwrap();
     let (code, report) = verify();
     assert_eq!(code, Some(1), "{report:#}");
-    let keys = |table: &str, kind: &str| -> Vec<String> {
-        let entry = report["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|entry| {
-                entry["table"]
-                    .as_str()
-                    .is_some_and(|name| name.ends_with(table))
-            })
-            .unwrap_or_else(|| panic!("{table} in {report:#}"));
-        let mut keys: Vec<String> = entry["differences"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|difference| difference["kind"] == kind)
-            .map(|difference| difference["key"].as_str().unwrap().to_string())
-            .collect();
-        keys.sort();
-        keys
-    };
+    let keys = |table: &str, kind: &str| keys_of(&report, table, kind);
     assert_eq!(
-        keys(".items", "different"),
+        keys("items", "different"),
         vec!["(11)", "(12)", "(13)"],
         "{report:#}"
     );
-    assert_eq!(keys(".items", "missing"), vec!["(14)"]);
-    assert_eq!(keys(".pairs", "extra"), vec!["('extra',1)"]);
+    assert_eq!(keys("items", "missing"), vec!["(14)"]);
+    assert_eq!(keys("pairs", "extra"), vec!["('extra',1)"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,18 +625,13 @@ async fn postgres_to_mariadb_keeps_keys_distinct_streams_and_survives_kill_nine(
 
     // ferry verify from PostgreSQL to MariaDB agrees, then finds planted differences by key.
     let verify = || {
-        let output = ferry("verify", &source, &target, &["--name", name, "--json"])
-            .output()
-            .unwrap();
-        let report: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-                panic!(
-                    "{error}: {}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            });
-        (output.status.code(), report)
+        let (code, report, _) = run_verify(&mut ferry(
+            "verify",
+            &source,
+            &target,
+            &["--name", name, "--json"],
+        ));
+        (code, report)
     };
     let (code, report) = verify();
     assert_eq!(code, Some(0), "{report:#}");

@@ -6,6 +6,7 @@
 
 use ferry_testkit::MariaDbServer;
 
+use crate::common::{keys_of, run_verify};
 use crate::mysql::{ferry, mariadb, sql};
 
 const TABLES: &str = "
@@ -19,7 +20,7 @@ INSERT INTO pairs SELECT CONCAT('k', seq % 10), seq, REPEAT('v', seq % 7) FROM s
 ";
 
 fn verify(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let output = ferry(
+    run_verify(&mut ferry(
         "verify",
         source,
         target,
@@ -28,37 +29,7 @@ fn verify(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, serde_jso
             extra,
         ]
         .concat(),
-    )
-    .output()
-    .expect("run ferry verify");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!("verify --json printed no JSON ({error}):\n{stdout}\n{stderr}")
-    });
-    (output.status.code(), report, stderr)
-}
-
-fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<String> {
-    let entry = report["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| {
-            entry["table"]
-                .as_str()
-                .is_some_and(|name| name.ends_with(table))
-        })
-        .unwrap_or_else(|| panic!("{table} not in {report}"));
-    let mut keys: Vec<String> = entry["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|difference| difference["kind"] == kind)
-        .map(|difference| difference["key"].as_str().unwrap().to_string())
-        .collect();
-    keys.sort();
-    keys
+    ))
 }
 
 fn all_rows(server: &MariaDbServer, database: &str) -> String {

@@ -3,36 +3,10 @@
 
 use std::time::Duration;
 
-use crate::common::{stop, Pair, Writer};
+use crate::common::{keys_of, run_verify, stop, Pair, Writer};
 
 fn verify(pair: &Pair, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let output = pair
-        .ferry("verify", &[&["--json"], extra].concat())
-        .output()
-        .expect("run ferry verify");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!("verify --json printed no JSON ({error}):\n{stdout}\n{stderr}")
-    });
-    (output.status.code(), report, stderr)
-}
-
-fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<String> {
-    let tables = report["tables"].as_array().unwrap();
-    let table = tables
-        .iter()
-        .find(|entry| entry["table"] == table)
-        .unwrap_or_else(|| panic!("{table} not in {report}"));
-    let mut keys: Vec<String> = table["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|difference| difference["kind"] == kind)
-        .map(|difference| difference["key"].as_str().unwrap().to_string())
-        .collect();
-    keys.sort();
-    keys
+    run_verify(&mut pair.ferry("verify", &[&["--json"], extra].concat()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
