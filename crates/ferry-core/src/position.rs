@@ -56,15 +56,41 @@ impl fmt::Display for Gtid {
 
 /// A place in a MySQL or MariaDB binary log: the number of the log file (the digits after the
 /// base name, `binlog.000042` is 42) and a byte offset within it, valid on the server `server`
-/// (its `server_id`; 0 when unknown). Ordered by file, then offset. On MariaDB with one
-/// replication domain it also carries the GTID of the last transaction at or before it, which
-/// stays valid on another server of the topology (after a failover).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// (its `server_id`; 0 when unknown). On MariaDB with one replication domain it also carries
+/// the GTID of the last transaction at or before it, which stays valid on another server of
+/// the topology (after a failover).
+///
+/// Positions of one server order by file, then offset. A file and offset mean nothing on another
+/// server: positions of two servers order by their GTIDs (same domain), else not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BinlogPosition {
     pub file: u32,
     pub offset: u64,
     pub server: u32,
     pub gtid: Option<Gtid>,
+}
+
+impl PartialOrd for BinlogPosition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        let same_server = self.server == other.server || self.server == 0 || other.server == 0;
+        if same_server {
+            return Some(
+                (self.file, self.offset)
+                    .cmp(&(other.file, other.offset))
+                    .then(
+                        self.gtid
+                            .map(|gtid| gtid.sequence)
+                            .cmp(&other.gtid.map(|gtid| gtid.sequence)),
+                    ),
+            );
+        }
+        match (self.gtid, other.gtid) {
+            (Some(this), Some(that)) if this.domain == that.domain => {
+                Some(this.sequence.cmp(&that.sequence))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl BinlogPosition {
@@ -122,7 +148,7 @@ impl PartialOrd for Position {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         match (self, other) {
             (Position::Postgres(left), Position::Postgres(right)) => Some(left.cmp(right)),
-            (Position::Mysql(left), Position::Mysql(right)) => Some(left.cmp(right)),
+            (Position::Mysql(left), Position::Mysql(right)) => left.partial_cmp(right),
             _ => None,
         }
     }
@@ -136,6 +162,12 @@ impl Position {
         match (self, earlier) {
             (Position::Postgres(Lsn(this)), Position::Postgres(Lsn(that))) => {
                 this.saturating_sub(that)
+            }
+            // Offsets of two servers cannot be subtracted.
+            (Position::Mysql(this), Position::Mysql(that))
+                if this.server != that.server && this.server != 0 && that.server != 0 =>
+            {
+                0
             }
             (Position::Mysql(this), Position::Mysql(that)) => {
                 if this.file == that.file {
@@ -219,6 +251,13 @@ mod tests {
             Some(with_gtid)
         );
         assert_eq!(Position::from_storage("mysql:3/1234#0-7"), None);
+        // After a failover, the replica's positions order by GTID, not by file and offset.
+        let primary = Position::from_storage("mysql:12/9000@7#0-7-42").unwrap();
+        let replica = Position::from_storage("mysql:3/500@8#0-7-43").unwrap();
+        assert!(replica > primary);
+        assert_eq!(replica.distance_from(primary), 0);
+        let other_domain = Position::from_storage("mysql:3/500@8#1-8-1").unwrap();
+        assert_eq!(other_domain.partial_cmp(&primary), None);
         assert_eq!(binlog.partial_cmp(&late), None);
         let next_file = Position::Mysql(BinlogPosition {
             file: 4,

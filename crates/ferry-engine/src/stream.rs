@@ -256,7 +256,7 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Commit { position, commit_time_unix_micros } => {
                         in_transaction = false;
-                        if position > pipeline.sent {
+                        if is_newer(position, pipeline.sent) {
                             pending.last_commit = Some((position, commit_time_unix_micros));
                             pending.first_change_at.get_or_insert_with(Instant::now);
                         }
@@ -270,7 +270,7 @@ pub async fn stream_changes(
                         // Everything before the fence is received: apply it, then store the
                         // fence position right away (between transactions, so nothing is open).
                         let result = match flush(&mut pending, &mut pipeline).await {
-                            Ok(()) if !in_transaction && position > pipeline.sent => pipeline.send(Batch::default(), position, None).await,
+                            Ok(()) if !in_transaction && is_newer(position, pipeline.sent) => pipeline.send(Batch::default(), position, None).await,
                             other => other,
                         };
                         if let Err(error) = result {
@@ -279,7 +279,7 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Idle { position } => {
                         let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none() && pipeline.in_flight == 0;
-                        if nothing_pending && position > acknowledged && last_idle_ack.elapsed() >= options.idle_ack_interval {
+                        if nothing_pending && is_newer(position, acknowledged) && last_idle_ack.elapsed() >= options.idle_ack_interval {
                             last_idle_ack = Instant::now();
                             debug!(%position, "storing an idle position");
                             if let Err(error) = pipeline.send(Batch::default(), position, None).await {
@@ -426,4 +426,14 @@ pub async fn sync_sequences(
     }
     let current: Vec<Sequence> = source.read_sequences(sequences).await?;
     sink.set_sequences(&current).await
+}
+
+/// Whether the stream's `position` is past `earlier`. A position that cannot be ordered with it
+/// (a MySQL position of another server without a common GTID domain) counts as newer: the
+/// stream only moves forward, so holding the checkpoint back would only replay more.
+fn is_newer(position: Position, earlier: Position) -> bool {
+    !matches!(
+        position.partial_cmp(&earlier),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
 }

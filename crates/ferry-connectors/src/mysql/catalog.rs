@@ -27,11 +27,8 @@ pub fn kind_of(column: &Column) -> Kind {
         .collation
         .as_deref()
         .map(|collation| collation.split('_').next().unwrap_or(collation));
-    Kind::of(
-        &data_type,
-        &column.native_type.to_ascii_lowercase(),
-        charset,
-    )
+    // The column type as written: ENUM and SET labels keep their case.
+    Kind::of(&data_type, &column.native_type, charset)
 }
 
 type ColumnRow = (

@@ -60,6 +60,13 @@ pub struct BinlogChangeStream {
     /// has a single replication domain.
     gtid: Option<Gtid>,
     single_domain: bool,
+    /// The GTID of the event group being read (MariaDB), which becomes `gtid` only when the
+    /// group ends: a position inside a group must not name it, or a resume by GTID would skip it.
+    next_gtid: Option<Gtid>,
+    /// Inside a MariaDB event group (from its GTID event to its end).
+    in_group: bool,
+    /// The group is one statement (DDL) that ends it.
+    standalone: bool,
     database: String,
     tables: HashMap<String, Decoder>,
     /// Table map ids whose metadata matched the decoders (a changed table gets a new id).
@@ -169,6 +176,9 @@ impl BinlogChangeStream {
             server,
             gtid: position.gtid,
             single_domain,
+            next_gtid: None,
+            in_group: false,
+            standalone: false,
             tables: decoders,
             pending: VecDeque::new(),
             in_transaction: false,
@@ -192,7 +202,17 @@ impl BinlogChangeStream {
         }
     }
 
+    /// The current MariaDB event group is complete: positions may name its GTID.
+    fn end_group(&mut self) {
+        if self.in_group {
+            self.gtid = self.next_gtid.or(self.gtid);
+            self.in_group = false;
+            self.standalone = false;
+        }
+    }
+
     fn commit(&mut self, offset: u32, timestamp: u32) {
+        self.end_group();
         let position = self.position(offset);
         if self.in_transaction {
             self.in_transaction = false;
@@ -219,7 +239,17 @@ impl BinlogChangeStream {
             }
             // MariaDB's GTID event: the next transaction's id.
             162 => {
-                self.gtid = mariadb_gtid(header.server_id(), event.data()).or(self.gtid);
+                // A group without a recognised end (a rolled-back one) is over when the next begins.
+                self.end_group();
+                if let Some(gtid) = mariadb_gtid(header.server_id(), event.data()) {
+                    if self.gtid.is_some_and(|known| known.domain != gtid.domain) {
+                        // Another replication domain: one GTID no longer names the position.
+                        self.single_domain = false;
+                    }
+                    self.next_gtid = Some(gtid);
+                    self.in_group = true;
+                    self.standalone = event.data().get(12).is_some_and(|flags| flags & 1 == 1);
+                }
                 return Ok(());
             }
             // MariaDB's compressed query and row events.
@@ -264,7 +294,10 @@ impl BinlogChangeStream {
                 let words: Vec<&str> = statement.split_whitespace().take(3).collect();
                 if statement.starts_with("BEGIN") || statement.starts_with("XA START") {
                     // Rows follow; Begin is emitted with the first change we keep.
-                } else if statement.starts_with("COMMIT") || statement.starts_with("XA COMMIT") {
+                } else if statement.starts_with("COMMIT")
+                    || statement.starts_with("XA COMMIT")
+                    || statement.starts_with("ROLLBACK") && !statement.starts_with("ROLLBACK TO")
+                {
                     self.commit(commit_at(header.log_pos())?, header.timestamp());
                 } else if words.first() == Some(&"TRUNCATE") {
                     let reference = strip_comments(&text)
@@ -304,19 +337,27 @@ impl BinlogChangeStream {
                         )
                         .with_hint("set binlog_format=ROW for every session that writes the selected tables (a session-level binlog_format=STATEMENT or MIXED overrides the server's), then copy again with `ferry run --restart`"));
                     }
-                    if !self.in_transaction {
+                    if self.standalone {
+                        self.end_group();
+                    }
+                    if !self.in_transaction && !self.in_group {
                         self.pending.push_back(StreamEvent::Idle {
                             position: self.position(header.log_pos()),
                         });
                     }
-                } else if !self.in_transaction && header.log_pos() > 0 {
-                    self.pending.push_back(StreamEvent::Idle {
-                        position: self.position(header.log_pos()),
-                    });
+                } else {
+                    if self.standalone {
+                        self.end_group();
+                    }
+                    if !self.in_transaction && !self.in_group && header.log_pos() > 0 {
+                        self.pending.push_back(StreamEvent::Idle {
+                            position: self.position(header.log_pos()),
+                        });
+                    }
                 }
             }
             Some(EventData::HeartbeatEvent) => {
-                if !self.in_transaction && header.log_pos() > 0 {
+                if !self.in_transaction && !self.in_group && header.log_pos() > 0 {
                     self.pending.push_back(StreamEvent::Idle {
                         position: self.position(header.log_pos()),
                     });

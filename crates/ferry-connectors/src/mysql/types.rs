@@ -48,7 +48,7 @@ pub enum Kind {
 impl Kind {
     /// The kind of a column from its `DATA_TYPE`, `COLUMN_TYPE` and character set.
     pub fn of(data_type: &str, column_type: &str, charset: Option<&str>) -> Kind {
-        let unsigned = column_type.contains("unsigned");
+        let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
         match data_type {
             "tinyint" => Kind::Integer { bits: 8, unsigned },
             "smallint" => Kind::Integer { bits: 16, unsigned },
@@ -124,5 +124,12 @@ mod tests {
             Kind::of("geometry", "geometry", None),
             Kind::Unsupported(_)
         ));
+        assert_eq!(
+            Kind::of("enum", "enum('Active','Closed')", Some("utf8mb4")),
+            Kind::Enum {
+                labels: vec!["Active".into(), "Closed".into()]
+            },
+            "labels keep their case"
+        );
     }
 }

@@ -88,7 +88,7 @@ const MYSQL_ITEMS: &str = "
 CREATE TABLE items (
   id INT UNSIGNED PRIMARY KEY, note VARCHAR(200) CHARACTER SET latin1, qty INT NOT NULL,
   price DECIMAL(65,30), big BIGINT UNSIGNED, flag TINYINT(1), bits BIT(12),
-  kind ENUM('a','b','c'), tags SET('x','y','z'), day DATE, at DATETIME(6), stamp TIMESTAMP(6) NULL,
+  kind ENUM('a','B','c'), tags SET('x','y','z'), day DATE, at DATETIME(6), stamp TIMESTAMP(6) NULL,
   dur TIME, yr YEAR, doc JSON, data LONGBLOB, fixed BINARY(4), ratio FLOAT, score DOUBLE,
   body MEDIUMTEXT, KEY by_note (note), UNIQUE KEY by_qty_id (qty, id));
 INSERT INTO items SELECT seq, CONCAT('naïve café ', seq), seq % 97,
