@@ -44,22 +44,31 @@ struct StatementCache {
     column_types: HashMap<TableName, HashMap<String, String>>,
     /// Whether a table has a unique index besides its primary key.
     unique_secondary: HashMap<TableName, bool>,
+    /// Whether `session_replication_role = replica` took (triggers and cascades are off).
+    replica_role: bool,
     statements: HashMap<String, Statement>,
 }
 
 impl PostgresApplier {
     pub(crate) async fn open(client: Client, migration: &str) -> Result<PostgresApplier> {
-        if let Err(error) = client
+        let replica_role = match client
             .batch_execute("SET session_replication_role = replica")
             .await
         {
-            warn!(error = %classify(error, "disabling triggers for apply"), "applying with triggers and foreign keys enabled: target triggers may fire and foreign keys may reject out-of-order rows; connect to the target as a superuser to avoid this");
-        }
+            Ok(()) => true,
+            Err(error) => {
+                warn!(error = %classify(error, "disabling triggers for apply"), "applying with triggers and foreign keys enabled: target triggers may fire and foreign keys may reject out-of-order rows; connect to the target as a superuser to avoid this");
+                false
+            }
+        };
         tag_writes(&client, migration).await?;
         Ok(PostgresApplier {
             client,
             migration: migration.to_string(),
-            cache: StatementCache::default(),
+            cache: StatementCache {
+                replica_role,
+                ..StatementCache::default()
+            },
         })
     }
 }
@@ -197,44 +206,25 @@ async fn apply_table(
         .collect();
     let keys: Vec<usize> = relation.key_indexes();
 
-    // With another unique index, rows about to be rewritten are deleted first: their final
-    // images are unique together, but an upsert row by row can meet a value another row of the
-    // batch still holds (a swapped email), which the index refuses mid-statement.
-    let rewritten: Vec<Vec<Cell>> = if !changes.upserts.is_empty()
-        && has_unique_secondary(transaction, cache, relation).await?
-    {
-        changes
-            .upserts
-            .iter()
-            .map(|row| keys.iter().map(|&index| row[index].clone()).collect())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let deletes: Vec<Vec<Option<String>>> = changes
-        .deletes
-        .iter()
-        .map(|key| key.iter().map(encode_text).collect())
-        .chain(
-            rewritten
-                .iter()
-                .map(|key| key.iter().map(cell_text).collect::<Result<Vec<_>>>())
-                .collect::<Result<Vec<_>>>()?,
-        )
-        .collect();
-    if !deletes.is_empty() {
-        let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
-        let sql = format!(
-            "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
-            qualified(&relation.table),
-            array_parameters(key_names.len(), 0),
-            column_list(&key_names),
-            key_match(&key_names, &types)
-        );
+    let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
+    let delete_sql = format!(
+        "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
+        qualified(&relation.table),
+        array_parameters(key_names.len(), 0),
+        column_list(&key_names),
+        key_match(&key_names, &types)
+    );
+    if !changes.deletes.is_empty() {
         let columns: Vec<Vec<Option<String>>> = (0..keys.len())
-            .map(|position| deletes.iter().map(|key| key[position].clone()).collect())
+            .map(|position| {
+                changes
+                    .deletes
+                    .iter()
+                    .map(|key| encode_text(&key[position]))
+                    .collect()
+            })
             .collect();
-        execute(transaction, cache, &sql, &columns).await?;
+        execute(transaction, cache, &delete_sql, &columns).await?;
     }
 
     if !changes.upserts.is_empty() {
@@ -273,7 +263,36 @@ async fn apply_table(
                     .collect::<Result<_>>()
             })
             .collect::<Result<_>>()?;
-        execute(transaction, cache, &sql, &columns).await?;
+        // Row by row, an upsert can meet a value another row of the batch still holds on the
+        // target (two rows swapping a unique email) even though the final images are unique
+        // together. On such a unique violation the rows are deleted first and inserted again,
+        // inside a savepoint; only when triggers and cascades are off (a deletion must not
+        // fire them) and only for tables with another unique index.
+        let careful =
+            cache.replica_role && has_unique_secondary(transaction, cache, relation).await?;
+        if !careful {
+            execute(transaction, cache, &sql, &columns).await?;
+        } else {
+            let savepoint = |command: &'static str| async move {
+                transaction
+                    .batch_execute(command)
+                    .await
+                    .map_err(|error| classify(error, "applying a batch"))
+            };
+            savepoint("SAVEPOINT ferry_upsert").await?;
+            match execute_raw(transaction, cache, &sql, &columns).await {
+                Ok(()) => {}
+                Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    savepoint("ROLLBACK TO SAVEPOINT ferry_upsert").await?;
+                    let key_columns: Vec<Vec<Option<String>>> =
+                        keys.iter().map(|&index| columns[index].clone()).collect();
+                    execute(transaction, cache, &delete_sql, &key_columns).await?;
+                    execute(transaction, cache, &sql, &columns).await?;
+                }
+                Err(error) => return Err(classify(error, "applying a batch")),
+            }
+            savepoint("RELEASE SAVEPOINT ferry_upsert").await?;
+        }
     }
 
     if !changes.updates.is_empty() {
@@ -443,13 +462,20 @@ async fn prepare(
     cache: &mut StatementCache,
     sql: &str,
 ) -> Result<Statement> {
+    prepare_raw(transaction, cache, sql)
+        .await
+        .map_err(|error| classify(error, "preparing an apply statement"))
+}
+
+async fn prepare_raw(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    sql: &str,
+) -> std::result::Result<Statement, tokio_postgres::Error> {
     if let Some(statement) = cache.statements.get(sql) {
         return Ok(statement.clone());
     }
-    let statement = transaction
-        .prepare(sql)
-        .await
-        .map_err(|error| classify(error, "preparing an apply statement"))?;
+    let statement = transaction.prepare(sql).await?;
     cache.statements.insert(sql.to_string(), statement.clone());
     Ok(statement)
 }
@@ -460,7 +486,19 @@ async fn execute(
     sql: &str,
     columns: &[Vec<Option<String>>],
 ) -> Result<()> {
-    let statement = prepare(transaction, cache, sql).await?;
+    execute_raw(transaction, cache, sql, columns)
+        .await
+        .map_err(|error| classify(error, "applying a batch"))
+}
+
+/// [`execute`] with the driver's error, for callers that react to one SQLSTATE.
+async fn execute_raw(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    sql: &str,
+    columns: &[Vec<Option<String>>],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let statement = prepare_raw(transaction, cache, sql).await?;
     let parameters: Vec<&(dyn ToSql + Sync)> = columns
         .iter()
         .map(|column| column as &(dyn ToSql + Sync))
@@ -468,8 +506,7 @@ async fn execute(
     transaction
         .execute(&statement, &parameters)
         .await
-        .map_err(|error| classify(error, "applying a batch"))?;
-    Ok(())
+        .map(|_| ())
 }
 
 /// Whether the target table has a unique index other than its primary key (cached).
