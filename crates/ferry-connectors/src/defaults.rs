@@ -66,11 +66,11 @@ pub fn mysql_to_postgres(default: &str, postgres_type: &str) -> Option<String> {
         return None;
     }
     if postgres_type.starts_with("bit") {
+        // MySQL shows b'101' without leading zeros; bit(n) needs exactly n digits.
         let bits = lower.strip_prefix("b'")?.strip_suffix('\'')?;
-        return bits
-            .bytes()
-            .all(|byte| byte == b'0' || byte == b'1')
-            .then(|| format!("B'{bits}'"));
+        let width: usize = crate::syntax::modifier(postgres_type)?.parse().ok()?;
+        return (bits.bytes().all(|byte| byte == b'0' || byte == b'1') && bits.len() <= width)
+            .then(|| format!("B'{bits:0>width$}'"));
     }
     if is_number(text) {
         return Some(text.to_string());
@@ -103,8 +103,17 @@ pub fn mysql_to_postgres(default: &str, postgres_type: &str) -> Option<String> {
 
 /// A PostgreSQL default (as `pg_get_expr` renders it: `'text'::character varying`, `0`,
 /// `(-1)`, `true`, `now()`, `CURRENT_TIMESTAMP`) for a MySQL column of type `mysql_type`
-/// (`VARCHAR(20) ...`, `DATETIME(6)`); `mariadb` allows literal defaults on TEXT and BLOB.
-pub fn postgres_to_mysql(default: &str, mysql_type: &str, mariadb: bool) -> Option<String> {
+/// (`VARCHAR(20) ...`, `DATETIME(6)`) translated from `postgres_type`; `mariadb` allows
+/// literal defaults on TEXT and BLOB. String literals are kept only for text, numbers and plain
+/// dates and times (no backslashes: MySQL would read them as escapes), and the current time
+/// only for `timestamp without time zone` (ferry stores timestamptz values in UTC, which MySQL's
+/// CURRENT_TIMESTAMP is not).
+pub fn postgres_to_mysql(
+    default: &str,
+    mysql_type: &str,
+    postgres_type: &str,
+    mariadb: bool,
+) -> Option<String> {
     let text = unwrap_parentheses(default.trim());
     let lower = text.to_ascii_lowercase();
     let upper_type = mysql_type.to_ascii_uppercase();
@@ -130,7 +139,24 @@ pub fn postgres_to_mysql(default: &str, mysql_type: &str, mariadb: bool) -> Opti
         None
     };
     if let Some(literal) = literal {
-        if matches!(base, "JSON" | "BIT" | "ENUM" | "SET") && !literal.starts_with('\'') {
+        let text_like = matches!(
+            base,
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+        );
+        let numeric = matches!(
+            base,
+            "TINYINT" | "SMALLINT" | "INT" | "BIGINT" | "DECIMAL" | "FLOAT" | "DOUBLE"
+        );
+        let plain_time = matches!(base, "DATE" | "DATETIME" | "TIME")
+            && !postgres_type.contains("with time zone")
+            && literal
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || b"'-: .".contains(&byte));
+        let number_text = literal
+            .trim_matches('\'')
+            .parse::<f64>()
+            .is_ok_and(f64::is_finite);
+        if literal.contains('\\') || !(text_like || plain_time || (numeric && number_text)) {
             return None;
         }
         let long = matches!(
@@ -151,7 +177,10 @@ pub fn postgres_to_mysql(default: &str, mysql_type: &str, mariadb: bool) -> Opti
             literal
         });
     }
-    if is_current_timestamp(&lower) && matches!(base, "DATETIME" | "TIMESTAMP") {
+    if is_current_timestamp(&lower)
+        && matches!(base, "DATETIME" | "TIMESTAMP")
+        && !postgres_type.contains("with time zone")
+    {
         let precision = upper_type
             .split_once('(')
             .and_then(|(_, rest)| rest.split(')').next())
@@ -180,6 +209,10 @@ mod tests {
         assert_eq!(to_postgres("NULL", "text"), None);
         assert_eq!(to_postgres("b'101'", "bit(3)").as_deref(), Some("B'101'"));
         assert_eq!(
+            to_postgres("b'101'", "bit(8)").as_deref(),
+            Some("B'00000101'")
+        );
+        assert_eq!(
             to_postgres("current_timestamp(6)", "timestamp(6) with time zone").as_deref(),
             Some("CURRENT_TIMESTAMP")
         );
@@ -194,7 +227,14 @@ mod tests {
 
     #[test]
     fn postgres_defaults_become_mysql_defaults() {
-        let to_mysql = |default, kind| postgres_to_mysql(default, kind, true);
+        let to_mysql = |default, kind: &str| {
+            let postgres = if kind.starts_with("DATETIME") {
+                "timestamp without time zone"
+            } else {
+                "text"
+            };
+            postgres_to_mysql(default, kind, postgres, true)
+        };
         assert_eq!(
             to_mysql("'new'::character varying", "VARCHAR(20)").as_deref(),
             Some("'new'")
@@ -204,7 +244,7 @@ mod tests {
             Some("'it''s'")
         );
         assert_eq!(
-            postgres_to_mysql("'x'::text", "LONGTEXT", false).as_deref(),
+            postgres_to_mysql("'x'::text", "LONGTEXT", "text", false).as_deref(),
             Some("('x')")
         );
         assert_eq!(to_mysql("(-1)", "INT").as_deref(), Some("-1"));
@@ -221,5 +261,29 @@ mod tests {
         assert_eq!(to_mysql("gen_random_uuid()", "CHAR(36)"), None);
         assert_eq!(to_mysql("'{}'::integer[]", "JSON"), None);
         assert_eq!(to_mysql("('a'::text || 'b'::text)", "LONGTEXT"), None);
+        assert_eq!(to_mysql("'C:\\temp'::text", "LONGTEXT"), None);
+        assert_eq!(to_mysql("'\\x0102'::bytea", "LONGBLOB"), None);
+        assert_eq!(
+            postgres_to_mysql("now()", "DATETIME(6)", "timestamp with time zone", true),
+            None
+        );
+        assert_eq!(
+            postgres_to_mysql(
+                "'2020-01-01 00:00:00+00'::timestamp with time zone",
+                "DATETIME(6)",
+                "timestamp with time zone",
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            to_mysql(
+                "'2020-01-01 10:00:00'::timestamp without time zone",
+                "DATETIME(6)"
+            )
+            .as_deref(),
+            Some("'2020-01-01 10:00:00'")
+        );
+        assert_eq!(to_mysql("'NaN'::numeric", "DECIMAL(8,2)"), None);
     }
 }

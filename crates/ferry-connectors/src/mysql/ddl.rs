@@ -187,7 +187,12 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
                 .map_err(|reason| Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
                     .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out"))?;
             translated_default = column.default.as_deref().and_then(|default| {
-                crate::defaults::postgres_to_mysql(default, &translated, flavor.mariadb)
+                crate::defaults::postgres_to_mysql(
+                    default,
+                    &translated,
+                    &column.native_type,
+                    flavor.mariadb,
+                )
             });
             format!("{} {translated}", ident(&column.name))
         } else {
