@@ -218,11 +218,19 @@ impl Transforms {
             .map(|key| self.column_name(&table.name, key).to_string())
             .collect();
         let name = target.name.clone();
+        let renamed = name != table.name;
         target.secondary = table
             .secondary
             .iter()
             .filter_map(|object| {
-                indexes::rewrite(object, &table.dialect, &name, |column| {
+                // A renamed table's objects take its name, so two tables renamed into one
+                // schema cannot clash over an index name.
+                let object_name = if renamed {
+                    renamed_object(&name, &object.name)
+                } else {
+                    object.name.clone()
+                };
+                indexes::rewrite(object, &table.dialect, &name, &object_name, |column| {
                     (!self.dropped(&table.name, column))
                         .then(|| self.column_name(&table.name, column).to_string())
                 })
@@ -232,6 +240,16 @@ impl Transforms {
         target.primary_key_name = None;
         Ok(target)
     }
+}
+
+/// The name a secondary object of a renamed table takes on the target: the table's new name,
+/// `_`, the object's name, cut to 63 bytes (PostgreSQL's limit).
+pub fn renamed_object(target: &TableName, object: &str) -> String {
+    let mut joined = format!("{}_{}", target.name, object);
+    while joined.len() > 63 {
+        joined.pop();
+    }
+    joined
 }
 
 /// Replaces a MySQL zero date or date-time (`0000-00-00`, `2024-00-10`, `2024-05-00 ...`) with

@@ -80,7 +80,13 @@ impl Source for TransformedSource {
             let left_out: Vec<&str> = table
                 .secondary
                 .iter()
-                .filter(|object| !target.secondary.iter().any(|kept| kept.name == object.name))
+                .filter(|object| {
+                    let renamed = ferry_core::transform::renamed_object(&target.name, &object.name);
+                    !target
+                        .secondary
+                        .iter()
+                        .any(|kept| kept.name == object.name || kept.name == renamed)
+                })
                 .map(|object| object.name.as_str())
                 .collect();
             if !left_out.is_empty() {

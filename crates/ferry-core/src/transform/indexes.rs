@@ -58,17 +58,26 @@ fn postgres_quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Rewrites `object` for the target; `column` maps a source column to its target name, or to
-/// None when the column is dropped.
+/// Rewrites `object` for the target under the name `name`; `column` maps a source column to its
+/// target name, or to None when the column is dropped. The statement head is rebuilt from the
+/// name, never cut out of the definition (a quoted name may hold ` ON `).
 pub fn rewrite(
     object: &SecondaryObject,
     dialect: &str,
     target: &TableName,
+    name: &str,
     column: impl Fn(&str) -> Option<String>,
 ) -> Option<SecondaryObject> {
+    let unique = object.definition.starts_with("CREATE UNIQUE INDEX");
     let definition = match (dialect, object.kind) {
         ("mysql", SecondaryKind::Index) => {
-            let (head, rest) = object.definition.split_once(" ON ")?;
+            let rest = object.definition.strip_prefix(if unique {
+                "CREATE UNIQUE INDEX "
+            } else {
+                "CREATE INDEX "
+            })?;
+            let (_, rest) = mysql_identifier(rest)?;
+            let rest = rest.strip_prefix(" ON ")?;
             let (_, rest) = mysql_identifier(rest)?;
             let list = rest.strip_prefix(" (")?.strip_suffix(')')?;
             let mut parts = Vec::new();
@@ -85,15 +94,22 @@ pub fn rewrite(
                 parts.push(format!("{}{suffix}", mysql_quote(&column(&name)?)));
             }
             format!(
-                "{head} ON {} ({})",
+                "CREATE {}INDEX {} ON {} ({})",
+                if unique { "UNIQUE " } else { "" },
+                mysql_quote(name),
                 mysql_quote(&target.name),
                 parts.join(", ")
             )
         }
         ("postgres", SecondaryKind::Index) => {
-            let (head, rest) = object.definition.split_once(" ON ")?;
-            let (_, rest) = rest.split_once(" USING ")?;
+            let (_, rest) = object.definition.rsplit_once(" USING ")?;
             let (method, rest) = rest.split_once(" (")?;
+            if !method
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+            {
+                return None;
+            }
             let list = rest.strip_suffix(')')?;
             if list.contains('(') || list.contains(')') {
                 return None;
@@ -111,7 +127,9 @@ pub fn rewrite(
                 });
             }
             format!(
-                "{head} ON {}.{} USING {method} ({})",
+                "CREATE {}INDEX {} ON {}.{} USING {method} ({})",
+                if unique { "UNIQUE " } else { "" },
+                postgres_quote(name),
                 postgres_quote(&target.schema),
                 postgres_quote(&target.name),
                 parts.join(", ")
@@ -131,7 +149,7 @@ pub fn rewrite(
         _ => return None,
     };
     Some(SecondaryObject {
-        name: object.name.clone(),
+        name: name.to_string(),
         kind: object.kind,
         definition,
     })
@@ -167,6 +185,7 @@ mod tests {
             ),
             "mysql",
             &target,
+            "by_x",
             renamed,
         )
         .unwrap();
@@ -181,17 +200,19 @@ mod tests {
             ),
             "postgres",
             &target,
+            "clients_by_x",
             renamed,
         )
         .unwrap();
         assert_eq!(
             postgres.definition,
-            "CREATE INDEX by_x ON \"public\".\"clients\" USING btree (\"full_name\", \"Region\" DESC)"
+            "CREATE INDEX \"clients_by_x\" ON \"public\".\"clients\" USING btree (\"full_name\", \"Region\" DESC)"
         );
         let unique = rewrite(
             &object(SecondaryKind::Constraint, "UNIQUE (name, region)"),
             "postgres",
             &target,
+            "by_x",
             renamed,
         )
         .unwrap();
@@ -208,7 +229,7 @@ mod tests {
             (SecondaryKind::ForeignKey, "postgres", "FOREIGN KEY (region) REFERENCES regions(id)"),
             (SecondaryKind::Constraint, "postgres", "CHECK (qty > 0)"),
         ] {
-            assert!(rewrite(&object(kind, definition), dialect, &target, renamed).is_none(), "{definition}");
+            assert!(rewrite(&object(kind, definition), dialect, &target, "by_x", renamed).is_none(), "{definition}");
         }
     }
 }
