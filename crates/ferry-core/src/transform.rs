@@ -218,7 +218,9 @@ impl Transforms {
             .map(|key| self.column_name(&table.name, key).to_string())
             .collect();
         let name = target.name.clone();
-        let renamed = name != table.name;
+        // PostgreSQL index names are per schema; MySQL's are per table (and the PostgreSQL
+        // sink prefixes translated MySQL indexes with their table already).
+        let renamed = name != table.name && table.dialect == "postgres";
         target.secondary = table
             .secondary
             .iter()
