@@ -182,6 +182,13 @@ impl Position {
         }
     }
 
+    /// True for two MySQL positions of different known servers that order as equal (the same
+    /// GTID): the same point of the stream, named on another server.
+    pub fn same_point_elsewhere(&self, other: &Position) -> bool {
+        matches!((self, other), (Position::Mysql(this), Position::Mysql(that))
+            if this.server != that.server && this.server != 0 && that.server != 0)
+    }
+
     /// A stable text form for storage: `postgres:X/Y`, `mysql:FILE/OFFSET[@SERVER][#GTID]`.
     pub fn to_storage(&self) -> String {
         match self {
@@ -256,6 +263,10 @@ mod tests {
         let replica = Position::from_storage("mysql:3/500@8#0-7-43").unwrap();
         assert!(replica > primary);
         assert_eq!(replica.distance_from(primary), 0);
+        let same_transaction = Position::from_storage("mysql:3/100@8#0-7-42").unwrap();
+        assert_eq!(same_transaction.partial_cmp(&primary), Some(std::cmp::Ordering::Equal));
+        assert!(same_transaction.same_point_elsewhere(&primary));
+        assert!(!primary.same_point_elsewhere(&primary));
         let other_domain = Position::from_storage("mysql:3/500@8#1-8-1").unwrap();
         assert_eq!(other_domain.partial_cmp(&primary), None);
         assert_eq!(binlog.partial_cmp(&late), None);

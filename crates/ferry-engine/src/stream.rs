@@ -408,7 +408,7 @@ fn acknowledge(
 ) {
     pipeline.in_flight -= 1;
     failpoint::hit("stream.after_apply_before_ack");
-    if applied.checkpoint > *acknowledged {
+    if is_newer(applied.checkpoint, *acknowledged) {
         stream.acknowledge(applied.checkpoint);
         *acknowledged = applied.checkpoint;
     }
@@ -432,8 +432,11 @@ pub async fn sync_sequences(
 /// (a MySQL position of another server without a common GTID domain) counts as newer: the
 /// stream only moves forward, so holding the checkpoint back would only replay more.
 fn is_newer(position: Position, earlier: Position) -> bool {
-    !matches!(
-        position.partial_cmp(&earlier),
-        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-    )
+    match position.partial_cmp(&earlier) {
+        Some(std::cmp::Ordering::Less) => false,
+        // The same transaction seen on another server (after a failover): take the new
+        // server's position, so the checkpoint names the server the stream now reads.
+        Some(std::cmp::Ordering::Equal) => position.same_point_elsewhere(&earlier),
+        _ => true,
+    }
 }

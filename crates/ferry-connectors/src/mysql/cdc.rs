@@ -294,6 +294,14 @@ impl BinlogChangeStream {
                 let words: Vec<&str> = statement.split_whitespace().take(3).collect();
                 if statement.starts_with("BEGIN") || statement.starts_with("XA START") {
                     // Rows follow; Begin is emitted with the first change we keep.
+                } else if statement.starts_with("ROLLBACK") && self.in_transaction {
+                    // Logged only when a transaction also touched a non-transactional table:
+                    // the selected tables' rows read since its start were undone on the source.
+                    return Err(Error::operator(
+                        "source.rolled_back_transaction",
+                        format!("a transaction that changed a selected table was rolled back on the source after its rows were logged ({}), because it also changed a non-transactional table", text.chars().take(80).collect::<String>()),
+                    )
+                    .with_hint("keep non-transactional (MyISAM, Aria) tables out of transactions that write the selected tables, then copy again with `ferry run --restart`"));
                 } else if statement.starts_with("COMMIT")
                     || statement.starts_with("XA COMMIT")
                     || statement.starts_with("ROLLBACK") && !statement.starts_with("ROLLBACK TO")

@@ -230,7 +230,22 @@ impl Source for MysqlSource {
         let mut conn = connect(&self.config, true).await?;
         let (file, offset) = log_end(&mut conn).await?;
         let server = server_id_of(&mut conn).await?;
+        // MariaDB: the GTID state read after the file and offset, so never older than them;
+        // it lets this position be compared with a checkpoint taken on another server.
+        let gtid = if is_mariadb(&mut conn).await? {
+            let list: Option<String> = conn
+                .query_first("SELECT @@gtid_binlog_pos")
+                .await
+                .map_err(|error| classify(error, "reading the GTID position"))?;
+            list.as_deref().and_then(single_gtid)
+        } else {
+            None
+        };
         let _ = conn.disconnect().await;
-        position_of(&file, offset, server)
+        let mut position = position_of(&file, offset, server)?;
+        if let Position::Mysql(binlog) = &mut position {
+            binlog.gtid = gtid;
+        }
+        Ok(position)
     }
 }

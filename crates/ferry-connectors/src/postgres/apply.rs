@@ -282,7 +282,12 @@ async fn apply_table(
             savepoint("SAVEPOINT ferry_upsert").await?;
             match execute_raw(transaction, cache, &sql, &columns).await {
                 Ok(()) => {}
-                Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                // Not when the target has columns the stream does not send: a re-inserted row
+                // would lose their values.
+                Err(error)
+                    if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                        && types.len() == names.len() =>
+                {
                     savepoint("ROLLBACK TO SAVEPOINT ferry_upsert").await?;
                     let key_columns: Vec<Vec<Option<String>>> =
                         keys.iter().map(|&index| columns[index].clone()).collect();
