@@ -219,6 +219,18 @@ pub struct Buckets {
     pub selected: Vec<u32>,
 }
 
+impl Buckets {
+    /// The selected bucket numbers as an SQL list (`3, 17`), or `NULL` when none is selected
+    /// (so `bucket IN (NULL)` matches nothing).
+    pub fn sql_list(&self) -> String {
+        if self.selected.is_empty() {
+            return "NULL".into();
+        }
+        let numbers: Vec<String> = self.selected.iter().map(u32::to_string).collect();
+        numbers.join(", ")
+    }
+}
+
 /// Optional capability for verification and repair: read one side's rows by key range or key,
 /// in a canonical form comparable with the other side of the same connector pair.
 #[async_trait]

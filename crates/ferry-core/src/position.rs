@@ -264,7 +264,10 @@ mod tests {
         assert!(replica > primary);
         assert_eq!(replica.distance_from(primary), 0);
         let same_transaction = Position::from_storage("mysql:3/100@8#0-7-42").unwrap();
-        assert_eq!(same_transaction.partial_cmp(&primary), Some(std::cmp::Ordering::Equal));
+        assert_eq!(
+            same_transaction.partial_cmp(&primary),
+            Some(std::cmp::Ordering::Equal)
+        );
         assert!(same_transaction.same_point_elsewhere(&primary));
         assert!(!primary.same_point_elsewhere(&primary));
         let other_domain = Position::from_storage("mysql:3/500@8#1-8-1").unwrap();

@@ -418,15 +418,10 @@ impl Inspector for MysqlInspector {
     ) -> Result<Vec<RowHash>> {
         let (mut predicate, values) = range_predicate(table, range);
         if let Some(buckets) = buckets {
-            let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
             predicate = format!(
                 "({predicate}) AND {} IN ({})",
                 self.bucket(table, buckets.count)?,
-                if selected.is_empty() {
-                    "NULL".into()
-                } else {
-                    selected.join(", ")
-                }
+                buckets.sql_list()
             );
         }
         let mut conn = self.conn().await?;

@@ -74,12 +74,46 @@ impl PostgresInspector {
         }
     }
 
-    pub(super) fn config(&self) -> &ConnectionConfig {
-        &self.config
+    /// Runs a digest query (row count, digest text) in one snapshot; a source also reads its
+    /// WAL position in that snapshot, at or after every change the digest saw.
+    pub(super) async fn digest_in_snapshot(
+        &self,
+        table: &TableSchema,
+        sql: &str,
+    ) -> Result<RangeDigest> {
+        let client = connect(&self.config).await?;
+        let what = format!("digesting {} on the {}", table.name, self.side());
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let position = if self.is_source {
+            let lsn: String = client
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(|error| classify(error, &what))?
+                .get(0);
+            Lsn::parse(&lsn).map(Position::Postgres)
+        } else {
+            None
+        };
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(RangeDigest {
+            rows: row.get::<_, i64>(0) as u64,
+            digest: row.get(1),
+            position,
+        })
     }
 
-    pub(super) fn is_source(&self) -> bool {
-        self.is_source
+    pub(super) fn config(&self) -> &ConnectionConfig {
+        &self.config
     }
 
     fn refuse_across_engines(&self, what: &str) -> Result<()> {
@@ -196,12 +230,6 @@ impl Inspector for PostgresInspector {
         if self.portable {
             return self.portable_digest(table, range).await;
         }
-        let client = connect(&self.config).await?;
-        let what = format!("digesting {} on the {}", table.name, self.side());
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|error| classify(error, &what))?;
         let sql = format!(
             "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
              FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
@@ -209,29 +237,7 @@ impl Inspector for PostgresInspector {
             qualified(&table.name),
             range_predicate(table, range)?
         );
-        let row = client
-            .query_one(&sql, &[])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        let position = if self.is_source {
-            let lsn: String = client
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await
-                .map_err(|error| classify(error, &what))?
-                .get(0);
-            Lsn::parse(&lsn).map(Position::Postgres)
-        } else {
-            None
-        };
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(RangeDigest {
-            rows: row.get::<_, i64>(0) as u64,
-            digest: row.get(1),
-            position,
-        })
+        self.digest_in_snapshot(table, &sql).await
     }
 
     async fn row_hashes(
@@ -246,15 +252,10 @@ impl Inspector for PostgresInspector {
         }
         let mut predicate = range_predicate(table, range)?;
         if let Some(buckets) = buckets {
-            let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
             predicate = format!(
                 "({predicate}) AND {} IN ({})",
                 bucket_expression(table, buckets.count),
-                if selected.is_empty() {
-                    "NULL".into()
-                } else {
-                    selected.join(", ")
-                }
+                buckets.sql_list()
             );
         }
         self.hashes_where(table, &predicate).await

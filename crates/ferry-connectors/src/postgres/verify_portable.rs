@@ -8,7 +8,7 @@
 use ferry_core::connector::Buckets;
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RowHash};
-use ferry_core::{Error, Lsn, Position, Result, TableSchema, Value};
+use ferry_core::{Error, Result, TableSchema, Value};
 
 use super::connection::connect;
 use super::ddl::qualified;
@@ -44,41 +44,12 @@ impl PostgresInspector {
     ) -> Result<RangeDigest> {
         whole_table(range)?;
         let row = portable::row(table).map_err(unsupported)?;
-        let client = connect(self.config()).await?;
-        let what = format!("digesting {} on the {}", table.name, self.side());
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|error| classify(error, &what))?;
         let sql = format!(
             "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM {}) canonical) totals",
             row.postgres,
             qualified(&table.name)
         );
-        let result = client
-            .query_one(&sql, &[])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        // A source's position at or after every change the digest saw (same snapshot).
-        let position = if self.is_source() {
-            let lsn: String = client
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await
-                .map_err(|error| classify(error, &what))?
-                .get(0);
-            Lsn::parse(&lsn).map(Position::Postgres)
-        } else {
-            None
-        };
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(RangeDigest {
-            rows: result.get::<_, i64>(0) as u64,
-            digest: result.get(1),
-            position,
-        })
+        self.digest_in_snapshot(table, &sql).await
     }
 
     /// Row hashes of the rows with these key texts (`RowHash::key` holds the key text here).
@@ -96,33 +67,13 @@ impl PostgresInspector {
                 _ => None,
             })
             .collect();
-        let client = connect(self.config()).await?;
         let sql = format!(
             "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM {}) keyed WHERE k = ANY($1)",
             key.postgres,
             row.postgres,
             qualified(&table.name)
         );
-        let what = format!(
-            "reading row hashes of {} on the {}",
-            table.name,
-            self.side()
-        );
-        let rows = client
-            .query(&sql, &[&texts])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let key_text: String = row.get(0);
-                RowHash {
-                    key: vec![Value::Text(key_text.clone())],
-                    key_text,
-                    hash: row.get(1),
-                }
-            })
-            .collect())
+        self.portable_hashes(table, &sql, &[&texts]).await
     }
 
     pub(super) async fn portable_buckets(
@@ -171,34 +122,37 @@ impl PostgresInspector {
         let row = portable::row(table).map_err(unsupported)?;
         let key = portable::key(table).map_err(unsupported)?;
         let predicate = match buckets {
-            Some(buckets) => {
-                let selected: Vec<String> = buckets.selected.iter().map(u32::to_string).collect();
-                format!(
-                    "{} IN ({})",
-                    portable::postgres_bucket(&key.postgres, buckets.count),
-                    if selected.is_empty() {
-                        "NULL".into()
-                    } else {
-                        selected.join(", ")
-                    }
-                )
-            }
+            Some(buckets) => format!(
+                "{} IN ({})",
+                portable::postgres_bucket(&key.postgres, buckets.count),
+                buckets.sql_list()
+            ),
             None => "TRUE".into(),
         };
-        let client = connect(self.config()).await?;
         let sql = format!(
             "SELECT '(' || {} || ')', md5({}) FROM {} WHERE {predicate}",
             key.postgres,
             row.postgres,
             qualified(&table.name)
         );
+        self.portable_hashes(table, &sql, &[]).await
+    }
+
+    /// Runs a query of (key text, row hash) pairs; the key text stands for the key.
+    async fn portable_hashes(
+        &self,
+        table: &TableSchema,
+        sql: &str,
+        parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RowHash>> {
+        let client = connect(self.config()).await?;
         let what = format!(
             "reading row hashes of {} on the {}",
             table.name,
             self.side()
         );
         let rows = client
-            .query(&sql, &[])
+            .query(sql, parameters)
             .await
             .map_err(|error| classify(error, &what))?;
         Ok(rows
