@@ -112,6 +112,33 @@ impl PostgresInspector {
         })
     }
 
+    /// Runs a bucket digest query (bucket, row count, digest text).
+    pub(super) async fn bucket_digests(
+        &self,
+        table: &TableSchema,
+        sql: &str,
+    ) -> Result<Vec<(u32, RangeDigest)>> {
+        let client = connect(&self.config).await?;
+        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
+        let rows = client
+            .query(sql, &[])
+            .await
+            .map_err(|error| classify(error, &what))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, i32>(0) as u32,
+                    RangeDigest {
+                        rows: row.get::<_, i64>(1) as u64,
+                        digest: row.get(2),
+                        position: None,
+                    },
+                )
+            })
+            .collect())
+    }
+
     pub(super) fn config(&self) -> &ConnectionConfig {
         &self.config
     }
@@ -271,8 +298,6 @@ impl Inspector for PostgresInspector {
         if self.portable {
             return self.portable_buckets(table, range, count).await;
         }
-        let client = connect(&self.config).await?;
-        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
         let sql = format!(
             "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
              FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
@@ -281,23 +306,7 @@ impl Inspector for PostgresInspector {
             qualified(&table.name),
             range_predicate(table, range)?
         );
-        let rows = client
-            .query(&sql, &[])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<_, i32>(0) as u32,
-                    RangeDigest {
-                        rows: row.get::<_, i64>(1) as u64,
-                        digest: row.get(2),
-                        position: None,
-                    },
-                )
-            })
-            .collect())
+        self.bucket_digests(table, &sql).await
     }
 
     async fn row_hashes_for_keys(

@@ -85,31 +85,13 @@ impl PostgresInspector {
         whole_table(range)?;
         let row = portable::row(table).map_err(unsupported)?;
         let key = portable::key(table).map_err(unsupported)?;
-        let client = connect(self.config()).await?;
         let sql = format!(
             "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM {}) canonical GROUP BY bucket) totals",
             portable::postgres_bucket(&key.postgres, count),
             row.postgres,
             qualified(&table.name)
         );
-        let what = format!("digesting buckets of {} on the {}", table.name, self.side());
-        let rows = client
-            .query(&sql, &[])
-            .await
-            .map_err(|error| classify(error, &what))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<_, i32>(0) as u32,
-                    RangeDigest {
-                        rows: row.get::<_, i64>(1) as u64,
-                        digest: row.get(2),
-                        position: None,
-                    },
-                )
-            })
-            .collect())
+        self.bucket_digests(table, &sql).await
     }
 
     pub(super) async fn portable_row_hashes(
