@@ -139,6 +139,14 @@ pub trait Sink: Send + Sync {
     /// Removes every row of the table (before copying it afresh).
     async fn truncate(&self, table: &TableName) -> Result<()>;
 
+    /// Takes `migration` exclusively on this target for as long as the returned guard lives:
+    /// one process at a time may copy or stream a migration, so a second command with the same
+    /// name can never rewrite the stream's table set or the table states under a running one.
+    /// Fails at once (after a few seconds' wait for a predecessor's connection to close) with an
+    /// operator error naming the migration when another process holds it.
+    async fn lock_migration(&self, migration: &str)
+        -> Result<Box<dyn std::any::Any + Send + Sync>>;
+
     /// The persisted state of `migration` (empty when it never ran).
     async fn load_state(&self, migration: &str) -> Result<MigrationState>;
 

@@ -70,6 +70,10 @@ pub enum SecondaryKind {
     Index,
     Constraint,
     ForeignKey,
+    /// PostgreSQL table inheritance: the table is a child of the table named (quoted and
+    /// qualified) in the definition. Each table's rows travel on their own (reads use `ONLY`);
+    /// a PostgreSQL target re-creates the link after the bulk load, other targets leave it out.
+    Inherit,
 }
 
 /// A table as the source defines it.

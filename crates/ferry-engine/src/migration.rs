@@ -74,6 +74,9 @@ pub async fn run_migration(
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     progress.phase(Phase::Preparing);
+    // Held until this run returns: no second process may rewrite this migration's stream or
+    // table states meanwhile.
+    let _lock = sink.lock_migration(&options.name).await?;
     let catalog = source.read_catalog(&options.selection).await?;
     if catalog.tables.is_empty() {
         return Err(Error::operator(
@@ -118,16 +121,39 @@ pub async fn run_migration(
         .collect();
     let mut state = sink.load_state(&options.name).await?;
 
-    for name in state
+    // A migration's table set never shrinks implicitly: a command with a narrower selection
+    // under the same name would otherwise take tables out of a live stream without a word.
+    let left: Vec<String> = state
         .tables
         .keys()
         .filter(|name| !table_names.contains(name))
-        .cloned()
-        .collect::<Vec<_>>()
-    {
-        info!(table = %name, "table left the selection; forgetting its state");
-        sink.forget_table(&options.name, &name).await?;
-        state.tables.remove(&name);
+        .map(|name| name.to_string())
+        .collect();
+    if options.restart {
+        for name in state
+            .tables
+            .keys()
+            .filter(|name| !table_names.contains(name))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            info!(table = %name, "starting over without this table; forgetting its state");
+            sink.forget_table(&options.name, &name).await?;
+            state.tables.remove(&name);
+        }
+    } else if !left.is_empty() {
+        return Err(Error::operator(
+            "plan.tables_left_selection",
+            format!(
+                "migration '{}' also moves {}, which this selection leaves out",
+                options.name,
+                left.join(", ")
+            ),
+        )
+        .with_hint(format!(
+            "select them too (--tables), or give this selection its own --name; to take them out of migration '{}' for good, start it over with --restart and the new selection",
+            options.name
+        )));
     }
 
     if options.stream_only {

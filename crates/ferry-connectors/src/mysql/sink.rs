@@ -175,6 +175,30 @@ impl Sink for MysqlSink {
         FORMATS
     }
 
+    async fn lock_migration(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut conn = connect(&self.config, false).await?;
+        // Lock names are at most 64 characters: the migration's name goes in hashed. GET_LOCK
+        // waits up to 5 s for a predecessor's connection to close.
+        let locked: Option<i64> = conn
+            .exec_first(
+                "SELECT GET_LOCK(CONCAT('ferry.migration.', SHA1(?)), 5)",
+                (migration,),
+            )
+            .await
+            .map_err(|error| classify(error, "taking the migration lock"))?
+            .flatten();
+        if locked != Some(1) {
+            return Err(Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
+                .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
+        }
+        // The lock lives as long as this connection: keep the server from ending it.
+        let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
+        Ok(Box::new(conn))
+    }
+
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
         let mut server = connect(&self.config, false).await?;
         server

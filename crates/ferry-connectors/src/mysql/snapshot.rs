@@ -5,6 +5,7 @@
 //! position (see `source.rs`), and the stream replays everything from that position over the
 //! copied rows (the argument in the engine's `migration.rs`). No table is locked.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -169,6 +170,10 @@ impl ChunkReader for MysqlChunkReader {
         );
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
         let conn = self.conn.clone().lock_owned().await;
+        // Set once every row was sent: a reader that ends any other way (a panic, a dropped
+        // task) must not look like the end of the chunk, or a partial chunk is marked done.
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished_by_reader = finished.clone();
         tokio::spawn(async move {
             let mut conn = conn;
             let what = format!("reading {}", table.name);
@@ -201,9 +206,10 @@ impl ChunkReader for MysqlChunkReader {
                 conn.query_drop("COMMIT")
                     .await
                     .map_err(|error| classify(error, &what))?;
-                if !buffer.is_empty() {
-                    let _ = sender.send(Ok(Bytes::from(buffer))).await;
+                if !buffer.is_empty() && sender.send(Ok(Bytes::from(buffer))).await.is_err() {
+                    return Ok(());
                 }
+                finished_by_reader.store(true, Ordering::SeqCst);
                 Ok(())
             }
             .await;
@@ -211,8 +217,22 @@ impl ChunkReader for MysqlChunkReader {
                 let _ = sender.send(Err(error)).await;
             }
         });
-        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
+        let stream = futures_util::stream::unfold(Some(receiver), move |receiver| {
+            let finished = finished.clone();
+            async move {
+                let mut receiver = receiver?;
+                match receiver.recv().await {
+                    Some(item) => Some((item, Some(receiver))),
+                    None if finished.load(Ordering::SeqCst) => None,
+                    None => Some((
+                        Err(Error::transient(
+                            "copy.reader_ended",
+                            "the chunk reader stopped before the end of the chunk",
+                        )),
+                        None,
+                    )),
+                }
+            }
         });
         Ok((ChunkFormat::Rows, Box::pin(stream) as ByteStream))
     }

@@ -144,19 +144,31 @@ pub(crate) async fn save_plan<Q: Queryable>(
     set_table_state(conn, migration, table, TableState::Copying, None).await
 }
 
-pub(crate) async fn mark_chunk_done<Q: Queryable>(
-    conn: &mut Q,
+pub(crate) async fn mark_chunk_done(
+    conn: &mut mysql_async::Transaction<'_>,
     migration: &str,
     table: &TableName,
     chunk: u32,
     rows: u64,
 ) -> Result<()> {
+    // `done = 0`: a chunk loaded by a transaction that committed after its process gave up on
+    // it is never loaded twice (this one rolls back).
     conn.exec_drop(
-        "UPDATE `_ferry`.`chunks` SET done = 1, row_count = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND chunk_index = ?",
+        "UPDATE `_ferry`.`chunks` SET done = 1, row_count = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND chunk_index = ? AND done = 0",
         (rows, migration, &table.schema, &table.name, chunk),
     )
     .await
-    .map_err(|error| classify(error, "marking a chunk done"))
+    .map_err(|error| classify(error, "marking a chunk done"))?;
+    if conn.affected_rows() != 1 {
+        return Err(ferry_core::Error::transient(
+            "state.chunk",
+            format!(
+                "chunk {chunk} of {table} is not in the plan, or another transaction loaded it"
+            ),
+        )
+        .with_hint("ferry retries from the stored chunk states"));
+    }
+    Ok(())
 }
 
 pub(crate) async fn store_checkpoint<Q: Queryable>(

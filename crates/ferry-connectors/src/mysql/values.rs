@@ -39,8 +39,21 @@ pub fn decode(kind: &Kind, raw: Raw, from_log: bool) -> Result<Value> {
     Ok(match kind {
         Kind::Integer { bits, unsigned } => {
             let mut number = integer(kind, &raw).ok_or_else(|| bad(kind, format!("{raw:?}")))?;
+            // The binary log carries the column's bytes, and the decoder does not know the
+            // column's sign: an unsigned column can arrive negative (two's complement of the
+            // full width) and a signed MEDIUMINT arrives zero-extended from 24 bits.
             if *unsigned && number < 0 {
                 number += 1i128 << bits;
+            } else if !*unsigned && number >= 1i128 << (bits - 1) && number < 1i128 << bits {
+                number -= 1i128 << bits;
+            }
+            let (low, high) = if *unsigned {
+                (0, (1i128 << bits) - 1)
+            } else {
+                (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+            };
+            if number < low || number > high {
+                return Err(bad(kind, format!("{number} is outside the column's range")));
             }
             match (bits, unsigned) {
                 (8, _) | (16, false) => Value::Int16(number as i16),
@@ -434,6 +447,31 @@ mod tests {
         assert_eq!(
             decode(&tiny, Raw::Int(-1), true).unwrap(),
             Value::Int16(255)
+        );
+        // The binary log zero-extends a signed MEDIUMINT from 24 bits.
+        let medium = Kind::Integer {
+            bits: 24,
+            unsigned: false,
+        };
+        for (raw, expected) in [
+            (16_777_211, -5),
+            (8_388_608, -8_388_608),
+            (8_388_607, 8_388_607),
+            (-7, -7),
+        ] {
+            assert_eq!(
+                decode(&medium, Raw::Int(raw), true).unwrap(),
+                Value::Int32(expected)
+            );
+        }
+        assert!(decode(&medium, Raw::Int(1 << 24), true).is_err());
+        let medium_unsigned = Kind::Integer {
+            bits: 24,
+            unsigned: true,
+        };
+        assert_eq!(
+            decode(&medium_unsigned, Raw::Int(16_777_215), true).unwrap(),
+            Value::Int32(16_777_215)
         );
         let set = Kind::Set {
             labels: vec!["a".into(), "b".into(), "c".into()],

@@ -141,7 +141,7 @@ impl ChangeApplier for PostgresApplier {
                 } => {
                     let names: Vec<String> = relations
                         .iter()
-                        .map(|relation| qualified(&relation.table))
+                        .map(|relation| format!("ONLY {}", qualified(&relation.table)))
                         .collect();
                     let restart = if *restart_identity {
                         " RESTART IDENTITY"
@@ -208,7 +208,7 @@ async fn apply_table(
 
     let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
     let delete_sql = format!(
-        "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
+        "DELETE FROM ONLY {} AS t USING unnest({}) AS s({}) WHERE {}",
         qualified(&relation.table),
         array_parameters(key_names.len(), 0),
         column_list(&key_names),
@@ -331,7 +331,7 @@ async fn apply_table(
                 })
                 .collect();
             let sql = format!(
-                "UPDATE {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
+                "UPDATE ONLY {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
                 qualified(&relation.table),
                 assignments.join(", "),
                 array_parameters(used.len(), 0),
@@ -400,9 +400,9 @@ async fn apply_table(
             at_old.join(" AND "),
         );
         let sql = format!(
-            "WITH at_new AS (UPDATE {table} SET {assignments} WHERE {at_new} RETURNING 1),
-                  moved AS (UPDATE {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM {table} WHERE {at_new}) RETURNING 1)
-             DELETE FROM {table} WHERE {at_old} AND NOT ({at_new}) AND EXISTS (SELECT 1 FROM {table} WHERE {at_new})"
+            "WITH at_new AS (UPDATE ONLY {table} SET {assignments} WHERE {at_new} RETURNING 1),
+                  moved AS (UPDATE ONLY {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM ONLY {table} WHERE {at_new}) RETURNING 1)
+             DELETE FROM ONLY {table} WHERE {at_old} AND NOT ({at_new}) AND EXISTS (SELECT 1 FROM ONLY {table} WHERE {at_new})"
         );
         let mut parameters: Vec<Option<String>> = present
             .iter()

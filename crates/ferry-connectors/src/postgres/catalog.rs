@@ -196,6 +196,30 @@ async fn read_table(
             definition: row.get(1),
         });
     }
+    // Inheritance parents that are migrated too: the link is re-created on the target (a
+    // parent that is not migrated is named in the log).
+    let parents = client
+        .query(
+            "SELECT inhparent, format('%I.%I', n.nspname, p.relname)
+             FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
+             WHERE i.inhrelid = $1 ORDER BY i.inhseqno",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, &what))?;
+    for row in &parents {
+        let parent: u32 = row.get(0);
+        let definition: String = row.get(1);
+        if let Some(parent_name) = selected.get(&parent) {
+            secondary.push(SecondaryObject {
+                name: parent_name.to_string(),
+                kind: SecondaryKind::Inherit,
+                definition,
+            });
+        } else {
+            warn!(table = %name, parent = %definition, "the table inherits from a table that is not migrated; its rows move, the link does not");
+        }
+    }
     Ok(TableSchema {
         name: name.clone(),
         dialect: "postgres".into(),

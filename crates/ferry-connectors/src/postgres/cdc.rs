@@ -74,7 +74,12 @@ pub(crate) async fn sync_publication(
     tables: &[TableName],
 ) -> Result<()> {
     let name = stream_name(migration);
-    let list: Vec<String> = tables.iter().map(qualified).collect();
+    // ONLY: a table's inheritance children are tables of their own, published only when
+    // selected (without it, a parent's publication carries every child's changes).
+    let list: Vec<String> = tables
+        .iter()
+        .map(|table| format!("ONLY {}", qualified(table)))
+        .collect();
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await

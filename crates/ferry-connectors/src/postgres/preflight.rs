@@ -263,7 +263,10 @@ async fn check_target(
             .get(0);
         if exists && !known.tables.contains_key(&table.name) {
             let empty: bool = client
-                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"), &[])
+                .query_one(
+                    &format!("SELECT NOT EXISTS (SELECT 1 FROM ONLY {name})"),
+                    &[],
+                )
                 .await
                 .map_err(|error| classify(error, what))?
                 .get(0);

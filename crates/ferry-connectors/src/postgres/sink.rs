@@ -146,6 +146,37 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
+    async fn lock_migration(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let client = self.client().await?;
+        // A predecessor's connection (an earlier attempt of this process, a killed process)
+        // may take a moment to close: wait a little before calling the migration busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('ferry.migration.' || $1, 0))",
+                    &[&migration],
+                )
+                .await
+                .map_err(|error| classify(error, "taking the migration lock"))?
+                .get(0);
+            if locked {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ferry_core::Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
+                    .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // The session lock lives as long as this connection: keep the server from ending it.
+        let _ = client.batch_execute("SET idle_session_timeout = 0").await;
+        Ok(Box::new(client))
+    }
+
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
         let tables = &tables
             .iter()
@@ -179,6 +210,9 @@ impl Sink for PostgresSink {
                     SecondaryKind::Constraint | SecondaryKind::ForeignKey => {
                         client.query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)", &[&qualified(&table.name), &object.name]).await
                     }
+                    SecondaryKind::Inherit => {
+                        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = $1::text::regclass AND inhparent = $2::text::regclass)", &[&qualified(&table.name), &object.definition]).await
+                    }
                 }
                 .map_err(|error| classify(error, &what))?;
                 if exists.get::<_, bool>(0) {
@@ -187,6 +221,11 @@ impl Sink for PostgresSink {
                 info!(table = %table.name, object = %object.name, "creating secondary object");
                 let sql = match object.kind {
                     SecondaryKind::Index => index_if_not_exists(&object.definition),
+                    SecondaryKind::Inherit => format!(
+                        "ALTER TABLE {} INHERIT {}",
+                        qualified(&table.name),
+                        object.definition
+                    ),
                     _ => format!(
                         "ALTER TABLE {} ADD CONSTRAINT {} {}",
                         qualified(&table.name),
@@ -219,7 +258,10 @@ impl Sink for PostgresSink {
         let client = self.client().await?;
         let row = client
             .query_one(
-                &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", qualified(table)),
+                &format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM ONLY {})",
+                    qualified(table)
+                ),
                 &[],
             )
             .await
@@ -236,7 +278,7 @@ impl Sink for PostgresSink {
             // CASCADE, which would empty the referencing tables too. Delete the rows instead, with
             // foreign-key triggers off, as the stream applies.
             Err(error) if error.as_db_error().map(|database_error| database_error.code().code()) == Some("0A000") => client
-                .batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM {}; COMMIT;", qualified(table)))
+                .batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM ONLY {}; COMMIT;", qualified(table)))
                 .await
                 .map_err(|error| classify(error, &what)),
             Err(error) => Err(classify(error, &what)),
@@ -402,6 +444,18 @@ impl ChunkWriter for PostgresChunkWriter {
             .transaction()
             .await
             .map_err(|error| classify(error, &what))?;
+        if let Some(count) =
+            state::claim_chunk(&transaction, &self.migration, &table.name, chunk).await?
+        {
+            // Loaded by an earlier transaction that committed after its process gave up on
+            // it: read the rows to the end (the reader serves the next chunk) and keep them out.
+            let mut rows = rows;
+            while let Some(item) = rows.next().await {
+                item?;
+            }
+            warn!(table = %table.name, chunk, "chunk was loaded already; not loading it again");
+            return Ok(count);
+        }
         let count = copy_into(&transaction, table, format, rows, &what).await?;
         state::mark_chunk_done(&transaction, &self.migration, &table.name, chunk, count).await?;
         failpoint::hit("copy.before_chunk_commit");

@@ -100,7 +100,7 @@ impl Snapshot for PostgresSnapshot {
             // Never analyzed: count, so that a large table still splits.
             let row = client
                 .query_one(
-                    &format!("SELECT count(*) FROM {}", qualified(&table.name)),
+                    &format!("SELECT count(*) FROM ONLY {}", qualified(&table.name)),
                     &[],
                 )
                 .await
@@ -126,7 +126,7 @@ impl Snapshot for PostgresSnapshot {
             let row = client
                 .query_one(
                     &format!(
-                        "SELECT min({key})::bigint, max({key})::bigint FROM {}",
+                        "SELECT min({key})::bigint, max({key})::bigint FROM ONLY {}",
                         qualified(&table.name)
                     ),
                     &[],
@@ -159,7 +159,7 @@ impl Snapshot for PostgresSnapshot {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS ferry_row FROM {}) numbered
+                        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS ferry_row FROM ONLY {}) numbered
                          WHERE ferry_row % {rows_per_chunk} = 1 AND ferry_row > 1 ORDER BY ferry_row",
                         texts.join(", "),
                         keys.join(", "),
@@ -248,7 +248,7 @@ impl ChunkReader for PostgresChunkReader {
             )
         } else {
             format!(
-                "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT {options}",
+                "COPY (SELECT {} FROM ONLY {} WHERE {predicate}) TO STDOUT {options}",
                 columns.join(", "),
                 qualified(&table.name)
             )

@@ -212,6 +212,35 @@ pub(crate) async fn save_plan(
     set_table_state(client, migration, table, TableState::Copying).await
 }
 
+/// Locks chunk `chunk` of `table` for the transaction that is about to load it, and tells
+/// whether it is done already (with its row count). A transaction that loaded the chunk but was
+/// still committing when its process died (or timed out) makes this wait for its outcome, so
+/// the same chunk is never loaded twice (the target has no primary key during the copy to
+/// refuse a second copy).
+pub(crate) async fn claim_chunk(
+    client: &impl GenericClient,
+    migration: &str,
+    table: &TableName,
+    chunk: u32,
+) -> Result<Option<u64>> {
+    let row = client
+        .query_opt(
+            "SELECT done, rows FROM _ferry.chunk WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4 FOR UPDATE",
+            &[&migration, &table.schema, &table.name, &(chunk as i32)],
+        )
+        .await
+        .map_err(|error| classify(error, "claiming a chunk"))?
+        .ok_or_else(|| {
+            Error::definite(
+                "state.chunk",
+                format!("chunk {chunk} of {table} is not in the plan"),
+            )
+        })?;
+    Ok(row
+        .get::<_, bool>(0)
+        .then(|| row.get::<_, i64>(1).max(0) as u64))
+}
+
 pub(crate) async fn mark_chunk_done(
     client: &impl GenericClient,
     migration: &str,
@@ -221,7 +250,7 @@ pub(crate) async fn mark_chunk_done(
 ) -> Result<()> {
     let updated = client
         .execute(
-            "UPDATE _ferry.chunk SET done = true, rows = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4",
+            "UPDATE _ferry.chunk SET done = true, rows = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4 AND NOT done",
             &[&migration, &table.schema, &table.name, &(chunk as i32), &(rows as i64)],
         )
         .await
@@ -229,7 +258,9 @@ pub(crate) async fn mark_chunk_done(
     if updated != 1 {
         return Err(Error::definite(
             "state.chunk",
-            format!("chunk {chunk} of {table} is not in the plan"),
+            format!(
+                "chunk {chunk} of {table} is not in the plan, or another transaction loaded it"
+            ),
         ));
     }
     Ok(())

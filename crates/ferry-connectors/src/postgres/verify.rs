@@ -226,7 +226,7 @@ impl PostgresInspector {
         let keys = key_columns(table);
         let key_texts: Vec<String> = keys.iter().map(|key| format!("{key}::text")).collect();
         let sql = format!(
-            "SELECT ROW({})::text, {}, {} FROM {} WHERE {predicate}",
+            "SELECT ROW({})::text, {}, {} FROM ONLY {} WHERE {predicate}",
             keys.join(", "),
             key_texts.join(", "),
             row_hash_expression(table),
@@ -259,7 +259,7 @@ impl Inspector for PostgresInspector {
         }
         let sql = format!(
             "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
+             FROM (SELECT ROW({})::text AS r FROM ONLY {} WHERE {}) canonical",
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
             qualified(&table.name),
             range_predicate(table, range)?
@@ -300,7 +300,7 @@ impl Inspector for PostgresInspector {
         }
         let sql = format!(
             "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
+             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM ONLY {} WHERE {}) canonical GROUP BY bucket",
             bucket_expression(table, count),
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
             qualified(&table.name),
@@ -345,7 +345,7 @@ impl Inspector for PostgresInspector {
             keys_predicate(table, keys)?
         };
         let sql = format!(
-            "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT (FORMAT text)",
+            "COPY (SELECT {} FROM ONLY {} WHERE {predicate}) TO STDOUT (FORMAT text)",
             columns.join(", "),
             qualified(&table.name)
         );
@@ -393,7 +393,7 @@ impl Inspector for PostgresInspector {
         for batch in keys.chunks(1000) {
             transaction
                 .batch_execute(&format!(
-                    "DELETE FROM {} WHERE {}",
+                    "DELETE FROM ONLY {} WHERE {}",
                     qualified(&table.name),
                     keys_predicate(table, batch)?
                 ))

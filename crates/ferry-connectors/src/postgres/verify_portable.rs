@@ -45,7 +45,7 @@ impl PostgresInspector {
         whole_table(range)?;
         let row = portable::row(table).map_err(unsupported)?;
         let sql = format!(
-            "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM {}) canonical) totals",
+            "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM ONLY {}) canonical) totals",
             row.postgres,
             qualified(&table.name)
         );
@@ -68,7 +68,7 @@ impl PostgresInspector {
             })
             .collect();
         let sql = format!(
-            "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM {}) keyed WHERE k = ANY($1)",
+            "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM ONLY {}) keyed WHERE k = ANY($1)",
             key.postgres,
             row.postgres,
             qualified(&table.name)
@@ -86,7 +86,7 @@ impl PostgresInspector {
         let row = portable::row(table).map_err(unsupported)?;
         let key = portable::key(table).map_err(unsupported)?;
         let sql = format!(
-            "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM {}) canonical GROUP BY bucket) totals",
+            "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM ONLY {}) canonical GROUP BY bucket) totals",
             portable::postgres_bucket(&key.postgres, count),
             row.postgres,
             qualified(&table.name)
@@ -112,7 +112,7 @@ impl PostgresInspector {
             None => "TRUE".into(),
         };
         let sql = format!(
-            "SELECT '(' || {} || ')', md5({}) FROM {} WHERE {predicate}",
+            "SELECT '(' || {} || ')', md5({}) FROM ONLY {} WHERE {predicate}",
             key.postgres,
             row.postgres,
             qualified(&table.name)

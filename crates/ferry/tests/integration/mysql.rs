@@ -32,7 +32,11 @@ pub(crate) fn sql(server: &MariaDbServer, database: &str, statements: &str) -> S
 }
 
 /// [`sql`], with the error returned (a table may not exist yet).
-fn try_sql(server: &MariaDbServer, database: &str, statements: &str) -> std::io::Result<String> {
+pub(crate) fn try_sql(
+    server: &MariaDbServer,
+    database: &str,
+    statements: &str,
+) -> std::io::Result<String> {
     server.execute(&format!(
         "SET time_zone = '+00:00'; USE `{database}`; {statements}"
     ))
@@ -54,7 +58,7 @@ pub(crate) fn ferry(
     ferry
 }
 
-fn spawn_run(name: &str, source: &str, target: &str) -> std::process::Child {
+pub(crate) fn spawn_run(name: &str, source: &str, target: &str) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -73,7 +77,7 @@ fn spawn_run(name: &str, source: &str, target: &str) -> std::process::Child {
     .expect("spawn ferry")
 }
 
-fn log_tail(name: &str) -> String {
+pub(crate) fn log_tail(name: &str) -> String {
     let text = std::fs::read_to_string(log_path(name)).unwrap_or_default();
     let start = text.len().saturating_sub(5000);
     format!(
@@ -264,7 +268,7 @@ const ITEM_COLUMNS: &[(&str, &str)] = &[
     ("MD5(body)", "md5(body)"),
 ];
 
-fn mysql_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
+pub(crate) fn mysql_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
     let parts: Vec<String> = columns
         .iter()
         .map(|(mysql, _)| format!("IFNULL(CONVERT({mysql} USING utf8mb4), '~')"))
@@ -275,7 +279,7 @@ fn mysql_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
     )
 }
 
-fn postgres_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
+pub(crate) fn postgres_select(columns: &[(&str, &str)], table: &str, key: &str) -> String {
     let parts: Vec<String> = columns
         .iter()
         .map(|(_, postgres)| format!("COALESCE(({postgres})::text, '~')"))
@@ -293,7 +297,7 @@ async fn postgres_lines(client: &tokio_postgres::Client, query: &str) -> Option<
 
 /// Waits until each (MariaDB query, PostgreSQL query) pair returns the same lines; on timeout,
 /// fails with the first differing row and ferry's log.
-async fn wait_engines_equal(
+pub(crate) async fn wait_engines_equal(
     name: &str,
     (server, database): (&MariaDbServer, &str),
     client: &tokio_postgres::Client,
@@ -347,7 +351,7 @@ async fn wait_engines_equal(
 }
 
 /// The `mariadb` client escapes tabs, newlines and backslashes in batch output: undo it.
-fn mysql_lines(output: &str) -> Vec<String> {
+pub(crate) fn mysql_lines(output: &str) -> Vec<String> {
     output
         .lines()
         .map(|line| line.replace("\\\\", "\\"))
