@@ -428,11 +428,19 @@ impl TransformedStream {
                     relation: mapped,
                     key: old_key.or_else(|| key_of(&row))?,
                 }),
-                _ => Some(Change::Update {
-                    relation: mapped,
-                    old_key,
-                    row: project(&row),
-                }),
+                verdict => {
+                    // A row that matches now may be entering the filter, so the target may not
+                    // have it: an image that lacks unchanged (TOASTed) values cannot be written
+                    // whole. Stop rather than drop it (see `next`).
+                    if verdict.is_some() && row.iter().any(|cell| matches!(cell, Cell::Unchanged)) {
+                        self.partial_into_filter = Some(relation.table.clone());
+                    }
+                    Some(Change::Update {
+                        relation: mapped,
+                        old_key,
+                        row: project(&row),
+                    })
+                }
             },
             Change::Delete { key, .. } => Some(Change::Delete {
                 relation: mapped,

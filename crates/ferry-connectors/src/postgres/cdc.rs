@@ -340,13 +340,32 @@ impl PostgresChangeStream {
                     row: Self::cells(known, new)?,
                 })
             }
-            Message::Update { relation, old, new } => {
+            Message::Update {
+                relation,
+                old,
+                old_is_full,
+                new,
+            } => {
                 let known = self.relation(relation)?;
+                let mut row = Self::cells(known, new)?;
+                // A whole old row (REPLICA IDENTITY FULL) carries the large values the new
+                // image leaves out as unchanged: the update arrives whole.
+                let old_row = match (&old, old_is_full) {
+                    (Some(old), true) => Some(Self::cells(known, old.clone())?),
+                    _ => None,
+                };
+                if let Some(old_row) = old_row {
+                    for (cell, old_cell) in row.iter_mut().zip(old_row) {
+                        if matches!(cell, Cell::Unchanged) {
+                            *cell = old_cell;
+                        }
+                    }
+                }
                 let old_key = old.map(|old| Self::key(known, old)).transpose()?;
                 Some(Change::Update {
                     relation: known.relation.clone(),
                     old_key,
-                    row: Self::cells(known, new)?,
+                    row,
                 })
             }
             Message::Delete { relation, old } => {

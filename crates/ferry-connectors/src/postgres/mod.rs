@@ -24,7 +24,10 @@ mod verify_portable;
 
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
-pub use preflight::{check, check_sides, failure_summary, slot_status, FailureSummary, SlotStatus};
+pub use preflight::{
+    check, check_sides, failure_summary, partial_update_tables, slot_status, FailureSummary,
+    SlotStatus,
+};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 pub use switchover::PostgresControl;

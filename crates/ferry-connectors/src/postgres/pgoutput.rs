@@ -52,6 +52,9 @@ pub enum Message {
     Update {
         relation: u32,
         old: Option<Vec<TupleValue>>,
+        /// True when `old` is the whole old row (REPLICA IDENTITY FULL, marker 'O'; its large
+        /// values are inline), false when it holds the key only ('K').
+        old_is_full: bool,
         new: Vec<TupleValue>,
     },
     Delete {
@@ -202,6 +205,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message> {
             let relation = reader.u32()?;
             let mut old = None;
             let mut marker = reader.u8()?;
+            let old_is_full = marker == b'O';
             if marker == b'K' || marker == b'O' {
                 old = Some(reader.tuple()?);
                 marker = reader.u8()?;
@@ -212,6 +216,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message> {
             Message::Update {
                 relation,
                 old,
+                old_is_full,
                 new: reader.tuple()?,
             }
         }
@@ -315,6 +320,7 @@ mod tests {
             Message::Update {
                 relation: 16384,
                 old: Some(vec![TupleValue::Text("7".into()), TupleValue::Null]),
+                old_is_full: false,
                 new: vec![TupleValue::Text("8".into()), TupleValue::Unchanged]
             }
         );

@@ -302,6 +302,34 @@ async fn check_target(
     Ok(())
 }
 
+/// Of these source tables, those whose updates may arrive without their unchanged large
+/// (TOASTed) values: a column that can be stored out of line, and a replica identity other than
+/// FULL. A row filter cannot place such an update (the row may be entering the filter), so
+/// `check` refuses filters on them.
+pub async fn partial_update_tables(
+    config: &ConnectionConfig,
+    tables: &[TableName],
+) -> Result<Vec<TableName>> {
+    let client = connect(config).await?;
+    let mut partial = Vec::new();
+    for table in tables {
+        let risky: bool = client
+            .query_one(
+                "SELECT c.relreplident <> 'f' AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                        AND NOT a.attisdropped AND a.attlen = -1 AND a.attstorage IN ('x', 'e'))
+                 FROM pg_class c WHERE c.oid = $1::text::regclass",
+                &[&qualified(table)],
+            )
+            .await
+            .map_err(|error| classify(error, "reading replica identities"))?
+            .get(0);
+        if risky {
+            partial.push(table.clone());
+        }
+    }
+    Ok(partial)
+}
+
 /// Failures a migration rode out: how many, and the latest few.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FailureSummary {

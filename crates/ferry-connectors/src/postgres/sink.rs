@@ -272,7 +272,7 @@ impl Sink for PostgresSink {
     async fn truncate(&self, table: &TableName) -> Result<()> {
         let client = self.client().await?;
         let what = format!("emptying {table} on the target");
-        match client.batch_execute(&format!("TRUNCATE {}", qualified(table))).await {
+        match client.batch_execute(&format!("TRUNCATE ONLY {}", qualified(table))).await {
             Ok(()) => Ok(()),
             // Referenced by a foreign key (re-copying a failed table, say): TRUNCATE would need
             // CASCADE, which would empty the referencing tables too. Delete the rows instead, with

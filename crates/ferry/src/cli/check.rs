@@ -57,6 +57,53 @@ async fn findings(
     target: &Endpoint,
     settings: &crate::settings::Settings,
 ) -> Vec<Finding> {
+    let mut findings = engine_pair_findings(source, target, settings).await;
+    if let Endpoint::Postgres(config) = source {
+        findings.extend(filter_findings(config, source, settings).await);
+    }
+    findings
+}
+
+/// A row filter on a PostgreSQL table whose updates may leave out unchanged large values cannot
+/// tell whether such a row enters the filter: refused until the table's replica identity is FULL.
+async fn filter_findings(
+    config: &postgres::ConnectionConfig,
+    source: &Endpoint,
+    settings: &crate::settings::Settings,
+) -> Vec<Finding> {
+    let Ok(catalog) = source.source().read_catalog(&settings.selection).await else {
+        return Vec::new();
+    };
+    let filtered: Vec<_> = catalog
+        .tables
+        .iter()
+        .filter(|table| settings.transforms.filter(&table.name).is_some())
+        .map(|table| table.name.clone())
+        .collect();
+    if filtered.is_empty() {
+        return Vec::new();
+    }
+    match postgres::partial_update_tables(config, &filtered).await {
+        Ok(tables) => tables
+            .into_iter()
+            .map(|table| {
+                Finding::error(
+                    "transform.partial_image",
+                    format!("{table} has a row filter and columns PostgreSQL may leave out of an update (unchanged large values), so a row entering the filter could not be written whole"),
+                    format!("on the source: ALTER TABLE {table} REPLICA IDENTITY FULL (then every update carries the whole row), or drop the filter"),
+                )
+            })
+            .collect(),
+        Err(error) => vec![Finding::failed("source.check_failed", &error)],
+    }
+}
+
+/// The connectors' own checks for this pair of engines.
+async fn engine_pair_findings(
+    source: &Endpoint,
+    target: &Endpoint,
+    settings: &crate::settings::Settings,
+) -> Vec<Finding> {
     let selection = &settings.selection;
     match (source, target) {
         (Endpoint::Postgres(source), Endpoint::Postgres(target)) => {

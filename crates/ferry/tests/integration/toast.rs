@@ -54,3 +54,107 @@ async fn unchanged_large_values_are_never_overwritten() {
     assert_eq!(nulls, 0);
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
+
+/// A row filter on a table with TOASTed values: an update that moves a row into the filter
+/// without touching its large values must still bring the whole row (REPLICA IDENTITY FULL), and
+/// without FULL `check` refuses and the stream stops rather than drop the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_entering_a_filter_arrives_whole_or_stops_the_stream() {
+    let pair = Pair::new("toast_filter").await;
+    pair.source
+        .batch_execute(
+            "CREATE FUNCTION public.big(seed int) RETURNS text LANGUAGE sql AS
+               $$ SELECT string_agg(md5(seed::text || '-' || i::text), '') FROM generate_series(1, 640) i $$;
+             CREATE TABLE public.docs (id integer PRIMARY KEY, status text NOT NULL, body text);
+             INSERT INTO public.docs SELECT g, CASE WHEN g <= 5 THEN 'published' ELSE 'draft' END, public.big(g) FROM generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+    let config =
+        std::env::temp_dir().join(format!("ferry-toast-filter-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[transform]]\ntable = \"public.docs\"\nfilter = \"status = 'published'\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+
+    let check = pair.ferry("check", &["-c", &config]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("transform.partial_image") && said.contains("REPLICA IDENTITY FULL"),
+        "{said}"
+    );
+
+    // Without FULL, a run that meets such an update stops instead of dropping the row.
+    let mut run = pair.spawn_run(&["--name", "toast_filter", "-c", &config], None);
+    pair.wait_streaming(1).await;
+    pair.source
+        .batch_execute("UPDATE public.docs SET status = 'published' WHERE id = 6;")
+        .await
+        .unwrap();
+    let stopped =
+        ferry_testkit::wait_until("ferry to stop", std::time::Duration::from_secs(60), || {
+            let status = run.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    assert_eq!(stopped.code(), Some(3), "{}", pair.log());
+    assert!(
+        pair.log().contains("transform.partial_image"),
+        "{}",
+        pair.log()
+    );
+
+    // With FULL the update carries the whole row: check passes and the row arrives whole.
+    pair.source
+        .batch_execute("ALTER TABLE public.docs REPLICA IDENTITY FULL;")
+        .await
+        .unwrap();
+    let check = pair.ferry("check", &["-c", &config]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(!said.contains("transform.partial_image"), "{said}");
+    let mut run = pair.spawn_run(
+        &["--name", "toast_filter", "-c", &config, "--restart"],
+        None,
+    );
+    pair.wait_streaming(1).await;
+    pair.source
+        .batch_execute(
+            "UPDATE public.docs SET status = 'published' WHERE id = 7;
+             UPDATE public.docs SET status = 'draft' WHERE id = 1;
+             UPDATE public.docs SET id = 70 WHERE id = 8;
+             UPDATE public.docs SET status = 'published' WHERE id = 70;",
+        )
+        .await
+        .unwrap();
+    let (source, target) = (&pair.source, &pair.target);
+    ferry_testkit::wait_until(
+        "the filtered rows to match",
+        std::time::Duration::from_secs(60),
+        || async {
+            let left =
+                ferry_testkit::table_digest(source, "public.docs WHERE status = 'published'", "id")
+                    .await
+                    .ok()?;
+            let right = ferry_testkit::table_digest(target, "public.docs", "id")
+                .await
+                .ok()?;
+            (left == right).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    let whole: i64 = target
+        .query_one(
+            "SELECT count(*) FROM public.docs WHERE id IN (6, 7, 70) AND length(body) > 8000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(whole, 3);
+    assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+}
