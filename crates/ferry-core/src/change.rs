@@ -60,6 +60,45 @@ pub enum Change {
         cascade: bool,
         restart_identity: bool,
     },
+    /// Rows of other tables that the source changed through foreign-key actions without logging
+    /// them (MySQL and MariaDB leave cascades out of the binary log): the row `old` of
+    /// `relation` was deleted (`new` is `None`) or became `new`, and the sink applies `rules`
+    /// from there down, as the source did.
+    Cascade(Arc<CascadeOperation>),
+}
+
+/// A deleted or changed row whose foreign-key actions a sink must reproduce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CascadeOperation {
+    pub relation: Arc<Relation>,
+    /// The whole old row, in relation column order.
+    pub old: Vec<Value>,
+    /// The whole new row of an update; `None` for a delete.
+    pub new: Option<Vec<Value>>,
+    /// Every foreign key between migrated tables whose actions change rows (cascade, set null,
+    /// set default), to follow from `relation` down to any depth.
+    pub rules: Arc<Vec<crate::schema::ForeignKey>>,
+}
+
+impl CascadeOperation {
+    /// The tables the actions may change: every table reachable from `relation` through
+    /// `rules`.
+    pub fn touched_tables(&self) -> std::collections::BTreeSet<TableName> {
+        let mut touched = std::collections::BTreeSet::new();
+        let mut frontier = vec![self.relation.table.clone()];
+        while let Some(table) = frontier.pop() {
+            for rule in self
+                .rules
+                .iter()
+                .filter(|rule| rule.referenced_table == table)
+            {
+                if touched.insert(rule.table.clone()) {
+                    frontier.push(rule.table.clone());
+                }
+            }
+        }
+        touched
+    }
 }
 
 /// What a change stream yields, in source commit order.
@@ -95,8 +134,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Removes every change to these tables.
+    /// Removes every change to these tables (cascades keep going through the other tables).
     pub fn without(&mut self, tables: &std::collections::HashSet<TableName>) {
+        if tables.is_empty() {
+            return;
+        }
         for segment in &mut self.segments {
             match segment {
                 Segment::Rows(changes) => {
@@ -105,12 +147,56 @@ impl Batch {
                 Segment::Truncate { relations, .. } => {
                     relations.retain(|relation| !tables.contains(&relation.table))
                 }
+                Segment::Cascade(operations) => {
+                    for operation in operations.iter_mut() {
+                        if operation
+                            .rules
+                            .iter()
+                            .any(|rule| tables.contains(&rule.table))
+                        {
+                            let mut narrowed = (**operation).clone();
+                            narrowed.rules = Arc::new(
+                                operation
+                                    .rules
+                                    .iter()
+                                    .filter(|rule| !tables.contains(&rule.table))
+                                    .cloned()
+                                    .collect(),
+                            );
+                            *operation = Arc::new(narrowed);
+                        }
+                    }
+                }
             }
         }
         self.segments.retain(|segment| match segment {
             Segment::Rows(changes) => !changes.is_empty(),
             Segment::Truncate { relations, .. } => !relations.is_empty(),
+            Segment::Cascade(operations) => !operations.is_empty(),
         });
+    }
+
+    /// Every table the batch writes (cascades: the tables their actions may change).
+    pub fn tables(&self) -> Vec<TableName> {
+        let mut tables: Vec<TableName> = Vec::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Rows(changes) => {
+                    tables.extend(changes.iter().map(|changes| changes.relation.table.clone()))
+                }
+                Segment::Truncate { relations, .. } => {
+                    tables.extend(relations.iter().map(|relation| relation.table.clone()))
+                }
+                Segment::Cascade(operations) => {
+                    for operation in operations {
+                        tables.extend(operation.touched_tables());
+                    }
+                }
+            }
+        }
+        tables.sort();
+        tables.dedup();
+        tables
     }
 }
 
@@ -122,6 +208,8 @@ pub enum Segment {
         cascade: bool,
         restart_identity: bool,
     },
+    /// Foreign-key actions to reproduce, in order.
+    Cascade(Vec<Arc<CascadeOperation>>),
 }
 
 impl TableChanges {

@@ -93,6 +93,67 @@ pub struct TableSchema {
     pub secondary: Vec<SecondaryObject>,
     /// The source's estimate of the row count (for progress and chunk sizing only).
     pub estimated_rows: u64,
+    /// The foreign keys this table holds to migrated tables, in structured form (for sources
+    /// that do not log what the keys' actions change, and for targets that create them).
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+/// What a foreign key does to the rows that reference a row when that row is deleted or its
+/// referenced columns change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReferentialAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl ReferentialAction {
+    /// From the SQL words (`CASCADE`, `SET NULL`, `NO ACTION`, `RESTRICT`, `SET DEFAULT`).
+    pub fn parse(words: &str) -> Option<ReferentialAction> {
+        Some(match words.trim().to_ascii_uppercase().as_str() {
+            "NO ACTION" => ReferentialAction::NoAction,
+            "RESTRICT" => ReferentialAction::Restrict,
+            "CASCADE" => ReferentialAction::Cascade,
+            "SET NULL" => ReferentialAction::SetNull,
+            "SET DEFAULT" => ReferentialAction::SetDefault,
+            _ => return None,
+        })
+    }
+
+    /// The SQL words.
+    pub fn sql(&self) -> &'static str {
+        match self {
+            ReferentialAction::NoAction => "NO ACTION",
+            ReferentialAction::Restrict => "RESTRICT",
+            ReferentialAction::Cascade => "CASCADE",
+            ReferentialAction::SetNull => "SET NULL",
+            ReferentialAction::SetDefault => "SET DEFAULT",
+        }
+    }
+
+    /// True when the action changes the referencing rows (rather than refusing the change).
+    pub fn changes_rows(&self) -> bool {
+        matches!(
+            self,
+            ReferentialAction::Cascade | ReferentialAction::SetNull | ReferentialAction::SetDefault
+        )
+    }
+}
+
+/// A foreign key from `table` (the referencing, child table) to `referenced_table`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    pub name: String,
+    pub table: TableName,
+    pub columns: Vec<String>,
+    pub referenced_table: TableName,
+    /// The referenced columns, in the order of `columns`.
+    pub referenced_columns: Vec<String>,
+    pub on_delete: ReferentialAction,
+    pub on_update: ReferentialAction,
 }
 
 impl TableSchema {

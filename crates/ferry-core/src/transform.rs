@@ -205,6 +205,30 @@ impl Transforms {
     /// reports them).
     pub fn target_schema(&self, table: &TableSchema) -> Result<TableSchema> {
         let mut target = self.read_schema(table)?;
+        // Foreign keys in target names (either end may be renamed); a key over a dropped
+        // column cannot exist on the target.
+        target.foreign_keys = table
+            .foreign_keys
+            .iter()
+            .filter_map(|key| {
+                let columns = |table: &TableName, columns: &[String]| -> Option<Vec<String>> {
+                    columns
+                        .iter()
+                        .map(|column| {
+                            (!self.dropped(table, column))
+                                .then(|| self.column_name(table, column).to_string())
+                        })
+                        .collect()
+                };
+                let mut renamed = key.clone();
+                renamed.table = self.target_name(&key.table);
+                renamed.referenced_table = self.target_name(&key.referenced_table);
+                renamed.columns = columns(&key.table, &key.columns)?;
+                renamed.referenced_columns =
+                    columns(&key.referenced_table, &key.referenced_columns)?;
+                Some(renamed)
+            })
+            .collect();
         if self.rule(&table.name).is_none() {
             return Ok(target);
         }

@@ -16,11 +16,15 @@
 //! except when the new image lacks unchanged values and the old row's full image is not in the
 //! batch: then the row must be moved on the target with its values, so the batch is cut there and
 //! the move travels alone as a partial update keyed by the old key. A truncate also cuts the batch.
+//!
+//! A cascade (foreign-key actions the source did not log) changes rows of other tables by value,
+//! not by key, so it must apply in its place in source order: it cuts the batch when rows of a
+//! table it may change are being merged, and otherwise goes ahead of the rows being merged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_core::change::{Batch, Change, Relation, Segment, TableChanges};
+use ferry_core::change::{Batch, CascadeOperation, Change, Relation, Segment, TableChanges};
 use ferry_core::{Cell, Error, Result, Value};
 
 enum Operation {
@@ -40,6 +44,10 @@ struct TableMerge {
 #[derive(Default)]
 pub struct BatchBuilder {
     finished: Vec<Segment>,
+    /// Foreign-key actions that apply before the rows being merged: each commutes with every
+    /// row merged before it arrived (none of those is in a table it may change), and rows merged
+    /// after it apply after it.
+    leading: Vec<Arc<CascadeOperation>>,
     tables: HashMap<u32, TableMerge>,
     table_order: Vec<u32>,
     change_count: u64,
@@ -140,6 +148,18 @@ impl BatchBuilder {
             Change::Delete { relation, key } => {
                 self.delete(&relation, key);
             }
+            Change::Cascade(operation) => {
+                let touched = operation.touched_tables();
+                let pending = self
+                    .tables
+                    .values()
+                    .any(|table| touched.contains(&table.relation.table));
+                if pending {
+                    self.cut();
+                }
+                self.leading.push(operation);
+                self.operation_count += 1;
+            }
             Change::Truncate {
                 relations,
                 cascade,
@@ -237,6 +257,10 @@ impl BatchBuilder {
 
     /// Ends the current segment: what follows applies after it.
     fn cut(&mut self) {
+        if !self.leading.is_empty() {
+            self.finished
+                .push(Segment::Cascade(std::mem::take(&mut self.leading)));
+        }
         let mut tables = Vec::new();
         for id in self.table_order.drain(..) {
             if let Some(table) = self.tables.remove(&id) {
@@ -566,5 +590,60 @@ mod tests {
             changes.upserts,
             vec![row(1, "y", Some("v")), row(2, "x", Some("v"))]
         );
+    }
+
+    #[test]
+    fn a_cascade_cuts_only_when_rows_it_may_change_are_pending() {
+        use ferry_core::schema::{ForeignKey, ReferentialAction};
+        let parent = relation();
+        let child = Arc::new(Relation {
+            id: 2,
+            table: TableName::new("public", "child"),
+            ..(*relation()).clone()
+        });
+        let rules = Arc::new(vec![ForeignKey {
+            name: "fk".into(),
+            table: child.table.clone(),
+            columns: vec!["a".into()],
+            referenced_table: parent.table.clone(),
+            referenced_columns: vec!["id".into()],
+            on_delete: ReferentialAction::Cascade,
+            on_update: ReferentialAction::NoAction,
+        }]);
+        let cascade = |id: i32| {
+            Change::Cascade(Arc::new(CascadeOperation {
+                relation: parent.clone(),
+                old: vec![Value::Int32(id), Value::Text("x".into()), Value::Null],
+                new: None,
+                rules: rules.clone(),
+            }))
+        };
+        let mut builder = BatchBuilder::new();
+        // Parent rows only: the cascade goes ahead of them, in the same segment run.
+        builder
+            .add(Change::Delete {
+                relation: parent.clone(),
+                key: vec![Value::Int32(1)],
+            })
+            .unwrap();
+        builder.add(cascade(1)).unwrap();
+        // A child row, then a cascade that may change it: cut between them.
+        builder
+            .add(Change::Insert {
+                relation: child.clone(),
+                row: row(7, "2", Some("v")),
+            })
+            .unwrap();
+        builder.add(cascade(2)).unwrap();
+        let segments = builder.take().segments;
+        let kinds: Vec<&str> = segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Rows(_) => "rows",
+                Segment::Cascade(_) => "cascade",
+                Segment::Truncate { .. } => "truncate",
+            })
+            .collect();
+        assert_eq!(kinds, ["cascade", "rows", "cascade"]);
     }
 }

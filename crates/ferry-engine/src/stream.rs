@@ -373,6 +373,10 @@ fn concerns_only_failed_tables(change: &Change, failed: &FailedTables) -> bool {
         Change::Truncate { relations, .. } => relations
             .iter()
             .all(|relation| failed.contains(&relation.table)),
+        Change::Cascade(operation) => operation
+            .touched_tables()
+            .iter()
+            .all(|table| failed.contains(table)),
     }
 }
 

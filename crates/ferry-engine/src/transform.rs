@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
+use ferry_core::change::{CascadeOperation, Change, Relation, RelationColumn, StreamEvent};
 use ferry_core::connector::{ByteStream, ChangeStream, ChunkFormat, ChunkReader, Snapshot, Source};
 use ferry_core::rows::{encode_row, RowReader};
 use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
@@ -168,6 +168,7 @@ impl Source for TransformedSource {
             transforms: self.transforms.clone(),
             relations: HashMap::new(),
             partial_into_filter: None,
+            cascade_problem: None,
         }))
     }
 
@@ -299,6 +300,8 @@ struct TransformedStream {
     relations: HashMap<u32, Option<Arc<Mapping>>>,
     /// Set when an update of a filtered table lacked values (see `map`).
     partial_into_filter: Option<TableName>,
+    /// Set when a cascade goes through a dropped column (see `map_cascade`).
+    cascade_problem: Option<String>,
 }
 
 impl TransformedStream {
@@ -354,12 +357,69 @@ impl TransformedStream {
             .clone()
     }
 
+    /// A cascade in target names: the parent's images projected, every rule's tables and
+    /// columns renamed. A rule over a dropped column cannot be reproduced (see `next`).
+    fn map_cascade(&mut self, operation: Arc<CascadeOperation>) -> Change {
+        let transforms = self.transforms.clone();
+        let mut mapped = (*operation).clone();
+        if let Some(mapping) = self.mapping(&operation.relation) {
+            let project = |row: &Vec<Value>| -> Vec<Value> {
+                mapping
+                    .keep
+                    .iter()
+                    .map(|index| row[*index].clone())
+                    .collect()
+            };
+            mapped.relation = mapping.relation.clone();
+            mapped.old = project(&operation.old);
+            mapped.new = operation.new.as_ref().map(project);
+        }
+        let mut rules = Vec::new();
+        for rule in operation.rules.iter() {
+            let columns = |table: &TableName, columns: &[String]| -> Option<Vec<String>> {
+                columns
+                    .iter()
+                    .map(|column| {
+                        (!transforms.dropped(table, column))
+                            .then(|| transforms.column_name(table, column).to_string())
+                    })
+                    .collect()
+            };
+            match (
+                columns(&rule.table, &rule.columns),
+                columns(&rule.referenced_table, &rule.referenced_columns),
+            ) {
+                (Some(child_columns), Some(parent_columns)) => {
+                    let mut renamed = rule.clone();
+                    renamed.table = transforms.target_name(&rule.table);
+                    renamed.referenced_table = transforms.target_name(&rule.referenced_table);
+                    renamed.columns = child_columns;
+                    renamed.referenced_columns = parent_columns;
+                    rules.push(renamed);
+                }
+                _ => {
+                    self.cascade_problem = Some(format!(
+                        "foreign key {} of {} cascades over a column the transforms drop",
+                        rule.name, rule.table
+                    ))
+                }
+            }
+        }
+        mapped.rules = Arc::new(rules);
+        Change::Cascade(Arc::new(mapped))
+    }
+
     /// The change as the target sees it; `None` when it is left out.
     fn map(&mut self, change: Change) -> Option<Change> {
+        let change = match change {
+            Change::Cascade(operation) => return Some(self.map_cascade(operation)),
+            other => other,
+        };
         let relation = match &change {
             Change::Insert { relation, .. }
             | Change::Update { relation, .. }
             | Change::Delete { relation, .. } => relation.clone(),
+            Change::Cascade(_) => unreachable!("handled above"),
             Change::Truncate {
                 relations,
                 cascade,
@@ -446,7 +506,7 @@ impl TransformedStream {
                 relation: mapped,
                 key,
             }),
-            Change::Truncate { .. } => unreachable!("handled above"),
+            Change::Truncate { .. } | Change::Cascade(_) => unreachable!("handled above"),
         }
     }
 }
@@ -475,6 +535,10 @@ impl ChangeStream for TransformedStream {
                             format!("an update of filtered table {table} lacks unchanged large values, so a row entering the filter cannot be written whole"),
                         )
                         .with_hint("on the PostgreSQL source: ALTER TABLE ... REPLICA IDENTITY FULL for this table, then run again"));
+                    }
+                    if let Some(problem) = self.cascade_problem.take() {
+                        return Err(Error::operator("transform.cascade_column", problem)
+                            .with_hint("keep the foreign key's columns (remove them from `drop`), or leave one of the tables out"));
                     }
                     if let Some(change) = mapped {
                         return Ok(Some(StreamEvent::Change(change)));

@@ -20,7 +20,7 @@ const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
 /// the whole table for every batch).
 const KEYS_PER_DELETE: usize = 1_000;
 
-pub(crate) async fn apply_batch<Q: Queryable>(
+pub(crate) async fn apply_batch<Q: Queryable + Send>(
     conn: &mut Q,
     columns: &mut TargetColumns,
     database: &str,
@@ -39,6 +39,23 @@ pub(crate) async fn apply_batch<Q: Queryable>(
                             } else {
                                 error
                             }
+                        })?;
+                }
+            }
+            Segment::Cascade(operations) => {
+                let mut target = super::cascade::MysqlCascade {
+                    conn: &mut *conn,
+                    columns: &mut *columns,
+                    database,
+                };
+                for operation in operations {
+                    crate::cascade::reproduce(&mut target, operation)
+                        .await
+                        .map_err(|error| {
+                            error.context(format!(
+                                "reproducing the foreign-key actions of a change to {}",
+                                operation.relation.table
+                            ))
                         })?;
                 }
             }

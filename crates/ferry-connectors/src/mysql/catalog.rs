@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use ferry_core::schema::{
-    Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence, TableName,
+    Catalog, Column, ForeignKey, Identity, ReferentialAction, SecondaryKind, SecondaryObject,
+    Sequence, TableName,
 };
 use ferry_core::select::Selection;
 use ferry_core::{Result, TableSchema};
@@ -203,6 +204,7 @@ pub async fn read_catalog(
             ));
         }
         catalog.tables.push(TableSchema {
+            foreign_keys: Vec::new(),
             name: name.clone(),
             dialect: "mysql".into(),
             columns,
@@ -226,5 +228,82 @@ pub async fn read_catalog(
             estimated_rows: estimated_rows.unwrap_or(0),
         });
     }
+    read_foreign_keys(conn, database, &mut catalog).await?;
     Ok(catalog)
+}
+
+/// The foreign keys between the catalog's tables, in structured form, on the referencing table.
+/// A key to a table that is not migrated is left out (named in the log).
+async fn read_foreign_keys(conn: &mut Conn, database: &str, catalog: &mut Catalog) -> Result<()> {
+    let rows: Vec<(String, String, String, Option<String>, String, String, String, String)> = conn
+        .exec(
+            "SELECT r.TABLE_NAME, r.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, r.REFERENCED_TABLE_NAME,
+                    k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE
+             FROM information_schema.REFERENTIAL_CONSTRAINTS r
+             JOIN information_schema.KEY_COLUMN_USAGE k
+               ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME AND k.TABLE_NAME = r.TABLE_NAME
+             WHERE r.CONSTRAINT_SCHEMA = ? ORDER BY r.TABLE_NAME, r.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, "reading foreign keys"))?;
+    let migrated: std::collections::BTreeSet<String> = catalog
+        .tables
+        .iter()
+        .map(|table| table.name.name.clone())
+        .collect();
+    let mut keys: Vec<ForeignKey> = Vec::new();
+    for (
+        table,
+        name,
+        column,
+        referenced_schema,
+        referenced_table,
+        referenced_column,
+        on_delete,
+        on_update,
+    ) in rows
+    {
+        if !migrated.contains(&table) {
+            continue;
+        }
+        if referenced_schema
+            .as_deref()
+            .is_some_and(|schema| schema != database)
+            || !migrated.contains(&referenced_table)
+        {
+            tracing::warn!(table = %table, constraint = %name, referenced = %referenced_table, "foreign key references a table that is not migrated: its actions are not reproduced and it is not created on the target");
+            continue;
+        }
+        match keys
+            .last_mut()
+            .filter(|key| key.table.name == table && key.name == name)
+        {
+            Some(key) => {
+                key.columns.push(column);
+                key.referenced_columns.push(referenced_column);
+            }
+            None => keys.push(ForeignKey {
+                name,
+                table: TableName::new(database, table),
+                columns: vec![column],
+                referenced_table: TableName::new(database, referenced_table),
+                referenced_columns: vec![referenced_column],
+                on_delete: ReferentialAction::parse(&on_delete)
+                    .unwrap_or(ReferentialAction::NoAction),
+                on_update: ReferentialAction::parse(&on_update)
+                    .unwrap_or(ReferentialAction::NoAction),
+            }),
+        }
+    }
+    for key in keys {
+        if let Some(table) = catalog
+            .tables
+            .iter_mut()
+            .find(|table| table.name == key.table)
+        {
+            table.foreign_keys.push(key);
+        }
+    }
+    Ok(())
 }

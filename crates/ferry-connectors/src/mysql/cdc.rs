@@ -16,8 +16,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ferry_core::change::{Change, Relation, RelationColumn, StreamEvent};
+use ferry_core::change::{CascadeOperation, Change, Relation, RelationColumn, StreamEvent};
 use ferry_core::connector::ChangeStream;
+use ferry_core::schema::{ForeignKey, TableName};
 use ferry_core::{BinlogPosition, Cell, Error, Gtid, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
@@ -74,6 +75,9 @@ pub struct BinlogChangeStream {
     pending: VecDeque<StreamEvent>,
     in_transaction: bool,
     network_timeout: std::time::Duration,
+    /// The foreign keys between streamed tables whose actions change rows: the server applies
+    /// them without logging, so each deleted or re-keyed parent row travels with them.
+    cascade_rules: Arc<Vec<ForeignKey>>,
 }
 
 impl BinlogChangeStream {
@@ -168,7 +172,25 @@ impl BinlogChangeStream {
                 )
             })
             .collect();
+        let streamed: HashSet<&TableName> = tables.iter().map(|table| &table.name).collect();
+        let cascade_rules: Vec<ForeignKey> = tables
+            .iter()
+            .flat_map(|table| table.foreign_keys.iter())
+            .filter(|key| {
+                (key.on_delete.changes_rows() || key.on_update.changes_rows())
+                    && streamed.contains(&key.table)
+                    && streamed.contains(&key.referenced_table)
+            })
+            .cloned()
+            .collect();
+        if !cascade_rules.is_empty() {
+            info!(
+                keys = cascade_rules.len(),
+                "foreign-key actions the binary log leaves out are reproduced on the target"
+            );
+        }
         Ok(BinlogChangeStream {
+            cascade_rules: Arc::new(cascade_rules),
             stream: Some(stream),
             file: position.file,
             database: config.database().to_string(),
@@ -463,6 +485,43 @@ impl BinlogChangeStream {
                     .collect::<Vec<_>>()
             };
             let relation = decoder.relation.clone();
+            // Foreign-key actions of this row's change, which the log does not carry.
+            let cascade = match (&before, &after) {
+                (Some(before), after) => {
+                    let referenced = |row: &Vec<Value>, columns: &[String]| -> Vec<Value> {
+                        columns
+                            .iter()
+                            .filter_map(|column| {
+                                relation
+                                    .columns
+                                    .iter()
+                                    .position(|known| known.name == *column)
+                                    .map(|index| row[index].clone())
+                            })
+                            .collect()
+                    };
+                    let acts = self.cascade_rules.iter().any(|rule| {
+                        rule.referenced_table == relation.table
+                            && match after {
+                                None => rule.on_delete.changes_rows(),
+                                Some(after) => {
+                                    rule.on_update.changes_rows()
+                                        && referenced(before, &rule.referenced_columns)
+                                            != referenced(after, &rule.referenced_columns)
+                                }
+                            }
+                    });
+                    acts.then(|| {
+                        Change::Cascade(Arc::new(CascadeOperation {
+                            relation: relation.clone(),
+                            old: before.clone(),
+                            new: after.clone(),
+                            rules: self.cascade_rules.clone(),
+                        }))
+                    })
+                }
+                _ => None,
+            };
             changes.push(match (before, after) {
                 (None, Some(after)) => Change::Insert {
                     relation,
@@ -483,6 +542,7 @@ impl BinlogChangeStream {
                 },
                 (None, None) => continue,
             });
+            changes.extend(cascade);
         }
         if !changes.is_empty() {
             self.begin();

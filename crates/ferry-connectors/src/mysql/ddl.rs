@@ -245,14 +245,15 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
     ))
 }
 
-/// The secondary indexes of `table` as MySQL statements (PostgreSQL indexes on plain columns are
-/// translated; expression and partial indexes are returned as skipped).
-pub fn secondary_indexes(table: &TableSchema) -> (Vec<String>, Vec<String>) {
+/// The secondary indexes of `table` as (name, MySQL statement) pairs (PostgreSQL indexes on
+/// plain columns are translated; expression and partial indexes are returned as skipped), then
+/// its foreign keys as `ALTER TABLE ... ADD CONSTRAINT` statements.
+pub fn secondary_indexes(table: &TableSchema) -> (Vec<(String, String)>, Vec<String>) {
     let mut statements = Vec::new();
     let mut skipped = Vec::new();
     for object in &table.secondary {
-        if table.dialect == "mysql" {
-            statements.push(object.definition.clone());
+        if table.dialect == "mysql" && object.kind == ferry_core::schema::SecondaryKind::Index {
+            statements.push((object.name.clone(), object.definition.clone()));
             continue;
         }
         let definition = &object.definition;
@@ -267,19 +268,44 @@ pub fn secondary_indexes(table: &TableSchema) -> (Vec<String>, Vec<String>) {
             })
             .filter(|columns| columns.iter().all(|column| table.column(column).is_some()));
         match (object.kind, columns) {
-            (ferry_core::schema::SecondaryKind::Index, Some(columns)) => statements.push(format!(
-                "CREATE {}INDEX {} ON {} ({})",
-                if unique { "UNIQUE " } else { "" },
-                ident(&object.name),
-                ident(&table.name.name),
-                columns
-                    .iter()
-                    .map(|column| ident(column))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            (ferry_core::schema::SecondaryKind::Index, Some(columns)) => statements.push((
+                object.name.clone(),
+                format!(
+                    "CREATE {}INDEX {} ON {} ({})",
+                    if unique { "UNIQUE " } else { "" },
+                    ident(&object.name),
+                    ident(&table.name.name),
+                    columns
+                        .iter()
+                        .map(|column| ident(column))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )),
             _ => skipped.push(object.name.clone()),
         }
+    }
+    for key in &table.foreign_keys {
+        let list = |columns: &[String]| {
+            columns
+                .iter()
+                .map(|column| ident(column))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        statements.push((
+            key.name.clone(),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {}",
+                ident(&table.name.name),
+                ident(&key.name),
+                list(&key.columns),
+                ident(&key.referenced_table.name),
+                list(&key.referenced_columns),
+                key.on_delete.sql(),
+                key.on_update.sql()
+            ),
+        ));
     }
     (statements, skipped)
 }

@@ -2,6 +2,7 @@
 //! target (translated tables, `LOAD DATA LOCAL` or multi-row loads, idempotent apply, state in `_ferry`).
 
 mod apply;
+mod cascade;
 mod catalog;
 mod cdc;
 mod config;

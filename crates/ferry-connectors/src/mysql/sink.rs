@@ -261,23 +261,27 @@ impl Sink for MysqlSink {
         for table in tables {
             let existing: Vec<String> = conn
                 .exec(
-                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (self.config.database(), &table.name.name),
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
+                     UNION SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
+                    (self.config.database(), &table.name.name, self.config.database(), &table.name.name),
                 )
                 .await
                 .map_err(|error| classify(error, "reading the target's indexes"))?;
             let (statements, skipped) = secondary_indexes(table);
             if !skipped.is_empty() {
-                warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion and foreign-key constraints are not translated): create them by hand if you need them");
+                warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");
             }
-            for (object, statement) in table.secondary.iter().zip(statements) {
-                if existing.iter().any(|name| name == &object.name) {
+            for (name, statement) in statements {
+                if existing.iter().any(|existing| existing == &name) {
                     continue;
                 }
                 conn.query_drop(statement).await.map_err(|error| {
                     classify(
                         error,
-                        &format!("creating index {} on {}", object.name, table.name.name),
+                        &format!(
+                            "creating index or foreign key {name} on {}",
+                            table.name.name
+                        ),
                     )
                 })?;
             }

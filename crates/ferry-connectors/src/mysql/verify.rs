@@ -754,6 +754,7 @@ mod tests {
             primary_key_name: None,
             checks: Vec::new(),
             secondary: Vec::new(),
+            foreign_keys: Vec::new(),
             estimated_rows: 0,
         };
         keys_predicate(&table, keys)

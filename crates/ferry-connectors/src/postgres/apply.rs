@@ -39,7 +39,7 @@ pub struct PostgresApplier {
 }
 
 #[derive(Default)]
-struct StatementCache {
+pub(super) struct StatementCache {
     /// Target column types (without modifiers) per table.
     column_types: HashMap<TableName, HashMap<String, String>>,
     /// Whether a table has a unique index besides its primary key.
@@ -132,6 +132,22 @@ impl ChangeApplier for PostgresApplier {
                             })?;
                     }
                 }
+                Segment::Cascade(operations) => {
+                    let mut target = super::cascade::PostgresCascade {
+                        transaction: &transaction,
+                        cache: &mut self.cache,
+                    };
+                    for operation in operations {
+                        crate::cascade::reproduce(&mut target, operation)
+                            .await
+                            .map_err(|error| {
+                                error.context(format!(
+                                    "reproducing the foreign-key actions of a change to {}",
+                                    operation.relation.table
+                                ))
+                            })?;
+                    }
+                }
                 // Never CASCADE: the source lists every table its cascade emptied, and a cascade
                 // here could empty target tables that are not migrated.
                 Segment::Truncate {
@@ -156,23 +172,8 @@ impl ChangeApplier for PostgresApplier {
                 }
             }
         }
-        let mut changed: Vec<&TableName> = batch
-            .segments
-            .iter()
-            .flat_map(|segment| -> Vec<&TableName> {
-                match segment {
-                    Segment::Rows(tables) => tables
-                        .iter()
-                        .map(|changes| &changes.relation.table)
-                        .collect(),
-                    Segment::Truncate { relations, .. } => {
-                        relations.iter().map(|relation| &relation.table).collect()
-                    }
-                }
-            })
-            .collect();
-        changed.sort();
-        changed.dedup();
+        let changed = batch.tables();
+        let changed: Vec<&TableName> = changed.iter().collect();
         state::touch_tables(&transaction, &self.migration, &changed).await?;
         for (table, reason) in &batch.failed_tables {
             state::set_table_failed(&transaction, &self.migration, table, reason).await?;
@@ -455,7 +456,7 @@ fn key_match(keys: &[&str], types: &HashMap<String, String>) -> String {
         .join(" AND ")
 }
 
-fn array_parameters(count: usize, offset: usize) -> String {
+pub(super) fn array_parameters(count: usize, offset: usize) -> String {
     (1..=count)
         .map(|number| format!("${}::text[]", number + offset))
         .collect::<Vec<_>>()
@@ -485,7 +486,7 @@ async fn prepare_raw(
     Ok(statement)
 }
 
-async fn execute(
+pub(super) async fn execute(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
     sql: &str,
@@ -541,7 +542,7 @@ async fn has_unique_secondary(
 }
 
 /// The target's column types for a relation, checked to contain every column the stream sends.
-async fn column_types(
+pub(super) async fn column_types(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
     relation: &Relation,

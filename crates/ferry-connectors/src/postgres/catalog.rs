@@ -228,6 +228,7 @@ async fn read_table(
         primary_key_name,
         checks,
         secondary,
+        foreign_keys: Vec::new(),
         estimated_rows: estimated_rows.max(0) as u64,
     })
 }

@@ -227,6 +227,7 @@ mod tests {
             primary_key_name: Some("order_lines_pkey".into()),
             checks: vec![("positive".into(), "CHECK ((id > 0))".into())],
             secondary: vec![],
+            foreign_keys: Vec::new(),
             estimated_rows: 0,
         }
     }

@@ -2,6 +2,7 @@
 //! COPY loads, set-based idempotent apply, state in `_ferry`).
 
 mod apply;
+mod cascade;
 mod catalog;
 mod cdc;
 mod codec;

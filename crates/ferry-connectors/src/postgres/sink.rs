@@ -239,11 +239,16 @@ impl Sink for PostgresSink {
                         // Rows copied under different snapshots may not match until the stream
                         // catches up: add the key unvalidated (it still constrains new writes).
                         let unvalidated = format!("{sql} NOT VALID");
-                        client
-                            .batch_execute(&unvalidated)
-                            .await
-                            .map_err(|error| classify(error, &what))?;
-                        warn!(table = %table.name, constraint = %object.name, error = %error, "foreign key added NOT VALID; run ALTER TABLE ... VALIDATE CONSTRAINT once the target has caught up");
+                        match client.batch_execute(&unvalidated).await {
+                            Ok(()) => {
+                                warn!(table = %table.name, constraint = %object.name, error = %error, "foreign key added NOT VALID; run ALTER TABLE ... VALIDATE CONSTRAINT once the target has caught up")
+                            }
+                            // A key PostgreSQL cannot hold (MySQL allows one to a non-unique
+                            // column): the data moves all the same, the key is named.
+                            Err(second) => {
+                                warn!(table = %table.name, constraint = %object.name, error = %classify(second, &what), "could not create a foreign key on the target; create it by hand if you need it")
+                            }
+                        }
                     } else {
                         // Retried on the next run, when the data may have converged.
                         warn!(table = %table.name, object = %object.name, error = %error, "could not create a secondary object; the next run tries again");

@@ -186,9 +186,34 @@ pub fn table(table: &TableSchema) -> Result<TableSchema> {
             .secondary
             .iter()
             .filter_map(|object| translate_index(table, object))
+            .chain(table.foreign_keys.iter().map(foreign_key))
             .collect(),
+        foreign_keys: table.foreign_keys.clone(),
         estimated_rows: table.estimated_rows,
     })
+}
+
+/// A MySQL foreign key as a PostgreSQL constraint definition (the database is the schema).
+fn foreign_key(key: &ferry_core::schema::ForeignKey) -> SecondaryObject {
+    let list = |columns: &[String]| {
+        columns
+            .iter()
+            .map(|column| ident(column))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    SecondaryObject {
+        name: key.name.clone(),
+        kind: SecondaryKind::ForeignKey,
+        definition: format!(
+            "FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {}",
+            list(&key.columns),
+            qualified(&key.referenced_table),
+            list(&key.referenced_columns),
+            key.on_delete.sql(),
+            key.on_update.sql()
+        ),
+    }
 }
 
 /// The catalog with every MySQL table translated.
@@ -278,6 +303,7 @@ mod tests {
                 primary_key_name: None,
                 checks: Vec::new(),
                 secondary: Vec::new(),
+                foreign_keys: Vec::new(),
                 estimated_rows: 0,
             }],
             sequences: vec![ferry_core::schema::Sequence {
