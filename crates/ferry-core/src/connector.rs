@@ -130,8 +130,12 @@ pub trait Sink: Send + Sync {
     /// without secondary indexes and foreign keys). Objects that exist are left as they are.
     async fn create_tables(&self, catalog: &Catalog) -> Result<()>;
 
-    /// Creates the secondary indexes and constraints of these tables (after the bulk load).
-    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()>;
+    /// Creates the secondary indexes and constraints of these tables (after the bulk load) that
+    /// do not exist yet. Returns (table, object name) of those the data refuses for now (a
+    /// unique value two rows hold, a key whose row is missing): chunks read under different
+    /// snapshots agree only once the stream has caught up, so the caller tries again later with
+    /// those tables. Idempotent.
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>>;
 
     /// True when the target table holds no rows.
     async fn is_empty(&self, table: &TableName) -> Result<bool>;

@@ -288,7 +288,26 @@ pub async fn run_migration(
 
     progress.phase(Phase::Indexing);
     let table_list: Vec<TableSchema> = catalog.tables.clone();
-    sink.create_secondary(&table_list).await?;
+    let deferred = sink.create_secondary(&table_list).await?;
+    if !deferred.is_empty() && stream_start.is_none() {
+        let names: Vec<String> = deferred
+            .iter()
+            .map(|(table, object)| format!("{object} on {table}"))
+            .collect();
+        return Err(Error::operator(
+            "copy.inconsistent",
+            format!(
+                "the copy is done, but the copied rows do not satisfy {}: rows changed on the source while their chunks were read",
+                names.join(", ")
+            ),
+        )
+        .with_hint("stream the changes (`ferry run` with the same --name builds them once it has caught up), or copy again while the source takes no writes"));
+    }
+    let pending_secondary: Vec<TableSchema> = table_list
+        .iter()
+        .filter(|table| deferred.iter().any(|(name, _)| *name == table.name))
+        .cloned()
+        .collect();
     let sequences: Vec<TableName> = catalog
         .sequences
         .iter()
@@ -314,6 +333,7 @@ pub async fn run_migration(
         source,
         sink,
         sequences: &sequences,
+        pending_secondary,
         progress,
         options: &options.stream,
     };

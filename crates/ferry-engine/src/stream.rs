@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use ferry_core::change::{Batch, Change, StreamEvent};
 use ferry_core::connector::{ChangeApplier, ChangeStream, Sink, Source};
 use ferry_core::schema::Sequence;
-use ferry_core::{failpoint, Error, ErrorClass, Position, Result, TableName};
+use ferry_core::{failpoint, Error, ErrorClass, Position, Result, TableName, TableSchema};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -66,6 +66,9 @@ pub struct StreamContext<'a> {
     pub source: &'a dyn Source,
     pub sink: &'a dyn Sink,
     pub sequences: &'a [TableName],
+    /// Tables whose indexes or constraints the copied data refused (see
+    /// [`Sink::create_secondary`]): tried again as the stream goes on, until they all exist.
+    pub pending_secondary: Vec<TableSchema>,
     pub progress: &'a dyn Progress,
     pub options: &'a StreamOptions,
 }
@@ -200,6 +203,7 @@ pub async fn stream_changes(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let options = context.options;
+    let mut pending_secondary = context.pending_secondary.clone();
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start;
     let failed: FailedTables = Arc::new(Mutex::new(failed_before));
@@ -295,6 +299,18 @@ pub async fn stream_changes(
                 }
             }
             _ = sequence_timer.tick() => {
+                if !pending_secondary.is_empty() {
+                    match tokio::time::timeout(options.apply_timeout, context.sink.create_secondary(&pending_secondary)).await {
+                        Ok(Ok(left)) => {
+                            pending_secondary.retain(|table| left.iter().any(|(name, _)| *name == table.name));
+                            if pending_secondary.is_empty() {
+                                info!("every index and constraint exists on the target now");
+                            }
+                        }
+                        Ok(Err(error)) => warn!(code = error.code(), error = %error, "creating indexes failed; will retry"),
+                        Err(_) => warn!("creating indexes timed out; will retry"),
+                    }
+                }
                 // Bounded, so a stuck server cannot stall the stream here.
                 match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
                     Ok(Ok(())) => {}

@@ -256,7 +256,8 @@ impl Sink for MysqlSink {
         Ok(())
     }
 
-    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
+        let mut deferred = Vec::new();
         let mut conn = self.conn().await?;
         for table in tables {
             let existing: Vec<String> = conn
@@ -275,18 +276,26 @@ impl Sink for MysqlSink {
                 if existing.iter().any(|existing| existing == &name) {
                     continue;
                 }
-                conn.query_drop(statement).await.map_err(|error| {
-                    classify(
+                if let Err(error) = conn.query_drop(statement).await {
+                    // A duplicate (1062) or a missing referenced row (1452): rows copied under
+                    // different snapshots agree once the stream has caught up; tried again then.
+                    let data = matches!(&error, mysql_async::Error::Server(server) if matches!(server.code, 1062 | 1452));
+                    let error = classify(
                         error,
                         &format!(
                             "creating index or foreign key {name} on {}",
                             table.name.name
                         ),
-                    )
-                })?;
+                    );
+                    if !data {
+                        return Err(error);
+                    }
+                    tracing::info!(table = %table.name, object = %name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
+                    deferred.push((table.name.clone(), name));
+                }
             }
         }
-        Ok(())
+        Ok(deferred)
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {

@@ -177,7 +177,8 @@ impl Sink for PostgresSink {
         Ok(Box::new(client))
     }
 
-    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<()> {
+    async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
+        let mut deferred = Vec::new();
         let tables = &tables
             .iter()
             .map(super::translate::table)
@@ -250,13 +251,15 @@ impl Sink for PostgresSink {
                             }
                         }
                     } else {
-                        // Retried on the next run, when the data may have converged.
-                        warn!(table = %table.name, object = %object.name, error = %error, "could not create a secondary object; the next run tries again");
+                        // Rows copied under different snapshots (a unique value moving between
+                        // chunks) agree once the stream has caught up: the caller tries again.
+                        info!(table = %table.name, object = %object.name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
+                        deferred.push((table.name.clone(), object.name.clone()));
                     }
                 }
             }
         }
-        Ok(())
+        Ok(deferred)
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {

@@ -9,6 +9,7 @@ mod demo;
 mod exclusive;
 mod faults;
 mod inheritance;
+mod kill_matrix;
 mod mysql;
 mod mysql_load;
 mod mysql_values;
