@@ -143,11 +143,14 @@ pub trait Sink: Send + Sync {
     /// Removes every row of the table (before copying it afresh).
     async fn truncate(&self, table: &TableName) -> Result<()>;
 
-    /// Takes `migration` exclusively on this target for as long as the returned guard lives:
-    /// one process at a time may copy or stream a migration, so a second command with the same
-    /// name can never rewrite the stream's table set or the table states under a running one.
-    /// Fails at once (after a few seconds' wait for a predecessor's connection to close) with an
-    /// operator error naming the migration when another process holds it.
+    /// Takes `migration` exclusively on this target for this process: one process at a time may
+    /// copy or stream a migration, so a second command with the same name can never rewrite the
+    /// stream's table set or the table states under a running one. The sink keeps the lock
+    /// until it is dropped (the returned guard is for callers that want to tie it to a scope);
+    /// calling again re-uses it, or takes it anew when its session was lost (ending that
+    /// session on the server if it still holds it). Fails (after a few seconds' wait for a
+    /// predecessor's connection to close) with an operator error naming the migration when
+    /// another process holds it.
     async fn lock_migration(&self, migration: &str)
         -> Result<Box<dyn std::any::Any + Send + Sync>>;
 

@@ -123,12 +123,30 @@ pub async fn run_migration(
 
     // A migration's table set never shrinks implicitly: a command with a narrower selection
     // under the same name would otherwise take tables out of a live stream without a word.
-    let left: Vec<String> = state
+    // Tables dropped on the source are the exception: there is nothing left to move.
+    let mut left: Vec<TableName> = state
         .tables
         .keys()
         .filter(|name| !table_names.contains(name))
-        .map(|name| name.to_string())
+        .cloned()
         .collect();
+    if !left.is_empty() && !options.restart {
+        let everything = source.read_catalog(&Selection::default()).await?;
+        let exists = |name: &TableName| {
+            everything.tables.iter().any(|table| table.name == *name)
+                || everything
+                    .unsupported
+                    .iter()
+                    .any(|(unsupported, _)| unsupported == name)
+        };
+        for name in left.iter().filter(|name| !exists(name)) {
+            info!(table = %name, "table no longer exists on the source; forgetting its state");
+            sink.forget_table(&options.name, name).await?;
+            state.tables.remove(name);
+        }
+        left.retain(exists);
+    }
+    let left: Vec<String> = left.iter().map(|name| name.to_string()).collect();
     if options.restart {
         for name in state
             .tables

@@ -39,6 +39,8 @@ use super::values::decode;
 struct Decoder {
     relation: Arc<Relation>,
     kinds: Vec<Kind>,
+    /// The column types as the catalog read them (`decimal(10,2)`).
+    native_types: Vec<String>,
     key_indexes: Vec<usize>,
 }
 
@@ -69,6 +71,8 @@ pub struct BinlogChangeStream {
     /// The group is one statement (DDL) that ends it.
     standalone: bool,
     database: String,
+    /// The server folds table and database names to lower case (`lower_case_table_names`).
+    fold_case: bool,
     tables: HashMap<String, Decoder>,
     /// Table map ids whose metadata matched the decoders (a changed table gets a new id).
     checked_maps: HashSet<u64>,
@@ -91,6 +95,12 @@ impl BinlogChangeStream {
         let what = format!("opening the binary log of {}", config.describe());
         let mariadb = is_mariadb(&mut conn).await?;
         let server = server_id_of(&mut conn).await?;
+        let fold_case = conn
+            .query_first::<u32, _>("SELECT @@lower_case_table_names")
+            .await
+            .map_err(|error| classify(error, &what))?
+            .unwrap_or(0)
+            != 0;
         let single_domain = mariadb && {
             let list: Option<String> = conn
                 .query_first("SELECT @@gtid_binlog_pos")
@@ -163,10 +173,19 @@ impl BinlogChangeStream {
                 });
                 let key_indexes = relation.key_indexes();
                 (
-                    table.name.name.clone(),
+                    if fold_case {
+                        table.name.name.to_lowercase()
+                    } else {
+                        table.name.name.clone()
+                    },
                     Decoder {
                         relation,
                         kinds: table.columns.iter().map(kind_of).collect(),
+                        native_types: table
+                            .columns
+                            .iter()
+                            .map(|column| column.native_type.clone())
+                            .collect(),
                         key_indexes,
                     },
                 )
@@ -194,6 +213,7 @@ impl BinlogChangeStream {
             stream: Some(stream),
             file: position.file,
             database: config.database().to_string(),
+            fold_case,
             checked_maps: HashSet::new(),
             server,
             gtid: position.gtid,
@@ -350,7 +370,7 @@ impl BinlogChangeStream {
                     }
                     self.commit(commit_at(header.log_pos())?, header.timestamp());
                 } else if self.mentions_selected(&text) {
-                    if is_table_ddl(&statement) {
+                    if is_table_ddl(&statement) || self.replaces_selected(&query.schema(), &text) {
                         return Err(Error::operator(
                             "source.schema_changed",
                             format!("a selected table's definition may have changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
@@ -404,11 +424,58 @@ impl BinlogChangeStream {
         let lower = text.to_ascii_lowercase();
         self.tables.keys().any(|name| {
             let name = name.to_ascii_lowercase();
-            lower
-                .split(|character: char| {
-                    !(character.is_alphanumeric() || character == '_' || character == '$')
-                })
-                .any(|word| word == name)
+            // A name outside [A-Za-z0-9_$] appears only quoted.
+            lower.contains(&format!("`{}`", name.replace('`', "``")))
+                || lower
+                    .split(|character: char| {
+                        !(character.is_alphanumeric() || character == '_' || character == '$')
+                    })
+                    .any(|word| word == name)
+        })
+    }
+
+    /// Whether a database name from the log is the source database. With
+    /// `lower_case_table_names` set, the server logs names in lower case whatever the URL says.
+    fn same_database(&self, logged: &str) -> bool {
+        if self.fold_case {
+            logged.eq_ignore_ascii_case(&self.database)
+        } else {
+            logged == self.database
+        }
+    }
+
+    /// The key of a table name in `tables` (lower case where the server folds names).
+    fn table_key(&self, name: &str) -> String {
+        if self.fold_case {
+            name.to_lowercase()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Whether a statement is MariaDB's `CREATE OR REPLACE [TEMPORARY] TABLE [IF NOT EXISTS] t`
+    /// of a selected table (a drop and a create in one).
+    fn replaces_selected(&self, default_schema: &str, text: &str) -> bool {
+        let text = strip_comments(text);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
+        if upper.len() < 5 || upper[..3] != ["CREATE", "OR", "REPLACE"] {
+            return false;
+        }
+        let mut at = 3;
+        if upper[at] == "TEMPORARY" {
+            at += 1;
+        }
+        if upper.get(at).map(String::as_str) != Some("TABLE") {
+            return false;
+        }
+        at += 1;
+        if upper.get(at).map(String::as_str) == Some("IF") {
+            at += 3;
+        }
+        words.get(at).is_some_and(|reference| {
+            let reference = reference.split(['(', ' ']).next().unwrap_or_default();
+            self.resolve(default_schema, reference).is_some()
         })
     }
 
@@ -425,10 +492,10 @@ impl BinlogChangeStream {
             [schema, table] => (schema.clone(), table.clone()),
             _ => return None,
         };
-        (schema == self.database)
+        self.same_database(&schema)
             .then(|| {
                 self.tables
-                    .get(&table)
+                    .get(&self.table_key(&table))
                     .map(|decoder| decoder.relation.clone())
             })
             .flatten()
@@ -439,11 +506,11 @@ impl BinlogChangeStream {
         let Some(table_map) = stream.get_tme(rows.table_id()) else {
             return Ok(());
         };
-        if table_map.database_name() != self.database.as_str() {
+        if !self.same_database(&table_map.database_name()) {
             return Ok(());
         }
         let table_name = table_map.table_name().to_string();
-        let Some(decoder) = self.tables.get(&table_name) else {
+        let Some(decoder) = self.tables.get(&self.table_key(&table_name)) else {
             return Ok(());
         };
         if table_map.columns_count() as usize != decoder.kinds.len() {
@@ -463,6 +530,11 @@ impl BinlogChangeStream {
             }
             self.checked_maps.insert(table_map.table_id());
         }
+        // A session with foreign_key_checks = 0 changed these rows: the server took no
+        // foreign-key action, so none is reproduced.
+        let keys_checked = !rows
+            .flags()
+            .contains(mysql_async::binlog::RowsEventFlags::NO_FOREIGN_KEY_CHECKS);
         let mut changes = Vec::new();
         for row in rows.rows(table_map) {
             let (before, after) = row.map_err(|error| {
@@ -487,7 +559,7 @@ impl BinlogChangeStream {
             let relation = decoder.relation.clone();
             // Foreign-key actions of this row's change, which the log does not carry.
             let cascade = match (&before, &after) {
-                (Some(before), after) => {
+                (Some(before), after) if keys_checked => {
                     let referenced = |row: &Vec<Value>, columns: &[String]| -> Vec<Value> {
                         columns
                             .iter()
@@ -600,6 +672,9 @@ fn mariadb_gtid(server: u32, data: &[u8]) -> Option<Gtid> {
 /// Labels that are not ASCII are compared by count only (they are logged in the column's
 /// character set).
 fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Option<String> {
+    if let Some(difference) = type_difference(table_map, decoder) {
+        return Some(difference);
+    }
     let expected = |pick: fn(&Kind) -> Option<&Vec<String>>| -> Vec<&Vec<String>> {
         decoder.kinds.iter().filter_map(pick).collect()
     };
@@ -677,6 +752,66 @@ fn metadata_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Opti
     None
 }
 
+/// Whether a column's logged type is not the one the stream decodes with (an `ALTER ... MODIFY`
+/// made while ferry was stopped, or missed in the log): numbers, decimals (with their precision
+/// and scale, which fix the byte layout) and temporal types. Decoding such a column with the old
+/// type would read wrong values without an error.
+fn type_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Option<String> {
+    use mysql_async::consts::ColumnType as T;
+    for (index, kind) in decoder.kinds.iter().enumerate() {
+        let Ok(Some(logged)) = table_map.get_column_type(index) else {
+            continue;
+        };
+        let expected: &[T] = match kind {
+            Kind::Integer { bits: 8, .. } => &[T::MYSQL_TYPE_TINY],
+            Kind::Integer { bits: 16, .. } => &[T::MYSQL_TYPE_SHORT],
+            Kind::Integer { bits: 24, .. } => &[T::MYSQL_TYPE_INT24],
+            Kind::Integer { bits: 32, .. } => &[T::MYSQL_TYPE_LONG],
+            Kind::Integer { .. } => &[T::MYSQL_TYPE_LONGLONG],
+            Kind::Float => &[T::MYSQL_TYPE_FLOAT],
+            Kind::Double => &[T::MYSQL_TYPE_DOUBLE],
+            Kind::Decimal => &[T::MYSQL_TYPE_NEWDECIMAL],
+            Kind::Date => &[T::MYSQL_TYPE_DATE, T::MYSQL_TYPE_NEWDATE],
+            Kind::DateTime => &[T::MYSQL_TYPE_DATETIME, T::MYSQL_TYPE_DATETIME2],
+            Kind::Timestamp => &[T::MYSQL_TYPE_TIMESTAMP, T::MYSQL_TYPE_TIMESTAMP2],
+            Kind::Time => &[T::MYSQL_TYPE_TIME, T::MYSQL_TYPE_TIME2],
+            Kind::Year => &[T::MYSQL_TYPE_YEAR],
+            Kind::Bit { .. } => &[T::MYSQL_TYPE_BIT],
+            _ => continue,
+        };
+        let column = &decoder.relation.columns[index].name;
+        if !expected.contains(&logged) {
+            return Some(format!(
+                "column {column} is logged as {logged:?}, but was {} when streaming began",
+                decoder.native_types[index]
+            ));
+        }
+        if matches!(kind, Kind::Decimal) {
+            let logged_size = table_map
+                .get_column_metadata(index)
+                .filter(|meta| meta.len() >= 2)
+                .map(|meta| (meta[0], meta[1]));
+            let known_size =
+                crate::syntax::modifier(&decoder.native_types[index]).and_then(|inside| {
+                    let (precision, scale) = inside.split_once(',').unwrap_or((inside, "0"));
+                    Some((
+                        precision.trim().parse::<u32>().ok()?,
+                        scale.trim().parse::<u32>().ok()?,
+                    ))
+                });
+            if let (Some(logged_size), Some(known_size)) = (logged_size, known_size) {
+                if (u32::from(logged_size.0), u32::from(logged_size.1)) != known_size {
+                    return Some(format!(
+                        "column {column} is logged as DECIMAL({},{}), but was {} when streaming began",
+                        logged_size.0, logged_size.1, decoder.native_types[index]
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The statement without leading comments and whitespace.
 fn strip_comments(text: &str) -> &str {
     let mut rest = text.trim_start();
@@ -707,8 +842,10 @@ fn is_table_ddl(statement: &str) -> bool {
             | ["ALTER", "IGNORE", "TABLE", ..]
             | ["ALTER", "ONLINE", "TABLE", ..]
             | ["DROP", "TABLE", ..]
+            | ["DROP", "TABLES", ..]
             | ["DROP", "TEMPORARY", ..]
             | ["RENAME", "TABLE", ..]
+            | ["RENAME", "TABLES", ..]
     )
 }
 

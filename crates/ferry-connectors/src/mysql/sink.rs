@@ -33,6 +33,8 @@ use super::values::literal;
 /// A MySQL or MariaDB target database.
 pub struct MysqlSink {
     config: MysqlConfig,
+    /// The migration lock this process holds: (migration, the session holding it, its id).
+    migration_lock: tokio::sync::Mutex<Option<(String, Conn, u64)>>,
 }
 
 const FORMATS: &[ChunkFormat] = &[ChunkFormat::Rows];
@@ -42,7 +44,10 @@ const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
 
 impl MysqlSink {
     pub fn new(config: MysqlConfig) -> Self {
-        MysqlSink { config }
+        MysqlSink {
+            config,
+            migration_lock: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn conn(&self) -> Result<Conn> {
@@ -179,16 +184,34 @@ impl Sink for MysqlSink {
         &self,
         migration: &str,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut held = self.migration_lock.lock().await;
+        // Held since an earlier attempt of this process: keep it while its session lives.
+        if let Some((name, conn, _)) = held.as_mut() {
+            if name == migration && conn.ping().await.is_ok() {
+                return Ok(Box::new(()));
+            }
+        }
+        // The session that held it for this process is gone from here; the server may not know
+        // yet. That session, and only it, may be ended to take the lock over.
+        let stale = held.take().map(|(_, _, id)| id);
         let mut conn = connect(&self.config, false).await?;
-        // Lock names are at most 64 characters: the migration's name goes in hashed. GET_LOCK
-        // waits up to 5 s for a predecessor's connection to close.
+        let what = "taking the migration lock";
+        // Lock names are at most 64 characters: the migration's name goes in hashed.
+        let name = "CONCAT('ferry.migration.', SHA1(?))";
+        if let Some(id) = stale {
+            let holder: Option<Option<u64>> = conn
+                .exec_first(format!("SELECT IS_USED_LOCK({name})"), (migration,))
+                .await
+                .map_err(|error| classify(error, what))?;
+            if holder.flatten() == Some(id) {
+                let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+            }
+        }
+        // GET_LOCK waits up to 5 s for a predecessor's connection to close.
         let locked: Option<i64> = conn
-            .exec_first(
-                "SELECT GET_LOCK(CONCAT('ferry.migration.', SHA1(?)), 5)",
-                (migration,),
-            )
+            .exec_first(format!("SELECT GET_LOCK({name}, 5)"), (migration,))
             .await
-            .map_err(|error| classify(error, "taking the migration lock"))?
+            .map_err(|error| classify(error, what))?
             .flatten();
         if locked != Some(1) {
             return Err(Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
@@ -196,7 +219,9 @@ impl Sink for MysqlSink {
         }
         // The lock lives as long as this connection: keep the server from ending it.
         let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
-        Ok(Box::new(conn))
+        let id = conn.id() as u64;
+        *held = Some((migration.to_string(), conn, id));
+        Ok(Box::new(()))
     }
 
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
@@ -259,8 +284,11 @@ impl Sink for MysqlSink {
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
         let mut deferred = Vec::new();
         let mut conn = self.conn().await?;
-        for table in tables {
-            let existing: Vec<String> = conn
+        // Indexes of every table first, then foreign keys: a key needs the referenced table's
+        // index, which may come later in the list.
+        for foreign_keys in [false, true] {
+            for table in tables {
+                let existing: Vec<String> = conn
                 .exec(
                     "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
                      UNION SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
@@ -268,30 +296,40 @@ impl Sink for MysqlSink {
                 )
                 .await
                 .map_err(|error| classify(error, "reading the target's indexes"))?;
-            let (statements, skipped) = secondary_indexes(table);
-            if !skipped.is_empty() {
-                warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");
-            }
-            for (name, statement) in statements {
-                if existing.iter().any(|existing| existing == &name) {
-                    continue;
+                let (statements, skipped) = secondary_indexes(table);
+                let key_names: Vec<&str> = table
+                    .foreign_keys
+                    .iter()
+                    .map(|key| key.name.as_str())
+                    .collect();
+                let statements: Vec<(String, String)> = statements
+                    .into_iter()
+                    .filter(|(name, _)| key_names.contains(&name.as_str()) == foreign_keys)
+                    .collect();
+                if !skipped.is_empty() && !foreign_keys {
+                    warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");
                 }
-                if let Err(error) = conn.query_drop(statement).await {
-                    // A duplicate (1062) or a missing referenced row (1452): rows copied under
-                    // different snapshots agree once the stream has caught up; tried again then.
-                    let data = matches!(&error, mysql_async::Error::Server(server) if matches!(server.code, 1062 | 1452));
-                    let error = classify(
-                        error,
-                        &format!(
-                            "creating index or foreign key {name} on {}",
-                            table.name.name
-                        ),
-                    );
-                    if !data {
-                        return Err(error);
+                for (name, statement) in statements {
+                    if existing.iter().any(|existing| existing == &name) {
+                        continue;
                     }
-                    tracing::info!(table = %table.name, object = %name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
-                    deferred.push((table.name.clone(), name));
+                    if let Err(error) = conn.query_drop(statement).await {
+                        // A duplicate (1062) or a missing referenced row (1452): rows copied under
+                        // different snapshots agree once the stream has caught up; tried again then.
+                        let data = matches!(&error, mysql_async::Error::Server(server) if matches!(server.code, 1062 | 1452));
+                        let error = classify(
+                            error,
+                            &format!(
+                                "creating index or foreign key {name} on {}",
+                                table.name.name
+                            ),
+                        );
+                        if !data {
+                            return Err(error);
+                        }
+                        tracing::info!(table = %table.name, object = %name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
+                        deferred.push((table.name.clone(), name));
+                    }
                 }
             }
         }

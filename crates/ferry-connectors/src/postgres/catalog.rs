@@ -53,6 +53,27 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         .iter()
         .map(|(oid, name, _)| (*oid, name.clone()))
         .collect();
+    // Inheritance children are tables of their own: a parent selected without them moves only
+    // its own rows (reads say ONLY). Legacy partitioning puts every row in the children.
+    let children = client
+        .query(
+            "SELECT i.inhparent, format('%I.%I', n.nspname, c.relname), i.inhrelid FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    for row in &children {
+        let parent: u32 = row.get(0);
+        let child: String = row.get(1);
+        if let Some((_, parent_name, _)) = selected.iter().find(|(oid, _, _)| *oid == parent) {
+            let child_oid: u32 = row.get(2);
+            let child_selected = selected.iter().any(|(oid, _, _)| *oid == child_oid);
+            if !child_selected {
+                warn!(parent = %parent_name, child = %child, "an inheritance child of a selected table is not selected: its rows do not move (select it too to move them)");
+            }
+        }
+    }
     let mut catalog = Catalog {
         unsupported,
         ..Catalog::default()

@@ -23,11 +23,16 @@ use super::state;
 /// A PostgreSQL target.
 pub struct PostgresSink {
     config: ConnectionConfig,
+    /// The migration lock this process holds: (migration, the session holding it, its pid).
+    migration_lock: tokio::sync::Mutex<Option<(String, Client, i32)>>,
 }
 
 impl PostgresSink {
     pub fn new(config: ConnectionConfig) -> Self {
-        PostgresSink { config }
+        PostgresSink {
+            config,
+            migration_lock: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn client(&self) -> Result<Client> {
@@ -150,9 +155,18 @@ impl Sink for PostgresSink {
         &self,
         migration: &str,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut held = self.migration_lock.lock().await;
+        // Held since an earlier attempt of this process: keep it while its session lives.
+        if let Some((name, client, _)) = held.as_ref() {
+            if name == migration && client.simple_query("SELECT 1").await.is_ok() {
+                return Ok(Box::new(()));
+            }
+        }
+        // The session that held it for this process is gone from here (a cut connection); the
+        // server may not know yet. That session, and only it, may be ended to take the lock over.
+        let stale = held.take().map(|(_, _, pid)| pid);
         let client = self.client().await?;
-        // A predecessor's connection (an earlier attempt of this process, a killed process)
-        // may take a moment to close: wait a little before calling the migration busy.
+        let what = "taking the migration lock";
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let locked: bool = client
@@ -161,10 +175,18 @@ impl Sink for PostgresSink {
                     &[&migration],
                 )
                 .await
-                .map_err(|error| classify(error, "taking the migration lock"))?
+                .map_err(|error| classify(error, what))?
                 .get(0);
             if locked {
                 break;
+            }
+            if let Some(pid) = stale {
+                let _ = client
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1",
+                        &[&pid],
+                    )
+                    .await;
             }
             if std::time::Instant::now() > deadline {
                 return Err(ferry_core::Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
@@ -174,7 +196,13 @@ impl Sink for PostgresSink {
         }
         // The session lock lives as long as this connection: keep the server from ending it.
         let _ = client.batch_execute("SET idle_session_timeout = 0").await;
-        Ok(Box::new(client))
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|error| classify(error, what))?
+            .get(0);
+        *held = Some((migration.to_string(), client, pid));
+        Ok(Box::new(()))
     }
 
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
@@ -212,7 +240,9 @@ impl Sink for PostgresSink {
                         client.query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)", &[&qualified(&table.name), &object.name]).await
                     }
                     SecondaryKind::Inherit => {
-                        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = $1::text::regclass AND inhparent = $2::text::regclass)", &[&qualified(&table.name), &object.definition]).await
+                        // A parent missing on the target (renamed by a transform) counts as
+                        // done: the link cannot be made, the rows moved all the same.
+                        client.query_one("SELECT to_regclass($2) IS NULL OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = $1::text::regclass AND inhparent = to_regclass($2))", &[&qualified(&table.name), &object.definition]).await
                     }
                 }
                 .map_err(|error| classify(error, &what))?;

@@ -66,7 +66,7 @@ async fn findings(
 
 /// A row filter on a PostgreSQL table whose updates may leave out unchanged large values cannot
 /// tell whether such a row enters the filter: refused until the table's replica identity is FULL.
-async fn filter_findings(
+pub(super) async fn filter_findings(
     config: &postgres::ConnectionConfig,
     source: &Endpoint,
     settings: &crate::settings::Settings,

@@ -59,6 +59,11 @@ INSERT INTO items VALUES (5004, 5021, 4);
 DELETE FROM staff WHERE id = 2;
 UPDATE codes SET code = CONCAT(code, 'x') WHERE code IN ('c1', 'c2', 'c3');
 DELETE FROM items WHERE id BETWEEN 100 AND 110;
+-- With the checks off the server takes no action: the children stay, on the target too.
+SET SESSION foreign_key_checks = 0;
+DELETE FROM orders WHERE id = 50;
+UPDATE orders SET id = 6000 WHERE id = 51;
+SET SESSION foreign_key_checks = 1;
 ";
 
 const TABLES: &[(&str, &[&str])] = &[

@@ -12,6 +12,7 @@ mod inheritance;
 mod kill_matrix;
 mod mysql;
 mod mysql_load;
+mod mysql_schema_changes;
 mod mysql_values;
 mod mysql_verify;
 mod resume;

@@ -87,26 +87,15 @@ async fn a_row_entering_a_filter_arrives_whole_or_stops_the_stream() {
         "{said}"
     );
 
-    // Without FULL, a run that meets such an update stops instead of dropping the row.
-    let mut run = pair.spawn_run(&["--name", "toast_filter", "-c", &config], None);
-    pair.wait_streaming(1).await;
-    pair.source
-        .batch_execute("UPDATE public.docs SET status = 'published' WHERE id = 6;")
-        .await
+    // Without FULL, a run refuses before writing anything, with the same finding.
+    let refused = pair
+        .ferry("run", &["--name", "toast_filter", "-c", &config])
+        .stdin(std::process::Stdio::null())
+        .output()
         .unwrap();
-    let stopped =
-        ferry_testkit::wait_until("ferry to stop", std::time::Duration::from_secs(60), || {
-            let status = run.try_wait().ok().flatten();
-            async move { status }
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
-    assert_eq!(stopped.code(), Some(3), "{}", pair.log());
-    assert!(
-        pair.log().contains("transform.partial_image"),
-        "{}",
-        pair.log()
-    );
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(3), "{said}");
+    assert!(said.contains("transform.partial_image"), "{said}");
 
     // With FULL the update carries the whole row: check passes and the row arrives whole.
     pair.source
@@ -126,7 +115,8 @@ async fn a_row_entering_a_filter_arrives_whole_or_stops_the_stream() {
             "UPDATE public.docs SET status = 'published' WHERE id = 7;
              UPDATE public.docs SET status = 'draft' WHERE id = 1;
              UPDATE public.docs SET id = 70 WHERE id = 8;
-             UPDATE public.docs SET status = 'published' WHERE id = 70;",
+             UPDATE public.docs SET status = 'published' WHERE id = 70;
+             UPDATE public.docs SET status = 'published' WHERE id = 6;",
         )
         .await
         .unwrap();
