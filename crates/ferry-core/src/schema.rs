@@ -203,3 +203,39 @@ pub struct Catalog {
     /// any is selected, so nothing is silently left behind.
     pub unsupported: Vec<(TableName, String)>,
 }
+
+/// `name` cut to at most `limit` bytes (PostgreSQL's identifier limit is 63) without two long
+/// names ever becoming one: a name that does not fit keeps a prefix and ends in `_` and eight
+/// hex digits of a hash of the whole name. Cut on a character boundary.
+pub fn fit_identifier(name: &str, limit: usize) -> String {
+    if name.len() <= limit {
+        return name.to_string();
+    }
+    let mut hash: u32 = 2_166_136_261;
+    for byte in name.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(16_777_619);
+    }
+    let suffix = format!("_{hash:08x}");
+    let mut end = limit.saturating_sub(suffix.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &name[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_identifier;
+
+    #[test]
+    fn long_names_stay_distinct_and_within_the_limit() {
+        let long = "a_very_long_table_name_that_goes_on_and_on_and_on_for_ever_index";
+        let first = fit_identifier(&format!("{long}_one"), 63);
+        let second = fit_identifier(&format!("{long}_two"), 63);
+        assert!(first.len() <= 63 && second.len() <= 63);
+        assert_ne!(first, second);
+        assert_eq!(fit_identifier("short", 63), "short");
+        let accented = fit_identifier(&"é".repeat(40), 63);
+        assert!(accented.len() <= 63);
+    }
+}

@@ -271,11 +271,7 @@ impl Transforms {
 /// The name a secondary object of a renamed table takes on the target: the table's new name,
 /// `_`, the object's name, cut to 63 bytes (PostgreSQL's limit).
 pub fn renamed_object(target: &TableName, object: &str) -> String {
-    let mut joined = format!("{}_{}", target.name, object);
-    while joined.len() > 63 {
-        joined.pop();
-    }
-    joined
+    crate::schema::fit_identifier(&format!("{}_{}", target.name, object), 63)
 }
 
 /// Replaces a MySQL zero date or date-time (`0000-00-00`, `2024-00-10`, `2024-05-00 ...`) with

@@ -54,6 +54,19 @@ impl Cell {
 }
 
 impl Value {
+    /// About how many bytes the value takes in memory (for bounding batches; not exact).
+    pub fn approximate_size(&self) -> usize {
+        16 + match self {
+            Value::Numeric(text)
+            | Value::Text(text)
+            | Value::Json(text)
+            | Value::Uuid(text)
+            | Value::Native { text, .. } => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        }
+    }
+
     /// A stable text form used to recognise the same key twice within a batch. Two values of the
     /// same column have equal forms exactly when they are equal values.
     pub fn key_form(&self, output: &mut String) {

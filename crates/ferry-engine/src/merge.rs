@@ -52,6 +52,9 @@ pub struct BatchBuilder {
     table_order: Vec<u32>,
     change_count: u64,
     operation_count: usize,
+    /// About how many bytes the changes added since the last take hold (an upper bound: a
+    /// key's replaced operations still count).
+    byte_count: usize,
 }
 
 impl BatchBuilder {
@@ -73,9 +76,15 @@ impl BatchBuilder {
         self.change_count == 0
     }
 
+    /// About how many bytes the batch holds (see [`StreamOptions`](crate::StreamOptions)).
+    pub fn byte_count(&self) -> usize {
+        self.byte_count
+    }
+
     /// Adds one change, in source order.
     pub fn add(&mut self, change: Change) -> Result<()> {
         self.change_count += 1;
+        self.byte_count += change_size(&change);
         match change {
             Change::Insert { relation, row } => {
                 let key = self.key_of_row(&relation, &row)?;
@@ -186,6 +195,7 @@ impl BatchBuilder {
         };
         self.change_count = 0;
         self.operation_count = 0;
+        self.byte_count = 0;
         batch
     }
 
@@ -287,6 +297,27 @@ impl BatchBuilder {
         }
         if !tables.is_empty() {
             self.finished.push(Segment::Rows(tables));
+        }
+    }
+}
+
+fn change_size(change: &Change) -> usize {
+    let cells = |row: &[Cell]| -> usize {
+        row.iter()
+            .map(|cell| match cell {
+                Cell::Value(value) => value.approximate_size(),
+                Cell::Unchanged => 16,
+            })
+            .sum()
+    };
+    let values = |row: &[Value]| -> usize { row.iter().map(Value::approximate_size).sum() };
+    match change {
+        Change::Insert { row, .. } => cells(row),
+        Change::Update { row, old_key, .. } => cells(row) + old_key.as_deref().map_or(0, values),
+        Change::Delete { key, .. } => values(key),
+        Change::Truncate { relations, .. } => 64 * relations.len(),
+        Change::Cascade(operation) => {
+            values(&operation.old) + operation.new.as_deref().map_or(0, values)
         }
     }
 }

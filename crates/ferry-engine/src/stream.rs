@@ -38,6 +38,9 @@ use crate::progress::Progress;
 pub struct StreamOptions {
     /// Apply once a batch holds this many merged operations (bounds memory).
     pub max_batch_operations: usize,
+    /// Apply once a batch holds about this many bytes of row data (bounds memory with large
+    /// rows: 20,000 rows of 1 MB would not fit).
+    pub max_batch_bytes: usize,
     /// Apply a non-empty batch at most this long after its first change arrived.
     pub max_batch_delay: Duration,
     /// How often sequences are copied while streaming.
@@ -53,6 +56,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             max_batch_operations: 20_000,
+            max_batch_bytes: 32 * 1024 * 1024,
             max_batch_delay: Duration::from_millis(100),
             sequence_interval: Duration::from_secs(10),
             idle_ack_interval: Duration::from_millis(250),
@@ -252,7 +256,9 @@ pub async fn stream_changes(
                         if let Err(error) = pending.builder.add(change) {
                             break Err(error);
                         }
-                        if pending.builder.operation_count() >= options.max_batch_operations {
+                        if pending.builder.operation_count() >= options.max_batch_operations
+                            || pending.builder.byte_count() >= options.max_batch_bytes
+                        {
                             if let Err(error) = flush(&mut pending, &mut pipeline).await {
                                 break Err(error);
                             }
@@ -264,7 +270,9 @@ pub async fn stream_changes(
                             pending.last_commit = Some((position, commit_time_unix_micros));
                             pending.first_change_at.get_or_insert_with(Instant::now);
                         }
-                        if pending.builder.operation_count() >= options.max_batch_operations {
+                        if pending.builder.operation_count() >= options.max_batch_operations
+                            || pending.builder.byte_count() >= options.max_batch_bytes
+                        {
                             if let Err(error) = flush(&mut pending, &mut pipeline).await {
                                 break Err(error);
                             }

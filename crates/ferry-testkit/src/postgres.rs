@@ -130,8 +130,8 @@ impl PostgresServer {
         ]);
         run(initdb, "initdb")?;
         let mut config = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 20\n\
-             max_wal_senders = 20\nmax_connections = 200\nfsync = off\nfull_page_writes = off\nshared_buffers = 128MB\n\
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 80\n\
+             max_wal_senders = 80\nmax_connections = 200\nfsync = off\nfull_page_writes = off\nshared_buffers = 128MB\n\
              log_min_messages = warning\nsynchronous_commit = on\n",
             directory.display()
         );

@@ -64,15 +64,58 @@ fn replication_config(config: &ConnectionConfig, migration: &str) -> Replication
     .with_application_name(format!("ferry:{migration}"))
     .with_status_interval(Duration::from_secs(1))
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(4096)
+    // Messages read ahead of the decoder: with large rows each can be megabytes.
+    .with_buffer_size(64)
 }
 
-/// Creates or updates the publication so that it covers exactly `tables`.
+/// Why a table's replica identity does not suit ferry, if it does not: `NOTHING` makes the
+/// application's own UPDATE and DELETE fail once the table is published, and an identity index
+/// other than the primary key leaves the key out of the old row of a DELETE.
+pub(crate) async fn replica_identity_problem(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<(String, String)>> {
+    let row = client
+        .query_one(
+            "SELECT c.relreplident::text,
+                    EXISTS (SELECT 1 FROM pg_index r JOIN pg_index p ON p.indrelid = r.indrelid AND p.indisprimary
+                            WHERE r.indrelid = c.oid AND r.indisreplident AND r.indkey::text = p.indkey::text)
+             FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&qualified(table)],
+        )
+        .await
+        .map_err(|error| classify(error, "reading replica identities"))?;
+    let identity: String = row.get(0);
+    let hint = format!(
+        "ALTER TABLE {} REPLICA IDENTITY DEFAULT (or FULL)",
+        qualified(table)
+    );
+    Ok(match identity.as_str() {
+        "n" => Some((
+            format!("table {table} has REPLICA IDENTITY NOTHING: once published, its UPDATE and DELETE statements fail on the source"),
+            hint,
+        )),
+        "i" if !row.get::<_, bool>(1) => Some((
+            format!("table {table} has a replica identity index other than its primary key: a DELETE would not carry the key ferry applies by"),
+            hint,
+        )),
+        _ => None,
+    })
+}
+
+/// Creates or updates the publication so that it covers exactly `tables`. Refuses a table whose
+/// replica identity would break the application or the stream (see
+/// [`replica_identity_problem`]) before publishing anything.
 pub(crate) async fn sync_publication(
     client: &Client,
     migration: &str,
     tables: &[TableName],
 ) -> Result<()> {
+    for table in tables {
+        if let Some((problem, hint)) = replica_identity_problem(client, table).await? {
+            return Err(Error::operator("source.replica_identity", problem).with_hint(hint));
+        }
+    }
     let name = stream_name(migration);
     // ONLY: a table's inheritance children are tables of their own, published only when
     // selected (without it, a parent's publication carries every child's changes).

@@ -170,6 +170,11 @@ async fn check_source(
                 format!("add one (ALTER TABLE {} ADD PRIMARY KEY (...)) or leave the table out with --tables", qualified(&table.name)),
             ));
         }
+        if let Some((problem, hint)) =
+            super::cdc::replica_identity_problem(client, &table.name).await?
+        {
+            findings.push(Finding::error("source.replica_identity", problem, hint));
+        }
         let privileges = client
             .query_one(
                 "SELECT has_table_privilege($1::text::regclass, 'SELECT'), pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::text::regclass",

@@ -100,10 +100,8 @@ fn translate_index(table: &TableSchema, object: &SecondaryObject) -> Option<Seco
             ident(&name[..end].replace("``", "`"))
         })
         .collect();
-    let name: String = format!("{}_{}", table.name.name, object.name)
-        .chars()
-        .take(63)
-        .collect();
+    let name =
+        ferry_core::schema::fit_identifier(&format!("{}_{}", table.name.name, object.name), 63);
     Some(SecondaryObject {
         definition: format!(
             "CREATE {}INDEX {} ON {} USING btree ({})",
@@ -163,10 +161,10 @@ pub fn table(table: &TableSchema) -> Result<TableSchema> {
             // MySQL stores '' for a value it could not map (non-strict mode).
             allowed.push("''".into());
             checks.push((
-                format!("{}_{}_enum", table.name.name, column.name)
-                    .chars()
-                    .take(63)
-                    .collect(),
+                ferry_core::schema::fit_identifier(
+                    &format!("{}_{}_enum", table.name.name, column.name),
+                    63,
+                ),
                 format!(
                     "CHECK ({} IN ({}))",
                     ident(&column.name),

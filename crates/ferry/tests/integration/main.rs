@@ -10,6 +10,7 @@ mod exclusive;
 mod faults;
 mod inheritance;
 mod kill_matrix;
+mod limits;
 mod mysql;
 mod mysql_load;
 mod mysql_schema_changes;
