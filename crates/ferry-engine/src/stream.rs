@@ -208,6 +208,7 @@ pub async fn stream_changes(
 ) -> Result<()> {
     let options = context.options;
     let mut pending_secondary = context.pending_secondary.clone();
+    let mut indexing: Option<Indexing<'_>> = None;
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start;
     let failed: FailedTables = Arc::new(Mutex::new(failed_before));
@@ -306,18 +307,28 @@ pub async fn stream_changes(
                     break Err(error);
                 }
             }
-            _ = sequence_timer.tick() => {
-                if !pending_secondary.is_empty() {
-                    match tokio::time::timeout(options.apply_timeout, context.sink.create_secondary(&pending_secondary)).await {
-                        Ok(Ok(left)) => {
-                            pending_secondary.retain(|table| left.iter().any(|(name, _)| *name == table.name));
-                            if pending_secondary.is_empty() {
-                                info!("every index and constraint exists on the target now");
-                            }
+            built = poll_indexing(&mut indexing), if indexing.is_some() => {
+                indexing = None;
+                match built {
+                    Ok(Ok(left)) => {
+                        pending_secondary.retain(|table| left.iter().any(|(name, _)| *name == table.name));
+                        if pending_secondary.is_empty() {
+                            info!("every index and constraint exists on the target now");
                         }
-                        Ok(Err(error)) => warn!(code = error.code(), error = %error, "creating indexes failed; will retry"),
-                        Err(_) => warn!("creating indexes timed out; will retry"),
                     }
+                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "creating indexes failed; will retry"),
+                    Err(_) => warn!("creating indexes timed out; will retry"),
+                }
+            }
+            _ = sequence_timer.tick() => {
+                // Indexes the copied rows refused: built beside the stream, which keeps reading.
+                if indexing.is_none() && !pending_secondary.is_empty() {
+                    let tables = pending_secondary.clone();
+                    let sink = context.sink;
+                    let timeout = options.apply_timeout;
+                    indexing = Some(Box::pin(async move {
+                        tokio::time::timeout(timeout, sink.create_secondary(&tables)).await
+                    }));
                 }
                 // Bounded, so a stuck server cannot stall the stream here.
                 match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
@@ -379,6 +390,28 @@ async fn drain(
         }
     }
     Ok(())
+}
+
+/// A build of the indexes the copied rows refused, running beside the stream.
+type Indexing<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    Result<Vec<(TableName, String)>>,
+                    tokio::time::error::Elapsed,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+async fn poll_indexing(
+    indexing: &mut Option<Indexing<'_>>,
+) -> std::result::Result<Result<Vec<(TableName, String)>>, tokio::time::error::Elapsed> {
+    match indexing {
+        Some(build) => build.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tables whose changes are skipped because the target rejected one.

@@ -7,7 +7,7 @@ use crate::common::{stop, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_identities_that_break_the_application_or_the_stream_are_refused() {
-    let pair = Pair::new("identity").await;
+    let pair = Pair::new("identity_refused").await;
     pair.source
         .batch_execute(
             "CREATE TABLE public.silent (id int PRIMARY KEY, v text);
@@ -25,7 +25,7 @@ async fn replica_identities_that_break_the_application_or_the_stream_are_refused
     assert!(said.contains("REPLICA IDENTITY DEFAULT"), "{said}");
 
     let run = pair
-        .ferry("run", &["--name", "identity"])
+        .ferry("run", &["--name", "identity_refused"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -40,7 +40,7 @@ async fn replica_identities_that_break_the_application_or_the_stream_are_refused
     let published: i64 = pair
         .source
         .query_one(
-            "SELECT count(*) FROM pg_publication WHERE pubname = 'ferry_identity'",
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'ferry_identity_refused'",
             &[],
         )
         .await
