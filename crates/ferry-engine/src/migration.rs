@@ -303,6 +303,13 @@ pub async fn run_migration(
     }
     // The snapshot holds back cleanup on the source: let it go as soon as the copy is done.
     drop(snapshot);
+    // Rows copied in this run may be newer than the changes the stream replays until it gets
+    // here (see `StreamContext::catching_up_until`).
+    let catching_up_until = if to_copy.is_empty() {
+        None
+    } else {
+        Some(source.current_position().await?)
+    };
 
     progress.phase(Phase::Indexing);
     let table_list: Vec<TableSchema> = catalog.tables.clone();
@@ -352,6 +359,7 @@ pub async fn run_migration(
         sink,
         sequences: &sequences,
         pending_secondary,
+        catching_up_until,
         progress,
         options: &options.stream,
     };

@@ -73,6 +73,9 @@ pub struct StreamContext<'a> {
     /// Tables whose indexes or constraints the copied data refused (see
     /// [`Sink::create_secondary`]): tried again as the stream goes on, until they all exist.
     pub pending_secondary: Vec<TableSchema>,
+    /// Set when this run copied tables: the source position after the copy. Until the stream
+    /// passes it, rows on the target may be newer than the changes being replayed.
+    pub catching_up_until: Option<Position>,
     pub progress: &'a dyn Progress,
     pub options: &'a StreamOptions,
 }
@@ -82,6 +85,8 @@ struct Pending {
     /// The last commit whose changes are all in `builder`: (position, commit time).
     last_commit: Option<(Position, i64)>,
     first_change_at: Option<Instant>,
+    /// Tables the stream itself stops, with the reason, marked failed with the next batch.
+    failing: Vec<(TableName, String)>,
 }
 
 /// A batch applied and durable on the target.
@@ -217,8 +222,11 @@ pub async fn stream_changes(
         builder: BatchBuilder::new(),
         last_commit: None,
         first_change_at: None,
+        failing: Vec::new(),
     };
     let mut in_transaction = false;
+    // The last commit read: a change belongs to the transaction after it.
+    let mut last_read_commit = start;
     let mut last_idle_ack = Instant::now();
     let mut sequence_timer = tokio::time::interval(options.sequence_interval);
     sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,6 +260,21 @@ pub async fn stream_changes(
                 match event {
                     StreamEvent::Begin => in_transaction = true,
                     StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed) => {}
+                    // A key change that cascades, read while the copy is being caught up: applied
+                    // by value it could reach child rows copied after it (and miss the ones it
+                    // should), so its tables stop and are copied afresh on the next run.
+                    StreamEvent::Change(Change::Cascade(operation))
+                        if operation.new.is_some()
+                            && context.catching_up_until.is_some_and(|until| is_newer(until, last_read_commit)) =>
+                    {
+                        let mut failed = failed.lock().expect("failed tables lock");
+                        for table in operation.touched_tables() {
+                            if failed.insert(table.clone()) {
+                                error!(table = %table, parent = %operation.relation.table, "a key change cascaded while the copy was catching up: this table stops and is copied afresh on the next run");
+                                pending.failing.push((table, format!("[stream.cascade_during_copy] a key change of {} cascaded to this table while the copy was being caught up; run ferry again to copy it afresh", operation.relation.table)));
+                            }
+                        }
+                    }
                     StreamEvent::Change(change) => {
                         pending.first_change_at.get_or_insert_with(Instant::now);
                         if let Err(error) = pending.builder.add(change) {
@@ -267,6 +290,7 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Commit { position, commit_time_unix_micros } => {
                         in_transaction = false;
+                        last_read_commit = position;
                         if is_newer(position, pipeline.sent) {
                             pending.last_commit = Some((position, commit_time_unix_micros));
                             pending.first_change_at.get_or_insert_with(Instant::now);
@@ -447,10 +471,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Hands what is pending to the apply task, with the last complete commit as its checkpoint
 /// (or, in the middle of a transaction, the previous checkpoint again).
 async fn flush(pending: &mut Pending, pipeline: &mut Pipeline) -> Result<()> {
-    if pending.builder.is_empty() && pending.last_commit.is_none() {
+    if pending.builder.is_empty() && pending.last_commit.is_none() && pending.failing.is_empty() {
         return Ok(());
     }
-    let batch = pending.builder.take();
+    let mut batch = pending.builder.take();
+    batch.failed_tables.append(&mut pending.failing);
     let (checkpoint, commit_time) = match pending.last_commit.take() {
         Some((position, time)) => (position, Some(time)),
         None => (pipeline.sent, None),

@@ -159,3 +159,75 @@ async fn mariadb_cascades_reach_a_postgres_target() {
     assert_eq!(keys, 5, "{}", log_tail(name));
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 }
+
+/// A key change that cascades while the copy is still being caught up cannot be replayed by value
+/// (child rows copied after it already carry its effect): its child table stops, and the next run
+/// copies it afresh, so the target ends equal instead of losing the re-pointed children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascading_key_change_during_the_copy_stops_its_table_until_recopied() {
+    let name = "cascade_catchup";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let target_database = format!("{name}_copy");
+    let target = servers.target.url(&target_database);
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE parent (id INT PRIMARY KEY);
+         CREATE TABLE child (id INT PRIMARY KEY, parent_id INT,
+           CONSTRAINT fk_child FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE);
+         INSERT INTO parent SELECT seq FROM seq_1_to_10;
+         INSERT INTO child SELECT seq, 1 + seq % 10 FROM seq_1_to_2000;",
+    );
+    // The first run dies after two chunks: the rest is copied by the next run, after the changes.
+    let crashed = crate::mysql::ferry(
+        "run",
+        &source,
+        &target,
+        &["--name", name, "--chunk-rows", "200", "--parallel", "1"],
+    )
+    .env("FERRY_FAILPOINT", "copy.after_chunk_commit:2")
+    .output()
+    .unwrap();
+    assert!(!crashed.status.success());
+    // Parent 1 goes (its children with it), then parent 2 takes its key (its children follow).
+    sql(
+        &servers.source,
+        name,
+        "DELETE FROM parent WHERE id = 1; UPDATE parent SET id = 1 WHERE id = 2;",
+    );
+    let mut run = spawn_run(name, &source, &target);
+    let stopped = wait_until(
+        "the child table to stop",
+        Duration::from_secs(60),
+        || async {
+            let state = try_sql(
+                &servers.target,
+                "_ferry",
+                &format!(
+                    "SELECT state FROM tables WHERE migration = '{name}' AND table_name = 'child'"
+                ),
+            )
+            .ok()?;
+            (state.trim() == "failed").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    stopped.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    // The next run copies it afresh.
+    let mut run = spawn_run(name, &source, &target);
+    let query = "SELECT * FROM child ORDER BY id";
+    wait_until(
+        "the child table to be equal",
+        Duration::from_secs(60),
+        || async {
+            let left = try_sql(&servers.source, name, query).ok()?;
+            let right = try_sql(&servers.target, &target_database, query).ok()?;
+            (left == right).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+}
