@@ -124,6 +124,7 @@ async fn engine_pair_findings(
                 for problem in postgres::translate::untranslatable(&catalog) {
                     findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
                 }
+                findings.extend(folded_cascade_keys(&catalog));
             }
             findings
         }
@@ -139,4 +140,34 @@ async fn engine_pair_findings(
             findings
         }
     }
+}
+
+/// Foreign keys whose actions ferry reproduces on a PostgreSQL target by comparing text keys
+/// exactly, where the MySQL source compares them without case or trailing spaces (a `_ci`
+/// collation): a child whose key differs from its parent's only so would be missed.
+fn folded_cascade_keys(catalog: &ferry_core::schema::Catalog) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for table in &catalog.tables {
+        for key in &table.foreign_keys {
+            if !(key.on_delete.changes_rows() || key.on_update.changes_rows()) {
+                continue;
+            }
+            let folded = key.columns.iter().any(|name| {
+                table.column(name).is_some_and(|column| {
+                    column
+                        .collation
+                        .as_deref()
+                        .is_some_and(|collation| !collation.ends_with("_bin"))
+                })
+            });
+            if folded {
+                findings.push(Finding::warning(
+                    "target.folded_cascade_key",
+                    format!("foreign key {} of {} cascades over text compared without case on the source; on PostgreSQL ferry matches these keys exactly", key.name, table.name),
+                    "make sure child keys are spelled as their parents' (ferry verify finds any row a cascade missed), or use a _bin collation for these columns on the source",
+                ));
+            }
+        }
+    }
+    findings
 }

@@ -133,6 +133,17 @@ async fn mariadb_cascades_reach_a_postgres_target() {
     let target = servers().target.create_database(name).await.unwrap();
     sql(&mariadb().source, name, SCHEMA);
     let client = servers().target.connect(name).await.unwrap();
+    // The VARCHAR key of `uses` compares without case on MariaDB, exactly on PostgreSQL: said.
+    let check = crate::mysql::ferry("check", &source, &target, &[])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success()
+            && said.contains("target.folded_cascade_key")
+            && said.contains("fk_uses"),
+        "{said}"
+    );
     let mut run = spawn_run(name, &source, &target);
     wait_postgres_target_streaming(name, &client).await;
     sql(&mariadb().source, name, CHANGES);
