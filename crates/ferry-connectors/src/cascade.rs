@@ -60,6 +60,31 @@ pub(crate) trait CascadeTarget: Send {
 /// Some columns of some rows of one table: column name to value, per row.
 type Rows = Vec<HashMap<String, Value>>;
 
+/// Applies the foreign-key actions of each operation, in order; an error says which change's.
+pub(crate) async fn reproduce_all(
+    target: &mut dyn CascadeTarget,
+    operations: &[std::sync::Arc<CascadeOperation>],
+) -> Result<()> {
+    for operation in operations {
+        reproduce(target, operation).await.map_err(|error| {
+            error.context(format!(
+                "reproducing the foreign-key actions of a change to {}",
+                operation.relation.table
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// An error of a statement on `table`: a definite one stops that table only.
+pub(crate) fn on_table(error: Error, table: &TableName) -> Error {
+    if error.class() == ferry_core::ErrorClass::Definite {
+        error.with_table(table.clone())
+    } else {
+        error
+    }
+}
+
 /// Applies the foreign-key actions of `operation`.
 pub(crate) async fn reproduce(
     target: &mut dyn CascadeTarget,

@@ -48,16 +48,7 @@ pub(crate) async fn apply_batch<Q: Queryable + Send>(
                     columns: &mut *columns,
                     database,
                 };
-                for operation in operations {
-                    crate::cascade::reproduce(&mut target, operation)
-                        .await
-                        .map_err(|error| {
-                            error.context(format!(
-                                "reproducing the foreign-key actions of a change to {}",
-                                operation.relation.table
-                            ))
-                        })?;
-                }
+                crate::cascade::reproduce_all(&mut target, operations).await?;
             }
             Segment::Truncate { relations, .. } => {
                 for relation in relations {

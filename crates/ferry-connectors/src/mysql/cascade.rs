@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use ferry_core::{Error, ErrorClass, Result, TableName, Value};
+use ferry_core::{Error, Result, TableName, Value};
 use mysql_async::prelude::Queryable;
 
 use super::ddl::ident;
 use super::errors::classify;
 use super::sink::{TargetColumn, TargetColumns};
 use super::values::{decode, literal};
-use crate::cascade::CascadeTarget;
+use crate::cascade::{on_table, CascadeTarget};
 
 const KEYS_PER_STATEMENT: usize = 1_000;
 
@@ -22,13 +22,6 @@ pub(super) struct MysqlCascade<'a, Q> {
     pub database: &'a str,
 }
 
-fn on_table(error: Error, table: &TableName) -> Error {
-    if error.class() == ErrorClass::Definite {
-        error.with_table(table.clone())
-    } else {
-        error
-    }
-}
 
 impl<Q: Queryable + Send> MysqlCascade<'_, Q> {
     async fn target(&mut self, table: &TableName) -> Result<HashMap<String, TargetColumn>> {

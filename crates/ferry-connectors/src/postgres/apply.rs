@@ -137,16 +137,7 @@ impl ChangeApplier for PostgresApplier {
                         transaction: &transaction,
                         cache: &mut self.cache,
                     };
-                    for operation in operations {
-                        crate::cascade::reproduce(&mut target, operation)
-                            .await
-                            .map_err(|error| {
-                                error.context(format!(
-                                    "reproducing the foreign-key actions of a change to {}",
-                                    operation.relation.table
-                                ))
-                            })?;
-                    }
+                    crate::cascade::reproduce_all(&mut target, operations).await?;
                 }
                 // Never CASCADE: the source lists every table its cascade emptied, and a cascade
                 // here could empty target tables that are not migrated.

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use ferry_core::change::{Relation, RelationColumn};
-use ferry_core::{ErrorClass, Result, TableName, Value};
+use ferry_core::{Result, TableName, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
@@ -12,7 +12,7 @@ use super::apply::{array_parameters, column_types, execute, StatementCache};
 use super::codec::encode_text;
 use super::ddl::{ident, qualified};
 use super::errors::classify;
-use crate::cascade::CascadeTarget;
+use crate::cascade::{on_table, CascadeTarget};
 
 pub(super) struct PostgresCascade<'a, 'b> {
     pub transaction: &'a Transaction<'b>,
@@ -40,13 +40,6 @@ impl PostgresCascade<'_, '_> {
     }
 }
 
-fn on_table(error: ferry_core::Error, table: &TableName) -> ferry_core::Error {
-    if error.class() == ErrorClass::Definite {
-        error.with_table(table.clone())
-    } else {
-        error
-    }
-}
 
 /// `t.a = s.k0::type AND ...` for key columns named `k0, k1, ...` in the unnest.
 fn matching(columns: &[String], types: &[String], prefix: &str) -> String {
