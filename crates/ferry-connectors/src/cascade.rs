@@ -380,8 +380,9 @@ mod tests {
             new: Some(vec![Value::Int64(20)]),
             rules,
         };
-        let mut renamed = Memory::default();
-        renamed.tables = memory.tables.clone();
+        let mut renamed = Memory {
+            tables: memory.tables.clone(),
+        };
         reproduce(&mut renamed, &operation).await.unwrap();
         assert_eq!(
             renamed.tables["items"],

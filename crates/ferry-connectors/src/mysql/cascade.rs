@@ -22,7 +22,6 @@ pub(super) struct MysqlCascade<'a, Q> {
     pub database: &'a str,
 }
 
-
 impl<Q: Queryable + Send> MysqlCascade<'_, Q> {
     async fn target(&mut self, table: &TableName) -> Result<HashMap<String, TargetColumn>> {
         Ok(self

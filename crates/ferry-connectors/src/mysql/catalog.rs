@@ -232,10 +232,23 @@ pub async fn read_catalog(
     Ok(catalog)
 }
 
+/// (table, constraint, column, referenced schema, referenced table, referenced column, delete
+/// rule, update rule)
+type ForeignKeyRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
 /// The foreign keys between the catalog's tables, in structured form, on the referencing table.
 /// A key to a table that is not migrated is left out (named in the log).
 async fn read_foreign_keys(conn: &mut Conn, database: &str, catalog: &mut Catalog) -> Result<()> {
-    let rows: Vec<(String, String, String, Option<String>, String, String, String, String)> = conn
+    let rows: Vec<ForeignKeyRow> = conn
         .exec(
             "SELECT r.TABLE_NAME, r.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, r.REFERENCED_TABLE_NAME,
                     k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE

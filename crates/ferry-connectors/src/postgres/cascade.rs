@@ -40,7 +40,6 @@ impl PostgresCascade<'_, '_> {
     }
 }
 
-
 /// `t.a = s.k0::type AND ...` for key columns named `k0, k1, ...` in the unnest.
 fn matching(columns: &[String], types: &[String], prefix: &str) -> String {
     columns
