@@ -236,6 +236,9 @@ pub async fn stream_changes(
         let deadline = pending
             .first_change_at
             .map(|first| first + options.max_batch_delay);
+        // Biased, in this order: a stop, applied batches, the batch deadline and the timers
+        // before the next change, so a source that always has a change ready cannot starve them
+        // (a batch would only be cut by size, indexes and sequences would wait for a pause).
         tokio::select! {
             biased;
             changed = shutdown.changed() => {
@@ -249,6 +252,41 @@ pub async fn stream_changes(
                     Some(Ok(applied)) => acknowledge(&mut pipeline, applied, &mut *stream, &mut acknowledged, context.progress),
                     Some(Err(error)) => break Err(error),
                     None => break Err(pipeline.task_error()),
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Err(error) = flush(&mut pending, &mut pipeline).await {
+                    break Err(error);
+                }
+            }
+            built = poll_indexing(&mut indexing), if indexing.is_some() => {
+                indexing = None;
+                match built {
+                    Ok(Ok(left)) => {
+                        pending_secondary.retain(|table| left.iter().any(|(name, _)| *name == table.name));
+                        if pending_secondary.is_empty() {
+                            info!("every index and constraint exists on the target now");
+                        }
+                    }
+                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "creating indexes failed; will retry"),
+                    Err(_) => warn!("creating indexes timed out; will retry"),
+                }
+            }
+            _ = sequence_timer.tick() => {
+                // Indexes the copied rows refused: built beside the stream, which keeps reading.
+                if indexing.is_none() && !pending_secondary.is_empty() {
+                    let tables = pending_secondary.clone();
+                    let sink = context.sink;
+                    let timeout = options.apply_timeout;
+                    indexing = Some(Box::pin(async move {
+                        tokio::time::timeout(timeout, sink.create_secondary(&tables)).await
+                    }));
+                }
+                // Bounded, so a stuck server cannot stall the stream here.
+                match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "copying sequences failed; will retry"),
+                    Err(_) => warn!("copying sequences timed out; will retry"),
                 }
             }
             event = stream.next() => {
@@ -324,41 +362,6 @@ pub async fn stream_changes(
                             }
                         }
                     }
-                }
-            }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(error) = flush(&mut pending, &mut pipeline).await {
-                    break Err(error);
-                }
-            }
-            built = poll_indexing(&mut indexing), if indexing.is_some() => {
-                indexing = None;
-                match built {
-                    Ok(Ok(left)) => {
-                        pending_secondary.retain(|table| left.iter().any(|(name, _)| *name == table.name));
-                        if pending_secondary.is_empty() {
-                            info!("every index and constraint exists on the target now");
-                        }
-                    }
-                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "creating indexes failed; will retry"),
-                    Err(_) => warn!("creating indexes timed out; will retry"),
-                }
-            }
-            _ = sequence_timer.tick() => {
-                // Indexes the copied rows refused: built beside the stream, which keeps reading.
-                if indexing.is_none() && !pending_secondary.is_empty() {
-                    let tables = pending_secondary.clone();
-                    let sink = context.sink;
-                    let timeout = options.apply_timeout;
-                    indexing = Some(Box::pin(async move {
-                        tokio::time::timeout(timeout, sink.create_secondary(&tables)).await
-                    }));
-                }
-                // Bounded, so a stuck server cannot stall the stream here.
-                match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "copying sequences failed; will retry"),
-                    Err(_) => warn!("copying sequences timed out; will retry"),
                 }
             }
         }

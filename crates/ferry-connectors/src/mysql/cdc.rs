@@ -91,6 +91,17 @@ impl BinlogChangeStream {
         position: BinlogPosition,
         tables: &[TableSchema],
     ) -> Result<BinlogChangeStream> {
+        // Before reading anything: a table the stream could not decode stops it now, not at
+        // its first change.
+        for table in tables {
+            if let Some((column, charset)) = super::values::unreadable_column(table) {
+                return Err(Error::operator(
+                    "source.unsupported_charset",
+                    format!("column {column} of {} is in character set {charset}, which cannot be read from the binary log yet", table.name),
+                )
+                .with_hint("convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out"));
+            }
+        }
         let mut conn = connect(config, true).await?;
         let what = format!("opening the binary log of {}", config.describe());
         let mariadb = is_mariadb(&mut conn).await?;

@@ -144,6 +144,15 @@ async fn check_source(
             "add one (ALTER TABLE ... ADD PRIMARY KEY), or leave the table out with --tables",
         ));
     }
+    for table in &catalog.tables {
+        if let Some((column, charset)) = super::values::unreadable_column(table) {
+            findings.push(Finding::error(
+                "source.unsupported_charset",
+                format!("{}: column {column} is in character set {charset}, which ferry cannot read from the binary log yet (a copy works; streaming would stop at the first change)", table.name),
+                format!("convert it (ALTER TABLE {} CONVERT TO CHARACTER SET utf8mb4), or leave the table out with --tables", table.name.name),
+            ));
+        }
+    }
     for (table, reason) in &catalog.unsupported {
         findings.push(Finding::error(
             "source.unsupported_type",

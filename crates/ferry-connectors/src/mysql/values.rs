@@ -282,6 +282,26 @@ fn epoch_to_civil(text: &str) -> Option<String> {
 }
 
 /// Decodes raw bytes of a character set into UTF-8 text.
+/// Whether text in this character set can be read from the binary log (see
+/// [`decode_charset`]).
+pub fn readable_charset(charset: &str) -> bool {
+    matches!(charset, "utf8mb4" | "utf8mb3" | "utf8" | "ascii" | "latin1")
+}
+
+/// A text column of `table` whose character set the binary log cannot be read in, if any, as
+/// (column, character set).
+pub fn unreadable_column(table: &ferry_core::TableSchema) -> Option<(String, String)> {
+    table
+        .columns
+        .iter()
+        .find_map(|column| match super::catalog::kind_of(column) {
+            Kind::Text { charset } if !readable_charset(&charset) => {
+                Some((column.name.clone(), charset))
+            }
+            _ => None,
+        })
+}
+
 pub fn decode_charset(charset: &str, bytes: Vec<u8>) -> Result<String> {
     match charset {
         "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => String::from_utf8(bytes).map_err(|_| {

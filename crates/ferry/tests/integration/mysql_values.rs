@@ -248,16 +248,20 @@ async fn streamed_edge_values_reach_mariadb_unchanged() {
     sql(
         &servers.source,
         name,
-        "CREATE TABLE tenths (id INT PRIMARY KEY, t TIME(1))",
+        "CREATE TABLE tenths (id INT PRIMARY KEY, t TIME(1));
+         CREATE TABLE cyrillic (id INT PRIMARY KEY, word VARCHAR(20) CHARACTER SET cp1251);",
     );
-    let tables = format!("{name}.tenths");
+    // (So is text in a character set the binary log cannot be read in yet.)
+    let tables = format!("{name}.tenths,{name}.cyrillic");
     let check = crate::mysql::ferry("check", &source, &target, &["--tables", &tables])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&check.stdout).into_owned()
         + &String::from_utf8_lossy(&check.stderr);
     assert!(
-        !check.status.success() && said.contains("TIME(3)"),
+        !check.status.success()
+            && said.contains("TIME(3)")
+            && said.contains("source.unsupported_charset"),
         "{said}"
     );
 }
