@@ -71,6 +71,19 @@ pub trait Source: Send + Sync {
         ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>>;
 
+    /// The rows of `table` as they are now whose `key_columns` equal one of `keys`, each as the
+    /// values of `columns` in that order; keys without a row are left out. For a stream that
+    /// must complete a change its log carried partially (a PostgreSQL update that left out
+    /// unchanged large values, for a row entering a row filter): a row read later than its
+    /// change converges like any replayed one.
+    async fn fetch_rows(
+        &self,
+        table: &TableName,
+        key_columns: &[String],
+        columns: &[String],
+        keys: &[Vec<crate::Value>],
+    ) -> Result<Vec<Vec<crate::Value>>>;
+
     /// A snapshot of the data as it is now, for copying tables after their stream already exists.
     async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>>;
 

@@ -23,13 +23,13 @@ use ferry_core::state::KeyRange;
 use ferry_core::transform::{null_zero_date, Filter, Transforms};
 use ferry_core::{Cell, Error, Position, Result, Value};
 use futures_util::StreamExt;
-use tracing::warn;
+use tracing::{debug, warn};
 
 type Originals = Arc<Mutex<HashMap<TableName, TableSchema>>>;
 
 /// A source with transforms applied.
 pub struct TransformedSource {
-    inner: Box<dyn Source>,
+    inner: Arc<dyn Source>,
     transforms: Arc<Transforms>,
     /// Target name to the source's own definition.
     originals: Originals,
@@ -38,7 +38,7 @@ pub struct TransformedSource {
 impl TransformedSource {
     pub fn new(inner: Box<dyn Source>, transforms: Transforms) -> Self {
         TransformedSource {
-            inner,
+            inner: Arc::from(inner),
             transforms: Arc::new(transforms),
             originals: Arc::default(),
         }
@@ -165,11 +165,36 @@ impl Source for TransformedSource {
             .await?;
         Ok(Box::new(TransformedStream {
             inner,
+            source: self.inner.clone(),
             transforms: self.transforms.clone(),
             relations: HashMap::new(),
             partial_into_filter: None,
             cascade_problem: None,
+            queued: std::collections::VecDeque::new(),
         }))
+    }
+
+    async fn fetch_rows(
+        &self,
+        table: &TableName,
+        key_columns: &[String],
+        columns: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>> {
+        // Asked in target names: answered by the source in its own.
+        let source = original(&self.originals, table)?;
+        let source_name = |target: &String| -> String {
+            source
+                .columns
+                .iter()
+                .find(|column| self.transforms.column_name(&source.name, &column.name) == target)
+                .map_or_else(|| target.clone(), |column| column.name.clone())
+        };
+        let key_columns: Vec<String> = key_columns.iter().map(source_name).collect();
+        let columns: Vec<String> = columns.iter().map(source_name).collect();
+        self.inner
+            .fetch_rows(&source.name, &key_columns, &columns, keys)
+            .await
     }
 
     async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
@@ -294,12 +319,24 @@ struct Mapping {
     source_names: Vec<String>,
 }
 
+/// An update of a filtered table that lacked unchanged values and may be entering the filter:
+/// its row is read from the source (see `TransformedStream::next`).
+struct Partial {
+    relation: Arc<Relation>,
+    old_key: Option<Vec<Value>>,
+    key: Option<Vec<Value>>,
+}
+
 struct TransformedStream {
     inner: Box<dyn ChangeStream>,
+    /// The wrapped source, to read rows the log carried partially.
+    source: Arc<dyn Source>,
     transforms: Arc<Transforms>,
     relations: HashMap<u32, Option<Arc<Mapping>>>,
     /// Set when an update of a filtered table lacked values (see `map`).
-    partial_into_filter: Option<TableName>,
+    partial_into_filter: Option<Partial>,
+    /// Changes made from a partial one, waiting to be returned.
+    queued: std::collections::VecDeque<Change>,
     /// Set when a cascade goes through a dropped column (see `map_cascade`).
     cascade_problem: Option<String>,
 }
@@ -491,9 +528,14 @@ impl TransformedStream {
                 verdict => {
                     // A row that matches now may be entering the filter, so the target may not
                     // have it: an image that lacks unchanged (TOASTed) values cannot be written
-                    // whole. Stop rather than drop it (see `next`).
+                    // whole. Its row is read from the source instead (see `next`).
                     if verdict.is_some() && row.iter().any(|cell| matches!(cell, Cell::Unchanged)) {
-                        self.partial_into_filter = Some(relation.table.clone());
+                        self.partial_into_filter = Some(Partial {
+                            relation: relation.clone(),
+                            key: key_of(&row),
+                            old_key,
+                        });
+                        return None;
                     }
                     Some(Change::Update {
                         relation: mapped,
@@ -511,10 +553,72 @@ impl TransformedStream {
     }
 }
 
+impl TransformedStream {
+    /// The changes that stand for a partial update: the row as the source has it now (an
+    /// update, from the old key where the key changed), or deletes where it is gone. Read later
+    /// than its change, the row converges as the stream replays what follows.
+    async fn read_whole(&mut self, partial: Partial) -> Result<Vec<Change>> {
+        let relation = partial.relation;
+        let Some(key) = partial.key else {
+            return Err(Error::operator(
+                "transform.partial_image",
+                format!("an update of filtered table {} lacks its key values", relation.table),
+            )
+            .with_hint("on the PostgreSQL source: ALTER TABLE ... REPLICA IDENTITY FULL for this table, then run again"));
+        };
+        let columns: Vec<String> = relation
+            .columns
+            .iter()
+            .map(|column| column.name.clone())
+            .collect();
+        let key_columns: Vec<String> = relation
+            .key_indexes()
+            .iter()
+            .map(|index| columns[*index].clone())
+            .collect();
+        let rows = self
+            .source
+            .fetch_rows(
+                &relation.table,
+                &key_columns,
+                &columns,
+                std::slice::from_ref(&key),
+            )
+            .await?;
+        debug!(table = %relation.table, found = rows.len(), "read a row entering a filter from the source");
+        Ok(match rows.into_iter().next() {
+            Some(values) => vec![Change::Update {
+                relation,
+                old_key: partial.old_key,
+                row: values.into_iter().map(Cell::Value).collect(),
+            }],
+            None => {
+                let mut gone = vec![Change::Delete {
+                    relation: relation.clone(),
+                    key: key.clone(),
+                }];
+                if let Some(old_key) = partial.old_key.filter(|old| *old != key) {
+                    gone.push(Change::Delete {
+                        relation,
+                        key: old_key,
+                    });
+                }
+                gone
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl ChangeStream for TransformedStream {
     async fn next(&mut self) -> Result<Option<StreamEvent>> {
         loop {
+            if let Some(whole) = self.queued.pop_front() {
+                if let Some(change) = self.map(whole) {
+                    return Ok(Some(StreamEvent::Change(change)));
+                }
+                continue;
+            }
             let event = self.inner.next().await?;
             match event {
                 Some(StreamEvent::Change(mut change)) => {
@@ -528,13 +632,17 @@ impl ChangeStream for TransformedStream {
                             }
                         }
                     }
-                    let mapped = self.map(change);
-                    if let Some(table) = self.partial_into_filter.take() {
-                        return Err(Error::operator(
-                            "transform.partial_image",
-                            format!("an update of filtered table {table} lacks unchanged large values, so a row entering the filter cannot be written whole"),
-                        )
-                        .with_hint("on the PostgreSQL source: ALTER TABLE ... REPLICA IDENTITY FULL for this table, then run again"));
+                    let mut mapped = self.map(change);
+                    if let Some(partial) = self.partial_into_filter.take() {
+                        for whole in self.read_whole(partial).await? {
+                            self.queued.push_back(whole);
+                        }
+                    }
+                    while mapped.is_none() {
+                        let Some(whole) = self.queued.pop_front() else {
+                            break;
+                        };
+                        mapped = self.map(whole);
                     }
                     if let Some(problem) = self.cascade_problem.take() {
                         return Err(Error::operator("transform.cascade_column", problem)

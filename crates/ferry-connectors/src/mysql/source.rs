@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ferry_core::connector::{ChangeStream, Snapshot, Source};
 use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
 use ferry_core::select::Selection;
-use ferry_core::{BinlogPosition, Error, Gtid, Position, Result};
+use ferry_core::{BinlogPosition, Error, Gtid, Position, Result, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -100,6 +100,77 @@ impl Source for MysqlSource {
         let catalog = read_catalog(&mut conn, self.config.database(), selection).await;
         let _ = conn.disconnect().await;
         catalog
+    }
+
+    async fn fetch_rows(
+        &self,
+        table: &TableName,
+        key_columns: &[String],
+        columns: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>> {
+        let mut conn = connect(&self.config, true).await?;
+        let what = format!("reading rows of {table}");
+        let selection = Selection::default().restricted_to(std::slice::from_ref(table));
+        let catalog = read_catalog(&mut conn, self.config.database(), &selection).await?;
+        let schema = catalog
+            .tables
+            .into_iter()
+            .find(|found| found.name == *table)
+            .ok_or_else(|| {
+                Error::definite(
+                    "source.missing_table",
+                    format!("{table} does not exist on the source"),
+                )
+            })?;
+        let kinds = columns
+            .iter()
+            .map(|name| {
+                schema
+                    .column(name)
+                    .map(super::catalog::kind_of)
+                    .ok_or_else(|| {
+                        Error::definite(
+                            "source.missing_column",
+                            format!("column {name} of {table} does not exist on the source"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns
+                .iter()
+                .map(|name| ident(name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ident(&table.name),
+            key_columns
+                .iter()
+                .map(|name| format!("{} = ?", ident(name)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        );
+        let mut rows = Vec::new();
+        for key in keys {
+            let parameters: Vec<mysql_async::Value> =
+                key.iter().map(super::values::param).collect();
+            let found: Option<mysql_async::Row> = conn
+                .exec_first(&sql, parameters)
+                .await
+                .map_err(|error| classify(error, &what))?;
+            if let Some(row) = found {
+                rows.push(
+                    row.unwrap()
+                        .into_iter()
+                        .zip(&kinds)
+                        .map(|(raw, kind)| super::values::decode(kind, raw, false))
+                        .collect::<Result<Vec<_>>>()?,
+                );
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(rows)
     }
 
     async fn create_stream(

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use ferry_core::connector::{ChangeStream, Snapshot, Source};
 use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::select::Selection;
-use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema};
+use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema, Value};
+
+use super::codec::{decode_text, encode_text};
+use super::ddl::{ident, qualified};
 
 use super::catalog;
 use super::cdc;
@@ -33,6 +36,86 @@ impl PostgresSource {
 impl Source for PostgresSource {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
         catalog::read_catalog(&connect(&self.config).await?, selection).await
+    }
+
+    async fn fetch_rows(
+        &self,
+        table: &TableName,
+        key_columns: &[String],
+        columns: &[String],
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>> {
+        let client = connect(&self.config).await?;
+        let what = format!("reading rows of {table}");
+        let types: std::collections::HashMap<String, (String, u32)> = client
+            .query(
+                "SELECT attname::text, format_type(atttypid, NULL), atttypid FROM pg_attribute
+                 WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+                &[&qualified(table)],
+            )
+            .await
+            .map_err(|error| classify(error, &what))?
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        let type_of = |column: &String| {
+            types.get(column).cloned().ok_or_else(|| {
+                Error::definite(
+                    "source.missing_column",
+                    format!("column {column} of {table} does not exist on the source"),
+                )
+            })
+        };
+        let read: Vec<String> = columns
+            .iter()
+            .map(|column| format!("{}::text", ident(column)))
+            .collect();
+        let matching: Vec<String> = key_columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                Ok(format!(
+                    "{} = ${}::text::{}",
+                    ident(column),
+                    index + 1,
+                    type_of(column)?.0
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let sql = format!(
+            "SELECT {} FROM ONLY {} WHERE {}",
+            read.join(", "),
+            qualified(table),
+            matching.join(" AND ")
+        );
+        let oids: Vec<u32> = columns
+            .iter()
+            .map(|column| Ok(type_of(column)?.1))
+            .collect::<Result<_>>()?;
+        let mut rows = Vec::new();
+        for key in keys {
+            let parameters: Vec<Option<String>> = key.iter().map(encode_text).collect();
+            let parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = parameters
+                .iter()
+                .map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            if let Some(row) = client
+                .query_opt(&sql, &parameters)
+                .await
+                .map_err(|error| classify(error, &what))?
+            {
+                rows.push(
+                    oids.iter()
+                        .enumerate()
+                        .map(|(index, oid)| {
+                            row.get::<_, Option<String>>(index)
+                                .map_or(Value::Null, |text| decode_text(*oid, &text))
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(rows)
     }
 
     async fn create_stream(

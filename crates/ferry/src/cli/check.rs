@@ -64,9 +64,10 @@ async fn findings(
     findings
 }
 
-/// A row filter on a PostgreSQL table whose updates may leave out unchanged large values cannot
-/// tell whether such a row enters the filter: refused until the table's replica identity is FULL.
-pub(super) async fn filter_findings(
+/// A row filter on a PostgreSQL table whose updates may leave out unchanged large values: a row
+/// entering the filter that way is read from the source (an extra query per such update), which
+/// REPLICA IDENTITY FULL avoids.
+async fn filter_findings(
     config: &postgres::ConnectionConfig,
     source: &Endpoint,
     settings: &crate::settings::Settings,
@@ -87,10 +88,10 @@ pub(super) async fn filter_findings(
         Ok(tables) => tables
             .into_iter()
             .map(|table| {
-                Finding::error(
+                Finding::warning(
                     "transform.partial_image",
-                    format!("{table} has a row filter and columns PostgreSQL may leave out of an update (unchanged large values), so a row entering the filter could not be written whole"),
-                    format!("on the source: ALTER TABLE {table} REPLICA IDENTITY FULL (then every update carries the whole row), or drop the filter"),
+                    format!("{table} has a row filter and columns PostgreSQL may leave out of an update (unchanged large values): a row entering the filter that way is read from the source"),
+                    format!("on the source: ALTER TABLE {table} REPLICA IDENTITY FULL makes every update carry the whole row, with no extra read"),
                 )
             })
             .collect(),

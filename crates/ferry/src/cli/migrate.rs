@@ -149,17 +149,6 @@ async fn run_across_engines(
     restart: bool,
     listen: &Listen,
 ) -> Result<ExitCode> {
-    // A row filter that could meet an update without its unchanged large values is refused
-    // before anything is written (check says the same), not met in the middle of the stream.
-    if let Some(config) = source_endpoint.postgres() {
-        if let Some(finding) = super::check::filter_findings(config, &source_endpoint, settings)
-            .await
-            .into_iter()
-            .next()
-        {
-            return Err(Error::operator(finding.code, finding.message).with_hint(finding.hint));
-        }
-    }
     let source: Box<dyn Source> = if settings.transforms.is_empty() {
         source_endpoint.source()
     } else {
