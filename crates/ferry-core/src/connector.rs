@@ -167,6 +167,11 @@ pub trait Sink: Send + Sync {
     async fn lock_migration(&self, migration: &str)
         -> Result<Box<dyn std::any::Any + Send + Sync>>;
 
+    /// Stores the source position at which a copy of `migration` ended (see
+    /// [`MigrationState::copy_end`](crate::state::MigrationState)), so that a run resumed after
+    /// a crash still knows it.
+    async fn save_copy_end(&self, migration: &str, position: Position) -> Result<()>;
+
     /// The persisted state of `migration` (empty when it never ran).
     async fn load_state(&self, migration: &str) -> Result<MigrationState>;
 

@@ -117,4 +117,7 @@ pub struct MigrationState {
     /// `None` until the change stream was created.
     pub stream: Option<StreamCheckpoint>,
     pub tables: BTreeMap<TableName, TableProgress>,
+    /// The source position when the last copy ended: until the stream passes it, rows on the
+    /// target may be newer than the changes it replays.
+    pub copy_end: Option<crate::Position>,
 }

@@ -305,10 +305,15 @@ pub async fn run_migration(
     drop(snapshot);
     // Rows copied in this run may be newer than the changes the stream replays until it gets
     // here (see `StreamContext::catching_up_until`).
-    let catching_up_until = if to_copy.is_empty() {
+    let catching_up_until = if stream_start.is_none() {
         None
+    } else if to_copy.is_empty() {
+        // Stored by the run that copied (this process may be a retry, or a restart).
+        state.copy_end
     } else {
-        Some(source.current_position().await?)
+        let end = source.current_position().await?;
+        sink.save_copy_end(&options.name, end).await?;
+        Some(end)
     };
 
     progress.phase(Phase::Indexing);

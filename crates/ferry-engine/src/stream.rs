@@ -119,6 +119,14 @@ impl Pipeline {
         let (result_sender, results) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some((mut batch, checkpoint, commit_time)) = receiver.recv().await {
+                // Tables the stream itself stopped: skipped from the batch that marks them on
+                // (never from an earlier one, whose checkpoint would pass their changes by).
+                {
+                    let mut failed = failed.lock().expect("failed tables lock");
+                    for (table, _) in &batch.failed_tables {
+                        failed.insert(table.clone());
+                    }
+                }
                 let result = loop {
                     // Changes to a table that failed earlier are skipped (the table is re-copied
                     // on the next run).
@@ -225,8 +233,10 @@ pub async fn stream_changes(
         failing: Vec::new(),
     };
     let mut in_transaction = false;
-    // The last commit read: a change belongs to the transaction after it.
+    // The last commit (or idle point) read: a change belongs to the transaction after it.
     let mut last_read_commit = start;
+    // Tables this loop stopped; the apply task learns of them from the batch that marks them.
+    let mut stopping: HashSet<TableName> = HashSet::new();
     let mut last_idle_ack = Instant::now();
     let mut sequence_timer = tokio::time::interval(options.sequence_interval);
     sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -297,17 +307,18 @@ pub async fn stream_changes(
                 };
                 match event {
                     StreamEvent::Begin => in_transaction = true,
-                    StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed) => {}
+                    StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed, &stopping) => {}
                     // A key change that cascades, read while the copy is being caught up: applied
                     // by value it could reach child rows copied after it (and miss the ones it
                     // should), so its tables stop and are copied afresh on the next run.
                     StreamEvent::Change(Change::Cascade(operation))
                         if operation.new.is_some()
-                            && context.catching_up_until.is_some_and(|until| is_newer(until, last_read_commit)) =>
+                            && context.catching_up_until.is_some_and(|until| {
+                                until.partial_cmp(&last_read_commit) == Some(std::cmp::Ordering::Greater)
+                            }) =>
                     {
-                        let mut failed = failed.lock().expect("failed tables lock");
                         for table in operation.touched_tables() {
-                            if failed.insert(table.clone()) {
+                            if stopping.insert(table.clone()) {
                                 error!(table = %table, parent = %operation.relation.table, "a key change cascaded while the copy was catching up: this table stops and is copied afresh on the next run");
                                 pending.failing.push((table, format!("[stream.cascade_during_copy] a key change of {} cascaded to this table while the copy was being caught up; run ferry again to copy it afresh", operation.relation.table)));
                             }
@@ -342,6 +353,9 @@ pub async fn stream_changes(
                         }
                     }
                     StreamEvent::Fence { position } => {
+                        if !in_transaction {
+                            last_read_commit = position;
+                        }
                         // Everything before the fence is received: apply it, then store the
                         // fence position right away (between transactions, so nothing is open).
                         let result = match flush(&mut pending, &mut pipeline).await {
@@ -353,6 +367,9 @@ pub async fn stream_changes(
                         }
                     }
                     StreamEvent::Idle { position } => {
+                        if !in_transaction {
+                            last_read_commit = position;
+                        }
                         let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none() && pipeline.in_flight == 0;
                         if nothing_pending && is_newer(position, acknowledged) && last_idle_ack.elapsed() >= options.idle_ack_interval {
                             last_idle_ack = Instant::now();
@@ -444,23 +461,25 @@ async fn poll_indexing(
 /// Tables whose changes are skipped because the target rejected one.
 type FailedTables = Arc<Mutex<HashSet<TableName>>>;
 
-/// True when the change concerns only failed tables.
-fn concerns_only_failed_tables(change: &Change, failed: &FailedTables) -> bool {
+/// True when the change concerns only failed (or stopping) tables.
+fn concerns_only_failed_tables(
+    change: &Change,
+    failed: &FailedTables,
+    stopping: &HashSet<TableName>,
+) -> bool {
     let failed = failed.lock().expect("failed tables lock");
-    if failed.is_empty() {
+    if failed.is_empty() && stopping.is_empty() {
         return false;
     }
+    let stopped = |table: &TableName| failed.contains(table) || stopping.contains(table);
     match change {
         Change::Insert { relation, .. }
         | Change::Update { relation, .. }
-        | Change::Delete { relation, .. } => failed.contains(&relation.table),
-        Change::Truncate { relations, .. } => relations
-            .iter()
-            .all(|relation| failed.contains(&relation.table)),
-        Change::Cascade(operation) => operation
-            .touched_tables()
-            .iter()
-            .all(|table| failed.contains(table)),
+        | Change::Delete { relation, .. } => stopped(&relation.table),
+        Change::Truncate { relations, .. } => {
+            relations.iter().all(|relation| stopped(&relation.table))
+        }
+        Change::Cascade(operation) => operation.touched_tables().iter().all(stopped),
     }
 }
 

@@ -79,6 +79,8 @@ pub struct BinlogChangeStream {
     pending: VecDeque<StreamEvent>,
     in_transaction: bool,
     network_timeout: std::time::Duration,
+    /// When the server last sent anything (heartbeats included).
+    last_heard: std::time::Instant,
     /// The foreign keys between streamed tables whose actions change rows: the server applies
     /// them without logging, so each deleted or re-keyed parent row travels with them.
     cascade_rules: Arc<Vec<ForeignKey>>,
@@ -236,6 +238,7 @@ impl BinlogChangeStream {
             pending: VecDeque::new(),
             in_transaction: false,
             network_timeout: config.network_timeout(),
+            last_heard: std::time::Instant::now(),
         })
     }
 
@@ -906,8 +909,14 @@ impl ChangeStream for BinlogChangeStream {
             let stream = self.stream.as_mut().ok_or_else(|| {
                 Error::transient("stream.closed", "the binary log stream is closed")
             })?;
-            let next = match tokio::time::timeout(self.network_timeout, stream.next()).await {
-                Ok(next) => next,
+            // Measured from the last event, not from this call: the caller may drop an
+            // unfinished call (to serve a timer) and call again, which must not restart the clock.
+            let deadline = tokio::time::Instant::from_std(self.last_heard + self.network_timeout);
+            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => {
+                    self.last_heard = std::time::Instant::now();
+                    next
+                }
                 Err(_) => {
                     return Err(Error::transient(
                         "source.silent",

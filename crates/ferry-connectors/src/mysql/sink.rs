@@ -34,7 +34,8 @@ use super::values::literal;
 pub struct MysqlSink {
     config: MysqlConfig,
     /// The migration lock this process holds: (migration, the session holding it, its id).
-    migration_lock: tokio::sync::Mutex<Option<(String, Conn, u64)>>,
+    /// Per migration: the session holding its lock and its connection id (to end only it).
+    migration_lock: tokio::sync::Mutex<HashMap<String, (Conn, u64)>>,
 }
 
 const FORMATS: &[ChunkFormat] = &[ChunkFormat::Rows];
@@ -46,7 +47,7 @@ impl MysqlSink {
     pub fn new(config: MysqlConfig) -> Self {
         MysqlSink {
             config,
-            migration_lock: tokio::sync::Mutex::new(None),
+            migration_lock: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -186,14 +187,15 @@ impl Sink for MysqlSink {
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
         let mut held = self.migration_lock.lock().await;
         // Held since an earlier attempt of this process: keep it while its session lives.
-        if let Some((name, conn, _)) = held.as_mut() {
-            if name == migration && conn.ping().await.is_ok() {
+        if let Some((conn, _)) = held.get_mut(migration) {
+            let alive = tokio::time::timeout(std::time::Duration::from_secs(10), conn.ping()).await;
+            if matches!(alive, Ok(Ok(()))) {
                 return Ok(Box::new(()));
             }
         }
         // The session that held it for this process is gone from here; the server may not know
-        // yet. That session, and only it, may be ended to take the lock over.
-        let stale = held.take().map(|(_, _, id)| id);
+        // yet. That session, and only it (it holds this very lock), may be ended to take over.
+        let stale = held.remove(migration).map(|(_, id)| id);
         let mut conn = connect(&self.config, false).await?;
         let what = "taking the migration lock";
         // Lock names are at most 64 characters: the migration's name goes in hashed.
@@ -220,7 +222,7 @@ impl Sink for MysqlSink {
         // The lock lives as long as this connection: keep the server from ending it.
         let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
         let id = conn.id() as u64;
-        *held = Some((migration.to_string(), conn, id));
+        held.insert(migration.to_string(), (conn, id));
         Ok(Box::new(()))
     }
 
@@ -290,12 +292,18 @@ impl Sink for MysqlSink {
             for table in tables {
                 let existing: Vec<String> = conn
                 .exec(
-                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
-                     UNION SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
-                    (self.config.database(), &table.name.name, self.config.database(), &table.name.name),
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (self.config.database(), &table.name.name),
                 )
                 .await
                 .map_err(|error| classify(error, "reading the target's indexes"))?;
+                let constraints: Vec<String> = conn
+                    .exec(
+                        "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
+                        (self.config.database(), &table.name.name),
+                    )
+                    .await
+                    .map_err(|error| classify(error, "reading the target's foreign keys"))?;
                 let (statements, skipped) = secondary_indexes(table);
                 let key_names: Vec<&str> = table
                     .foreign_keys
@@ -310,7 +318,14 @@ impl Sink for MysqlSink {
                     warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");
                 }
                 for (name, statement) in statements {
-                    if existing.iter().any(|existing| existing == &name) {
+                    // A foreign key counts as existing only as a constraint: InnoDB names the
+                    // index it makes for a key after the key.
+                    let exists = if foreign_keys {
+                        constraints.iter().any(|existing| existing == &name)
+                    } else {
+                        existing.iter().any(|existing| existing == &name)
+                    };
+                    if exists {
                         continue;
                     }
                     if let Err(error) = conn.query_drop(statement).await {
@@ -350,6 +365,11 @@ impl Sink for MysqlSink {
         conn.query_drop(format!("TRUNCATE TABLE {}", ident(&table.name)))
             .await
             .map_err(|error| classify(error, &format!("emptying {} on the target", table.name)))
+    }
+
+    async fn save_copy_end(&self, migration: &str, position: Position) -> Result<()> {
+        let mut conn = self.conn().await?;
+        state::save_copy_end(&mut conn, migration, position).await
     }
 
     async fn load_state(&self, migration: &str) -> Result<MigrationState> {

@@ -17,6 +17,7 @@ pub(crate) const CREATE_STATE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `_ferry`.`streams` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL, commit_time BIGINT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`tables` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, state VARCHAR(20) NOT NULL, note TEXT NULL, PRIMARY KEY (migration, schema_name, table_name)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
 ];
 
@@ -60,6 +61,14 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
             updated_unix_micros: updated,
         });
     }
+    let copy_end: Option<String> = conn
+        .exec_first(
+            "SELECT position FROM `_ferry`.`copy_end` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .unwrap_or(None);
+    state.copy_end = copy_end.as_deref().and_then(Position::from_storage);
     let tables: Vec<(String, String, String, Option<String>)> = conn
         .exec("SELECT schema_name, table_name, state, note FROM `_ferry`.`tables` WHERE migration = ?", (migration,))
         .await
@@ -243,4 +252,17 @@ pub(crate) async fn record_failure<Q: Queryable>(
     )
     .await
     .map_err(|error| classify(error, "recording a failure"))
+}
+
+pub(crate) async fn save_copy_end<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    position: Position,
+) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO `_ferry`.`copy_end` (migration, position) VALUES (?, ?) ON DUPLICATE KEY UPDATE position = VALUES(position)",
+        (migration, position.to_storage()),
+    )
+    .await
+    .map_err(|error| classify(error, "storing where the copy ended"))
 }

@@ -263,6 +263,7 @@ pub(crate) async fn open(
         relations: HashMap::new(),
         keys,
         silence_limit: config.network_timeout(),
+        last_heard: std::time::Instant::now(),
         ignored_origins: ignore_writes_of
             .iter()
             .map(|name| origin_name(name))
@@ -285,6 +286,8 @@ pub struct PostgresChangeStream {
     keys: HashMap<TableName, Vec<String>>,
     /// No message at all (not even a keepalive) for this long means the connection is lost.
     silence_limit: Duration,
+    /// When the server last sent anything (keepalives included).
+    last_heard: std::time::Instant,
     /// Replication origins whose transactions are left out (ferry's own writes in the other
     /// direction).
     ignored_origins: HashSet<String>,
@@ -451,9 +454,15 @@ impl ChangeStream for PostgresChangeStream {
                 .as_mut()
                 .ok_or_else(|| Error::definite("stream.closed", "the stream is closed"))?;
             let silence_limit = self.silence_limit;
-            let event = match tokio::time::timeout(silence_limit, client.recv()).await {
-                Ok(event) => event
-                    .map_err(|error| classify_replication(error, "reading the change stream"))?,
+            // Measured from the last message, not from this call: the caller may drop an
+            // unfinished call (to serve a timer) and call again, which must not restart the clock.
+            let deadline = tokio::time::Instant::from_std(self.last_heard + silence_limit);
+            let event = match tokio::time::timeout_at(deadline, client.recv()).await {
+                Ok(event) => {
+                    self.last_heard = std::time::Instant::now();
+                    event
+                        .map_err(|error| classify_replication(error, "reading the change stream"))?
+                }
                 Err(_) => {
                     return Err(Error::transient("stream.silent", format!("the source sent nothing, not even a keepalive, for {} s", silence_limit.as_secs()))
                         .with_hint("the network to the source is down or black-holed; ferry reconnects and resumes from the checkpoint (raise --network-timeout above the server's wal_sender_timeout / 2 if this repeats on a healthy network)"));

@@ -24,14 +24,15 @@ use super::state;
 pub struct PostgresSink {
     config: ConnectionConfig,
     /// The migration lock this process holds: (migration, the session holding it, its pid).
-    migration_lock: tokio::sync::Mutex<Option<(String, Client, i32)>>,
+    /// Per migration: the session holding its lock, its pid and its start (to end only it).
+    migration_lock: tokio::sync::Mutex<std::collections::HashMap<String, (Client, i32, f64)>>,
 }
 
 impl PostgresSink {
     pub fn new(config: ConnectionConfig) -> Self {
         PostgresSink {
             config,
-            migration_lock: tokio::sync::Mutex::new(None),
+            migration_lock: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -157,14 +158,21 @@ impl Sink for PostgresSink {
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
         let mut held = self.migration_lock.lock().await;
         // Held since an earlier attempt of this process: keep it while its session lives.
-        if let Some((name, client, _)) = held.as_ref() {
-            if name == migration && client.simple_query("SELECT 1").await.is_ok() {
+        if let Some((client, _, _)) = held.get(migration) {
+            let alive = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                client.simple_query("SELECT 1"),
+            )
+            .await;
+            if matches!(alive, Ok(Ok(_))) {
                 return Ok(Box::new(()));
             }
         }
         // The session that held it for this process is gone from here (a cut connection); the
         // server may not know yet. That session, and only it, may be ended to take the lock over.
-        let stale = held.take().map(|(_, _, pid)| pid);
+        let stale = held
+            .remove(migration)
+            .map(|(_, pid, started)| (pid, started));
         let client = self.client().await?;
         let what = "taking the migration lock";
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -180,11 +188,13 @@ impl Sink for PostgresSink {
             if locked {
                 break;
             }
-            if let Some(pid) = stale {
+            if let Some((pid, started)) = stale {
                 let _ = client
                     .query(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1",
-                        &[&pid],
+                        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                         WHERE a.pid = $1 AND extract(epoch FROM a.backend_start)::float8 = $2
+                           AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
+                        &[&pid, &started],
                     )
                     .await;
             }
@@ -196,12 +206,15 @@ impl Sink for PostgresSink {
         }
         // The session lock lives as long as this connection: keep the server from ending it.
         let _ = client.batch_execute("SET idle_session_timeout = 0").await;
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
+        let session = client
+            .query_one(
+                "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                &[],
+            )
             .await
-            .map_err(|error| classify(error, what))?
-            .get(0);
-        *held = Some((migration.to_string(), client, pid));
+            .map_err(|error| classify(error, what))?;
+        let (pid, started): (i32, f64) = (session.get(0), session.get(1));
+        held.insert(migration.to_string(), (client, pid, started));
         Ok(Box::new(()))
     }
 
@@ -233,8 +246,24 @@ impl Sink for PostgresSink {
                 let what = format!("creating {} on {}", object.name, table.name);
                 let exists = match object.kind {
                     SecondaryKind::Index => {
+                        // By name, or an index of the same kind on the same columns under another
+                        // name (one an earlier version named differently, say).
                         let name = qualified(&TableName::new(table.name.schema.clone(), object.name.clone()));
-                        client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await
+                        let unique = object.definition.starts_with("CREATE UNIQUE INDEX");
+                        let shape = object
+                            .definition
+                            .rsplit_once(" USING ")
+                            .map(|(_, rest)| rest.replace('"', ""))
+                            .unwrap_or_default();
+                        client
+                            .query_one(
+                                "SELECT to_regclass($1) IS NOT NULL OR EXISTS (
+                                     SELECT 1 FROM pg_index i
+                                     WHERE i.indrelid = $2::text::regclass AND i.indisunique = $3 AND $4 <> ''
+                                       AND replace(split_part(pg_get_indexdef(i.indexrelid), ' USING ', 2), chr(34), '') = $4)",
+                                &[&name, &qualified(&table.name), &unique, &shape],
+                            )
+                            .await
                     }
                     SecondaryKind::Constraint | SecondaryKind::ForeignKey => {
                         client.query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)", &[&qualified(&table.name), &object.name]).await
@@ -321,6 +350,10 @@ impl Sink for PostgresSink {
                 .map_err(|error| classify(error, &what)),
             Err(error) => Err(classify(error, &what)),
         }
+    }
+
+    async fn save_copy_end(&self, migration: &str, position: Position) -> Result<()> {
+        state::save_copy_end(&self.client().await?, migration, position).await
     }
 
     async fn load_state(&self, migration: &str) -> Result<MigrationState> {

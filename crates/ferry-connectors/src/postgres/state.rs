@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS _ferry.stream (
     commit_time_unix_micros bigint,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS _ferry.copy_end (
+    migration text PRIMARY KEY,
+    position text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _ferry.table_state (
     migration text NOT NULL,
     table_schema text NOT NULL,
@@ -127,6 +131,18 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
         stream: read_checkpoint(client, migration, what).await?,
         ..MigrationState::default()
     };
+    if state_table_exists(client, "copy_end", what).await? {
+        if let Some(row) = client
+            .query_opt(
+                "SELECT position FROM _ferry.copy_end WHERE migration = $1",
+                &[&migration],
+            )
+            .await
+            .map_err(|error| classify(error, what))?
+        {
+            state.copy_end = Position::from_storage(&row.get::<_, String>(0));
+        }
+    }
     let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
     for row in client
         .query(
@@ -406,4 +422,20 @@ pub(crate) async fn tables_changed_since(
         .iter()
         .map(|row| TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
         .collect())
+}
+
+pub(crate) async fn save_copy_end(
+    client: &impl GenericClient,
+    migration: &str,
+    position: Position,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO _ferry.copy_end (migration, position) VALUES ($1, $2)
+             ON CONFLICT (migration) DO UPDATE SET position = EXCLUDED.position",
+            &[&migration, &position.to_storage()],
+        )
+        .await
+        .map_err(|error| classify(error, "storing where the copy ended"))?;
+    Ok(())
 }

@@ -159,3 +159,64 @@ async fn a_server_that_folds_names_streams_a_mixed_case_database() {
     result.unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 }
+
+/// Index names made longer than PostgreSQL's 63 bytes by the table's name stay distinct: cut
+/// alike, the second (unique) index used to be skipped as already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_index_names_stay_distinct_on_postgres() {
+    let name = "my_long_names";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    let table = "a_table_name_that_is_quite_long_indeed_for_testing";
+    sql(
+        &mariadb().source,
+        name,
+        &format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, a INT, b INT,
+               KEY index_on_the_first_column_number_one (a),
+               UNIQUE KEY index_on_the_first_column_number_two (b));
+             INSERT INTO {table} VALUES (1, 1, 1), (2, 1, 2);"
+        ),
+    );
+    let copied = ferry("copy", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let client = crate::common::servers().target.connect(name).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE i.indisunique AND NOT i.indisprimary)
+             FROM pg_index i WHERE i.indrelid = $1::text::regclass",
+            &[&format!("{name}.{table}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3, "the key and both indexes");
+    assert_eq!(row.get::<_, i64>(1), 1, "the unique one among them");
+    // Running again finds them all there.
+    let again = ferry("copy", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let count: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass",
+            &[&format!("{name}.{table}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+}
