@@ -176,6 +176,41 @@ impl Batch {
         });
     }
 
+    /// The tables the batch's cascades reach only through one of `failed`: skipping a failed
+    /// table's changes also skips the actions that go on from its rows, so those tables drift
+    /// and must be copied afresh too.
+    pub fn reached_through(
+        &self,
+        failed: &std::collections::HashSet<TableName>,
+    ) -> std::collections::BTreeSet<TableName> {
+        let mut reached = std::collections::BTreeSet::new();
+        for segment in &self.segments {
+            let Segment::Cascade(operations) = segment else {
+                continue;
+            };
+            for operation in operations {
+                let mut frontier: Vec<TableName> = operation
+                    .rules
+                    .iter()
+                    .filter(|rule| failed.contains(&rule.table))
+                    .map(|rule| rule.table.clone())
+                    .collect();
+                while let Some(table) = frontier.pop() {
+                    for rule in operation
+                        .rules
+                        .iter()
+                        .filter(|rule| rule.referenced_table == table)
+                    {
+                        if !failed.contains(&rule.table) && reached.insert(rule.table.clone()) {
+                            frontier.push(rule.table.clone());
+                        }
+                    }
+                }
+            }
+        }
+        reached
+    }
+
     /// Every table the batch writes (cascades: the tables their actions may change).
     pub fn tables(&self) -> Vec<TableName> {
         let mut tables: Vec<TableName> = Vec::new();
@@ -240,4 +275,51 @@ pub struct TableChanges {
     /// image). The row at the old key takes the new key and the present values and keeps the
     /// rest; nothing happens when it is absent.
     pub moves: Vec<(Vec<Value>, Vec<Cell>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ForeignKey, ReferentialAction};
+
+    fn rule(child: &str, parent: &str) -> ForeignKey {
+        ForeignKey {
+            name: format!("{child}_fk"),
+            table: TableName::new("d", child),
+            columns: vec!["parent_id".into()],
+            referenced_table: TableName::new("d", parent),
+            referenced_columns: vec!["id".into()],
+            on_delete: ReferentialAction::Cascade,
+            on_update: ReferentialAction::NoAction,
+        }
+    }
+
+    #[test]
+    fn tables_reached_only_through_a_failed_one_are_named() {
+        let relation = Arc::new(Relation {
+            id: 1,
+            table: TableName::new("d", "orders"),
+            columns: Vec::new(),
+        });
+        let rules = Arc::new(vec![
+            rule("items", "orders"),
+            rule("options", "items"),
+            rule("notes", "orders"),
+        ]);
+        let batch = Batch {
+            segments: vec![Segment::Cascade(vec![Arc::new(CascadeOperation {
+                relation,
+                old: Vec::new(),
+                new: None,
+                rules,
+            })])],
+            ..Batch::default()
+        };
+        let failed = std::collections::HashSet::from([TableName::new("d", "items")]);
+        let reached: Vec<TableName> = batch.reached_through(&failed).into_iter().collect();
+        assert_eq!(reached, vec![TableName::new("d", "options")]);
+        assert!(batch
+            .reached_through(&std::collections::HashSet::new())
+            .is_empty());
+    }
 }

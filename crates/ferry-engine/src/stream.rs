@@ -129,7 +129,15 @@ impl Pipeline {
                 }
                 let result = loop {
                     // Changes to a table that failed earlier are skipped (the table is re-copied
-                    // on the next run).
+                    // on the next run), and so are the tables its cascades would have reached.
+                    {
+                        let mut failed = failed.lock().expect("failed tables lock");
+                        for table in batch.reached_through(&failed) {
+                            warn!(table = %table, "foreign-key actions reach this table through a stopped table: it stops too and is copied afresh on the next run");
+                            failed.insert(table.clone());
+                            batch.failed_tables.push((table, "[stream.cascade_through_failed] foreign-key actions reach this table through a table that stopped; run ferry again to copy it afresh".into()));
+                        }
+                    }
                     batch.without(&failed.lock().expect("failed tables lock"));
                     let result = match tokio::time::timeout(timeout, applier.apply(&batch, checkpoint, commit_time)).await {
                         Ok(result) => result,
