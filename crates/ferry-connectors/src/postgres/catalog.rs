@@ -23,7 +23,8 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
     let rows = client
         .query(
             &format!(
-                "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint, c.relkind::text, c.relispartition
+                "SELECT c.oid, n.nspname, c.relname, greatest(c.reltuples, 0)::bigint, c.relkind::text, c.relispartition,
+                        c.relpersistence::text
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
                    AND n.nspname NOT LIKE 'pg\\_%'
@@ -44,6 +45,11 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
             unsupported.push((
                 name,
                 "partitioned tables and their partitions are not supported yet".to_string(),
+            ));
+        } else if row.get::<_, String>(6) == "u" {
+            unsupported.push((
+                name.clone(),
+                format!("it is UNLOGGED: its changes never reach the WAL, so they cannot be streamed (ALTER TABLE {} SET LOGGED, or leave it out)", super::ddl::qualified(&name)),
             ));
         } else {
             selected.push((row.get(0), name, row.get(3)));
@@ -89,6 +95,17 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
             &mut enum_types,
         )
         .await?;
+        // Large objects live outside the table: the references would dangle on the target.
+        if let Some(column) = table.columns.iter().find(|column| {
+            matches!(column.native_type.as_str(), "oid" | "lo")
+                || column.native_type.ends_with(".lo")
+        }) {
+            catalog.unsupported.push((
+                name.clone(),
+                format!("column {} holds large-object references ({}); large objects are not migrated yet, so they would dangle on the target (store the data in a bytea column, or leave the table out)", column.name, column.native_type),
+            ));
+            continue;
+        }
         catalog.tables.push(table);
     }
     for type_oid in enum_types {

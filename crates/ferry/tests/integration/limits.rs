@@ -100,3 +100,36 @@ async fn large_rows_stream_in_bounded_memory() {
     );
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlogged_tables_and_large_objects_are_refused_up_front() {
+    let pair = Pair::new("unlogged_lo").await;
+    pair.source
+        .batch_execute(
+            "CREATE UNLOGGED TABLE public.scratch (id int PRIMARY KEY, v text);
+             CREATE TABLE public.files (id int PRIMARY KEY, content oid);
+             INSERT INTO public.files VALUES (1, lo_from_bytea(0, 'hello'));
+             CREATE TABLE public.fine (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    let check = pair.ferry("check", &[]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("UNLOGGED") && said.contains("SET LOGGED"),
+        "{said}"
+    );
+    assert!(said.contains("large-object"), "{said}");
+    let run = pair
+        .ferry("run", &["--name", "unlogged_lo"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("public.scratch") && said.contains("public.files"),
+        "{said}"
+    );
+}
