@@ -7,6 +7,8 @@ use crate::schema::TableName;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selection {
     patterns: Vec<(String, String)>,
+    /// Tables these patterns match are left out, whatever `patterns` select.
+    excluded: Vec<(String, String)>,
     /// When set, only these tables (of those the patterns select).
     only: Option<Vec<TableName>>,
 }
@@ -15,35 +17,25 @@ impl Selection {
     /// Parses patterns such as `public.*`, `shop.order*`, `*.audit_log` or a bare `orders`
     /// (which means `*.orders`). `*` matches any run of characters, `?` one character.
     pub fn parse(patterns: &[String]) -> Result<Selection> {
-        let mut parsed = Vec::new();
-        for pattern in patterns.iter().flat_map(|pattern| pattern.split(',')) {
-            let pattern = pattern.trim();
-            if pattern.is_empty() {
-                continue;
-            }
-            let (schema, table) = match pattern.split_once('.') {
-                Some((schema, table)) => (schema, table),
-                None => ("*", pattern),
-            };
-            if schema.is_empty() || table.is_empty() || table.contains('.') {
-                return Err(Error::operator(
-                    "config.tables",
-                    format!("table pattern '{pattern}' is not of the form schema.table"),
-                )
-                .with_hint("write patterns like 'public.*', 'shop.orders' or 'orders'"));
-            }
-            parsed.push((schema.to_string(), table.to_string()));
-        }
         Ok(Selection {
-            patterns: parsed,
+            patterns: parse_patterns(patterns)?,
+            excluded: Vec::new(),
             only: None,
         })
+    }
+
+    /// The same selection without the tables these patterns (same form as [`Selection::parse`])
+    /// match.
+    pub fn excluding(mut self, patterns: &[String]) -> Result<Selection> {
+        self.excluded.extend(parse_patterns(patterns)?);
+        Ok(self)
     }
 
     /// The same selection narrowed to exactly these tables.
     pub fn restricted_to(&self, tables: &[TableName]) -> Selection {
         Selection {
             patterns: self.patterns.clone(),
+            excluded: self.excluded.clone(),
             only: Some(tables.to_vec()),
         }
     }
@@ -53,12 +45,43 @@ impl Selection {
         if self.only.as_ref().is_some_and(|only| !only.contains(table)) {
             return false;
         }
+        if self
+            .excluded
+            .iter()
+            .any(|(schema, name)| glob(schema, &table.schema) && glob(name, &table.name))
+        {
+            return false;
+        }
         self.patterns.is_empty()
             || self
                 .patterns
                 .iter()
                 .any(|(schema, name)| glob(schema, &table.schema) && glob(name, &table.name))
     }
+}
+
+/// Patterns such as `public.*`, `shop.order*` or a bare `orders` (`*.orders`), comma-separated.
+fn parse_patterns(patterns: &[String]) -> Result<Vec<(String, String)>> {
+    let mut parsed = Vec::new();
+    for pattern in patterns.iter().flat_map(|pattern| pattern.split(',')) {
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            continue;
+        }
+        let (schema, table) = match pattern.split_once('.') {
+            Some((schema, table)) => (schema, table),
+            None => ("*", pattern),
+        };
+        if schema.is_empty() || table.is_empty() || table.contains('.') {
+            return Err(Error::operator(
+                "config.tables",
+                format!("table pattern '{pattern}' is not of the form schema.table"),
+            )
+            .with_hint("write patterns like 'public.*', 'shop.orders' or 'orders'"));
+        }
+        parsed.push((schema.to_string(), table.to_string()));
+    }
+    Ok(parsed)
 }
 
 fn glob(pattern: &str, text: &str) -> bool {
@@ -106,6 +129,21 @@ mod tests {
         assert!(select("shop.*, public.orders").matches(&table));
         assert!(!select("shop.*").matches(&table));
         assert!(!select("public.order").matches(&table));
+    }
+
+    #[test]
+    fn excluded_tables_are_left_out_whatever_is_selected() {
+        let selection = select("public.*")
+            .excluding(&["public.tmp_*,audit".to_string()])
+            .unwrap();
+        assert!(selection.matches(&TableName::new("public", "orders")));
+        assert!(!selection.matches(&TableName::new("public", "tmp_load")));
+        assert!(!selection.matches(&TableName::new("public", "audit")));
+        assert!(!select("")
+            .excluding(&["*.audit".to_string()])
+            .unwrap()
+            .matches(&TableName::new("shop", "audit")));
+        assert!(select("").excluding(&["a.b.c".to_string()]).is_err());
     }
 
     #[test]

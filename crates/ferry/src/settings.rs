@@ -11,6 +11,7 @@ use serde::Deserialize;
 /// ```toml
 /// name = "shop"                    # names the slot, publication and state; [a-z0-9_], default "main"
 /// tables = ["public.*"]            # glob patterns over schema.table; default: every table
+/// exclude = ["public.scratch_*"]   # tables left out, whatever `tables` selects
 /// parallel = 4                     # parallel copy workers
 /// chunk_rows = 100000              # rows per copy chunk
 /// network_timeout_seconds = 90     # silence on the change stream that counts as a lost connection
@@ -37,6 +38,8 @@ pub struct FileSettings {
     pub name: Option<String>,
     /// Which tables to move.
     pub tables: Option<Vec<String>>,
+    /// Tables left out, whatever `tables` selects.
+    pub exclude: Option<Vec<String>>,
     /// Parallel copy workers.
     pub parallel: Option<usize>,
     /// Rows per copy chunk.
@@ -71,6 +74,7 @@ pub struct FlagSettings {
     pub source: Option<String>,
     pub target: Option<String>,
     pub tables: Option<String>,
+    pub exclude: Option<String>,
     pub name: Option<String>,
     pub parallel: Option<usize>,
     pub chunk_rows: Option<u64>,
@@ -202,8 +206,19 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
         (None, Some(list)) => list,
         (None, None) => Vec::new(),
     };
+    let excluded: Vec<String> = match (&flags.exclude, file.exclude) {
+        (Some(flag), _) => vec![flag.clone()],
+        (None, Some(list)) => list,
+        (None, None) => Vec::new(),
+    };
     let selection = match Selection::parse(&patterns) {
-        Ok(selection) => Some(selection),
+        Ok(selection) => match selection.excluding(&excluded) {
+            Ok(selection) => Some(selection),
+            Err(error) => {
+                problems.push(format!("exclude: {error}"));
+                None
+            }
+        },
         Err(error) => {
             problems.push(format!("tables: {error}"));
             None

@@ -169,6 +169,9 @@ pub struct ConnectionArgs {
     /// Tables to move: comma-separated globs over schema.table, e.g. 'public.*,audit.events'.
     #[arg(long)]
     pub tables: Option<String>,
+    /// Tables to leave out, whatever --tables selects: comma-separated globs, e.g. 'public.tmp_*'.
+    #[arg(long)]
+    pub exclude: Option<String>,
     /// The migration's name (names its replication slot, publication and state).
     #[arg(long)]
     pub name: Option<String>,
@@ -262,6 +265,7 @@ impl ConnectionArgs {
             source: self.source.clone(),
             target: self.target.clone(),
             tables: self.tables.clone(),
+            exclude: self.exclude.clone(),
             name: self.name.clone(),
             parallel: copy.and_then(|copy| copy.parallel),
             chunk_rows: copy.and_then(|copy| copy.chunk_rows),

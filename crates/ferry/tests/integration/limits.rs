@@ -132,4 +132,11 @@ async fn unlogged_tables_and_large_objects_are_refused_up_front() {
         said.contains("public.scratch") && said.contains("public.files"),
         "{said}"
     );
+    // Leaving them out by name moves the rest.
+    let excluded = pair
+        .ferry("check", &["--exclude", "public.scratch,public.files"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&excluded.stdout).into_owned();
+    assert_eq!(excluded.status.code(), Some(0), "{said}");
 }
