@@ -220,11 +220,23 @@ impl Sink for PostgresSink {
 
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
         let mut deferred = Vec::new();
+        let from_mysql = tables.iter().any(|table| table.dialect == "mysql");
         let tables = &tables
             .iter()
             .map(super::translate::table)
             .collect::<Result<Vec<_>>>()?;
         let client = self.client().await?;
+        // Only a superuser's apply can switch foreign keys off (session_replication_role); with
+        // them on, rows applied in per-key order could be refused. A MySQL source's keys are then
+        // left for the cutover (ferry reproduces their actions itself).
+        let keys_off: bool = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, "reading the target user's privileges"))?
+            .get(0);
         // Primary keys first: the stream applies by them, and foreign keys reference them.
         for table in tables.iter().filter(|table| !table.primary_key.is_empty()) {
             let what = format!("adding the primary key of {}", table.name);
@@ -276,6 +288,10 @@ impl Sink for PostgresSink {
                 }
                 .map_err(|error| classify(error, &what))?;
                 if exists.get::<_, bool>(0) {
+                    continue;
+                }
+                if object.kind == SecondaryKind::ForeignKey && from_mysql && !keys_off {
+                    warn!(table = %table.name, constraint = %object.name, definition = %object.definition, "foreign key not created: the target user is not a superuser, so ferry's apply could not switch it off; create it at cutover");
                     continue;
                 }
                 info!(table = %table.name, object = %object.name, "creating secondary object");
