@@ -86,10 +86,7 @@ pub(crate) fn on_table(error: Error, table: &TableName) -> Error {
 }
 
 /// Applies the foreign-key actions of `operation`.
-pub(crate) async fn reproduce(
-    target: &mut dyn CascadeTarget,
-    operation: &CascadeOperation,
-) -> Result<()> {
+async fn reproduce(target: &mut dyn CascadeTarget, operation: &CascadeOperation) -> Result<()> {
     let names = &operation.relation.columns;
     let image = |row: &Vec<Value>| -> HashMap<String, Value> {
         names
@@ -185,17 +182,18 @@ fn follow<'a>(
                 target.delete(&rule.table, &rule.columns, &deletes).await?;
             }
             if !updates.is_empty() {
-                if read.iter().any(|column| rule.columns.contains(column)) {
-                    // The child's changed columns are referenced further down: read the rows
-                    // each pair changes (one read per pair, so values compare as read).
+                // Where the child's changed columns are referenced further down, read the rows
+                // each pair changes first (one read per pair, so values compare as read).
+                let further = read.iter().any(|column| rule.columns.contains(column));
+                let mut before: Rows = Vec::new();
+                let mut after: Rows = Vec::new();
+                if further {
                     let mut read_with_key = read.clone();
                     for column in &rule.columns {
                         if !read_with_key.contains(column) {
                             read_with_key.push(column.clone());
                         }
                     }
-                    let mut before: Rows = Vec::new();
-                    let mut after: Rows = Vec::new();
                     for (old_key, new_key) in &updates {
                         let rows = target
                             .select(
@@ -214,10 +212,10 @@ fn follow<'a>(
                             after.push(changed);
                         }
                     }
-                    target.update(&rule.table, &rule.columns, &updates).await?;
+                }
+                target.update(&rule.table, &rule.columns, &updates).await?;
+                if further {
                     follow(target, rules, &rule.table, before, Some(after), depth + 1).await?;
-                } else {
-                    target.update(&rule.table, &rule.columns, &updates).await?;
                 }
             }
         }

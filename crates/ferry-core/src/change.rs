@@ -84,20 +84,25 @@ impl CascadeOperation {
     /// The tables the actions may change: every table reachable from `relation` through
     /// `rules`.
     pub fn touched_tables(&self) -> std::collections::BTreeSet<TableName> {
-        let mut touched = std::collections::BTreeSet::new();
-        let mut frontier = vec![self.relation.table.clone()];
+        self.reachable_from(&self.relation.table)
+    }
+
+    /// Every table `rules` lead to from `table` (its children, theirs, and so on).
+    pub fn reachable_from(&self, table: &TableName) -> std::collections::BTreeSet<TableName> {
+        let mut reached = std::collections::BTreeSet::new();
+        let mut frontier = vec![table.clone()];
         while let Some(table) = frontier.pop() {
             for rule in self
                 .rules
                 .iter()
                 .filter(|rule| rule.referenced_table == table)
             {
-                if touched.insert(rule.table.clone()) {
+                if reached.insert(rule.table.clone()) {
                     frontier.push(rule.table.clone());
                 }
             }
         }
-        touched
+        reached
     }
 }
 
@@ -189,22 +194,17 @@ impl Batch {
                 continue;
             };
             for operation in operations {
-                let mut frontier: Vec<TableName> = operation
+                for rule in operation
                     .rules
                     .iter()
                     .filter(|rule| failed.contains(&rule.table))
-                    .map(|rule| rule.table.clone())
-                    .collect();
-                while let Some(table) = frontier.pop() {
-                    for rule in operation
-                        .rules
-                        .iter()
-                        .filter(|rule| rule.referenced_table == table)
-                    {
-                        if !failed.contains(&rule.table) && reached.insert(rule.table.clone()) {
-                            frontier.push(rule.table.clone());
-                        }
-                    }
+                {
+                    reached.extend(
+                        operation
+                            .reachable_from(&rule.table)
+                            .into_iter()
+                            .filter(|table| !failed.contains(table)),
+                    );
                 }
             }
         }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::schema::{TableName, TableSchema};
+use crate::schema::{ForeignKey, TableName, TableSchema};
 use crate::value::Value;
 
 /// One rule, as written in the config file under `[[transform]]`.
@@ -199,6 +199,27 @@ impl Transforms {
         Ok(read)
     }
 
+    /// A foreign key in target names (either end may be renamed), or `None` when the transforms
+    /// drop one of its columns.
+    pub fn target_foreign_key(&self, key: &ForeignKey) -> Option<ForeignKey> {
+        let columns = |table: &TableName, columns: &[String]| -> Option<Vec<String>> {
+            columns
+                .iter()
+                .map(|column| {
+                    (!self.dropped(table, column))
+                        .then(|| self.column_name(table, column).to_string())
+                })
+                .collect()
+        };
+        Some(ForeignKey {
+            table: self.target_name(&key.table),
+            referenced_table: self.target_name(&key.referenced_table),
+            columns: columns(&key.table, &key.columns)?,
+            referenced_columns: columns(&key.referenced_table, &key.referenced_columns)?,
+            ..key.clone()
+        })
+    }
+
     /// The definition the target gets: renamed, without dropped columns. Plain column indexes
     /// and unique constraints follow the renames; indexes on expressions or dropped columns,
     /// partial indexes, foreign keys and checks of a transformed table are left out (the caller
@@ -210,24 +231,7 @@ impl Transforms {
         target.foreign_keys = table
             .foreign_keys
             .iter()
-            .filter_map(|key| {
-                let columns = |table: &TableName, columns: &[String]| -> Option<Vec<String>> {
-                    columns
-                        .iter()
-                        .map(|column| {
-                            (!self.dropped(table, column))
-                                .then(|| self.column_name(table, column).to_string())
-                        })
-                        .collect()
-                };
-                let mut renamed = key.clone();
-                renamed.table = self.target_name(&key.table);
-                renamed.referenced_table = self.target_name(&key.referenced_table);
-                renamed.columns = columns(&key.table, &key.columns)?;
-                renamed.referenced_columns =
-                    columns(&key.referenced_table, &key.referenced_columns)?;
-                Some(renamed)
-            })
+            .filter_map(|key| self.target_foreign_key(key))
             .collect();
         if self.rule(&table.name).is_none() {
             return Ok(target);

@@ -122,8 +122,8 @@ pub async fn run_migration(
     let mut state = sink.load_state(&options.name).await?;
 
     // A migration's table set never shrinks implicitly: a command with a narrower selection
-    // under the same name would otherwise take tables out of a live stream without a word.
-    // Tables dropped on the source are the exception: there is nothing left to move.
+    // under the same name would otherwise take tables out of a live stream without a word. Only
+    // `--restart` and a table dropped on the source take a table out.
     let mut left: Vec<TableName> = state
         .tables
         .keys()
@@ -139,39 +139,29 @@ pub async fn run_migration(
                     .iter()
                     .any(|(unsupported, _)| unsupported == name)
         };
-        for name in left.iter().filter(|name| !exists(name)) {
-            info!(table = %name, "table no longer exists on the source; forgetting its state");
-            sink.forget_table(&options.name, name).await?;
-            state.tables.remove(name);
+        let (kept, dropped): (Vec<TableName>, Vec<TableName>) =
+            left.into_iter().partition(|name| exists(name));
+        if !kept.is_empty() {
+            let list: Vec<String> = kept.iter().map(|name| name.to_string()).collect();
+            return Err(Error::operator(
+                "plan.tables_left_selection",
+                format!(
+                    "migration '{}' also moves {}, which this selection leaves out",
+                    options.name,
+                    list.join(", ")
+                ),
+            )
+            .with_hint(format!(
+                "select them too (--tables), or give this selection its own --name; to take them out of migration '{}' for good, start it over with --restart and the new selection",
+                options.name
+            )));
         }
-        left.retain(exists);
+        left = dropped;
     }
-    let left: Vec<String> = left.iter().map(|name| name.to_string()).collect();
-    if options.restart {
-        for name in state
-            .tables
-            .keys()
-            .filter(|name| !table_names.contains(name))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            info!(table = %name, "starting over without this table; forgetting its state");
-            sink.forget_table(&options.name, &name).await?;
-            state.tables.remove(&name);
-        }
-    } else if !left.is_empty() {
-        return Err(Error::operator(
-            "plan.tables_left_selection",
-            format!(
-                "migration '{}' also moves {}, which this selection leaves out",
-                options.name,
-                left.join(", ")
-            ),
-        )
-        .with_hint(format!(
-            "select them too (--tables), or give this selection its own --name; to take them out of migration '{}' for good, start it over with --restart and the new selection",
-            options.name
-        )));
+    for name in left {
+        info!(table = %name, "forgetting a table that left the migration (--restart, or dropped on the source)");
+        sink.forget_table(&options.name, &name).await?;
+        state.tables.remove(&name);
     }
 
     if options.stream_only {

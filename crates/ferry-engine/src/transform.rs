@@ -413,28 +413,9 @@ impl TransformedStream {
         }
         let mut rules = Vec::new();
         for rule in operation.rules.iter() {
-            let columns = |table: &TableName, columns: &[String]| -> Option<Vec<String>> {
-                columns
-                    .iter()
-                    .map(|column| {
-                        (!transforms.dropped(table, column))
-                            .then(|| transforms.column_name(table, column).to_string())
-                    })
-                    .collect()
-            };
-            match (
-                columns(&rule.table, &rule.columns),
-                columns(&rule.referenced_table, &rule.referenced_columns),
-            ) {
-                (Some(child_columns), Some(parent_columns)) => {
-                    let mut renamed = rule.clone();
-                    renamed.table = transforms.target_name(&rule.table);
-                    renamed.referenced_table = transforms.target_name(&rule.referenced_table);
-                    renamed.columns = child_columns;
-                    renamed.referenced_columns = parent_columns;
-                    rules.push(renamed);
-                }
-                _ => {
+            match transforms.target_foreign_key(rule) {
+                Some(renamed) => rules.push(renamed),
+                None => {
                     self.cascade_problem = Some(format!(
                         "foreign key {} of {} cascades over a column the transforms drop",
                         rule.name, rule.table
@@ -632,17 +613,11 @@ impl ChangeStream for TransformedStream {
                             }
                         }
                     }
-                    let mut mapped = self.map(change);
+                    let mapped = self.map(change);
+                    // Returned from the top of the loop, before the next change is read.
                     if let Some(partial) = self.partial_into_filter.take() {
-                        for whole in self.read_whole(partial).await? {
-                            self.queued.push_back(whole);
-                        }
-                    }
-                    while mapped.is_none() {
-                        let Some(whole) = self.queued.pop_front() else {
-                            break;
-                        };
-                        mapped = self.map(whole);
+                        let whole = self.read_whole(partial).await?;
+                        self.queued.extend(whole);
                     }
                     if let Some(problem) = self.cascade_problem.take() {
                         return Err(Error::operator("transform.cascade_column", problem)

@@ -201,16 +201,14 @@ pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
     if network_timeout_seconds == 0 {
         problems.push("network_timeout_seconds: must be at least 1".to_string());
     }
-    let patterns: Vec<String> = match (&flags.tables, file.tables) {
+    // A flag (one comma-separated list) wins over the file's list.
+    let patterns_of = |flag: &Option<String>, listed: Option<Vec<String>>| match (flag, listed) {
         (Some(flag), _) => vec![flag.clone()],
         (None, Some(list)) => list,
         (None, None) => Vec::new(),
     };
-    let excluded: Vec<String> = match (&flags.exclude, file.exclude) {
-        (Some(flag), _) => vec![flag.clone()],
-        (None, Some(list)) => list,
-        (None, None) => Vec::new(),
-    };
+    let patterns = patterns_of(&flags.tables, file.tables);
+    let excluded = patterns_of(&flags.exclude, file.exclude);
     let selection = match Selection::parse(&patterns) {
         Ok(selection) => match selection.excluding(&excluded) {
             Ok(selection) => Some(selection),

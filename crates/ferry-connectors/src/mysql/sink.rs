@@ -33,7 +33,6 @@ use super::values::literal;
 /// A MySQL or MariaDB target database.
 pub struct MysqlSink {
     config: MysqlConfig,
-    /// The migration lock this process holds: (migration, the session holding it, its id).
     /// Per migration: the session holding its lock and its connection id (to end only it).
     migration_lock: tokio::sync::Mutex<HashMap<String, (Conn, u64)>>,
 }
@@ -290,20 +289,19 @@ impl Sink for MysqlSink {
         // index, which may come later in the list.
         for foreign_keys in [false, true] {
             for table in tables {
+                // A foreign key counts as existing only as a constraint: InnoDB names the index
+                // it makes for a key after the key.
                 let existing: Vec<String> = conn
-                .exec(
-                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (self.config.database(), &table.name.name),
-                )
-                .await
-                .map_err(|error| classify(error, "reading the target's indexes"))?;
-                let constraints: Vec<String> = conn
                     .exec(
-                        "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
+                        if foreign_keys {
+                            "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'"
+                        } else {
+                            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+                        },
                         (self.config.database(), &table.name.name),
                     )
                     .await
-                    .map_err(|error| classify(error, "reading the target's foreign keys"))?;
+                    .map_err(|error| classify(error, "reading the target's indexes and foreign keys"))?;
                 let (statements, skipped) = secondary_indexes(table);
                 let key_names: Vec<&str> = table
                     .foreign_keys
@@ -318,14 +316,7 @@ impl Sink for MysqlSink {
                     warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");
                 }
                 for (name, statement) in statements {
-                    // A foreign key counts as existing only as a constraint: InnoDB names the
-                    // index it makes for a key after the key.
-                    let exists = if foreign_keys {
-                        constraints.iter().any(|existing| existing == &name)
-                    } else {
-                        existing.iter().any(|existing| existing == &name)
-                    };
-                    if exists {
+                    if existing.iter().any(|existing| existing == &name) {
                         continue;
                     }
                     if let Err(error) = conn.query_drop(statement).await {

@@ -281,7 +281,6 @@ fn epoch_to_civil(text: &str) -> Option<String> {
     ))
 }
 
-/// Decodes raw bytes of a character set into UTF-8 text.
 /// Whether text in this character set can be read from the binary log (see
 /// [`decode_charset`]).
 pub fn readable_charset(charset: &str) -> bool {
@@ -302,6 +301,7 @@ pub fn unreadable_column(table: &ferry_core::TableSchema) -> Option<(String, Str
         })
 }
 
+/// Decodes raw bytes of a character set into UTF-8 text.
 pub fn decode_charset(charset: &str, bytes: Vec<u8>) -> Result<String> {
     match charset {
         "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => String::from_utf8(bytes).map_err(|_| {

@@ -70,12 +70,9 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         .await
         .map_err(|error| classify(error, what))?;
     for row in &children {
-        let parent: u32 = row.get(0);
-        let child: String = row.get(1);
-        if let Some((_, parent_name, _)) = selected.iter().find(|(oid, _, _)| *oid == parent) {
-            let child_oid: u32 = row.get(2);
-            let child_selected = selected.iter().any(|(oid, _, _)| *oid == child_oid);
-            if !child_selected {
+        let (parent, child, child_oid): (u32, String, u32) = (row.get(0), row.get(1), row.get(2));
+        if let Some(parent_name) = selected_oids.get(&parent) {
+            if !selected_oids.contains_key(&child_oid) {
                 warn!(parent = %parent_name, child = %child, "an inheritance child of a selected table is not selected: its rows do not move (select it too to move them)");
             }
         }

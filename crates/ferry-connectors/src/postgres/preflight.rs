@@ -309,8 +309,8 @@ async fn check_target(
 
 /// Of these source tables, those whose updates may arrive without their unchanged large
 /// (TOASTed) values: a column that can be stored out of line, and a replica identity other than
-/// FULL. A row filter cannot place such an update (the row may be entering the filter), so
-/// `check` refuses filters on them.
+/// FULL. A row entering a row filter through such an update is read from the source, so
+/// `check` says that FULL would spare the read.
 pub async fn partial_update_tables(
     config: &ConnectionConfig,
     tables: &[TableName],

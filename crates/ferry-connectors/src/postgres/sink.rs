@@ -23,7 +23,6 @@ use super::state;
 /// A PostgreSQL target.
 pub struct PostgresSink {
     config: ConnectionConfig,
-    /// The migration lock this process holds: (migration, the session holding it, its pid).
     /// Per migration: the session holding its lock, its pid and its start (to end only it).
     migration_lock: tokio::sync::Mutex<std::collections::HashMap<String, (Client, i32, f64)>>,
 }
@@ -229,14 +228,15 @@ impl Sink for PostgresSink {
         // Only a superuser's apply can switch foreign keys off (session_replication_role); with
         // them on, rows applied in per-key order could be refused. A MySQL source's keys are then
         // left for the cutover (ferry reproduces their actions itself).
-        let keys_off: bool = client
-            .query_one(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-                &[],
-            )
-            .await
-            .map_err(|error| classify(error, "reading the target user's privileges"))?
-            .get(0);
+        let keys_off: bool = !from_mysql
+            || client
+                .query_one(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                    &[],
+                )
+                .await
+                .map_err(|error| classify(error, "reading the target user's privileges"))?
+                .get::<_, bool>(0);
         // Primary keys first: the stream applies by them, and foreign keys reference them.
         for table in tables.iter().filter(|table| !table.primary_key.is_empty()) {
             let what = format!("adding the primary key of {}", table.name);
@@ -290,7 +290,7 @@ impl Sink for PostgresSink {
                 if exists.get::<_, bool>(0) {
                     continue;
                 }
-                if object.kind == SecondaryKind::ForeignKey && from_mysql && !keys_off {
+                if object.kind == SecondaryKind::ForeignKey && !keys_off {
                     warn!(table = %table.name, constraint = %object.name, definition = %object.definition, "foreign key not created: the target user is not a superuser, so ferry's apply could not switch it off; create it at cutover");
                     continue;
                 }

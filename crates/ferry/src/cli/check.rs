@@ -58,7 +58,7 @@ async fn findings(
     settings: &crate::settings::Settings,
 ) -> Vec<Finding> {
     let mut findings = engine_pair_findings(source, target, settings).await;
-    if let Endpoint::Postgres(config) = source {
+    if let (Endpoint::Postgres(config), false) = (source, settings.transforms.is_empty()) {
         findings.extend(filter_findings(config, source, settings).await);
     }
     findings
