@@ -170,12 +170,55 @@ impl TableSchema {
     }
 }
 
-/// A user-defined type the tables depend on.
+/// A user-defined type the tables depend on. A catalog lists them in dependency order: a type
+/// comes after every type its definition uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserType {
     pub name: TableName,
-    /// Enum labels in sort order.
+    /// Enum labels in sort order (for [`UserTypeKind::Enum`]).
     pub enum_labels: Vec<String>,
+    #[serde(default)]
+    pub kind: UserTypeKind,
+    /// The body of the type's definition in the source dialect: for a domain, what follows
+    /// `CREATE DOMAIN name AS` (base type, collation, default, NOT NULL, named CHECKs); for a
+    /// composite, the attribute list inside `AS (...)`; for a range, the options inside
+    /// `AS RANGE (...)`. Empty for enums and extension types.
+    #[serde(default)]
+    pub definition: String,
+    /// For a domain: its base type in the source dialect (itself possibly user-defined), so a
+    /// target without domains can store the values as the base type.
+    #[serde(default)]
+    pub base_type: Option<String>,
+    /// For a type an extension provides (`citext`, `hstore`): the extension, created on the
+    /// target (when it is available there) instead of the type.
+    #[serde(default)]
+    pub extension: Option<String>,
+}
+
+/// What kind of user-defined type a [`UserType`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserTypeKind {
+    #[default]
+    Enum,
+    Domain,
+    Composite,
+    Range,
+    /// Provided by an extension ([`UserType::extension`]).
+    Extension,
+}
+
+impl UserType {
+    /// An enum type with these labels.
+    pub fn enumeration(name: TableName, labels: Vec<String>) -> UserType {
+        UserType {
+            name,
+            enum_labels: labels,
+            kind: UserTypeKind::Enum,
+            definition: String::new(),
+            base_type: None,
+            extension: None,
+        }
+    }
 }
 
 /// A sequence and its current state.

@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_core::schema::{
-    Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence, UserType,
-};
+use ferry_core::schema::{Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence};
 use ferry_core::select::Selection;
 use ferry_core::{Result, TableName, TableSchema};
 use tokio_postgres::Client;
@@ -81,7 +79,7 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         unsupported,
         ..Catalog::default()
     };
-    let mut enum_types: BTreeSet<u32> = BTreeSet::new();
+    let mut user_types: BTreeSet<u32> = BTreeSet::new();
     for (oid, name, estimated_rows) in &selected {
         let table = read_table(
             client,
@@ -89,7 +87,7 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
             name,
             *estimated_rows,
             &selected_oids,
-            &mut enum_types,
+            &mut user_types,
         )
         .await?;
         // Large objects live outside the table: the references would dangle on the target.
@@ -105,9 +103,7 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         }
         catalog.tables.push(table);
     }
-    for type_oid in enum_types {
-        catalog.types.push(read_enum(client, type_oid).await?);
-    }
+    catalog.types = super::types::read_user_types(client, &user_types).await?;
     catalog.sequences = read_sequence_definitions(client, &selected_oids).await?;
     Ok(catalog)
 }
@@ -118,7 +114,7 @@ async fn read_table(
     name: &TableName,
     estimated_rows: i64,
     selected: &BTreeMap<u32, TableName>,
-    enum_types: &mut BTreeSet<u32>,
+    user_types: &mut BTreeSet<u32>,
 ) -> Result<TableSchema> {
     let what = format!("reading the definition of {name}");
     let columns = client
@@ -146,8 +142,8 @@ async fn read_table(
             let generated: String = row.get(5);
             let default: Option<String> = row.get(3);
             let user_defined: bool = row.get(6);
-            if user_defined && row.get::<_, String>(7) == "e" {
-                enum_types.insert(row.get(8));
+            if user_defined {
+                user_types.insert(row.get(8));
             }
             Column {
                 name: row.get(0),
@@ -265,25 +261,6 @@ async fn read_table(
         secondary,
         foreign_keys: Vec::new(),
         estimated_rows: estimated_rows.max(0) as u64,
-    })
-}
-
-async fn read_enum(client: &Client, type_oid: u32) -> Result<UserType> {
-    let what = "reading enum types";
-    let row = client
-        .query_one("SELECT n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1", &[&type_oid])
-        .await
-        .map_err(|error| classify(error, what))?;
-    let labels = client
-        .query(
-            "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder",
-            &[&type_oid],
-        )
-        .await
-        .map_err(|error| classify(error, what))?;
-    Ok(UserType {
-        name: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
-        enum_labels: labels.iter().map(|label| label.get(0)).collect(),
     })
 }
 

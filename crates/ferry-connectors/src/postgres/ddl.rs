@@ -1,7 +1,7 @@
 //! SQL text for PostgreSQL: quoting, table definitions and key-range predicates. Pure functions.
 
 use ferry_core::connector::ChunkFormat;
-use ferry_core::schema::{Identity, Sequence, UserType};
+use ferry_core::schema::{Identity, Sequence};
 use ferry_core::state::KeyRange;
 use ferry_core::{Error, Result, TableName, TableSchema, Value};
 
@@ -77,20 +77,6 @@ pub fn create_table(table: &TableSchema) -> String {
         "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
         qualified(&table.name),
         parts.join(",\n  ")
-    )
-}
-
-/// `CREATE TYPE ... AS ENUM`.
-pub fn create_enum(user_type: &UserType) -> String {
-    let labels: Vec<String> = user_type
-        .enum_labels
-        .iter()
-        .map(|label| literal(label))
-        .collect();
-    format!(
-        "CREATE TYPE {} AS ENUM ({})",
-        qualified(&user_type.name),
-        labels.join(", ")
     )
 }
 

@@ -19,6 +19,7 @@ mod source;
 mod state;
 mod switchover;
 pub mod translate;
+mod types;
 mod verify;
 #[cfg(feature = "mysql")]
 mod verify_portable;

@@ -2,6 +2,7 @@
 //! reported all at once, each finding with the fix.
 
 use ferry_core::check::Finding;
+use ferry_core::schema::UserType;
 use ferry_core::select::Selection;
 use ferry_core::{Result, TableName};
 use tokio_postgres::Client;
@@ -53,20 +54,29 @@ pub async fn check_sides(
         None => None,
     };
     let mut tables = Vec::new();
+    let mut types = Vec::new();
     // 0: no PostgreSQL source, so no version to compare with.
     let mut source_version = 0;
     if let Some(client) = &source_client {
         match check_source(client, selection, migration, &mut findings).await {
-            Ok((selected, version)) => {
+            Ok((selected, version, user_types)) => {
                 tables = selected;
+                types = user_types;
                 source_version = version;
             }
             Err(error) => findings.push(Finding::failed("source.check_failed", &error)),
         }
     }
     if let Some(client) = &target_client {
-        if let Err(error) =
-            check_target(client, &tables, migration, source_version, &mut findings).await
+        if let Err(error) = check_target(
+            client,
+            &tables,
+            &types,
+            migration,
+            source_version,
+            &mut findings,
+        )
+        .await
         {
             findings.push(Finding::failed("target.check_failed", &error));
         }
@@ -74,10 +84,9 @@ pub async fn check_sides(
     findings
 }
 
-/// A selected table and the non-enum user-defined types it needs on the target.
+/// A selected table.
 struct SelectedTable {
     name: TableName,
-    foreign_types: Vec<String>,
 }
 
 async fn check_source(
@@ -85,7 +94,7 @@ async fn check_source(
     selection: &Selection,
     migration: &str,
     findings: &mut Vec<Finding>,
-) -> Result<(Vec<SelectedTable>, i32)> {
+) -> Result<(Vec<SelectedTable>, i32, Vec<UserType>)> {
     let what = "checking the source settings";
     let row = client
         .query_one(
@@ -156,11 +165,6 @@ async fn check_source(
             "leave it out with --tables",
         ));
     }
-    let enums: Vec<String> = catalog
-        .types
-        .iter()
-        .map(|user_type| qualified(&user_type.name))
-        .collect();
     let mut selected = Vec::new();
     for table in &catalog.tables {
         if table.primary_key.is_empty() {
@@ -196,28 +200,17 @@ async fn check_source(
                 "run ferry as the tables' owner or a superuser, or create the publication ferry_<name> yourself",
             ));
         }
-        let foreign_types = table
-            .columns
-            .iter()
-            .filter(|column| {
-                column.user_defined_type
-                    && !enums
-                        .iter()
-                        .any(|name| column.native_type.trim_end_matches("[]") == name)
-            })
-            .map(|column| column.native_type.clone())
-            .collect();
         selected.push(SelectedTable {
             name: table.name.clone(),
-            foreign_types,
         });
     }
-    Ok((selected, version))
+    Ok((selected, version, catalog.types))
 }
 
 async fn check_target(
     client: &Client,
     tables: &[SelectedTable],
+    types: &[UserType],
     migration: &str,
     source_version: i32,
     findings: &mut Vec<Finding>,
@@ -286,22 +279,27 @@ async fn check_target(
                 ));
             }
         }
-        for type_name in &table.foreign_types {
-            let present: bool = client
-                .query_one("SELECT to_regtype($1) IS NOT NULL", &[type_name])
-                .await
-                .map_err(|error| classify(error, what))?
-                .get(0);
-            if !present {
-                findings.push(Finding::error(
-                    "target.missing_type",
-                    format!(
-                        "{} uses type {type_name}, which the target does not have",
-                        table.name
-                    ),
-                    "create it on the target first (for an extension's type: CREATE EXTENSION ...)",
-                ));
-            }
+    }
+    // Types ferry creates itself need nothing; an extension's type needs the extension
+    // available on the target server.
+    for user_type in types {
+        let present: bool = client
+            .query_one(
+                "SELECT to_regtype($1) IS NOT NULL",
+                &[&qualified(&user_type.name)],
+            )
+            .await
+            .map_err(|error| classify(error, what))?
+            .get(0);
+        if present {
+            continue;
+        }
+        if let Some(problem) = super::types::missing_on_target(client, user_type).await? {
+            findings.push(Finding::error(
+                problem.code(),
+                problem.message(),
+                problem.hint().unwrap_or_default(),
+            ));
         }
     }
     Ok(())

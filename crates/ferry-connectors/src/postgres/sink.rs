@@ -14,8 +14,8 @@ use super::apply::PostgresApplier;
 use super::config::ConnectionConfig;
 use super::connection::connect;
 use super::ddl::{
-    add_primary_key, copy_options, create_enum, create_sequence, create_table, ident,
-    index_if_not_exists, qualified,
+    add_primary_key, copy_options, create_sequence, create_table, ident, index_if_not_exists,
+    qualified,
 };
 use super::errors::classify;
 use super::state;
@@ -81,26 +81,7 @@ impl Sink for PostgresSink {
                     classify(error, &format!("creating schema {schema} on the target"))
                 })?;
         }
-        for user_type in &catalog.types {
-            let exists = client
-                .query_one(
-                    "SELECT to_regtype($1) IS NOT NULL",
-                    &[&qualified(&user_type.name)],
-                )
-                .await
-                .map_err(|error| classify(error, "looking up a type"))?;
-            if !exists.get::<_, bool>(0) {
-                client
-                    .batch_execute(&create_enum(user_type))
-                    .await
-                    .map_err(|error| {
-                        classify(
-                            error,
-                            &format!("creating type {} on the target", user_type.name),
-                        )
-                    })?;
-            }
-        }
+        super::types::create_user_types(&client, &catalog.types).await?;
         for sequence in catalog
             .sequences
             .iter()

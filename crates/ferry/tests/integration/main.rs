@@ -20,4 +20,5 @@ mod resume;
 mod schema;
 mod toast;
 mod types;
+mod user_types;
 mod verify;
