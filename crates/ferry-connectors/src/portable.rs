@@ -258,6 +258,8 @@ mod tests {
             identity: None,
             generated: None,
             collation: Some("utf8mb4_general_ci".into()),
+            on_update: None,
+            generated_virtual: false,
         }
     }
 

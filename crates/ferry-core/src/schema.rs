@@ -52,6 +52,13 @@ pub struct Column {
     pub generated: Option<String>,
     /// The collation when it differs from the type's default.
     pub collation: Option<String>,
+    /// MySQL's `ON UPDATE` expression (`current_timestamp(6)`), kept on MySQL targets. Never
+    /// fires for ferry's own writes, which set every column.
+    #[serde(default)]
+    pub on_update: Option<String>,
+    /// For a generated column: computed when read (MySQL `VIRTUAL`) rather than stored.
+    #[serde(default)]
+    pub generated_virtual: bool,
 }
 
 /// A secondary object created after the bulk load: an index or a constraint (unique, exclusion,

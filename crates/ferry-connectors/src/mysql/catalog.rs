@@ -97,9 +97,9 @@ pub async fn read_catalog(
         )
         .await
         .map_err(|error| classify(error, what))?;
-    let indexes: Vec<(String, String, i64, String, Option<i64>)> = conn
+    let indexes: Vec<(String, String, i64, String, Option<i64>, String)> = conn
         .exec(
-            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE FROM information_schema.STATISTICS
              WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
             (database,),
         )
@@ -137,6 +137,12 @@ pub async fn read_catalog(
                 .then_some(Identity::ByDefault),
             generated,
             collation: if is_json { None } else { collation },
+            on_update: extra_lower.find("on update ").map(|start| {
+                extra[start + "on update ".len()..]
+                    .trim()
+                    .to_ascii_lowercase()
+            }),
+            generated_virtual: extra_lower.contains("virtual"),
         });
     }
 
@@ -148,8 +154,12 @@ pub async fn read_catalog(
         }
         let columns = by_table.remove(&table).unwrap_or_default();
         let mut primary_key = Vec::new();
-        let mut secondary: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
-        for (_, index, non_unique, column, prefix) in indexes.iter().filter(|row| row.0 == table) {
+        // index name: (kind word, parts, plain columns when no part is a prefix)
+        let mut secondary: BTreeMap<String, (&str, Vec<String>, Option<Vec<String>>)> =
+            BTreeMap::new();
+        for (_, index, non_unique, column, prefix, index_type) in
+            indexes.iter().filter(|row| row.0 == table)
+        {
             if index == "PRIMARY" {
                 primary_key.push(column.clone());
             } else {
@@ -157,11 +167,43 @@ pub async fn read_catalog(
                     Some(length) => format!("{}({length})", ident(column)),
                     None => ident(column),
                 };
-                secondary
-                    .entry(index.clone())
-                    .or_insert((*non_unique == 0, Vec::new()))
-                    .1
-                    .push(part);
+                let kind = match (index_type.as_str(), *non_unique == 0) {
+                    ("FULLTEXT", _) => "FULLTEXT ",
+                    ("SPATIAL", _) => "SPATIAL ",
+                    (_, true) => "UNIQUE ",
+                    (_, false) => "",
+                };
+                let entry =
+                    secondary
+                        .entry(index.clone())
+                        .or_insert((kind, Vec::new(), Some(Vec::new())));
+                entry.1.push(part);
+                match (&mut entry.2, prefix) {
+                    (Some(columns), None) => columns.push(column.clone()),
+                    (plain, _) => *plain = None,
+                }
+            }
+        }
+        // Without a primary key, a unique index on NOT NULL columns (no prefix) identifies the
+        // rows as well, as InnoDB itself uses it: the fewest columns, then the first by name.
+        if primary_key.is_empty() {
+            let substitute = secondary
+                .iter()
+                .filter(|(_, (kind, _, plain))| {
+                    *kind == "UNIQUE "
+                        && plain.as_ref().is_some_and(|plain| {
+                            plain.iter().all(|name| {
+                                columns
+                                    .iter()
+                                    .any(|column| &column.name == name && !column.nullable)
+                            })
+                        })
+                })
+                .min_by_key(|(index, (_, parts, _))| (parts.len(), (*index).clone()))
+                .map(|(index, (_, _, plain))| (index.clone(), plain.clone().unwrap_or_default()));
+            if let Some((index, key)) = substitute {
+                secondary.remove(&index);
+                primary_key = key;
             }
         }
         if let Some(column) = columns
@@ -213,10 +255,9 @@ pub async fn read_catalog(
             checks: Vec::new(),
             secondary: secondary
                 .into_iter()
-                .map(|(index, (unique, parts))| SecondaryObject {
+                .map(|(index, (kind, parts, _))| SecondaryObject {
                     definition: format!(
-                        "CREATE {}INDEX {} ON {} ({})",
-                        if unique { "UNIQUE " } else { "" },
+                        "CREATE {kind}INDEX {} ON {} ({})",
                         ident(&index),
                         ident(&table),
                         parts.join(", ")

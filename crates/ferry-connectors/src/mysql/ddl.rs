@@ -204,7 +204,12 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
                 }
             }
             if let Some(expression) = &column.generated {
-                part.push_str(&format!(" GENERATED ALWAYS AS ({expression}) STORED"));
+                let kind = if column.generated_virtual {
+                    "VIRTUAL"
+                } else {
+                    "STORED"
+                };
+                part.push_str(&format!(" GENERATED ALWAYS AS ({expression}) {kind}"));
             }
             part
         };
@@ -228,6 +233,9 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
         } else if !foreign && column.generated.is_none() {
             if let Some(default) = &column.default {
                 part.push_str(&format!(" DEFAULT {default}"));
+            }
+            if let Some(expression) = &column.on_update {
+                part.push_str(&format!(" ON UPDATE {expression}"));
             }
         } else if let Some(default) = translated_default {
             part.push_str(&format!(" DEFAULT {default}"));

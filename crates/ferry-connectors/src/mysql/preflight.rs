@@ -140,8 +140,11 @@ async fn check_source(
     {
         findings.push(Finding::error(
             "source.no_primary_key",
-            format!("table {} has no primary key", table.name),
-            "add one (ALTER TABLE ... ADD PRIMARY KEY), or leave the table out with --tables",
+            format!(
+                "table {} has no primary key and no unique index on NOT NULL columns",
+                table.name
+            ),
+            "add one (ALTER TABLE ... ADD PRIMARY KEY, or a UNIQUE index on NOT NULL columns), or leave the table out with --tables",
         ));
     }
     for table in &catalog.tables {

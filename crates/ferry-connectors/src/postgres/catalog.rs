@@ -162,6 +162,8 @@ async fn read_table(
                 },
                 default: if generated == "s" { None } else { default },
                 collation: row.get(9),
+                on_update: None,
+                generated_virtual: false,
             }
         })
         .collect();
@@ -251,6 +253,19 @@ async fn read_table(
             warn!(table = %name, parent = %definition, "the table inherits from a table that is not migrated; its rows move, the link does not");
         }
     }
+    if primary_key.is_empty() {
+        if let Some((index, columns)) = substitute_key(client, oid, &what).await? {
+            secondary.retain(|object| {
+                object.name != index
+                    || !matches!(
+                        object.kind,
+                        SecondaryKind::Index | SecondaryKind::Constraint
+                    )
+            });
+            primary_key = columns;
+            primary_key_name = Some(index);
+        }
+    }
     Ok(TableSchema {
         name: name.clone(),
         dialect: "postgres".into(),
@@ -262,6 +277,36 @@ async fn read_table(
         foreign_keys: Vec::new(),
         estimated_rows: estimated_rows.max(0) as u64,
     })
+}
+
+/// For a table without a primary key: the unique index that identifies its rows as well as one
+/// would, with its columns. That is the replica identity index when there is one (what the log
+/// carries for updates and deletes), else the unique index on NOT NULL columns with the fewest
+/// columns (not partial, not on expressions, not deferred). It becomes the table's key: chunks
+/// are its ranges, changes are applied by it, and the target gets it as its primary key.
+async fn substitute_key(
+    client: &Client,
+    oid: u32,
+    what: &str,
+) -> Result<Option<(String, Vec<String>)>> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(c.conname, ic.relname),
+                    ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, position)
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.position)::text[]
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype = 'u'
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k(attnum) JOIN pg_attribute a
+                               ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE NOT a.attnotnull)
+             ORDER BY i.indisreplident DESC, i.indnatts, ic.relname
+             LIMIT 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 
 /// Sequences owned by a selected table, and free-standing sequences in the selected tables'

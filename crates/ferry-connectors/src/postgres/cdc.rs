@@ -68,9 +68,10 @@ fn replication_config(config: &ConnectionConfig, migration: &str) -> Replication
     .with_buffer_size(64)
 }
 
-/// Why a table's replica identity does not suit ferry, if it does not: `NOTHING` makes the
-/// application's own UPDATE and DELETE fail once the table is published, and an identity index
-/// other than the primary key leaves the key out of the old row of a DELETE.
+/// Why a table's replica identity does not suit ferry, if it does not: `NOTHING` (or `DEFAULT`
+/// without a primary key) makes the application's own UPDATE and DELETE fail once the table is
+/// published, and an identity index other than the primary key leaves the key out of the old
+/// row of a DELETE. A table without a primary key is applied by its identity index.
 pub(crate) async fn replica_identity_problem(
     client: &Client,
     table: &TableName,
@@ -79,7 +80,8 @@ pub(crate) async fn replica_identity_problem(
         .query_one(
             "SELECT c.relreplident::text,
                     EXISTS (SELECT 1 FROM pg_index r JOIN pg_index p ON p.indrelid = r.indrelid AND p.indisprimary
-                            WHERE r.indrelid = c.oid AND r.indisreplident AND r.indkey::text = p.indkey::text)
+                            WHERE r.indrelid = c.oid AND r.indisreplident AND r.indkey::text = p.indkey::text),
+                    EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid AND p.indisprimary)
              FROM pg_class c WHERE c.oid = $1::text::regclass",
             &[&qualified(table)],
         )
@@ -95,9 +97,17 @@ pub(crate) async fn replica_identity_problem(
             format!("table {table} has REPLICA IDENTITY NOTHING: once published, its UPDATE and DELETE statements fail on the source"),
             hint,
         )),
-        "i" if !row.get::<_, bool>(1) => Some((
+        // Without a primary key, the identity index is the key ferry applies by.
+        "i" if !row.get::<_, bool>(1) && row.get::<_, bool>(2) => Some((
             format!("table {table} has a replica identity index other than its primary key: a DELETE would not carry the key ferry applies by"),
             hint,
+        )),
+        "d" if !row.get::<_, bool>(2) => Some((
+            format!("table {table} has no primary key and REPLICA IDENTITY DEFAULT: once published, its UPDATE and DELETE statements fail on the source"),
+            format!(
+                "ALTER TABLE {} REPLICA IDENTITY USING INDEX <a unique index on NOT NULL columns> (ferry then applies changes by it), or REPLICA IDENTITY FULL",
+                qualified(table)
+            ),
         )),
         _ => None,
     })

@@ -194,6 +194,8 @@ mod tests {
             identity: None,
             generated: None,
             collation: None,
+            on_update: None,
+            generated_virtual: false,
         }
     }
 

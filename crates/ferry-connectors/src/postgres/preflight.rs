@@ -170,8 +170,8 @@ async fn check_source(
         if table.primary_key.is_empty() {
             findings.push(Finding::error(
                 "source.no_primary_key",
-                format!("table {} has no primary key; ferry copies in key ranges and applies changes by key", table.name),
-                format!("add one (ALTER TABLE {} ADD PRIMARY KEY (...)) or leave the table out with --tables", qualified(&table.name)),
+                format!("table {} has no primary key and no unique index on NOT NULL columns; ferry copies in key ranges and applies changes by key", table.name),
+                format!("add one (ALTER TABLE {} ADD PRIMARY KEY (...), or a UNIQUE index on NOT NULL columns with REPLICA IDENTITY USING INDEX) or leave the table out with --tables", qualified(&table.name)),
             ));
         }
         if let Some((problem, hint)) =

@@ -84,35 +84,113 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
             .map(|_| Identity::ByDefault),
         generated: None,
         collation: None,
+        on_update: None,
+        generated_virtual: false,
     })
 }
 
-/// A MySQL index definition written by the MySQL catalog (`CREATE [UNIQUE] INDEX `name` ON
-/// `table` (`a`, `b`(10)))`) for PostgreSQL; prefix lengths are dropped.
+/// A MySQL index definition written by the MySQL catalog (`CREATE [UNIQUE|FULLTEXT|SPATIAL]
+/// INDEX `name` ON `table` (`a`, `b`(10)))` as its nearest PostgreSQL equivalent: a prefix part
+/// indexes `substr(column, 1, length)` (a unique prefix index stays exactly as unique), a
+/// FULLTEXT index becomes a GIN index over the columns' `simple` text search vector (named in
+/// the log), and a SPATIAL index is left out (named in the log: PostgreSQL needs PostGIS).
 fn translate_index(table: &TableSchema, object: &SecondaryObject) -> Option<SecondaryObject> {
-    let unique = object.definition.starts_with("CREATE UNIQUE INDEX");
-    let list = object.definition.rsplit_once(" (")?.1.strip_suffix(')')?;
-    let columns: Vec<String> = list
-        .split(", ")
-        .map(|part| {
-            let name = part.trim().trim_start_matches('`');
-            let end = name.rfind('`').unwrap_or(name.len());
-            ident(&name[..end].replace("``", "`"))
-        })
-        .collect();
+    let definition = object.definition.as_str();
     let name =
         ferry_core::schema::fit_identifier(&format!("{}_{}", table.name.name, object.name), 63);
+    let parts = index_parts(definition)?;
+    if definition.starts_with("CREATE SPATIAL INDEX") {
+        tracing::warn!(table = %table.name, index = %object.name, "a SPATIAL index is not created on PostgreSQL (it needs PostGIS); create one for the cutover if the application searches by location");
+        return None;
+    }
+    let (unique, method, list) = if definition.starts_with("CREATE FULLTEXT INDEX") {
+        tracing::warn!(table = %table.name, index = %object.name, "a FULLTEXT index becomes a GIN index on to_tsvector('simple', ...) of its columns: queries must use that expression (and MATCH ... AGAINST becomes @@)");
+        let text: Vec<String> = parts
+            .iter()
+            .map(|(column, _)| format!("coalesce({}, '')", ident(column)))
+            .collect();
+        (
+            "",
+            "gin",
+            format!(
+                "to_tsvector('simple'::regconfig, {})",
+                text.join(" || ' ' || ")
+            ),
+        )
+    } else {
+        let columns: Vec<String> = parts
+            .iter()
+            .map(|(column, prefix)| match prefix {
+                Some(length) => format!("(substr({}, 1, {length}))", ident(column)),
+                None => ident(column),
+            })
+            .collect();
+        (
+            if definition.starts_with("CREATE UNIQUE INDEX") {
+                "UNIQUE "
+            } else {
+                ""
+            },
+            "btree",
+            columns.join(", "),
+        )
+    };
     Some(SecondaryObject {
         definition: format!(
-            "CREATE {}INDEX {} ON {} USING btree ({})",
-            if unique { "UNIQUE " } else { "" },
+            "CREATE {unique}INDEX {} ON {} USING {method} ({list})",
             ident(&name),
             qualified(&table.name),
-            columns.join(", ")
         ),
         name,
         kind: SecondaryKind::Index,
     })
+}
+
+/// The (column, prefix length) parts of a MySQL catalog index definition: the list after the
+/// last unquoted ` (`, each part a backquoted name and an optional `(length)`.
+fn index_parts(definition: &str) -> Option<Vec<(String, Option<u32>)>> {
+    let on = definition.find(" ON `")?;
+    let mut rest = &definition[on + 5..];
+    // Skip the table name.
+    loop {
+        let end = rest.find('`')?;
+        rest = &rest[end + 1..];
+        if let Some(after) = rest.strip_prefix('`') {
+            rest = after;
+            continue;
+        }
+        break;
+    }
+    let mut list = rest.strip_prefix(" (")?.strip_suffix(')')?;
+    let mut parts = Vec::new();
+    loop {
+        list = list.trim_start().strip_prefix('`')?;
+        let mut name = String::new();
+        loop {
+            let end = list.find('`')?;
+            name.push_str(&list[..end]);
+            list = &list[end + 1..];
+            match list.strip_prefix('`') {
+                Some(after) => {
+                    name.push('`');
+                    list = after;
+                }
+                None => break,
+            }
+        }
+        let mut prefix = None;
+        if let Some(after) = list.strip_prefix('(') {
+            let end = after.find(')')?;
+            prefix = Some(after[..end].parse().ok()?);
+            list = &after[end + 1..];
+        }
+        parts.push((name, prefix));
+        match list.strip_prefix(',') {
+            Some(after) => list = after,
+            None if list.is_empty() => return Some(parts),
+            None => return None,
+        }
+    }
 }
 
 /// Why the MySQL tables of `catalog` cannot be created on PostgreSQL (empty when they can).
@@ -291,6 +369,8 @@ mod tests {
             identity: Some(Identity::ByDefault),
             generated: None,
             collation: None,
+            on_update: None,
+            generated_virtual: false,
         };
         Catalog {
             tables: vec![TableSchema {
@@ -338,5 +418,37 @@ mod tests {
         assert!(!sequence.identity);
         assert_eq!(sequence.name, TableName::new("shop", "orders_id_seq"));
         assert_eq!(sequence.definition, "AS bigint");
+    }
+
+    #[test]
+    fn mysql_index_kinds_become_their_nearest_postgres_equivalents() {
+        let table = &auto_increment_table("int(11)").tables[0];
+        let index = |definition: &str| {
+            translate_index(
+                table,
+                &SecondaryObject {
+                    name: "i".into(),
+                    kind: SecondaryKind::Index,
+                    definition: definition.into(),
+                },
+            )
+            .map(|object| object.definition)
+        };
+        assert_eq!(
+            index("CREATE UNIQUE INDEX `i` ON `orders` (`a``b`(10), `c, d`)").unwrap(),
+            r#"CREATE UNIQUE INDEX "orders_i" ON "shop"."orders" USING btree ((substr("a`b", 1, 10)), "c, d")"#
+        );
+        assert_eq!(
+            index("CREATE FULLTEXT INDEX `i` ON `orders` (`title`, `description`)").unwrap(),
+            r#"CREATE INDEX "orders_i" ON "shop"."orders" USING gin (to_tsvector('simple'::regconfig, coalesce("title", '') || ' ' || coalesce("description", '')))"#
+        );
+        assert_eq!(
+            index("CREATE SPATIAL INDEX `i` ON `orders` (`location`)"),
+            None
+        );
+        assert_eq!(
+            index_parts("CREATE INDEX `x (y)` ON `t ``(a)` (`a`)"),
+            Some(vec![("a".to_string(), None)])
+        );
     }
 }
