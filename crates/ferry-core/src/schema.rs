@@ -104,6 +104,33 @@ pub struct TableSchema {
     /// that do not log what the keys' actions change, and for targets that create them).
     #[serde(default)]
     pub foreign_keys: Vec<ForeignKey>,
+    /// For a partitioned table (PostgreSQL declarative partitioning): how its rows are split.
+    /// The table is migrated as one table (its rows are read and its changes published through
+    /// it); a target that partitions re-creates the same partitions, another holds every row in
+    /// one table.
+    #[serde(default)]
+    pub partitioning: Option<Partitioning>,
+}
+
+/// How a partitioned table splits its rows, in the source dialect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partitioning {
+    /// What follows `PARTITION BY` (`RANGE (payment_date)`).
+    pub key: String,
+    /// Every partition below the table, each after its parent.
+    pub partitions: Vec<Partition>,
+}
+
+/// One partition of a partitioned table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub name: TableName,
+    /// The partitioned table it belongs to (the migrated table, or a partition of it).
+    pub parent: TableName,
+    /// Its bound: `FOR VALUES FROM (...) TO (...)`, `FOR VALUES IN (...)`, or `DEFAULT`.
+    pub bound: String,
+    /// For a partition that is partitioned in turn: what follows its `PARTITION BY`.
+    pub key: Option<String>,
 }
 
 /// What a foreign key does to the rows that reference a row when that row is deleted or its

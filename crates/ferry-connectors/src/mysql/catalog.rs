@@ -267,6 +267,7 @@ pub async fn read_catalog(
                 })
                 .collect(),
             estimated_rows: estimated_rows.unwrap_or(0),
+            partitioning: None,
         });
     }
     read_foreign_keys(conn, database, &mut catalog).await?;

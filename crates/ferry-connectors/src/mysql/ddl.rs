@@ -6,7 +6,7 @@
 //! deterministic collations do, so keys distinct on the source never collide on the target.
 //! Types without a lossless counterpart are refused before anything is created.
 
-use ferry_core::schema::{Catalog, Identity, UserType};
+use ferry_core::schema::{Catalog, Identity, UserType, UserTypeKind};
 use ferry_core::state::KeyRange;
 use ferry_core::{Error, Result, TableSchema, Value};
 
@@ -50,12 +50,27 @@ pub fn from_postgres(
     if let Some(user_type) = user_types.iter().find(|user_type| {
         user_type.name.name == native_type || user_type.name.to_string() == native_type
     }) {
-        let labels: Vec<String> = user_type
-            .enum_labels
-            .iter()
-            .map(|label| format!("'{}'", label.replace('\'', "''")))
-            .collect();
-        return Ok(format!("ENUM({}) {text_collation}", labels.join(", ")));
+        return match user_type.kind {
+            UserTypeKind::Enum => {
+                let labels: Vec<String> = user_type
+                    .enum_labels
+                    .iter()
+                    .map(|label| format!("'{}'", label.replace('\'', "''")))
+                    .collect();
+                Ok(format!("ENUM({}) {text_collation}", labels.join(", ")))
+            }
+            // A domain holds values of its base type (its checks stay on the source).
+            UserTypeKind::Domain => from_postgres(
+                user_type.base_type.as_deref().unwrap_or("text"),
+                user_types,
+                in_key,
+                key_columns,
+                flavor,
+            ),
+            // Composite, range and extension values travel as their PostgreSQL text.
+            _ if in_key => Ok(format!("VARCHAR({key_chars}) {text_collation}")),
+            _ => Ok(format!("LONGTEXT {text_collation}")),
+        };
     }
     if native_type.ends_with("[]") {
         return Ok(if in_key {

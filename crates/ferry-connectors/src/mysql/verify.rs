@@ -756,6 +756,7 @@ mod tests {
             secondary: Vec::new(),
             foreign_keys: Vec::new(),
             estimated_rows: 0,
+            partitioning: None,
         };
         keys_predicate(&table, keys)
     }

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::cdc::origin_name;
 use super::codec::encode_text;
-use super::ddl::{ident, literal, qualified};
+use super::ddl::{ident, literal, own_rows_on, qualified};
 use super::errors::{classify, is_table_specific};
 use super::state;
 
@@ -44,6 +44,9 @@ pub(super) struct StatementCache {
     column_types: HashMap<TableName, HashMap<String, String>>,
     /// Whether a table has a unique index besides its primary key.
     unique_secondary: HashMap<TableName, bool>,
+    /// How statements name each table's own rows on the target (`ONLY`, or not for a
+    /// partitioned table).
+    own_rows: HashMap<TableName, String>,
     /// Whether `session_replication_role = replica` took (triggers and cascades are off).
     replica_role: bool,
     statements: HashMap<String, Statement>,
@@ -146,10 +149,10 @@ impl ChangeApplier for PostgresApplier {
                     cascade: _,
                     restart_identity,
                 } => {
-                    let names: Vec<String> = relations
-                        .iter()
-                        .map(|relation| format!("ONLY {}", qualified(&relation.table)))
-                        .collect();
+                    let mut names = Vec::new();
+                    for relation in relations {
+                        names.push(own_rows(&transaction, &mut self.cache, &relation.table).await?);
+                    }
                     let restart = if *restart_identity {
                         " RESTART IDENTITY"
                     } else {
@@ -197,11 +200,11 @@ async fn apply_table(
         .map(|column| column.name.as_str())
         .collect();
     let keys: Vec<usize> = relation.key_indexes();
+    let own = own_rows(transaction, cache, &relation.table).await?;
 
     let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
     let delete_sql = format!(
-        "DELETE FROM ONLY {} AS t USING unnest({}) AS s({}) WHERE {}",
-        qualified(&relation.table),
+        "DELETE FROM {own} AS t USING unnest({}) AS s({}) WHERE {}",
         array_parameters(key_names.len(), 0),
         column_list(&key_names),
         key_match(&key_names, &types)
@@ -323,8 +326,7 @@ async fn apply_table(
                 })
                 .collect();
             let sql = format!(
-                "UPDATE ONLY {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
-                qualified(&relation.table),
+                "UPDATE {own} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
                 assignments.join(", "),
                 array_parameters(used.len(), 0),
                 column_list(&used_names),
@@ -386,15 +388,15 @@ async fn apply_table(
             ));
         }
         let (table, assignments, at_new, at_old) = (
-            qualified(&relation.table),
+            &own,
             assignments.join(", "),
             at_new.join(" AND "),
             at_old.join(" AND "),
         );
         let sql = format!(
-            "WITH at_new AS (UPDATE ONLY {table} SET {assignments} WHERE {at_new} RETURNING 1),
-                  moved AS (UPDATE ONLY {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM ONLY {table} WHERE {at_new}) RETURNING 1)
-             DELETE FROM ONLY {table} WHERE {at_old} AND NOT ({at_new}) AND EXISTS (SELECT 1 FROM ONLY {table} WHERE {at_new})"
+            "WITH at_new AS (UPDATE {table} SET {assignments} WHERE {at_new} RETURNING 1),
+                  moved AS (UPDATE {table} SET {assignments} WHERE {at_old} AND NOT EXISTS (SELECT 1 FROM {table} WHERE {at_new}) RETURNING 1)
+             DELETE FROM {table} WHERE {at_old} AND NOT ({at_new}) AND EXISTS (SELECT 1 FROM {table} WHERE {at_new})"
         );
         let mut parameters: Vec<Option<String>> = present
             .iter()
@@ -530,6 +532,20 @@ async fn has_unique_secondary(
         .get(0);
     cache.unique_secondary.insert(relation.table.clone(), found);
     Ok(found)
+}
+
+/// How statements name `table`'s own rows on the target (cached; see [`own_rows_on`]).
+pub(super) async fn own_rows(
+    transaction: &Transaction<'_>,
+    cache: &mut StatementCache,
+    table: &TableName,
+) -> Result<String> {
+    if let Some(known) = cache.own_rows.get(table) {
+        return Ok(known.clone());
+    }
+    let text = own_rows_on(transaction, table).await?;
+    cache.own_rows.insert(table.clone(), text.clone());
+    Ok(text)
 }
 
 /// The target's column types for a relation, checked to contain every column the stream sends.

@@ -8,9 +8,9 @@ use ferry_core::{Result, TableName, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
-use super::apply::{array_parameters, column_types, execute, StatementCache};
+use super::apply::{array_parameters, column_types, execute, own_rows, StatementCache};
 use super::codec::encode_text;
-use super::ddl::{ident, qualified};
+use super::ddl::ident;
 use super::errors::classify;
 use crate::cascade::{on_table, CascadeTarget};
 
@@ -76,12 +76,12 @@ impl CascadeTarget for PostgresCascade<'_, '_> {
         let types = self.types(table, &all).await?;
         let key_aliases = aliases("k", columns.len());
         let sql = format!(
-            "SELECT {} FROM ONLY {} AS t, unnest({}) AS s({}) WHERE {}",
+            "SELECT {} FROM {} AS t, unnest({}) AS s({}) WHERE {}",
             read.iter()
                 .map(|column| format!("t.{}::text", ident(column)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            qualified(table),
+            own_rows(self.transaction, self.cache, table).await?,
             array_parameters(columns.len(), 0),
             key_aliases.join(", "),
             matching(columns, &types[..columns.len()], "k")
@@ -123,8 +123,8 @@ impl CascadeTarget for PostgresCascade<'_, '_> {
         let all: Vec<&String> = columns.iter().collect();
         let types = self.types(table, &all).await?;
         let sql = format!(
-            "DELETE FROM ONLY {} AS t USING unnest({}) AS s({}) WHERE {}",
-            qualified(table),
+            "DELETE FROM {} AS t USING unnest({}) AS s({}) WHERE {}",
+            own_rows(self.transaction, self.cache, table).await?,
             array_parameters(columns.len(), 0),
             aliases("k", columns.len()).join(", "),
             matching(columns, &types, "k")
@@ -151,8 +151,8 @@ impl CascadeTarget for PostgresCascade<'_, '_> {
         let mut names = aliases("k", width);
         names.extend(aliases("n", width));
         let sql = format!(
-            "UPDATE ONLY {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
-            qualified(table),
+            "UPDATE {} AS t SET {} FROM unnest({}) AS s({}) WHERE {}",
+            own_rows(self.transaction, self.cache, table).await?,
             columns
                 .iter()
                 .zip(&types)

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_core::schema::{Catalog, Column, Identity, SecondaryKind, SecondaryObject, Sequence};
+use ferry_core::schema::{
+    Catalog, Column, Identity, Partition, Partitioning, SecondaryKind, SecondaryObject, Sequence,
+};
 use ferry_core::select::Selection;
 use ferry_core::{Result, TableName, TableSchema};
 use tokio_postgres::Client;
@@ -32,17 +34,43 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
         )
         .await
         .map_err(|error| classify(error, what))?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|error| classify(error, what))?
+        .get(0);
     let mut selected: Vec<(u32, TableName, i64)> = Vec::new();
+    let mut partitioned: BTreeSet<u32> = BTreeSet::new();
     let mut unsupported = Vec::new();
     for row in rows {
         let name = TableName::new(row.get::<_, String>(1), row.get::<_, String>(2));
         if !selection.matches(&name) {
             continue;
         }
-        if row.get::<_, String>(4) == "p" || row.get::<_, bool>(5) {
+        let oid: u32 = row.get(0);
+        if row.get::<_, bool>(5) {
+            // A partition moves with its partitioned table (read and published through it).
+            let root = client
+                .query_one(
+                    "SELECT n.nspname, c.relname FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.oid = pg_partition_root($1::oid)",
+                    &[&oid],
+                )
+                .await
+                .map_err(|error| classify(error, what))?;
+            let root = TableName::new(root.get::<_, String>(0), root.get::<_, String>(1));
+            let root_selected = selection.matches(&root);
+            if !root_selected {
+                unsupported.push((
+                    name,
+                    format!("it is a partition of {root}, which moves whole: select {root} instead (its partitions come with it)"),
+                ));
+            }
+        } else if row.get::<_, String>(4) == "p" && version < 130000 {
             unsupported.push((
                 name,
-                "partitioned tables and their partitions are not supported yet".to_string(),
+                "partitioned tables need PostgreSQL 13 or later on the source (to publish their changes through the partitioned table)".to_string(),
             ));
         } else if row.get::<_, String>(6) == "u" {
             unsupported.push((
@@ -50,7 +78,10 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
                 format!("it is UNLOGGED: its changes never reach the WAL, so they cannot be streamed (ALTER TABLE {} SET LOGGED, or leave it out)", super::ddl::qualified(&name)),
             ));
         } else {
-            selected.push((row.get(0), name, row.get(3)));
+            if row.get::<_, String>(4) == "p" {
+                partitioned.insert(oid);
+            }
+            selected.push((oid, name, row.get(3)));
         }
     }
     let selected_oids: BTreeMap<u32, TableName> = selected
@@ -62,7 +93,8 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
     let children = client
         .query(
             "SELECT i.inhparent, format('%I.%I', n.nspname, c.relname), i.inhrelid FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace",
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE NOT c.relispartition",
             &[],
         )
         .await
@@ -90,6 +122,19 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
             &mut user_types,
         )
         .await?;
+        let mut table = table;
+        if partitioned.contains(oid) {
+            match read_partitioning(client, *oid).await? {
+                Ok((partitioning, rows)) => {
+                    table.partitioning = Some(partitioning);
+                    table.estimated_rows = rows;
+                }
+                Err(reason) => {
+                    catalog.unsupported.push((name.clone(), reason));
+                    continue;
+                }
+            }
+        }
         // Large objects live outside the table: the references would dangle on the target.
         if let Some(column) = table.columns.iter().find(|column| {
             matches!(column.native_type.as_str(), "oid" | "lo")
@@ -276,7 +321,63 @@ async fn read_table(
         secondary,
         foreign_keys: Vec::new(),
         estimated_rows: estimated_rows.max(0) as u64,
+        partitioning: None,
     })
+}
+
+/// How the partitioned table `oid` splits its rows, with the estimated row count of all its
+/// partitions; or why it cannot be migrated (a partition that is a foreign table, or UNLOGGED).
+async fn read_partitioning(
+    client: &Client,
+    oid: u32,
+) -> Result<std::result::Result<(Partitioning, u64), String>> {
+    let what = "reading partitions";
+    let key: String = client
+        .query_one("SELECT pg_get_partkeydef($1)", &[&oid])
+        .await
+        .map_err(|error| classify(error, what))?
+        .get(0);
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname, pn.nspname, p.relname, pg_get_expr(c.relpartbound, c.oid),
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                    greatest(c.reltuples, 0)::bigint, c.relkind::text, c.relpersistence::text
+             FROM pg_partition_tree($1::oid) t
+             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class p ON p.oid = t.parentrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+             WHERE t.level > 0
+             ORDER BY t.level, n.nspname, c.relname",
+            &[&oid],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let mut partitions = Vec::new();
+    let mut estimated = 0u64;
+    for row in &rows {
+        let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        match (row.get::<_, String>(7).as_str(), row.get::<_, String>(8).as_str()) {
+            ("f", _) => {
+                return Ok(Err(format!(
+                    "its partition {name} is a foreign table, whose rows live on another server"
+                )))
+            }
+            (_, "u") => {
+                return Ok(Err(format!(
+                    "its partition {name} is UNLOGGED: its changes never reach the WAL (ALTER TABLE {} SET LOGGED)",
+                    super::ddl::qualified(&name)
+                )))
+            }
+            _ => {}
+        }
+        estimated += row.get::<_, i64>(6).max(0) as u64;
+        partitions.push(Partition {
+            name,
+            parent: TableName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
+            bound: row.get(4),
+            key: row.get(5),
+        });
+    }
+    Ok(Ok((Partitioning { key, partitions }, estimated)))
 }
 
 /// For a table without a primary key: the unique index that identifies its rows as well as one

@@ -128,7 +128,8 @@ pub(crate) async fn sync_publication(
     }
     let name = stream_name(migration);
     // ONLY: a table's inheritance children are tables of their own, published only when
-    // selected (without it, a parent's publication carries every child's changes).
+    // selected (without it, a parent's publication carries every child's changes). A
+    // partitioned table's partitions are published with it all the same.
     let list: Vec<String> = tables
         .iter()
         .map(|table| format!("ONLY {}", qualified(table)))
@@ -138,10 +139,27 @@ pub(crate) async fn sync_publication(
         .await
         .map_err(|error| classify(error, "looking up the publication"))?
         .is_some();
-    let sql = if exists {
-        format!("ALTER PUBLICATION {name} SET TABLE {}", list.join(", "))
-    } else {
-        format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", "))
+    // A partitioned table's changes arrive as changes of that table (the one migrated), not of
+    // the partition that holds the row, so a row that changes partition stays one row.
+    let via_root: bool = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 130000",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, "reading the server version"))?
+        .get(0);
+    let sql = match (exists, via_root) {
+        (true, false) => format!("ALTER PUBLICATION {name} SET TABLE {}", list.join(", ")),
+        (true, true) => format!(
+            "ALTER PUBLICATION {name} SET TABLE {}; ALTER PUBLICATION {name} SET (publish_via_partition_root = true)",
+            list.join(", ")
+        ),
+        (false, false) => format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", ")),
+        (false, true) => format!(
+            "CREATE PUBLICATION {name} FOR TABLE {} WITH (publish_via_partition_root = true)",
+            list.join(", ")
+        ),
     };
     client.batch_execute(&sql).await.map_err(|error| {
         classify(error, &format!("creating publication {name}"))

@@ -1,4 +1,5 @@
-//! SQL text for PostgreSQL: quoting, table definitions and key-range predicates. Pure functions.
+//! SQL text for PostgreSQL: quoting, table definitions and key-range predicates. Pure functions,
+//! but for [`own_rows_on`], which asks the server what kind of table a name is.
 
 use ferry_core::connector::ChunkFormat;
 use ferry_core::schema::{Identity, Sequence};
@@ -73,11 +74,60 @@ pub fn create_table(table: &TableSchema) -> String {
     for (name, definition) in &table.checks {
         parts.push(format!("CONSTRAINT {} {definition}", ident(name)));
     }
-    format!(
+    let mut statement = format!(
         "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
         qualified(&table.name),
         parts.join(",\n  ")
-    )
+    );
+    // A partitioned table, then its partitions, each after its parent.
+    if let Some(partitioning) = &table.partitioning {
+        statement.push_str(&format!(" PARTITION BY {}", partitioning.key));
+        for partition in &partitioning.partitions {
+            statement.push_str(&format!(
+                ";\nCREATE TABLE IF NOT EXISTS {} PARTITION OF {} {}",
+                qualified(&partition.name),
+                qualified(&partition.parent),
+                partition.bound
+            ));
+            if let Some(key) = &partition.key {
+                statement.push_str(&format!(" PARTITION BY {key}"));
+            }
+        }
+    }
+    statement
+}
+
+/// How a statement names a table's own rows: `ONLY "s"."t"`, which leaves out inheritance
+/// children (tables of their own, migrated on their own), except for a partitioned table,
+/// whose rows all live in its partitions (`ONLY` would see none of them).
+pub fn own_rows(name: &TableName, partitioned: bool) -> String {
+    if partitioned {
+        qualified(name)
+    } else {
+        format!("ONLY {}", qualified(name))
+    }
+}
+
+/// [`own_rows`] for a table as the source describes it.
+pub fn own_rows_of(table: &TableSchema) -> String {
+    own_rows(&table.name, table.partitioning.is_some())
+}
+
+/// [`own_rows`] for a table as it is on the server `client` is connected to (a target table the
+/// operator partitioned, say): `ONLY` must never hide the rows of a partitioned table.
+pub async fn own_rows_on<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
+    name: &TableName,
+) -> Result<String> {
+    let partitioned: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'p')",
+            &[&qualified(name)],
+        )
+        .await
+        .map_err(|error| super::errors::classify(error, &format!("looking up {name}")))?
+        .get(0);
+    Ok(own_rows(name, partitioned))
 }
 
 /// `CREATE SEQUENCE IF NOT EXISTS`.
@@ -217,6 +267,7 @@ mod tests {
             secondary: vec![],
             foreign_keys: Vec::new(),
             estimated_rows: 0,
+            partitioning: None,
         }
     }
 

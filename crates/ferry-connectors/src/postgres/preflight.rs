@@ -262,7 +262,10 @@ async fn check_target(
         if exists && !known.tables.contains_key(&table.name) {
             let empty: bool = client
                 .query_one(
-                    &format!("SELECT NOT EXISTS (SELECT 1 FROM ONLY {name})"),
+                    &format!(
+                        "SELECT NOT EXISTS (SELECT 1 FROM {})",
+                        super::ddl::own_rows_on(client, &table.name).await?
+                    ),
                     &[],
                 )
                 .await

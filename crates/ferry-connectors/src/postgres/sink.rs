@@ -15,7 +15,7 @@ use super::config::ConnectionConfig;
 use super::connection::connect;
 use super::ddl::{
     add_primary_key, copy_options, create_sequence, create_table, ident, index_if_not_exists,
-    qualified,
+    own_rows_on, qualified,
 };
 use super::errors::classify;
 use super::state;
@@ -323,8 +323,8 @@ impl Sink for PostgresSink {
         let row = client
             .query_one(
                 &format!(
-                    "SELECT NOT EXISTS (SELECT 1 FROM ONLY {})",
-                    qualified(table)
+                    "SELECT NOT EXISTS (SELECT 1 FROM {})",
+                    own_rows_on(&client, table).await?
                 ),
                 &[],
             )
@@ -336,13 +336,14 @@ impl Sink for PostgresSink {
     async fn truncate(&self, table: &TableName) -> Result<()> {
         let client = self.client().await?;
         let what = format!("emptying {table} on the target");
-        match client.batch_execute(&format!("TRUNCATE ONLY {}", qualified(table))).await {
+        let relation = own_rows_on(&client, table).await?;
+        match client.batch_execute(&format!("TRUNCATE {relation}")).await {
             Ok(()) => Ok(()),
             // Referenced by a foreign key (re-copying a failed table, say): TRUNCATE would need
             // CASCADE, which would empty the referencing tables too. Delete the rows instead, with
             // foreign-key triggers off, as the stream applies.
             Err(error) if error.as_db_error().map(|database_error| database_error.code().code()) == Some("0A000") => client
-                .batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM ONLY {}; COMMIT;", qualified(table)))
+                .batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM {relation}; COMMIT;"))
                 .await
                 .map_err(|error| classify(error, &what)),
             Err(error) => Err(classify(error, &what)),

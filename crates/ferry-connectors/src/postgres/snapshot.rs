@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{copy_options, ident, qualified, range_predicate};
+use super::ddl::{copy_options, ident, own_rows_of, qualified, range_predicate};
 use super::errors::classify;
 
 /// What keeps the exported snapshot alive.
@@ -99,10 +99,7 @@ impl Snapshot for PostgresSnapshot {
         if estimated == 0 {
             // Never analyzed: count, so that a large table still splits.
             let row = client
-                .query_one(
-                    &format!("SELECT count(*) FROM ONLY {}", qualified(&table.name)),
-                    &[],
-                )
+                .query_one(&format!("SELECT count(*) FROM {}", own_rows_of(table)), &[])
                 .await
                 .map_err(|error| classify(error, &what))?;
             estimated = row.get::<_, i64>(0).max(0) as u64;
@@ -126,8 +123,8 @@ impl Snapshot for PostgresSnapshot {
             let row = client
                 .query_one(
                     &format!(
-                        "SELECT min({key})::bigint, max({key})::bigint FROM ONLY {}",
-                        qualified(&table.name)
+                        "SELECT min({key})::bigint, max({key})::bigint FROM {}",
+                        own_rows_of(table)
                     ),
                     &[],
                 )
@@ -159,12 +156,12 @@ impl Snapshot for PostgresSnapshot {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS ferry_row FROM ONLY {}) numbered
+                        "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS ferry_row FROM {}) numbered
                          WHERE ferry_row % {rows_per_chunk} = 1 AND ferry_row > 1 ORDER BY ferry_row",
                         texts.join(", "),
                         keys.join(", "),
                         keys.join(", "),
-                        qualified(&table.name)
+                        own_rows_of(table)
                     ),
                     &[],
                 )
@@ -240,7 +237,8 @@ impl ChunkReader for PostgresChunkReader {
             .collect();
         let options = copy_options(format);
         let predicate = range_predicate(table, range)?;
-        let sql = if predicate == "TRUE" {
+        // `COPY table TO` reads the table's own rows only, and refuses a partitioned table.
+        let sql = if predicate == "TRUE" && table.partitioning.is_none() {
             format!(
                 "COPY {} ({}) TO STDOUT {options}",
                 qualified(&table.name),
@@ -248,9 +246,9 @@ impl ChunkReader for PostgresChunkReader {
             )
         } else {
             format!(
-                "COPY (SELECT {} FROM ONLY {} WHERE {predicate}) TO STDOUT {options}",
+                "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT {options}",
                 columns.join(", "),
-                qualified(&table.name)
+                own_rows_of(table)
             )
         };
         let what = format!("reading {}", table.name);

@@ -83,9 +83,9 @@ impl Source for PostgresSource {
             })
             .collect::<Result<_>>()?;
         let sql = format!(
-            "SELECT {} FROM ONLY {} WHERE {}",
+            "SELECT {} FROM {} WHERE {}",
             read.join(", "),
-            qualified(table),
+            super::ddl::own_rows_on(&client, table).await?,
             matching.join(" AND ")
         );
         let oids: Vec<u32> = columns

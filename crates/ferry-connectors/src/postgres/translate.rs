@@ -266,6 +266,7 @@ pub fn table(table: &TableSchema) -> Result<TableSchema> {
             .collect(),
         foreign_keys: table.foreign_keys.clone(),
         estimated_rows: table.estimated_rows,
+        partitioning: None,
     })
 }
 
@@ -383,6 +384,7 @@ mod tests {
                 secondary: Vec::new(),
                 foreign_keys: Vec::new(),
                 estimated_rows: 0,
+                partitioning: None,
             }],
             sequences: vec![ferry_core::schema::Sequence {
                 name: TableName::new("shop", "orders_id_seq"),

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use super::catalog::read_catalog;
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{ident, key_tuple, key_types, qualified, range_predicate};
+use super::ddl::{ident, key_tuple, key_types, own_rows, own_rows_on, range_predicate};
 use super::errors::classify;
 use super::sink::copy_into;
 use super::state;
@@ -33,6 +33,8 @@ pub struct PostgresInspector {
     /// The PostgreSQL copy of a MySQL database: rows rendered as MySQL renders them
     /// (`crate::portable`); the tables passed in are the MySQL source's definitions.
     pub(super) portable: bool,
+    /// Whether each table is partitioned on this server (asked once per table).
+    partitioned: std::sync::Mutex<std::collections::HashMap<TableName, bool>>,
 }
 
 impl PostgresInspector {
@@ -41,6 +43,7 @@ impl PostgresInspector {
             config,
             is_source: true,
             portable: false,
+            partitioned: Default::default(),
         }
     }
 
@@ -49,6 +52,7 @@ impl PostgresInspector {
             config,
             is_source: false,
             portable: false,
+            partitioned: Default::default(),
         }
     }
 
@@ -59,6 +63,7 @@ impl PostgresInspector {
             config,
             is_source: true,
             portable: true,
+            partitioned: Default::default(),
         }
     }
 
@@ -71,7 +76,27 @@ impl PostgresInspector {
             config,
             is_source: false,
             portable: true,
+            partitioned: Default::default(),
         }
+    }
+
+    /// How statements name `table`'s own rows on this server (see [`own_rows_on`]).
+    pub(super) async fn own_rows(&self, table: &TableSchema) -> Result<String> {
+        let known = self
+            .partitioned
+            .lock()
+            .expect("not poisoned")
+            .get(&table.name)
+            .copied();
+        if let Some(partitioned) = known {
+            return Ok(own_rows(&table.name, partitioned));
+        }
+        let text = own_rows_on(&connect(&self.config).await?, &table.name).await?;
+        self.partitioned
+            .lock()
+            .expect("not poisoned")
+            .insert(table.name.clone(), !text.starts_with("ONLY "));
+        Ok(text)
     }
 
     /// Runs a digest query (row count, digest text) in one snapshot; a source also reads its
@@ -226,11 +251,11 @@ impl PostgresInspector {
         let keys = key_columns(table);
         let key_texts: Vec<String> = keys.iter().map(|key| format!("{key}::text")).collect();
         let sql = format!(
-            "SELECT ROW({})::text, {}, {} FROM ONLY {} WHERE {predicate}",
+            "SELECT ROW({})::text, {}, {} FROM {} WHERE {predicate}",
             keys.join(", "),
             key_texts.join(", "),
             row_hash_expression(table),
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         let rows = client.query(&sql, &[]).await.map_err(|error| {
             classify(
@@ -259,9 +284,9 @@ impl Inspector for PostgresInspector {
         }
         let sql = format!(
             "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT ROW({})::text AS r FROM ONLY {} WHERE {}) canonical",
+             FROM (SELECT ROW({})::text AS r FROM {} WHERE {}) canonical",
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
-            qualified(&table.name),
+            self.own_rows(table).await?,
             range_predicate(table, range)?
         );
         self.digest_in_snapshot(table, &sql).await
@@ -300,10 +325,10 @@ impl Inspector for PostgresInspector {
         }
         let sql = format!(
             "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
-             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM ONLY {} WHERE {}) canonical GROUP BY bucket",
+             FROM (SELECT {} AS bucket, ROW({})::text AS r FROM {} WHERE {}) canonical GROUP BY bucket",
             bucket_expression(table, count),
             table.columns.iter().map(|column| ident(&column.name)).collect::<Vec<_>>().join(", "),
-            qualified(&table.name),
+            self.own_rows(table).await?,
             range_predicate(table, range)?
         );
         self.bucket_digests(table, &sql).await
@@ -345,9 +370,9 @@ impl Inspector for PostgresInspector {
             keys_predicate(table, keys)?
         };
         let sql = format!(
-            "COPY (SELECT {} FROM ONLY {} WHERE {predicate}) TO STDOUT (FORMAT text)",
+            "COPY (SELECT {} FROM {} WHERE {predicate}) TO STDOUT (FORMAT text)",
             columns.join(", "),
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         let what = format!("reading rows of {} to repair", table.name);
         let stream = client
@@ -393,8 +418,8 @@ impl Inspector for PostgresInspector {
         for batch in keys.chunks(1000) {
             transaction
                 .batch_execute(&format!(
-                    "DELETE FROM ONLY {} WHERE {}",
-                    qualified(&table.name),
+                    "DELETE FROM {} WHERE {}",
+                    self.own_rows(table).await?,
                     keys_predicate(table, batch)?
                 ))
                 .await

@@ -11,7 +11,6 @@ use ferry_core::verify::{RangeDigest, RowHash};
 use ferry_core::{Error, Result, TableSchema, Value};
 
 use super::connection::connect;
-use super::ddl::qualified;
 use super::errors::classify;
 use super::verify::PostgresInspector;
 use crate::portable;
@@ -45,9 +44,9 @@ impl PostgresInspector {
         whole_table(range)?;
         let row = portable::row(table).map_err(unsupported)?;
         let sql = format!(
-            "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM ONLY {}) canonical) totals",
+            "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM {}) canonical) totals",
             row.postgres,
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         self.digest_in_snapshot(table, &sql).await
     }
@@ -68,10 +67,10 @@ impl PostgresInspector {
             })
             .collect();
         let sql = format!(
-            "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM ONLY {}) keyed WHERE k = ANY($1)",
+            "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM {}) keyed WHERE k = ANY($1)",
             key.postgres,
             row.postgres,
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         self.portable_hashes(table, &sql, &[&texts]).await
     }
@@ -86,10 +85,10 @@ impl PostgresInspector {
         let row = portable::row(table).map_err(unsupported)?;
         let key = portable::key(table).map_err(unsupported)?;
         let sql = format!(
-            "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM ONLY {}) canonical GROUP BY bucket) totals",
+            "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM {}) canonical GROUP BY bucket) totals",
             portable::postgres_bucket(&key.postgres, count),
             row.postgres,
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         self.bucket_digests(table, &sql).await
     }
@@ -112,10 +111,10 @@ impl PostgresInspector {
             None => "TRUE".into(),
         };
         let sql = format!(
-            "SELECT '(' || {} || ')', md5({}) FROM ONLY {} WHERE {predicate}",
+            "SELECT '(' || {} || ')', md5({}) FROM {} WHERE {predicate}",
             key.postgres,
             row.postgres,
-            qualified(&table.name)
+            self.own_rows(table).await?
         );
         self.portable_hashes(table, &sql, &[]).await
     }

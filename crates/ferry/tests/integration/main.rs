@@ -17,6 +17,7 @@ mod mysql_real_schemas;
 mod mysql_schema_changes;
 mod mysql_values;
 mod mysql_verify;
+mod partitions;
 mod resume;
 mod schema;
 mod toast;
