@@ -159,15 +159,24 @@ async fn mariadb_cascades_reach_a_postgres_target() {
         })
         .collect();
     wait_engines_equal(name, (&mariadb().source, name), &client, &queries).await;
-    let keys: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::text::regnamespace",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(keys, 5, "{}", log_tail(name));
+    // Keys the copied rows refused at first are retried beside the stream until they exist.
+    ferry_testkit::wait_until(
+        "every foreign key on the target",
+        std::time::Duration::from_secs(60),
+        || async {
+            let keys: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::text::regnamespace",
+                    &[&name],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (keys == 5).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 }
 

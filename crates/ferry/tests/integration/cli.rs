@@ -94,7 +94,7 @@ async fn check_reports_every_problem_with_its_fix() {
         .expect("start a wal_level=replica server");
     let source_url = server.create_database("checked").await.unwrap();
     let client = server.connect("checked").await.unwrap();
-    client.batch_execute("CREATE TABLE public.keyless (a int, b text); CREATE TABLE public.keyed (id int PRIMARY KEY); CREATE ROLE weak LOGIN; CREATE TABLE public.measurements (at date NOT NULL, value int) PARTITION BY RANGE (at); CREATE TABLE public.measurements_2026 PARTITION OF public.measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');").await.unwrap();
+    client.batch_execute("CREATE TABLE public.keyless (a int, b text); CREATE TABLE public.keyed (id int PRIMARY KEY); CREATE ROLE weak LOGIN; CREATE TABLE public.measurements (at date NOT NULL, value int) PARTITION BY RANGE (at); CREATE TABLE public.measurements_2026 PARTITION OF public.measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); CREATE UNLOGGED TABLE public.scratch (id int PRIMARY KEY);").await.unwrap();
     let pair = Pair::new("check_target").await;
     pair.target
         .batch_execute(
@@ -115,6 +115,7 @@ async fn check_reports_every_problem_with_its_fix() {
         "wal_level = logical",
         "error[source.no_primary_key]",
         "error[source.unsupported_table]",
+        "public.scratch",
         "public.measurements ",
         "public.keyless",
         "error[target.not_empty]",
