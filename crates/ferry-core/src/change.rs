@@ -7,7 +7,8 @@ use crate::schema::TableName;
 use crate::value::{Cell, Value};
 
 /// A table as the change log describes it: the columns a row image carries, in image order,
-/// and which of them form the key that identifies a row.
+/// and which of them form the key that identifies a row. A relation without key columns is a
+/// table without a key: its rows are identified by their whole image, duplicates included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Relation {
     /// The source's identifier for the table; stable for the life of the table.
@@ -32,6 +33,11 @@ impl Relation {
             .map(|(index, _)| index)
             .collect()
     }
+
+    /// True for a table without a key (see [`KeylessChanges`]).
+    pub fn is_keyless(&self) -> bool {
+        !self.columns.iter().any(|column| column.is_key)
+    }
 }
 
 /// One row change.
@@ -43,13 +49,15 @@ pub enum Change {
         row: Vec<Cell>,
     },
     /// A changed row. `row` is the new image, where unchanged large values may be
-    /// [`Cell::Unchanged`]. `old_key` is set when the key changed (the row moved).
+    /// [`Cell::Unchanged`]. `old_key` is set when the key changed (the row moved). For a table
+    /// without a key, `old_key` is always the whole old row and `row` has no unchanged cell.
     Update {
         relation: Arc<Relation>,
         old_key: Option<Vec<Value>>,
         row: Vec<Cell>,
     },
-    /// A removed row, identified by its key values in key order.
+    /// A removed row, identified by its key values in key order (for a table without a key: the
+    /// whole old row, in relation column order).
     Delete {
         relation: Arc<Relation>,
         key: Vec<Value>,
@@ -109,8 +117,11 @@ impl CascadeOperation {
 /// What a change stream yields, in source commit order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    /// A source transaction starts.
-    Begin,
+    /// A source transaction starts. `at` places it against snapshots: a snapshot that is exact
+    /// at position `S` (see [`ChunkReader::snapshot_position`](crate::connector::ChunkReader))
+    /// contains the transaction if and only if `at <= S`, and so does a checkpoint `S`. `None`
+    /// when the source cannot tell (then tables without a key cannot be streamed from it).
+    Begin { at: Option<Position> },
     /// A change inside the current transaction.
     Change(Change),
     /// The current transaction committed; `position` is where a stream resumes after it.
@@ -152,6 +163,9 @@ impl Batch {
                 Segment::Truncate { relations, .. } => {
                     relations.retain(|relation| !tables.contains(&relation.table))
                 }
+                Segment::Keyless(changes) => {
+                    changes.retain(|table| !tables.contains(&table.relation.table))
+                }
                 Segment::Cascade(operations) => {
                     for operation in operations.iter_mut() {
                         if operation
@@ -178,6 +192,7 @@ impl Batch {
             Segment::Rows(changes) => !changes.is_empty(),
             Segment::Truncate { relations, .. } => !relations.is_empty(),
             Segment::Cascade(operations) => !operations.is_empty(),
+            Segment::Keyless(changes) => !changes.is_empty(),
         });
     }
 
@@ -219,6 +234,9 @@ impl Batch {
                 Segment::Rows(changes) => {
                     tables.extend(changes.iter().map(|changes| changes.relation.table.clone()))
                 }
+                Segment::Keyless(changes) => {
+                    tables.extend(changes.iter().map(|changes| changes.relation.table.clone()))
+                }
                 Segment::Truncate { relations, .. } => {
                     tables.extend(relations.iter().map(|relation| relation.table.clone()))
                 }
@@ -245,6 +263,30 @@ pub enum Segment {
     },
     /// Foreign-key actions to reproduce, in order.
     Cascade(Vec<Arc<CascadeOperation>>),
+    /// Changes to tables without a key, each table's in source order (tables are independent).
+    Keyless(Vec<KeylessChanges>),
+}
+
+/// The changes to one table without a key, in source order. Nothing is merged: each change
+/// touches exactly one row, found by its whole old image, so duplicate rows stay duplicates
+/// and an update or delete of one of several identical rows changes exactly one.
+#[derive(Debug)]
+pub struct KeylessChanges {
+    pub relation: Arc<Relation>,
+    pub changes: Vec<KeylessChange>,
+}
+
+/// One change to a table without a key; rows are whole images in relation column order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeylessChange {
+    Insert(Vec<Value>),
+    /// One row equal to `old` becomes `new`.
+    Update {
+        old: Vec<Value>,
+        new: Vec<Value>,
+    },
+    /// One row equal to the image is removed.
+    Delete(Vec<Value>),
 }
 
 impl TableChanges {

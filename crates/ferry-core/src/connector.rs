@@ -85,7 +85,9 @@ pub trait Source: Send + Sync {
     ) -> Result<Vec<Vec<crate::Value>>>;
 
     /// A snapshot of the data as it is now, for copying tables after their stream already exists.
-    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>>;
+    /// With `exact`, its readers must report the position the snapshot is exact at
+    /// ([`ChunkReader::snapshot_position`]): tables without a key are copied only that way.
+    async fn fresh_snapshot(&self, exact: bool) -> Result<Box<dyn Snapshot>>;
 
     /// The current state of these sequences.
     async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>>;
@@ -116,6 +118,15 @@ pub trait ChunkReader: Send {
         range: &KeyRange,
         accepted: &[ChunkFormat],
     ) -> Result<(ChunkFormat, ByteStream)>;
+
+    /// The position the snapshot of the last [`ChunkReader::read`] is exact at, if the source
+    /// knows it: it shows every transaction that ends at or before the position and nothing
+    /// else (see [`StreamEvent::Begin`](crate::change::StreamEvent)). Known once `read`
+    /// returned. A table without a key is streamed only from such a position on, since its
+    /// changes cannot be replayed harmlessly over rows that already hold them.
+    fn snapshot_position(&self) -> Option<Position> {
+        None
+    }
 }
 
 /// A change stream, yielding events in source commit order.
@@ -221,14 +232,16 @@ pub trait Sink: Send + Sync {
 /// Loads chunks.
 #[async_trait]
 pub trait ChunkWriter: Send {
-    /// Loads one chunk's rows into `table` and marks the chunk done, in one transaction. Returns
-    /// the number of rows once they are durable. On error nothing of the chunk is kept.
+    /// Loads one chunk's rows into `table` and marks the chunk done, in one transaction, with
+    /// the position its snapshot was exact at (if known). Returns the number of rows once they
+    /// are durable. On error nothing of the chunk is kept.
     async fn write(
         &mut self,
         table: &TableSchema,
         chunk: u32,
         format: ChunkFormat,
         rows: ByteStream,
+        snapshot_position: Option<Position>,
     ) -> Result<u64>;
 }
 

@@ -84,6 +84,10 @@ pub struct Chunk {
     pub range: KeyRange,
     pub done: bool,
     pub rows: u64,
+    /// For a done chunk: the position its snapshot was exact at, when the source knew it. The
+    /// stream leaves out changes to a table without a key that this snapshot already holds.
+    #[serde(skip)]
+    pub snapshot_position: Option<Position>,
 }
 
 /// How far one table has come.

@@ -17,6 +17,10 @@
 //! batch: then the row must be moved on the target with its values, so the batch is cut there and
 //! the move travels alone as a partial update keyed by the old key. A truncate also cuts the batch.
 //!
+//! A table without a key is not merged: its changes stay in source order, each matched on the
+//! target by the row's whole image ([`KeylessChanges`]). They go after the merged rows of the
+//! same segment, which is sound because different tables are independent.
+//!
 //! A cascade (foreign-key actions the source did not log) changes rows of other tables by value,
 //! not by key, so it must apply in its place in source order: it cuts the batch when rows of a
 //! table it may change are being merged, and otherwise goes ahead of the rows being merged.
@@ -24,7 +28,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_core::change::{Batch, CascadeOperation, Change, Relation, Segment, TableChanges};
+use ferry_core::change::{
+    Batch, CascadeOperation, Change, KeylessChange, KeylessChanges, Relation, Segment, TableChanges,
+};
 use ferry_core::{Cell, Error, Result, Value};
 
 enum Operation {
@@ -50,6 +56,9 @@ pub struct BatchBuilder {
     leading: Vec<Arc<CascadeOperation>>,
     tables: HashMap<u32, TableMerge>,
     table_order: Vec<u32>,
+    /// Changes to tables without a key in this segment, per relation, in source order.
+    keyless: HashMap<u32, KeylessChanges>,
+    keyless_order: Vec<u32>,
     change_count: u64,
     operation_count: usize,
     /// About how many bytes the changes added since the last take hold (an upper bound: a
@@ -85,6 +94,16 @@ impl BatchBuilder {
     pub fn add(&mut self, change: Change) -> Result<()> {
         self.change_count += 1;
         self.byte_count += change_size(&change);
+        let change = match change {
+            Change::Insert { ref relation, .. }
+            | Change::Update { ref relation, .. }
+            | Change::Delete { ref relation, .. }
+                if relation.is_keyless() =>
+            {
+                return self.add_keyless(change);
+            }
+            change => change,
+        };
         match change {
             Change::Insert { relation, row } => {
                 let key = self.key_of_row(&relation, &row)?;
@@ -162,7 +181,11 @@ impl BatchBuilder {
                 let pending = self
                     .tables
                     .values()
-                    .any(|table| touched.contains(&table.relation.table));
+                    .any(|table| touched.contains(&table.relation.table))
+                    || self
+                        .keyless
+                        .values()
+                        .any(|table| touched.contains(&table.relation.table));
                 if pending {
                     self.cut();
                 }
@@ -197,6 +220,77 @@ impl BatchBuilder {
         self.operation_count = 0;
         self.byte_count = 0;
         batch
+    }
+
+    /// A change to a table without a key: kept as it is, in order.
+    fn add_keyless(&mut self, change: Change) -> Result<()> {
+        let whole = |relation: &Relation, row: Vec<Cell>| -> Result<Vec<Value>> {
+            row.into_iter()
+                .map(|cell| match cell {
+                    Cell::Value(value) => Ok(value),
+                    Cell::Unchanged => Err(Error::definite(
+                        "stream.keyless_partial_row",
+                        format!(
+                            "a change to {} (a table without a key) left a value out of its row image",
+                            relation.table
+                        ),
+                    )
+                    .with_hint("on a PostgreSQL source, set ALTER TABLE ... REPLICA IDENTITY FULL for the table")),
+                })
+                .collect()
+        };
+        let (relation, keyless) = match change {
+            Change::Insert { relation, row } => {
+                let row = whole(&relation, row)?;
+                (relation, KeylessChange::Insert(row))
+            }
+            Change::Update {
+                relation,
+                old_key: Some(old),
+                row,
+            } => {
+                let new = whole(&relation, row)?;
+                (relation, KeylessChange::Update { old, new })
+            }
+            Change::Update { relation, .. } => {
+                return Err(Error::definite(
+                    "stream.keyless_no_old_row",
+                    format!(
+                        "an update of {} (a table without a key) came without the old row, so the row to change cannot be found",
+                        relation.table
+                    ),
+                )
+                .with_hint("on a PostgreSQL source, set ALTER TABLE ... REPLICA IDENTITY FULL; on MySQL, binlog_row_image=FULL"))
+            }
+            Change::Delete { relation, key } => (relation, KeylessChange::Delete(key)),
+            _ => unreachable!("only row changes are routed here"),
+        };
+        let id = relation.id;
+        if self
+            .keyless
+            .get(&id)
+            .is_some_and(|known| known.relation != relation)
+        {
+            // The same table with a new shape: what was recorded against the old one goes first.
+            self.cut();
+        }
+        if !self.keyless.contains_key(&id) {
+            self.keyless.insert(
+                id,
+                KeylessChanges {
+                    relation,
+                    changes: Vec::new(),
+                },
+            );
+            self.keyless_order.push(id);
+        }
+        self.keyless
+            .get_mut(&id)
+            .expect("inserted above")
+            .changes
+            .push(keyless);
+        self.operation_count += 1;
+        Ok(())
     }
 
     fn table(&mut self, relation: &Arc<Relation>) -> &mut TableMerge {
@@ -297,6 +391,14 @@ impl BatchBuilder {
         }
         if !tables.is_empty() {
             self.finished.push(Segment::Rows(tables));
+        }
+        let keyless: Vec<KeylessChanges> = self
+            .keyless_order
+            .drain(..)
+            .filter_map(|id| self.keyless.remove(&id))
+            .collect();
+        if !keyless.is_empty() {
+            self.finished.push(Segment::Keyless(keyless));
         }
     }
 }
@@ -672,9 +774,87 @@ mod tests {
             .map(|segment| match segment {
                 Segment::Rows(_) => "rows",
                 Segment::Cascade(_) => "cascade",
+                Segment::Keyless(_) => "keyless",
                 Segment::Truncate { .. } => "truncate",
             })
             .collect();
         assert_eq!(kinds, ["cascade", "rows", "cascade"]);
+    }
+
+    fn keyless_relation() -> Arc<Relation> {
+        Arc::new(Relation {
+            id: 9,
+            table: TableName::new("public", "history"),
+            columns: vec![
+                RelationColumn {
+                    name: "a".into(),
+                    is_key: false,
+                },
+                RelationColumn {
+                    name: "b".into(),
+                    is_key: false,
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn changes_to_a_table_without_a_key_keep_their_order_and_their_duplicates() {
+        let history = keyless_relation();
+        let image = |a: i32| vec![Value::Int32(a), Value::Null];
+        let cells = |a: i32| image(a).into_iter().map(Cell::Value).collect::<Vec<_>>();
+        let mut builder = BatchBuilder::new();
+        for _ in 0..2 {
+            builder
+                .add(Change::Insert {
+                    relation: history.clone(),
+                    row: cells(1),
+                })
+                .unwrap();
+        }
+        builder
+            .add(Change::Update {
+                relation: history.clone(),
+                old_key: Some(image(1)),
+                row: cells(2),
+            })
+            .unwrap();
+        builder
+            .add(Change::Insert {
+                relation: relation(),
+                row: row(1, "keyed", Some("x")),
+            })
+            .unwrap();
+        builder
+            .add(Change::Delete {
+                relation: history.clone(),
+                key: image(1),
+            })
+            .unwrap();
+        // An update without its old row cannot find the row: refused, never guessed.
+        assert!(builder
+            .add(Change::Update {
+                relation: history.clone(),
+                old_key: None,
+                row: cells(3),
+            })
+            .is_err());
+        let segments = builder.take().segments;
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        let Segment::Keyless(tables) = &segments[1] else {
+            panic!("{segments:?}")
+        };
+        assert_eq!(
+            tables[0].changes,
+            vec![
+                KeylessChange::Insert(image(1)),
+                KeylessChange::Insert(image(1)),
+                KeylessChange::Update {
+                    old: image(1),
+                    new: image(2)
+                },
+                KeylessChange::Delete(image(1)),
+            ]
+        );
     }
 }

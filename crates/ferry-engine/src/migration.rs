@@ -99,7 +99,6 @@ pub async fn run_migration(
         )
         .with_hint("leave them out with --tables"));
     }
-    require_keys(&catalog)?;
     if options.stream_only && options.restart {
         return Err(Error::operator(
             "plan.target_in_use",
@@ -223,7 +222,11 @@ pub async fn run_migration(
     if !to_copy.is_empty() {
         progress.phase(Phase::Copying);
         if snapshot.is_none() {
-            snapshot = Some(source.fresh_snapshot().await?);
+            // A table without a key is copied only under a snapshot whose exact position is
+            // known: the stream must leave out its changes that the copy already holds.
+            let exact = stream_start.is_some() || state.stream.is_some();
+            let keyless = to_copy.iter().any(|table| table.primary_key.is_empty());
+            snapshot = Some(source.fresh_snapshot(exact && keyless).await?);
         }
         let snapshot_ref = snapshot.as_deref().expect("set above");
         for table in &to_copy {
@@ -242,6 +245,7 @@ pub async fn run_migration(
                             range,
                             done: false,
                             rows: 0,
+                            snapshot_position: None,
                         })
                         .collect();
                     sink.save_plan(&options.name, &table.name, &chunks).await?;
@@ -279,6 +283,7 @@ pub async fn run_migration(
             tasks,
             options.parallel,
             options.chunk_timeout,
+            stream_start.is_some() || state.stream.is_some(),
             progress,
         );
         let mut copy_shutdown = shutdown.clone();
@@ -349,6 +354,38 @@ pub async fn run_migration(
         )
         .await?;
     let applier = sink.open_applier(&options.name).await?;
+    // Tables without a key: where their copies' snapshots stand (stored with their chunks).
+    let mut keyless_after = std::collections::HashMap::new();
+    if catalog
+        .tables
+        .iter()
+        .any(|table| table.primary_key.is_empty())
+    {
+        let stored = sink.load_state(&options.name).await?;
+        for table in catalog
+            .tables
+            .iter()
+            .filter(|table| table.primary_key.is_empty())
+        {
+            let positions = stored
+                .tables
+                .get(&table.name)
+                .into_iter()
+                .flat_map(|progress| progress.chunks.iter())
+                .filter_map(|chunk| chunk.snapshot_position);
+            let mut latest: Option<ferry_core::Position> = None;
+            for position in positions {
+                if latest.is_none_or(|known| {
+                    position.partial_cmp(&known) == Some(std::cmp::Ordering::Greater)
+                }) {
+                    latest = Some(position);
+                }
+            }
+            if let Some(latest) = latest {
+                keyless_after.insert(table.name.clone(), latest);
+            }
+        }
+    }
     let context = StreamContext {
         source,
         sink,
@@ -357,6 +394,7 @@ pub async fn run_migration(
         catching_up_until,
         progress,
         options: &options.stream,
+        keyless_after,
     };
     let result = stream_changes(context, stream, applier, start, left_failed, shutdown).await;
     progress.phase(Phase::Stopped);
@@ -409,21 +447,6 @@ fn require_streaming_state(
         ),
     )
     .with_hint("ferry will not empty a table applications use; roll back (`ferry rollback`) to copy them again, or leave them out with --tables"))
-}
-
-/// Every table needs a key: chunks are key ranges and changes are applied by key.
-fn require_keys(catalog: &Catalog) -> Result<()> {
-    let keyless: Vec<String> = catalog
-        .tables
-        .iter()
-        .filter(|table| table.primary_key.is_empty())
-        .map(|table| table.name.to_string())
-        .collect();
-    if keyless.is_empty() {
-        return Ok(());
-    }
-    Err(Error::operator("plan.no_primary_key", format!("tables without a primary key: {}", keyless.join(", ")))
-        .with_hint("add a primary key on the source (ALTER TABLE ... ADD PRIMARY KEY), or leave these tables out with --tables"))
 }
 
 /// A target table that holds rows ferry did not write is not ours to overwrite.

@@ -24,7 +24,10 @@ pub struct CopyTask {
 }
 
 /// Copies every task; returns when all are durable on the target, or at the first error (the
-/// chunks in flight then roll back). A table whose last task ends is marked copied.
+/// chunks in flight then roll back). A table whose last task ends is marked copied. Each chunk
+/// is stored with the position its snapshot was exact at, when the reader knows it; with
+/// `streamed`, a table without a key must have one (the stream leaves out what it holds).
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_chunks(
     snapshot: &dyn Snapshot,
     sink: &dyn Sink,
@@ -32,6 +35,7 @@ pub async fn copy_chunks(
     tasks: Vec<CopyTask>,
     parallel: usize,
     chunk_timeout: std::time::Duration,
+    streamed: bool,
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut remaining: HashMap<TableName, usize> = HashMap::new();
@@ -71,7 +75,18 @@ pub async fn copy_chunks(
                             task.table.name, task.chunk.index
                         ))
                     })?;
-                let write = writer.write(&task.table, task.chunk.index, format, rows);
+                let position = reader.snapshot_position();
+                if position.is_none() && streamed && task.table.primary_key.is_empty() {
+                    return Err(ferry_core::Error::operator(
+                        "copy.no_snapshot_position",
+                        format!(
+                            "{} has no key, and the source did not tell where the snapshot it was read under stands in the change stream",
+                            task.table.name
+                        ),
+                    )
+                    .with_hint("without that position its changes cannot be streamed exactly once: give the table a primary key, or leave it out"));
+                }
+                let write = writer.write(&task.table, task.chunk.index, format, rows, position);
                 let count = tokio::time::timeout(chunk_timeout, write)
                     .await
                     .unwrap_or_else(|_| Err(ferry_core::Error::transient("copy.timeout", format!("a chunk took longer than {} s to copy", chunk_timeout.as_secs())).with_hint("a server is unreachable or stuck; ferry retries from the last committed chunk")))

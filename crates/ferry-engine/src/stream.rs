@@ -78,6 +78,10 @@ pub struct StreamContext<'a> {
     pub catching_up_until: Option<Position>,
     pub progress: &'a dyn Progress,
     pub options: &'a StreamOptions,
+    /// Tables without a key, with the position their copy's snapshot was exact at (if later
+    /// than the stream's start): changes the copy already holds are left out, since they could
+    /// not be replayed harmlessly (see [`StreamEvent::Begin`]).
+    pub keyless_after: std::collections::HashMap<TableName, Position>,
 }
 
 struct Pending {
@@ -87,6 +91,9 @@ struct Pending {
     first_change_at: Option<Instant>,
     /// Tables the stream itself stops, with the reason, marked failed with the next batch.
     failing: Vec<(TableName, String)>,
+    /// The builder holds changes to a table without a key from a transaction not yet
+    /// committed: no batch may end there, or a crash would replay the part already applied.
+    open_keyless: bool,
 }
 
 /// A batch applied and durable on the target.
@@ -239,7 +246,10 @@ pub async fn stream_changes(
         last_commit: None,
         first_change_at: None,
         failing: Vec::new(),
+        open_keyless: false,
     };
+    // Where the current transaction stands against snapshots (see `StreamEvent::Begin`).
+    let mut transaction_at: Option<Position> = None;
     let mut in_transaction = false;
     // The last commit (or idle point) read: a change belongs to the transaction after it.
     let mut last_read_commit = start;
@@ -272,7 +282,7 @@ pub async fn stream_changes(
                     None => break Err(pipeline.task_error()),
                 }
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = sleep_until(deadline), if deadline.is_some() && !pending.open_keyless => {
                 if let Err(error) = flush(&mut pending, &mut pipeline).await {
                     break Err(error);
                 }
@@ -314,7 +324,13 @@ pub async fn stream_changes(
                     Err(error) => break Err(error),
                 };
                 match event {
-                    StreamEvent::Begin => in_transaction = true,
+                    StreamEvent::Begin { at } => {
+                        in_transaction = true;
+                        transaction_at = at;
+                    }
+                    // A change to a table without a key that the target already holds (through
+                    // its copy's snapshot or an applied batch): replaying it would double it.
+                    StreamEvent::Change(change) if held_already(&change, transaction_at, start, &context.keyless_after) => {}
                     StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed, &stopping) => {}
                     // A key change that cascades, read while the copy is being caught up: applied
                     // by value it could reach child rows copied after it (and miss the ones it
@@ -334,6 +350,9 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Change(change) => {
                         pending.first_change_at.get_or_insert_with(Instant::now);
+                        if in_transaction && is_keyless(&change) {
+                            pending.open_keyless = true;
+                        }
                         if let Err(error) = pending.builder.add(change) {
                             break Err(error);
                         }
@@ -347,6 +366,7 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Commit { position, commit_time_unix_micros } => {
                         in_transaction = false;
+                        pending.open_keyless = false;
                         last_read_commit = position;
                         if is_newer(position, pipeline.sent) {
                             pending.last_commit = Some((position, commit_time_unix_micros));
@@ -470,6 +490,45 @@ async fn poll_indexing(
 type FailedTables = Arc<Mutex<HashSet<TableName>>>;
 
 /// True when the change concerns only failed (or stopping) tables.
+/// A row change to a table without a key.
+fn is_keyless(change: &Change) -> bool {
+    match change {
+        Change::Insert { relation, .. }
+        | Change::Update { relation, .. }
+        | Change::Delete { relation, .. } => relation.is_keyless(),
+        _ => false,
+    }
+}
+
+/// Whether the target already holds this change to a table without a key: its transaction is
+/// in the snapshot the table was copied under, or at or before the stream's start (applied).
+fn held_already(
+    change: &Change,
+    transaction_at: Option<Position>,
+    start: Position,
+    keyless_after: &std::collections::HashMap<TableName, Position>,
+) -> bool {
+    let (Change::Insert { relation, .. }
+    | Change::Update { relation, .. }
+    | Change::Delete { relation, .. }) = change
+    else {
+        return false;
+    };
+    if !relation.is_keyless() {
+        return false;
+    }
+    let Some(at) = transaction_at else {
+        return false;
+    };
+    let within = |limit: &Position| {
+        matches!(
+            at.partial_cmp(limit),
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        )
+    };
+    within(&start) || keyless_after.get(&relation.table).is_some_and(within)
+}
+
 fn concerns_only_failed_tables(
     change: &Change,
     failed: &FailedTables,
@@ -502,6 +561,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// (or, in the middle of a transaction, the previous checkpoint again).
 async fn flush(pending: &mut Pending, pipeline: &mut Pipeline) -> Result<()> {
     if pending.builder.is_empty() && pending.last_commit.is_none() && pending.failing.is_empty() {
+        return Ok(());
+    }
+    if pending.open_keyless {
+        // Not inside a transaction that changed a table without a key (see `Pending`); at a
+        // stop, what is held is simply read again from the checkpoint next time.
         return Ok(());
     }
     let mut batch = pending.builder.take();

@@ -197,8 +197,8 @@ impl Source for TransformedSource {
             .await
     }
 
-    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
-        let snapshot = self.inner.fresh_snapshot().await?;
+    async fn fresh_snapshot(&self, exact: bool) -> Result<Box<dyn Snapshot>> {
+        let snapshot = self.inner.fresh_snapshot(exact).await?;
         Ok(Box::new(TransformedSnapshot {
             inner: snapshot,
             transforms: self.transforms.clone(),
@@ -253,6 +253,10 @@ struct TransformedReader {
 
 #[async_trait]
 impl ChunkReader for TransformedReader {
+    fn snapshot_position(&self) -> Option<ferry_core::Position> {
+        self.inner.snapshot_position()
+    }
+
     async fn read(
         &mut self,
         table: &TableSchema,
@@ -493,6 +497,66 @@ impl TransformedStream {
                 .collect()
         };
         let mapped = mapping.relation.clone();
+        if relation.is_keyless() {
+            // Rows are whole images on both sides: old images are projected like new ones, and
+            // a row crossing the filter's edge is inserted or deleted as a whole.
+            let values =
+                |row: &[Value]| -> Vec<Cell> { row.iter().cloned().map(Cell::Value).collect() };
+            let kept = |row: &[Value]| matches(&values(row)) != Some(Some(false));
+            let project_values = |row: &[Value]| -> Vec<Value> {
+                mapping
+                    .keep
+                    .iter()
+                    .map(|index| row[*index].clone())
+                    .collect()
+            };
+            let whole = |row: &[Cell]| -> Option<Vec<Value>> {
+                row.iter()
+                    .map(|cell| match cell {
+                        Cell::Value(value) => Some(value.clone()),
+                        Cell::Unchanged => None,
+                    })
+                    .collect()
+            };
+            return match change {
+                Change::Insert { row, .. } => {
+                    (matches(&row) != Some(Some(false))).then(|| Change::Insert {
+                        relation: mapped,
+                        row: project(&row),
+                    })
+                }
+                Change::Update {
+                    old_key: Some(old),
+                    row,
+                    ..
+                } => {
+                    let new_kept = whole(&row).is_some_and(|new| kept(&new));
+                    match (kept(&old), new_kept) {
+                        (true, true) => Some(Change::Update {
+                            relation: mapped,
+                            old_key: Some(project_values(&old)),
+                            row: project(&row),
+                        }),
+                        (true, false) => Some(Change::Delete {
+                            relation: mapped,
+                            key: project_values(&old),
+                        }),
+                        (false, true) => Some(Change::Insert {
+                            relation: mapped,
+                            row: project(&row),
+                        }),
+                        (false, false) => None,
+                    }
+                }
+                // Refused by the merge with a clear error (no old image to find the row by).
+                update @ Change::Update { .. } => Some(update),
+                Change::Delete { key, .. } => kept(&key).then(|| Change::Delete {
+                    relation: mapped,
+                    key: project_values(&key),
+                }),
+                Change::Truncate { .. } | Change::Cascade(_) => unreachable!("handled above"),
+            };
+        }
         match change {
             Change::Insert { row, .. } => match matches(&row) {
                 Some(Some(false)) => None,

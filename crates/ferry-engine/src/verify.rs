@@ -169,7 +169,7 @@ async fn check_range(
     range: &KeyRange,
 ) -> Result<(u64, u64, Vec<Difference>)> {
     let mut attempts = 0;
-    loop {
+    let (source_digest, target_digest) = loop {
         let (source, target) = if attempts > 0 || options.while_streaming {
             // The target is read once the stream has passed what the source digest saw.
             let source = sides.source_rows.digest_range(table, range).await?;
@@ -187,8 +187,24 @@ async fn check_range(
         }
         attempts += 1;
         if !options.while_streaming || attempts > options.rechecks {
-            break;
+            break (source, target);
         }
+    };
+    if table.primary_key.is_empty() {
+        // Without a key, rows have no identity to report them by: the table is one range whose
+        // digest (a multiset digest: duplicates count) differs.
+        return Ok((
+            source_digest.rows,
+            target_digest.rows,
+            vec![Difference {
+                kind: DifferenceKind::Different,
+                key: format!(
+                    "(the table has no key: {} rows on the source, {} on the target, contents differ)",
+                    source_digest.rows, target_digest.rows
+                ),
+                key_values: Vec::new(),
+            }],
+        ));
     }
     // Down to the rows.
     // Narrow the range to the key-hash buckets that differ, then read just their rows.
@@ -338,9 +354,8 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
                 report.schema_differences =
                     compare_definitions(table, target_table, options.compare_types);
                 if table.primary_key.is_empty() {
-                    report.schema_differences.push(
-                        "table has no primary key on the source; rows cannot be matched".into(),
-                    );
+                    // Compared whole, as multisets (see `check_range`).
+                    comparable.push((reports.len(), table.clone()));
                 } else if table
                     .primary_key
                     .iter()
@@ -394,7 +409,7 @@ pub async fn verify(sides: &Sides<'_>, options: &VerifyOptions) -> Result<Vec<Ta
             Some(ranges) if !ranges.is_empty() => ranges,
             _ => {
                 if snapshot.is_none() {
-                    snapshot = Some(sides.source.fresh_snapshot().await?);
+                    snapshot = Some(sides.source.fresh_snapshot(false).await?);
                 }
                 let planned = snapshot
                     .as_ref()
@@ -507,6 +522,12 @@ async fn repair(
     table: &TableSchema,
     report: &mut TableReport,
 ) -> Result<()> {
+    if table.primary_key.is_empty() {
+        // Rows without a key cannot be told apart to rewrite them one by one.
+        report.remaining_after_repair = report.differences.len();
+        info!(table = %table.name, "not repaired: the table has no key (copy it afresh: ferry run --restart, or a run after marking it failed)");
+        return Ok(());
+    }
     let keys: Vec<Vec<Value>> = report
         .differences
         .iter()

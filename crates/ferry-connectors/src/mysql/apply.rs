@@ -42,6 +42,20 @@ pub(crate) async fn apply_batch<Q: Queryable + Send>(
                         })?;
                 }
             }
+            Segment::Keyless(tables) => {
+                for changes in tables {
+                    let table = changes.relation.table.clone();
+                    super::keyless::apply_keyless(conn, columns, database, changes)
+                        .await
+                        .map_err(|error| {
+                            if error.class() == ErrorClass::Definite {
+                                error.with_table(table)
+                            } else {
+                                error
+                            }
+                        })?;
+                }
+            }
             Segment::Cascade(operations) => {
                 let mut target = super::cascade::MysqlCascade {
                     conn: &mut *conn,

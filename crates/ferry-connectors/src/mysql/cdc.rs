@@ -251,10 +251,20 @@ impl BinlogChangeStream {
         })
     }
 
-    fn begin(&mut self) {
+    /// A transaction starts at the event ending at `offset`: a snapshot exact at S holds it if
+    /// and only if that event ends at or before S (transactions never straddle S).
+    fn begin(&mut self, offset: u32) {
         if !self.in_transaction {
             self.in_transaction = true;
-            self.pending.push_back(StreamEvent::Begin);
+            let at = (offset > 0).then(|| {
+                Position::Mysql(BinlogPosition {
+                    file: self.file,
+                    offset: u64::from(offset),
+                    server: self.server,
+                    gtid: None,
+                })
+            });
+            self.pending.push_back(StreamEvent::Begin { at });
         }
     }
 
@@ -374,7 +384,7 @@ impl BinlogChangeStream {
                         .into_iter()
                         .collect();
                     if !relations.is_empty() {
-                        self.begin();
+                        self.begin(header.log_pos());
                         self.pending
                             .push_back(StreamEvent::Change(Change::Truncate {
                                 relations,
@@ -427,7 +437,7 @@ impl BinlogChangeStream {
                     });
                 }
             }
-            Some(EventData::RowsEvent(rows)) => self.rows(&rows)?,
+            Some(EventData::RowsEvent(rows)) => self.rows(&rows, header.log_pos())?,
             _ => {}
         }
         Ok(())
@@ -515,7 +525,7 @@ impl BinlogChangeStream {
             .flatten()
     }
 
-    fn rows(&mut self, rows: &RowsEventData<'_>) -> Result<()> {
+    fn rows(&mut self, rows: &RowsEventData<'_>, offset: u32) -> Result<()> {
         let stream = self.stream.as_ref().expect("open");
         let Some(table_map) = stream.get_tme(rows.table_id()) else {
             return Ok(());
@@ -563,7 +573,11 @@ impl BinlogChangeStream {
             let after = after
                 .map(|row| decode_image(decoder, row, &table_name))
                 .transpose()?;
+            // A table without a key is identified by its whole image.
             let key_of = |image: &Vec<Value>| {
+                if decoder.key_indexes.is_empty() {
+                    return image.clone();
+                }
                 decoder
                     .key_indexes
                     .iter()
@@ -615,7 +629,7 @@ impl BinlogChangeStream {
                 },
                 (Some(before), Some(after)) => {
                     let old_key = key_of(&before);
-                    let moved = old_key != key_of(&after);
+                    let moved = decoder.key_indexes.is_empty() || old_key != key_of(&after);
                     Change::Update {
                         relation,
                         old_key: moved.then_some(old_key),
@@ -631,7 +645,7 @@ impl BinlogChangeStream {
             changes.extend(cascade);
         }
         if !changes.is_empty() {
-            self.begin();
+            self.begin(offset);
             self.pending
                 .extend(changes.into_iter().map(StreamEvent::Change));
         }

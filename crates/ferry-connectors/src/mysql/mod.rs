@@ -9,6 +9,7 @@ mod config;
 mod connection;
 pub mod ddl;
 mod errors;
+mod keyless;
 mod load;
 mod preflight;
 mod sink;

@@ -138,13 +138,13 @@ async fn check_source(
         .iter()
         .filter(|table| table.primary_key.is_empty())
     {
-        findings.push(Finding::error(
+        findings.push(Finding::warning(
             "source.no_primary_key",
             format!(
-                "table {} has no primary key and no unique index on NOT NULL columns",
+                "table {} has no primary key and no unique index on NOT NULL columns: it is copied in one piece, and each update or delete scans the target table for one matching row",
                 table.name
             ),
-            "add one (ALTER TABLE ... ADD PRIMARY KEY, or a UNIQUE index on NOT NULL columns), or leave the table out with --tables",
+            "fine for append-only or small tables; for a large table that changes often, add a key (ALTER TABLE ... ADD PRIMARY KEY)",
         ));
     }
     for table in &catalog.tables {

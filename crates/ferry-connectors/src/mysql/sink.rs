@@ -254,6 +254,7 @@ impl Sink for MysqlSink {
                 .with_hint("grant CREATE and write privileges on `_ferry`.* to ferry's user")
             })?;
         }
+        state::add_new_columns(&mut conn).await?;
         for table in &catalog.tables {
             let sql = create_table(table, catalog, flavor)?;
             conn.query_drop(sql).await.map_err(|error| {
@@ -513,6 +514,7 @@ impl ChunkWriter for MysqlChunkWriter {
         chunk: u32,
         format: ChunkFormat,
         rows: ByteStream,
+        snapshot_position: Option<Position>,
     ) -> Result<u64> {
         if format != ChunkFormat::Rows {
             return Err(Error::operator(
@@ -553,8 +555,15 @@ impl ChunkWriter for MysqlChunkWriter {
             Some(count) => count,
             None => insert_rows(&mut transaction, table, &names, &kinds, rows, &what).await?,
         };
-        state::mark_chunk_done(&mut transaction, &self.migration, &table.name, chunk, count)
-            .await?;
+        state::mark_chunk_done(
+            &mut transaction,
+            &self.migration,
+            &table.name,
+            chunk,
+            count,
+            snapshot_position,
+        )
+        .await?;
         failpoint::hit("copy.before_chunk_commit");
         transaction
             .commit()

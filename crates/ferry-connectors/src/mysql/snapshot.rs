@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ferry_core::connector::{ByteStream, ChunkFormat, ChunkReader, Snapshot};
 use ferry_core::rows::encode_row;
 use ferry_core::state::KeyRange;
-use ferry_core::{Error, Result, TableSchema, Value};
+use ferry_core::{Error, Position, Result, TableSchema, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params};
 use tokio::sync::Mutex;
@@ -78,7 +78,10 @@ pub(crate) fn decode_row(
 #[async_trait]
 impl Snapshot for MysqlSnapshot {
     async fn plan_chunks(&self, table: &TableSchema, rows_per_chunk: u64) -> Result<Vec<KeyRange>> {
-        if !splittable(table) || table.estimated_rows <= rows_per_chunk {
+        if table.primary_key.is_empty()
+            || !splittable(table)
+            || table.estimated_rows <= rows_per_chunk
+        {
             return Ok(vec![KeyRange {
                 lower: None,
                 upper: None,
@@ -126,6 +129,7 @@ impl Snapshot for MysqlSnapshot {
     async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {
         Ok(Box::new(MysqlChunkReader {
             conn: Arc::new(Mutex::new(connect(&self.config, true).await?)),
+            position: None,
         }))
     }
 }
@@ -134,6 +138,50 @@ impl Snapshot for MysqlSnapshot {
 /// connection until the chunk ends.
 pub struct MysqlChunkReader {
     conn: Arc<Mutex<Conn>>,
+    /// The position the last chunk's snapshot is exact at (read for tables without a key).
+    position: Option<Position>,
+}
+
+/// Starts a consistent-snapshot transaction and returns the binary log position it is exact
+/// at: MariaDB reports it with the snapshot (`binlog_snapshot_*`), MySQL needs a moment's
+/// global read lock around the start.
+async fn start_at_known_position(conn: &mut Conn, what: &str) -> Result<Position> {
+    let server = super::source::server_id_of(conn).await?;
+    if super::connection::is_mariadb(conn).await? {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let rows: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let get = |name: &str| {
+            rows.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        };
+        let file = get("binlog_snapshot_file")
+            .filter(|file| !file.is_empty())
+            .ok_or_else(|| {
+                Error::operator("source.binlog_disabled", "the source has no binary log")
+            })?;
+        let offset = get("binlog_snapshot_position")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(4);
+        return super::source::position_of(&file, offset, server);
+    }
+    conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
+        classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to read a table without a key at a known position")
+    })?;
+    let started = conn
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(|error| classify(error, what));
+    let end = super::source::log_end(conn).await;
+    let _ = conn.query_drop("UNLOCK TABLES").await;
+    started?;
+    let (file, offset) = end?;
+    super::source::position_of(&file, offset, server)
 }
 
 /// Rows are sent in items of about this many bytes.
@@ -141,6 +189,10 @@ const ITEM_BYTES: usize = 256 * 1024;
 
 #[async_trait]
 impl ChunkReader for MysqlChunkReader {
+    fn snapshot_position(&self) -> Option<Position> {
+        self.position
+    }
+
     async fn read(
         &mut self,
         table: &TableSchema,
@@ -169,7 +221,17 @@ impl ChunkReader for MysqlChunkReader {
             ident(&table.name.name),
         );
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
-        let conn = self.conn.clone().lock_owned().await;
+        let mut conn = self.conn.clone().lock_owned().await;
+        // The snapshot starts here, so that its position is known when `read` returns.
+        let what = format!("reading {}", table.name);
+        self.position = None;
+        if table.primary_key.is_empty() {
+            self.position = Some(start_at_known_position(&mut conn, &what).await?);
+        } else {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                .await
+                .map_err(|error| classify(error, &what))?;
+        }
         // Set once every row was sent: a reader that ends any other way (a panic, a dropped
         // task) must not look like the end of the chunk, or a partial chunk is marked done.
         let finished = Arc::new(AtomicBool::new(false));
@@ -178,9 +240,6 @@ impl ChunkReader for MysqlChunkReader {
             let mut conn = conn;
             let what = format!("reading {}", table.name);
             let result: Result<()> = async {
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                    .await
-                    .map_err(|error| classify(error, &what))?;
                 let mut result = conn
                     .exec_iter(sql, params(&values))
                     .await

@@ -251,7 +251,8 @@ impl Source for MysqlSource {
         ))
     }
 
-    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
+    /// Every chunk gets its own snapshot; readers report positions where a table needs them.
+    async fn fresh_snapshot(&self, _exact: bool) -> Result<Box<dyn Snapshot>> {
         Ok(Box::new(MysqlSnapshot {
             config: self.config.clone(),
         }))

@@ -21,6 +21,23 @@ pub(crate) const CREATE_STATE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
 ];
 
+/// Adds the columns later versions of ferry store (MySQL has no `ADD COLUMN IF NOT EXISTS`).
+pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
+    let what = "updating ferry's state tables";
+    let present: Option<u8> = conn
+        .query_first("SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'chunks' AND COLUMN_NAME = 'snapshot_position'")
+        .await
+        .map_err(|error| classify(error, what))?;
+    if present.is_none() {
+        conn.query_drop(
+            "ALTER TABLE `_ferry`.`chunks` ADD COLUMN snapshot_position VARCHAR(100) NULL",
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    }
+    Ok(())
+}
+
 const NOW_MICROS: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
 
 fn bad_state(what: &str) -> Error {
@@ -84,14 +101,15 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
             },
         );
     }
-    let chunks: Vec<(String, String, u32, String, i64, i64)> = conn
+    add_new_columns(conn).await?;
+    let chunks: Vec<(String, String, u32, String, i64, i64, Option<String>)> = conn
         .exec(
-            "SELECT schema_name, table_name, chunk_index, key_range, done, row_count FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index",
+            "SELECT schema_name, table_name, chunk_index, key_range, done, row_count, snapshot_position FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index",
             (migration,),
         )
         .await
         .map_err(|error| classify(error, what))?;
-    for (schema, table, index, range, done, rows) in chunks {
+    for (schema, table, index, range, done, rows, snapshot_position) in chunks {
         let range: KeyRange =
             serde_json::from_str(&range).map_err(|_| bad_state("a chunk range"))?;
         if let Some(table) = progress.get_mut(&TableName::new(schema, table)) {
@@ -100,6 +118,7 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
                 range,
                 done: done != 0,
                 rows: rows as u64,
+                snapshot_position: snapshot_position.and_then(|text| Position::from_storage(&text)),
             });
         }
     }
@@ -159,12 +178,20 @@ pub(crate) async fn mark_chunk_done(
     table: &TableName,
     chunk: u32,
     rows: u64,
+    snapshot_position: Option<Position>,
 ) -> Result<()> {
     // `done = 0`: a chunk loaded by a transaction that committed after its process gave up on
     // it is never loaded twice (this one rolls back).
     conn.exec_drop(
-        "UPDATE `_ferry`.`chunks` SET done = 1, row_count = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND chunk_index = ? AND done = 0",
-        (rows, migration, &table.schema, &table.name, chunk),
+        "UPDATE `_ferry`.`chunks` SET done = 1, row_count = ?, snapshot_position = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND chunk_index = ? AND done = 0",
+        (
+            rows,
+            snapshot_position.map(|position| position.to_storage()),
+            migration,
+            &table.schema,
+            &table.name,
+            chunk,
+        ),
     )
     .await
     .map_err(|error| classify(error, "marking a chunk done"))?;

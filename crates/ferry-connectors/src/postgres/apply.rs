@@ -135,6 +135,23 @@ impl ChangeApplier for PostgresApplier {
                             })?;
                     }
                 }
+                Segment::Keyless(tables) => {
+                    for changes in tables {
+                        super::keyless::apply_keyless(&transaction, &mut self.cache, changes)
+                            .await
+                            .map_err(|error| {
+                                let error = error.context(format!(
+                                    "applying changes to {}",
+                                    changes.relation.table
+                                ));
+                                if is_table_specific(&error) {
+                                    error.with_table(changes.relation.table.clone())
+                                } else {
+                                    error
+                                }
+                            })?;
+                    }
+                }
                 Segment::Cascade(operations) => {
                     let mut target = super::cascade::PostgresCascade {
                         transaction: &transaction,
@@ -426,7 +443,7 @@ fn cell_text(cell: &Cell) -> Result<Option<String>> {
     }
 }
 
-fn column_list(names: &[&str]) -> String {
+pub(super) fn column_list(names: &[&str]) -> String {
     names
         .iter()
         .map(|name| ident(name))
@@ -434,7 +451,7 @@ fn column_list(names: &[&str]) -> String {
         .join(", ")
 }
 
-fn casts(names: &[&str], types: &HashMap<String, String>) -> String {
+pub(super) fn casts(names: &[&str], types: &HashMap<String, String>) -> String {
     names
         .iter()
         .map(|name| format!("s.{}::{}", ident(name), types[*name]))
@@ -456,7 +473,7 @@ pub(super) fn array_parameters(count: usize, offset: usize) -> String {
         .join(", ")
 }
 
-async fn prepare(
+pub(super) async fn prepare(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
     sql: &str,

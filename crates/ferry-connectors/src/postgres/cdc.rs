@@ -218,17 +218,36 @@ pub(crate) async fn create_slot(
     config: &ConnectionConfig,
     migration: &str,
 ) -> Result<(Lsn, String, ReplicationClient)> {
-    let what = format!(
-        "creating replication slot {} on {}",
-        stream_name(migration),
-        config.describe()
+    create_slot_named(config, migration, &stream_name(migration), false).await
+}
+
+/// A temporary slot (gone with its session) whose exported snapshot is exact at its consistent
+/// point: a snapshot whose place in the change stream is known.
+pub(crate) async fn create_temporary_slot(
+    config: &ConnectionConfig,
+) -> Result<(Lsn, String, ReplicationClient)> {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "ferry_snapshot_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
+    create_slot_named(config, "snapshot", &name, true).await
+}
+
+async fn create_slot_named(
+    config: &ConnectionConfig,
+    migration: &str,
+    slot: &str,
+    temporary: bool,
+) -> Result<(Lsn, String, ReplicationClient)> {
+    let what = format!("creating replication slot {slot} on {}", config.describe());
     let mut client = ReplicationClient::connect_gated(replication_config(config, migration))
         .await
         .map_err(|error| classify_replication(error, &what))?;
     let command = format!(
-        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-        stream_name(migration)
+        "CREATE_REPLICATION_SLOT {slot}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
+        if temporary { " TEMPORARY" } else { "" }
     );
     // Creating a slot waits for running transactions to end, so allow more than a network timeout.
     let limit = config.network_timeout() * 4;
@@ -362,6 +381,23 @@ impl PostgresChangeStream {
 
     fn key(known: &KnownRelation, tuple: Vec<TupleValue>) -> Result<Vec<Value>> {
         let cells = Self::cells(known, tuple)?;
+        if known.relation.is_keyless() {
+            // The whole old row (REPLICA IDENTITY FULL), NULLs included.
+            return cells
+                .into_iter()
+                .map(|cell| match cell {
+                    Cell::Value(value) => Ok(value),
+                    Cell::Unchanged => Err(Error::definite(
+                        "pgoutput.key",
+                        format!(
+                            "a change to {} (a table without a key) carries no whole old row",
+                            known.relation.table
+                        ),
+                    )
+                    .with_hint("set ALTER TABLE ... REPLICA IDENTITY FULL on the source")),
+                })
+                .collect();
+        }
         known
             .relation
             .key_indexes()
@@ -503,9 +539,13 @@ impl ChangeStream for PostgresChangeStream {
                         position: Position::Postgres(Lsn(wal_end.0)),
                     }))
                 }
-                ReplicationEvent::Begin { .. } => {
+                ReplicationEvent::Begin { final_lsn, .. } => {
                     self.skipping = false;
-                    return Ok(Some(StreamEvent::Begin));
+                    // A snapshot exact at S holds the transaction whose commit record starts
+                    // before S (S is a record boundary): `final_lsn + 1 <= S`.
+                    return Ok(Some(StreamEvent::Begin {
+                        at: Some(Position::Postgres(Lsn(final_lsn.0 + 1))),
+                    }));
                 }
                 ReplicationEvent::Commit {
                     end_lsn,

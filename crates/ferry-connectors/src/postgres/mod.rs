@@ -10,6 +10,7 @@ mod config;
 mod connection;
 mod ddl;
 mod errors;
+mod keyless;
 pub mod pgoutput;
 mod preflight;
 mod rows;

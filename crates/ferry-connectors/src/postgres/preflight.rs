@@ -168,17 +168,30 @@ async fn check_source(
     let mut selected = Vec::new();
     for table in &catalog.tables {
         if table.primary_key.is_empty() {
-            findings.push(Finding::error(
-                "source.no_primary_key",
-                format!("table {} has no primary key and no unique index on NOT NULL columns; ferry copies in key ranges and applies changes by key", table.name),
-                format!("add one (ALTER TABLE {} ADD PRIMARY KEY (...), or a UNIQUE index on NOT NULL columns with REPLICA IDENTITY USING INDEX) or leave the table out with --tables", qualified(&table.name)),
-            ));
-        }
-        // (A table without a key is named above; its identity is beside the point.)
-        if let Some((problem, hint)) = match table.primary_key.is_empty() {
-            true => None,
-            false => super::cdc::replica_identity_problem(client, &table.name).await?,
-        } {
+            let full: bool = client
+                .query_one(
+                    "SELECT relreplident = 'f' FROM pg_class WHERE oid = $1::text::regclass",
+                    &[&qualified(&table.name)],
+                )
+                .await
+                .map_err(|error| classify(error, what))?
+                .get(0);
+            if full {
+                findings.push(Finding::warning(
+                    "source.no_primary_key",
+                    format!("table {} has no primary key and no unique index on NOT NULL columns: it is copied in one piece, and each update or delete scans the target table for one matching row", table.name),
+                    format!("fine for append-only or small tables; for a large table that changes often, add a key (ALTER TABLE {} ADD PRIMARY KEY (...))", qualified(&table.name)),
+                ));
+            } else {
+                findings.push(Finding::error(
+                    "source.replica_identity",
+                    format!("table {} has no primary key and no unique index on NOT NULL columns: its updates and deletes reach the log with the whole old row (which ferry finds the row by) only with REPLICA IDENTITY FULL, and once published without it they fail on the source", table.name),
+                    format!("ALTER TABLE {} REPLICA IDENTITY FULL (or add a primary key), or leave the table out with --exclude", qualified(&table.name)),
+                ));
+            }
+        } else if let Some((problem, hint)) =
+            super::cdc::replica_identity_problem(client, &table.name).await?
+        {
             findings.push(Finding::error("source.replica_identity", problem, hint));
         }
         let privileges = client

@@ -506,6 +506,7 @@ impl ChunkWriter for PostgresChunkWriter {
         chunk: u32,
         format: ChunkFormat,
         rows: ByteStream,
+        snapshot_position: Option<Position>,
     ) -> Result<u64> {
         let what = format!("loading {} on the target", table.name);
         let transaction = self
@@ -526,7 +527,15 @@ impl ChunkWriter for PostgresChunkWriter {
             return Ok(count);
         }
         let count = copy_into(&transaction, table, format, rows, &what).await?;
-        state::mark_chunk_done(&transaction, &self.migration, &table.name, chunk, count).await?;
+        state::mark_chunk_done(
+            &transaction,
+            &self.migration,
+            &table.name,
+            chunk,
+            count,
+            snapshot_position,
+        )
+        .await?;
         failpoint::hit("copy.before_chunk_commit");
         transaction
             .commit()

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use ferry_core::connector::{ByteStream, ChunkFormat, ChunkReader, Snapshot};
 use ferry_core::state::KeyRange;
-use ferry_core::{Error, Result, TableSchema, Value};
+use ferry_core::{Error, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
@@ -31,6 +31,8 @@ pub(crate) enum SnapshotHolder {
 pub struct PostgresSnapshot {
     config: ConnectionConfig,
     snapshot_id: String,
+    /// Where the snapshot stands in the change stream, when it was exported by a slot.
+    position: Option<Position>,
     _holder: SnapshotHolder,
 }
 
@@ -39,16 +41,29 @@ impl PostgresSnapshot {
         config: ConnectionConfig,
         snapshot_id: String,
         holder: SnapshotHolder,
+        position: Option<Position>,
     ) -> Self {
         PostgresSnapshot {
             config,
             snapshot_id,
+            position,
             _holder: holder,
         }
     }
 
-    /// Exports a snapshot of the data as it is now.
-    pub(crate) async fn fresh(config: &ConnectionConfig) -> Result<PostgresSnapshot> {
+    /// Exports a snapshot of the data as it is now; with `exact`, through a temporary slot, so
+    /// that its place in the change stream is known.
+    pub(crate) async fn fresh(config: &ConnectionConfig, exact: bool) -> Result<PostgresSnapshot> {
+        if exact {
+            let (position, snapshot_id, session) =
+                super::cdc::create_temporary_slot(config).await?;
+            return Ok(PostgresSnapshot::new(
+                config.clone(),
+                snapshot_id,
+                SnapshotHolder::Slot(session),
+                Some(Position::Postgres(position)),
+            ));
+        }
         let client = connect(config).await?;
         let what = "exporting a snapshot of the source";
         client
@@ -63,6 +78,7 @@ impl PostgresSnapshot {
             config.clone(),
             row.get(0),
             SnapshotHolder::Transaction(client),
+            None,
         ))
     }
 
@@ -92,6 +108,13 @@ fn is_integer(native_type: &str) -> bool {
 #[async_trait]
 impl Snapshot for PostgresSnapshot {
     async fn plan_chunks(&self, table: &TableSchema, rows_per_chunk: u64) -> Result<Vec<KeyRange>> {
+        if table.primary_key.is_empty() {
+            // Without a key, the table is one chunk (read whole under the snapshot).
+            return Ok(vec![KeyRange {
+                lower: None,
+                upper: None,
+            }]);
+        }
         let rows_per_chunk = rows_per_chunk.max(1);
         let client = self.open().await?;
         let what = format!("planning chunks of {}", table.name);
@@ -190,6 +213,7 @@ impl Snapshot for PostgresSnapshot {
     async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {
         Ok(Box::new(PostgresChunkReader {
             client: self.open().await?,
+            position: self.position,
         }))
     }
 }
@@ -197,6 +221,7 @@ impl Snapshot for PostgresSnapshot {
 /// Reads chunks with `COPY (SELECT ...) TO STDOUT` inside the imported snapshot.
 pub struct PostgresChunkReader {
     client: Client,
+    position: Option<Position>,
 }
 
 /// Binary COPY carries type OIDs inside arrays and composite values, which differ between
@@ -209,6 +234,10 @@ fn binary_safe(table: &TableSchema) -> bool {
 
 #[async_trait]
 impl ChunkReader for PostgresChunkReader {
+    fn snapshot_position(&self) -> Option<Position> {
+        self.position
+    }
+
     async fn read(
         &mut self,
         table: &TableSchema,

@@ -133,6 +133,7 @@ impl Source for PostgresSource {
                 self.config.clone(),
                 snapshot_id,
                 SnapshotHolder::Slot(session),
+                Some(Position::Postgres(position)),
             )),
         ))
     }
@@ -166,8 +167,10 @@ impl Source for PostgresSource {
         ))
     }
 
-    async fn fresh_snapshot(&self) -> Result<Box<dyn Snapshot>> {
-        Ok(Box::new(PostgresSnapshot::fresh(&self.config).await?))
+    async fn fresh_snapshot(&self, exact: bool) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(
+            PostgresSnapshot::fresh(&self.config, exact).await?,
+        ))
     }
 
     async fn read_sequences(&self, sequences: &[TableName]) -> Result<Vec<Sequence>> {

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS _ferry.chunk (
     rows bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (migration, table_schema, table_name, chunk_index)
 );
+ALTER TABLE _ferry.chunk ADD COLUMN IF NOT EXISTS snapshot_position text;
 CREATE TABLE IF NOT EXISTS _ferry.failure (
     migration text NOT NULL,
     at timestamptz NOT NULL,
@@ -169,7 +170,7 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
         );
     }
     for row in client
-        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows FROM _ferry.chunk WHERE migration = $1 ORDER BY chunk_index", &[&migration])
+        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows, snapshot_position FROM _ferry.chunk WHERE migration = $1 ORDER BY chunk_index", &[&migration])
         .await
         .map_err(|error| classify(error, what))?
     {
@@ -177,7 +178,8 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
         let range_text: String = row.get(3);
         let range: KeyRange = serde_json::from_str(&range_text).map_err(|error| Error::definite("state.chunk", format!("unreadable chunk range in _ferry.chunk: {error}")))?;
         if let Some(progress) = tables.get_mut(&name) {
-            progress.chunks.push(Chunk { index: row.get::<_, i32>(2) as u32, range, done: row.get(4), rows: row.get::<_, i64>(5) as u64 });
+            let snapshot_position = row.get::<_, Option<String>>(6).and_then(|text| Position::from_storage(&text));
+            progress.chunks.push(Chunk { index: row.get::<_, i32>(2) as u32, range, done: row.get(4), rows: row.get::<_, i64>(5) as u64, snapshot_position });
         }
     }
     state.tables = tables;
@@ -263,11 +265,13 @@ pub(crate) async fn mark_chunk_done(
     table: &TableName,
     chunk: u32,
     rows: u64,
+    snapshot_position: Option<Position>,
 ) -> Result<()> {
+    let position = snapshot_position.map(|position| position.to_storage());
     let updated = client
         .execute(
-            "UPDATE _ferry.chunk SET done = true, rows = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4 AND NOT done",
-            &[&migration, &table.schema, &table.name, &(chunk as i32), &(rows as i64)],
+            "UPDATE _ferry.chunk SET done = true, rows = $5, snapshot_position = $6 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND chunk_index = $4 AND NOT done",
+            &[&migration, &table.schema, &table.name, &(chunk as i32), &(rows as i64), &position],
         )
         .await
         .map_err(|error| classify(error, "marking a chunk done"))?;

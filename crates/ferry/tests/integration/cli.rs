@@ -113,7 +113,7 @@ async fn check_reports_every_problem_with_its_fix() {
     for expected in [
         "error[source.wal_level]",
         "wal_level = logical",
-        "error[source.no_primary_key]",
+        "REPLICA IDENTITY FULL",
         "error[source.unsupported_table]",
         "public.scratch",
         "public.measurements ",

@@ -9,6 +9,7 @@ mod demo;
 mod exclusive;
 mod faults;
 mod inheritance;
+mod keyless;
 mod kill_matrix;
 mod limits;
 mod mysql;

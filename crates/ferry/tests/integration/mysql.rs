@@ -676,14 +676,13 @@ async fn check_and_run_refuse_what_cannot_move_and_a_purged_binlog_says_so() {
     let postgres = servers().source.create_database(name).await.unwrap();
     sql(&mariadb().source, name, "CREATE TABLE keyless (a INT); CREATE TABLE zero (id INT PRIMARY KEY, d DATE); INSERT INTO zero VALUES (1, '0000-00-00');");
 
-    // MariaDB to PostgreSQL: a table without a key is named by check, and run refuses it.
+    // MariaDB to PostgreSQL: a table without a key is named by check (it moves, but each of
+    // its updates scans the target table).
     let target = servers().target.create_database(name).await.unwrap();
     let check = ferry("check", &source, &target, &[]).output().unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(
-        !check.status.success()
-            && text.contains("source.no_primary_key")
-            && text.contains("keyless"),
+        text.contains("warning[source.no_primary_key]") && text.contains("keyless"),
         "{text}"
     );
     // A zero date cannot be stored by PostgreSQL: refused with the table named, nothing invented.
