@@ -163,6 +163,9 @@ pub async fn read_catalog(
             if index == "PRIMARY" {
                 primary_key.push(column.clone());
             } else {
+                // A SPATIAL key reports a sub-part (32 on MariaDB) that its definition never
+                // takes.
+                let prefix = prefix.filter(|_| index_type != "SPATIAL");
                 let part = match prefix {
                     Some(length) => format!("{}({length})", ident(column)),
                     None => ident(column),

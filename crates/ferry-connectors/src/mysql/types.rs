@@ -41,7 +41,7 @@ pub enum Kind {
     Time,
     Year,
     Json,
-    /// A type ferry does not move (spatial types), with its name.
+    /// A type ferry does not move, with its name.
     Unsupported(String),
 }
 
@@ -68,6 +68,12 @@ impl Kind {
                 fixed: modifier(column_type).and_then(|inside| inside.parse().ok()),
             },
             "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                Kind::Binary { fixed: None }
+            }
+            // Spatial values travel in the server's own form (a 4-byte SRID, then WKB), which a
+            // MySQL or MariaDB target takes back as it is; other engines refuse the types.
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" | "geomcollection" => {
                 Kind::Binary { fixed: None }
             }
             "bit" => Kind::Bit {
@@ -120,8 +126,12 @@ mod tests {
                 labels: vec!["a".into(), "it's".into(), "x,y".into()]
             }
         );
+        assert_eq!(
+            Kind::of("point", "point", None),
+            Kind::Binary { fixed: None }
+        );
         assert!(matches!(
-            Kind::of("geometry", "geometry", None),
+            Kind::of("vector", "vector(3)", None),
             Kind::Unsupported(_)
         ));
         assert_eq!(

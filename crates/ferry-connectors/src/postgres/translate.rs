@@ -42,6 +42,12 @@ pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
         "time" => "interval".into(),
         "year" => "smallint".into(),
         "json" => "json".into(),
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" | "geomcollection" => {
+            return Err(format!(
+                "MySQL spatial type {base} needs PostGIS on the PostgreSQL side, which ferry does not map to yet (MySQL and MariaDB targets take it as it is)"
+            ))
+        }
         other => {
             return Err(format!(
                 "MySQL type {other} has no lossless PostgreSQL counterpart"

@@ -14,6 +14,12 @@ CREATE TABLE film_text (
   title_length INT AS (CHAR_LENGTH(title)) VIRTUAL,
   PRIMARY KEY (film_id), KEY by_description (description(20)), FULLTEXT KEY idx_title_description (title, description)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE address (
+  address_id INT PRIMARY KEY, district VARCHAR(20) NOT NULL, location GEOMETRY NOT NULL, spot POINT NULL,
+  SPATIAL KEY idx_location (location)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+INSERT INTO address SELECT seq, CONCAT('d', seq), ST_GeomFromText(CONCAT('POINT(', seq, ' ', seq / 3, ')')),
+  IF(seq % 2 = 0, ST_GeomFromText('POINT(1.5 -2.25)', 4326), NULL) FROM seq_1_to_200;
 CREATE TABLE staff_shift (
   staff_id INT NOT NULL, shift_date DATE NOT NULL, note VARCHAR(100),
   UNIQUE KEY by_staff_day (staff_id, shift_date), KEY by_note (note)
@@ -29,7 +35,8 @@ fn rows(server: &ferry_testkit::MariaDbServer, database: &str) -> String {
         server,
         database,
         "SELECT film_id, title, description, last_update, title_length FROM film_text ORDER BY film_id;
-         SELECT staff_id, shift_date, note FROM staff_shift ORDER BY staff_id, shift_date;",
+         SELECT staff_id, shift_date, note FROM staff_shift ORDER BY staff_id, shift_date;
+         SELECT address_id, ST_AsText(location), ST_SRID(location), HEX(spot), ST_SRID(spot) FROM address ORDER BY address_id;",
     )
 }
 
@@ -58,7 +65,9 @@ async fn fulltext_prefix_unique_keys_and_on_update_move_mariadb_to_mariadb() {
          INSERT INTO film_text (film_id, title, description) VALUES (1000, 'New', 'streamed');
          UPDATE staff_shift SET note = 'changed' WHERE staff_id = 3;
          UPDATE staff_shift SET shift_date = '2030-01-01' WHERE staff_id = 4 AND shift_date = '2024-01-05';
-         DELETE FROM staff_shift WHERE staff_id = 5;",
+         DELETE FROM staff_shift WHERE staff_id = 5;
+         UPDATE address SET location = ST_GeomFromText('LINESTRING(0 0, 1 1, 2 5)'), spot = ST_GeomFromText('POINT(9 9)', 3857) WHERE address_id = 3;
+         INSERT INTO address VALUES (1000, 'new', ST_GeomFromText('POLYGON((0 0, 4 0, 4 4, 0 0))'), NULL);",
     );
     let expected = rows(&mariadb().source, name);
     ferry_testkit::wait_until(
@@ -80,6 +89,8 @@ async fn fulltext_prefix_unique_keys_and_on_update_move_mariadb_to_mariadb() {
             .collect::<Vec<_>>()
     };
     assert_eq!(definition(&mariadb().source), definition(&mariadb().target));
+    let address = |server| sql(server, name, "SHOW CREATE TABLE address");
+    assert_eq!(address(&mariadb().source), address(&mariadb().target));
     let shift = sql(&mariadb().target, name, "SHOW CREATE TABLE staff_shift");
     assert!(
         shift.contains("PRIMARY KEY (`staff_id`,`shift_date`)") && shift.contains("KEY `by_note`"),
@@ -102,6 +113,16 @@ async fn fulltext_and_prefix_indexes_get_their_postgres_equivalents() {
         name,
         &SCHEMA.replace("title_length INT AS (CHAR_LENGTH(title)) VIRTUAL,", ""),
     );
+    // Spatial columns need PostGIS on PostgreSQL: check names the table, with the reason.
+    let check = ferry("check", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success() && report.contains("address") && report.contains("PostGIS"),
+        "{report}"
+    );
+    sql(&mariadb().source, name, "DROP TABLE address;");
     // A description longer than a PostgreSQL B-tree entry may be: a whole-column index on the
     // target would refuse it.
     sql(
