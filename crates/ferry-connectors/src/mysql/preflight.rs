@@ -156,6 +156,7 @@ async fn check_source(
             ));
         }
     }
+    findings.extend(objects_left_behind(conn, config.database(), &catalog).await?);
     for (table, reason) in &catalog.unsupported {
         findings.push(Finding::error(
             "source.unsupported_type",
@@ -241,4 +242,56 @@ async fn check_target(
         ));
     }
     Ok(())
+}
+
+/// Triggers on the selected tables, views and routines of the database: ferry does not create
+/// them on the target (a trigger there would act again on what the stream already carries), so
+/// `check` lists them for the cutover runbook.
+async fn objects_left_behind(
+    conn: &mut Conn,
+    database: &str,
+    catalog: &ferry_core::schema::Catalog,
+) -> Result<Vec<Finding>> {
+    let what = "listing triggers, views and routines";
+    let mut findings = Vec::new();
+    let triggers: Vec<(String, String, String, String, String)> = conn
+        .exec(
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY 1, 2",
+            (database,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    for (table, name, timing, event, statement) in triggers {
+        if !catalog.tables.iter().any(|selected| selected.name.name == table) {
+            continue;
+        }
+        findings.push(Finding::warning(
+            "source.trigger_not_copied",
+            format!("trigger {name} on {database}.{table} is not created on the target (there it would act again on rows the stream already carries)"),
+            format!("create it at cutover: CREATE TRIGGER {name} {timing} {event} ON {table} FOR EACH ROW {statement}"),
+        ));
+    }
+    let others: Vec<(String, String)> = conn
+        .exec(
+            "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?
+             UNION ALL
+             SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?
+             ORDER BY 1, 2",
+            (database, database),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let mut kinds: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (kind, name) in others {
+        kinds.entry(kind).or_default().push(name);
+    }
+    for (kind, names) in kinds {
+        findings.push(Finding::warning(
+            "source.object_not_copied",
+            format!("{} {kind}(s) of {database} are not created on the target: {}", names.len(), names.join(", ")),
+            format!("create them at cutover: mysqldump --no-data --no-create-info --routines --skip-triggers {database} has their definitions (SHOW CREATE VIEW for views)"),
+        ));
+    }
+    Ok(findings)
 }

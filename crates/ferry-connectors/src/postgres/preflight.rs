@@ -219,7 +219,84 @@ async fn check_source(
             name: table.name.clone(),
         });
     }
+    findings.extend(objects_left_behind(client, &catalog).await?);
     Ok((selected, version, catalog.types))
+}
+
+/// Triggers on the selected tables, and views and routines in their schemas: ferry does not
+/// create them on the target (a trigger there would act again on what the stream already
+/// carries), so `check` lists them, with their definitions, for the cutover runbook.
+async fn objects_left_behind(
+    client: &Client,
+    catalog: &ferry_core::schema::Catalog,
+) -> Result<Vec<Finding>> {
+    let what = "listing triggers, views and routines";
+    let mut findings = Vec::new();
+    let tables: Vec<String> = catalog
+        .tables
+        .iter()
+        .map(|table| qualified(&table.name))
+        .collect();
+    let triggers = client
+        .query(
+            "SELECT t.tgrelid::regclass::text, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+             WHERE NOT t.tgisinternal AND t.tgrelid::regclass::text = ANY($1)
+             ORDER BY 1, 2",
+            &[&catalog
+                .tables
+                .iter()
+                .map(|table| table.name.to_string())
+                .chain(tables.iter().cloned())
+                .collect::<Vec<_>>()],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    for row in &triggers {
+        let (table, name, definition): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        findings.push(Finding::warning(
+            "source.trigger_not_copied",
+            format!("trigger {name} on {table} is not created on the target (there it would act again on rows the stream already carries)"),
+            format!("create it at cutover, with its function: {definition}"),
+        ));
+    }
+    let schemas: Vec<String> = catalog
+        .tables
+        .iter()
+        .map(|table| table.name.schema.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let others = client
+        .query(
+            "SELECT 'view', format('%I.%I', schemaname, viewname) FROM pg_views WHERE schemaname = ANY($1)
+             UNION ALL
+             SELECT 'materialized view', format('%I.%I', schemaname, matviewname) FROM pg_matviews WHERE schemaname = ANY($1)
+             UNION ALL
+             SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, p.oid::regprocedure::text
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = ANY($1) AND p.prokind IN ('f', 'p')
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+             ORDER BY 1, 2",
+            &[&schemas],
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let mut kinds: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for row in &others {
+        kinds
+            .entry(row.get(0))
+            .or_default()
+            .push(row.get::<_, String>(1));
+    }
+    for (kind, names) in kinds {
+        findings.push(Finding::warning(
+            "source.object_not_copied",
+            format!("{} {kind}(s) in the migrated schemas are not created on the target: {}", names.len(), names.join(", ")),
+            format!("create them at cutover: pg_dump --schema-only --schema=<schema> on the source has their definitions ({})", schemas.join(", ")),
+        ));
+    }
+    Ok(findings)
 }
 
 async fn check_target(
