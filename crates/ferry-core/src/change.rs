@@ -132,6 +132,10 @@ pub enum StreamEvent {
     /// The source has sent everything before `position` and nothing in it concerns us: when no
     /// transaction is open and everything received is durable, the position may be acknowledged.
     Idle { position: Position },
+    /// A table's columns changed on the source (the log describes its rows with `relation`
+    /// from here on): the changes before this event are applied first, then the target is
+    /// brought to the new shape where it can be (columns added), before any change after it.
+    SchemaChanged { relation: Arc<Relation> },
     /// Writes on the source were fenced before `position` (a cutover waits for the target to get
     /// there): everything before it is in the stream. Store it at once.
     Fence { position: Position },

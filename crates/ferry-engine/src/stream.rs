@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use ferry_core::change::{Batch, Change, StreamEvent};
+use ferry_core::change::{Batch, Change, Relation, StreamEvent};
 use ferry_core::connector::{ChangeApplier, ChangeStream, Sink, Source};
 use ferry_core::schema::Sequence;
+use ferry_core::select::Selection;
 use ferry_core::{failpoint, Error, ErrorClass, Position, Result, TableName, TableSchema};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
@@ -394,6 +395,19 @@ pub async fn stream_changes(
                             break Err(error);
                         }
                     }
+                    StreamEvent::SchemaChanged { relation } => {
+                        // Everything before the change applies in the old shape first.
+                        let settled = match flush(&mut pending, &mut pipeline).await {
+                            Ok(()) => settle(&mut pipeline, &mut *stream, &mut acknowledged, context.progress).await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = settled {
+                            break Err(error);
+                        }
+                        if let Err(error) = follow_schema_change(&context, &relation).await {
+                            break Err(error);
+                        }
+                    }
                     StreamEvent::Idle { position } => {
                         if !in_transaction {
                             last_read_commit = position;
@@ -460,6 +474,57 @@ async fn drain(
             Some(Err(error)) => return Err(error),
             None => return Err(pipeline.task_error()),
         }
+    }
+    Ok(())
+}
+
+/// Waits until every batch handed over is durable (and acknowledged), keeping the pipeline open.
+async fn settle(
+    pipeline: &mut Pipeline,
+    stream: &mut dyn ChangeStream,
+    acknowledged: &mut Position,
+    progress: &dyn Progress,
+) -> Result<()> {
+    while pipeline.in_flight > 0 {
+        match pipeline.results.recv().await {
+            Some(Ok(applied)) => acknowledge(pipeline, applied, stream, acknowledged, progress),
+            Some(Err(error)) => return Err(error),
+            None => return Err(pipeline.task_error()),
+        }
+    }
+    Ok(())
+}
+
+/// Brings the target table to the shape the source now logs `relation` with: columns the
+/// target lacks are added as the source defines them. A column dropped on the source stays on
+/// the target (rows written from now on leave it to its default).
+async fn follow_schema_change(context: &StreamContext<'_>, relation: &Relation) -> Result<()> {
+    let selection = Selection::default().restricted_to(std::slice::from_ref(&relation.table));
+    let catalog = context.source.read_catalog(&selection).await?;
+    let Some(table) = catalog
+        .tables
+        .iter()
+        .find(|table| table.name == relation.table)
+    else {
+        return Err(Error::operator(
+            "stream.table_gone",
+            format!(
+                "{} changed shape on the source and no longer exists there",
+                relation.table
+            ),
+        )
+        .with_hint(
+            "leave the table out of the migration (run with --restart and the new selection)",
+        ));
+    };
+    let columns: Vec<String> = relation
+        .columns
+        .iter()
+        .map(|column| column.name.clone())
+        .collect();
+    let added = context.sink.add_columns(table, &columns).await?;
+    if !added.is_empty() {
+        info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
     }
     Ok(())
 }

@@ -691,6 +691,14 @@ impl ChangeStream for TransformedStream {
                         return Ok(Some(StreamEvent::Change(change)));
                     }
                 }
+                Some(StreamEvent::SchemaChanged { relation }) => {
+                    // Named and shaped as the target sees it.
+                    let relation = self
+                        .mapping(&relation)
+                        .map(|mapping| mapping.relation.clone())
+                        .unwrap_or(relation);
+                    return Ok(Some(StreamEvent::SchemaChanged { relation }));
+                }
                 other => return Ok(other),
             }
         }

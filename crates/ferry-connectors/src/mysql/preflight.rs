@@ -263,7 +263,11 @@ async fn objects_left_behind(
         .await
         .map_err(|error| classify(error, what))?;
     for (table, name, timing, event, statement) in triggers {
-        if !catalog.tables.iter().any(|selected| selected.name.name == table) {
+        if !catalog
+            .tables
+            .iter()
+            .any(|selected| selected.name.name == table)
+        {
             continue;
         }
         findings.push(Finding::warning(

@@ -343,6 +343,43 @@ impl Sink for MysqlSink {
         Ok(deferred)
     }
 
+    /// Checks that the target has the columns; adding them is left to the operator (the type
+    /// mapping of a single column from another engine is not reproduced here yet).
+    async fn add_columns(&self, table: &TableSchema, columns: &[String]) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let present: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (self.config.database(), &table.name.name),
+            )
+            .await
+            .map_err(|error| classify(error, &format!("reading the columns of {} on the target", table.name)))?;
+        let missing: Vec<&String> = columns
+            .iter()
+            .filter(|name| {
+                !present
+                    .iter()
+                    .any(|column| column.eq_ignore_ascii_case(name))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(Error::operator(
+            "apply.schema_changed",
+            format!(
+                "columns were added to {} on the source that the MySQL target lacks: {}",
+                table.name,
+                missing
+                    .iter()
+                    .map(|name| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with_hint("add them on the target (types as in docs/mysql.md), then run ferry again"))
+    }
+
     async fn is_empty(&self, table: &TableName) -> Result<bool> {
         let mut conn = self.conn().await?;
         let row: Option<u8> = conn

@@ -29,11 +29,16 @@ pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
         .await
         .map_err(|error| classify(error, what))?;
     if present.is_none() {
-        conn.query_drop(
-            "ALTER TABLE `_ferry`.`chunks` ADD COLUMN snapshot_position VARCHAR(100) NULL",
-        )
-        .await
-        .map_err(|error| classify(error, what))?;
+        match conn
+            .query_drop(
+                "ALTER TABLE `_ferry`.`chunks` ADD COLUMN snapshot_position VARCHAR(100) NULL",
+            )
+            .await
+        {
+            // Added meanwhile by another session.
+            Err(mysql_async::Error::Server(error)) if error.code == 1060 => {}
+            other => other.map_err(|error| classify(error, what))?,
+        }
     }
     Ok(())
 }

@@ -571,7 +571,17 @@ pub(super) async fn column_types(
     cache: &mut StatementCache,
     relation: &Relation,
 ) -> Result<HashMap<String, String>> {
-    if !cache.column_types.contains_key(&relation.table) {
+    // A relation with a column the cached types lack: the target may have gained it since.
+    let stale = cache
+        .column_types
+        .get(&relation.table)
+        .is_some_and(|types| {
+            relation
+                .columns
+                .iter()
+                .any(|column| !types.contains_key(&column.name))
+        });
+    if stale || !cache.column_types.contains_key(&relation.table) {
         let rows = transaction
             .query(
                 // Cast to the type without its modifier (the column's own modifier then applies

@@ -309,6 +309,8 @@ pub(crate) async fn open(
         client: Some(client),
         relations: HashMap::new(),
         keys,
+        shapes: HashMap::new(),
+        schema_changed: None,
         silence_limit: config.network_timeout(),
         last_heard: std::time::Instant::now(),
         ignored_origins: ignore_writes_of
@@ -331,6 +333,11 @@ pub struct PostgresChangeStream {
     /// Primary key columns per table. The log marks the replica identity as key, which for
     /// REPLICA IDENTITY FULL is every column; rows are identified by the primary key instead.
     keys: HashMap<TableName, Vec<String>>,
+    /// The columns each table's rows were last logged with in this session. A relation
+    /// message with others (or the first one) is reported as a schema change.
+    shapes: HashMap<TableName, Vec<String>>,
+    /// A schema change to report before the next change.
+    schema_changed: Option<Arc<Relation>>,
     /// No message at all (not even a keepalive) for this long means the connection is lost.
     silence_limit: Duration,
     /// When the server last sent anything (keepalives included).
@@ -421,6 +428,11 @@ impl PostgresChangeStream {
                 columns,
             } => {
                 let table = TableName::new(namespace, name);
+                let names: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
+                // The first description of a table in a session counts too: its columns may
+                // have changed while ferry was stopped.
+                let changed =
+                    self.keys.contains_key(&table) && self.shapes.get(&table) != Some(&names);
                 let primary_key = self.keys.get(&table);
                 let relation = Relation {
                     id,
@@ -434,10 +446,15 @@ impl PostgresChangeStream {
                         .collect(),
                     table,
                 };
+                let relation = Arc::new(relation);
+                if changed {
+                    self.shapes.insert(relation.table.clone(), names);
+                    self.schema_changed = Some(relation.clone());
+                }
                 self.relations.insert(
                     id,
                     KnownRelation {
-                        relation: Arc::new(relation),
+                        relation,
                         type_oids: columns.iter().map(|column| column.type_oid).collect(),
                     },
                 );
@@ -560,7 +577,11 @@ impl ChangeStream for PostgresChangeStream {
                 ReplicationEvent::XLogData { data, .. } => {
                     // Relation messages are decoded even in skipped transactions: later ones
                     // refer to them.
-                    if let Some(change) = self.decode(&data)? {
+                    let change = self.decode(&data)?;
+                    if let Some(relation) = self.schema_changed.take() {
+                        return Ok(Some(StreamEvent::SchemaChanged { relation }));
+                    }
+                    if let Some(change) = change {
                         if !self.skipping {
                             return Ok(Some(StreamEvent::Change(change)));
                         }

@@ -318,6 +318,42 @@ impl Sink for PostgresSink {
         Ok(deferred)
     }
 
+    async fn add_columns(&self, table: &TableSchema, columns: &[String]) -> Result<Vec<String>> {
+        let table = super::translate::table(table)?;
+        let client = self.client().await?;
+        let present: Vec<String> = client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+                &[&qualified(&table.name)],
+            )
+            .await
+            .map_err(|error| classify(error, &format!("reading the columns of {} on the target", table.name)))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut added = Vec::new();
+        for name in columns.iter().filter(|name| !present.contains(name)) {
+            let Some(column) = table.column(name) else {
+                warn!(table = %table.name, column = %name, "a column the log carries is no longer on the source (dropped again since): not added on the target");
+                continue;
+            };
+            let statement = format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}",
+                qualified(&table.name),
+                super::ddl::column_definition(column)
+            );
+            client.batch_execute(&statement).await.map_err(|error| {
+                classify(
+                    error,
+                    &format!("adding column {name} to {} on the target", table.name),
+                )
+                .with_hint("add the column on the target by hand (as the source has it), then run ferry again")
+            })?;
+            added.push(name.clone());
+        }
+        Ok(added)
+    }
+
     async fn is_empty(&self, table: &TableName) -> Result<bool> {
         let client = self.client().await?;
         let row = client

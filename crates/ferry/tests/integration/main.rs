@@ -21,6 +21,7 @@ mod mysql_verify;
 mod partitions;
 mod resume;
 mod schema;
+mod schema_changes;
 mod toast;
 mod types;
 mod unique_keys;
