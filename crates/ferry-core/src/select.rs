@@ -40,6 +40,12 @@ impl Selection {
         }
     }
 
+    /// True when narrowed to a list of tables ([`Selection::restricted_to`]): a look at a few
+    /// tables, not the migration's whole selection.
+    pub fn is_restricted(&self) -> bool {
+        self.only.is_some()
+    }
+
     /// True when the table is selected.
     pub fn matches(&self, table: &TableName) -> bool {
         if self.only.as_ref().is_some_and(|only| !only.contains(table)) {

@@ -395,6 +395,7 @@ pub async fn run_migration(
         progress,
         options: &options.stream,
         keyless_after,
+        tables: &catalog.tables,
     };
     let result = stream_changes(context, stream, applier, start, left_failed, shutdown).await;
     progress.phase(Phase::Stopped);

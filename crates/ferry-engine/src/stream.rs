@@ -83,6 +83,8 @@ pub struct StreamContext<'a> {
     /// than the stream's start): changes the copy already holds are left out, since they could
     /// not be replayed harmlessly (see [`StreamEvent::Begin`]).
     pub keyless_after: std::collections::HashMap<TableName, Position>,
+    /// The selected tables as the source defined them when this run started.
+    pub tables: &'a [TableSchema],
 }
 
 struct Pending {
@@ -499,30 +501,43 @@ async fn settle(
 /// target lacks are added as the source defines them. A column dropped on the source stays on
 /// the target (rows written from now on leave it to its default).
 async fn follow_schema_change(context: &StreamContext<'_>, relation: &Relation) -> Result<()> {
-    let selection = Selection::default().restricted_to(std::slice::from_ref(&relation.table));
-    let catalog = context.source.read_catalog(&selection).await?;
-    let Some(table) = catalog
-        .tables
-        .iter()
-        .find(|table| table.name == relation.table)
-    else {
-        return Err(Error::operator(
-            "stream.table_gone",
-            format!(
-                "{} changed shape on the source and no longer exists there",
-                relation.table
-            ),
-        )
-        .with_hint(
-            "leave the table out of the migration (run with --restart and the new selection)",
-        ));
-    };
     let columns: Vec<String> = relation
         .columns
         .iter()
         .map(|column| column.name.clone())
         .collect();
-    let added = context.sink.add_columns(table, &columns).await?;
+    // The definitions read when this run started cover every column the source had then (the
+    // first description of each table lands here at every start); only a column added since
+    // needs the source's catalog again.
+    let started_with = context
+        .tables
+        .iter()
+        .find(|table| table.name == relation.table)
+        .filter(|table| columns.iter().all(|name| table.column(name).is_some()))
+        .cloned();
+    let table = match started_with {
+        Some(table) => table,
+        None => {
+            let selection =
+                Selection::default().restricted_to(std::slice::from_ref(&relation.table));
+            let catalog = context.source.read_catalog(&selection).await?;
+            catalog
+                .tables
+                .into_iter()
+                .find(|table| table.name == relation.table)
+                .ok_or_else(|| {
+                    Error::operator(
+                        "stream.table_gone",
+                        format!(
+                            "{} changed shape on the source and no longer exists there",
+                            relation.table
+                        ),
+                    )
+                    .with_hint("leave the table out of the migration (run with --restart and the new selection)")
+                })?
+        }
+    };
+    let added = context.sink.add_columns(&table, &columns).await?;
     if !added.is_empty() {
         info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
     }

@@ -102,7 +102,7 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
     for row in &children {
         let (parent, child, child_oid): (u32, String, u32) = (row.get(0), row.get(1), row.get(2));
         if let Some(parent_name) = selected_oids.get(&parent) {
-            if !selected_oids.contains_key(&child_oid) {
+            if !selected_oids.contains_key(&child_oid) && !selection.is_restricted() {
                 warn!(parent = %parent_name, child = %child, "an inheritance child of a selected table is not selected: its rows do not move (select it too to move them)");
             }
         }
@@ -120,6 +120,7 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
             *estimated_rows,
             &selected_oids,
             &mut user_types,
+            selection.is_restricted(),
         )
         .await?;
         let mut table = table;
@@ -160,6 +161,8 @@ async fn read_table(
     estimated_rows: i64,
     selected: &BTreeMap<u32, TableName>,
     user_types: &mut BTreeSet<u32>,
+    // A look at a few tables: keys to the others are not "not migrated".
+    restricted: bool,
 ) -> Result<TableSchema> {
     let what = format!("reading the definition of {name}");
     let columns = client
@@ -249,7 +252,7 @@ async fn read_table(
                         kind: SecondaryKind::ForeignKey,
                         definition,
                     });
-                } else {
+                } else if !restricted {
                     warn!(table = %name, constraint = %constraint_name, "foreign key references a table that is not migrated; it is not created on the target");
                 }
             }
@@ -294,7 +297,7 @@ async fn read_table(
                 kind: SecondaryKind::Inherit,
                 definition,
             });
-        } else {
+        } else if !restricted {
             warn!(table = %name, parent = %definition, "the table inherits from a table that is not migrated; its rows move, the link does not");
         }
     }
