@@ -106,10 +106,20 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
             },
         );
     }
-    add_new_columns(conn).await?;
+    // State written by an earlier version has no snapshot_position column (reading must not
+    // change it: `status` and `check` only read).
+    let has_positions: Option<u8> = conn
+        .query_first("SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'chunks' AND COLUMN_NAME = 'snapshot_position'")
+        .await
+        .map_err(|error| classify(error, what))?;
+    let position = if has_positions.is_some() {
+        "snapshot_position"
+    } else {
+        "NULL"
+    };
     let chunks: Vec<(String, String, u32, String, i64, i64, Option<String>)> = conn
         .exec(
-            "SELECT schema_name, table_name, chunk_index, key_range, done, row_count, snapshot_position FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index",
+            format!("SELECT schema_name, table_name, chunk_index, key_range, done, row_count, {position} FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index"),
             (migration,),
         )
         .await

@@ -170,7 +170,8 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
         );
     }
     for row in client
-        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows, snapshot_position FROM _ferry.chunk WHERE migration = $1 ORDER BY chunk_index", &[&migration])
+        // (`to_jsonb`: state written by an earlier version has no snapshot_position column.)
+        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows, to_jsonb(c) ->> 'snapshot_position' FROM _ferry.chunk c WHERE migration = $1 ORDER BY chunk_index", &[&migration])
         .await
         .map_err(|error| classify(error, what))?
     {

@@ -111,7 +111,19 @@ async fn engine_pair_findings(
             postgres::check(source, target, selection, &settings.name).await
         }
         (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
-            mysql::check(Some(source), Some(target), selection, None).await
+            let mut findings = mysql::check(Some(source), Some(target), selection, None).await;
+            if let Ok(catalog) = Endpoint::Mysql(source.clone())
+                .source()
+                .read_catalog(selection)
+                .await
+            {
+                let refuses = mysql::Unrepresentable {
+                    zero_dates: false,
+                    enum_errors: true,
+                };
+                findings.extend(mysql::unrepresentable_values(source, &catalog, refuses).await);
+            }
+            findings
         }
         (Endpoint::Mysql(source), Endpoint::Postgres(target)) => {
             let mut findings = mysql::check(Some(source), None, selection, None).await;
@@ -126,6 +138,11 @@ async fn engine_pair_findings(
                     findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
                 }
                 findings.extend(folded_cascade_keys(&catalog));
+                let refuses = mysql::Unrepresentable {
+                    zero_dates: !settings.transforms.zero_dates_to_null(),
+                    enum_errors: false,
+                };
+                findings.extend(mysql::unrepresentable_values(source, &catalog, refuses).await);
             }
             findings
         }

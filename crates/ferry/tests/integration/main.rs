@@ -25,5 +25,6 @@ mod schema_changes;
 mod toast;
 mod types;
 mod unique_keys;
+mod upgrade;
 mod user_types;
 mod verify;

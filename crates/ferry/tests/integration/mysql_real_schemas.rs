@@ -172,3 +172,51 @@ async fn fulltext_and_prefix_indexes_get_their_postgres_equivalents() {
         .get(0);
     assert_eq!(count, 1);
 }
+
+/// Values the target would refuse are found by `check` (a bounded scan), not hours into a copy:
+/// zero dates into PostgreSQL (unless `zero_dates = "null"`), MySQL's invalid-ENUM `''` into a
+/// strict MySQL target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_values_the_target_would_refuse() {
+    let name = "my_refused_values";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = mariadb().target.create_database(name).unwrap();
+    let postgres = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    sql(
+        &mariadb().source,
+        name,
+        "SET SESSION sql_mode = '';
+         CREATE TABLE legacy (id INT PRIMARY KEY, d DATE, rating ENUM('G','PG') NULL, fine DATETIME);
+         INSERT INTO legacy VALUES (1, '2024-01-01', 'G', NOW()), (2, '0000-00-00', 'PG', NOW()), (3, '2024-05-01', 'X', NULL);",
+    );
+    let report = |target: &str, extra: &[&str]| {
+        let output = ferry("check", &source, target, extra).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (ok, text) = report(&postgres, &[]);
+    assert!(
+        !ok && text.contains("legacy.d holds zero dates") && !text.contains("legacy.fine"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("legacy.rating"),
+        "PostgreSQL holds '' as text: {text}"
+    );
+    let config = std::env::temp_dir().join(format!("ferry-{name}-{}.toml", std::process::id()));
+    std::fs::write(&config, "zero_dates = \"null\"\n").unwrap();
+    let (_, text) = report(&postgres, &["-c", config.to_str().unwrap()]);
+    assert!(!text.contains("zero dates"), "{text}");
+    let (ok, text) = report(&target, &[]);
+    assert!(
+        !ok && text.contains("legacy.rating holds MySQL's invalid-ENUM value")
+            && !text.contains("zero dates"),
+        "{text}"
+    );
+}
