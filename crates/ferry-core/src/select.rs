@@ -40,6 +40,11 @@ impl Selection {
         }
     }
 
+    /// The tables it is narrowed to, if it is (see [`Selection::restricted_to`]).
+    pub fn restriction(&self) -> Option<&[TableName]> {
+        self.only.as_deref()
+    }
+
     /// True when narrowed to a list of tables ([`Selection::restricted_to`]): a look at a few
     /// tables, not the migration's whole selection.
     pub fn is_restricted(&self) -> bool {

@@ -234,6 +234,13 @@ pub async fn run_migration(
                 Some(existing) if existing.state == TableState::Copying => existing.chunks.clone(),
                 _ => {
                     sink.truncate(&table.name).await?;
+                    // A table copied afresh (failed, say, after a column was added on the
+                    // source) may lack columns the source has gained since it was created.
+                    let columns: Vec<String> = table
+                        .writable_columns()
+                        .map(|column| column.name.clone())
+                        .collect();
+                    sink.add_columns(table, &columns).await?;
                     let ranges = snapshot_ref
                         .plan_chunks(table, options.rows_per_chunk)
                         .await?;

@@ -326,14 +326,28 @@ pub async fn stream_changes(
                     Ok(None) => break Err(Error::transient("stream.ended", "the source ended the change stream")),
                     Err(error) => break Err(error),
                 };
+                // Tables without a key: leave out what the target already holds.
+                let event = match event {
+                    StreamEvent::Change(change) => match screen_keyless(change, transaction_at, start, &context.keyless_after) {
+                        Screened::Apply(change) => StreamEvent::Change(change),
+                        Screened::Held => continue,
+                        Screened::Undecidable(tables) => {
+                            for table in tables {
+                                if stopping.insert(table.clone()) {
+                                    error!(table = %table, "cannot tell whether the copy of this table (it has no key) already holds a change: the table stops and is copied afresh on the next run");
+                                    pending.failing.push((table, "[stream.keyless_position] the change stream and the copy's snapshot positions cannot be compared (another server?); run ferry again to copy the table afresh".to_string()));
+                                }
+                            }
+                            continue;
+                        }
+                    },
+                    other => other,
+                };
                 match event {
                     StreamEvent::Begin { at } => {
                         in_transaction = true;
                         transaction_at = at;
                     }
-                    // A change to a table without a key that the target already holds (through
-                    // its copy's snapshot or an applied batch): replaying it would double it.
-                    StreamEvent::Change(change) if held_already(&change, transaction_at, start, &context.keyless_after) => {}
                     StreamEvent::Change(change) if concerns_only_failed_tables(&change, &failed, &stopping) => {}
                     // A key change that cascades, read while the copy is being caught up: applied
                     // by value it could reach child rows copied after it (and miss the ones it
@@ -358,6 +372,12 @@ pub async fn stream_changes(
                         }
                         if let Err(error) = pending.builder.add(change) {
                             break Err(error);
+                        }
+                        if pending.open_keyless
+                            && pending.builder.byte_count() >= options.max_batch_bytes
+                            && pending.builder.byte_count() - options.max_batch_bytes < 64 * 1024
+                        {
+                            warn!(bytes = pending.builder.byte_count(), "a large transaction changed a table without a key: it is held whole in memory until it commits (it cannot be applied in parts)");
                         }
                         if pending.builder.operation_count() >= options.max_batch_operations
                             || pending.builder.byte_count() >= options.max_batch_bytes
@@ -406,8 +426,18 @@ pub async fn stream_changes(
                         if let Err(error) = settled {
                             break Err(error);
                         }
-                        if let Err(error) = follow_schema_change(&context, &relation).await {
-                            break Err(error);
+                        // A table the target cannot follow stops alone (copied afresh on the
+                        // next run); only a transient failure stops the stream.
+                        let stop = match follow_schema_change(&context, &relation).await {
+                            Ok(stop) => stop,
+                            Err(error) if error.class() == ErrorClass::Transient => break Err(error),
+                            Err(error) => Some(format!("[{}] {error}", error.code())),
+                        };
+                        if let Some(reason) = stop {
+                            if stopping.insert(relation.table.clone()) {
+                                error!(table = %relation.table, reason = %reason, "the table's columns changed on the source in a way the target cannot follow by itself: the table stops and is copied afresh on the next run");
+                                pending.failing.push((relation.table.clone(), reason));
+                            }
                         }
                     }
                     StreamEvent::Idle { position } => {
@@ -499,8 +529,13 @@ async fn settle(
 
 /// Brings the target table to the shape the source now logs `relation` with: columns the
 /// target lacks are added as the source defines them. A column dropped on the source stays on
-/// the target (rows written from now on leave it to its default).
-async fn follow_schema_change(context: &StreamContext<'_>, relation: &Relation) -> Result<()> {
+/// the target (rows written from now on leave it to its default). Returns why the table must
+/// be copied afresh instead, if it must: a column whose default is not a constant (identity,
+/// serial, `now()`) gave the existing source rows values the log never carried.
+async fn follow_schema_change(
+    context: &StreamContext<'_>,
+    relation: &Relation,
+) -> Result<Option<String>> {
     let columns: Vec<String> = relation
         .columns
         .iter()
@@ -538,10 +573,40 @@ async fn follow_schema_change(context: &StreamContext<'_>, relation: &Relation) 
         }
     };
     let added = context.sink.add_columns(&table, &columns).await?;
-    if !added.is_empty() {
-        info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
+    if added.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
+    let computed: Vec<&String> = added
+        .iter()
+        .filter(|name| {
+            table
+                .column(name)
+                .is_some_and(|column| !constant_default(column))
+        })
+        .collect();
+    if computed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "[stream.column_added] column(s) {} were added on the source with a computed default (identity, sequence, function): the existing rows' values are only on the source; run ferry again to copy the table afresh",
+        computed.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// True when every existing row takes the same value for a column added with this definition
+/// (no default, or a literal one), as the source's rows did.
+fn constant_default(column: &ferry_core::Column) -> bool {
+    if column.identity.is_some() || column.generated.is_some() {
+        return false;
+    }
+    column.default.as_deref().is_none_or(|default| {
+        let upper = default.to_ascii_uppercase();
+        !default.contains('(')
+            && !upper.starts_with("CURRENT_")
+            && !upper.starts_with("LOCALTIME")
+            && !upper.starts_with("NOW")
+    })
 }
 
 /// A build of the indexes the copied rows refused, running beside the stream.
@@ -580,33 +645,110 @@ fn is_keyless(change: &Change) -> bool {
     }
 }
 
-/// Whether the target already holds this change to a table without a key: its transaction is
-/// in the snapshot the table was copied under, or at or before the stream's start (applied).
-fn held_already(
-    change: &Change,
+/// What to do with a change, as far as tables without a key go.
+enum Screened {
+    Apply(Change),
+    /// The target holds it already (through its copy's snapshot or an applied batch):
+    /// replaying it would double it (or, for a truncate, undo the copy).
+    Held,
+    /// These tables' copies cannot be placed against the change: they must stop.
+    Undecidable(Vec<TableName>),
+}
+
+/// Leaves out of `change` what the target already holds of tables without a key: a row change
+/// whole, a truncate's held tables, a cascade's rules into held tables. A transaction is held
+/// when its place (`at`) is at or before the stream's start or the table's copy snapshot.
+fn screen_keyless(
+    change: Change,
     transaction_at: Option<Position>,
     start: Position,
     keyless_after: &std::collections::HashMap<TableName, Position>,
-) -> bool {
-    let (Change::Insert { relation, .. }
-    | Change::Update { relation, .. }
-    | Change::Delete { relation, .. }) = change
-    else {
-        return false;
+) -> Screened {
+    use std::cmp::Ordering::{Equal, Less};
+    // Some(true): held; Some(false): not held; None: cannot tell.
+    let held = |table: &TableName| -> Option<bool> {
+        let Some(at) = transaction_at else {
+            return (!keyless_after.contains_key(table)).then_some(false);
+        };
+        if matches!(at.partial_cmp(&start), Some(Less | Equal)) {
+            return Some(true);
+        }
+        match keyless_after.get(table) {
+            None => Some(false),
+            Some(snapshot) => at
+                .partial_cmp(snapshot)
+                .map(|order| matches!(order, Less | Equal)),
+        }
     };
-    if !relation.is_keyless() {
-        return false;
+    match change {
+        Change::Insert { ref relation, .. }
+        | Change::Update { ref relation, .. }
+        | Change::Delete { ref relation, .. }
+            if relation.is_keyless() =>
+        {
+            match held(&relation.table) {
+                Some(true) => Screened::Held,
+                Some(false) => Screened::Apply(change),
+                None => Screened::Undecidable(vec![relation.table.clone()]),
+            }
+        }
+        Change::Truncate {
+            relations,
+            cascade,
+            restart_identity,
+        } => {
+            let mut undecidable = Vec::new();
+            let kept: Vec<_> = relations
+                .into_iter()
+                .filter(|relation| {
+                    if !relation.is_keyless() {
+                        return true;
+                    }
+                    match held(&relation.table) {
+                        Some(held) => !held,
+                        None => {
+                            undecidable.push(relation.table.clone());
+                            false
+                        }
+                    }
+                })
+                .collect();
+            if !undecidable.is_empty() {
+                return Screened::Undecidable(undecidable);
+            }
+            if kept.is_empty() {
+                return Screened::Held;
+            }
+            Screened::Apply(Change::Truncate {
+                relations: kept,
+                cascade,
+                restart_identity,
+            })
+        }
+        Change::Cascade(operation) if !keyless_after.is_empty() => {
+            // A cascade reaches tables by their foreign keys; a table without a key whose copy
+            // holds this transaction already carries its effect.
+            let held_tables: Vec<TableName> = operation
+                .touched_tables()
+                .into_iter()
+                .filter(|table| keyless_after.contains_key(table) && held(table) == Some(true))
+                .collect();
+            if held_tables.is_empty() {
+                return Screened::Apply(Change::Cascade(operation));
+            }
+            let mut narrowed = (*operation).clone();
+            narrowed.rules = std::sync::Arc::new(
+                operation
+                    .rules
+                    .iter()
+                    .filter(|rule| !held_tables.contains(&rule.table))
+                    .cloned()
+                    .collect(),
+            );
+            Screened::Apply(Change::Cascade(std::sync::Arc::new(narrowed)))
+        }
+        change => Screened::Apply(change),
     }
-    let Some(at) = transaction_at else {
-        return false;
-    };
-    let within = |limit: &Position| {
-        matches!(
-            at.partial_cmp(limit),
-            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-        )
-    };
-    within(&start) || keyless_after.get(&relation.table).is_some_and(within)
 }
 
 fn concerns_only_failed_tables(

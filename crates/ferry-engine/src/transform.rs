@@ -72,7 +72,27 @@ fn map_sequence(transforms: &Transforms, mut sequence: Sequence) -> Sequence {
 #[async_trait]
 impl Source for TransformedSource {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
-        let mut catalog = self.inner.read_catalog(selection).await?;
+        // A look at a few tables names them as the target does: ask for their source names.
+        let narrowed = selection.restriction().map(|names| {
+            let known = self
+                .originals
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            names
+                .iter()
+                .map(|name| {
+                    known
+                        .get(name)
+                        .map(|table| table.name.clone())
+                        .unwrap_or_else(|| name.clone())
+                })
+                .collect::<Vec<_>>()
+        });
+        let selection = match &narrowed {
+            Some(names) => selection.restricted_to(names),
+            None => selection.clone(),
+        };
+        let mut catalog = self.inner.read_catalog(&selection).await?;
         let mut originals = HashMap::new();
         let mut tables = Vec::new();
         for table in &catalog.tables {
@@ -113,10 +133,17 @@ impl Source for TransformedSource {
         for (name, _) in &mut catalog.unsupported {
             *name = self.transforms.target_name(name);
         }
-        *self
+        let mut known = self
             .originals
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = originals;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if narrowed.is_some() {
+            // A narrowed look adds to what is known; it does not forget the other tables.
+            known.extend(originals);
+        } else {
+            *known = originals;
+        }
+        drop(known);
         Ok(catalog)
     }
 

@@ -80,9 +80,9 @@ pub async fn read_catalog(
 ) -> Result<Catalog> {
     let what = "reading the table definitions";
     let mariadb = super::connection::is_mariadb(conn).await?;
-    let tables: Vec<(String, Option<u64>, Option<u64>)> = conn
+    let tables: Vec<(String, Option<u64>, Option<u64>, Option<String>)> = conn
         .exec(
-            "SELECT TABLE_NAME, TABLE_ROWS, AUTO_INCREMENT FROM information_schema.TABLES
+            "SELECT TABLE_NAME, TABLE_ROWS, AUTO_INCREMENT, ENGINE FROM information_schema.TABLES
              WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
             (database,),
         )
@@ -147,7 +147,7 @@ pub async fn read_catalog(
     }
 
     let mut catalog = Catalog::default();
-    for (table, estimated_rows, auto_increment) in tables {
+    for (table, estimated_rows, auto_increment, engine) in tables {
         let name = TableName::new(database, &table);
         if !selection.matches(&name) {
             continue;
@@ -208,6 +208,21 @@ pub async fn read_catalog(
                 secondary.remove(&index);
                 primary_key = key;
             }
+        }
+        // A consistent snapshot does not cover a non-transactional table: its copy cannot be
+        // placed exactly in the binary log, which a table without a key needs.
+        let transactional = engine
+            .as_deref()
+            .is_none_or(|engine| engine.eq_ignore_ascii_case("InnoDB"));
+        if primary_key.is_empty() && !transactional {
+            catalog.unsupported.push((
+                name.clone(),
+                format!(
+                    "it has no key and the {} engine, which a consistent snapshot does not cover, so its copy cannot be placed exactly in the change stream (ALTER TABLE ... ENGINE=InnoDB, or add a primary key)",
+                    engine.as_deref().unwrap_or_default()
+                ),
+            ));
+            continue;
         }
         if let Some(column) = columns
             .iter()

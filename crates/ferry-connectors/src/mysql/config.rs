@@ -15,6 +15,110 @@ pub struct MysqlConfig {
     password: Option<String>,
     database: String,
     network_timeout: Duration,
+    tls: MysqlTls,
+}
+
+/// TLS as the MySQL client spells it in the URL: `ssl-mode` (`DISABLED` (the default),
+/// `PREFERRED`, `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`), `ssl-ca` (the CA to trust; else the
+/// public web roots), `ssl-cert` and `ssl-key` (a client certificate). `PREFERRED` and `REQUIRED`
+/// encrypt without checking who answers, `VERIFY_CA` checks the chain, `VERIFY_IDENTITY` the
+/// chain and the host name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MysqlTls {
+    pub mode: MysqlSslMode,
+    pub ca: Option<std::path::PathBuf>,
+    pub certificate: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MysqlSslMode {
+    #[default]
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+impl MysqlTls {
+    fn parse(query: &str) -> Result<MysqlTls> {
+        let mut tls = MysqlTls::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            match key.to_ascii_lowercase().replace('_', "-").as_str() {
+                "ssl-mode" | "sslmode" => tls.mode = match value
+                    .to_ascii_uppercase()
+                    .replace('-', "_")
+                    .as_str()
+                {
+                    "DISABLED" | "DISABLE" => MysqlSslMode::Disabled,
+                    "PREFERRED" | "PREFER" => MysqlSslMode::Preferred,
+                    "REQUIRED" | "REQUIRE" => MysqlSslMode::Required,
+                    "VERIFY_CA" => MysqlSslMode::VerifyCa,
+                    "VERIFY_IDENTITY" | "VERIFY_FULL" => MysqlSslMode::VerifyIdentity,
+                    _ => return Err(Error::operator(
+                        "config.url",
+                        format!("ssl-mode={value} is not a TLS mode"),
+                    )
+                    .with_hint(
+                        "use ssl-mode=DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY",
+                    )),
+                },
+                "ssl-ca" => tls.ca = Some(value.into()),
+                "ssl-cert" => tls.certificate = Some(value.into()),
+                "ssl-key" => tls.key = Some(value.into()),
+                _ => {
+                    return Err(url_error(&format!("it has an unknown parameter '{key}'"))
+                        .with_hint("the MySQL URL takes ssl-mode, ssl-ca, ssl-cert and ssl-key"))
+                }
+            }
+        }
+        if tls.certificate.is_some() != tls.key.is_some() {
+            return Err(Error::operator(
+                "config.url",
+                "a client certificate needs both ssl-cert and ssl-key",
+            )
+            .with_hint("give both paths (PEM files), or neither"));
+        }
+        for path in [&tls.ca, &tls.certificate, &tls.key].into_iter().flatten() {
+            if std::fs::metadata(path).is_err() {
+                return Err(Error::operator(
+                    "config.tls",
+                    format!("the TLS file {} cannot be read", path.display()),
+                )
+                .with_hint("give the path of a readable PEM file"));
+            }
+        }
+        Ok(tls)
+    }
+
+    /// The driver's TLS options (`None`: plain).
+    fn ssl_opts(&self) -> Option<mysql_async::SslOpts> {
+        if self.mode == MysqlSslMode::Disabled {
+            return None;
+        }
+        // The process has two rustls providers; name one before the driver builds a config.
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut options = mysql_async::SslOpts::default()
+            .with_danger_accept_invalid_certs(matches!(
+                self.mode,
+                MysqlSslMode::Preferred | MysqlSslMode::Required
+            ))
+            .with_danger_skip_domain_validation(self.mode != MysqlSslMode::VerifyIdentity);
+        if let Some(ca) = &self.ca {
+            options = options.with_root_certs(vec![ca.clone().into()]);
+        }
+        if let (Some(certificate), Some(key)) = (&self.certificate, &self.key) {
+            options = options.with_client_identity(Some(mysql_async::ClientIdentity::new(
+                certificate.clone().into(),
+                key.clone().into(),
+            )));
+        }
+        Some(options)
+    }
 }
 
 impl std::fmt::Debug for MysqlConfig {
@@ -57,7 +161,8 @@ impl MysqlConfig {
         let (_, rest) = url
             .split_once("://")
             .ok_or_else(|| url_error("it has no scheme"))?;
-        let rest = rest.split_once('?').map(|(main, _)| main).unwrap_or(rest);
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let tls = MysqlTls::parse(query)?;
         let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
         let (credentials, address) = match authority.rsplit_once('@') {
             Some((credentials, address)) => (Some(credentials), address),
@@ -96,6 +201,7 @@ impl MysqlConfig {
             password: password.map(str::to_string).or(url_password),
             database,
             network_timeout: Duration::from_secs(90),
+            tls,
         })
     }
 
@@ -121,8 +227,13 @@ impl MysqlConfig {
         &self.database
     }
 
-    /// Driver options: no database selected when `with_database` is false (to create it).
-    pub(crate) fn options(&self, with_database: bool) -> Opts {
+    pub(crate) fn tls(&self) -> &MysqlTls {
+        &self.tls
+    }
+
+    /// Driver options: no database selected when `with_database` is false (to create it);
+    /// without TLS when `plain` (a `PREFERRED` server that offers none).
+    pub(crate) fn options(&self, with_database: bool, plain: bool) -> Opts {
         let builder = OptsBuilder::default()
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
@@ -134,7 +245,8 @@ impl MysqlConfig {
             .tcp_nodelay(true)
             .stmt_cache_size(64)
             .wait_timeout(Some(28_800))
-            .setup(super::connection::session_setup());
+            .setup(super::connection::session_setup())
+            .ssl_opts(if plain { None } else { self.tls.ssl_opts() });
         builder.into()
     }
 }

@@ -24,7 +24,22 @@ pub(crate) async fn connect(config: &MysqlConfig, with_database: bool) -> Result
     let timeout = config
         .network_timeout()
         .min(std::time::Duration::from_secs(10));
-    match tokio::time::timeout(timeout, Conn::new(config.options(with_database))).await {
+    let attempt = |plain: bool| {
+        tokio::time::timeout(timeout, Conn::new(config.options(with_database, plain)))
+    };
+    let mut outcome = attempt(false).await;
+    // PREFERRED: a server that offers no TLS is spoken to in plain.
+    if config.tls().mode == super::config::MysqlSslMode::Preferred
+        && matches!(
+            outcome,
+            Ok(Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer
+            )))
+        )
+    {
+        outcome = attempt(true).await;
+    }
+    match outcome {
         Ok(result) => result.map_err(|error| classify(error, &what)),
         Err(_) => Err(ferry_core::Error::transient(
             "mysql.connection",

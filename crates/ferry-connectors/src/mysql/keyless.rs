@@ -1,7 +1,8 @@
 //! Applying the changes of tables without a key ([`KeylessChanges`]) to MySQL, in source order:
 //! runs of inserts as multi-row `INSERT`s, each update or delete on exactly one row found by its
 //! whole old image (`<=>` on every written column, `LIMIT 1`), so duplicate rows stay
-//! duplicates. FLOAT columns compare in single precision and JSON as documents.
+//! duplicates. Text compares as bytes (not by its collation), FLOAT in single precision, JSON as
+//! documents.
 
 use ferry_core::change::{KeylessChange, KeylessChanges};
 use ferry_core::{Error, Result, Value};
@@ -59,6 +60,10 @@ pub(crate) async fn apply_keyless<Q: Queryable>(
                     "JSON_EXTRACT({}, '$') <=> JSON_EXTRACT({literal}, '$')",
                     ident(column)
                 ),
+                // Identity, not the collation's equality ('Foo' is not 'foo', 'a' not 'a ').
+                Kind::Text { .. } | Kind::Enum { .. } | Kind::Set { .. } => {
+                    format!("BINARY {} <=> BINARY {literal}", ident(column))
+                }
                 _ => format!("{} <=> {literal}", ident(column)),
             });
         }

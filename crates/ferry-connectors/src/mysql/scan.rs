@@ -50,13 +50,14 @@ async fn scan(
         for column in table.writable_columns() {
             let name = ident(&column.name);
             match kind_of(column) {
-                Kind::Date | Kind::DateTime | Kind::Timestamp if refuses.zero_dates => probes
-                    .push((
-                    column.name.clone(),
-                    format!(
+                Kind::Date | Kind::DateTime | Kind::Timestamp if refuses.zero_dates => {
+                    probes.push((
+                        column.name.clone(),
+                        format!(
                         "MAX({name} IS NOT NULL AND (MONTH({name}) = 0 OR DAYOFMONTH({name}) = 0))"
                     ),
-                )),
+                    ))
+                }
                 Kind::Enum { labels }
                     if refuses.enum_errors && !labels.iter().any(String::is_empty) =>
                 {

@@ -60,6 +60,7 @@ fn replication_config(config: &ConnectionConfig, migration: &str) -> Replication
         name,
     )
     .with_port(config.port())
+    .with_tls(config.tls().replication(config.host()))
     .with_options(startup_options())
     .with_application_name(format!("ferry:{migration}"))
     .with_status_interval(Duration::from_secs(1))
@@ -88,6 +89,33 @@ pub(crate) async fn replica_identity_problem(
         .await
         .map_err(|error| classify(error, "reading replica identities"))?;
     let identity: String = row.get(0);
+    // A partitioned table's identity is each partition's own (ALTER TABLE on the parent does
+    // not reach them): a partition whose updates cannot be published would fail on the source.
+    let leaves: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_partition_tree($1::text::regclass) t
+             JOIN pg_class c ON c.oid = t.relid
+             WHERE t.isleaf AND t.level > 0
+               AND (c.relreplident = 'n'
+                    OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid AND p.indisprimary)))
+             ORDER BY 1",
+            &[&qualified(table)],
+        )
+        .await
+        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+        .unwrap_or_default();
+    if !leaves.is_empty() {
+        return Ok(Some((
+            format!(
+                "partitions of {table} have no replica identity ferry can use (no primary key, REPLICA IDENTITY DEFAULT or NOTHING): once published, their UPDATE and DELETE statements fail on the source: {}",
+                leaves.join(", ")
+            ),
+            format!(
+                "set it on each partition (the parent's does not reach them): ALTER TABLE {} REPLICA IDENTITY FULL, and the same for the others",
+                leaves[0]
+            ),
+        )));
+    }
     let hint = format!(
         "ALTER TABLE {} REPLICA IDENTITY DEFAULT (or FULL)",
         qualified(table)

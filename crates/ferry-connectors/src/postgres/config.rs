@@ -13,6 +13,9 @@ pub struct ConnectionConfig {
     user: String,
     database: String,
     network_timeout: std::time::Duration,
+    tls: super::tls::TlsSettings,
+    /// Built once from `tls` (files read at parse time, so a bad path is a settings error).
+    tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ConnectionConfig {
@@ -26,7 +29,8 @@ impl ConnectionConfig {
     /// given here (say, from the environment) replaces one in the URL. Errors never quote the URL,
     /// which may hold a password.
     pub fn parse(url: &str, password: Option<&str>) -> Result<ConnectionConfig> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|error: tokio_postgres::Error| {
+        let (url_without_tls, tls) = super::tls::TlsSettings::split_url(url)?;
+        let mut config: tokio_postgres::Config = url_without_tls.parse().map_err(|error: tokio_postgres::Error| {
             Error::operator("config.url", format!("the PostgreSQL URL is malformed: {}", redact(&error.to_string(), url)))
                 .with_hint("write it as postgres://user@host:5432/database; percent-encode special characters in the password")
         })?;
@@ -59,13 +63,20 @@ impl ConnectionConfig {
         config.keepalives_idle(std::time::Duration::from_secs(30));
         config.keepalives_interval(std::time::Duration::from_secs(10));
         config.keepalives_retries(3);
+        config.ssl_mode(tls.postgres_mode());
+        let tls_client = match tls.mode {
+            super::tls::SslMode::Disable => None,
+            _ => Some(tls.client_config()?),
+        };
         Ok(ConnectionConfig {
+            tls_client,
             config,
             host,
             port,
             user,
             database,
             network_timeout: std::time::Duration::from_secs(90),
+            tls,
         })
     }
 
@@ -92,6 +103,15 @@ impl ConnectionConfig {
 
     pub(crate) fn client_config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+
+    pub(crate) fn tls(&self) -> &super::tls::TlsSettings {
+        &self.tls
+    }
+
+    /// The rustls configuration of ordinary connections (`None`: `sslmode=disable`).
+    pub(crate) fn tls_client(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls_client.clone()
     }
 
     pub(crate) fn host(&self) -> &str {

@@ -32,16 +32,34 @@ const FENCE_OVERRIDE: &str = "SELECT set_config('default_transaction_read_only',
 pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
     let what = format!("connecting to {}", config.describe());
     let connecting = async {
-        let (client, connection) = config
-            .client_config()
-            .connect(NoTls)
-            .await
-            .map_err(|error| classify(error, &what))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(error = %error, "connection ended");
+        let client = match config.tls_client() {
+            None => {
+                let (client, connection) = config
+                    .client_config()
+                    .connect(NoTls)
+                    .await
+                    .map_err(|error| classify(error, &what))?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        debug!(error = %error, "connection ended");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) = config
+                    .client_config()
+                    .connect(super::tls::MakeRustls(tls))
+                    .await
+                    .map_err(|error| classify(error, &what))?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        debug!(error = %error, "connection ended");
+                    }
+                });
+                client
+            }
+        };
         let mut settings: String = SESSION_SETTINGS
             .iter()
             .map(|(name, value)| format!("SET {name} = '{value}';"))

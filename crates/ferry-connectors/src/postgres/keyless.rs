@@ -1,8 +1,8 @@
 //! Applying the changes of tables without a key ([`KeylessChanges`]) to PostgreSQL, in source
 //! order: runs of inserts as one statement, each update or delete on exactly one row found by
 //! its whole old image (`LIMIT 1` on `(tableoid, ctid)`, which also names the partition), so
-//! duplicate rows stay duplicates. Columns compare with `IS NOT DISTINCT FROM` in their own
-//! type, or as text for types without equality (`json`, geometric types, `xml`).
+//! duplicate rows stay duplicates. Columns compare by their text form as the column's type
+//! renders it (identity, not equality: `1.0` is not `1.00`, citext `'A'` is not `'a'`).
 
 use ferry_core::change::{KeylessChange, KeylessChanges};
 use ferry_core::{Result, Value};
@@ -16,11 +16,6 @@ use super::apply::{
 use super::codec::encode_text;
 use super::ddl::{ident, qualified};
 use super::errors::classify;
-
-/// Types without an equality operator: compared through their text form.
-const WITHOUT_EQUALITY: &[&str] = &[
-    "json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle",
-];
 
 /// Applies one table's changes, in order, inside the batch transaction.
 pub(super) async fn apply_keyless(
@@ -41,19 +36,15 @@ pub(super) async fn apply_keyless(
             .iter()
             .enumerate()
             .map(|(index, name)| {
+                // Identity, not equality: the text forms, both made by the column's type (so
+                // 1.0 and 1.00, 'A' and 'a' in citext, or -0 and 0 stay apart, and types
+                // without an equality operator compare too).
                 let type_name = &types[*name];
                 let number = offset + index + 1;
-                if WITHOUT_EQUALITY.contains(&type_name.trim_end_matches("[]")) {
-                    format!(
-                        "t.{}::text IS NOT DISTINCT FROM (${number}::text::{type_name})::text",
-                        ident(name)
-                    )
-                } else {
-                    format!(
-                        "t.{} IS NOT DISTINCT FROM ${number}::text::{type_name}",
-                        ident(name)
-                    )
-                }
+                format!(
+                    "t.{}::text IS NOT DISTINCT FROM (${number}::text::{type_name})::text",
+                    ident(name)
+                )
             })
             .collect::<Vec<_>>()
             .join(" AND ")

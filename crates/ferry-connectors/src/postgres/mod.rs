@@ -19,6 +19,7 @@ mod snapshot;
 mod source;
 mod state;
 mod switchover;
+mod tls;
 pub mod translate;
 mod types;
 mod verify;

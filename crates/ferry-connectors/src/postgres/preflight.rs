@@ -176,7 +176,13 @@ async fn check_source(
                 .await
                 .map_err(|error| classify(error, what))?
                 .get(0);
-            if full {
+            let partitions = match full {
+                true => super::cdc::replica_identity_problem(client, &table.name).await?,
+                false => None,
+            };
+            if let Some((problem, hint)) = partitions {
+                findings.push(Finding::error("source.replica_identity", problem, hint));
+            } else if full {
                 findings.push(Finding::warning(
                     "source.no_primary_key",
                     format!("table {} has no primary key and no unique index on NOT NULL columns: it is copied in one piece, and each update or delete scans the target table for one matching row", table.name),
@@ -213,6 +219,13 @@ async fn check_source(
                 "source.publication_privilege",
                 format!("user {user} does not own {}, so it cannot add it to a publication", table.name),
                 "run ferry as the tables' owner or a superuser, or create the publication ferry_<name> yourself",
+            ));
+        }
+        if table.partitioning.is_some() {
+            findings.push(Finding::warning(
+                "source.partition_maintenance",
+                format!("{} is partitioned: TRUNCATE of one partition and ATTACH, DETACH or DROP PARTITION change rows without a trace in the change stream", table.name),
+                "after such maintenance during the migration, run ferry verify on the table and, if it differs, copy it afresh (a row ferry cannot route, into a partition created since, stops the table, which the next run copies afresh with the new partitions)",
             ));
         }
         selected.push(SelectedTable {

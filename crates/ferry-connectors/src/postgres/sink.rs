@@ -331,6 +331,25 @@ impl Sink for PostgresSink {
             .iter()
             .map(|row| row.get(0))
             .collect();
+        // A column the source dropped stays on the target: it must not refuse rows without it.
+        for gone in present
+            .iter()
+            .filter(|name| !columns.contains(name) && table.column(name).is_none())
+        {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                    qualified(&table.name),
+                    ident(gone)
+                ))
+                .await
+                .map_err(|error| {
+                    classify(
+                        error,
+                        &format!("relaxing {gone} of {} on the target", table.name),
+                    )
+                })?;
+        }
         let mut added = Vec::new();
         for name in columns.iter().filter(|name| !present.contains(name)) {
             let Some(column) = table.column(name) else {

@@ -69,3 +69,88 @@ async fn columns_added_on_the_source_while_streaming_reach_the_target() {
         ]
     );
 }
+
+/// A column added with a computed default (`random()`, `now()`, a sequence) gave the existing source rows
+/// values the log never carried: the table stops and the next run copies it afresh. Under a
+/// table rename too (the stream names tables as the target does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_with_a_computed_default_recopies_its_table_under_a_rename() {
+    let pair = Pair::new("addcomputed").await;
+    pair.source.batch_execute(SCHEMA).await.unwrap();
+    let config =
+        std::env::temp_dir().join(format!("ferry-addcomputed-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[transform]]\ntable = \"public.orders\"\nrename = \"public.purchases\"\n",
+    )
+    .unwrap();
+    let arguments = ["--name", "addcomputed", "-c", config.to_str().unwrap()];
+    let mut run = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(1).await;
+    let compare = "SELECT id, amount, note, seq FROM public.{} ORDER BY id";
+    pair.source
+        .batch_execute(
+            "ALTER TABLE public.orders ADD COLUMN label text DEFAULT 'plain';
+             INSERT INTO public.orders (id, amount) VALUES (6001, 1);",
+        )
+        .await
+        .unwrap();
+    ferry_testkit::wait_until(
+        "the plain column on the target",
+        std::time::Duration::from_secs(60),
+        || async {
+            pair.target
+                .query_opt(
+                    "SELECT 1 FROM public.purchases WHERE id = 6001 AND label = 'plain'",
+                    &[],
+                )
+                .await
+                .ok()?
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    pair.source
+        .batch_execute(
+            "ALTER TABLE public.orders ADD COLUMN seq bigint DEFAULT (random() * 1000000000)::bigint;
+             INSERT INTO public.orders (id, amount) VALUES (6002, 2);",
+        )
+        .await
+        .unwrap();
+    ferry_testkit::wait_until("the table to stop", std::time::Duration::from_secs(60), || async {
+        pair.target
+            .query_opt("SELECT 1 FROM _ferry.table_state WHERE table_name = 'purchases' AND state = 'failed'", &[])
+            .await
+            .ok()?
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+    let mut run = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(1).await;
+    // The copy afresh brought the source's own values (the target's default would differ).
+    ferry_testkit::wait_until(
+        "the copy afresh",
+        std::time::Duration::from_secs(60),
+        || async {
+            let source = aggregate(&pair.source, &compare.replace("{}", "orders")).await?;
+            let target = aggregate(&pair.target, &compare.replace("{}", "purchases")).await?;
+            (source == target).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+}
+
+/// The rows of `sql` as one text (None while the query fails).
+async fn aggregate(client: &tokio_postgres::Client, sql: &str) -> Option<Option<String>> {
+    client
+        .query_one(
+            &format!("SELECT string_agg(t::text, '|') FROM ({sql}) t"),
+            &[],
+        )
+        .await
+        .ok()
+        .map(|row| row.get(0))
+}
