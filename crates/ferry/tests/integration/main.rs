@@ -22,6 +22,7 @@ mod partitions;
 mod resume;
 mod schema;
 mod schema_changes;
+mod tls;
 mod toast;
 mod types;
 mod unique_keys;
