@@ -150,10 +150,12 @@ pub(crate) async fn wait_mysql_target_streaming(name: &str) {
             .target
             .execute(&format!(
                 "SELECT (SELECT count(*) FROM _ferry.streams WHERE migration = '{name}'),
-                        (SELECT count(*) FROM _ferry.tables WHERE migration = '{name}' AND state <> 'copied')"
+                        (SELECT count(*) FROM _ferry.tables WHERE migration = '{name}' AND state <> 'copied'),
+                        (SELECT count(*) > 0 FROM _ferry.tables WHERE migration = '{name}' AND state = 'copied')"
             ))
             .ok()?;
-        (output.trim() == "1\t0").then_some(())
+        // (Some table copied: before the first plan is stored, no table is "not copied" yet.)
+        (output.trim() == "1\t0\t1").then_some(())
     })
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
@@ -165,7 +167,8 @@ pub(crate) async fn wait_postgres_target_streaming(name: &str, client: &tokio_po
         client
             .query_opt(
                 "SELECT 1 FROM _ferry.stream WHERE migration = $1
-                   AND NOT EXISTS (SELECT 1 FROM _ferry.table_state WHERE state <> 'copied')",
+                   AND NOT EXISTS (SELECT 1 FROM _ferry.table_state WHERE state <> 'copied')
+                   AND EXISTS (SELECT 1 FROM _ferry.table_state WHERE state = 'copied')",
                 &[&name],
             )
             .await
