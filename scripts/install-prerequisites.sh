@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests, demo and benchmarks need on Debian 12: the PostgreSQL server
 # binaries (initdb, pg_ctl, postgres) and client tools (psql, pg_dump, pgbench), and the MariaDB
-# server and client tools (mariadb-install-db, mariadbd, mariadb, mariadb-dump) with sysbench.
+# server and client tools (mariadb-install-db, mariadbd, mariadb, mariadb-dump) with sysbench, and
+# openssl (certificates for the TLS test).
 # Does nothing when they are present. Keeps Debian from starting its own servers.
 set -euo pipefail
 missing=()
@@ -10,6 +11,10 @@ if ! { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pgbench
 fi
 if ! { command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb-dump >/dev/null; }; then
   missing+=(mariadb-server mariadb-client)
+fi
+# The TLS test makes its CA and server certificates with openssl.
+if ! command -v openssl >/dev/null; then
+  missing+=(openssl)
 fi
 if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v sysbench >/dev/null; then
   missing+=(sysbench)
