@@ -12,3 +12,12 @@ pub mod portable;
 pub mod postgres;
 pub mod registry;
 pub mod syntax;
+
+/// Names rustls' crypto provider (ring) for the whole process, before any connection: the
+/// drivers link rustls with two providers, and a TLS configuration built without one named
+/// would panic. Idempotent.
+pub fn install_tls_provider() {
+    // ring: its post-quantum key exchange is not needed for a database link.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -167,11 +167,21 @@ pub trait Sink: Send + Sync {
     /// Removes every row of the table (before copying it afresh).
     async fn truncate(&self, table: &TableName) -> Result<()>;
 
+    /// The names of the target table's columns.
+    async fn target_columns(&self, table: &TableName) -> Result<Vec<String>>;
+
     /// Adds to the target table those of `columns` (named in `table`, the source's current
     /// definition) that it lacks, as the source defines them: a column added on the source while
-    /// streaming (or while ferry was stopped). Returns the columns it added. Idempotent. A sink
-    /// that cannot add columns says which are missing, with the fix, in an operator error.
-    async fn add_columns(&self, table: &TableSchema, columns: &[String]) -> Result<Vec<String>>;
+    /// streaming (or while ferry was stopped). With `relax_dropped`, target columns the source no
+    /// longer has stop being NOT NULL (rows written from now on lack them). Returns the columns
+    /// it added. Idempotent. A sink that cannot add columns says which are missing, with the
+    /// fix, in an operator error.
+    async fn add_columns(
+        &self,
+        table: &TableSchema,
+        columns: &[String],
+        relax_dropped: bool,
+    ) -> Result<Vec<String>>;
 
     /// Takes `migration` exclusively on this target for this process: one process at a time may
     /// copy or stream a migration, so a second command with the same name can never rewrite the

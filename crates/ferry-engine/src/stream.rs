@@ -331,14 +331,17 @@ pub async fn stream_changes(
                     StreamEvent::Change(change) => match screen_keyless(change, transaction_at, start, &context.keyless_after) {
                         Screened::Apply(change) => StreamEvent::Change(change),
                         Screened::Held => continue,
-                        Screened::Undecidable(tables) => {
+                        Screened::Undecidable { apply, tables } => {
                             for table in tables {
                                 if stopping.insert(table.clone()) {
                                     error!(table = %table, "cannot tell whether the copy of this table (it has no key) already holds a change: the table stops and is copied afresh on the next run");
                                     pending.failing.push((table, "[stream.keyless_position] the change stream and the copy's snapshot positions cannot be compared (another server?); run ferry again to copy the table afresh".to_string()));
                                 }
                             }
-                            continue;
+                            match apply {
+                                Some(change) => StreamEvent::Change(change),
+                                None => continue,
+                            }
                         }
                     },
                     other => other,
@@ -541,14 +544,20 @@ async fn follow_schema_change(
         .iter()
         .map(|column| column.name.clone())
         .collect();
-    // The definitions read when this run started cover every column the source had then (the
-    // first description of each table lands here at every start); only a column added since
-    // needs the source's catalog again.
+    // The definitions read when this run started, while the table has exactly the columns it
+    // had then (the first description of each table lands here at every start); otherwise the
+    // source's catalog again.
     let started_with = context
         .tables
         .iter()
         .find(|table| table.name == relation.table)
-        .filter(|table| columns.iter().all(|name| table.column(name).is_some()))
+        .filter(|table| {
+            let known: Vec<&String> = table
+                .writable_columns()
+                .map(|column| &column.name)
+                .collect();
+            known.len() == columns.len() && columns.iter().all(|name| known.contains(&name))
+        })
         .cloned();
     let table = match started_with {
         Some(table) => table,
@@ -572,26 +581,29 @@ async fn follow_schema_change(
                 })?
         }
     };
-    let added = context.sink.add_columns(&table, &columns).await?;
-    if added.is_empty() {
-        return Ok(None);
-    }
-    info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
-    let computed: Vec<&String> = added
+    // A column with a computed default gave the existing source rows values the log never
+    // carried: decided before anything is added, so a crash in between decides the same again.
+    let present = context.sink.target_columns(&relation.table).await?;
+    let computed: Vec<&String> = columns
         .iter()
+        .filter(|name| !present.contains(name))
         .filter(|name| {
             table
                 .column(name)
                 .is_some_and(|column| !constant_default(column))
         })
         .collect();
-    if computed.is_empty() {
-        return Ok(None);
+    if !computed.is_empty() {
+        return Ok(Some(format!(
+            "[stream.column_added] column(s) {} were added on the source with a computed default (identity, sequence, function): the existing rows' values are only on the source; run ferry again to copy the table afresh",
+            computed.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
     }
-    Ok(Some(format!(
-        "[stream.column_added] column(s) {} were added on the source with a computed default (identity, sequence, function): the existing rows' values are only on the source; run ferry again to copy the table afresh",
-        computed.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
-    )))
+    let added = context.sink.add_columns(&table, &columns, true).await?;
+    if !added.is_empty() {
+        info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
+    }
+    Ok(None)
 }
 
 /// True when every existing row takes the same value for a column added with this definition
@@ -651,8 +663,12 @@ enum Screened {
     /// The target holds it already (through its copy's snapshot or an applied batch):
     /// replaying it would double it (or, for a truncate, undo the copy).
     Held,
-    /// These tables' copies cannot be placed against the change: they must stop.
-    Undecidable(Vec<TableName>),
+    /// These tables' copies cannot be placed against the change: they must stop (and `apply`,
+    /// what remains of the change, goes on).
+    Undecidable {
+        apply: Option<Change>,
+        tables: Vec<TableName>,
+    },
 }
 
 /// Leaves out of `change` what the target already holds of tables without a key: a row change
@@ -689,7 +705,10 @@ fn screen_keyless(
             match held(&relation.table) {
                 Some(true) => Screened::Held,
                 Some(false) => Screened::Apply(change),
-                None => Screened::Undecidable(vec![relation.table.clone()]),
+                None => Screened::Undecidable {
+                    apply: None,
+                    tables: vec![relation.table.clone()],
+                },
             }
         }
         Change::Truncate {
@@ -713,25 +732,36 @@ fn screen_keyless(
                     }
                 })
                 .collect();
-            if !undecidable.is_empty() {
-                return Screened::Undecidable(undecidable);
-            }
-            if kept.is_empty() {
-                return Screened::Held;
-            }
-            Screened::Apply(Change::Truncate {
+            let apply = (!kept.is_empty()).then(|| Change::Truncate {
                 relations: kept,
                 cascade,
                 restart_identity,
-            })
+            });
+            match (apply, undecidable.is_empty()) {
+                (apply, false) => Screened::Undecidable {
+                    apply,
+                    tables: undecidable,
+                },
+                (Some(change), true) => Screened::Apply(change),
+                (None, true) => Screened::Held,
+            }
         }
         Change::Cascade(operation) if !keyless_after.is_empty() => {
             // A cascade reaches tables by their foreign keys; a table without a key whose copy
             // holds this transaction already carries its effect.
-            let held_tables: Vec<TableName> = operation
+            let keyless_touched: Vec<TableName> = operation
                 .touched_tables()
                 .into_iter()
-                .filter(|table| keyless_after.contains_key(table) && held(table) == Some(true))
+                .filter(|table| keyless_after.contains_key(table))
+                .collect();
+            let undecidable: Vec<TableName> = keyless_touched
+                .iter()
+                .filter(|table| held(table).is_none())
+                .cloned()
+                .collect();
+            let held_tables: Vec<TableName> = keyless_touched
+                .into_iter()
+                .filter(|table| held(table) != Some(false))
                 .collect();
             if held_tables.is_empty() {
                 return Screened::Apply(Change::Cascade(operation));
@@ -745,7 +775,15 @@ fn screen_keyless(
                     .cloned()
                     .collect(),
             );
-            Screened::Apply(Change::Cascade(std::sync::Arc::new(narrowed)))
+            let narrowed = Change::Cascade(std::sync::Arc::new(narrowed));
+            if undecidable.is_empty() {
+                Screened::Apply(narrowed)
+            } else {
+                Screened::Undecidable {
+                    apply: Some(narrowed),
+                    tables: undecidable,
+                }
+            }
         }
         change => Screened::Apply(change),
     }

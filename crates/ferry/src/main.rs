@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    ferry_connectors::install_tls_provider();
     let arguments = cli::Cli::parse();
     report::init_logging(&arguments.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,7 @@ pub struct MysqlConfig {
 }
 
 /// TLS as the MySQL client spells it in the URL: `ssl-mode` (`DISABLED` (the default),
-/// `PREFERRED`, `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`), `ssl-ca` (the CA to trust; else the
+/// `PREFERRED`, `REQUIRED`, `VERIFY_IDENTITY`; `VERIFY_CA` is refused for now), `ssl-ca` (the CA to trust; else the
 /// public web roots), `ssl-cert` and `ssl-key` (a client certificate). `PREFERRED` and `REQUIRED`
 /// encrypt without checking who answers, `VERIFY_CA` checks the chain, `VERIFY_IDENTITY` the
 /// chain and the host name.
@@ -37,7 +37,6 @@ pub enum MysqlSslMode {
     Disabled,
     Preferred,
     Required,
-    VerifyCa,
     VerifyIdentity,
 }
 
@@ -56,7 +55,13 @@ impl MysqlTls {
                     "DISABLED" | "DISABLE" => MysqlSslMode::Disabled,
                     "PREFERRED" | "PREFER" => MysqlSslMode::Preferred,
                     "REQUIRED" | "REQUIRE" => MysqlSslMode::Required,
-                    "VERIFY_CA" => MysqlSslMode::VerifyCa,
+                    "VERIFY_CA" => return Err(Error::operator(
+                        "config.url",
+                        "ssl-mode=VERIFY_CA is not supported yet",
+                    )
+                    .with_hint(
+                        "use ssl-mode=VERIFY_IDENTITY (the chain and the host name), or REQUIRED",
+                    )),
                     "VERIFY_IDENTITY" | "VERIFY_FULL" => MysqlSslMode::VerifyIdentity,
                     _ => return Err(Error::operator(
                         "config.url",
@@ -69,10 +74,9 @@ impl MysqlTls {
                 "ssl-ca" => tls.ca = Some(value.into()),
                 "ssl-cert" => tls.certificate = Some(value.into()),
                 "ssl-key" => tls.key = Some(value.into()),
-                _ => {
-                    return Err(url_error(&format!("it has an unknown parameter '{key}'"))
-                        .with_hint("the MySQL URL takes ssl-mode, ssl-ca, ssl-cert and ssl-key"))
-                }
+                // Other driver parameters are left as they always were: ignored (and never
+                // echoed: a part of a password could look like one).
+                _ => {}
             }
         }
         if tls.certificate.is_some() != tls.key.is_some() {
@@ -109,7 +113,10 @@ impl MysqlTls {
             ))
             .with_danger_skip_domain_validation(self.mode != MysqlSslMode::VerifyIdentity);
         if let Some(ca) = &self.ca {
-            options = options.with_root_certs(vec![ca.clone().into()]);
+            // Only this CA: the public roots would let any public certificate through.
+            options = options
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true);
         }
         if let (Some(certificate), Some(key)) = (&self.certificate, &self.key) {
             options = options.with_client_identity(Some(mysql_async::ClientIdentity::new(
@@ -161,7 +168,15 @@ impl MysqlConfig {
         let (_, rest) = url
             .split_once("://")
             .ok_or_else(|| url_error("it has no scheme"))?;
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // The query starts after the credentials (a password may hold a '?').
+        let after_credentials = rest.rfind('@').map_or(0, |at| at + 1);
+        let (rest, query) = match rest[after_credentials..].find('?') {
+            Some(question) => (
+                &rest[..after_credentials + question],
+                &rest[after_credentials + question + 1..],
+            ),
+            None => (rest, ""),
+        };
         let tls = MysqlTls::parse(query)?;
         let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
         let (credentials, address) = match authority.rsplit_once('@') {

@@ -345,15 +345,23 @@ impl Sink for MysqlSink {
 
     /// Checks that the target has the columns; adding them is left to the operator (the type
     /// mapping of a single column from another engine is not reproduced here yet).
-    async fn add_columns(&self, table: &TableSchema, columns: &[String]) -> Result<Vec<String>> {
+    async fn target_columns(&self, table: &TableName) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
-        let present: Vec<String> = conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (self.config.database(), &table.name.name),
-            )
-            .await
-            .map_err(|error| classify(error, &format!("reading the columns of {} on the target", table.name)))?;
+        conn.exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (self.config.database(), &table.name),
+        )
+        .await
+        .map_err(|error| classify(error, &format!("reading the columns of {table} on the target")))
+    }
+
+    async fn add_columns(
+        &self,
+        table: &TableSchema,
+        columns: &[String],
+        _relax_dropped: bool,
+    ) -> Result<Vec<String>> {
+        let present = self.target_columns(&table.name).await?;
         let missing: Vec<&String> = columns
             .iter()
             .filter(|name| {

@@ -29,7 +29,7 @@ impl ConnectionConfig {
     /// given here (say, from the environment) replaces one in the URL. Errors never quote the URL,
     /// which may hold a password.
     pub fn parse(url: &str, password: Option<&str>) -> Result<ConnectionConfig> {
-        let (url_without_tls, tls) = super::tls::TlsSettings::split_url(url)?;
+        let (url_without_tls, mut tls) = super::tls::TlsSettings::split_url(url)?;
         let mut config: tokio_postgres::Config = url_without_tls.parse().map_err(|error: tokio_postgres::Error| {
             Error::operator("config.url", format!("the PostgreSQL URL is malformed: {}", redact(&error.to_string(), url)))
                 .with_hint("write it as postgres://user@host:5432/database; percent-encode special characters in the password")
@@ -63,7 +63,16 @@ impl ConnectionConfig {
         config.keepalives_idle(std::time::Duration::from_secs(30));
         config.keepalives_interval(std::time::Duration::from_secs(10));
         config.keepalives_retries(3);
-        config.ssl_mode(tls.postgres_mode());
+        if tls.mode_given {
+            config.ssl_mode(tls.postgres_mode());
+        } else {
+            // A key=value string's own sslmode (or tokio-postgres' default, prefer) stands.
+            tls.mode = match config.get_ssl_mode() {
+                tokio_postgres::config::SslMode::Disable => super::tls::SslMode::Disable,
+                tokio_postgres::config::SslMode::Require => super::tls::SslMode::Require,
+                _ => super::tls::SslMode::Prefer,
+            };
+        }
         let tls_client = match tls.mode {
             super::tls::SslMode::Disable => None,
             _ => Some(tls.client_config()?),

@@ -47,17 +47,38 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
                 client
             }
             Some(tls) => {
-                let (client, connection) = config
+                match config
                     .client_config()
                     .connect(super::tls::MakeRustls(tls))
                     .await
-                    .map_err(|error| classify(error, &what))?;
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        debug!(error = %error, "connection ended");
+                {
+                    Ok((client, connection)) => {
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                debug!(error = %error, "connection ended");
+                            }
+                        });
+                        client
                     }
-                });
-                client
+                    // `prefer`: a server whose TLS handshake fails is spoken to in plain, as
+                    // before TLS was tried at all.
+                    Err(error) if config.tls().mode == super::tls::SslMode::Prefer => {
+                        debug!(error = %error, "TLS failed with sslmode=prefer; connecting without it");
+                        let mut plain = config.client_config().clone();
+                        plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                        let (client, connection) = plain
+                            .connect(NoTls)
+                            .await
+                            .map_err(|error| classify(error, &what))?;
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                debug!(error = %error, "connection ended");
+                            }
+                        });
+                        client
+                    }
+                    Err(error) => return Err(classify(error, &what)),
+                }
             }
         };
         let mut settings: String = SESSION_SETTINGS

@@ -318,37 +318,44 @@ impl Sink for PostgresSink {
         Ok(deferred)
     }
 
-    async fn add_columns(&self, table: &TableSchema, columns: &[String]) -> Result<Vec<String>> {
-        let table = super::translate::table(table)?;
+    async fn target_columns(&self, table: &TableName) -> Result<Vec<String>> {
         let client = self.client().await?;
-        let present: Vec<String> = client
+        Ok(client
             .query(
                 "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
-                &[&qualified(&table.name)],
+                &[&qualified(table)],
             )
             .await
-            .map_err(|error| classify(error, &format!("reading the columns of {} on the target", table.name)))?
+            .map_err(|error| classify(error, &format!("reading the columns of {table} on the target")))?
             .iter()
             .map(|row| row.get(0))
-            .collect();
+            .collect())
+    }
+
+    async fn add_columns(
+        &self,
+        table: &TableSchema,
+        columns: &[String],
+        relax_dropped: bool,
+    ) -> Result<Vec<String>> {
+        let table = super::translate::table(table)?;
+        let present = self.target_columns(&table.name).await?;
+        let client = self.client().await?;
         // A column the source dropped stays on the target: it must not refuse rows without it.
         for gone in present
             .iter()
-            .filter(|name| !columns.contains(name) && table.column(name).is_none())
+            .filter(|name| relax_dropped && !columns.contains(name) && table.column(name).is_none())
         {
-            client
+            if let Err(error) = client
                 .batch_execute(&format!(
                     "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
                     qualified(&table.name),
                     ident(gone)
                 ))
                 .await
-                .map_err(|error| {
-                    classify(
-                        error,
-                        &format!("relaxing {gone} of {} on the target", table.name),
-                    )
-                })?;
+            {
+                warn!(table = %table.name, column = %gone, error = %classify(error, "relaxing a column"), "a column dropped on the source stays NOT NULL on the target");
+            }
         }
         let mut added = Vec::new();
         for name in columns.iter().filter(|name| !present.contains(name)) {
