@@ -207,10 +207,20 @@ pub fn untranslatable(catalog: &Catalog) -> Vec<String> {
         .iter()
         .filter(|table| table.dialect == "mysql")
     {
+        // Never truncated silently (PostgreSQL would cut a longer name to 63 bytes): named, with
+        // a rename that cannot collide, to accept in the config file.
         if table.name.name.len() > 63 {
+            let renamed = ferry_core::schema::fit_identifier(&table.name.name, 63);
             problems.push(format!(
-                "{}: PostgreSQL names have at most 63 bytes",
-                table.name
+                "{}: PostgreSQL names have at most 63 bytes; to accept a rename, add to the config file: [[transform]] table = \"{}\" rename = \"{}\"",
+                table.name, table.name, renamed
+            ));
+        }
+        for column in table.columns.iter().filter(|column| column.name.len() > 63) {
+            let renamed = ferry_core::schema::fit_identifier(&column.name, 63);
+            problems.push(format!(
+                "{}.{}: PostgreSQL names have at most 63 bytes; to accept a rename, add to the config file: [[transform]] table = \"{}\" columns = {{ \"{}\" = \"{}\" }}",
+                table.name, column.name, table.name, column.name, renamed
             ));
         }
         for column in &table.columns {

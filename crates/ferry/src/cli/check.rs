@@ -129,10 +129,13 @@ async fn engine_pair_findings(
             let mut findings = mysql::check(Some(source), None, selection, None).await;
             findings
                 .extend(postgres::check_sides(None, Some(target), selection, &settings.name).await);
-            if let Ok(catalog) = Endpoint::Mysql(source.clone())
-                .source()
-                .read_catalog(selection)
-                .await
+            // As the target will see it: after the config's renames.
+            let transformed = ferry_engine::TransformedSource::new(
+                Endpoint::Mysql(source.clone()).source(),
+                settings.transforms.clone(),
+            );
+            if let Ok(catalog) =
+                ferry_core::connector::Source::read_catalog(&transformed, selection).await
             {
                 for problem in postgres::translate::untranslatable(&catalog) {
                     findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));

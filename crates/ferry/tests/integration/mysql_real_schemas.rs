@@ -220,3 +220,69 @@ async fn check_finds_values_the_target_would_refuse() {
         "{text}"
     );
 }
+
+/// A MySQL name longer than PostgreSQL's 63 bytes is never truncated silently: `check` names it
+/// with a rename that cannot collide, and with that rename in the config the table moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_too_long_for_postgres_get_a_rename_to_accept() {
+    let name = "my_long_columns";
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    let long = format!("c{}", "x".repeat(63));
+    sql(
+        &mariadb().source,
+        name,
+        &format!("CREATE TABLE t (id INT PRIMARY KEY, `{long}` INT); INSERT INTO t VALUES (1, 10), (2, 20);"),
+    );
+    let check = ferry("check", &source, &target, &["--name", name])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(!check.status.success(), "{report}");
+    let hint_start =
+        report.find("columns = { ").expect("a rename to accept") + "columns = { ".len();
+    let rename = report[hint_start..].split(" }").next().unwrap().to_string();
+    assert!(rename.starts_with(&format!("\"{long}\" = \"")), "{rename}");
+    let config = std::env::temp_dir().join(format!("ferry-{name}-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("[[transform]]\ntable = \"{name}.t\"\ncolumns = {{ {rename} }}\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let check = ferry("check", &source, &target, &["--name", name, "-c", config])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let copy = ferry("copy", &source, &target, &["--name", name, "-c", config])
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let renamed = rename.rsplit('"').nth(1).unwrap().to_string();
+    assert!(renamed.len() <= 63);
+    let total: i64 = crate::common::servers()
+        .target
+        .connect(name)
+        .await
+        .unwrap()
+        .query_one(
+            &format!("SELECT sum(\"{renamed}\")::bigint FROM {name}.t"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+}
