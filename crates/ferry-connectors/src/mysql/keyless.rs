@@ -1,8 +1,8 @@
 //! Applying the changes of tables without a key ([`KeylessChanges`]) to MySQL, in source order:
 //! runs of inserts as multi-row `INSERT`s, each update or delete on exactly one row found by its
 //! whole old image (`<=>` on every written column, `LIMIT 1`), so duplicate rows stay
-//! duplicates. Text compares as bytes (not by its collation), FLOAT in single precision, JSON as
-//! documents.
+//! duplicates. Text compares in its charset's `_bin` collation (case counts), FLOAT in single
+//! precision, JSON as documents.
 
 use ferry_core::change::{KeylessChange, KeylessChanges};
 use ferry_core::{Error, Result, Value};
@@ -54,14 +54,19 @@ pub(crate) async fn apply_keyless<Q: Queryable>(
         let mut parts = Vec::new();
         for (index, column, target) in &written {
             let literal = value(row, *index, column, &target.kind)?;
-            parts.push(match target.kind {
+            parts.push(match &target.kind {
                 Kind::Float => format!("{} <=> CAST({literal} AS FLOAT)", ident(column)),
                 Kind::Json => format!(
                     "JSON_EXTRACT({}, '$') <=> JSON_EXTRACT({literal}, '$')",
                     ident(column)
                 ),
-                // Identity, not the collation's equality ('Foo' is not 'foo', 'a' not 'a ').
-                Kind::Text { .. } | Kind::Enum { .. } | Kind::Set { .. } => {
+                // Case and accents count ('Foo' is not 'foo'): the column's charset compared
+                // bytewise (its _bin collation pads, so CHAR's trailing spaces do not count, as
+                // CHAR never returns them).
+                Kind::Text { charset } => {
+                    format!("{} COLLATE {charset}_bin <=> {literal}", ident(column))
+                }
+                Kind::Enum { .. } | Kind::Set { .. } => {
                     format!("BINARY {} <=> BINARY {literal}", ident(column))
                 }
                 _ => format!("{} <=> {literal}", ident(column)),
