@@ -1,6 +1,7 @@
 //! kill -9 at random moments, for every engine pair (PostgreSQL and MariaDB, both ways, and each
 //! to itself), during the copy and during streaming, under concurrent writes (updates, deletes,
-//! inserts and key moves). After the last restart the writes stop and both sides must hold the
+//! inserts and key moves, and twins inserted, deleted and updated one at a time in a table without
+//! a key). After the last restart the writes stop and both sides must hold the
 //! same rows, each once, compared through the servers' own SQL, never through ferry's code.
 //!
 //! `FERRY_KILL_POINTS` (default 3) sets how many kills each pair takes; `FERRY_KILL_SEED` replays
@@ -71,6 +72,8 @@ async fn kill_at_random(chaos: &mut Chaos, mut run: Child, spawn: impl Fn() -> C
 const MYSQL_TABLE: &str = "
 CREATE TABLE events (id BIGINT PRIMARY KEY, payload VARCHAR(200) NOT NULL, counter INT NOT NULL, email VARCHAR(40), UNIQUE KEY by_email (email));
 INSERT INTO events SELECT seq, CONCAT('row ', seq), 0, CONCAT('e', seq) FROM seq_1_to_30000;
+CREATE TABLE journal (n INT, note VARCHAR(20));
+INSERT INTO journal SELECT seq % 100, 'entry' FROM seq_1_to_3000;
 DELIMITER //
 CREATE PROCEDURE churn(rounds INT)
 BEGIN
@@ -85,6 +88,9 @@ BEGIN
     SELECT email INTO @moved FROM events WHERE id = 1 + (i * 13) % 30000;
     UPDATE events SET email = NULL WHERE id = 1 + (i * 13) % 30000;
     UPDATE events SET email = @moved WHERE id = 1 + (i * 17) % 30000 AND email IS NULL AND @moved IS NOT NULL;
+    INSERT INTO journal VALUES (i % 100, 'twin'), (i % 100, 'twin');
+    DELETE FROM journal WHERE n = (i * 7) % 100 LIMIT 1;
+    UPDATE journal SET note = 'seen' WHERE n = (i * 13) % 100 AND note = 'entry' LIMIT 1;
     COMMIT;
     SET i = i + 1;
   END WHILE;
@@ -95,7 +101,39 @@ DELIMITER ;
 const POSTGRES_TABLE: &str = "
 CREATE TABLE events (id bigint PRIMARY KEY, payload text NOT NULL, counter int NOT NULL, email text UNIQUE);
 INSERT INTO events SELECT g, 'row ' || g, 0, 'e' || g FROM generate_series(1, 30000) g;
+-- A table without a key: duplicates must stay exactly as many through every kill.
+CREATE TABLE journal (n int, note text);
+ALTER TABLE journal REPLICA IDENTITY FULL;
+INSERT INTO journal SELECT g % 100, 'entry' FROM generate_series(1, 3000) g;
 ";
+
+/// A writer on the table without a key: inserts twins, deletes and updates one of several
+/// identical rows.
+fn postgres_journal_churn(
+    client: tokio_postgres::Client,
+    rounds: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0..rounds {
+            client
+                .batch_execute(&format!(
+                    "BEGIN;
+                     INSERT INTO journal VALUES ({n}, 'twin'), ({n}, 'twin');
+                     DELETE FROM journal WHERE ctid = (SELECT ctid FROM journal WHERE n = {m} LIMIT 1);
+                     UPDATE journal SET note = 'seen' WHERE ctid = (SELECT ctid FROM journal WHERE n = {k} AND note = 'entry' LIMIT 1);
+                     COMMIT;",
+                    n = i % 100,
+                    m = (i * 7) % 100,
+                    k = (i * 13) % 100
+                ))
+                .await
+                .expect("journal statement");
+            if i % 20 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+}
 
 /// A PostgreSQL writer like the MariaDB procedure (updates, deletes, inserts, key moves).
 fn postgres_churn(client: tokio_postgres::Client, rounds: i64) -> tokio::task::JoinHandle<()> {
@@ -148,11 +186,15 @@ async fn kill_nine_at_random_postgres_to_postgres() {
     let mut chaos = Chaos::new("postgres to postgres");
     let arguments = ["--name", "kill", "--chunk-rows", "2000", "--parallel", "3"];
     let writer = Writer::start("kill_pg_pg", "events", ROWS).await;
+    let journal =
+        postgres_journal_churn(servers().source.connect("kill_pg_pg").await.unwrap(), 1500);
     let run = pair.spawn_run(&arguments, None);
     let mut run = kill_at_random(&mut chaos, run, || pair.spawn_run(&arguments, None)).await;
     writer.stop().await;
-    pair.wait_streaming(1).await;
-    pair.wait_equal(&[("public.events", "id")]).await;
+    journal.await.expect("journal writer");
+    pair.wait_streaming(2).await;
+    pair.wait_equal(&[("public.events", "id"), ("public.journal", "n, note")])
+        .await;
     let keyed: bool = pair
         .target
         .query_one(
@@ -178,7 +220,7 @@ async fn kill_nine_at_random_mariadb_to_mariadb() {
     let run = spawn_run(name, &source, &target);
     let mut run = kill_at_random(&mut chaos, run, || spawn_run(name, &source, &target)).await;
     writer.join().expect("writer");
-    let query = "SELECT * FROM events ORDER BY id";
+    let query = "SELECT * FROM events ORDER BY id; SELECT n, note, COUNT(*) FROM journal GROUP BY n, note ORDER BY n, note";
     let result = ferry_testkit::wait_until(
         "both sides to be equal",
         Duration::from_secs(120),
