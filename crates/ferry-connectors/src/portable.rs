@@ -260,6 +260,7 @@ mod tests {
             collation: Some("utf8mb4_general_ci".into()),
             on_update: None,
             generated_virtual: false,
+            comment: None,
         }
     }
 

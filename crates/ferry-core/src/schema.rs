@@ -59,6 +59,9 @@ pub struct Column {
     /// For a generated column: computed when read (MySQL `VIRTUAL`) rather than stored.
     #[serde(default)]
     pub generated_virtual: bool,
+    /// The column's comment, if it has one.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// A secondary object created after the bulk load: an index or a constraint (unique, exclusion,
@@ -110,6 +113,9 @@ pub struct TableSchema {
     /// one table.
     #[serde(default)]
     pub partitioning: Option<Partitioning>,
+    /// The table's comment, if it has one.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// How a partitioned table splits its rows, in the source dialect.

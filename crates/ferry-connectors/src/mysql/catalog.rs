@@ -143,6 +143,7 @@ pub async fn read_catalog(
                     .to_ascii_lowercase()
             }),
             generated_virtual: extra_lower.contains("virtual"),
+            comment: None,
         });
     }
 
@@ -286,6 +287,7 @@ pub async fn read_catalog(
                 .collect(),
             estimated_rows: estimated_rows.unwrap_or(0),
             partitioning: None,
+            comment: None,
         });
     }
     read_foreign_keys(conn, database, &mut catalog).await?;

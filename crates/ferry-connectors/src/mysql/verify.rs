@@ -757,6 +757,7 @@ mod tests {
             foreign_keys: Vec::new(),
             estimated_rows: 0,
             partitioning: None,
+            comment: None,
         };
         keys_predicate(&table, keys)
     }

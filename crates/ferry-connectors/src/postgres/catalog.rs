@@ -172,7 +172,8 @@ async fn read_table(
                     base.typnamespace <> 'pg_catalog'::regnamespace, base.typtype::text, base.oid,
                     CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
                          THEN (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
-                               JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END
+                               JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
+                    col_description(a.attrelid, a.attnum)
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type base ON base.oid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
@@ -212,6 +213,7 @@ async fn read_table(
                 collation: row.get(9),
                 on_update: None,
                 generated_virtual: false,
+                comment: row.get(10),
             }
         })
         .collect();
@@ -314,6 +316,11 @@ async fn read_table(
             primary_key_name = Some(index);
         }
     }
+    let comment: Option<String> = client
+        .query_one("SELECT obj_description($1, 'pg_class')", &[&oid])
+        .await
+        .map_err(|error| classify(error, &what))?
+        .get(0);
     Ok(TableSchema {
         name: name.clone(),
         dialect: "postgres".into(),
@@ -325,6 +332,7 @@ async fn read_table(
         foreign_keys: Vec::new(),
         estimated_rows: estimated_rows.max(0) as u64,
         partitioning: None,
+        comment,
     })
 }
 

@@ -101,6 +101,29 @@ pub fn column_definition(column: &ferry_core::Column) -> String {
     }
 }
 
+/// `COMMENT ON` statements for the table's and its columns' comments (none for a table without).
+pub fn comments(table: &TableSchema) -> String {
+    let mut statements = Vec::new();
+    if let Some(comment) = &table.comment {
+        statements.push(format!(
+            "COMMENT ON TABLE {} IS {}",
+            qualified(&table.name),
+            literal(comment)
+        ));
+    }
+    for column in &table.columns {
+        if let Some(comment) = &column.comment {
+            statements.push(format!(
+                "COMMENT ON COLUMN {}.{} IS {}",
+                qualified(&table.name),
+                ident(&column.name),
+                literal(comment)
+            ));
+        }
+    }
+    statements.join(";\n")
+}
+
 /// How a statement names a table's own rows: `ONLY "s"."t"`, which leaves out inheritance
 /// children (tables of their own, migrated on their own), except for a partitioned table,
 /// whose rows all live in its partitions (`ONLY` would see none of them).
@@ -250,6 +273,7 @@ mod tests {
             collation: None,
             on_update: None,
             generated_virtual: false,
+            comment: None,
         }
     }
 
@@ -272,6 +296,7 @@ mod tests {
             foreign_keys: Vec::new(),
             estimated_rows: 0,
             partitioning: None,
+            comment: None,
         }
     }
 

@@ -98,7 +98,13 @@ impl Sink for PostgresSink {
                 })?;
         }
         for table in &catalog.tables {
-            client.batch_execute(&create_table(table)).await.map_err(|error| {
+            let comments = super::ddl::comments(table);
+            let statement = if comments.is_empty() {
+                create_table(table)
+            } else {
+                format!("{};\n{comments}", create_table(table))
+            };
+            client.batch_execute(&statement).await.map_err(|error| {
                 let error = classify(error, &format!("creating table {} on the target", table.name));
                 if error.code() == "postgres.missing_object" {
                     error.with_hint("a type, collation or function the table uses is missing on the target: create it (for extension types, CREATE EXTENSION) and run again")

@@ -92,6 +92,7 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
         collation: None,
         on_update: None,
         generated_virtual: false,
+        comment: None,
     })
 }
 
@@ -283,6 +284,7 @@ pub fn table(table: &TableSchema) -> Result<TableSchema> {
         foreign_keys: table.foreign_keys.clone(),
         estimated_rows: table.estimated_rows,
         partitioning: None,
+        comment: None,
     })
 }
 
@@ -388,6 +390,7 @@ mod tests {
             collation: None,
             on_update: None,
             generated_virtual: false,
+            comment: None,
         };
         Catalog {
             tables: vec![TableSchema {
@@ -401,6 +404,7 @@ mod tests {
                 foreign_keys: Vec::new(),
                 estimated_rows: 0,
                 partitioning: None,
+                comment: None,
             }],
             sequences: vec![ferry_core::schema::Sequence {
                 name: TableName::new("shop", "orders_id_seq"),

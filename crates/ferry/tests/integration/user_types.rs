@@ -31,6 +31,8 @@ CREATE TABLE public.film (
     name citext,
     attributes hstore
 );
+COMMENT ON TABLE public.film IS 'the films';
+COMMENT ON COLUMN public.film.home IS 'where ''home'' is';
 INSERT INTO public.film
 SELECT g, 1991 + g % 20, 1901 + g % 250, ARRAY['happy', 'it''s "odd"', 'sad ']::"odd ""schema""".mood[],
        ROW('Main St ' || g, g, 1950::public.year, 'ünï'::"odd ""schema""".mood)::public.address, ARRAY[ROW('a,b', 1, NULL, NULL)::public.address, NULL],
@@ -116,6 +118,23 @@ async fn domains_composites_ranges_and_extension_types_move_with_their_values() 
         .collect();
     assert!(source_types.len() >= 6, "{source_types:#?}");
     assert_eq!(source_types, target_types);
+    // Comments move with the definitions.
+    let comments = pair
+        .target
+        .query_one(
+            "SELECT obj_description('public.film'::regclass, 'pg_class'), col_description('public.film'::regclass, (SELECT attnum::int FROM pg_attribute WHERE attrelid = 'public.film'::regclass AND attname = 'home'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        comments.get::<_, Option<String>>(0).as_deref(),
+        Some("the films")
+    );
+    assert_eq!(
+        comments.get::<_, Option<String>>(1).as_deref(),
+        Some("where 'home' is")
+    );
     // The domain's checks hold on the target too.
     let refused = pair
         .target
