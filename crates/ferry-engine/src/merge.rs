@@ -274,19 +274,16 @@ impl BatchBuilder {
             // The same table with a new shape: what was recorded against the old one goes first.
             self.cut();
         }
-        if !self.keyless.contains_key(&id) {
-            self.keyless.insert(
-                id,
+        let order = &mut self.keyless_order;
+        self.keyless
+            .entry(id)
+            .or_insert_with(|| {
+                order.push(id);
                 KeylessChanges {
                     relation,
                     changes: Vec::new(),
-                },
-            );
-            self.keyless_order.push(id);
-        }
-        self.keyless
-            .get_mut(&id)
-            .expect("inserted above")
+                }
+            })
             .changes
             .push(keyless);
         self.operation_count += 1;

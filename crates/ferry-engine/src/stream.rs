@@ -732,7 +732,7 @@ fn screen_keyless(
                     }
                 })
                 .collect();
-            let apply = (!kept.is_empty()).then(|| Change::Truncate {
+            let apply = (!kept.is_empty()).then_some(Change::Truncate {
                 relations: kept,
                 cascade,
                 restart_identity,

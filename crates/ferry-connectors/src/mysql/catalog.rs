@@ -72,6 +72,12 @@ pub fn auto_increment_sequence(
     }
 }
 
+/// (name, estimated rows, next AUTO_INCREMENT, engine)
+type TableRow = (String, Option<u64>, Option<u64>, Option<String>);
+
+/// An index being read: (kind word, parts, the plain columns when no part is a prefix).
+type IndexParts<'a> = (&'a str, Vec<String>, Option<Vec<String>>);
+
 /// Reads the selected tables of the connection's database.
 pub async fn read_catalog(
     conn: &mut Conn,
@@ -80,7 +86,7 @@ pub async fn read_catalog(
 ) -> Result<Catalog> {
     let what = "reading the table definitions";
     let mariadb = super::connection::is_mariadb(conn).await?;
-    let tables: Vec<(String, Option<u64>, Option<u64>, Option<String>)> = conn
+    let tables: Vec<TableRow> = conn
         .exec(
             "SELECT TABLE_NAME, TABLE_ROWS, AUTO_INCREMENT, ENGINE FROM information_schema.TABLES
              WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
@@ -156,8 +162,7 @@ pub async fn read_catalog(
         let columns = by_table.remove(&table).unwrap_or_default();
         let mut primary_key = Vec::new();
         // index name: (kind word, parts, plain columns when no part is a prefix)
-        let mut secondary: BTreeMap<String, (&str, Vec<String>, Option<Vec<String>>)> =
-            BTreeMap::new();
+        let mut secondary: BTreeMap<String, IndexParts> = BTreeMap::new();
         for (_, index, non_unique, column, prefix, index_type) in
             indexes.iter().filter(|row| row.0 == table)
         {

@@ -43,6 +43,9 @@ pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
     Ok(())
 }
 
+/// (schema, table, chunk index, key range, done, rows, snapshot position)
+type ChunkRow = (String, String, u32, String, i64, i64, Option<String>);
+
 const NOW_MICROS: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
 
 fn bad_state(what: &str) -> Error {
@@ -117,7 +120,7 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
     } else {
         "NULL"
     };
-    let chunks: Vec<(String, String, u32, String, i64, i64, Option<String>)> = conn
+    let chunks: Vec<ChunkRow> = conn
         .exec(
             format!("SELECT schema_name, table_name, chunk_index, key_range, done, row_count, {position} FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index"),
             (migration,),
