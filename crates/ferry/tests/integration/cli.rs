@@ -162,19 +162,31 @@ async fn status_reports_tables_and_lag() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let mut ferry_run = pair.spawn_run(&["--name", "status"], None);
     pair.wait_streaming(1).await;
-    let (code, stdout, stderr) = ferry(&[
-        "status",
-        "--json",
-        "--name",
-        "status",
-        "--source",
-        &pair.source_url,
-        "--target",
-        &pair.target_url,
-    ]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).expect("status --json prints JSON");
+    // The stream connects a moment after the copy is recorded: wait for status to say so.
+    let status = || {
+        let (code, stdout, stderr) = ferry(&[
+            "status",
+            "--json",
+            "--name",
+            "status",
+            "--source",
+            &pair.source_url,
+            "--target",
+            &pair.target_url,
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("status --json prints JSON")
+    };
+    let report = ferry_testkit::wait_until(
+        "status to report streaming",
+        std::time::Duration::from_secs(60),
+        || async {
+            let report = status();
+            (report["phase"] == "streaming").then_some(report)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}: {}\n{}", status(), pair.log()));
     assert_eq!(report["phase"], "streaming", "{report}");
     assert_eq!(report["tables"][0]["table"], "public.items");
     assert_eq!(report["tables"][0]["rows_copied"], 1000);

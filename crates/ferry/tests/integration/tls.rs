@@ -207,6 +207,24 @@ async fn postgres_and_mariadb_over_verified_tls() {
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     });
+    // The walsender connects once the copy is done (the row above may have come with the copy).
+    ferry_testkit::wait_until(
+        "the replication connection",
+        std::time::Duration::from_secs(60),
+        || async {
+            client
+                .query_opt("SELECT 1 FROM pg_stat_replication", &[])
+                .await
+                .ok()?
+        },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
     let encrypted = client
         .query_one(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl),
