@@ -32,8 +32,16 @@ CREATE TABLE IF NOT EXISTS _ferry.table_state (
     state text NOT NULL,
     PRIMARY KEY (migration, table_schema, table_name)
 );
-ALTER TABLE _ferry.table_state ADD COLUMN IF NOT EXISTS note text;
-ALTER TABLE _ferry.table_state ADD COLUMN IF NOT EXISTS last_change_at timestamptz;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = '_ferry' AND table_name = 'table_state' AND column_name = 'note') THEN
+    ALTER TABLE _ferry.table_state ADD COLUMN note text;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = '_ferry' AND table_name = 'table_state' AND column_name = 'last_change_at') THEN
+    ALTER TABLE _ferry.table_state ADD COLUMN last_change_at timestamptz;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS _ferry.chunk (
     migration text NOT NULL,
     table_schema text NOT NULL,
@@ -42,9 +50,17 @@ CREATE TABLE IF NOT EXISTS _ferry.chunk (
     key_range text NOT NULL,
     done boolean NOT NULL DEFAULT false,
     rows bigint NOT NULL DEFAULT 0,
+    snapshot_position text,
     PRIMARY KEY (migration, table_schema, table_name, chunk_index)
 );
-ALTER TABLE _ferry.chunk ADD COLUMN IF NOT EXISTS snapshot_position text;
+-- State of an earlier version: add the column only where it is missing (ALTER TABLE would lock
+-- the table against every migration sharing this target even when it has the column).
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = '_ferry' AND table_name = 'chunk' AND column_name = 'snapshot_position') THEN
+    ALTER TABLE _ferry.chunk ADD COLUMN snapshot_position text;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS _ferry.failure (
     migration text NOT NULL,
     at timestamptz NOT NULL,

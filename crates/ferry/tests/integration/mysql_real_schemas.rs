@@ -72,11 +72,25 @@ async fn fulltext_prefix_unique_keys_and_on_update_move_mariadb_to_mariadb() {
     let expected = rows(&mariadb().source, name);
     ferry_testkit::wait_until(
         "the target to equal the source",
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(120),
         || async { (rows(&mariadb().target, name) == expected).then_some(()) },
     )
     .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    .unwrap_or_else(|error| {
+        let target = rows(&mariadb().target, name);
+        let differing: Vec<(&str, &str)> = expected
+            .lines()
+            .zip(target.lines())
+            .filter(|(left, right)| left != right)
+            .take(5)
+            .collect();
+        panic!(
+            "{error}\nsource {} lines, target {} lines, first differences {differing:?}\n{}",
+            expected.lines().count(),
+            target.lines().count(),
+            log_tail(name)
+        )
+    });
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 
     // The definition is the same, index kinds, prefix, ON UPDATE and VIRTUAL included.
