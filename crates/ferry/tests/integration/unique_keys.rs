@@ -77,7 +77,7 @@ async fn a_unique_index_on_not_null_columns_keys_a_table_without_primary_key() {
     assert!(
         report.contains("source.replica_identity")
             && report.contains("public.unpublishable")
-            && report.contains("REPLICA IDENTITY USING INDEX"),
+            && report.contains("REPLICA IDENTITY USING INDEX unpublishable_k_key"),
         "{report}"
     );
 }
