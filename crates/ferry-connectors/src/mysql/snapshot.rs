@@ -142,48 +142,6 @@ pub struct MysqlChunkReader {
     position: Option<Position>,
 }
 
-/// Starts a consistent-snapshot transaction and returns the binary log position it is exact
-/// at: MariaDB reports it with the snapshot (`binlog_snapshot_*`), MySQL needs a moment's
-/// global read lock around the start.
-async fn start_at_known_position(conn: &mut Conn, what: &str) -> Result<Position> {
-    let server = super::source::server_id_of(conn).await?;
-    if super::connection::is_mariadb(conn).await? {
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await
-            .map_err(|error| classify(error, what))?;
-        let rows: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(|error| classify(error, what))?;
-        let get = |name: &str| {
-            rows.iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.clone())
-        };
-        let file = get("binlog_snapshot_file")
-            .filter(|file| !file.is_empty())
-            .ok_or_else(|| {
-                Error::operator("source.binlog_disabled", "the source has no binary log")
-            })?;
-        let offset = get("binlog_snapshot_position")
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(4);
-        return super::source::position_of(&file, offset, server);
-    }
-    conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
-        classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to read a table without a key at a known position")
-    })?;
-    let started = conn
-        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await
-        .map_err(|error| classify(error, what));
-    let end = super::source::log_end(conn).await;
-    let _ = conn.query_drop("UNLOCK TABLES").await;
-    started?;
-    let (file, offset) = end?;
-    super::source::position_of(&file, offset, server)
-}
-
 /// Rows are sent in items of about this many bytes.
 const ITEM_BYTES: usize = 256 * 1024;
 
@@ -226,7 +184,11 @@ impl ChunkReader for MysqlChunkReader {
         let what = format!("reading {}", table.name);
         self.position = None;
         if table.primary_key.is_empty() {
-            self.position = Some(start_at_known_position(&mut conn, &what).await?);
+            self.position = Some(
+                super::source::start_at_known_position(&mut conn, &what)
+                    .await?
+                    .position,
+            );
         } else {
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 .await

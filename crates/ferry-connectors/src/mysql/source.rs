@@ -75,6 +75,70 @@ async fn gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Result<Option<Gtid
 }
 
 /// The end of the binary log now.
+/// Where a consistent snapshot started by [`start_at_known_position`] stands in the binary log.
+pub(crate) struct SnapshotStart {
+    pub position: Position,
+    /// The binary log file's name and the offset in it.
+    pub file: String,
+    pub offset: u64,
+    pub mariadb: bool,
+}
+
+/// Starts a consistent-snapshot transaction (left open) and returns the binary log position it
+/// is exact at: every transaction that ends at or before it is visible, none after. MariaDB
+/// reports the position with the snapshot (`binlog_snapshot_*`, no lock); MySQL needs a moment's
+/// `FLUSH TABLES WITH READ LOCK` around the start.
+pub(crate) async fn start_at_known_position(conn: &mut Conn, what: &str) -> Result<SnapshotStart> {
+    let server = server_id_of(conn).await?;
+    if is_mariadb(conn).await? {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let rows: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let get = |name: &str| {
+            rows.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        };
+        let file = get("binlog_snapshot_file")
+            .filter(|file| !file.is_empty())
+            .ok_or_else(|| {
+                Error::operator("source.binlog_disabled", "the source has no binary log").with_hint(
+                    "start the server with log_bin (and binlog_format=ROW, binlog_row_image=FULL)",
+                )
+            })?;
+        let offset = get("binlog_snapshot_position")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(4);
+        return Ok(SnapshotStart {
+            position: position_of(&file, offset, server)?,
+            file,
+            offset,
+            mariadb: true,
+        });
+    }
+    conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
+        classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to take a consistent snapshot at a known binary log position")
+    })?;
+    let started = conn
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(|error| classify(error, what));
+    let end = log_end(conn).await;
+    let _ = conn.query_drop("UNLOCK TABLES").await;
+    started?;
+    let (file, offset) = end?;
+    Ok(SnapshotStart {
+        position: position_of(&file, offset, server)?,
+        file,
+        offset,
+        mariadb: false,
+    })
+}
+
 pub(crate) async fn log_end(conn: &mut Conn) -> Result<(String, u64)> {
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(row) => row,
@@ -180,45 +244,14 @@ impl Source for MysqlSource {
     ) -> Result<(Position, Box<dyn Snapshot>)> {
         let mut conn = connect(&self.config, true).await?;
         let what = "taking the stream's start position";
-        let position = if is_mariadb(&mut conn).await? {
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                .await
-                .map_err(|error| classify(error, what))?;
-            let rows: Vec<(String, String)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                .await
-                .map_err(|error| classify(error, what))?;
-            conn.query_drop("COMMIT")
-                .await
-                .map_err(|error| classify(error, what))?;
-            let get = |name: &str| {
-                rows.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                    .map(|(_, value)| value.clone())
-            };
-            let file = get("binlog_snapshot_file").filter(|file| !file.is_empty()).ok_or_else(|| {
-                Error::operator("source.binlog_disabled", "the source has no binary log")
-                    .with_hint("start the server with log_bin (and binlog_format=ROW, binlog_row_image=FULL)")
-            })?;
-            let offset = get("binlog_snapshot_position")
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(4);
-            let server = server_id_of(&mut conn).await?;
-            let mut position = position_of(&file, offset, server)?;
-            if let Position::Mysql(binlog) = &mut position {
-                binlog.gtid = gtid_at(&mut conn, &file, offset).await?;
-            }
-            position
-        } else {
-            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|error| {
-                classify(error, what).with_hint("grant RELOAD to ferry's user: MySQL needs a moment's global read lock to take a consistent start position")
-            })?;
-            let end = log_end(&mut conn).await;
-            let _ = conn.query_drop("UNLOCK TABLES").await;
-            let (file, offset) = end?;
-            let server = server_id_of(&mut conn).await?;
-            position_of(&file, offset, server)?
-        };
+        let start = start_at_known_position(&mut conn, what).await?;
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let mut position = start.position;
+        if let (true, Position::Mysql(binlog)) = (start.mariadb, &mut position) {
+            binlog.gtid = gtid_at(&mut conn, &start.file, start.offset).await?;
+        }
         let _ = conn.disconnect().await;
         Ok((
             position,
