@@ -304,16 +304,16 @@ async fn read_table(
         }
     }
     if primary_key.is_empty() {
-        if let Some((index, columns)) = substitute_key(client, oid, &what).await? {
+        if let Some(key) = substitute_key(client, name, &what).await? {
             secondary.retain(|object| {
-                object.name != index
+                object.name != key.name
                     || !matches!(
                         object.kind,
                         SecondaryKind::Index | SecondaryKind::Constraint
                     )
             });
-            primary_key = columns;
-            primary_key_name = Some(index);
+            primary_key = key.columns;
+            primary_key_name = Some(key.name);
         }
     }
     let comment: Option<String> = client
@@ -396,29 +396,42 @@ async fn read_partitioning(
 /// carries for updates and deletes), else the unique index on NOT NULL columns with the fewest
 /// columns (not partial, not on expressions, not deferred). It becomes the table's key: chunks
 /// are its ranges, changes are applied by it, and the target gets it as its primary key.
-async fn substitute_key(
+pub(crate) async fn substitute_key(
     client: &Client,
-    oid: u32,
+    table: &TableName,
     what: &str,
-) -> Result<Option<(String, Vec<String>)>> {
+) -> Result<Option<SubstituteKey>> {
     let row = client
         .query_opt(
-            "SELECT coalesce(c.conname, ic.relname),
+            "SELECT coalesce(c.conname, ic.relname), quote_ident(ic.relname),
                     ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, position)
                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.position)::text[]
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
              LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype = 'u'
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+             WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate
                AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
                AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k(attnum) JOIN pg_attribute a
                                ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE NOT a.attnotnull)
              ORDER BY i.indisreplident DESC, i.indnatts, ic.relname
              LIMIT 1",
-            &[&oid],
+            &[&super::ddl::qualified(table)],
         )
         .await
         .map_err(|error| classify(error, what))?;
-    Ok(row.map(|row| (row.get(0), row.get(1))))
+    Ok(row.map(|row| SubstituteKey {
+        name: row.get(0),
+        index_sql: row.get(1),
+        columns: row.get(2),
+    }))
+}
+
+/// See [`substitute_key`].
+pub(crate) struct SubstituteKey {
+    /// The unique constraint's name, or the index's when it is no constraint.
+    pub name: String,
+    /// The index's name, quoted where SQL needs it (what `REPLICA IDENTITY USING INDEX` takes).
+    pub index_sql: String,
+    pub columns: Vec<String>,
 }
 
 /// Sequences owned by a selected table, and free-standing sequences in the selected tables'

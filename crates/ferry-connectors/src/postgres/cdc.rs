@@ -121,20 +121,11 @@ pub(crate) async fn replica_identity_problem(
         qualified(table)
     );
     // The unique index on NOT NULL columns ferry would key the table by, if it has one.
-    let candidate: Option<String> = client
-        .query_opt(
-            "SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-             WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate
-               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
-               AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k(attnum) JOIN pg_attribute a
-                               ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE NOT a.attnotnull)
-             ORDER BY i.indnatts, ic.relname LIMIT 1",
-            &[&qualified(table)],
-        )
+    let candidate = super::catalog::substitute_key(client, table, "reading replica identities")
         .await
         .ok()
         .flatten()
-        .map(|row| row.get(0));
+        .map(|key| key.index_sql);
     let index = candidate.unwrap_or_else(|| "<a unique index on NOT NULL columns>".to_string());
     Ok(match identity.as_str() {
         "n" => Some((
