@@ -1,5 +1,23 @@
-//! Small parsers of MySQL type syntax that both connectors need (the PostgreSQL target
-//! translates MySQL definitions). Pure functions.
+//! Small parsers both connectors need: MySQL type syntax (the PostgreSQL target translates MySQL
+//! definitions) and the `%XX` escapes of connection URLs. Pure functions.
+
+/// Decodes `%XX` escapes; `None` when an escape is incomplete or the result is not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut output = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            output.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            output.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(output).ok()
+}
 
 /// The text inside the first parentheses of a column type: `10,2` of `decimal(10,2)`.
 pub fn modifier(column_type: &str) -> Option<&str> {

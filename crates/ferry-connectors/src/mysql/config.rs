@@ -103,9 +103,8 @@ impl MysqlTls {
         if self.mode == MysqlSslMode::Disabled {
             return None;
         }
-        // The process has two rustls providers; name one before the driver builds a config.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // The driver builds its rustls configuration with the process's provider.
+        crate::install_tls_provider();
         let mut options = mysql_async::SslOpts::default()
             .with_danger_accept_invalid_certs(matches!(
                 self.mode,
@@ -140,25 +139,10 @@ fn url_error(message: &str) -> Error {
     )
 }
 
-/// Decodes `%XX` escapes.
+/// Decodes `%XX` escapes ([`crate::syntax::percent_decode`]), or says the URL is malformed.
 fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut output = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let hex = text
-                .get(index + 1..index + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| url_error("a % escape is incomplete"))?;
-            output.push(hex);
-            index += 3;
-        } else {
-            output.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(output).map_err(|_| url_error("an escaped part is not UTF-8"))
+    crate::syntax::percent_decode(text)
+        .ok_or_else(|| url_error("a % escape is incomplete, or an escaped part is not UTF-8"))
 }
 
 impl MysqlConfig {

@@ -86,7 +86,8 @@ impl TlsSettings {
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
+            // (An escape that does not decode leaves the value as written.)
+            let value = crate::syntax::percent_decode(value).unwrap_or_else(|| value.to_string());
             match key {
                 "sslmode" => {
                     settings.mode = SslMode::parse(&value)?;
@@ -212,29 +213,6 @@ fn tls_file_error(parameter: &str, path: &std::path::Path, problem: &str) -> Err
 
 fn webpki_roots_certificates() -> Vec<rustls::pki_types::TrustAnchor<'static>> {
     webpki_roots::TLS_SERVER_ROOTS.to_vec()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = (bytes[index] == b'%')
-            .then(|| text.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// `prefer` and `require`: encrypted, but whoever answers is accepted (as in libpq).
