@@ -75,6 +75,19 @@ pub enum Change {
     Cascade(Arc<CascadeOperation>),
 }
 
+impl Change {
+    /// True for a row change (insert, update, delete) of a table without a key: such changes
+    /// are applied in order, never merged (see [`KeylessChanges`]).
+    pub fn is_keyless_row(&self) -> bool {
+        match self {
+            Change::Insert { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. } => relation.is_keyless(),
+            _ => false,
+        }
+    }
+}
+
 /// A deleted or changed row whose foreign-key actions a sink must reproduce.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CascadeOperation {

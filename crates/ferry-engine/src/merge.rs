@@ -94,16 +94,9 @@ impl BatchBuilder {
     pub fn add(&mut self, change: Change) -> Result<()> {
         self.change_count += 1;
         self.byte_count += change_size(&change);
-        let change = match change {
-            Change::Insert { ref relation, .. }
-            | Change::Update { ref relation, .. }
-            | Change::Delete { ref relation, .. }
-                if relation.is_keyless() =>
-            {
-                return self.add_keyless(change);
-            }
-            change => change,
-        };
+        if change.is_keyless_row() {
+            return self.add_keyless(change);
+        }
         match change {
             Change::Insert { relation, row } => {
                 let key = self.key_of_row(&relation, &row)?;

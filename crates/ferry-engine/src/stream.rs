@@ -370,7 +370,7 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Change(change) => {
                         pending.first_change_at.get_or_insert_with(Instant::now);
-                        if in_transaction && is_keyless(&change) {
+                        if in_transaction && change.is_keyless_row() {
                             pending.open_keyless = true;
                         }
                         if let Err(error) = pending.builder.add(change) {
@@ -647,16 +647,6 @@ async fn poll_indexing(
 type FailedTables = Arc<Mutex<HashSet<TableName>>>;
 
 /// True when the change concerns only failed (or stopping) tables.
-/// A row change to a table without a key.
-fn is_keyless(change: &Change) -> bool {
-    match change {
-        Change::Insert { relation, .. }
-        | Change::Update { relation, .. }
-        | Change::Delete { relation, .. } => relation.is_keyless(),
-        _ => false,
-    }
-}
-
 /// What to do with a change, as far as tables without a key go.
 enum Screened {
     Apply(Change),
