@@ -190,41 +190,21 @@ async fn postgres_and_mariadb_over_verified_tls() {
         .batch_execute("INSERT INTO public.t VALUES (1000, 'streamed')")
         .await
         .unwrap();
-    ferry_testkit::wait_until(
+    wait_for_row(
         "the streamed row",
-        std::time::Duration::from_secs(60),
-        || async {
-            target_client
-                .query_opt("SELECT 1 FROM public.t WHERE id = 1000", &[])
-                .await
-                .ok()?
-        },
+        &target_client,
+        "SELECT 1 FROM public.t WHERE id = 1000",
+        &log,
     )
-    .await
-    .unwrap_or_else(|error| {
-        panic!(
-            "{error}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    .await;
     // The walsender connects once the copy is done (the row above may have come with the copy).
-    ferry_testkit::wait_until(
+    wait_for_row(
         "the replication connection",
-        std::time::Duration::from_secs(60),
-        || async {
-            client
-                .query_opt("SELECT 1 FROM pg_stat_replication", &[])
-                .await
-                .ok()?
-        },
+        &client,
+        "SELECT 1 FROM pg_stat_replication",
+        &log,
     )
-    .await
-    .unwrap_or_else(|error| {
-        panic!(
-            "{error}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    .await;
     let encrypted = client
         .query_one(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl),
@@ -304,4 +284,18 @@ async fn postgres_and_mariadb_over_verified_tls() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
+}
+
+/// Waits up to a minute for `sql` to answer a row; shows the run's log otherwise.
+async fn wait_for_row(what: &str, client: &tokio_postgres::Client, sql: &str, log: &Path) {
+    ferry_testkit::wait_until(what, std::time::Duration::from_secs(60), || async {
+        client.query_opt(sql, &[]).await.ok()?
+    })
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
 }

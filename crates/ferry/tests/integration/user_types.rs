@@ -86,36 +86,8 @@ async fn domains_composites_ranges_and_extension_types_move_with_their_values() 
     pair.wait_equal(TABLES).await;
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
 
-    let source_types: Vec<String> = pair
-        .source
-        .query(TYPE_DEFINITIONS, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            format!(
-                "{:?}",
-                (0..9)
-                    .map(|i| row.get::<_, Option<String>>(i))
-                    .collect::<Vec<_>>()
-            )
-        })
-        .collect();
-    let target_types: Vec<String> = pair
-        .target
-        .query(TYPE_DEFINITIONS, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            format!(
-                "{:?}",
-                (0..9)
-                    .map(|i| row.get::<_, Option<String>>(i))
-                    .collect::<Vec<_>>()
-            )
-        })
-        .collect();
+    let source_types = type_definitions(&pair.source).await;
+    let target_types = type_definitions(&pair.target).await;
     assert!(source_types.len() >= 6, "{source_types:#?}");
     assert_eq!(source_types, target_types);
     // Comments move with the definitions.
@@ -145,4 +117,22 @@ async fn domains_composites_ranges_and_extension_types_move_with_their_values() 
     let (code, report, stderr) =
         run_verify(&mut pair.ferry("verify", &["--name", "usertypes", "--json"]));
     assert_eq!(code, Some(0), "{report}\n{stderr}");
+}
+
+/// [`TYPE_DEFINITIONS`] as one server answers it, a line per type.
+async fn type_definitions(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(TYPE_DEFINITIONS, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            format!(
+                "{:?}",
+                (0..9)
+                    .map(|i| row.get::<_, Option<String>>(i))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect()
 }
