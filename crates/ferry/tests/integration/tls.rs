@@ -197,18 +197,19 @@ async fn postgres_and_mariadb_over_verified_tls() {
         &log,
     )
     .await;
-    // The walsender connects once the copy is done (the row above may have come with the copy).
+    // The walsender streams once the copy is done (the row above may have come with the copy;
+    // the session that created the slot is a walsender too, gone after the copy).
     wait_for_row(
         "the replication connection",
         &client,
-        "SELECT 1 FROM pg_stat_replication",
+        "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'",
         &log,
     )
     .await;
     let encrypted = client
         .query_one(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl),
-                    (SELECT bool_and(s2.ssl) FROM pg_stat_replication r JOIN pg_stat_ssl s2 ON s2.pid = r.pid)
+                    (SELECT bool_and(s2.ssl) FROM pg_stat_replication r JOIN pg_stat_ssl s2 ON s2.pid = r.pid WHERE r.state = 'streaming')
              FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
              WHERE a.application_name LIKE 'ferry%'",
             &[],
