@@ -150,6 +150,13 @@ pub trait Sink: Send + Sync {
     /// The chunk formats this sink loads directly, best first.
     fn accepted_formats(&self) -> &[ChunkFormat];
 
+    /// The name a source table (as the engine names it) has on this target. The same by
+    /// default; a target with one namespace per connection (a MySQL database) keeps only the
+    /// table part.
+    fn stored_name(&self, table: &TableName) -> TableName {
+        table.clone()
+    }
+
     /// Creates the state store, the user types, the sequences and the tables (with primary keys,
     /// without secondary indexes and foreign keys). Objects that exist are left as they are.
     async fn create_tables(&self, catalog: &Catalog) -> Result<()>;

@@ -24,6 +24,7 @@
 //! Rollback from `writes-switched` mirrors it: fence the new database, drain the reverse stream
 //! to the fence, copy sequences back, lift the old database's fence, phase `replicating`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ferry_core::connector::{Inspector, Sink, Source, Switchover};
@@ -76,6 +77,8 @@ pub struct CutoverOptions {
     /// While fenced, verify the tables that changed within this window (inside the downtime);
     /// any difference aborts the cutover.
     pub verify_recent: Option<Duration>,
+    /// How the pair compares (types, ranges), for that re-verification.
+    pub verify_options: VerifyOptions,
     /// Turns true when the operator asks to stop (Ctrl-C): a switch in progress is aborted and
     /// the fence lifted.
     pub interrupt: Option<watch::Receiver<bool>>,
@@ -297,7 +300,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         let (position, snapshot) = databases
             .new
             .source
-            .create_stream(&reverse, &tables)
+            .create_stream(&reverse, &stored_names(databases, &tables))
             .await?;
         drop(snapshot);
         start_reverse_state(databases.old.sink, &catalog, &reverse, position).await?;
@@ -405,7 +408,7 @@ pub async fn rollback(
         databases.old.control.check_switchover().await?;
         databases.new.control.check_switchover().await?;
         let catalog = databases.old.source.read_catalog(&options.selection).await?;
-        Ok::<Vec<TableName>, Error>(catalog.sequences.iter().map(|sequence| sequence.name.clone()).collect())
+        new_sequences(databases, &catalog).await
     }
     .await;
     let sequences = match prepared {
@@ -439,7 +442,7 @@ pub async fn rollback(
         .await?;
         // A table whose reverse stream failed would be missing changes on the old database.
         require_copied(databases.old.sink, &reverse).await?;
-        sync_sequences(databases.new.source, databases.old.sink, &sequences).await?;
+        sync_sequences_back(databases, &sequences).await?;
         Ok::<Position, Error>(fence_position)
     })
     .await;
@@ -519,6 +522,74 @@ pub async fn finish(
     })
 }
 
+/// The sequences of the new database's copies of the old database's tables (named as on the
+/// new database), each with the old name of the table that owns it.
+async fn new_sequences(
+    databases: &Databases<'_>,
+    old_catalog: &Catalog,
+) -> Result<Vec<(TableName, Option<TableName>)>> {
+    let names = stored_names(
+        databases,
+        &old_catalog
+            .tables
+            .iter()
+            .map(|table| table.name.clone())
+            .collect::<Vec<_>>(),
+    );
+    let back: HashMap<TableName, TableName> = names
+        .iter()
+        .cloned()
+        .zip(old_catalog.tables.iter().map(|table| table.name.clone()))
+        .collect();
+    let new_catalog = databases
+        .new
+        .source
+        .read_catalog(&Selection::default().restricted_to(&names))
+        .await?;
+    Ok(new_catalog
+        .sequences
+        .into_iter()
+        .map(|sequence| {
+            let owner = sequence
+                .owned_by
+                .as_ref()
+                .and_then(|(table, _)| back.get(table).cloned());
+            (sequence.name, owner)
+        })
+        .collect())
+}
+
+/// Copies the new database's sequences (read now) to the old one: each owned sequence is named
+/// there by the old name of its table, so the old database finds it whatever it calls it.
+async fn sync_sequences_back(
+    databases: &Databases<'_>,
+    sequences: &[(TableName, Option<TableName>)],
+) -> Result<()> {
+    if sequences.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<TableName> = sequences.iter().map(|(name, _)| name.clone()).collect();
+    let mut current = databases.new.source.read_sequences(&names).await?;
+    for sequence in &mut current {
+        let owner = sequences
+            .iter()
+            .find(|(name, _)| *name == sequence.name)
+            .and_then(|(_, owner)| owner.clone());
+        if let (Some(owner), Some((table, _))) = (owner, sequence.owned_by.as_mut()) {
+            *table = owner;
+        }
+    }
+    databases.old.sink.set_sequences(&current).await
+}
+
+/// The names the old database's tables have on the new one.
+fn stored_names(databases: &Databases<'_>, tables: &[TableName]) -> Vec<TableName> {
+    tables
+        .iter()
+        .map(|table| databases.new.sink.stored_name(table))
+        .collect()
+}
+
 /// Every table of the migration must be copied and none failed.
 async fn require_copied(sink: &dyn Sink, migration: &str) -> Result<()> {
     let state = sink.load_state(migration).await?;
@@ -565,7 +636,7 @@ async fn verify_recent(
         // Its own verification record: the operator's last full verification stays as it is.
         migration: format!("{}@fence", options.migration),
         selection: options.selection.restricted_to(&tables),
-        ..VerifyOptions::default()
+        ..options.verify_options.clone()
     };
     let sides = Sides {
         source: databases.old.source,
@@ -875,7 +946,7 @@ async fn rehearse(
     let (_, snapshot) = databases
         .new
         .source
-        .create_stream(&rehearsal, tables)
+        .create_stream(&rehearsal, &stored_names(databases, tables))
         .await?;
     drop(snapshot);
     let reverse_time = started.elapsed();

@@ -1,10 +1,15 @@
 //! Turning settings into connectors (through the registry, which knows the URL schemes).
 
-use ferry_connectors::mysql::{MysqlConfig, MysqlSink, MysqlSource};
-use ferry_connectors::postgres::{ConnectionConfig, PostgresSink, PostgresSource};
+use ferry_connectors::mysql::{
+    require_same_flavor, MysqlConfig, MysqlControl, MysqlInspector, MysqlSink, MysqlSource,
+};
+use ferry_connectors::postgres::{
+    ConnectionConfig, PostgresControl, PostgresInspector, PostgresSink, PostgresSource,
+};
 use ferry_connectors::registry::{engine_of, Engine};
-use ferry_core::connector::{Sink, Source};
+use ferry_core::connector::{Inspector, Sink, Source, Switchover};
 use ferry_core::{Error, Result};
+use ferry_engine::verify::VerifyOptions;
 
 use crate::settings::Settings;
 
@@ -49,6 +54,23 @@ impl Endpoint {
         }
     }
 
+    /// Its part in a switch-over (fence, phase record, stream liveness).
+    pub fn control(&self) -> Box<dyn Switchover> {
+        match self {
+            Endpoint::Postgres(config) => Box::new(PostgresControl::new(config.clone())),
+            Endpoint::Mysql(config) => Box::new(MysqlControl::new(config.clone())),
+        }
+    }
+
+    /// Whether both are the same kind of database.
+    pub fn same_engine(&self, other: &Endpoint) -> bool {
+        matches!(
+            (self, other),
+            (Endpoint::Postgres(_), Endpoint::Postgres(_))
+                | (Endpoint::Mysql(_), Endpoint::Mysql(_))
+        )
+    }
+
     pub fn postgres(&self) -> Option<&ConnectionConfig> {
         match self {
             Endpoint::Postgres(config) => Some(config),
@@ -74,15 +96,64 @@ pub fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
     Ok((source, target))
 }
 
-/// The source and target connection configs of a PostgreSQL-to-PostgreSQL migration, for the
-/// commands that need both sides to be PostgreSQL (`verify`, `cutover`, `rollback`, `finish`).
-pub fn configs(settings: &Settings) -> Result<(ConnectionConfig, ConnectionConfig)> {
-    match endpoints(settings)? {
-        (Endpoint::Postgres(source), Endpoint::Postgres(target)) => Ok((source, target)),
-        _ => Err(Error::operator(
-            "config.unsupported_engine",
-            "this command supports PostgreSQL to PostgreSQL migrations only for now",
-        )
-        .with_hint("for MySQL/MariaDB pairs use `ferry check`, `copy`, `run` and `status`; see docs/mysql.md for what is not supported yet")),
+/// What verification compares: the source (for its catalog) and the row readers of both sides.
+pub struct VerifySides {
+    pub source: Box<dyn Source>,
+    pub source_rows: Box<dyn Inspector>,
+    pub target_rows: Box<dyn Inspector>,
+    /// How this pair compares (whole tables and no type comparison across engines).
+    pub options: VerifyOptions,
+}
+
+/// The readers `verify` (and the re-verification at a cutover's fence) compare for this pair:
+/// same-engine pairs compare natively, pairs across engines in a portable text form.
+pub async fn verify_sides(source: &Endpoint, target: &Endpoint) -> Result<VerifySides> {
+    let (source_rows, target_rows): (Box<dyn Inspector>, Box<dyn Inspector>) =
+        match (source, target) {
+            (Endpoint::Postgres(source), Endpoint::Postgres(target)) => (
+                Box::new(PostgresInspector::source(source.clone())),
+                Box::new(PostgresInspector::target(target.clone())),
+            ),
+            (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
+                require_same_flavor(source, target).await?;
+                (
+                    Box::new(MysqlInspector::source(source.clone())),
+                    Box::new(MysqlInspector::target(target.clone(), source.database())),
+                )
+            }
+            (Endpoint::Mysql(source), Endpoint::Postgres(target)) => (
+                Box::new(MysqlInspector::portable_source(source.clone())),
+                Box::new(PostgresInspector::portable_target(target.clone())),
+            ),
+            (Endpoint::Postgres(source), Endpoint::Mysql(target)) => (
+                Box::new(PostgresInspector::portable_source(source.clone())),
+                Box::new(MysqlInspector::portable_target(target.clone())),
+            ),
+        };
+    let across_engines = !source.same_engine(target);
+    Ok(VerifySides {
+        source: source.source(),
+        source_rows,
+        target_rows,
+        options: VerifyOptions {
+            // Across engines whole tables are compared: the engines order text keys differently.
+            rows_per_range: if across_engines { u64::MAX } else { 50_000 },
+            compare_types: !across_engines,
+            match_by_table_name: matches!(target, Endpoint::Mysql(_)) && across_engines,
+            ..VerifyOptions::default()
+        },
+    })
+}
+
+/// Refuses a switch-over for a migration with transforms: the reverse stream would have to undo
+/// them.
+pub fn require_no_transforms(settings: &Settings) -> Result<()> {
+    if settings.transforms.is_empty() {
+        return Ok(());
     }
+    Err(Error::operator(
+        "config.unsupported",
+        "switching over is not available for migrations with [[transform]] rules yet",
+    )
+    .with_hint("the reverse stream would have to undo the renames, dropped columns and filters; switch applications over by hand once `ferry status` shows no lag"))
 }

@@ -25,7 +25,7 @@ use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventDat
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::catalog::kind_of;
 use super::config::MysqlConfig;
@@ -84,6 +84,13 @@ pub struct BinlogChangeStream {
     /// The foreign keys between streamed tables whose actions change rows: the server applies
     /// them without logging, so each deleted or re-keyed parent row travels with them.
     cascade_rules: Arc<Vec<ForeignKey>>,
+    /// The migrations whose applier's transactions are left out (the other direction of a
+    /// switch-over): each of them writes its checkpoint first in every transaction.
+    ignored: HashSet<String>,
+    /// Inside a transaction one of `ignored` wrote: its rows are left out until it commits.
+    skipping: bool,
+    /// The session holding the stream's named lock on the source (see `switchover`).
+    _liveness: Option<mysql_async::Conn>,
 }
 
 impl BinlogChangeStream {
@@ -92,6 +99,7 @@ impl BinlogChangeStream {
         migration: &str,
         position: BinlogPosition,
         tables: &[TableSchema],
+        ignore_writes_of: &[String],
     ) -> Result<BinlogChangeStream> {
         // Before reading anything: a table the stream could not decode stops it now, not at
         // its first change.
@@ -221,7 +229,11 @@ impl BinlogChangeStream {
                 "foreign-key actions the binary log leaves out are reproduced on the target"
             );
         }
+        let liveness = hold_stream_lock(config, migration).await;
         Ok(BinlogChangeStream {
+            ignored: ignore_writes_of.iter().cloned().collect(),
+            skipping: false,
+            _liveness: liveness,
             cascade_rules: Arc::new(cascade_rules),
             stream: Some(stream),
             file: position.file,
@@ -279,6 +291,7 @@ impl BinlogChangeStream {
 
     fn commit(&mut self, offset: u32, timestamp: u32) {
         self.end_group();
+        self.skipping = false;
         let position = self.position(offset);
         if self.in_transaction {
             self.in_transaction = false;
@@ -530,6 +543,35 @@ impl BinlogChangeStream {
         let Some(table_map) = stream.get_tme(rows.table_id()) else {
             return Ok(());
         };
+        if self.skipping {
+            return Ok(());
+        }
+        if !self.ignored.is_empty()
+            && table_map.database_name() == "_ferry"
+            && table_map.table_name() == "streams"
+        {
+            let marked = rows.rows(table_map).any(|row| {
+                row.ok()
+                    .and_then(|(_, after)| after)
+                    .and_then(|after| match after.as_ref(0) {
+                        Some(BinlogValue::Value(mysql_async::Value::Bytes(name))) => Some(
+                            self.ignored
+                                .contains(String::from_utf8_lossy(name).as_ref()),
+                        ),
+                        _ => None,
+                    })
+                    .unwrap_or(false)
+            });
+            if marked {
+                if self.in_transaction {
+                    // ferry's applier stores its checkpoint first: rows before it are not its own.
+                    warn!("a transaction of ferry's other direction did not start with its checkpoint; its rows are streamed");
+                } else {
+                    self.skipping = true;
+                }
+            }
+            return Ok(());
+        }
         if !self.same_database(&table_map.database_name()) {
             return Ok(());
         }
@@ -651,6 +693,29 @@ impl BinlogChangeStream {
         }
         Ok(())
     }
+}
+
+/// Takes the stream's named lock on the source on a session of its own, so controllers can
+/// tell that this migration is being streamed (`MysqlControl::stream_active`). Best effort: a
+/// lock still held by a predecessor's dying session is not waited for.
+async fn hold_stream_lock(config: &MysqlConfig, migration: &str) -> Option<mysql_async::Conn> {
+    let mut conn = connect(config, false).await.ok()?;
+    let locked: Option<Option<i64>> = conn
+        .exec_first(
+            format!("SELECT GET_LOCK({}, 2)", super::switchover::STREAM_LOCK),
+            (migration,),
+        )
+        .await
+        .ok()?;
+    if locked.flatten() != Some(1) {
+        warn!(
+            migration,
+            "another session holds this stream's lock on the source"
+        );
+        return None;
+    }
+    let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
+    Some(conn)
 }
 
 /// The name of the binary log file numbered `position.file`, or the purged-log error.
@@ -864,17 +929,32 @@ fn strip_comments(text: &str) -> &str {
 /// created elsewhere that merely mention a table do not).
 fn is_table_ddl(statement: &str) -> bool {
     let words: Vec<&str> = statement.split_whitespace().take(4).collect();
-    matches!(
-        words.as_slice(),
-        ["ALTER", "TABLE", ..]
-            | ["ALTER", "IGNORE", "TABLE", ..]
-            | ["ALTER", "ONLINE", "TABLE", ..]
-            | ["DROP", "TABLE", ..]
-            | ["DROP", "TABLES", ..]
-            | ["DROP", "TEMPORARY", ..]
-            | ["RENAME", "TABLE", ..]
-            | ["RENAME", "TABLES", ..]
-    )
+    !only_moves_auto_increment(statement)
+        && matches!(
+            words.as_slice(),
+            ["ALTER", "TABLE", ..]
+                | ["ALTER", "IGNORE", "TABLE", ..]
+                | ["ALTER", "ONLINE", "TABLE", ..]
+                | ["DROP", "TABLE", ..]
+                | ["DROP", "TABLES", ..]
+                | ["DROP", "TEMPORARY", ..]
+                | ["RENAME", "TABLE", ..]
+                | ["RENAME", "TABLES", ..]
+        )
+}
+
+/// Whether a statement is `ALTER TABLE t AUTO_INCREMENT = n` and nothing else: it changes no
+/// column (ferry's own sequence sync writes it on a MySQL target that is also a source).
+fn only_moves_auto_increment(statement: &str) -> bool {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    if words.len() < 4 || words[0] != "ALTER" || words[1] != "TABLE" {
+        return false;
+    }
+    let rest: String = words[3..].concat();
+    rest.trim_end_matches(';')
+        .strip_prefix("AUTO_INCREMENT")
+        .map(|value| value.trim_start_matches('='))
+        .is_some_and(|value| !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 fn decode_image(
@@ -971,6 +1051,11 @@ mod tests {
             "CREATE PROCEDURE P() BEGIN UPDATE T SET A = 1; END"
         ));
         assert!(!super::is_table_ddl("CREATE INDEX I ON T (A)"));
+        assert!(!super::is_table_ddl("ALTER TABLE `T` AUTO_INCREMENT = 42"));
+        assert!(!super::is_table_ddl("ALTER TABLE T AUTO_INCREMENT=42;"));
+        assert!(super::is_table_ddl(
+            "ALTER TABLE T AUTO_INCREMENT = 42, ADD COLUMN X INT"
+        ));
         assert_eq!(
             super::strip_comments("/* m 42 */ -- x\n ALTER TABLE t"),
             "ALTER TABLE t"

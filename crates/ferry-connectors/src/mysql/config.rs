@@ -222,6 +222,11 @@ impl MysqlConfig {
         )
     }
 
+    /// The account ferry logs in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     pub fn database(&self) -> &str {
         &self.database
     }

@@ -180,6 +180,10 @@ impl Sink for MysqlSink {
         FORMATS
     }
 
+    fn stored_name(&self, table: &TableName) -> TableName {
+        TableName::new(self.config.database(), table.name.as_str())
+    }
+
     async fn lock_migration(
         &self,
         migration: &str,
@@ -692,6 +696,15 @@ impl ChangeApplier for MysqlApplier {
             .start_transaction(TxOpts::default())
             .await
             .map_err(|error| classify(error, what))?;
+        // The checkpoint first: a stream reading this database's log in the other direction
+        // recognises ferry's own transactions by it before any of their rows.
+        state::store_checkpoint(
+            &mut transaction,
+            &self.migration,
+            checkpoint,
+            commit_time_unix_micros,
+        )
+        .await?;
         apply_batch(&mut transaction, &mut self.columns, &self.database, batch).await?;
         for (table, reason) in &batch.failed_tables {
             state::set_table_state(
@@ -703,13 +716,6 @@ impl ChangeApplier for MysqlApplier {
             )
             .await?;
         }
-        state::store_checkpoint(
-            &mut transaction,
-            &self.migration,
-            checkpoint,
-            commit_time_unix_micros,
-        )
-        .await?;
         failpoint::hit("apply.before_commit");
         transaction
             .commit()

@@ -157,6 +157,28 @@ pub(crate) async fn log_end(conn: &mut Conn) -> Result<(String, u64)> {
     Ok((file, offset))
 }
 
+/// The end of the binary log now, with its GTID on MariaDB.
+pub(crate) async fn current_position(conn: &mut Conn) -> Result<Position> {
+    let (file, offset) = log_end(conn).await?;
+    let server = server_id_of(conn).await?;
+    // MariaDB: the GTID state read after the file and offset, so never older than them; it lets
+    // this position be compared with a checkpoint taken on another server.
+    let gtid = if is_mariadb(conn).await? {
+        let list: Option<String> = conn
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .map_err(|error| classify(error, "reading the GTID position"))?;
+        list.as_deref().and_then(single_gtid)
+    } else {
+        None
+    };
+    let mut position = position_of(&file, offset, server)?;
+    if let Position::Mysql(binlog) = &mut position {
+        binlog.gtid = gtid;
+    }
+    Ok(position)
+}
+
 #[async_trait]
 impl Source for MysqlSource {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
@@ -270,7 +292,7 @@ impl Source for MysqlSource {
         migration: &str,
         position: Position,
         tables: &[TableSchema],
-        _ignore_writes_of: &[String],
+        ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>> {
         let Position::Mysql(position) = position else {
             return Err(Error::operator(
@@ -280,7 +302,8 @@ impl Source for MysqlSource {
             .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`"));
         };
         Ok(Box::new(
-            BinlogChangeStream::open(&self.config, migration, position, tables).await?,
+            BinlogChangeStream::open(&self.config, migration, position, tables, ignore_writes_of)
+                .await?,
         ))
     }
 
@@ -333,24 +356,8 @@ impl Source for MysqlSource {
 
     async fn current_position(&self) -> Result<Position> {
         let mut conn = connect(&self.config, true).await?;
-        let (file, offset) = log_end(&mut conn).await?;
-        let server = server_id_of(&mut conn).await?;
-        // MariaDB: the GTID state read after the file and offset, so never older than them;
-        // it lets this position be compared with a checkpoint taken on another server.
-        let gtid = if is_mariadb(&mut conn).await? {
-            let list: Option<String> = conn
-                .query_first("SELECT @@gtid_binlog_pos")
-                .await
-                .map_err(|error| classify(error, "reading the GTID position"))?;
-            list.as_deref().and_then(single_gtid)
-        } else {
-            None
-        };
+        let position = current_position(&mut conn).await;
         let _ = conn.disconnect().await;
-        let mut position = position_of(&file, offset, server)?;
-        if let Position::Mysql(binlog) = &mut position {
-            binlog.gtid = gtid;
-        }
-        Ok(position)
+        position
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ferry_core::cutover::CutoverRecord;
 use ferry_core::state::{
     Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
 };
@@ -18,6 +19,8 @@ pub(crate) const CREATE_STATE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `_ferry`.`tables` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, state VARCHAR(20) NOT NULL, note TEXT NULL, PRIMARY KEY (migration, schema_name, table_name)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, snapshot_position VARCHAR(100) NULL, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`cutover` (migration VARCHAR(190) NOT NULL PRIMARY KEY, record TEXT NOT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`fence` (id TINYINT NOT NULL PRIMARY KEY, migration VARCHAR(190) NOT NULL, started DOUBLE NOT NULL, previous_read_only TINYINT NOT NULL, touched BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
 ];
 
@@ -310,4 +313,80 @@ pub(crate) async fn save_copy_end<Q: Queryable>(
     )
     .await
     .map_err(|error| classify(error, "storing where the copy ended"))
+}
+
+/// The stored checkpoint of `migration`, if any (without reading the rest of the state).
+pub(crate) async fn load_checkpoint<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+) -> Result<Option<StreamCheckpoint>> {
+    if !exists(conn).await? {
+        return Ok(None);
+    }
+    let stream: Option<(String, Option<i64>, i64)> = conn
+        .exec_first(
+            "SELECT position, commit_time, updated FROM `_ferry`.`streams` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, "reading the stream checkpoint"))?;
+    stream
+        .map(|(position, commit_time, updated)| {
+            Ok(StreamCheckpoint {
+                position: Position::from_storage(&position)
+                    .ok_or_else(|| bad_state("a stream position"))?,
+                commit_time_unix_micros: commit_time,
+                updated_unix_micros: updated,
+            })
+        })
+        .transpose()
+}
+
+/// The switch-over record of `migration` (the default one when none is stored).
+pub(crate) async fn load_cutover<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+) -> Result<CutoverRecord> {
+    let what = "reading the switch-over record";
+    let table: Option<u8> = conn
+        .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'cutover'")
+        .await
+        .map_err(|error| classify(error, what))?;
+    if table.is_none() {
+        return Ok(CutoverRecord::default());
+    }
+    let record: Option<String> = conn
+        .exec_first(
+            "SELECT record FROM `_ferry`.`cutover` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    match record {
+        None => Ok(CutoverRecord::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|error| {
+            Error::definite(
+                "state.cutover",
+                format!("unreadable switch-over record in `_ferry`.`cutover`: {error}"),
+            )
+        }),
+    }
+}
+
+/// Stores the switch-over record of `migration` durably.
+pub(crate) async fn save_cutover<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    record: &CutoverRecord,
+) -> Result<()> {
+    let text = serde_json::to_string(record).expect("records serialize");
+    conn.exec_drop(
+        format!(
+            "INSERT INTO `_ferry`.`cutover` (migration, record, updated) VALUES (?, ?, {NOW_MICROS})
+             ON DUPLICATE KEY UPDATE record = VALUES(record), updated = VALUES(updated)"
+        ),
+        (migration, text),
+    )
+    .await
+    .map_err(|error| classify(error, "storing the switch-over record"))
 }

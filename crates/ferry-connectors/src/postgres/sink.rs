@@ -545,13 +545,29 @@ impl Sink for PostgresSink {
             let Some(value) = sequence.last_value else {
                 continue;
             };
-            let result = client
-                .query(
-                    "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, $3, true) FROM pg_sequences
-                     WHERE schemaname = $1 AND sequencename = $2 AND (last_value IS NULL OR last_value < $3)",
-                    &[&sequence.name.schema, &sequence.name.name, &value],
-                )
-                .await;
+            // A sequence that belongs to a column is found through it (another engine, or the
+            // reverse direction, may name it otherwise); any other one by its name.
+            let result = match &sequence.owned_by {
+                Some((table, column)) => {
+                    client
+                        .query(
+                            "SELECT setval(owned, $4, true) FROM (SELECT pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), $3)::regclass AS owned
+                               WHERE to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL) found
+                             WHERE owned IS NOT NULL AND (pg_sequence_last_value(owned) IS NULL OR pg_sequence_last_value(owned) < $4)",
+                            &[&table.schema, &table.name, column, &value],
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .query(
+                            "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, $3, true) FROM pg_sequences
+                             WHERE schemaname = $1 AND sequencename = $2 AND (last_value IS NULL OR last_value < $3)",
+                            &[&sequence.name.schema, &sequence.name.name, &value],
+                        )
+                        .await
+                }
+            };
             if let Err(error) = result {
                 warn!(sequence = %sequence.name, error = %classify(error, "setting a sequence"), "could not set a sequence on the target");
             }

@@ -5,16 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::connector::Switchover;
-
-use ferry_connectors::postgres::{
-    ConnectionConfig, PostgresControl, PostgresInspector, PostgresSink, PostgresSource,
-};
 use ferry_core::Result;
 use ferry_engine::cutover::{self, CutoverOptions, CutoverReport, Database, Databases};
 
 use crate::cli::migrate::Listen;
-use crate::connect::configs;
+use crate::connect::{endpoints, require_no_transforms, verify_sides, Endpoint};
 use crate::settings::{resolve, FlagSettings};
 use crate::telemetry::{Direction, Telemetry};
 
@@ -63,42 +58,26 @@ impl Default for SwitchFlags {
     }
 }
 
-struct PostgresDatabase {
-    source: PostgresSource,
-    sink: PostgresSink,
-    control: PostgresControl,
-    inspector: PostgresInspector,
-}
-
 pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> Result<ExitCode> {
     let settings = resolve(flags)?;
-    let (source_config, target_config) = configs(&settings)?;
-    let open = |config: &ConnectionConfig, inspector: PostgresInspector| PostgresDatabase {
-        source: PostgresSource::new(config.clone()),
-        sink: PostgresSink::new(config.clone()),
-        control: PostgresControl::new(config.clone()),
-        inspector,
-    };
-    let old = open(
-        &source_config,
-        PostgresInspector::source(source_config.clone()),
-    );
-    let new = open(
-        &target_config,
-        PostgresInspector::target(target_config.clone()),
-    );
+    require_no_transforms(&settings)?;
+    let (source_endpoint, target_endpoint) = endpoints(&settings)?;
+    let sides = verify_sides(&source_endpoint, &target_endpoint).await?;
+    let (old_sink, new_sink) = (source_endpoint.sink(), target_endpoint.sink());
+    let (old_control, new_control) = (source_endpoint.control(), target_endpoint.control());
+    let new_source = target_endpoint.source();
     let databases = Databases {
         old: Database {
-            source: &old.source,
-            sink: &old.sink,
-            control: &old.control,
-            inspector: &old.inspector,
+            source: sides.source.as_ref(),
+            sink: old_sink.as_ref(),
+            control: old_control.as_ref(),
+            inspector: sides.source_rows.as_ref(),
         },
         new: Database {
-            source: &new.source,
-            sink: &new.sink,
-            control: &new.control,
-            inspector: &new.inspector,
+            source: new_source.as_ref(),
+            sink: new_sink.as_ref(),
+            control: new_control.as_ref(),
+            inspector: sides.target_rows.as_ref(),
         },
     };
     let options = CutoverOptions {
@@ -112,6 +91,7 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
         force: switch.force,
         poll: Duration::from_millis(50),
         verify_recent: switch.verify_recent,
+        verify_options: sides.options.clone(),
         // Ctrl-C while fenced aborts the switch and lifts the fence.
         interrupt: Some(crate::signals::shutdown_on_signals()),
     };
@@ -121,7 +101,7 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
                 address,
                 switch.listen.token.clone(),
                 &settings.name,
-                target_config.clone(),
+                target_endpoint.clone(),
             )
             .await?,
         ),
@@ -149,7 +129,7 @@ async fn serve_phase(
     address: &str,
     token: Option<String>,
     migration: &str,
-    target: ConnectionConfig,
+    target: Endpoint,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let telemetry = Arc::new(Telemetry::new(
         migration,
@@ -159,7 +139,7 @@ async fn serve_phase(
     crate::http::serve(address, token, telemetry.clone()).await?;
     let migration = migration.to_string();
     Ok(tokio::spawn(async move {
-        let control = PostgresControl::new(target);
+        let control = target.control();
         loop {
             if let Ok(record) = control.load_cutover(&migration).await {
                 telemetry.set_record(record);

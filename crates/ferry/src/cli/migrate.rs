@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::postgres::{
-    slot_status, ConnectionConfig, PostgresControl, PostgresSink, PostgresSource, SlotStatus,
-};
+use ferry_connectors::postgres::{slot_status, SlotStatus};
 use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase};
-use ferry_core::{Error, ErrorClass, Result};
+use ferry_core::select::Selection;
+use ferry_core::transform::{TableTransform, Transforms};
+use ferry_core::{Error, ErrorClass, Result, TableName};
 use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions, TransformedSource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -61,25 +61,22 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;
-    let (Some(source_config), Some(target_config), true) = (
-        source_endpoint.postgres().cloned(),
-        target_endpoint.postgres().cloned(),
-        settings.transforms.is_empty(),
-    ) else {
-        return run_across_engines(
-            &settings,
-            (source_endpoint, target_endpoint),
-            mode,
-            max_retries,
-            restart,
-            listen,
-        )
-        .await;
+    // With transforms there is no switch-over (the reverse stream would have to undo them).
+    let switchable = settings.transforms.is_empty();
+    let source: Box<dyn Source> = if switchable {
+        source_endpoint.source()
+    } else {
+        Box::new(TransformedSource::new(
+            source_endpoint.source(),
+            settings.transforms.clone(),
+        ))
     };
-    let source = PostgresSource::new(source_config.clone());
-    let sink = PostgresSink::new(target_config.clone());
-    let target_control = PostgresControl::new(target_config.clone());
-    let record = target_control.load_cutover(&settings.name).await?;
+    let sink = target_endpoint.sink();
+    let target_control = target_endpoint.control();
+    let record = match switchable {
+        true => target_control.load_cutover(&settings.name).await?,
+        false => Default::default(),
+    };
     if record.phase == CutoverPhase::Done {
         return Err(Error::operator(
             "cutover.phase",
@@ -105,10 +102,10 @@ pub async fn run(
     options.stream_only = record.phase.target_in_use();
 
     let (stop_watcher, watcher_stopped) = watch::channel(false);
-    let watcher = (mode == Mode::Run).then(|| {
+    let watcher = (mode == Mode::Run && switchable).then(|| {
         tokio::spawn(follow_phase(
             settings.clone(),
-            (source_config.clone(), target_config.clone()),
+            (source_endpoint.clone(), target_endpoint.clone()),
             telemetry.clone(),
             max_retries,
             watcher_stopped.clone(),
@@ -116,13 +113,13 @@ pub async fn run(
     });
     let sampler = tokio::spawn(sample_positions(
         settings.name.clone(),
-        (source_config, target_config),
+        (source_endpoint, target_endpoint),
         telemetry.clone(),
     ));
     let result = supervise(
-        &source,
-        &sink,
-        Some(&target_control),
+        source.as_ref(),
+        sink.as_ref(),
+        switchable.then_some(target_control.as_ref()),
         options,
         &telemetry.forward,
         shutdown,
@@ -133,63 +130,6 @@ pub async fn run(
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
-    sampler.abort();
-    telemetry.forward.finish();
-    result
-}
-
-/// A migration where at least one side is not PostgreSQL, or with transforms: one direction, no
-/// switch-over phases (cutover is PostgreSQL-only and without transforms for now), lag sampled
-/// from the source's end of log.
-async fn run_across_engines(
-    settings: &Settings,
-    (source_endpoint, target_endpoint): (Endpoint, Endpoint),
-    mode: Mode,
-    max_retries: u32,
-    restart: bool,
-    listen: &Listen,
-) -> Result<ExitCode> {
-    let source: Box<dyn Source> = if settings.transforms.is_empty() {
-        source_endpoint.source()
-    } else {
-        Box::new(TransformedSource::new(
-            source_endpoint.source(),
-            settings.transforms.clone(),
-        ))
-    };
-    let sink = target_endpoint.sink();
-    let shutdown = shutdown_on_signals();
-    let telemetry = Arc::new(Telemetry::new(
-        &settings.name,
-        Direction::new("forward", Some(Renderer::new())),
-        Direction::new("reverse", None),
-    ));
-    if let Some(address) = &listen.address {
-        crate::http::serve(address, listen.token.clone(), telemetry.clone()).await?;
-    }
-    let options = options_for(settings, settings.name.clone(), mode, restart);
-    let sampler = {
-        let telemetry = telemetry.clone();
-        let source = source_endpoint.source();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(position) = source.current_position().await {
-                    telemetry.forward.source_position(position);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
-    let result = supervise(
-        source.as_ref(),
-        sink.as_ref(),
-        None,
-        options,
-        &telemetry.forward,
-        shutdown,
-        max_retries,
-    )
-    .await;
     sampler.abort();
     telemetry.forward.finish();
     result
@@ -285,14 +225,14 @@ struct Reverse {
 /// are switched, stops it (and removes its slot) after a rollback.
 async fn follow_phase(
     settings: Settings,
-    (source_config, target_config): (ConnectionConfig, ConnectionConfig),
+    (old, new): (Endpoint, Endpoint),
     telemetry: Arc<Telemetry>,
     max_retries: u32,
     mut stopped: watch::Receiver<bool>,
 ) {
     let name = settings.name.clone();
     let reverse_migration = reverse_name(&name);
-    let target_control = PostgresControl::new(target_config.clone());
+    let target_control = new.control();
     let mut reverse: Option<Reverse> = None;
     let mut last_cleanup: Option<Instant> = None;
     loop {
@@ -308,22 +248,27 @@ async fn follow_phase(
                     options.recopy_failed = false;
                     options.ignore_writes_of = vec![name.clone()];
                     options.stream_only = true;
-                    let new_source = PostgresSource::new(target_config.clone());
-                    let old_sink = PostgresSink::new(source_config.clone());
+                    let (old, new) = (old.clone(), new.clone());
                     let telemetry = telemetry.clone();
                     telemetry.set_reverse_running(true);
                     let task = tokio::spawn(async move {
-                        if let Err(error) = supervise(
-                            &new_source,
-                            &old_sink,
-                            None,
-                            options,
-                            &telemetry.reverse,
-                            receiver,
-                            max_retries,
-                        )
-                        .await
-                        {
+                        let old_sink = old.sink();
+                        let result = async {
+                            let new_source =
+                                reverse_source(&new, old_sink.as_ref(), &mut options).await?;
+                            supervise(
+                                new_source.as_ref(),
+                                old_sink.as_ref(),
+                                None,
+                                options,
+                                &telemetry.reverse,
+                                receiver,
+                                max_retries,
+                            )
+                            .await
+                        }
+                        .await;
+                        if let Err(error) = result {
                             error!(class = %error.class(), code = error.code(), error = %error, "the reverse stream stopped: the old database no longer follows the new one; fix the cause and restart ferry run");
                         }
                     });
@@ -340,7 +285,8 @@ async fn follow_phase(
                         .is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(10))
                     {
                         last_cleanup = Some(Instant::now());
-                        remove_leftover_reverse(&target_control, &name, &reverse_migration).await;
+                        remove_leftover_reverse(target_control.as_ref(), &name, &reverse_migration)
+                            .await;
                     }
                 }
             }
@@ -359,10 +305,50 @@ async fn follow_phase(
     }
 }
 
+/// The new database as the reverse stream's source, its tables named as on the old database.
+/// The reverse state on the old database (stored by the cutover) lists the tables by their old
+/// names; where the new database names them otherwise (a MySQL database holds no schemas), the
+/// source is read through renames and `options` select the tables by their new names.
+async fn reverse_source(
+    new: &Endpoint,
+    old_sink: &dyn Sink,
+    options: &mut MigrationOptions,
+) -> Result<Box<dyn Source>> {
+    let state = old_sink.load_state(&options.name).await?;
+    let new_sink = new.sink();
+    let renames: Vec<(TableName, TableName)> = state
+        .tables
+        .keys()
+        .map(|old_name| (new_sink.stored_name(old_name), old_name.clone()))
+        .filter(|(new_name, old_name)| new_name != old_name)
+        .collect();
+    if renames.is_empty() {
+        return Ok(new.source());
+    }
+    let rules = renames
+        .iter()
+        .map(|(new_name, old_name)| TableTransform {
+            table: new_name.to_string(),
+            rename: Some(old_name.to_string()),
+            ..TableTransform::default()
+        })
+        .collect();
+    let names: Vec<String> = state
+        .tables
+        .keys()
+        .map(|old_name| new_sink.stored_name(old_name).to_string())
+        .collect();
+    options.selection = Selection::parse(&names)?;
+    Ok(Box::new(TransformedSource::new(
+        new.source(),
+        Transforms::new(rules)?,
+    )))
+}
+
 /// Drops the reverse stream's slot on the new database once no phase needs it (it would keep
 /// WAL there for nothing). Reads the phase first: a cutover creates the slot only after storing
 /// `fenced`, and waits for a running reverse stream to stop before it does.
-async fn remove_leftover_reverse(control: &PostgresControl, name: &str, reverse_migration: &str) {
+async fn remove_leftover_reverse(control: &dyn Switchover, name: &str, reverse_migration: &str) {
     // Under the controller lock, so no cutover can create the slot between the checks and the
     // drop; a busy lock means a controller runs: leave everything to it.
     let Ok(_lock) = control.lock_controller(name).await else {
@@ -391,29 +377,30 @@ async fn remove_leftover_reverse(control: &PostgresControl, name: &str, reverse_
     }
 }
 
-/// Samples both databases' end of log once a second (for lag) and the slot's retention every
-/// 30 s, warning before the source would drop WAL ferry still needs.
+/// Samples both databases' end of log once a second (for lag) and, on a PostgreSQL source, the
+/// slot's retention every 30 s, warning before the source would drop WAL ferry still needs.
 async fn sample_positions(
     name: String,
-    (source_config, target_config): (ConnectionConfig, ConnectionConfig),
+    (old, new): (Endpoint, Endpoint),
     telemetry: Arc<Telemetry>,
 ) {
-    let old = PostgresSource::new(source_config.clone());
-    let new = PostgresSource::new(target_config);
+    let (old_source, new_source) = (old.source(), new.source());
     let mut last_retention_check: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
     loop {
-        if let Ok(position) = old.current_position().await {
+        if let Ok(position) = old_source.current_position().await {
             telemetry.forward.source_position(position);
         }
         if telemetry.record().phase.streams_back() {
-            if let Ok(position) = new.current_position().await {
+            if let Ok(position) = new_source.current_position().await {
                 telemetry.reverse.source_position(position);
             }
         }
-        if last_retention_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+        let retention_due =
+            last_retention_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
+        if let (Some(source_config), true) = (old.postgres(), retention_due) {
             last_retention_check = Some(Instant::now());
-            if let Ok(Some(status)) = slot_status(&source_config, &name).await {
+            if let Ok(Some(status)) = slot_status(source_config, &name).await {
                 if let Some(warning) = retention_warning(&status) {
                     if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(300)) {
                         last_warning = Some(Instant::now());

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{failure_summary, slot_status, PostgresControl};
-use ferry_core::connector::Switchover;
+use ferry_connectors::postgres::{failure_summary, slot_status};
 use ferry_core::state::TableState;
 use ferry_core::Result;
 use serde_json::json;
@@ -79,25 +78,19 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             json!({ "table": name.to_string(), "state": shown_state, "chunks_done": done, "chunks_total": total, "rows_copied": progress.rows_copied(), "percent": percent, "error": progress.note })
         })
         .collect();
-    let (cutover, source_fenced, target_fenced) =
-        match (source_endpoint.postgres(), target_endpoint.postgres()) {
-            (Some(source_config), Some(target_config)) => {
-                let control = PostgresControl::new(target_config.clone());
-                let cutover = control
-                    .load_cutover(&settings.name)
-                    .await
-                    .unwrap_or_default();
-                let source_fenced = PostgresControl::new(source_config.clone())
-                    .fenced_by()
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some();
-                let target_fenced = control.fenced_by().await.ok().flatten().is_some();
-                (cutover, source_fenced, target_fenced)
-            }
-            _ => (Default::default(), false, false),
-        };
+    let control = target_endpoint.control();
+    let cutover = control
+        .load_cutover(&settings.name)
+        .await
+        .unwrap_or_default();
+    let source_fenced = source_endpoint
+        .control()
+        .fenced_by()
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let target_fenced = control.fenced_by().await.ok().flatten().is_some();
     let switch = json!({
         "phase": cutover.phase,
         "read_primary": cutover.phase.read_primary(),

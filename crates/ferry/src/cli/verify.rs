@@ -3,15 +3,12 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::mysql::{require_same_flavor, MysqlInspector, MysqlSource};
-use ferry_connectors::postgres::{PostgresControl, PostgresInspector, PostgresSource};
-use ferry_core::connector::{Inspector, Source, Switchover};
 use ferry_core::cutover::Side;
 use ferry_core::verify::{DifferenceKind, TableReport};
 use ferry_core::{Error, Result};
 use ferry_engine::verify::{verify, Sides, VerifyOptions};
 
-use crate::connect::{endpoints, Endpoint};
+use crate::connect::{endpoints, verify_sides, VerifySides};
 use crate::report::print_error;
 use crate::settings::{resolve, FlagSettings};
 
@@ -38,72 +35,28 @@ pub async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<Exit
 async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;
-    let (source, source_rows, target_rows, control): (
-        Box<dyn Source>,
-        Box<dyn Inspector>,
-        Box<dyn Inspector>,
-        Option<PostgresControl>,
-    ) = match (&source_endpoint, &target_endpoint) {
-        (Endpoint::Postgres(source), Endpoint::Postgres(target)) => (
-            Box::new(PostgresSource::new(source.clone())),
-            Box::new(PostgresInspector::source(source.clone())),
-            Box::new(PostgresInspector::target(target.clone())),
-            Some(PostgresControl::new(target.clone())),
-        ),
-        (Endpoint::Mysql(source), Endpoint::Mysql(target)) => {
-            require_same_flavor(source, target).await?;
-            (
-                Box::new(MysqlSource::new(source.clone())),
-                Box::new(MysqlInspector::source(source.clone())),
-                Box::new(MysqlInspector::target(target.clone(), source.database())),
-                None,
-            )
-        }
-        (Endpoint::Mysql(_), Endpoint::Postgres(_))
-        | (Endpoint::Postgres(_), Endpoint::Mysql(_)) => {
-            if verify_flags.repair {
-                return Err(Error::operator(
-                    "verify.across_engines",
-                    "--repair is not available between MySQL and PostgreSQL yet",
-                )
-                .with_hint("re-copy a differing table with `ferry run --restart --tables ...`"));
-            }
-            match (&source_endpoint, &target_endpoint) {
-                (Endpoint::Mysql(source), Endpoint::Postgres(target)) => (
-                    Box::new(MysqlSource::new(source.clone())) as Box<dyn Source>,
-                    Box::new(MysqlInspector::portable_source(source.clone())) as Box<dyn Inspector>,
-                    Box::new(PostgresInspector::portable_target(target.clone()))
-                        as Box<dyn Inspector>,
-                    None,
-                ),
-                (Endpoint::Postgres(source), Endpoint::Mysql(target)) => (
-                    Box::new(PostgresSource::new(source.clone())) as Box<dyn Source>,
-                    Box::new(PostgresInspector::portable_source(source.clone()))
-                        as Box<dyn Inspector>,
-                    Box::new(MysqlInspector::portable_target(target.clone())) as Box<dyn Inspector>,
-                    None,
-                ),
-                _ => {
-                    return Err(Error::operator(
-                        "config.unsupported_engine",
-                        "unexpected engine pair",
-                    ))
-                }
-            }
-        }
-    };
-    let across_engines = !matches!(
-        (&source_endpoint, &target_endpoint),
-        (Endpoint::Mysql(_), Endpoint::Mysql(_)) | (Endpoint::Postgres(_), Endpoint::Postgres(_))
-    );
+    let across_engines = !source_endpoint.same_engine(&target_endpoint);
+    if across_engines && verify_flags.repair {
+        return Err(Error::operator(
+            "verify.across_engines",
+            "--repair is not available between MySQL and PostgreSQL yet",
+        )
+        .with_hint("re-copy a differing table with `ferry run --restart --tables ...`"));
+    }
+    let VerifySides {
+        source,
+        source_rows,
+        target_rows,
+        options: pair_options,
+    } = verify_sides(&source_endpoint, &target_endpoint).await?;
+    let control = target_endpoint.control();
     // Repair copies rows from the old database over the new one: never once applications write
     // to the new one, and no cutover may start meanwhile (the controller lock is held throughout).
-    // MySQL pairs have no cutover: the old database is always the one applications write to.
-    let _lock = match (&control, verify_flags.repair) {
-        (Some(control), true) => Some(control.lock_controller(&settings.name).await?),
-        _ => None,
+    let _lock = match verify_flags.repair {
+        true => Some(control.lock_controller(&settings.name).await?),
+        false => None,
     };
-    if let (Some(control), true) = (&control, verify_flags.repair) {
+    if verify_flags.repair {
         let phase = control.load_cutover(&settings.name).await?.phase;
         if phase.write_primary() != Some(Side::Source) {
             return Err(Error::operator(
@@ -117,20 +70,15 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
         migration: settings.name.clone(),
         selection: settings.selection.clone(),
         parallel: settings.parallel,
-        // Across engines whole tables are compared: the engines order text keys differently.
-        rows_per_range: if across_engines {
-            u64::MAX
-        } else if flags.chunk_rows.is_some() {
+        rows_per_range: if !across_engines && flags.chunk_rows.is_some() {
             settings.chunk_rows
         } else {
-            50_000
+            pair_options.rows_per_range
         },
-        compare_types: !across_engines,
-        match_by_table_name: matches!(target_endpoint, Endpoint::Mysql(_)) && across_engines,
         while_streaming: verify_flags.while_streaming,
         repair: verify_flags.repair,
         resume: verify_flags.resume,
-        ..VerifyOptions::default()
+        ..pair_options
     };
     let started = std::time::Instant::now();
     let reports = verify(

@@ -5,6 +5,7 @@ mod cascade;
 mod cli;
 mod common;
 mod cutover;
+mod cutover_engines;
 mod demo;
 mod exclusive;
 mod faults;
