@@ -784,7 +784,7 @@ async fn abort(
             "cutover.fence_stuck",
             format!("{what} failed ({}: {}) and lifting the fence failed too ({}: {})", error.code(), error.message(), undo_error.code(), undo_error.message()),
         )
-        .with_hint("writes are still blocked: run `ferry rollback` once the databases are reachable (or lift it by hand: ALTER DATABASE ... RESET default_transaction_read_only; ALTER DATABASE ... RESET ferry.fence)"),
+        .with_hint("writes are still blocked: run `ferry rollback` once the databases are reachable (or lift it by hand: on PostgreSQL ALTER DATABASE ... RESET default_transaction_read_only; ALTER DATABASE ... RESET ferry.fence; on MySQL/MariaDB SET GLOBAL read_only = OFF; DELETE FROM _ferry.fence)"),
     }
 }
 

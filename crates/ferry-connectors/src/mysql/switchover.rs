@@ -69,7 +69,7 @@ impl MysqlControl {
     {
         let mut held = self.polling.lock().await;
         if held.is_none() {
-            *held = Some(connect(&self.config, true).await?);
+            *held = Some(connect(&self.config, false).await?);
         }
         let conn = held.as_mut().expect("opened above");
         let result = read(conn).await;
@@ -235,7 +235,7 @@ impl Switchover for MysqlControl {
     }
 
     async fn fence(&self, migration: &str) -> Result<Position> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         let what = format!("fencing writes on {}", self.config.describe());
         self.create_state(&mut conn).await?;
         match fence_row(&mut conn).await? {
@@ -295,7 +295,7 @@ impl Switchover for MysqlControl {
     }
 
     async fn unfence(&self) -> Result<()> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         let what = format!("lifting the write fence on {}", self.config.describe());
         self.create_state(&mut conn).await?;
         let previous = fence_row(&mut conn)
@@ -317,7 +317,7 @@ impl Switchover for MysqlControl {
     }
 
     async fn fenced_by(&self) -> Result<Option<String>> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         Ok(fence_row(&mut conn)
             .await?
             .map(|(migration, _, _)| migration))
@@ -369,7 +369,7 @@ impl Switchover for MysqlControl {
     }
 
     async fn save_cutover(&self, migration: &str, record: &CutoverRecord) -> Result<()> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         self.create_state(&mut conn).await?;
         state::save_cutover(&mut conn, migration, record).await
     }
@@ -381,7 +381,7 @@ impl Switchover for MysqlControl {
         migration: &str,
         _within: std::time::Duration,
     ) -> Result<Vec<TableName>> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         Ok(state::load(&mut conn, migration)
             .await?
             .tables
@@ -390,7 +390,7 @@ impl Switchover for MysqlControl {
     }
 
     async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>> {
-        let mut conn = connect(&self.config, true).await?;
+        let mut conn = connect(&self.config, false).await?;
         let what = "reading the last verification";
         let exists: Option<u8> = conn
             .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'verify_ranges'")
