@@ -402,12 +402,19 @@ pub trait Switchover: Send + Sync {
     /// keep writing.
     async fn fence(&self, migration: &str) -> Result<Position>;
 
-    /// Lifts ferry's fence (sessions opened while fenced are ended so they reconnect writable).
-    /// Idempotent.
-    async fn unfence(&self) -> Result<()>;
+    /// Lifts the fence `migration` put up (sessions opened while fenced are ended so they
+    /// reconnect writable). A fence of another migration is left as it is. Idempotent.
+    async fn unfence(&self, migration: &str) -> Result<()>;
 
     /// The migration whose fence is on this database, if any.
     async fn fenced_by(&self) -> Result<Option<String>>;
+
+    /// Puts the fence of `migration` back in force where it is on record but was lost (a
+    /// server restart forgets a MySQL `SET GLOBAL`); true when it did. The caller holds the
+    /// controller lock, so no controller lifts the fence meanwhile.
+    async fn reassert_fence(&self, _migration: &str) -> Result<bool> {
+        Ok(false)
+    }
 
     /// Whether a process reads the change stream of `migration` from this database right now
     /// (`None`: the stream does not exist).

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use ferry_core::connector::{Inspector, Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase, CutoverRecord};
-use ferry_core::schema::Catalog;
+use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::select::Selection;
 use ferry_core::state::TableState;
 use ferry_core::{failpoint, Error, Position, Result, TableName};
@@ -205,7 +205,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
     match current.phase {
         CutoverPhase::WritesSwitched => {
             // Finishes a cutover that crashed between storing the switch and unfencing.
-            unfence_new(databases).await?;
+            unfence_new(databases, migration).await?;
             return Ok(CutoverReport::unchanged(
                 current.phase,
                 "writes already go to the new database",
@@ -322,7 +322,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         .await?;
     // The new database may still be fenced from an earlier rollback; lifted only now, so that a
     // crash before the switch is stored never leaves it writable while the old one still is.
-    unfence_new(databases).await?;
+    unfence_new(databases, migration).await?;
     info!(
         migration,
         downtime_ms = downtime,
@@ -365,7 +365,7 @@ pub async fn rollback(
         }
         CutoverPhase::ReadsSwitched | CutoverPhase::Fenced => {
             if databases.old.control.fenced_by().await?.is_some() {
-                databases.old.control.unfence().await?;
+                databases.old.control.unfence(migration).await?;
             }
             // A cutover interrupted after creating the reverse stream left its slot behind.
             let reverse = reverse_name(migration);
@@ -452,7 +452,7 @@ pub async fn rollback(
             return Err(abort_rollback(databases, migration, &fenced, error).await);
         }
     };
-    databases.old.control.unfence().await?;
+    databases.old.control.unfence(migration).await?;
     let (back, downtime) = fence_ended(CutoverPhase::Replicating, &fenced);
     databases.new.control.save_cutover(migration, &back).await?;
     info!(migration, downtime_ms = downtime, "rolled back: the old database takes writes again; the new one follows it (and stays read-only for applications)");
@@ -507,7 +507,7 @@ pub async fn finish(
             .await?;
     }
     if unfence_old && databases.old.control.fenced_by().await?.is_some() {
-        databases.old.control.unfence().await?;
+        databases.old.control.unfence(migration).await?;
     }
     Ok(CutoverReport {
         phase: CutoverPhase::Done,
@@ -523,24 +523,15 @@ pub async fn finish(
 }
 
 /// The sequences of the new database's copies of the old database's tables (named as on the
-/// new database), each with the old name of the table that owns it.
-async fn new_sequences(
-    databases: &Databases<'_>,
-    old_catalog: &Catalog,
-) -> Result<Vec<(TableName, Option<TableName>)>> {
-    let names = stored_names(
-        databases,
-        &old_catalog
-            .tables
-            .iter()
-            .map(|table| table.name.clone())
-            .collect::<Vec<_>>(),
-    );
-    let back: HashMap<TableName, TableName> = names
+/// new database), each owned by the old name of its table.
+async fn new_sequences(databases: &Databases<'_>, old_catalog: &Catalog) -> Result<Vec<Sequence>> {
+    let old_names: Vec<TableName> = old_catalog
+        .tables
         .iter()
-        .cloned()
-        .zip(old_catalog.tables.iter().map(|table| table.name.clone()))
+        .map(|table| table.name.clone())
         .collect();
+    let names = stored_names(databases, &old_names);
+    let back: HashMap<TableName, TableName> = names.iter().cloned().zip(old_names).collect();
     let new_catalog = databases
         .new
         .source
@@ -549,34 +540,33 @@ async fn new_sequences(
     Ok(new_catalog
         .sequences
         .into_iter()
-        .map(|sequence| {
-            let owner = sequence
-                .owned_by
-                .as_ref()
-                .and_then(|(table, _)| back.get(table).cloned());
-            (sequence.name, owner)
+        .map(|mut sequence| {
+            if let Some((table, _)) = sequence.owned_by.as_mut() {
+                if let Some(old) = back.get(table) {
+                    *table = old.clone();
+                }
+            }
+            sequence
         })
         .collect())
 }
 
-/// Copies the new database's sequences (read now) to the old one: each owned sequence is named
-/// there by the old name of its table, so the old database finds it whatever it calls it.
-async fn sync_sequences_back(
-    databases: &Databases<'_>,
-    sequences: &[(TableName, Option<TableName>)],
-) -> Result<()> {
+/// Copies the new database's sequences (read now) to the old one, each owned by its column on
+/// the old database, which finds it through that column whatever it calls it.
+async fn sync_sequences_back(databases: &Databases<'_>, sequences: &[Sequence]) -> Result<()> {
     if sequences.is_empty() {
         return Ok(());
     }
-    let names: Vec<TableName> = sequences.iter().map(|(name, _)| name.clone()).collect();
+    let names: Vec<TableName> = sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
     let mut current = databases.new.source.read_sequences(&names).await?;
     for sequence in &mut current {
-        let owner = sequences
-            .iter()
-            .find(|(name, _)| *name == sequence.name)
-            .and_then(|(_, owner)| owner.clone());
-        if let (Some(owner), Some((table, _))) = (owner, sequence.owned_by.as_mut()) {
-            *table = owner;
+        if let Some(known) = sequences.iter().find(|known| known.name == sequence.name) {
+            if known.owned_by.is_some() {
+                sequence.owned_by = known.owned_by.clone();
+            }
         }
     }
     databases.old.sink.set_sequences(&current).await
@@ -679,7 +669,7 @@ fn rehearsal_name(migration: &str) -> String {
 async fn prepare_cutover(
     databases: &Databases<'_>,
     options: &CutoverOptions,
-) -> Result<(Catalog, Vec<TableName>, Vec<TableName>)> {
+) -> Result<(Catalog, Vec<TableName>, Vec<Sequence>)> {
     let migration = options.migration.as_str();
     require_copied(databases.new.sink, migration).await?;
     if !stream_becomes_active(databases.old.control, migration).await? {
@@ -708,16 +698,16 @@ async fn prepare_cutover(
         .source
         .read_catalog(&options.selection)
         .await?;
+    // What the reverse stream will need on the old database, before anything is fenced: its
+    // tables accept ferry's writes (a MySQL target with triggers refuses here, not while
+    // writes are blocked).
+    databases.old.sink.create_tables(&catalog).await?;
     let tables = catalog
         .tables
         .iter()
         .map(|table| table.name.clone())
         .collect();
-    let sequences = catalog
-        .sequences
-        .iter()
-        .map(|sequence| sequence.name.clone())
-        .collect();
+    let sequences = catalog.sequences.clone();
     Ok((catalog, tables, sequences))
 }
 
@@ -774,7 +764,7 @@ async fn abort(
     warn!(code = error.code(), error = %error, "{what} failed while writes were fenced; lifting the fence");
     let restored = settled(back, current);
     let undone = async {
-        fenced.unfence().await?;
+        fenced.unfence(migration).await?;
         new.save_cutover(migration, &restored).await
     }
     .await;
@@ -804,9 +794,9 @@ async fn interruptible<T>(
 }
 
 /// Lifts ferry's fence on the new database, if it has one.
-async fn unfence_new(databases: &Databases<'_>) -> Result<()> {
+async fn unfence_new(databases: &Databases<'_>, migration: &str) -> Result<()> {
     if databases.new.control.fenced_by().await?.is_some() {
-        databases.new.control.unfence().await?;
+        databases.new.control.unfence(migration).await?;
     }
     Ok(())
 }
@@ -932,7 +922,7 @@ async fn start_reverse_state(
 async fn rehearse(
     databases: &Databases<'_>,
     options: &CutoverOptions,
-    sequences: &[TableName],
+    sequences: &[Sequence],
     tables: &[TableName],
     phase_before: CutoverPhase,
     lag: Duration,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ferry_core::connector::{Sink, Snapshot, Source};
-use ferry_core::schema::Catalog;
+use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::select::Selection;
 use ferry_core::state::{Chunk, TableState};
 use ferry_core::{Error, Result, TableName, TableSchema};
@@ -343,11 +343,7 @@ pub async fn run_migration(
         .filter(|table| deferred.iter().any(|(name, _)| *name == table.name))
         .cloned()
         .collect();
-    let sequences: Vec<TableName> = catalog
-        .sequences
-        .iter()
-        .map(|sequence| sequence.name.clone())
-        .collect();
+    let sequences: Vec<Sequence> = catalog.sequences.clone();
     sync_sequences(source, sink, &sequences).await?;
 
     let Some(start) = stream_start else {

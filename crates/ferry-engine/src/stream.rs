@@ -70,7 +70,7 @@ impl Default for StreamOptions {
 pub struct StreamContext<'a> {
     pub source: &'a dyn Source,
     pub sink: &'a dyn Sink,
-    pub sequences: &'a [TableName],
+    pub sequences: &'a [Sequence],
     /// Tables whose indexes or constraints the copied data refused (see
     /// [`Sink::create_secondary`]): tried again as the stream goes on, until they all exist.
     pub pending_secondary: Vec<TableSchema>,
@@ -845,16 +845,30 @@ fn acknowledge(
     progress.changes_applied(applied.changes, applied.checkpoint, applied.commit_time);
 }
 
-/// Copies the current values of these sequences to the target (forward only).
+/// Copies the current values of these sequences (as the catalog describes them) to the target,
+/// forward only. A value read without its owning column gets the one the catalog names: a
+/// target of another engine finds the sequence through it.
 pub async fn sync_sequences(
     source: &dyn Source,
     sink: &dyn Sink,
-    sequences: &[TableName],
+    sequences: &[Sequence],
 ) -> Result<()> {
     if sequences.is_empty() {
         return Ok(());
     }
-    let current: Vec<Sequence> = source.read_sequences(sequences).await?;
+    let names: Vec<TableName> = sequences
+        .iter()
+        .map(|sequence| sequence.name.clone())
+        .collect();
+    let mut current: Vec<Sequence> = source.read_sequences(&names).await?;
+    for sequence in &mut current {
+        if sequence.owned_by.is_none() {
+            sequence.owned_by = sequences
+                .iter()
+                .find(|known| known.name == sequence.name)
+                .and_then(|known| known.owned_by.clone());
+        }
+    }
     sink.set_sequences(&current).await
 }
 

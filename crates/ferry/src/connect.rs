@@ -1,7 +1,8 @@
 //! Turning settings into connectors (through the registry, which knows the URL schemes).
 
 use ferry_connectors::mysql::{
-    require_same_flavor, MysqlConfig, MysqlControl, MysqlInspector, MysqlSink, MysqlSource,
+    require_same_flavor, server_identity, MysqlConfig, MysqlControl, MysqlInspector, MysqlSink,
+    MysqlSource,
 };
 use ferry_connectors::postgres::{
     ConnectionConfig, PostgresControl, PostgresInspector, PostgresSink, PostgresSource,
@@ -143,6 +144,26 @@ pub async fn verify_sides(source: &Endpoint, target: &Endpoint) -> Result<Verify
             ..VerifyOptions::default()
         },
     })
+}
+
+/// Refuses a switch-over between two databases of one MySQL server: its fence (`read_only`)
+/// would block both.
+pub async fn require_separate_servers(source: &Endpoint, target: &Endpoint) -> Result<()> {
+    let (Endpoint::Mysql(source), Endpoint::Mysql(target)) = (source, target) else {
+        return Ok(());
+    };
+    if server_identity(source).await? != server_identity(target).await? {
+        return Ok(());
+    }
+    Err(Error::operator(
+        "cutover.same_server",
+        format!(
+            "{} and {} are on the same MySQL server, whose write fence (read_only) covers both",
+            source.describe(),
+            target.describe()
+        ),
+    )
+    .with_hint("move to a database on another server, or switch applications over by hand once `ferry status` shows no lag"))
 }
 
 /// Refuses a switch-over for a migration with transforms: the reverse stream would have to undo

@@ -32,6 +32,7 @@ use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::errors::classify;
 use super::source::server_id_of;
+use super::switchover::{take_lock, HeldLock, STREAM_LOCK};
 use super::types::Kind;
 use super::values::decode;
 
@@ -89,8 +90,12 @@ pub struct BinlogChangeStream {
     ignored: HashSet<String>,
     /// Inside a transaction one of `ignored` wrote: its rows are left out until it commits.
     skipping: bool,
-    /// The session holding the stream's named lock on the source (see `switchover`).
-    _liveness: Option<mysql_async::Conn>,
+    /// The stream's named lock on the source (see `switchover`), and when taking it was last
+    /// tried while it is not held.
+    liveness: Option<HeldLock>,
+    liveness_tried: std::time::Instant,
+    config: MysqlConfig,
+    migration: String,
 }
 
 impl BinlogChangeStream {
@@ -229,11 +234,14 @@ impl BinlogChangeStream {
                 "foreign-key actions the binary log leaves out are reproduced on the target"
             );
         }
-        let liveness = hold_stream_lock(config, migration).await;
+        let liveness = hold_stream_lock(config, migration, 2).await;
         Ok(BinlogChangeStream {
             ignored: ignore_writes_of.iter().cloned().collect(),
             skipping: false,
-            _liveness: liveness,
+            liveness,
+            liveness_tried: std::time::Instant::now(),
+            config: config.clone(),
+            migration: migration.to_string(),
             cascade_rules: Arc::new(cascade_rules),
             stream: Some(stream),
             file: position.file,
@@ -695,27 +703,28 @@ impl BinlogChangeStream {
     }
 }
 
-/// Takes the stream's named lock on the source on a session of its own, so controllers can
-/// tell that this migration is being streamed (`MysqlControl::stream_active`). Best effort: a
-/// lock still held by a predecessor's dying session is not waited for.
-async fn hold_stream_lock(config: &MysqlConfig, migration: &str) -> Option<mysql_async::Conn> {
-    let mut conn = connect(config, false).await.ok()?;
-    let locked: Option<Option<i64>> = conn
-        .exec_first(
-            format!("SELECT GET_LOCK({}, 2)", super::switchover::STREAM_LOCK),
-            (migration,),
-        )
-        .await
-        .ok()?;
-    if locked.flatten() != Some(1) {
-        warn!(
-            migration,
-            "another session holds this stream's lock on the source"
-        );
-        return None;
+/// Takes the stream's named lock on the source, so controllers can tell that this migration is
+/// being streamed (`MysqlControl::stream_active`). Best effort: a lock still held by a
+/// predecessor's vanishing session is taken later (see `next`).
+async fn hold_stream_lock(
+    config: &MysqlConfig,
+    migration: &str,
+    wait_seconds: u32,
+) -> Option<HeldLock> {
+    match take_lock(config, STREAM_LOCK, migration, wait_seconds).await {
+        Ok(Some(held)) => Some(held),
+        Ok(None) => {
+            warn!(
+                migration,
+                "another session holds this stream's lock on the source; taking it once it is free"
+            );
+            None
+        }
+        Err(error) => {
+            warn!(code = error.code(), error = %error, "cannot take this stream's lock on the source; trying again later");
+            None
+        }
     }
-    let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
-    Some(conn)
 }
 
 /// The name of the binary log file numbered `position.file`, or the purged-log error.
@@ -996,6 +1005,12 @@ fn decode_image(
 #[async_trait]
 impl ChangeStream for BinlogChangeStream {
     async fn next(&mut self) -> Result<Option<StreamEvent>> {
+        if self.liveness.is_none()
+            && self.liveness_tried.elapsed() > std::time::Duration::from_secs(10)
+        {
+            self.liveness_tried = std::time::Instant::now();
+            self.liveness = hold_stream_lock(&self.config, &self.migration, 0).await;
+        }
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));

@@ -29,5 +29,5 @@ pub use preflight::check;
 pub use scan::{unrepresentable_values, Unrepresentable};
 pub use sink::MysqlSink;
 pub use source::MysqlSource;
-pub use switchover::MysqlControl;
+pub use switchover::{server_identity, MysqlControl};
 pub use verify::{require_same_flavor, MysqlInspector};

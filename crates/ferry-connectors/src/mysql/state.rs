@@ -20,7 +20,7 @@ pub(crate) const CREATE_STATE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, snapshot_position VARCHAR(100) NULL, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`cutover` (migration VARCHAR(190) NOT NULL PRIMARY KEY, record TEXT NOT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
-    "CREATE TABLE IF NOT EXISTS `_ferry`.`fence` (id TINYINT NOT NULL PRIMARY KEY, migration VARCHAR(190) NOT NULL, started DOUBLE NOT NULL, previous_read_only TINYINT NOT NULL, touched BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`fence` (id TINYINT NOT NULL PRIMARY KEY, migration VARCHAR(190) NOT NULL, started DOUBLE NOT NULL, previous_read_only TINYINT NOT NULL, touched BIGINT NOT NULL DEFAULT 0, fencing_session BIGINT UNSIGNED NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
 ];
 

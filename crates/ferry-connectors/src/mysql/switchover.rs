@@ -43,6 +43,48 @@ const CONTROLLER_LOCK: &str = "CONCAT('ferry.controller.', SHA1(?))";
 /// server's own threads.
 const OTHER_SESSIONS: &str = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER <> SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user') AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')";
 
+/// A named lock held by a session of its own. The session pings every 20 s and lets the server
+/// end it after 2 minutes of silence, so the lock outlives no vanished holder for long.
+/// Dropping the guard ends the session, which frees the lock.
+pub(crate) struct HeldLock {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Takes `lock` (an SQL expression naming it, with `?` for `key`) on a new session, waiting up
+/// to `wait_seconds`. None when another session holds it.
+pub(crate) async fn take_lock(
+    config: &MysqlConfig,
+    lock: &str,
+    key: &str,
+    wait_seconds: u32,
+) -> Result<Option<HeldLock>> {
+    let mut conn = connect(config, false).await?;
+    let locked: Option<i64> = conn
+        .exec_first(format!("SELECT GET_LOCK({lock}, {wait_seconds})"), (key,))
+        .await
+        .map_err(|error| classify(error, "taking a named lock"))?
+        .flatten();
+    if locked != Some(1) {
+        return Ok(None);
+    }
+    let _ = conn.query_drop("SET SESSION wait_timeout = 120").await;
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            if conn.ping().await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Some(HeldLock { task }))
+}
+
 /// One MySQL or MariaDB server's part in a switch-over.
 pub struct MysqlControl {
     config: MysqlConfig,
@@ -89,26 +131,76 @@ impl MysqlControl {
     }
 }
 
-/// The privileges a list of grants holds, upper case.
-fn grants_text(grants: &[String]) -> String {
-    grants.join(" ").to_ascii_uppercase()
+/// What tells one server from another (host name, port and data directory as the server sees
+/// them): two databases of one migration on the same server cannot be fenced apart.
+pub async fn server_identity(config: &MysqlConfig) -> Result<String> {
+    let mut conn = connect(config, false).await?;
+    let identity: Option<(String, u32, String)> = conn
+        .query_first("SELECT @@hostname, @@port, @@datadir")
+        .await
+        .map_err(|error| classify(error, "reading the server's identity"))?;
+    let _ = conn.disconnect().await;
+    Ok(identity
+        .map(|(host, port, directory)| format!("{host}:{port}:{directory}"))
+        .unwrap_or_default())
 }
 
-/// What ferry's account lacks to fence and keep writing while fenced, if anything.
-pub(crate) fn missing_fence_privileges(grants: &str, mariadb: bool) -> Vec<&'static str> {
-    if grants.contains("ALL PRIVILEGES ON *.*") || grants.contains("SUPER") {
-        return Vec::new();
-    }
-    let needed: &[&'static str] = if mariadb {
-        &["READ_ONLY ADMIN", "CONNECTION ADMIN"]
-    } else {
-        &["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN"]
-    };
-    needed
+/// The global privileges (`GRANT ... ON *.*`) of a `SHOW GRANTS` listing, upper case.
+pub(crate) fn global_privileges(grants: &[String]) -> Vec<String> {
+    grants
         .iter()
-        .filter(|privilege| !grants.contains(**privilege))
-        .copied()
+        .filter_map(|grant| {
+            let upper = grant.to_ascii_uppercase();
+            let list = upper.strip_prefix("GRANT ")?;
+            let (list, on) = list.split_once(" ON ")?;
+            on.trim_start().starts_with("*.*").then(|| {
+                list.split(',')
+                    .map(|privilege| privilege.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .flatten()
         .collect()
+}
+
+/// What ferry's account lacks to fence and keep writing while fenced, if anything. `version`
+/// is the server's major and minor version (MariaDB 11.0 took READ_ONLY ADMIN out of SUPER).
+pub(crate) fn missing_fence_privileges(
+    privileges: &[String],
+    mariadb: bool,
+    version: (u32, u32),
+) -> Vec<&'static str> {
+    let has = |name: &str| {
+        privileges
+            .iter()
+            .any(|held| held == name || held == "ALL PRIVILEGES" || held == "ALL")
+    };
+    let mut missing = Vec::new();
+    if mariadb {
+        let super_covers_read_only = version < (11, 0);
+        if !has("READ_ONLY ADMIN") && !(super_covers_read_only && has("SUPER")) {
+            missing.push("READ_ONLY ADMIN");
+        }
+        if !has("CONNECTION ADMIN") && !has("SUPER") {
+            missing.push("CONNECTION ADMIN");
+        }
+    } else {
+        if !has("SYSTEM_VARIABLES_ADMIN") && !has("SUPER") {
+            missing.push("SYSTEM_VARIABLES_ADMIN");
+        }
+        if !has("CONNECTION_ADMIN") && !has("SUPER") {
+            missing.push("CONNECTION_ADMIN");
+        }
+    }
+    missing
+}
+
+/// The server's version as (major, minor).
+fn version_of(text: &str) -> (u32, u32) {
+    let mut parts = text.split(|character: char| !character.is_ascii_digit());
+    let major = parts.next().and_then(|part| part.parse().ok()).unwrap_or(0);
+    let minor = parts.next().and_then(|part| part.parse().ok()).unwrap_or(0);
+    (major, minor)
 }
 
 /// The fence row: (migration, started at in Unix seconds, read_only before the fence).
@@ -130,34 +222,43 @@ async fn fence_row(conn: &mut Conn) -> Result<Option<FenceRow>> {
     .map_err(|error| classify(error, what))
 }
 
-/// Ends the sessions [`OTHER_SESSIONS`] lists and waits up to 10 s for them to be gone;
-/// returns how many were ended, or an error naming those left.
+/// Ends the sessions [`OTHER_SESSIONS`] lists now; returns how many. Listed once, after
+/// `read_only` took effect: a session that connects later cannot write anyway (connection pools
+/// reconnect at once, so waiting for none to be left would never end).
 async fn end_other_sessions(conn: &mut Conn, what: &str) -> Result<usize> {
+    let ids: Vec<u64> = conn
+        .query(OTHER_SESSIONS)
+        .await
+        .map_err(|error| classify(error, what))?;
+    end_sessions(conn, &ids, what).await?;
+    Ok(ids.len())
+}
+
+/// Kills these sessions and waits up to 10 s for them to be gone.
+async fn end_sessions(conn: &mut Conn, ids: &[u64], what: &str) -> Result<()> {
+    for id in ids {
+        // Gone meanwhile: "Unknown thread id" (1094).
+        match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+            Err(mysql_async::Error::Server(error)) if error.code == 1094 => {}
+            other => other.map_err(|error| classify(error, what))?,
+        }
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut ended = std::collections::BTreeSet::new();
     loop {
-        let ids: Vec<u64> = conn
-            .query(OTHER_SESSIONS)
+        let left: Vec<u64> = conn
+            .query("SELECT ID FROM information_schema.PROCESSLIST")
             .await
             .map_err(|error| classify(error, what))?;
-        if ids.is_empty() {
-            return Ok(ended.len());
+        let left = ids.iter().filter(|id| left.contains(id)).count();
+        if left == 0 {
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
             return Err(Error::transient(
                 "cutover.sessions_left",
-                format!("{} sessions did not end within 10 s of being killed, so they could still write", ids.len()),
+                format!("{left} sessions did not end within 10 s of being killed, so they could still write"),
             )
             .with_hint("they are probably stuck in a long statement; run the command again (or end them with KILL)"));
-        }
-        for id in ids {
-            if ended.insert(id) {
-                // Gone meanwhile: "Unknown thread id" (1094).
-                match conn.query_drop(format!("KILL CONNECTION {id}")).await {
-                    Err(mysql_async::Error::Server(error)) if error.code == 1094 => {}
-                    other => other.map_err(|error| classify(error, what))?,
-                }
-            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -169,11 +270,19 @@ impl Switchover for MysqlControl {
         let mut conn = connect(&self.config, false).await?;
         let what = "reading the privileges";
         let mariadb = is_mariadb(&mut conn).await?;
+        let version: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|error| classify(error, what))?;
         let grants: Vec<String> = conn
             .query("SHOW GRANTS")
             .await
             .map_err(|error| classify(error, what))?;
-        let missing = missing_fence_privileges(&grants_text(&grants), mariadb);
+        let missing = missing_fence_privileges(
+            &global_privileges(&grants),
+            mariadb,
+            version_of(&version.unwrap_or_default()),
+        );
         if !missing.is_empty() {
             return Err(Error::operator(
                 "cutover.privilege",
@@ -184,7 +293,36 @@ impl Switchover for MysqlControl {
                     self.config.user()
                 ),
             )
-            .with_hint(format!("ferry fences writes with SET GLOBAL read_only, ends application sessions and keeps writing its own changes while fenced: GRANT {} ON *.* TO the user (or SUPER)", missing.join(", "))));
+            .with_hint(format!("ferry fences writes with SET GLOBAL read_only, ends application sessions and keeps writing its own changes while fenced: GRANT {} ON *.* TO the user", missing.join(", "))));
+        }
+        // The fence refuses pending XA transactions: the list must be readable (MySQL 8 needs
+        // XA_RECOVER_ADMIN for it).
+        if let Err(error) = conn.query_drop("XA RECOVER").await {
+            return Err(
+                classify(error, "listing prepared XA transactions (XA RECOVER)")
+                    .context(format!("switching over on {}", self.config.describe()))
+                    .with_hint("GRANT XA_RECOVER_ADMIN ON *.* TO the user (MySQL 8)"),
+            );
+        }
+        // Each side becomes a source (the old one now, the new one after the switch): its
+        // binary log must carry full row images.
+        for (name, wanted) in [
+            ("log_bin", "ON"),
+            ("binlog_format", "ROW"),
+            ("binlog_row_image", "FULL"),
+        ] {
+            let value: Option<(String, String)> = conn
+                .exec_first("SHOW GLOBAL VARIABLES WHERE Variable_name = ?", (name,))
+                .await
+                .map_err(|error| classify(error, "reading the server settings"))?;
+            let value = value.map(|(_, value)| value).unwrap_or_default();
+            if !value.eq_ignore_ascii_case(wanted) {
+                return Err(Error::operator(
+                    "cutover.binlog_setting",
+                    format!("{} has {name} = '{value}'; after the switch it is streamed from, which needs {wanted}", self.config.describe()),
+                )
+                .with_hint(format!("set {name}={wanted} in the server configuration and restart it, then switch again")));
+            }
         }
         // Every other account that can write through the fence: name them, the fence does not hold them.
         let bypass = if mariadb {
@@ -210,28 +348,18 @@ impl Switchover for MysqlControl {
         &self,
         migration: &str,
     ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-        let mut conn = connect(&self.config, false).await?;
-        let locked: Option<i64> = conn
-            .exec_first(
-                format!("SELECT GET_LOCK({CONTROLLER_LOCK}, 5)"),
-                (migration,),
-            )
-            .await
-            .map_err(|error| classify(error, "taking the controller lock"))?
-            .flatten();
-        if locked != Some(1) {
-            return Err(Error::operator(
+        match take_lock(&self.config, CONTROLLER_LOCK, migration, 5).await? {
+            Some(held) => Ok(Box::new(held)),
+            None => Err(Error::operator(
                 "cutover.busy",
                 format!(
                     "another cutover, rollback or finish of migration '{migration}' is running"
                 ),
             )
             .with_hint(
-                "wait for it to end (the lock goes with its connection, also when it crashes)",
-            ));
+                "wait for it to end (the lock goes with its connection, also when it crashes, within 2 minutes)",
+            )),
         }
-        let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
-        Ok(Box::new(conn))
     }
 
     async fn fence(&self, migration: &str) -> Result<Position> {
@@ -260,6 +388,14 @@ impl Switchover for MysqlControl {
                 .map_err(|error| classify(error, &what))?;
             }
         }
+        // The session that sets read_only, noted first: if this call is abandoned while the
+        // statement waits (Ctrl-C, a lost network), lifting the fence ends that session before
+        // it can take effect after the lift.
+        conn.query_drop(
+            "UPDATE `_ferry`.`fence` SET fencing_session = CONNECTION_ID() WHERE id = 1",
+        )
+        .await
+        .map_err(|error| classify(error, &what))?;
         // Waits for commits in progress; a long-held table lock fails the fence rather than hang.
         conn.query_drop("SET SESSION lock_wait_timeout = 10")
             .await
@@ -268,6 +404,9 @@ impl Switchover for MysqlControl {
             .await
             .map_err(|error| classify(error, &what))?;
         let ended = end_other_sessions(&mut conn, &what).await?;
+        conn.query_drop("UPDATE `_ferry`.`fence` SET fencing_session = NULL WHERE id = 1")
+            .await
+            .map_err(|error| classify(error, &what))?;
         // XA transactions prepared before the fence could still be committed after F.
         let prepared: Vec<mysql_async::Row> = conn
             .query("XA RECOVER")
@@ -294,14 +433,26 @@ impl Switchover for MysqlControl {
         Ok(position)
     }
 
-    async fn unfence(&self) -> Result<()> {
+    async fn unfence(&self, migration: &str) -> Result<()> {
         let mut conn = connect(&self.config, false).await?;
         let what = format!("lifting the write fence on {}", self.config.describe());
         self.create_state(&mut conn).await?;
-        let previous = fence_row(&mut conn)
-            .await?
-            .map(|(_, _, previous)| previous)
-            .unwrap_or(0);
+        let row: Option<(String, u8, Option<u64>)> = conn
+            .query_first("SELECT migration, previous_read_only, fencing_session FROM `_ferry`.`fence` WHERE id = 1")
+            .await
+            .map_err(|error| classify(error, &what))?;
+        let previous = match &row {
+            Some((holder, _, _)) if holder != migration => {
+                info!(server = %self.config.describe(), holder = %holder, "the fence belongs to another migration; left as it is");
+                return Ok(());
+            }
+            Some((_, previous, _)) => *previous,
+            None => 0,
+        };
+        // A fence statement abandoned while it waited could still take effect: end it first.
+        if let Some((_, _, Some(session))) = row {
+            end_sessions(&mut conn, &[session], &what).await?;
+        }
         conn.query_drop(format!(
             "SET GLOBAL read_only = {}",
             if previous != 0 { "ON" } else { "OFF" }
@@ -314,6 +465,25 @@ impl Switchover for MysqlControl {
             .map_err(|error| classify(error, &what))?;
         info!(server = %self.config.describe(), "write fence lifted");
         Ok(())
+    }
+
+    async fn reassert_fence(&self, migration: &str) -> Result<bool> {
+        let mut conn = connect(&self.config, false).await?;
+        let Some((holder, _, _)) = fence_row(&mut conn).await? else {
+            return Ok(false);
+        };
+        let read_only: Option<u8> = conn
+            .query_first("SELECT @@GLOBAL.read_only")
+            .await
+            .map_err(|error| classify(error, "reading read_only"))?;
+        if holder != migration || read_only != Some(0) {
+            return Ok(false);
+        }
+        conn.query_drop("SET GLOBAL read_only = ON")
+            .await
+            .map_err(|error| classify(error, "putting the write fence back"))?;
+        warn!(server = %self.config.describe(), "the write fence was lost (a server restart?) and is back: applications could write meanwhile");
+        Ok(true)
     }
 
     async fn fenced_by(&self) -> Result<Option<String>> {
@@ -420,18 +590,37 @@ mod tests {
 
     #[test]
     fn fence_privileges_are_named() {
-        assert!(missing_fence_privileges("GRANT ALL PRIVILEGES ON *.* TO `ROOT`", true).is_empty());
-        assert!(missing_fence_privileges("GRANT SUPER ON *.* TO `FERRY`", false).is_empty());
+        let grants = |lines: &[&str]| {
+            global_privileges(
+                &lines
+                    .iter()
+                    .map(|line| line.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let root = grants(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"]);
+        assert!(missing_fence_privileges(&root, true, (10, 11)).is_empty());
+        let superuser = grants(&["GRANT SUPER, REPLICATION SLAVE ON *.* TO `ferry`@`%`"]);
+        assert!(missing_fence_privileges(&superuser, false, (8, 0)).is_empty());
+        assert!(missing_fence_privileges(&superuser, true, (10, 11)).is_empty());
         assert_eq!(
-            missing_fence_privileges(
-                "GRANT READ_ONLY ADMIN, REPLICATION SLAVE ON *.* TO `FERRY`",
-                true
-            ),
+            missing_fence_privileges(&superuser, true, (11, 4)),
+            vec!["READ_ONLY ADMIN"]
+        );
+        let partial = grants(&["GRANT READ_ONLY ADMIN, REPLICATION SLAVE ON *.* TO `ferry`@`%`"]);
+        assert_eq!(
+            missing_fence_privileges(&partial, true, (10, 11)),
             vec!["CONNECTION ADMIN"]
         );
+        // Privileges on one database, or a name that merely contains SUPER, count for nothing.
+        let local = grants(&[
+            "GRANT USAGE ON *.* TO `superman`@`%`",
+            "GRANT ALL PRIVILEGES ON `shop`.* TO `superman`@`%`",
+        ]);
         assert_eq!(
-            missing_fence_privileges("GRANT SELECT ON `SHOP`.* TO `FERRY`", false),
+            missing_fence_privileges(&local, false, (8, 0)),
             vec!["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN"]
         );
+        assert_eq!(version_of("10.11.6-MariaDB-0+deb12u1-log"), (10, 11));
     }
 }

@@ -290,7 +290,7 @@ impl Switchover for PostgresControl {
         Ok(Position::Postgres(position))
     }
 
-    async fn unfence(&self) -> Result<()> {
+    async fn unfence(&self, migration: &str) -> Result<()> {
         let client = self.client().await?;
         let what = format!("lifting the write fence on {}", self.config.describe());
         let database = database_name(&client).await?;
@@ -299,6 +299,12 @@ impl Switchover for PostgresControl {
             .await
             .map_err(|error| classify(error, &what))?
             .get(0);
+        if let Some((holder, _)) = marker.as_deref().and_then(parse_marker) {
+            if holder != migration {
+                info!(database = %database, holder = %holder, "the fence belongs to another migration; left as it is");
+                return Ok(());
+            }
+        }
         client
             .batch_execute(&format!(
                 "ALTER DATABASE {db} RESET default_transaction_read_only; ALTER DATABASE {db} RESET ferry.fence;",

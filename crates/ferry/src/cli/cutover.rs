@@ -9,7 +9,9 @@ use ferry_core::Result;
 use ferry_engine::cutover::{self, CutoverOptions, CutoverReport, Database, Databases};
 
 use crate::cli::migrate::Listen;
-use crate::connect::{endpoints, require_no_transforms, verify_sides, Endpoint};
+use crate::connect::{
+    endpoints, require_no_transforms, require_separate_servers, verify_sides, Endpoint,
+};
 use crate::settings::{resolve, FlagSettings};
 use crate::telemetry::{Direction, Telemetry};
 
@@ -62,6 +64,7 @@ pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> 
     let settings = resolve(flags)?;
     require_no_transforms(&settings)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;
+    require_separate_servers(&source_endpoint, &target_endpoint).await?;
     let sides = verify_sides(&source_endpoint, &target_endpoint).await?;
     let (old_sink, new_sink) = (source_endpoint.sink(), target_endpoint.sink());
     let (old_control, new_control) = (source_endpoint.control(), target_endpoint.control());

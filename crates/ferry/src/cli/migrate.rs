@@ -233,6 +233,7 @@ async fn follow_phase(
     let name = settings.name.clone();
     let reverse_migration = reverse_name(&name);
     let target_control = new.control();
+    let guard = tokio::spawn(guard_fences(name.clone(), (old.control(), new.control())));
     let mut reverse: Option<Reverse> = None;
     let mut last_cleanup: Option<Instant> = None;
     loop {
@@ -254,8 +255,22 @@ async fn follow_phase(
                     let task = tokio::spawn(async move {
                         let old_sink = old.sink();
                         let result = async {
-                            let new_source =
-                                reverse_source(&new, old_sink.as_ref(), &mut options).await?;
+                            // Retried like the stream itself: a passing failure here must not
+                            // leave the old database without its reverse stream.
+                            let mut stop = receiver.clone();
+                            let new_source = loop {
+                                match reverse_source(&new, old_sink.as_ref(), &mut options).await {
+                                    Ok(source) => break source,
+                                    Err(error) if error.class() == ErrorClass::Transient => {
+                                        warn!(code = error.code(), error = %error, "cannot prepare the reverse stream yet; retrying");
+                                        tokio::select! {
+                                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                                            _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
+                                        }
+                                    }
+                                    Err(error) => return Err(error),
+                                }
+                            };
                             supervise(
                                 new_source.as_ref(),
                                 old_sink.as_ref(),
@@ -302,6 +317,23 @@ async fn follow_phase(
     if let Some(running) = reverse.take() {
         let _ = running.stop.send(true);
         let _ = running.task.await;
+    }
+    guard.abort();
+}
+
+/// Every 10 s, under the controller lock, puts back a fence of this migration that a database
+/// lost (a MySQL server restart forgets `read_only`).
+async fn guard_fences(name: String, (old, new): (Box<dyn Switchover>, Box<dyn Switchover>)) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let Ok(_lock) = new.lock_controller(&name).await else {
+            continue;
+        };
+        for control in [&old, &new] {
+            if let Err(error) = control.reassert_fence(&name).await {
+                warn!(code = error.code(), error = %error, "cannot check the write fence");
+            }
+        }
     }
 }
 

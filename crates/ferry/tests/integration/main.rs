@@ -14,6 +14,7 @@ mod keyless;
 mod kill_matrix;
 mod limits;
 mod mysql;
+mod mysql_fence;
 mod mysql_load;
 mod mysql_real_schemas;
 mod mysql_schema_changes;
