@@ -90,6 +90,9 @@ pub struct BinlogChangeStream {
     ignored: HashSet<String>,
     /// Inside a transaction one of `ignored` wrote: its rows are left out until it commits.
     skipping: bool,
+    /// The transaction being read wrote ferry's fence row (`_ferry`.`fence`): its commit is
+    /// where a cutover's drain waits, stored at once.
+    fence_seen: bool,
     /// The stream's named lock on the source (see `switchover`), and when taking it was last
     /// tried while it is not held.
     liveness: Option<HeldLock>,
@@ -238,6 +241,7 @@ impl BinlogChangeStream {
         Ok(BinlogChangeStream {
             ignored: ignore_writes_of.iter().cloned().collect(),
             skipping: false,
+            fence_seen: false,
             liveness,
             liveness_tried: std::time::Instant::now(),
             config: config.clone(),
@@ -301,6 +305,10 @@ impl BinlogChangeStream {
         self.end_group();
         self.skipping = false;
         let position = self.position(offset);
+        if std::mem::take(&mut self.fence_seen) && !self.in_transaction {
+            self.pending.push_back(StreamEvent::Fence { position });
+            return;
+        }
         if self.in_transaction {
             self.in_transaction = false;
             self.pending.push_back(StreamEvent::Commit {
@@ -552,6 +560,10 @@ impl BinlogChangeStream {
             return Ok(());
         };
         if self.skipping {
+            return Ok(());
+        }
+        if table_map.database_name() == "_ferry" && table_map.table_name() == "fence" {
+            self.fence_seen = true;
             return Ok(());
         }
         if !self.ignored.is_empty()
