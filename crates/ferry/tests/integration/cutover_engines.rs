@@ -433,13 +433,16 @@ impl Switch {
         }
     }
 
-    /// Whether the application's account can write on `database` now.
+    /// Whether the application's account can write on `database` now (each probe with an id
+    /// of its own, below the application's).
     async fn app_can_write(&self, database: &Database) -> bool {
+        static PROBE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
         let Some(mut conn) = database.connect(false).await else {
             return false;
         };
+        let id = PROBE.fetch_sub(1, Ordering::Relaxed);
         matches!(
-            conn.insert(&database.prefix, -7).await,
+            conn.insert(&database.prefix, id).await,
             Outcome::Acknowledged
         )
     }
@@ -492,15 +495,22 @@ async fn switch_over_and_back(name: &str, old: Database, new: Database) {
     );
     assert_eq!(dry_run["phase"], "replicating");
 
-    // The controller dies right after fencing: writes stay blocked until it runs again.
-    let crashed = switch
-        .switch("cutover", FAST_GATE, Some("cutover.after_fence"))
-        .unwrap_err();
-    assert!(crashed.contains("failpoint"), "{crashed}");
-    assert!(
-        !switch.app_can_write(&switch.old).await,
-        "the fence let the application write"
-    );
+    // The controller dies after each step in turn (fence, drain, reverse stream); each run
+    // resumes the fenced cutover, and writes stay blocked until one completes it.
+    for failpoint in [
+        "cutover.after_fence",
+        "cutover.after_drain",
+        "cutover.after_reverse_stream",
+    ] {
+        let crashed = switch
+            .switch("cutover", FAST_GATE, Some(failpoint))
+            .unwrap_err();
+        assert!(crashed.contains("failpoint"), "{failpoint}: {crashed}");
+        assert!(
+            !switch.app_can_write(&switch.old).await,
+            "the fence let the application write after {failpoint}"
+        );
+    }
     let report = switch
         .switch("cutover", FAST_GATE, None)
         .unwrap_or_else(|error| panic!("{error}\n{}", log()));
@@ -595,6 +605,34 @@ async fn switch_over_and_back(name: &str, old: Database, new: Database) {
         );
     }
     assert_eq!(stop(&mut ferry_run.0), Some(0), "{}", log());
+
+    // Cut over for good and finish: the streams' state goes, the old database takes writes
+    // again only when asked to, and the migration cannot be run any more.
+    ferry_run = switch.run();
+    switch.wait_phase("replicating").await;
+    let report = switch
+        .switch("cutover", &[FAST_GATE, &["--force"]].concat(), None)
+        .unwrap_or_else(|error| panic!("{error}\n{}", log()));
+    assert_eq!(report["phase"], "writes-switched", "{report}");
+    assert!(
+        switch.app_can_write(&switch.new).await,
+        "inserts on the new database fail after cutover"
+    );
+    switch.wait_phase("writes-switched").await;
+    assert_eq!(stop(&mut ferry_run.0), Some(0), "{}", log());
+    let report = switch
+        .switch("finish", &["--unfence-source"], None)
+        .unwrap_or_else(|error| panic!("{error}\n{}", log()));
+    assert_eq!(report["phase"], "done", "{report}");
+    assert!(
+        switch.app_can_write(&switch.old).await,
+        "--unfence-source left the old database fenced"
+    );
+    let output = ferry("run", &switch.old.url, &switch.new.url, &["--name", name])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("finished"));
 }
 
 const MARIADB_TABLES: &str = "
