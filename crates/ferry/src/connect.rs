@@ -94,6 +94,13 @@ pub fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
         settings.network_timeout,
     )
     .map_err(|error| error.context("target"))?;
+    // PostgreSQL cannot take MySQL's generation expressions: their values travel instead.
+    let source = match (source, &target) {
+        (Endpoint::Mysql(config), Endpoint::Postgres(_)) => {
+            Endpoint::Mysql(config.with_generated_columns_materialized())
+        }
+        (source, _) => source,
+    };
     Ok((source, target))
 }
 

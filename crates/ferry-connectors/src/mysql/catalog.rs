@@ -78,6 +78,30 @@ type TableRow = (String, Option<u64>, Option<u64>, Option<String>);
 /// An index being read: (kind word, parts, the plain columns when no part is a prefix).
 type IndexParts<'a> = (&'a str, Vec<String>, Option<Vec<String>>);
 
+/// Reads the selected tables of `config`'s database as that config sees them: with generated
+/// columns as plain ones when it materializes them. Returns the catalog and the columns
+/// (`table.column`) that were generated.
+pub(crate) async fn read_catalog_for(
+    conn: &mut Conn,
+    config: &super::config::MysqlConfig,
+    selection: &Selection,
+) -> Result<(Catalog, Vec<String>)> {
+    let mut catalog = read_catalog(conn, config.database(), selection).await?;
+    let mut materialized = Vec::new();
+    if config.materializes_generated() {
+        for table in &mut catalog.tables {
+            for column in &mut table.columns {
+                if let Some(expression) = column.generated.take() {
+                    materialized.push(format!("{}.{} (AS {expression})", table.name, column.name));
+                    column.generated_virtual = false;
+                    column.default = None;
+                }
+            }
+        }
+    }
+    Ok((catalog, materialized))
+}
+
 /// Reads the selected tables of the connection's database.
 pub async fn read_catalog(
     conn: &mut Conn,

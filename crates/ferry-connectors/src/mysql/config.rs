@@ -16,6 +16,9 @@ pub struct MysqlConfig {
     database: String,
     network_timeout: Duration,
     tls: MysqlTls,
+    /// Generated columns are read as plain ones (for a target of another engine, which cannot
+    /// take MySQL's expressions): their values travel, their expressions do not.
+    materialize_generated: bool,
 }
 
 /// TLS as the MySQL client spells it in the URL: `ssl-mode` (`DISABLED` (the default),
@@ -201,6 +204,7 @@ impl MysqlConfig {
             database,
             network_timeout: Duration::from_secs(90),
             tls,
+            materialize_generated: false,
         })
     }
 
@@ -220,6 +224,16 @@ impl MysqlConfig {
             "{}@{}:{}/{}",
             self.user, self.host, self.port, self.database
         )
+    }
+
+    /// With generated columns read as plain ones (see the field).
+    pub fn with_generated_columns_materialized(mut self) -> Self {
+        self.materialize_generated = true;
+        self
+    }
+
+    pub(crate) fn materializes_generated(&self) -> bool {
+        self.materialize_generated
     }
 
     /// The account ferry logs in as.

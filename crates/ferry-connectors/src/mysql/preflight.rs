@@ -7,7 +7,7 @@ use ferry_core::Result;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::catalog::read_catalog;
+use super::catalog::read_catalog_for;
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::ddl::{untranslatable, Flavor};
@@ -122,7 +122,14 @@ async fn check_source(
         findings.push(Finding::error("source.privilege", "ferry's user lacks RELOAD (MySQL needs a moment's FLUSH TABLES WITH READ LOCK to take a consistent start position)", "GRANT RELOAD ON *.* TO the user"));
     }
 
-    let catalog = read_catalog(conn, config.database(), selection).await?;
+    let (catalog, materialized) = read_catalog_for(conn, config, selection).await?;
+    for column in materialized {
+        findings.push(Finding::warning(
+            "source.generated_column",
+            format!("generated column {column} becomes a plain column on the target, holding the source's values (the expression is not translated)"),
+            "recreate the expression on the target after the switch if applications rely on it",
+        ));
+    }
     if catalog.tables.is_empty() && catalog.unsupported.is_empty() {
         findings.push(Finding::error(
             "source.no_tables",

@@ -14,7 +14,7 @@ use ferry_core::{BinlogPosition, Error, Gtid, Position, Result, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::catalog::{auto_increment_sequence, read_catalog};
+use super::catalog::{auto_increment_sequence, read_catalog_for};
 use super::cdc::BinlogChangeStream;
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
@@ -183,9 +183,9 @@ pub(crate) async fn current_position(conn: &mut Conn) -> Result<Position> {
 impl Source for MysqlSource {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
         let mut conn = connect(&self.config, true).await?;
-        let catalog = read_catalog(&mut conn, self.config.database(), selection).await;
+        let catalog = read_catalog_for(&mut conn, &self.config, selection).await;
         let _ = conn.disconnect().await;
-        catalog
+        catalog.map(|(catalog, _)| catalog)
     }
 
     async fn fetch_rows(
@@ -198,7 +198,7 @@ impl Source for MysqlSource {
         let mut conn = connect(&self.config, true).await?;
         let what = format!("reading rows of {table}");
         let selection = Selection::default().restricted_to(std::slice::from_ref(table));
-        let catalog = read_catalog(&mut conn, self.config.database(), &selection).await?;
+        let (catalog, _) = read_catalog_for(&mut conn, &self.config, &selection).await?;
         let schema = catalog
             .tables
             .into_iter()

@@ -24,7 +24,7 @@ use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, TxOpts};
 
-use super::catalog::{kind_of, read_catalog};
+use super::catalog::{kind_of, read_catalog_for};
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::ddl::{ident, range_predicate};
@@ -370,8 +370,8 @@ impl Inspector for MysqlInspector {
     async fn read_catalog(&self, selection: &Selection) -> Result<Catalog> {
         let mut conn = connect(&self.config, true).await?;
         // Select after renaming: the patterns name the source's database.
-        let mut catalog =
-            read_catalog(&mut conn, self.config.database(), &Selection::default()).await?;
+        let (mut catalog, _) =
+            read_catalog_for(&mut conn, &self.config, &Selection::default()).await?;
         for table in &mut catalog.tables {
             table.name = TableName::new(self.report_as.clone(), table.name.name.clone());
         }
