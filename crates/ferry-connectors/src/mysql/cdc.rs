@@ -459,12 +459,12 @@ impl BinlogChangeStream {
                     }
                 }
             }
-            Some(EventData::HeartbeatEvent) => {
-                if !self.in_transaction && !self.in_group && header.log_pos() > 0 {
-                    self.pending.push_back(StreamEvent::Idle {
-                        position: self.position(header.log_pos()),
-                    });
-                }
+            Some(EventData::HeartbeatEvent)
+                if !self.in_transaction && !self.in_group && header.log_pos() > 0 =>
+            {
+                self.pending.push_back(StreamEvent::Idle {
+                    position: self.position(header.log_pos()),
+                });
             }
             Some(EventData::RowsEvent(rows)) => self.rows(&rows, header.log_pos())?,
             _ => {}

@@ -178,7 +178,7 @@ pub(crate) fn missing_fence_privileges(
     let mut missing = Vec::new();
     if mariadb {
         let super_covers_read_only = version < (11, 0);
-        if !has("READ_ONLY ADMIN") && !(super_covers_read_only && has("SUPER")) {
+        if !has("READ_ONLY ADMIN") && (!super_covers_read_only || !has("SUPER")) {
             missing.push("READ_ONLY ADMIN");
         }
         if !has("CONNECTION ADMIN") && !has("SUPER") {

@@ -446,6 +446,33 @@ fn bits_literal(bits: &str) -> String {
     }
 }
 
+/// A ferry value as a statement parameter (for key bounds and key lookups).
+pub fn param(value: &Value) -> Raw {
+    match value {
+        Value::Null => Raw::NULL,
+        Value::Bool(flag) => Raw::Int(i64::from(*flag)),
+        Value::Int16(number) => Raw::Int(i64::from(*number)),
+        Value::Int32(number) => Raw::Int(i64::from(*number)),
+        Value::Int64(number) => Raw::Int(*number),
+        Value::UInt64(number) => Raw::UInt(*number),
+        Value::Float32(number) => Raw::Float(*number),
+        Value::Float64(number) => Raw::Double(*number),
+        Value::Numeric(text) | Value::Text(text) | Value::Json(text) | Value::Uuid(text) => {
+            Raw::Bytes(text.as_bytes().to_vec())
+        }
+        Value::Bytes(bytes) => Raw::Bytes(bytes.clone()),
+        Value::Native { type_name, text } if type_name == "bit" => {
+            Raw::UInt(u64::from_str_radix(text, 2).unwrap_or(0))
+        }
+        Value::Native { text, .. } => Raw::Bytes(
+            text.strip_suffix("+00:00")
+                .unwrap_or(text)
+                .as_bytes()
+                .to_vec(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,32 +596,5 @@ mod tests {
         );
         assert!(literal(&native("pg_type:1184", "infinity".into()), &Kind::DateTime).is_err());
         assert_eq!(literal(&Value::Float64(0.1), &Kind::Double).unwrap(), "0.1");
-    }
-}
-
-/// A ferry value as a statement parameter (for key bounds and key lookups).
-pub fn param(value: &Value) -> Raw {
-    match value {
-        Value::Null => Raw::NULL,
-        Value::Bool(flag) => Raw::Int(i64::from(*flag)),
-        Value::Int16(number) => Raw::Int(i64::from(*number)),
-        Value::Int32(number) => Raw::Int(i64::from(*number)),
-        Value::Int64(number) => Raw::Int(*number),
-        Value::UInt64(number) => Raw::UInt(*number),
-        Value::Float32(number) => Raw::Float(*number),
-        Value::Float64(number) => Raw::Double(*number),
-        Value::Numeric(text) | Value::Text(text) | Value::Json(text) | Value::Uuid(text) => {
-            Raw::Bytes(text.as_bytes().to_vec())
-        }
-        Value::Bytes(bytes) => Raw::Bytes(bytes.clone()),
-        Value::Native { type_name, text } if type_name == "bit" => {
-            Raw::UInt(u64::from_str_radix(text, 2).unwrap_or(0))
-        }
-        Value::Native { text, .. } => Raw::Bytes(
-            text.strip_suffix("+00:00")
-                .unwrap_or(text)
-                .as_bytes()
-                .to_vec(),
-        ),
     }
 }

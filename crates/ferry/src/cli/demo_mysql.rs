@@ -54,8 +54,15 @@ fn schema(rows: u64) -> String {
     )
 }
 
+/// A table, its key, and each column as MariaDB and PostgreSQL render it as text.
+type TableRendering = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 /// Each table's rows as text, computed the same way by MariaDB (first) and PostgreSQL (second).
-const TABLES: &[(&str, &str, &[(&str, &str)])] = &[
+const TABLES: &[TableRendering] = &[
     (
         "customers",
         "id",
