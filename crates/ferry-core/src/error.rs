@@ -41,6 +41,9 @@ pub struct Error {
     hint: Option<String>,
     /// The table the error concerns, when it concerns one table only.
     table: Option<crate::schema::TableName>,
+    /// The target cannot take writes until the operator acts (a full disk, a read-only server):
+    /// wait and try again, however long it takes, rather than give up after some retries.
+    waits_for_operator: bool,
 }
 
 impl Error {
@@ -52,6 +55,7 @@ impl Error {
             message: message.into(),
             hint: None,
             table: None,
+            waits_for_operator: false,
         }
     }
 
@@ -106,6 +110,17 @@ impl Error {
 
     pub fn table(&self) -> Option<&crate::schema::TableName> {
         self.table.as_ref()
+    }
+
+    /// Says that the target cannot take writes until the operator acts (see the field).
+    pub fn until_fixed(mut self) -> Self {
+        self.waits_for_operator = true;
+        self
+    }
+
+    /// Whether the work should pause and try again until the operator fixes the cause.
+    pub fn waits_for_operator(&self) -> bool {
+        self.waits_for_operator
     }
 }
 

@@ -11,10 +11,12 @@ pub mod migration;
 pub mod progress;
 pub mod snapshot;
 pub mod stream;
+pub mod supervisor;
 pub mod transform;
 pub mod verify;
 
 pub use migration::{run_migration, MigrationOptions, Mode};
 pub use progress::{Phase, Progress};
 pub use stream::StreamOptions;
+pub use supervisor::supervise;
 pub use transform::TransformedSource;

@@ -38,4 +38,6 @@ pub trait Progress: Send + Sync {
         checkpoint: Position,
         commit_time_unix_micros: Option<i64>,
     );
+    /// A run failed with this error (it may be retried). Messages never hold passwords.
+    fn error(&self, _code: &str, _message: &str) {}
 }

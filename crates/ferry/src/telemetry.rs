@@ -257,6 +257,10 @@ fn stage_name(phase: Phase) -> &'static str {
 }
 
 impl Progress for Direction {
+    fn error(&self, code: &str, message: &str) {
+        Direction::error(self, code, message)
+    }
+
     fn phase(&self, phase: Phase) {
         self.lock().stage = phase;
         match &self.renderer {

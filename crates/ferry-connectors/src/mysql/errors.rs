@@ -16,6 +16,12 @@ pub(crate) fn classify(error: mysql_async::Error, what: &str) -> Error {
             if let Some(hint) = hint {
                 result = result.with_hint(hint);
             }
+            // A full disk or table, or a read-only server (1290 also names other options).
+            let read_only = server.code == 1836
+                || server.code == 1290 && server.message.to_ascii_lowercase().contains("read-only");
+            if matches!(server.code, 1021 | 1114) || read_only {
+                result = result.until_fixed();
+            }
             result
         }
         mysql_async::Error::Io(io) => Error::transient("mysql.connection", format!("{what}: {io}"))

@@ -26,6 +26,10 @@ pub(crate) fn classify(error: tokio_postgres::Error, what: &str) -> Error {
             (None, "postgres.no_database") => result.with_hint("create the database first, or fix the database name in the URL"),
             (None, _) => result,
         };
+        // A full disk or a read-only server: nothing to do but wait for the operator.
+        if matches!(stable, "postgres.disk_full" | "postgres.read_only") {
+            result = result.until_fixed();
+        }
         return result;
     }
     let text = error.to_string();

@@ -15,7 +15,7 @@ use ferry_core::cutover::{reverse_name, CutoverPhase};
 use ferry_core::select::Selection;
 use ferry_core::transform::{TableTransform, Transforms};
 use ferry_core::{Error, ErrorClass, Result, TableName};
-use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions, TransformedSource};
+use ferry_engine::{supervise, MigrationOptions, Mode, StreamOptions, TransformedSource};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -121,7 +121,7 @@ pub async fn run(
         sink.as_ref(),
         switchable.then_some(target_control.as_ref()),
         options,
-        &telemetry.forward,
+        telemetry.forward.as_ref(),
         shutdown,
         max_retries,
     )
@@ -132,87 +132,7 @@ pub async fn run(
     }
     sampler.abort();
     telemetry.forward.finish();
-    result
-}
-
-/// Runs one direction, retrying transient failures with capped exponential backoff: each
-/// attempt resumes from the durable checkpoint. With `phase_from`, each attempt first reads the
-/// switch-over phase: once applications use the target, tables are never copied again.
-async fn supervise(
-    source: &dyn Source,
-    sink: &dyn Sink,
-    phase_from: Option<&dyn Switchover>,
-    mut options: MigrationOptions,
-    progress: &Direction,
-    shutdown: watch::Receiver<bool>,
-    max_retries: u32,
-) -> Result<ExitCode> {
-    let mut failures = 0;
-    let mut paused = false;
-    // Failures not yet recorded on the target (it may be the one that failed).
-    let mut unrecorded: Vec<(i64, &'static str, String)> = Vec::new();
-    loop {
-        record_failures(sink, &options.name, &mut unrecorded).await;
-        if let Some(control) = phase_from {
-            if let Ok(record) = control.load_cutover(&options.name).await {
-                options.stream_only = record.phase.target_in_use();
-            }
-        }
-        let started = Instant::now();
-        let result = run_migration(source, sink, &options, progress, shutdown.clone()).await;
-        // Start over at most once: a retry resumes what the restart began; and a retry does not
-        // re-copy tables that failed (their cause is still there).
-        options.restart = false;
-        options.recopy_failed = false;
-        if started.elapsed() > Duration::from_secs(60) {
-            // It ran a good while: whatever failed before is a past episode.
-            failures = 0;
-            paused = false;
-        }
-        let stopping = *shutdown.borrow();
-        if let Err(error) = &result {
-            progress.error(error.code(), error.message());
-        }
-        let delay = match result {
-            Ok(()) => {
-                info!(migration = %options.name, "done");
-                return Ok(ExitCode::SUCCESS);
-            }
-            // A full or read-only target: wait for the operator, however long it takes.
-            Err(error)
-                if !stopping
-                    && matches!(error.code(), "postgres.disk_full" | "postgres.read_only") =>
-            {
-                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
-                if !paused {
-                    warn!(migration = %options.name, class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
-                    paused = true;
-                }
-                Duration::from_secs(5)
-            }
-            Err(error)
-                if !stopping
-                    && error.class() == ErrorClass::Transient
-                    && failures < max_retries =>
-            {
-                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
-                failures += 1;
-                let delay = backoff(failures);
-                if failures == 1 {
-                    warn!(migration = %options.name, class = %error.class(), code = error.code(), error = %error, retry_in = ?delay, "transient failure; resuming from the checkpoint");
-                } else {
-                    info!(migration = %options.name, code = error.code(), attempt = failures, retry_in = ?delay, "still failing; retrying");
-                }
-                delay
-            }
-            Err(error) => return Err(error),
-        };
-        let mut stop = shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
-        }
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// A running reverse direction.
@@ -265,7 +185,7 @@ async fn follow_phase(
                                         warn!(code = error.code(), error = %error, "cannot prepare the reverse stream yet; retrying");
                                         tokio::select! {
                                             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                                            _ = stop.wait_for(|stopped| *stopped) => return Ok(ExitCode::SUCCESS),
+                                            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
                                         }
                                     }
                                     Err(error) => return Err(error),
@@ -276,7 +196,7 @@ async fn follow_phase(
                                 old_sink.as_ref(),
                                 None,
                                 options,
-                                &telemetry.reverse,
+                                telemetry.reverse.as_ref(),
                                 receiver,
                                 max_retries,
                             )
@@ -472,50 +392,6 @@ pub fn retention_warning(status: &SlotStatus) -> Option<String> {
     }
 }
 
-fn unix_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-/// Stores pending failure records on the target, keeping those it cannot take yet (at most 1,000).
-async fn record_failures(
-    sink: &dyn Sink,
-    migration: &str,
-    unrecorded: &mut Vec<(i64, &'static str, String)>,
-) {
-    while let Some((at, code, message)) = unrecorded.first() {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            sink.record_failure(migration, *at, code, message),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                unrecorded.remove(0);
-            }
-            _ => break,
-        }
-    }
-    if unrecorded.len() > 1_000 {
-        unrecorded.drain(..unrecorded.len() - 1_000);
-    }
-}
-
-/// 1 s, 2 s, 4 s ... capped at 30 s, with up to 25% jitter from the clock.
-fn backoff(attempt: u32) -> Duration {
-    let base =
-        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30));
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.subsec_millis())
-            .unwrap_or(0),
-    ) % (base.as_millis() as u64 / 4 + 1);
-    base + Duration::from_millis(jitter)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,12 +418,5 @@ mod tests {
         assert!(retention_warning(&status("lost", 0, None))
             .unwrap()
             .contains("--restart"));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) < Duration::from_secs(2));
-        assert!(backoff(3) >= Duration::from_secs(4));
-        assert!(backoff(20) <= Duration::from_millis(37_500));
     }
 }

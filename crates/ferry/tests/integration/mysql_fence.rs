@@ -138,3 +138,85 @@ async fn the_fence_holds_belongs_to_its_migration_and_comes_back() {
     let stderr = String::from_utf8_lossy(&same.stderr);
     assert!(stderr.contains("cutover.same_server"), "{stderr}");
 }
+
+/// A MySQL target made read-only under ferry (whose account cannot write through it) pauses the
+/// stream instead of ending it; writable again, ferry goes on by itself and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_mysql_target_pauses_the_stream_until_writable() {
+    let name = "my_paused";
+    let target = MariaDbServer::start_with(22, &[]).expect("start MariaDB");
+    target
+        .execute(&format!(
+            "CREATE USER 'ferry'@'%'; GRANT ALL ON `{name}`.* TO 'ferry'@'%'; GRANT ALL ON `_ferry`.* TO 'ferry'@'%';"
+        ))
+        .unwrap();
+    let source = crate::mysql::mariadb()
+        .source
+        .create_database(name)
+        .unwrap();
+    crate::mysql::sql(
+        &crate::mysql::mariadb().source,
+        name,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_500;",
+    );
+    let target_url = format!("mysql://ferry@127.0.0.1:{}/{name}", target.port());
+    let mut run = crate::mysql::spawn_run(name, &source, &target_url);
+    let count = |server: &MariaDbServer| {
+        server
+            .execute(&format!(
+                "SELECT COUNT(*), COALESCE(SUM(v), 0) FROM `{name}`.t"
+            ))
+            .map(|text| text.trim().to_string())
+            .unwrap_or_default()
+    };
+    let source_count = || {
+        crate::mysql::sql(
+            &crate::mysql::mariadb().source,
+            name,
+            "SELECT COUNT(*), COALESCE(SUM(v), 0) FROM t",
+        )
+        .trim()
+        .to_string()
+    };
+    ferry_testkit::wait_until("the copy", std::time::Duration::from_secs(60), || async {
+        (count(&target) == source_count()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", crate::mysql::log_tail(name)));
+    target.execute("SET GLOBAL read_only = ON").unwrap();
+    crate::mysql::sql(
+        &crate::mysql::mariadb().source,
+        name,
+        "UPDATE t SET v = v + 1 WHERE id <= 100; INSERT INTO t VALUES (1000, 1);",
+    );
+    ferry_testkit::wait_until(
+        "ferry to pause",
+        std::time::Duration::from_secs(60),
+        || async {
+            crate::mysql::log_tail(name)
+                .contains("paused")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", crate::mysql::log_tail(name)));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "ferry ended instead of pausing\n{}",
+        crate::mysql::log_tail(name)
+    );
+    target.execute("SET GLOBAL read_only = OFF").unwrap();
+    ferry_testkit::wait_until(
+        "ferry to go on",
+        std::time::Duration::from_secs(60),
+        || async { (count(&target) == source_count()).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", crate::mysql::log_tail(name)));
+    assert_eq!(
+        crate::common::stop(&mut run),
+        Some(0),
+        "{}",
+        crate::mysql::log_tail(name)
+    );
+}
