@@ -285,9 +285,15 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         )
         .await?;
         failpoint::hit("cutover.after_drain");
+        // A fence lost while draining (a MySQL server restart forgets read_only) may have let
+        // writes in after the fence position: start over rather than switch.
+        if databases.old.control.reassert_fence(migration).await? {
+            return Err(Error::transient("cutover.fence_lost", "the old database lost its write fence while draining (restarted?); it is back up, but writes may have arrived after the fence position")
+                .with_hint("run cutover again"));
+        }
         // A table that failed while draining would be missing changes on the new database.
         require_copied(databases.new.sink, migration).await?;
-        sync_sequences(databases.old.source, databases.new.sink, &sequences).await?;
+        within_fence(options, fence_started, sync_sequences(databases.old.source, databases.new.sink, &sequences)).await?;
         if let Some(window) = options.verify_recent {
             // Within what is left of the fence budget: writes are blocked meanwhile.
             let left = options.fence_timeout.saturating_sub(fence_started.elapsed());
@@ -407,6 +413,7 @@ pub async fn rollback(
         }
         databases.old.control.check_switchover().await?;
         databases.new.control.check_switchover().await?;
+        require_no_foreign_fence(databases, migration).await?;
         let catalog = databases.old.source.read_catalog(&options.selection).await?;
         new_sequences(databases, &catalog).await
     }
@@ -429,6 +436,7 @@ pub async fn rollback(
             .await?;
     }
     // From the fence on, any failure lifts the new database's fence and restores the phase.
+    let fence_started = Instant::now();
     let drained = interruptible(&options.interrupt, async {
         let fence_position = databases.new.control.fence(migration).await?;
         failpoint::hit("rollback.after_fence");
@@ -440,9 +448,13 @@ pub async fn rollback(
             options.poll,
         )
         .await?;
+        if databases.new.control.reassert_fence(migration).await? {
+            return Err(Error::transient("cutover.fence_lost", "the new database lost its write fence while draining (restarted?); it is back up, but writes may have arrived after the fence position")
+                .with_hint("run rollback again"));
+        }
         // A table whose reverse stream failed would be missing changes on the old database.
         require_copied(databases.old.sink, &reverse).await?;
-        sync_sequences_back(databases, &sequences).await?;
+        within_fence(options, fence_started, sync_sequences_back(databases, &sequences)).await?;
         Ok::<Position, Error>(fence_position)
     })
     .await;
@@ -572,6 +584,26 @@ async fn sync_sequences_back(databases: &Databases<'_>, sequences: &[Sequence]) 
     databases.old.sink.set_sequences(&current).await
 }
 
+/// Refuses to switch while either database carries another migration's fence: this migration
+/// could neither lift it nor take it over.
+async fn require_no_foreign_fence(databases: &Databases<'_>, migration: &str) -> Result<()> {
+    for (control, which) in [
+        (databases.old.control, "old"),
+        (databases.new.control, "new"),
+    ] {
+        if let Some(holder) = control.fenced_by().await? {
+            if holder != migration {
+                return Err(Error::operator(
+                    "cutover.fenced_by_other",
+                    format!("the {which} database carries the write fence of migration '{holder}'"),
+                )
+                .with_hint(format!("finish or roll back migration '{holder}' first (`ferry rollback --name {holder}` or `ferry finish --name {holder} --unfence-source`)")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The names the old database's tables have on the new one.
 fn stored_names(databases: &Databases<'_>, tables: &[TableName]) -> Vec<TableName> {
     tables
@@ -681,6 +713,7 @@ async fn prepare_cutover(
     }
     databases.old.control.check_switchover().await?;
     databases.new.control.check_switchover().await?;
+    require_no_foreign_fence(databases, migration).await?;
     // A dry run that crashed may have left its rehearsal slot behind.
     let rehearsal = rehearsal_name(migration);
     if databases.new.control.stream_active(&rehearsal).await? == Some(false) {
@@ -776,6 +809,21 @@ async fn abort(
         )
         .with_hint("writes are still blocked: run `ferry rollback` once the databases are reachable (or lift it by hand: on PostgreSQL ALTER DATABASE ... RESET default_transaction_read_only; ALTER DATABASE ... RESET ferry.fence; on MySQL/MariaDB SET GLOBAL read_only = OFF; DELETE FROM _ferry.fence)"),
     }
+}
+
+/// Runs `step` within what is left of the fence budget (writes are blocked meanwhile).
+async fn within_fence<T>(
+    options: &CutoverOptions,
+    fence_started: Instant,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let left = options
+        .fence_timeout
+        .saturating_sub(fence_started.elapsed());
+    tokio::time::timeout(left, step).await.map_err(|_| {
+        Error::operator("cutover.fence_timeout", "copying the sequences did not finish within --fence-timeout")
+            .with_hint("a long transaction may hold a table the sequence sync must alter; end it, or allow more with --fence-timeout")
+    })?
 }
 
 /// Runs `steps`, failing with `cutover.interrupted` if the operator asks to stop first.

@@ -336,6 +336,8 @@ impl BinlogChangeStream {
             162 => {
                 // A group without a recognised end (a rolled-back one) is over when the next begins.
                 self.end_group();
+                self.skipping = false;
+                self.fence_seen = false;
                 if let Some(gtid) = mariadb_gtid(header.server_id(), event.data()) {
                     if self.gtid.is_some_and(|known| known.domain != gtid.domain) {
                         // Another replication domain: one GTID no longer names the position.
@@ -1017,7 +1019,7 @@ fn decode_image(
 #[async_trait]
 impl ChangeStream for BinlogChangeStream {
     async fn next(&mut self) -> Result<Option<StreamEvent>> {
-        if self.liveness.is_none()
+        if !self.liveness.as_ref().is_some_and(HeldLock::is_alive)
             && self.liveness_tried.elapsed() > std::time::Duration::from_secs(10)
         {
             self.liveness_tried = std::time::Instant::now();

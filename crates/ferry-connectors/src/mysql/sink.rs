@@ -514,6 +514,9 @@ impl Sink for MysqlSink {
         // AUTO_INCREMENT moves past every explicit value ferry inserts; only a sequence ahead of
         // its table's values (numbers handed out, rows not kept) needs setting.
         let mut conn = self.conn().await?;
+        // ALTER TABLE waits for a metadata lock behind open transactions: briefly, never for
+        // the server's default of a year (a cutover runs this while writes are fenced).
+        let _ = conn.query_drop("SET SESSION lock_wait_timeout = 5").await;
         for sequence in sequences {
             let (Some(value), Some((table, _))) = (sequence.last_value, &sequence.owned_by) else {
                 continue;

@@ -50,6 +50,13 @@ pub(crate) struct HeldLock {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl HeldLock {
+    /// Whether its session still answers (if not, the server has freed the lock).
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
 impl Drop for HeldLock {
     fn drop(&mut self) {
         self.task.abort();
@@ -447,11 +454,22 @@ impl Switchover for MysqlControl {
                 return Ok(());
             }
             Some((_, previous, _)) => *previous,
-            None => 0,
+            // The row is written before read_only is set: without it, ferry never set it.
+            None => return Ok(()),
         };
-        // A fence statement abandoned while it waited could still take effect: end it first.
+        // A fence statement abandoned while it waited could still take effect: end it first
+        // (only while it is that statement: session ids start over when the server restarts).
         if let Some((_, _, Some(session))) = row {
-            end_sessions(&mut conn, &[session], &what).await?;
+            let waiting: Option<u64> = conn
+                .exec_first(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SET GLOBAL read_only%'",
+                    (session,),
+                )
+                .await
+                .map_err(|error| classify(error, &what))?;
+            if let Some(session) = waiting {
+                end_sessions(&mut conn, &[session], &what).await?;
+            }
         }
         conn.query_drop(format!(
             "SET GLOBAL read_only = {}",
