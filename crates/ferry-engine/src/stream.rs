@@ -584,6 +584,27 @@ async fn follow_schema_change(
     // A column with a computed default gave the existing source rows values the log never
     // carried: decided before anything is added, so a crash in between decides the same again.
     let present = context.sink.target_columns(&relation.table).await?;
+    // A column renamed on the source looks like one dropped and one added: adding the new name
+    // would leave the existing rows' values behind under the old one. (The target keeps
+    // columns the source dropped; columns the source still has but does not log, such as
+    // generated ones, are not gone.)
+    let same = |a: &String, b: &String| a.eq_ignore_ascii_case(b);
+    let added: Vec<&String> = columns
+        .iter()
+        .filter(|name| !present.iter().any(|known| same(known, name)))
+        .collect();
+    let gone: Vec<&String> = present
+        .iter()
+        .filter(|known| !columns.iter().any(|name| same(known, name)))
+        .filter(|known| !table.columns.iter().any(|column| same(&column.name, known)))
+        .collect();
+    if !added.is_empty() && !gone.is_empty() {
+        return Ok(Some(format!(
+            "[stream.column_renamed] column(s) {} appeared on the source while {} left it: a rename would leave the existing rows' values behind; run ferry again to copy the table afresh",
+            added.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", "),
+            gone.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
     let computed: Vec<&String> = columns
         .iter()
         .filter(|name| !present.contains(name))

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use ferry_core::change::{CascadeOperation, Change, Relation, RelationColumn, StreamEvent};
 use ferry_core::connector::ChangeStream;
 use ferry_core::schema::{ForeignKey, TableName};
+use ferry_core::select::Selection;
 use ferry_core::{BinlogPosition, Cell, Error, Gtid, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
@@ -27,7 +28,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 use tracing::{info, warn};
 
-use super::catalog::kind_of;
+use super::catalog::{kind_of, read_catalog_for};
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::errors::classify;
@@ -43,6 +44,44 @@ struct Decoder {
     /// The column types as the catalog read them (`decimal(10,2)`).
     native_types: Vec<String>,
     key_indexes: Vec<usize>,
+}
+
+impl Decoder {
+    /// The decoder of `table`'s rows, as relation `id`.
+    fn new(id: u32, table: &TableSchema) -> Decoder {
+        let relation = Arc::new(Relation {
+            id,
+            table: table.name.clone(),
+            columns: table
+                .columns
+                .iter()
+                .map(|column| RelationColumn {
+                    name: column.name.clone(),
+                    is_key: table.primary_key.contains(&column.name),
+                })
+                .collect(),
+        });
+        let key_indexes = relation.key_indexes();
+        Decoder {
+            relation,
+            kinds: table.columns.iter().map(kind_of).collect(),
+            native_types: table
+                .columns
+                .iter()
+                .map(|column| column.native_type.clone())
+                .collect(),
+            key_indexes,
+        }
+    }
+}
+
+/// The key of a table name in the decoders (lower case where the server folds names).
+fn key_of_table(name: &str, fold_case: bool) -> String {
+    if fold_case {
+        name.to_lowercase()
+    } else {
+        name.to_string()
+    }
 }
 
 /// The replica server id ferry registers with: derived from the migration name, in a range
@@ -90,6 +129,10 @@ pub struct BinlogChangeStream {
     ignored: HashSet<String>,
     /// Inside a transaction one of `ignored` wrote: its rows are left out until it commits.
     skipping: bool,
+    /// A selected table altered on the source (and the position after its statement, when
+    /// that is a point between transactions): its definition is read again before any later
+    /// event is passed on.
+    reload: Option<(String, Option<Position>)>,
     /// The transaction being read wrote ferry's fence row (`_ferry`.`fence`): its commit is
     /// where a cutover's drain waits, stored at once.
     fence_seen: bool,
@@ -188,35 +231,9 @@ impl BinlogChangeStream {
             .iter()
             .enumerate()
             .map(|(index, table)| {
-                let relation = Arc::new(Relation {
-                    id: index as u32 + 1,
-                    table: table.name.clone(),
-                    columns: table
-                        .columns
-                        .iter()
-                        .map(|column| RelationColumn {
-                            name: column.name.clone(),
-                            is_key: table.primary_key.contains(&column.name),
-                        })
-                        .collect(),
-                });
-                let key_indexes = relation.key_indexes();
                 (
-                    if fold_case {
-                        table.name.name.to_lowercase()
-                    } else {
-                        table.name.name.clone()
-                    },
-                    Decoder {
-                        relation,
-                        kinds: table.columns.iter().map(kind_of).collect(),
-                        native_types: table
-                            .columns
-                            .iter()
-                            .map(|column| column.native_type.clone())
-                            .collect(),
-                        key_indexes,
-                    },
+                    key_of_table(&table.name.name, fold_case),
+                    Decoder::new(index as u32 + 1, table),
                 )
             })
             .collect();
@@ -242,6 +259,7 @@ impl BinlogChangeStream {
             ignored: ignore_writes_of.iter().cloned().collect(),
             skipping: false,
             fence_seen: false,
+            reload: None,
             liveness,
             liveness_tried: std::time::Instant::now(),
             config: config.clone(),
@@ -264,6 +282,71 @@ impl BinlogChangeStream {
             network_timeout: config.network_timeout(),
             last_heard: std::time::Instant::now(),
         })
+    }
+
+    /// Reads the definition of a selected table again after an `ALTER TABLE` on the source,
+    /// decodes its rows by it from here on, and tells the engine (`SchemaChanged`), which
+    /// brings the target to the new shape before any later change. The definition is today's:
+    /// if the table changed again since this statement, the next rows' logged metadata differs
+    /// from it and stops the stream (`source.schema_changed`), as for an ALTER made while ferry
+    /// was stopped.
+    async fn reload_table(&mut self, key: &str) -> Result<()> {
+        let Some(current) = self.tables.get(key) else {
+            return Ok(());
+        };
+        let (id, name) = (current.relation.id, current.relation.table.clone());
+        let mut conn = connect(&self.config, true).await?;
+        let selection = Selection::default().restricted_to(std::slice::from_ref(&name));
+        let (catalog, _) = read_catalog_for(&mut conn, &self.config, &selection).await?;
+        let _ = conn.disconnect().await;
+        let table = catalog
+            .tables
+            .into_iter()
+            .find(|table| table.name == name)
+            .ok_or_else(|| {
+                Error::operator(
+                    "source.schema_changed",
+                    format!("{name} was altered on the source and can no longer be read as a table"),
+                )
+                .with_hint("copy the tables again with `ferry run --restart` (leave the table out with --tables if it is gone)")
+            })?;
+        if let Some((column, charset)) = super::values::unreadable_column(&table) {
+            return Err(Error::operator(
+                "source.unsupported_charset",
+                format!("column {column} of {name} is in character set {charset}, which cannot be read from the binary log yet"),
+            )
+            .with_hint("convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out"));
+        }
+        // A column that changed type would be written into the target's old type, which may
+        // round it (a DECIMAL scale) or refuse it later: only added, dropped and moved
+        // columns are followed.
+        let before = &self.tables[key];
+        for column in &table.columns {
+            let known = before
+                .relation
+                .columns
+                .iter()
+                .position(|known| known.name.eq_ignore_ascii_case(&column.name));
+            if let Some(index) = known {
+                if before.native_types[index] != column.native_type {
+                    return Err(Error::operator(
+                        "source.schema_changed",
+                        format!(
+                            "column {} of {name} changed type on the source while streaming ({} to {})",
+                            column.name, before.native_types[index], column.native_type
+                        ),
+                    )
+                    .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+                }
+            }
+        }
+        let decoder = Decoder::new(id, &table);
+        let relation = decoder.relation.clone();
+        self.tables.insert(key.to_string(), decoder);
+        info!(table = %name, columns = relation.columns.len(), "a selected table was altered on the source: following its new definition");
+        self.pending
+            .push_back(StreamEvent::SchemaChanged { relation });
+        Ok(())
     }
 
     fn position(&self, offset: u32) -> Position {
@@ -424,6 +507,14 @@ impl BinlogChangeStream {
                             }));
                     }
                     self.commit(commit_at(header.log_pos())?, header.timestamp());
+                } else if let Some(table) = self.altered_selected(&query.schema(), &text) {
+                    // Followed: the definition is read again (see `next`), then the stream goes on.
+                    if self.standalone {
+                        self.end_group();
+                    }
+                    let at = (!self.in_transaction && !self.in_group && header.log_pos() > 0)
+                        .then(|| self.position(header.log_pos()));
+                    self.reload = Some((table, at));
                 } else if self.mentions_selected(&text) {
                     if is_table_ddl(&statement) || self.replaces_selected(&query.schema(), &text) {
                         return Err(Error::operator(
@@ -501,11 +592,39 @@ impl BinlogChangeStream {
 
     /// The key of a table name in `tables` (lower case where the server folds names).
     fn table_key(&self, name: &str) -> String {
-        if self.fold_case {
-            name.to_lowercase()
-        } else {
-            name.to_string()
+        key_of_table(name, self.fold_case)
+    }
+
+    /// The decoder key of the selected table an `ALTER [ONLINE|IGNORE] TABLE t ...` changes,
+    /// unless it renames the table or a column (the rows would land in the wrong place: that
+    /// still stops the stream).
+    fn altered_selected(&self, default_schema: &str, text: &str) -> Option<String> {
+        let text = strip_comments(text);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
+        let mut at = 1;
+        if upper.first().map(String::as_str) != Some("ALTER") {
+            return None;
         }
+        if matches!(upper.get(at).map(String::as_str), Some("ONLINE" | "IGNORE")) {
+            at += 1;
+        }
+        if upper.get(at).map(String::as_str) != Some("TABLE") {
+            return None;
+        }
+        at += 1;
+        if upper.get(at).map(String::as_str) == Some("IF") {
+            at += 2;
+        }
+        let reference = words.get(at)?.split('(').next().unwrap_or_default();
+        let renames = upper
+            .iter()
+            .any(|word| matches!(word.as_str(), "RENAME" | "CHANGE"));
+        if renames {
+            return None;
+        }
+        let relation = self.resolve(default_schema, reference)?;
+        Some(self.table_key(&relation.table.name))
     }
 
     /// Whether a statement is MariaDB's `CREATE OR REPLACE [TEMPORARY] TABLE [IF NOT EXISTS] t`
@@ -1026,6 +1145,14 @@ impl ChangeStream for BinlogChangeStream {
             self.liveness = hold_stream_lock(&self.config, &self.migration, 0).await;
         }
         loop {
+            // Kept until done: a call dropped while reading the definition redoes it.
+            if let Some((table, at)) = self.reload.clone() {
+                self.reload_table(&table).await?;
+                self.reload = None;
+                if let Some(position) = at {
+                    self.pending.push_back(StreamEvent::Idle { position });
+                }
+            }
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
             }

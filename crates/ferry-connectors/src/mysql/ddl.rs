@@ -179,10 +179,10 @@ pub fn untranslatable(catalog: &Catalog, flavor: Flavor) -> Vec<String> {
     problems
 }
 
-/// `CREATE TABLE IF NOT EXISTS` in the target database, with its primary key.
-pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> Result<String> {
-    let foreign = table.dialect != "mysql";
-    let text_keys = table
+/// How many key columns of `table` hold text or bytes (PostgreSQL tables: their MySQL type
+/// depends on it, an index key has a length limit).
+fn text_keys(table: &TableSchema) -> usize {
+    table
         .primary_key
         .iter()
         .filter(|name| {
@@ -192,71 +192,88 @@ pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> R
                     || column.native_type.ends_with("[]")
             })
         })
-        .count();
-    let mut parts = Vec::new();
-    for column in &table.columns {
-        let in_key = table.primary_key.contains(&column.name);
-        let mut translated_default = None;
-        let mut part = if foreign {
-            let translated = from_postgres(&column.native_type, &catalog.types, in_key, text_keys, flavor)
-                .map_err(|reason| Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
-                    .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out"))?;
-            translated_default = column.default.as_deref().and_then(|default| {
-                crate::defaults::postgres_to_mysql(
-                    default,
-                    &translated,
-                    &column.native_type,
-                    flavor.mariadb,
-                )
-            });
-            format!("{} {translated}", ident(&column.name))
-        } else {
-            let mut part = format!("{} {}", ident(&column.name), column.native_type);
-            if let Some(collation) = &column.collation {
-                let charset = collation.split('_').next().unwrap_or(collation);
-                if charset != "binary" {
-                    part.push_str(&format!(" CHARACTER SET {charset} COLLATE {collation}"));
-                }
-            }
-            if let Some(expression) = &column.generated {
-                let kind = if column.generated_virtual {
-                    "VIRTUAL"
-                } else {
-                    "STORED"
-                };
-                part.push_str(&format!(" GENERATED ALWAYS AS ({expression}) {kind}"));
-            }
-            part
-        };
-        if !column.nullable {
-            part.push_str(" NOT NULL");
-        }
-        let first_key = table.primary_key.first() == Some(&column.name);
-        let serial = column.identity.is_some()
-            || column
-                .default
-                .as_deref()
-                .is_some_and(|default| default.starts_with("nextval("));
-        if first_key
-            && serial
-            && matches!(
-                column.identity,
-                Some(Identity::ByDefault | Identity::Always) | None
+        .count()
+}
+
+/// One column of `table` as MySQL declares it (`` `name` type ... ``), translated from
+/// PostgreSQL where the table comes from there.
+pub fn column_definition(
+    table: &TableSchema,
+    column: &ferry_core::Column,
+    catalog: &Catalog,
+    flavor: Flavor,
+) -> Result<String> {
+    let foreign = table.dialect != "mysql";
+    let in_key = table.primary_key.contains(&column.name);
+    let mut translated_default = None;
+    let mut part = if foreign {
+        let translated = from_postgres(&column.native_type, &catalog.types, in_key, text_keys(table), flavor)
+            .map_err(|reason| Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
+                .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out"))?;
+        translated_default = column.default.as_deref().and_then(|default| {
+            crate::defaults::postgres_to_mysql(
+                default,
+                &translated,
+                &column.native_type,
+                flavor.mariadb,
             )
-        {
-            part.push_str(" AUTO_INCREMENT");
-        } else if !foreign && column.generated.is_none() {
-            if let Some(default) = &column.default {
-                part.push_str(&format!(" DEFAULT {default}"));
+        });
+        format!("{} {translated}", ident(&column.name))
+    } else {
+        let mut part = format!("{} {}", ident(&column.name), column.native_type);
+        if let Some(collation) = &column.collation {
+            let charset = collation.split('_').next().unwrap_or(collation);
+            if charset != "binary" {
+                part.push_str(&format!(" CHARACTER SET {charset} COLLATE {collation}"));
             }
-            if let Some(expression) = &column.on_update {
-                part.push_str(&format!(" ON UPDATE {expression}"));
-            }
-        } else if let Some(default) = translated_default {
+        }
+        if let Some(expression) = &column.generated {
+            let kind = if column.generated_virtual {
+                "VIRTUAL"
+            } else {
+                "STORED"
+            };
+            part.push_str(&format!(" GENERATED ALWAYS AS ({expression}) {kind}"));
+        }
+        part
+    };
+    if !column.nullable {
+        part.push_str(" NOT NULL");
+    }
+    let first_key = table.primary_key.first() == Some(&column.name);
+    let serial = column.identity.is_some()
+        || column
+            .default
+            .as_deref()
+            .is_some_and(|default| default.starts_with("nextval("));
+    if first_key
+        && serial
+        && matches!(
+            column.identity,
+            Some(Identity::ByDefault | Identity::Always) | None
+        )
+    {
+        part.push_str(" AUTO_INCREMENT");
+    } else if !foreign && column.generated.is_none() {
+        if let Some(default) = &column.default {
             part.push_str(&format!(" DEFAULT {default}"));
         }
-        parts.push(part);
+        if let Some(expression) = &column.on_update {
+            part.push_str(&format!(" ON UPDATE {expression}"));
+        }
+    } else if let Some(default) = translated_default {
+        part.push_str(&format!(" DEFAULT {default}"));
     }
+    Ok(part)
+}
+
+/// `CREATE TABLE IF NOT EXISTS` in the target database, with its primary key.
+pub fn create_table(table: &TableSchema, catalog: &Catalog, flavor: Flavor) -> Result<String> {
+    let mut parts = table
+        .columns
+        .iter()
+        .map(|column| column_definition(table, column, catalog, flavor))
+        .collect::<Result<Vec<_>>>()?;
     let key: Vec<String> = table.primary_key.iter().map(|name| ident(name)).collect();
     if !key.is_empty() {
         parts.push(format!("PRIMARY KEY ({})", key.join(", ")));

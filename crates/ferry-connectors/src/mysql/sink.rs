@@ -23,7 +23,9 @@ use tracing::warn;
 use super::apply::apply_batch;
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
-use super::ddl::{create_table, ident, secondary_indexes, untranslatable, Flavor};
+use super::ddl::{
+    column_definition, create_table, ident, secondary_indexes, untranslatable, Flavor,
+};
 use super::errors::classify;
 use super::load::{self, Loaded};
 use super::state;
@@ -377,19 +379,27 @@ impl Sink for MysqlSink {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
-        Err(Error::operator(
-            "apply.schema_changed",
-            format!(
-                "columns were added to {} on the source that the MySQL target lacks: {}",
-                table.name,
-                missing
-                    .iter()
-                    .map(|name| name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-        .with_hint("add them on the target (types as in docs/mysql.md), then run ferry again"))
+        let mut conn = self.conn().await?;
+        let flavor = Self::flavor(&mut conn).await?;
+        let mut added = Vec::new();
+        for name in missing {
+            let Some(column) = table.column(name) else {
+                warn!(table = %table.name, column = %name, "a column the log carries is no longer on the source (dropped again since): not added on the target");
+                continue;
+            };
+            let definition = column_definition(table, column, &Catalog::default(), flavor)?;
+            conn.query_drop(format!(
+                "ALTER TABLE {} ADD COLUMN {definition}",
+                ident(&table.name.name)
+            ))
+            .await
+            .map_err(|error| {
+                classify(error, &format!("adding column {name} to {} on the target", table.name))
+                    .with_hint("add the column on the target by hand (as the source has it), then run ferry again")
+            })?;
+            added.push(name.clone());
+        }
+        Ok(added)
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {

@@ -220,3 +220,97 @@ async fn long_index_names_stay_distinct_on_postgres() {
         .get(0);
     assert_eq!(count, 3);
 }
+
+/// `ALTER TABLE ... ADD COLUMN` on a MariaDB source while streaming is followed into a MariaDB
+/// and a PostgreSQL target: the column appears there with the same constant default for the
+/// existing rows, and later changes carry its values; an index change passes unnoticed; a
+/// renamed column still stops the stream (its values would be left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_on_a_mariadb_source_are_followed() {
+    let name = "my_add_column";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let mysql_target = servers.target.url(&format!("{name}_copy"));
+    let postgres_target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE stock (id INT PRIMARY KEY, qty INT NOT NULL);
+         INSERT INTO stock SELECT seq, seq FROM seq_1_to_300;",
+    );
+    let pg_name = format!("{name}_pg");
+    let mut to_mysql = spawn_run(name, &source, &mysql_target);
+    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
+    wait_mysql_target_streaming(name).await;
+    sql(
+        &servers.source,
+        name,
+        "ALTER TABLE stock ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'none', ADD COLUMN weight DECIMAL(8,3) NULL AFTER id;
+         UPDATE stock SET note = CONCAT('n', id), weight = id / 8 WHERE id % 3 = 0;
+         INSERT INTO stock (id, qty, note, weight) VALUES (1000, 7, 'added', 1.125);
+         CREATE INDEX by_note ON stock (note);
+         DELETE FROM stock WHERE id = 5;",
+    );
+    let rows = |server: &MariaDbServer, database: &str| {
+        try_sql(
+            server,
+            database,
+            "SELECT CONCAT_WS('|', id, qty, note, IFNULL(weight, '~')) FROM stock ORDER BY id",
+        )
+        .unwrap_or_default()
+    };
+    let expected = rows(&servers.source, name);
+    assert!(expected.contains("1000|7|added|1.125"), "{expected}");
+    wait_until(
+        "the new columns on MariaDB",
+        Duration::from_secs(60),
+        || async { (rows(&servers.target, &format!("{name}_copy")) == expected).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    let client = crate::common::servers().target.connect(name).await.unwrap();
+    let columns: &[(&str, &str)] = &[
+        ("id", "id"),
+        ("qty", "qty"),
+        ("note", "note"),
+        ("weight", "weight"),
+    ];
+    crate::mysql::wait_engines_equal(
+        &pg_name,
+        (&servers.source, name),
+        &client,
+        &[(
+            crate::mysql::mysql_select(columns, "stock", "id"),
+            crate::mysql::postgres_select(columns, &format!("{name}.stock"), "id"),
+        )],
+    )
+    .await;
+    assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
+
+    // A rename is not followed: the stream stops and says why.
+    sql(
+        &servers.source,
+        name,
+        "ALTER TABLE stock RENAME COLUMN note TO label; UPDATE stock SET label = 'x' WHERE id = 1;",
+    );
+    let exited = wait_until(
+        "ferry to stop on the rename",
+        Duration::from_secs(60),
+        || {
+            let status = to_mysql.try_wait().ok().flatten();
+            async move { status }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    assert_eq!(exited.code(), Some(3), "{}", log_tail(name));
+    assert!(
+        log_tail(name).contains("source.schema_changed"),
+        "{}",
+        log_tail(name)
+    );
+}
