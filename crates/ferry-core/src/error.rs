@@ -44,6 +44,8 @@ pub struct Error {
     /// The target cannot take writes until the operator acts (a full disk, a read-only server):
     /// wait and try again, however long it takes, rather than give up after some retries.
     waits_for_operator: bool,
+    /// Not a failure: the run ended so that it starts again at once (new tables joined).
+    starts_over: bool,
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             hint: None,
             table: None,
             waits_for_operator: false,
+            starts_over: false,
         }
     }
 
@@ -116,6 +119,17 @@ impl Error {
     pub fn until_fixed(mut self) -> Self {
         self.waits_for_operator = true;
         self
+    }
+
+    /// Says that the run ended on purpose, to start again at once (see the field).
+    pub fn starting_over(mut self) -> Self {
+        self.starts_over = true;
+        self
+    }
+
+    /// Whether the run should start again at once, as no failure.
+    pub fn starts_over(&self) -> bool {
+        self.starts_over
     }
 
     /// Whether the work should pause and try again until the operator fixes the cause.

@@ -402,6 +402,7 @@ pub async fn run_migration(
         options: &options.stream,
         keyless_after,
         tables: &catalog.tables,
+        watch_for_tables: (!options.stream_only).then_some(&options.selection),
     };
     let result = stream_changes(context, stream, applier, start, left_failed, shutdown).await;
     progress.phase(Phase::Stopped);

@@ -51,6 +51,9 @@ pub struct StreamOptions {
     /// A batch whose apply takes longer is abandoned as a transient failure (a black-holed or
     /// stuck target); the run is retried from the checkpoint.
     pub apply_timeout: Duration,
+    /// How often the source is asked whether new tables joined the selection (created since
+    /// the run started); when some did, the run ends to start again at once and copy them.
+    pub table_check_interval: Duration,
 }
 
 impl Default for StreamOptions {
@@ -62,6 +65,7 @@ impl Default for StreamOptions {
             sequence_interval: Duration::from_secs(10),
             idle_ack_interval: Duration::from_millis(250),
             apply_timeout: Duration::from_secs(300),
+            table_check_interval: Duration::from_secs(10),
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct StreamContext<'a> {
     pub keyless_after: std::collections::HashMap<TableName, Position>,
     /// The selected tables as the source defined them when this run started.
     pub tables: &'a [TableSchema],
+    /// Where new tables are looked for (see [`StreamOptions::table_check_interval`]); None when
+    /// none may be copied now (applications use the target).
+    pub watch_for_tables: Option<&'a Selection>,
 }
 
 struct Pending {
@@ -263,6 +270,12 @@ pub async fn stream_changes(
     sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sequence_timer.tick().await;
 
+    let mut table_timer = tokio::time::interval(options.table_check_interval);
+    table_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    table_timer.tick().await;
+    // Tables created on the source since this run started, which the selection takes in.
+    let mut joined: Vec<TableName> = Vec::new();
+
     let result: Result<()> = loop {
         let deadline = pending
             .first_change_at
@@ -318,6 +331,25 @@ pub async fn stream_changes(
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => warn!(code = error.code(), error = %error, "copying sequences failed; will retry"),
                     Err(_) => warn!("copying sequences timed out; will retry"),
+                }
+            }
+            _ = table_timer.tick(), if context.watch_for_tables.is_some() && !in_transaction => {
+                let selection = context.watch_for_tables.expect("checked in the guard");
+                match tokio::time::timeout(options.apply_timeout, context.source.read_catalog(selection)).await {
+                    Ok(Ok(catalog)) => {
+                        joined = catalog
+                            .tables
+                            .iter()
+                            .map(|table| table.name.clone())
+                            .filter(|name| !context.tables.iter().any(|known| known.name == *name))
+                            .collect();
+                        if !joined.is_empty() {
+                            info!(tables = ?joined.iter().map(|name| name.to_string()).collect::<Vec<_>>(), "new tables joined the selection on the source: applying what is held, then starting again to copy them");
+                            break Ok(());
+                        }
+                    }
+                    Ok(Err(error)) => warn!(code = error.code(), error = %error, "looking for new tables failed; will retry"),
+                    Err(_) => warn!("looking for new tables timed out; will retry"),
                 }
             }
             event = stream.next() => {
@@ -489,6 +521,20 @@ pub async fn stream_changes(
         .is_err()
     {
         warn!("the source did not confirm the end of the stream in time; stopping anyway (the checkpoint is durable)");
+    }
+    if !joined.is_empty() {
+        return Err(Error::transient(
+            "stream.tables_joined",
+            format!(
+                "new tables joined the selection: {}",
+                joined
+                    .iter()
+                    .map(|name| name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .starting_over());
     }
     Ok(())
 }

@@ -50,6 +50,10 @@ pub async fn supervise(
         }
         let stopping = *shutdown.borrow();
         if let Err(error) = &result {
+            if error.starts_over() && !stopping {
+                info!(migration = %options.name, reason = %error, "starting again");
+                continue;
+            }
             progress.error(error.code(), error.message());
         }
         let delay = match result {

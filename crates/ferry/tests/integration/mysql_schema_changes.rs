@@ -291,6 +291,35 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
     .await;
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
 
+    // A table created while streaming joins the migration.
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE late (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO late SELECT seq, CONCAT('v', seq) FROM seq_1_to_500;
+         UPDATE stock SET qty = qty + 1 WHERE id < 10;",
+    );
+    let late = |server: &MariaDbServer, database: &str| {
+        try_sql(
+            server,
+            database,
+            "SELECT COUNT(*), SUM(id), GROUP_CONCAT(v ORDER BY id) FROM late",
+        )
+        .unwrap_or_default()
+    };
+    sql(
+        &servers.source,
+        name,
+        "UPDATE late SET v = 'changed' WHERE id % 50 = 0; DELETE FROM late WHERE id = 7;",
+    );
+    let expected = late(&servers.source, name);
+    wait_until(
+        "the new table on MariaDB",
+        Duration::from_secs(60),
+        || async { (late(&servers.target, &format!("{name}_copy")) == expected).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+
     // A rename is not followed: the stream stops and says why.
     sql(
         &servers.source,

@@ -154,3 +154,67 @@ async fn aggregate(client: &tokio_postgres::Client, sql: &str) -> Option<Option<
         .ok()
         .map(|row| row.get(0))
 }
+
+/// Tables created on the source while ferry streams, which the selection takes in, are copied
+/// and streamed without a restart by hand (one with a key, one without); a table outside the
+/// selection is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_created_while_streaming_join_the_migration() {
+    let pair = Pair::new("newtables").await;
+    pair.source
+        .batch_execute(&format!("{SCHEMA} CREATE SCHEMA scratch;"))
+        .await
+        .unwrap();
+    let arguments = ["--name", "newtables", "--tables", "public.*"];
+    let mut run = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(1).await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.late (id int PRIMARY KEY, v text);
+             INSERT INTO public.late SELECT g, 'v' || g FROM generate_series(1, 2000) g;
+             CREATE TABLE public.late_log (at int, what text);
+             ALTER TABLE public.late_log REPLICA IDENTITY FULL;
+             INSERT INTO public.late_log SELECT g % 10, 'same' FROM generate_series(1, 50) g;
+             CREATE TABLE scratch.ignored (id int PRIMARY KEY);
+             UPDATE public.orders SET note = 'during' WHERE id <= 10;",
+        )
+        .await
+        .unwrap();
+    // Changes keep coming while the new tables are picked up.
+    for round in 0..20 {
+        pair.source
+            .batch_execute(&format!(
+                "UPDATE public.late SET v = v || '.{round}' WHERE id % 20 = {round};
+                 DELETE FROM public.late WHERE id = {};
+                 INSERT INTO public.late_log VALUES ({round}, 'round');
+                 DELETE FROM public.late_log WHERE ctid = (SELECT ctid FROM public.late_log WHERE at = {} LIMIT 1);",
+                1000 + round,
+                round % 10
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    pair.wait_equal(&[
+        ("public.orders", "id"),
+        ("public.late", "id"),
+        ("public.late_log", "at, what"),
+    ])
+    .await;
+    let ignored: i64 = pair
+        .target
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'scratch'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ignored, 0, "a table outside the selection was copied");
+    assert!(
+        pair.log().contains("new tables joined the selection"),
+        "{}",
+        pair.log()
+    );
+    assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+}
