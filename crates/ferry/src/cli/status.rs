@@ -49,13 +49,22 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             .tables
             .values()
             .all(|table| table.state == TableState::Copied);
-    // Without a slot (MySQL), whether a stream runs is not visible: say so from the checkpoint.
+    // Without a slot (MySQL), the stream's named lock on the source says whether one runs
+    // (a checkpoint stored in the last 5 s says so too).
     let active = match source_endpoint.postgres() {
         Some(_) => slot.as_ref().map(|slot| slot.active),
-        None => state
-            .stream
-            .as_ref()
-            .map(|checkpoint| now_micros - checkpoint.updated_unix_micros < 5_000_000),
+        None => {
+            let locked = source_endpoint
+                .control()
+                .stream_active(&settings.name)
+                .await
+                .ok()
+                .flatten()
+                == Some(true);
+            state.stream.as_ref().map(|checkpoint| {
+                locked || now_micros - checkpoint.updated_unix_micros < 5_000_000
+            })
+        }
     };
     let phase = match (&state.stream, all_copied, active) {
         (None, false, _) if state.tables.is_empty() => "not started",
