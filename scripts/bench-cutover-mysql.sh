@@ -17,22 +17,9 @@ ROUNDS="${2:-2}"
 FERRY="${FERRY:-target/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
-chmod 755 "$WORK"
-RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
-start_mariadb() { # name port server-id
-  local dir="$WORK/$1"
-  mkdir -p "$dir/tmp"; [ "$(id -u)" = 0 ] && chown -R mysql: "$dir"
-  mariadb-install-db --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-  mariadbd --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --bind-address=127.0.0.1 --port="$2" \
-    --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --server-id="$3" \
-    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --innodb-buffer-pool-size=512M \
-    --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-connections=500 --character-set-server=utf8mb4 >/dev/null 2>&1 &
-  for _ in $(seq 1 300); do mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "MariaDB $1 did not start" >&2; exit 1
-}
-stop_all() { for name in m1 m2 m3 m4; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9 "$(cat "$WORK/$name/mysqld.pid")" 2>/dev/null || true; done; stop_servers; }
+source scripts/lib/mariadb.sh
+stop_all() { stop_mariadb m1 m2 m3 m4; stop_servers; }
 trap stop_all EXIT
-my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" -uroot "$@"; }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 join() { local IFS=,; echo "$*"; }
 
@@ -100,10 +87,10 @@ bench_pair() { # label old_kind old_port old_url new_kind new_port new_url
   RESULTS+=("\"$label\": {\"predicted_ms\": $predicted, \"cutover_ms\": [$(join "${cutovers[@]}")], \"rollback_ms\": [$(join "${rollbacks[@]}")], \"tps_before_cutover\": [$(join "${old_tps[@]}")], \"tps_before_rollback\": [$(join "${new_tps[@]}")], \"verify_exit\": $verify_exit}")
 }
 
-P1=$(free_port); start_mariadb m1 "$P1" 1
-P2=$(free_port); start_mariadb m2 "$P2" 2
-P3=$(free_port); start_mariadb m3 "$P3" 3
-P4=$(free_port); start_mariadb m4 "$P4" 4
+P1=$(free_port); start_mariadb m1 "$P1" 1 --innodb-buffer-pool-size=512M --max-connections=500
+P2=$(free_port); start_mariadb m2 "$P2" 2 --innodb-buffer-pool-size=512M --max-connections=500
+P3=$(free_port); start_mariadb m3 "$P3" 3 --innodb-buffer-pool-size=512M --max-connections=500
+P4=$(free_port); start_mariadb m4 "$P4" 4 --innodb-buffer-pool-size=512M --max-connections=500
 for name in m1 m2 m3 m4; do app_user "$name"; done
 my m1 -e "CREATE DATABASE sbtest"
 my m3 -e "CREATE DATABASE sbtest"

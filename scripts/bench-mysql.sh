@@ -17,27 +17,13 @@ FERRY="${FERRY:-target/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
 source scripts/lib/measure.sh
-chmod 755 "$WORK"
-RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
-start_mariadb() { # name port server-id
-  local dir="$WORK/$1"
-  mkdir -p "$dir/tmp"; [ "$(id -u)" = 0 ] && chown -R mysql: "$dir"
-  # Own tmpdir: a starting MariaDB deletes every #sql* file in its tmpdir.
-  mariadb-install-db --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-  mariadbd --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --bind-address=127.0.0.1 --port="$2" \
-    --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --server-id="$3" \
-    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL --innodb-buffer-pool-size=1G \
-    --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --innodb-doublewrite=0 --innodb-log-file-size=512M \
-    --max-allowed-packet=64M --character-set-server=utf8mb4 >/dev/null 2>&1 &
-  for _ in $(seq 1 300); do mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "MariaDB $1 did not start" >&2; exit 1
-}
-stop_mariadb() { for name in msource mtarget; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9 "$(cat "$WORK/$name/mysqld.pid")" 2>/dev/null || true; done; stop_servers; }
-trap stop_mariadb EXIT
-MSP=$(free_port); start_mariadb msource "$MSP" 1
-MTP=$(free_port); start_mariadb mtarget "$MTP" 2
-my_s() { mariadb --no-defaults -S "$WORK/msource/mysqld.sock" -uroot "$@"; }
-my_t() { mariadb --no-defaults -S "$WORK/mtarget/mysqld.sock" -uroot "$@"; }
+source scripts/lib/mariadb.sh
+stop_all() { stop_mariadb msource mtarget; stop_servers; }
+trap stop_all EXIT
+MSP=$(free_port); start_mariadb msource "$MSP" 1 --innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M
+MTP=$(free_port); start_mariadb mtarget "$MTP" 2 --innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M
+my_s() { my msource "$@"; }
+my_t() { my mtarget "$@"; }
 
 echo "== sysbench oltp_read_write --tables=1 --table-size=$SIZE prepare"
 my_s -e "CREATE DATABASE sbtest"

@@ -129,3 +129,8 @@ impl From<StoredDifference> for Difference {
         }
     }
 }
+/// Whether a stored verification was clean, from its counts of ranges, of ranges checked and of
+/// ranges with differences (`None`: none stored, never verified).
+pub fn verification_verdict(ranges: i64, checked: i64, different: i64) -> Option<bool> {
+    (ranges > 0).then_some(checked == ranges && different == 0)
+}

@@ -293,7 +293,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         }
         // A table that failed while draining would be missing changes on the new database.
         require_copied(databases.new.sink, migration).await?;
-        within_fence(options, fence_started, sync_sequences(databases.old.source, databases.new.sink, &sequences)).await?;
+        within_fence(options, fence_started, sync_sequences(databases.old.source, databases.new.sink, &sequences, false)).await?;
         if let Some(window) = options.verify_recent {
             // Within what is left of the fence budget: writes are blocked meanwhile.
             let left = options.fence_timeout.saturating_sub(fence_started.elapsed());
@@ -566,22 +566,7 @@ async fn new_sequences(databases: &Databases<'_>, old_catalog: &Catalog) -> Resu
 /// Copies the new database's sequences (read now) to the old one, each owned by its column on
 /// the old database, which finds it through that column whatever it calls it.
 async fn sync_sequences_back(databases: &Databases<'_>, sequences: &[Sequence]) -> Result<()> {
-    if sequences.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<TableName> = sequences
-        .iter()
-        .map(|sequence| sequence.name.clone())
-        .collect();
-    let mut current = databases.new.source.read_sequences(&names).await?;
-    for sequence in &mut current {
-        if let Some(known) = sequences.iter().find(|known| known.name == sequence.name) {
-            if known.owned_by.is_some() {
-                sequence.owned_by = known.owned_by.clone();
-            }
-        }
-    }
-    databases.old.sink.set_sequences(&current).await
+    sync_sequences(databases.new.source, databases.old.sink, sequences, true).await
 }
 
 /// Refuses to switch while either database carries another migration's fence: this migration
@@ -977,7 +962,7 @@ async fn rehearse(
 ) -> Result<CutoverReport> {
     let started = Instant::now();
     // Sequences only ever move forward, so copying them now is harmless.
-    sync_sequences(databases.old.source, databases.new.sink, sequences).await?;
+    sync_sequences(databases.old.source, databases.new.sink, sequences, false).await?;
     let sequence_time = started.elapsed();
     let rehearsal = rehearsal_name(&options.migration);
     let started = Instant::now();

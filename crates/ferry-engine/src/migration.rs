@@ -344,7 +344,7 @@ pub async fn run_migration(
         .cloned()
         .collect();
     let sequences: Vec<Sequence> = catalog.sequences.clone();
-    sync_sequences(source, sink, &sequences).await?;
+    sync_sequences(source, sink, &sequences, false).await?;
 
     let Some(start) = stream_start else {
         progress.phase(Phase::Stopped);

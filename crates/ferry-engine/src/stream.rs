@@ -327,7 +327,7 @@ pub async fn stream_changes(
                     }));
                 }
                 // Bounded, so a stuck server cannot stall the stream here.
-                match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences)).await {
+                match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences, false)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => warn!(code = error.code(), error = %error, "copying sequences failed; will retry"),
                     Err(_) => warn!("copying sequences timed out; will retry"),
@@ -509,7 +509,7 @@ pub async fn stream_changes(
     outcome?;
     match tokio::time::timeout(
         options.apply_timeout,
-        sync_sequences(context.source, context.sink, context.sequences),
+        sync_sequences(context.source, context.sink, context.sequences, false),
     )
     .await
     {
@@ -913,12 +913,14 @@ fn acknowledge(
 }
 
 /// Copies the current values of these sequences (as the catalog describes them) to the target,
-/// forward only. A value read without its owning column gets the one the catalog names: a
-/// target of another engine finds the sequence through it.
+/// forward only. A value read without its owning column gets the one the catalog names (with
+/// `owners_from_catalog`, the catalog's owner replaces the one read): a target of another engine,
+/// or of the other direction, finds the sequence through it.
 pub async fn sync_sequences(
     source: &dyn Source,
     sink: &dyn Sink,
     sequences: &[Sequence],
+    owners_from_catalog: bool,
 ) -> Result<()> {
     if sequences.is_empty() {
         return Ok(());
@@ -929,11 +931,12 @@ pub async fn sync_sequences(
         .collect();
     let mut current: Vec<Sequence> = source.read_sequences(&names).await?;
     for sequence in &mut current {
-        if sequence.owned_by.is_none() {
-            sequence.owned_by = sequences
-                .iter()
-                .find(|known| known.name == sequence.name)
-                .and_then(|known| known.owned_by.clone());
+        let known = sequences
+            .iter()
+            .find(|known| known.name == sequence.name)
+            .and_then(|known| known.owned_by.clone());
+        if known.is_some() && (owners_from_catalog || sequence.owned_by.is_none()) {
+            sequence.owned_by = known;
         }
     }
     sink.set_sequences(&current).await

@@ -595,10 +595,9 @@ impl Switchover for MysqlControl {
             .await
             .map_err(|error| classify(error, what))?;
         let (ranges, checked, different) = row.unwrap_or_default();
-        if ranges == 0 {
-            return Ok(None);
-        }
-        Ok(Some(checked == ranges && different == 0))
+        Ok(ferry_core::verify::verification_verdict(
+            ranges, checked, different,
+        ))
     }
 }
 

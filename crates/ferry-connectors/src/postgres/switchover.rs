@@ -430,10 +430,9 @@ impl Switchover for PostgresControl {
             .await
             .map_err(|error| classify(error, what))?;
         let (ranges, checked, different): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        if ranges == 0 {
-            return Ok(None);
-        }
-        Ok(Some(checked == ranges && different == 0))
+        Ok(ferry_core::verify::verification_verdict(
+            ranges, checked, different,
+        ))
     }
 }
 

@@ -61,9 +61,10 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
                 .ok()
                 .flatten()
                 == Some(true);
-            state.stream.as_ref().map(|checkpoint| {
-                locked || now_micros - checkpoint.updated_unix_micros < 5_000_000
-            })
+            state
+                .stream
+                .as_ref()
+                .map(|checkpoint| locked || now_micros - checkpoint.updated_unix_micros < 5_000_000)
         }
     };
     let phase = match (&state.stream, all_copied, active) {

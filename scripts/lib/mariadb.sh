@@ -1,0 +1,21 @@
+# Throwaway MariaDB servers for the benchmark scripts (sourced after scripts/lib/servers.sh, whose
+# $WORK they live in): start_mariadb NAME PORT SERVER_ID [EXTRA mariadbd OPTIONS...] starts one
+# with a row-based binary log on 127.0.0.1:PORT, socket $WORK/NAME/mysqld.sock; stop_mariadb
+# NAME... kills them. my NAME [mariadb client arguments] talks to one as root.
+RUNAS=$(id -un); [ "$(id -u)" = 0 ] && RUNAS=mysql
+chmod 755 "$WORK"
+start_mariadb() {
+  local name=$1 port=$2 id=$3; shift 3
+  local dir="$WORK/$name"
+  mkdir -p "$dir/tmp"; [ "$(id -u)" = 0 ] && chown -R mysql: "$dir"
+  # Own tmpdir: a starting MariaDB deletes every #sql* file in its tmpdir.
+  mariadb-install-db --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+  mariadbd --no-defaults --user="$RUNAS" --datadir="$dir/data" --tmpdir="$dir/tmp" --bind-address=127.0.0.1 --port="$port" \
+    --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --server-id="$id" \
+    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL \
+    --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --character-set-server=utf8mb4 "$@" >/dev/null 2>&1 &
+  for _ in $(seq 1 300); do mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "MariaDB $name did not start" >&2; exit 1
+}
+stop_mariadb() { for name in "$@"; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9 "$(cat "$WORK/$name/mysqld.pid")" 2>/dev/null || true; done; }
+my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" -uroot "$@"; }
