@@ -46,6 +46,8 @@ pub struct Error {
     waits_for_operator: bool,
     /// Not a failure: the run ended so that it starts again at once (new tables joined).
     starts_over: bool,
+    /// The tables whose arrival made the run start over.
+    joined_tables: Vec<crate::schema::TableName>,
 }
 
 impl Error {
@@ -59,6 +61,7 @@ impl Error {
             table: None,
             waits_for_operator: false,
             starts_over: false,
+            joined_tables: Vec::new(),
         }
     }
 
@@ -121,10 +124,17 @@ impl Error {
         self
     }
 
-    /// Says that the run ended on purpose, to start again at once (see the field).
-    pub fn starting_over(mut self) -> Self {
+    /// Says that the run ended on purpose, to start again at once, because these tables joined
+    /// the selection.
+    pub fn starting_over_for(mut self, tables: Vec<crate::schema::TableName>) -> Self {
         self.starts_over = true;
+        self.joined_tables = tables;
         self
+    }
+
+    /// The tables whose arrival made the run start over.
+    pub fn joined_tables(&self) -> &[crate::schema::TableName] {
+        &self.joined_tables
     }
 
     /// Whether the run should start again at once, as no failure.

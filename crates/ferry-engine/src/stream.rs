@@ -275,8 +275,22 @@ pub async fn stream_changes(
     table_timer.tick().await;
     // Tables created on the source since this run started, which the selection takes in.
     let mut joined: Vec<TableName> = Vec::new();
+    let mut table_look: Option<TableLook<'_>> = None;
+    // Once new tables are seen: the source's end of log then. The run ends when the stream has
+    // read that far (every statement before the look, an ALTER included, is behind the
+    // checkpoint the next run starts from), or after a minute at most.
+    let mut starting_over_at: Option<(Position, Instant)> = None;
 
     let result: Result<()> = loop {
+        if let Some((at, since)) = &starting_over_at {
+            let reached = matches!(
+                last_read_commit.partial_cmp(at),
+                Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+            );
+            if !in_transaction && (reached || since.elapsed() > Duration::from_secs(60)) {
+                break Ok(());
+            }
+        }
         let deadline = pending
             .first_change_at
             .map(|first| first + options.max_batch_delay);
@@ -333,9 +347,17 @@ pub async fn stream_changes(
                     Err(_) => warn!("copying sequences timed out; will retry"),
                 }
             }
-            _ = table_timer.tick(), if context.watch_for_tables.is_some() && !in_transaction => {
+            _ = table_timer.tick(), if context.watch_for_tables.is_some() && table_look.is_none() && starting_over_at.is_none() => {
                 let selection = context.watch_for_tables.expect("checked in the guard");
-                match tokio::time::timeout(options.apply_timeout, context.source.read_catalog(selection)).await {
+                let source = context.source;
+                let timeout = options.apply_timeout;
+                table_look = Some(Box::pin(async move {
+                    tokio::time::timeout(timeout, source.read_catalog(selection)).await
+                }));
+            }
+            looked = poll_table_look(&mut table_look), if table_look.is_some() => {
+                table_look = None;
+                match looked {
                     Ok(Ok(catalog)) => {
                         joined = catalog
                             .tables
@@ -344,8 +366,16 @@ pub async fn stream_changes(
                             .filter(|name| !context.tables.iter().any(|known| known.name == *name))
                             .collect();
                         if !joined.is_empty() {
-                            info!(tables = ?joined.iter().map(|name| name.to_string()).collect::<Vec<_>>(), "new tables joined the selection on the source: applying what is held, then starting again to copy them");
-                            break Ok(());
+                            match context.source.current_position().await {
+                                Ok(position) => {
+                                    info!(tables = ?joined.iter().map(|name| name.to_string()).collect::<Vec<_>>(), "new tables joined the selection on the source: streaming up to the source's present position, then starting again to copy them");
+                                    starting_over_at = Some((position, Instant::now()));
+                                }
+                                Err(error) => {
+                                    warn!(code = error.code(), error = %error, "cannot read the source's position; looking for new tables again later");
+                                    joined.clear();
+                                }
+                            }
                         }
                     }
                     Ok(Err(error)) => warn!(code = error.code(), error = %error, "looking for new tables failed; will retry"),
@@ -534,7 +564,7 @@ pub async fn stream_changes(
                     .join(", ")
             ),
         )
-        .starting_over());
+        .starting_over_for(joined));
     }
     Ok(())
 }
@@ -631,19 +661,28 @@ async fn follow_schema_change(
     // carried: decided before anything is added, so a crash in between decides the same again.
     let present = context.sink.target_columns(&relation.table).await?;
     // A column renamed on the source looks like one dropped and one added: adding the new name
-    // would leave the existing rows' values behind under the old one. (The target keeps
-    // columns the source dropped; columns the source still has but does not log, such as
-    // generated ones, are not gone.)
+    // would leave the existing rows' values behind under the old one. (Columns the source still
+    // has but does not log, such as generated ones, are not gone.)
     let same = |a: &String, b: &String| a.eq_ignore_ascii_case(b);
     let added: Vec<&String> = columns
         .iter()
         .filter(|name| !present.iter().any(|known| same(known, name)))
         .collect();
-    let gone: Vec<&String> = present
+    // Gone: columns the table had when this run started that neither the log nor the source's
+    // definition has now (not the target's leftovers of columns dropped long ago).
+    let gone: Vec<&String> = context
+        .tables
         .iter()
-        .filter(|known| !columns.iter().any(|name| same(known, name)))
-        .filter(|known| !table.columns.iter().any(|column| same(&column.name, known)))
-        .collect();
+        .find(|known| known.name == relation.table)
+        .map(|known| {
+            known
+                .writable_columns()
+                .map(|column| &column.name)
+                .filter(|known| !columns.iter().any(|name| same(known, name)))
+                .filter(|known| !table.columns.iter().any(|column| same(&column.name, known)))
+                .collect()
+        })
+        .unwrap_or_default();
     if !added.is_empty() && !gone.is_empty() {
         return Ok(Some(format!(
             "[stream.column_renamed] column(s) {} appeared on the source while {} left it: a rename would leave the existing rows' values behind; run ferry again to copy the table afresh",
@@ -700,6 +739,28 @@ type Indexing<'a> = std::pin::Pin<
             + 'a,
     >,
 >;
+
+/// A look at the source's tables, running beside the stream.
+type TableLook<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    Result<ferry_core::schema::Catalog>,
+                    tokio::time::error::Elapsed,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+async fn poll_table_look(
+    look: &mut Option<TableLook<'_>>,
+) -> std::result::Result<Result<ferry_core::schema::Catalog>, tokio::time::error::Elapsed> {
+    match look {
+        Some(reading) => reading.await,
+        None => std::future::pending().await,
+    }
+}
 
 async fn poll_indexing(
     indexing: &mut Option<Indexing<'_>>,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::{ErrorClass, Result};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::migration::{run_migration, MigrationOptions};
 use crate::progress::Progress;
@@ -28,6 +28,8 @@ pub async fn supervise(
 ) -> Result<()> {
     let mut failures = 0;
     let mut paused = false;
+    // Tables that joined the selection while the last run streamed (it started over for them).
+    let mut newly_joined: Vec<ferry_core::TableName> = Vec::new();
     // Failures not yet recorded on the target (it may be the one that failed).
     let mut unrecorded: Vec<(i64, &'static str, String)> = Vec::new();
     loop {
@@ -44,14 +46,31 @@ pub async fn supervise(
         options.restart = false;
         options.recopy_failed = false;
         if started.elapsed() > Duration::from_secs(60) {
-            // It ran a good while: whatever failed before is a past episode.
+            // It ran a good while: whatever failed before is a past episode (the tables that
+            // joined were taken in).
             failures = 0;
             paused = false;
+            newly_joined.clear();
         }
         let stopping = *shutdown.borrow();
         if let Err(error) = &result {
-            if error.starts_over() && !stopping {
+            if error.starts_over() {
+                if stopping {
+                    return Ok(());
+                }
                 info!(migration = %options.name, reason = %error, "starting again");
+                newly_joined = error.joined_tables().to_vec();
+                continue;
+            }
+            // The tables that just joined cannot be taken in (refused by the source or the
+            // target): the migration goes on without them, and says so.
+            let hopeless = error.class() != ErrorClass::Transient && !error.waits_for_operator();
+            if hopeless && !stopping && !newly_joined.is_empty() {
+                let names: Vec<String> = newly_joined.iter().map(|name| name.to_string()).collect();
+                error!(migration = %options.name, tables = %names.join(", "), code = error.code(), error = %error, "tables created on the source cannot join the migration; going on without them (fix the cause and restart ferry run to take them in)");
+                progress.error(error.code(), error.message());
+                options.selection = options.selection.clone().excluding(&names)?;
+                newly_joined.clear();
                 continue;
             }
             progress.error(error.code(), error.message());

@@ -122,8 +122,13 @@ async fn apply_table<Q: Queryable>(
 ) -> Result<()> {
     let relation = &changes.relation;
     let what = format!("applying changes to {} on the target", relation.table);
+    let wanted: Vec<&str> = relation
+        .columns
+        .iter()
+        .map(|column| column.name.as_str())
+        .collect();
     let target = columns
-        .of(conn, database, &relation.table.name)
+        .covering(conn, database, &relation.table.name, &wanted)
         .await?
         .clone();
     let plan = Plan {

@@ -297,7 +297,7 @@ impl BinlogChangeStream {
         let (id, name) = (current.relation.id, current.relation.table.clone());
         let mut conn = connect(&self.config, true).await?;
         let selection = Selection::default().restricted_to(std::slice::from_ref(&name));
-        let (catalog, _) = read_catalog_for(&mut conn, &self.config, &selection).await?;
+        let (catalog, materialized) = read_catalog_for(&mut conn, &self.config, &selection).await?;
         let _ = conn.disconnect().await;
         let table = catalog
             .tables
@@ -340,8 +340,28 @@ impl BinlogChangeStream {
                 }
             }
         }
+        // A generated column added now holds computed values in every existing row, which the
+        // log never carries; a target that takes its values (not its expression) cannot follow.
+        let new_generated: Vec<&String> = materialized
+            .iter()
+            .filter(|column| {
+                !before
+                    .relation
+                    .columns
+                    .iter()
+                    .any(|known| column.starts_with(&format!("{name}.{} ", known.name)))
+            })
+            .collect();
+        if !new_generated.is_empty() {
+            return Err(Error::operator(
+                "source.schema_changed",
+                format!("generated column(s) added to {name} on the source while streaming: {}; the target holds their values, not their expressions, and the existing rows' values were never logged", new_generated.iter().map(|column| column.as_str()).collect::<Vec<_>>().join(", ")),
+            )
+            .with_hint("copy the table again: `ferry run --restart --tables ...`"));
+        }
         let decoder = Decoder::new(id, &table);
         let relation = decoder.relation.clone();
+        self.checked_maps.clear();
         self.tables.insert(key.to_string(), decoder);
         info!(table = %name, columns = relation.columns.len(), "a selected table was altered on the source: following its new definition");
         self.pending
@@ -507,7 +527,10 @@ impl BinlogChangeStream {
                             }));
                     }
                     self.commit(commit_at(header.log_pos())?, header.timestamp());
-                } else if let Some(table) = self.altered_selected(&query.schema(), &text) {
+                } else if let Some(table) = (!only_moves_auto_increment(&statement))
+                    .then(|| self.altered_selected(&query.schema(), &text))
+                    .flatten()
+                {
                     // Followed: the definition is read again (see `next`), then the stream goes on.
                     if self.standalone {
                         self.end_group();
@@ -595,9 +618,12 @@ impl BinlogChangeStream {
         key_of_table(name, self.fold_case)
     }
 
-    /// The decoder key of the selected table an `ALTER [ONLINE|IGNORE] TABLE t ...` changes,
-    /// unless it renames the table or a column (the rows would land in the wrong place: that
-    /// still stops the stream).
+    /// The decoder key of the selected table an `ALTER [ONLINE|IGNORE] TABLE t ...` changes, when
+    /// every clause of it is one ferry follows: adding columns, adding or dropping plain indexes,
+    /// column defaults, comments, and how the server runs it (`ALGORITHM`, `LOCK`). Anything
+    /// else (dropped, renamed or retyped columns, keys, foreign keys, partitions, tablespaces,
+    /// character sets) changes rows without logging them or changes what the target must hold:
+    /// that still stops the stream.
     fn altered_selected(&self, default_schema: &str, text: &str) -> Option<String> {
         let text = strip_comments(text);
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -617,13 +643,13 @@ impl BinlogChangeStream {
             at += 2;
         }
         let reference = words.get(at)?.split('(').next().unwrap_or_default();
-        let renames = upper
-            .iter()
-            .any(|word| matches!(word.as_str(), "RENAME" | "CHANGE"));
-        if renames {
+        let relation = self.resolve(default_schema, reference)?;
+        // The clauses: the text after the table reference, split at top-level commas.
+        let start = text.find(words.get(at)?)? + words.get(at)?.len();
+        let clauses = split_clauses(&text[start..]);
+        if clauses.is_empty() || !clauses.iter().all(|clause| followed_clause(clause)) {
             return None;
         }
-        let relation = self.resolve(default_schema, reference)?;
         Some(self.table_key(&relation.table.name))
     }
 
@@ -1083,6 +1109,60 @@ fn is_table_ddl(statement: &str) -> bool {
                 | ["RENAME", "TABLE", ..]
                 | ["RENAME", "TABLES", ..]
         )
+}
+
+/// The clauses of an ALTER TABLE after its table name, split at commas outside parentheses and
+/// quotes, trimmed, upper case.
+fn split_clauses(text: &str) -> Vec<String> {
+    let mut clauses = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    for character in text.chars() {
+        match (quote, character) {
+            (Some(open), _) if character == open => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(character),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                clauses.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(character);
+    }
+    clauses.push(current);
+    clauses
+        .into_iter()
+        .map(|clause| {
+            clause
+                .trim()
+                .trim_end_matches(';')
+                .trim()
+                .to_ascii_uppercase()
+        })
+        .filter(|clause| !clause.is_empty())
+        .collect()
+}
+
+/// Whether ferry follows one clause of an ALTER TABLE (see `altered_selected`).
+fn followed_clause(clause: &str) -> bool {
+    let words: Vec<&str> = clause.split_whitespace().collect();
+    match words.as_slice() {
+        ["ADD", "COLUMN", ..] => true,
+        ["ADD", "INDEX" | "KEY" | "FULLTEXT" | "SPATIAL", ..] => true,
+        ["ADD", "UNIQUE", ..] | ["ADD", "PRIMARY", ..] | ["ADD", "CONSTRAINT", ..] => false,
+        ["ADD", "FOREIGN" | "CHECK" | "PARTITION" | "PERIOD" | "SYSTEM", ..] => false,
+        // `ADD c INT` or `ADD (c INT, d INT)`.
+        ["ADD", _, ..] => true,
+        ["DROP", "INDEX" | "KEY", ..] => true,
+        ["ALTER", "COLUMN", _, "SET" | "DROP", "DEFAULT", ..] => true,
+        ["ALTER", _, "SET" | "DROP", "DEFAULT", ..] if !matches!(words[1], "INDEX") => true,
+        ["COMMENT", ..] | ["ALGORITHM", ..] | ["LOCK", ..] => true,
+        _ => false,
+    }
 }
 
 /// Whether a statement is `ALTER TABLE t AUTO_INCREMENT = n` and nothing else: it changes no

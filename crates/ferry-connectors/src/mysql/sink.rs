@@ -114,11 +114,13 @@ impl TargetColumns {
         database: &str,
         table: &'a TableSchema,
     ) -> Result<(Vec<&'a str>, Vec<Kind>)> {
-        let target = self.of(conn, database, &table.name.name).await?;
         let names: Vec<&str> = table
             .writable_columns()
             .map(|column| column.name.as_str())
             .collect();
+        let target = self
+            .covering(conn, database, &table.name.name, &names)
+            .await?;
         let kinds = names
             .iter()
             .map(|name| {
@@ -137,6 +139,25 @@ impl TargetColumns {
             })
             .collect::<Result<_>>()?;
         Ok((names, kinds))
+    }
+
+    /// The target's columns of `table`, read again when one of `wanted` is not among those
+    /// known (a column added since, by `add_columns` on another session).
+    pub(crate) async fn covering<Q: Queryable>(
+        &mut self,
+        conn: &mut Q,
+        database: &str,
+        table: &str,
+        wanted: &[&str],
+    ) -> Result<&HashMap<String, TargetColumn>> {
+        if self
+            .tables
+            .get(table)
+            .is_some_and(|known| wanted.iter().any(|name| !known.contains_key(*name)))
+        {
+            self.tables.remove(table);
+        }
+        self.of(conn, database, table).await
     }
 
     pub(crate) async fn of<Q: Queryable>(
@@ -381,6 +402,9 @@ impl Sink for MysqlSink {
         }
         let mut conn = self.conn().await?;
         let flavor = Self::flavor(&mut conn).await?;
+        // Waits for a metadata lock behind open transactions: briefly (a stuck target fails
+        // the table, which is retried, instead of holding the stream forever).
+        let _ = conn.query_drop("SET SESSION lock_wait_timeout = 30").await;
         let mut added = Vec::new();
         for name in missing {
             let Some(column) = table.column(name) else {

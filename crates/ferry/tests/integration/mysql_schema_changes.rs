@@ -246,6 +246,23 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
     let mut to_mysql = spawn_run(name, &source, &mysql_target);
     let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
     wait_mysql_target_streaming(name).await;
+    // The applier has read the target's columns before the ALTER (it must notice the new ones).
+    sql(
+        &servers.source,
+        name,
+        "UPDATE stock SET qty = -1 WHERE id = 1;",
+    );
+    wait_until("the first change", Duration::from_secs(60), || async {
+        try_sql(
+            &servers.target,
+            &format!("{name}_copy"),
+            "SELECT qty FROM stock WHERE id = 1",
+        )
+        .ok()
+        .filter(|qty| qty.trim() == "-1")
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
     sql(
         &servers.source,
         name,

@@ -216,5 +216,32 @@ async fn tables_created_while_streaming_join_the_migration() {
         "{}",
         pair.log()
     );
+
+    // A new table ferry must refuse (no key, and REPLICA IDENTITY DEFAULT: its updates could not
+    // be streamed) does not stop the migration: the others go on, and the log says why.
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.refused (a int, b text);
+             INSERT INTO public.refused VALUES (1, 'x');",
+        )
+        .await
+        .unwrap();
+    ferry_testkit::wait_until(
+        "ferry to leave the refused table out",
+        std::time::Duration::from_secs(60),
+        || async {
+            pair.log()
+                .contains("cannot join the migration")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    pair.source
+        .batch_execute("UPDATE public.late SET v = 'after' WHERE id <= 5; INSERT INTO public.orders (id, amount) VALUES (9999, 1);")
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.orders", "id"), ("public.late", "id")])
+        .await;
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
 }
