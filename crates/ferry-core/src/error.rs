@@ -47,7 +47,7 @@ pub struct Error {
     /// Not a failure: the run ended so that it starts again at once (new tables joined).
     starts_over: bool,
     /// The tables whose arrival made the run start over.
-    joined_tables: Vec<crate::schema::TableName>,
+    joined_tables: Option<Box<Vec<crate::schema::TableName>>>,
 }
 
 impl Error {
@@ -61,7 +61,7 @@ impl Error {
             table: None,
             waits_for_operator: false,
             starts_over: false,
-            joined_tables: Vec::new(),
+            joined_tables: None,
         }
     }
 
@@ -128,13 +128,13 @@ impl Error {
     /// the selection.
     pub fn starting_over_for(mut self, tables: Vec<crate::schema::TableName>) -> Self {
         self.starts_over = true;
-        self.joined_tables = tables;
+        self.joined_tables = Some(Box::new(tables));
         self
     }
 
     /// The tables whose arrival made the run start over.
     pub fn joined_tables(&self) -> &[crate::schema::TableName] {
-        &self.joined_tables
+        self.joined_tables.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Whether the run should start again at once, as no failure.
