@@ -40,14 +40,14 @@ pub struct Error {
     message: String,
     hint: Option<String>,
     /// The table the error concerns, when it concerns one table only.
-    table: Option<crate::schema::TableName>,
+    table: Option<Box<crate::schema::TableName>>,
     /// The target cannot take writes until the operator acts (a full disk, a read-only server):
     /// wait and try again, however long it takes, rather than give up after some retries.
     waits_for_operator: bool,
     /// Not a failure: the run ended so that it starts again at once (new tables joined).
     starts_over: bool,
     /// The tables whose arrival made the run start over.
-    joined_tables: Option<Box<Vec<crate::schema::TableName>>>,
+    joined_tables: Vec<crate::schema::TableName>,
 }
 
 impl Error {
@@ -61,7 +61,7 @@ impl Error {
             table: None,
             waits_for_operator: false,
             starts_over: false,
-            joined_tables: None,
+            joined_tables: Vec::new(),
         }
     }
 
@@ -110,12 +110,12 @@ impl Error {
 
     /// Says that the error concerns this table only (so only the table need stop).
     pub fn with_table(mut self, table: crate::schema::TableName) -> Self {
-        self.table = Some(table);
+        self.table = Some(Box::new(table));
         self
     }
 
     pub fn table(&self) -> Option<&crate::schema::TableName> {
-        self.table.as_ref()
+        self.table.as_deref()
     }
 
     /// Says that the target cannot take writes until the operator acts (see the field).
@@ -128,13 +128,13 @@ impl Error {
     /// the selection.
     pub fn starting_over_for(mut self, tables: Vec<crate::schema::TableName>) -> Self {
         self.starts_over = true;
-        self.joined_tables = Some(Box::new(tables));
+        self.joined_tables = tables;
         self
     }
 
     /// The tables whose arrival made the run start over.
     pub fn joined_tables(&self) -> &[crate::schema::TableName] {
-        self.joined_tables.as_deref().map_or(&[], Vec::as_slice)
+        &self.joined_tables
     }
 
     /// Whether the run should start again at once, as no failure.
