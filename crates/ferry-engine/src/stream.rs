@@ -719,11 +719,21 @@ fn constant_default(column: &ferry_core::Column) -> bool {
         return false;
     }
     column.default.as_deref().is_none_or(|default| {
-        let upper = default.to_ascii_uppercase();
+        let upper = default.trim().to_ascii_uppercase();
+        // SQL's functions without parentheses name the session that runs the ALTER (the user,
+        // the time): the target's ALTER runs as ferry, at another time.
+        let first = upper
+            .split(|character: char| !(character.is_ascii_alphanumeric() || character == '_'))
+            .next()
+            .unwrap_or_default();
         !default.contains('(')
             && !upper.starts_with("CURRENT_")
             && !upper.starts_with("LOCALTIME")
             && !upper.starts_with("NOW")
+            && !matches!(
+                first,
+                "USER" | "SESSION_USER" | "SYSTEM_USER" | "CURRENT_USER"
+            )
     })
 }
 
@@ -1013,5 +1023,40 @@ fn is_newer(position: Position, earlier: Position) -> bool {
         // server's position, so the checkpoint names the server the stream now reads.
         Some(std::cmp::Ordering::Equal) => position.same_point_elsewhere(&earlier),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    #[test]
+    fn session_dependent_defaults_are_not_constant() {
+        let column = |default: &str| ferry_core::Column {
+            name: "c".into(),
+            native_type: "text".into(),
+            user_defined_type: false,
+            nullable: true,
+            default: Some(default.into()),
+            identity: None,
+            generated: None,
+            collation: None,
+            on_update: None,
+            generated_virtual: false,
+            comment: None,
+        };
+        for constant in ["'eu'::text", "42", "'x'::character varying", "NULL"] {
+            assert!(super::constant_default(&column(constant)), "{constant}");
+        }
+        for computed in [
+            "SESSION_USER",
+            "CURRENT_USER",
+            "USER",
+            "now()",
+            "CURRENT_TIMESTAMP",
+            "LOCALTIMESTAMP",
+            "nextval('s'::regclass)",
+            "system_user",
+        ] {
+            assert!(!super::constant_default(&column(computed)), "{computed}");
+        }
     }
 }
