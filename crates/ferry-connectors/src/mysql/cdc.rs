@@ -75,6 +75,62 @@ impl Decoder {
     }
 }
 
+/// A decoder for a table map whose logged columns (named in its metadata) are a subset of the
+/// current definition's, keys included, each decoded with its current type: the rows of an
+/// older definition, before columns were added. None when the map names no columns
+/// (`binlog_row_metadata = MINIMAL`) or names one the current definition lacks.
+fn older_decoder(table_map: &TableMapEvent<'_>, current: &Decoder) -> Option<Decoder> {
+    let names: Vec<String> = table_map
+        .iter_optional_meta()
+        .find_map(|field| match field {
+            Ok(OptionalMetadataField::ColumnName(names)) => Some(
+                names
+                    .iter_names()
+                    .filter_map(|name| name.ok().map(|name| name.name().into_owned()))
+                    .collect(),
+            ),
+            _ => None,
+        })?;
+    if names.len() != table_map.columns_count() as usize {
+        return None;
+    }
+    let indexes: Vec<usize> = names
+        .iter()
+        .map(|name| {
+            current
+                .relation
+                .columns
+                .iter()
+                .position(|column| column.name == *name)
+        })
+        .collect::<Option<_>>()?;
+    let keys_logged = current.key_indexes.iter().all(|key| indexes.contains(key));
+    if !keys_logged {
+        return None;
+    }
+    let relation = Arc::new(Relation {
+        id: current.relation.id,
+        table: current.relation.table.clone(),
+        columns: indexes
+            .iter()
+            .map(|index| current.relation.columns[*index].clone())
+            .collect(),
+    });
+    let key_indexes = relation.key_indexes();
+    Some(Decoder {
+        relation,
+        kinds: indexes
+            .iter()
+            .map(|index| current.kinds[*index].clone())
+            .collect(),
+        native_types: indexes
+            .iter()
+            .map(|index| current.native_types[*index].clone())
+            .collect(),
+        key_indexes,
+    })
+}
+
 /// The key of a table name in the decoders (lower case where the server folds names).
 fn key_of_table(name: &str, fold_case: bool) -> String {
     if fold_case {
@@ -129,6 +185,12 @@ pub struct BinlogChangeStream {
     ignored: HashSet<String>,
     /// Inside a transaction one of `ignored` wrote: its rows are left out until it commits.
     skipping: bool,
+    /// Decoders of table maps with an older definition than the catalog's (rows logged before
+    /// columns were added), by table map id.
+    historical: HashMap<u64, Decoder>,
+    /// The table map id whose older relation the engine was told of last (None: the current
+    /// ones are in force).
+    announced: Option<u64>,
     /// A selected table altered on the source (and the position after its statement, when
     /// that is a point between transactions): its definition is read again before any later
     /// event is passed on.
@@ -260,6 +322,8 @@ impl BinlogChangeStream {
             skipping: false,
             fence_seen: false,
             reload: None,
+            historical: HashMap::new(),
+            announced: None,
             liveness,
             liveness_tried: std::time::Instant::now(),
             config: config.clone(),
@@ -362,6 +426,7 @@ impl BinlogChangeStream {
         let decoder = Decoder::new(id, &table);
         let relation = decoder.relation.clone();
         self.checked_maps.clear();
+        self.announced = None;
         self.tables.insert(key.to_string(), decoder);
         info!(table = %name, columns = relation.columns.len(), "a selected table was altered on the source: following its new definition");
         self.pending
@@ -539,7 +604,9 @@ impl BinlogChangeStream {
                         .then(|| self.position(header.log_pos()));
                     self.reload = Some((table, at));
                 } else if self.mentions_selected(&text) {
-                    if is_table_ddl(&statement) || self.replaces_selected(&query.schema(), &text) {
+                    let ddl_on_selected =
+                        is_table_ddl(&statement) && self.ddl_names_selected(&query.schema(), &text);
+                    if ddl_on_selected || self.replaces_selected(&query.schema(), &text) {
                         return Err(Error::operator(
                             "source.schema_changed",
                             format!("a selected table's definition may have changed on the source while streaming: {}", text.chars().take(200).collect::<String>()),
@@ -653,6 +720,70 @@ impl BinlogChangeStream {
         Some(self.table_key(&relation.table.name))
     }
 
+    /// Whether a table DDL statement (ALTER, DROP, RENAME TABLE) names a selected table, its
+    /// references resolved against the statement's default database: a same-named table of
+    /// another database is not ours. True when the references cannot be read (it stops then).
+    fn ddl_names_selected(&self, default_schema: &str, text: &str) -> bool {
+        let text = strip_comments(text);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
+        let skip = |mut at: usize, optional: &[&str]| {
+            while upper
+                .get(at)
+                .is_some_and(|word| optional.contains(&word.as_str()))
+            {
+                at += 1;
+            }
+            at
+        };
+        let references: Vec<String> = match upper.first().map(String::as_str) {
+            Some("ALTER") => {
+                let at = skip(1, &["ONLINE", "IGNORE"]) + 1;
+                let at = if upper.get(at).map(String::as_str) == Some("IF") {
+                    at + 2
+                } else {
+                    at
+                };
+                words
+                    .get(at)
+                    .map(|word| word.split('(').next().unwrap_or_default().to_string())
+                    .into_iter()
+                    .collect()
+            }
+            Some("DROP") | Some("RENAME") => {
+                let at = skip(1, &["TEMPORARY"]) + 1;
+                let at = if upper.get(at).map(String::as_str) == Some("IF") {
+                    at + 2
+                } else {
+                    at
+                };
+                words[at.min(words.len())..]
+                    .join(" ")
+                    .split(',')
+                    .flat_map(|part| {
+                        part.split_whitespace()
+                            .filter(|word| {
+                                !matches!(
+                                    word.to_ascii_uppercase().as_str(),
+                                    "TO" | "RESTRICT" | "CASCADE" | "WAIT" | "NOWAIT"
+                                )
+                            })
+                            .filter(|word| {
+                                !word.chars().all(|character| character.is_ascii_digit())
+                            })
+                            .map(|word| word.trim_end_matches(';').to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        references.is_empty()
+            || references
+                .iter()
+                .any(|reference| self.resolve(default_schema, reference).is_some())
+    }
+
     /// Whether a statement is MariaDB's `CREATE OR REPLACE [TEMPORARY] TABLE [IF NOT EXISTS] t`
     /// of a selected table (a drop and a create in one).
     fn replaces_selected(&self, default_schema: &str, text: &str) -> bool {
@@ -743,25 +874,55 @@ impl BinlogChangeStream {
             return Ok(());
         }
         let table_name = table_map.table_name().to_string();
-        let Some(decoder) = self.tables.get(&self.table_key(&table_name)) else {
+        let key = self.table_key(&table_name);
+        let Some(current) = self.tables.get(&key) else {
             return Ok(());
         };
-        if table_map.columns_count() as usize != decoder.kinds.len() {
-            return Err(Error::operator(
-                "source.schema_changed",
-                format!("{}.{table_name} has {} columns in the binary log but {} when streaming began", self.database, table_map.columns_count(), decoder.kinds.len()),
-            )
-            .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
-        }
-        if !self.checked_maps.contains(&table_map.table_id()) {
-            if let Some(difference) = metadata_difference(table_map, decoder) {
-                return Err(Error::operator(
-                    "source.schema_changed",
-                    format!("{}.{table_name} changed since streaming began: {difference}", self.database),
-                )
-                .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+        let table_id = table_map.table_id();
+        // A relation the engine must learn of before these rows: an older definition's.
+        let mut announce: Option<Arc<Relation>> = None;
+        if !self.checked_maps.contains(&table_id) && !self.historical.contains_key(&table_id) {
+            let difference = if table_map.columns_count() as usize != current.kinds.len() {
+                Some(format!(
+                    "it has {} columns in the binary log but {} when streaming began",
+                    table_map.columns_count(),
+                    current.kinds.len()
+                ))
+            } else {
+                metadata_difference(table_map, current)
+            };
+            match difference {
+                None => {
+                    self.checked_maps.insert(table_id);
+                }
+                Some(difference) => {
+                    // Rows logged before columns were added (an ALTER ... ADD COLUMN made while
+                    // ferry was stopped, further on in the log): decoded by the columns they
+                    // have, each with the type it still has now. Anything else stops.
+                    let older = older_decoder(table_map, current)
+                        .filter(|older| metadata_difference(table_map, older).is_none());
+                    let Some(older) = older else {
+                        return Err(Error::operator(
+                            "source.schema_changed",
+                            format!("{}.{table_name} changed since streaming began: {difference}", self.database),
+                        )
+                        .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+                    };
+                    info!(table = %older.relation.table, columns = older.relation.columns.len(), "rows logged before columns were added: decoding them by the columns they have");
+                    announce = Some(older.relation.clone());
+                    self.historical.insert(table_id, older);
+                }
             }
-            self.checked_maps.insert(table_map.table_id());
+        }
+        let decoder = self.historical.get(&table_id).unwrap_or(current);
+        let relation_id = decoder.relation.id;
+        let uses_older = self.historical.contains_key(&table_id);
+        if announce.is_none()
+            && self.historical.contains_key(&table_id)
+            && self.announced != Some(table_id)
+        {
+            // Back to an older definition after the current one was in use.
+            announce = Some(decoder.relation.clone());
         }
         // A session with foreign_key_checks = 0 changed these rows: the server took no
         // foreign-key action, so none is reproduced.
@@ -855,6 +1016,23 @@ impl BinlogChangeStream {
         }
         if !changes.is_empty() {
             self.begin(offset);
+            // The engine learns which columns the rows have whenever that changes.
+            if let Some(relation) = announce {
+                self.pending
+                    .push_back(StreamEvent::SchemaChanged { relation });
+                self.announced = Some(table_id);
+            } else if !uses_older
+                && self.announced.is_some_and(|older| {
+                    self.historical
+                        .get(&older)
+                        .is_some_and(|older| older.relation.id == relation_id)
+                })
+            {
+                self.pending.push_back(StreamEvent::SchemaChanged {
+                    relation: self.tables[&key].relation.clone(),
+                });
+                self.announced = None;
+            }
             self.pending
                 .extend(changes.into_iter().map(StreamEvent::Change));
         }

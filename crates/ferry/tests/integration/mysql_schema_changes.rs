@@ -360,3 +360,83 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
         log_tail(name)
     );
 }
+
+/// Columns added while ferry is stopped: the rows logged before the ALTER are decoded by the
+/// columns they have, the ALTER is followed, and the rows after it carry the new column, into a
+/// MariaDB and a PostgreSQL target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_while_stopped_are_followed() {
+    let name = "my_add_stopped";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let mysql_target = servers.target.url(&format!("{name}_copy"));
+    let postgres_target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    let pg_name = format!("{name}_pg");
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE stock (id INT PRIMARY KEY, qty INT NOT NULL);
+         INSERT INTO stock SELECT seq, seq FROM seq_1_to_300;",
+    );
+    let mut to_mysql = spawn_run(name, &source, &mysql_target);
+    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
+    wait_mysql_target_streaming(name).await;
+    let client = crate::common::servers().target.connect(name).await.unwrap();
+    let before: &[(&str, &str)] = &[("id", "id"), ("qty", "qty")];
+    crate::mysql::wait_engines_equal(
+        &pg_name,
+        (&servers.source, name),
+        &client,
+        &[(
+            crate::mysql::mysql_select(before, "stock", "id"),
+            crate::mysql::postgres_select(before, &format!("{name}.stock"), "id"),
+        )],
+    )
+    .await;
+    assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
+    assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
+    // While ferry is stopped: changes under the old definition, the ALTER, changes under the new.
+    sql(
+        &servers.source,
+        name,
+        "UPDATE stock SET qty = qty * 10 WHERE id <= 50; DELETE FROM stock WHERE id = 60; INSERT INTO stock VALUES (500, 5);
+         ALTER TABLE stock ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'none' AFTER id;
+         UPDATE stock SET note = CONCAT('n', id) WHERE id % 7 = 0; INSERT INTO stock (id, qty, note) VALUES (501, 6, 'late');",
+    );
+    let mut to_mysql = spawn_run(name, &source, &mysql_target);
+    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
+    let rows = |server: &MariaDbServer, database: &str| {
+        try_sql(
+            server,
+            database,
+            "SELECT CONCAT_WS('|', id, qty, note) FROM stock ORDER BY id",
+        )
+        .unwrap_or_default()
+    };
+    let expected = rows(&servers.source, name);
+    assert!(expected.contains("501|6|late"), "{expected}");
+    wait_until(
+        "the added column on MariaDB",
+        Duration::from_secs(60),
+        || async { (rows(&servers.target, &format!("{name}_copy")) == expected).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    let after: &[(&str, &str)] = &[("id", "id"), ("qty", "qty"), ("note", "note")];
+    crate::mysql::wait_engines_equal(
+        &pg_name,
+        (&servers.source, name),
+        &client,
+        &[(
+            crate::mysql::mysql_select(after, "stock", "id"),
+            crate::mysql::postgres_select(after, &format!("{name}.stock"), "id"),
+        )],
+    )
+    .await;
+    assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
+    assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
+}
