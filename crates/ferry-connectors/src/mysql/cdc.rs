@@ -194,7 +194,7 @@ pub struct BinlogChangeStream {
     /// A selected table altered on the source (and the position after its statement, when
     /// that is a point between transactions): its definition is read again before any later
     /// event is passed on.
-    reload: Option<(String, Option<Position>)>,
+    reload: Option<(String, Option<Position>, String)>,
     /// The transaction being read wrote ferry's fence row (`_ferry`.`fence`): its commit is
     /// where a cutover's drain waits, stored at once.
     fence_seen: bool,
@@ -354,7 +354,7 @@ impl BinlogChangeStream {
     /// if the table changed again since this statement, the next rows' logged metadata differs
     /// from it and stops the stream (`source.schema_changed`), as for an ALTER made while ferry
     /// was stopped.
-    async fn reload_table(&mut self, key: &str) -> Result<()> {
+    async fn reload_table(&mut self, key: &str, statement: &str) -> Result<()> {
         let Some(current) = self.tables.get(key) else {
             return Ok(());
         };
@@ -404,24 +404,47 @@ impl BinlogChangeStream {
                 }
             }
         }
-        // A generated column added now holds computed values in every existing row, which the
-        // log never carries; a target that takes its values (not its expression) cannot follow.
-        let new_generated: Vec<&String> = materialized
-            .iter()
-            .filter(|column| {
-                !before
-                    .relation
-                    .columns
-                    .iter()
-                    .any(|known| column.starts_with(&format!("{name}.{} ", known.name)))
-            })
-            .collect();
-        if !new_generated.is_empty() {
-            return Err(Error::operator(
-                "source.schema_changed",
-                format!("generated column(s) added to {name} on the source while streaming: {}; the target holds their values, not their expressions, and the existing rows' values were never logged", new_generated.iter().map(|column| column.as_str()).collect::<Vec<_>>().join(", ")),
-            )
-            .with_hint("copy the table again: `ferry run --restart --tables ...`"));
+        // The columns this statement adds (named in it; the definition read now may already
+        // have them when the ALTER was made while ferry was stopped).
+        for (added, declared) in added_columns(statement) {
+            let Some(column) = table
+                .columns
+                .iter()
+                .find(|column| column.name.eq_ignore_ascii_case(&added))
+            else {
+                continue;
+            };
+            // A generated column holds computed values in every existing row, which the log
+            // never carries; a target that takes its values (not its expression) cannot follow.
+            if materialized
+                .iter()
+                .any(|generated| generated.starts_with(&format!("{name}.{} ", column.name)))
+            {
+                return Err(Error::operator(
+                    "source.schema_changed",
+                    format!("generated column {} was added to {name} on the source: the target holds generated columns' values, not their expressions, and the existing rows' values were never logged", column.name),
+                )
+                .with_hint("copy the table again: `ferry run --restart --tables ...`"));
+            }
+            // Every existing row took the default the column was added with; the target adds it
+            // with today's. Another one (changed since, while ferry was stopped) would differ.
+            let normalize = |value: Option<&str>| {
+                value
+                    .map(|value| value.trim().trim_matches('\'').to_ascii_uppercase())
+                    .filter(|value| value != "NULL")
+            };
+            if normalize(declared.as_deref()) != normalize(column.default.as_deref()) {
+                return Err(Error::operator(
+                    "source.schema_changed",
+                    format!(
+                        "column {} was added to {name} with default {} but has default {} now: the existing rows hold the first",
+                        column.name,
+                        declared.as_deref().unwrap_or("NULL"),
+                        column.default.as_deref().unwrap_or("NULL")
+                    ),
+                )
+                .with_hint("copy the table again: `ferry run --restart --tables ...`"));
+            }
         }
         let decoder = Decoder::new(id, &table);
         let relation = decoder.relation.clone();
@@ -546,6 +569,10 @@ impl BinlogChangeStream {
         };
         match data {
             Some(EventData::RotateEvent(rotate)) => {
+                // A new file (after a server restart, map ids start over): check maps afresh.
+                self.checked_maps.clear();
+                self.historical.clear();
+                self.announced = None;
                 if let Some(number) = BinlogPosition::file_number(&rotate.name()) {
                     self.file = number;
                 }
@@ -602,7 +629,7 @@ impl BinlogChangeStream {
                     }
                     let at = (!self.in_transaction && !self.in_group && header.log_pos() > 0)
                         .then(|| self.position(header.log_pos()));
-                    self.reload = Some((table, at));
+                    self.reload = Some((table, at, text.to_string()));
                 } else if self.mentions_selected(&text) {
                     let ddl_on_selected =
                         is_table_ddl(&statement) && self.ddl_names_selected(&query.schema(), &text);
@@ -724,64 +751,56 @@ impl BinlogChangeStream {
     /// references resolved against the statement's default database: a same-named table of
     /// another database is not ours. True when the references cannot be read (it stops then).
     fn ddl_names_selected(&self, default_schema: &str, text: &str) -> bool {
-        let text = strip_comments(text);
-        let words: Vec<&str> = text.split_whitespace().collect();
+        let words = sql_words(strip_comments(text));
         let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
-        let skip = |mut at: usize, optional: &[&str]| {
-            while upper
-                .get(at)
-                .is_some_and(|word| optional.contains(&word.as_str()))
-            {
-                at += 1;
-            }
-            at
-        };
-        let references: Vec<String> = match upper.first().map(String::as_str) {
+        let mut references: Vec<String> = Vec::new();
+        match upper.first().map(String::as_str) {
+            // Every table an ALTER names: its own, and those of `EXCHANGE PARTITION ... WITH
+            // TABLE t` or `CONVERT TABLE t TO PARTITION ...`.
             Some("ALTER") => {
-                let at = skip(1, &["ONLINE", "IGNORE"]) + 1;
-                let at = if upper.get(at).map(String::as_str) == Some("IF") {
-                    at + 2
-                } else {
-                    at
-                };
-                words
-                    .get(at)
-                    .map(|word| word.split('(').next().unwrap_or_default().to_string())
-                    .into_iter()
-                    .collect()
+                for (index, word) in upper.iter().enumerate() {
+                    if word == "TABLE" {
+                        let mut at = index + 1;
+                        if upper.get(at).map(String::as_str) == Some("IF") {
+                            at += 2;
+                        }
+                        if let Some(reference) = words.get(at) {
+                            references
+                                .push(reference.split('(').next().unwrap_or_default().to_string());
+                        }
+                    }
+                }
             }
             Some("DROP") | Some("RENAME") => {
-                let at = skip(1, &["TEMPORARY"]) + 1;
-                let at = if upper.get(at).map(String::as_str) == Some("IF") {
-                    at + 2
-                } else {
-                    at
-                };
-                words[at.min(words.len())..]
-                    .join(" ")
-                    .split(',')
-                    .flat_map(|part| {
-                        part.split_whitespace()
-                            .filter(|word| {
-                                !matches!(
-                                    word.to_ascii_uppercase().as_str(),
-                                    "TO" | "RESTRICT" | "CASCADE" | "WAIT" | "NOWAIT"
-                                )
-                            })
-                            .filter(|word| {
-                                !word.chars().all(|character| character.is_ascii_digit())
-                            })
-                            .map(|word| word.trim_end_matches(';').to_string())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
+                let mut at = 1;
+                while upper.get(at).is_some_and(|word| word == "TEMPORARY") {
+                    at += 1;
+                }
+                at += 1;
+                if upper.get(at).map(String::as_str) == Some("IF") {
+                    at += 2;
+                }
+                for word in &words[at.min(words.len())..] {
+                    for part in word.split(',') {
+                        let part = part.trim().trim_end_matches(';');
+                        let keyword = matches!(
+                            part.to_ascii_uppercase().as_str(),
+                            "TO" | "RESTRICT" | "CASCADE" | "WAIT" | "NOWAIT" | ""
+                        );
+                        if !keyword && !part.chars().all(|character| character.is_ascii_digit()) {
+                            references.push(part.to_string());
+                        }
+                    }
+                }
             }
-            _ => Vec::new(),
-        };
+            _ => {}
+        }
+        // A name ferry cannot read (an unbalanced quote) counts as ours.
         references.is_empty()
-            || references
-                .iter()
-                .any(|reference| self.resolve(default_schema, reference).is_some())
+            || references.iter().any(|reference| {
+                reference.matches('`').count() % 2 == 1
+                    || self.resolve(default_schema, reference).is_some()
+            })
     }
 
     /// Whether a statement is MariaDB's `CREATE OR REPLACE [TEMPORARY] TABLE [IF NOT EXISTS] t`
@@ -881,6 +900,15 @@ impl BinlogChangeStream {
         let table_id = table_map.table_id();
         // A relation the engine must learn of before these rows: an older definition's.
         let mut announce: Option<Arc<Relation>> = None;
+        // A map id names one table until the server restarts (a new file): an older decoder
+        // of another table under this id is stale.
+        if self
+            .historical
+            .get(&table_id)
+            .is_some_and(|older| older.relation.table != current.relation.table)
+        {
+            self.historical.remove(&table_id);
+        }
         if !self.checked_maps.contains(&table_id) && !self.historical.contains_key(&table_id) {
             let difference = if table_map.columns_count() as usize != current.kinds.len() {
                 Some(format!(
@@ -1289,9 +1317,90 @@ fn is_table_ddl(statement: &str) -> bool {
         )
 }
 
+/// The words of a statement, split at whitespace outside quotes and backquotes (a quoted name
+/// or string stays one word, quotes included).
+fn sql_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    for character in text.chars() {
+        match quote {
+            Some(open) if character == open => quote = None,
+            Some(_) => {}
+            None if matches!(character, '\'' | '"' | '`') => quote = Some(character),
+            None if character.is_whitespace() => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+                continue;
+            }
+            None => {}
+        }
+        current.push(character);
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// The columns an `ALTER TABLE` adds one by one (`ADD [COLUMN] [IF NOT EXISTS] name ...`), each
+/// with the default it declares (None: none). A list `ADD (a ..., b ...)` is not read.
+fn added_columns(statement: &str) -> Vec<(String, Option<String>)> {
+    let mut added = Vec::new();
+    for clause in split_top_level(statement) {
+        let words = sql_words(&clause);
+        let Some(add) = words
+            .iter()
+            .position(|word| word.eq_ignore_ascii_case("ADD"))
+        else {
+            continue;
+        };
+        let mut at = add + 1;
+        if words
+            .get(at)
+            .is_some_and(|word| word.eq_ignore_ascii_case("COLUMN"))
+        {
+            at += 1;
+        }
+        if words
+            .get(at)
+            .is_some_and(|word| word.eq_ignore_ascii_case("IF"))
+        {
+            at += 3;
+        }
+        let Some(name) = words.get(at) else {
+            continue;
+        };
+        let keyword = matches!(
+            name.to_ascii_uppercase().as_str(),
+            "INDEX"
+                | "KEY"
+                | "FULLTEXT"
+                | "SPATIAL"
+                | "UNIQUE"
+                | "PRIMARY"
+                | "CONSTRAINT"
+                | "FOREIGN"
+                | "CHECK"
+                | "PARTITION"
+        );
+        if keyword || name.starts_with('(') {
+            continue;
+        }
+        let default = words
+            .iter()
+            .position(|word| word.eq_ignore_ascii_case("DEFAULT"))
+            .and_then(|index| words.get(index + 1))
+            .map(|value| value.trim_end_matches(';').to_string());
+        added.push((name.trim_matches('`').to_string(), default));
+    }
+    added
+}
+
 /// The clauses of an ALTER TABLE after its table name, split at commas outside parentheses and
-/// quotes, trimmed, upper case.
-fn split_clauses(text: &str) -> Vec<String> {
+/// quotes, trimmed.
+fn split_top_level(text: &str) -> Vec<String> {
     let mut clauses = Vec::new();
     let mut current = String::new();
     let mut depth = 0i32;
@@ -1314,14 +1423,16 @@ fn split_clauses(text: &str) -> Vec<String> {
     clauses.push(current);
     clauses
         .into_iter()
-        .map(|clause| {
-            clause
-                .trim()
-                .trim_end_matches(';')
-                .trim()
-                .to_ascii_uppercase()
-        })
+        .map(|clause| clause.trim().trim_end_matches(';').trim().to_string())
         .filter(|clause| !clause.is_empty())
+        .collect()
+}
+
+/// [`split_top_level`], upper case.
+fn split_clauses(text: &str) -> Vec<String> {
+    split_top_level(text)
+        .into_iter()
+        .map(|clause| clause.to_ascii_uppercase())
         .collect()
 }
 
@@ -1338,7 +1449,15 @@ fn followed_clause(clause: &str) -> bool {
         ["DROP", "INDEX" | "KEY", ..] => true,
         ["ALTER", "COLUMN", _, "SET" | "DROP", "DEFAULT", ..] => true,
         ["ALTER", _, "SET" | "DROP", "DEFAULT", ..] if !matches!(words[1], "INDEX") => true,
-        ["COMMENT", ..] | ["ALGORITHM", ..] | ["LOCK", ..] => true,
+        [first, ..]
+            if ["COMMENT", "ALGORITHM", "LOCK"].iter().any(|option| {
+                first
+                    .strip_prefix(option)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+            }) =>
+        {
+            true
+        }
         _ => false,
     }
 }
@@ -1404,8 +1523,8 @@ impl ChangeStream for BinlogChangeStream {
         }
         loop {
             // Kept until done: a call dropped while reading the definition redoes it.
-            if let Some((table, at)) = self.reload.clone() {
-                self.reload_table(&table).await?;
+            if let Some((table, at, statement)) = self.reload.clone() {
+                self.reload_table(&table, &statement).await?;
                 self.reload = None;
                 if let Some(position) = at {
                     self.pending.push_back(StreamEvent::Idle { position });
@@ -1473,6 +1592,56 @@ mod tests {
         assert_eq!(
             super::strip_comments("/* m 42 */ -- x\n ALTER TABLE t"),
             "ALTER TABLE t"
+        );
+    }
+
+    #[test]
+    fn only_column_and_index_additions_are_followed() {
+        let followed = |text: &str| {
+            super::split_clauses(text)
+                .iter()
+                .all(|clause| super::followed_clause(clause))
+        };
+        assert!(followed(
+            " ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'a,b', ADD weight DECIMAL(8,3) AFTER id"
+        ));
+        assert!(followed(
+            " ADD (a INT, b INT), ADD INDEX by_a (a), DROP INDEX old, ALGORITHM=INPLACE"
+        ));
+        assert!(followed(" ALTER COLUMN note SET DEFAULT 'x', COMMENT 'c'"));
+        for stopped in [
+            " DROP COLUMN note",
+            " MODIFY qty BIGINT",
+            " CHANGE qty amount INT",
+            " RENAME COLUMN a TO b",
+            " ADD FOREIGN KEY (a) REFERENCES p (id) ON DELETE CASCADE",
+            " ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p (id)",
+            " DROP PARTITION p2020",
+            " TRUNCATE PARTITION p1",
+            " EXCHANGE PARTITION p1 WITH TABLE t2",
+            " DISCARD TABLESPACE",
+            " CONVERT TO CHARACTER SET latin1",
+            " ADD PRIMARY KEY (a)",
+            " ADD UNIQUE KEY u (a)",
+            " ADD COLUMN x INT, DROP COLUMN y",
+            " ENGINE=MyISAM",
+        ] {
+            assert!(!followed(stopped), "{stopped}");
+        }
+        assert_eq!(
+            super::added_columns("ALTER TABLE s ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'a b', ADD w DECIMAL(8,3) DEFAULT 1.5 AFTER id, ADD INDEX i (w), ADD (x INT)"),
+            vec![
+                ("note".to_string(), Some("'a b'".to_string())),
+                ("w".to_string(), Some("1.5".to_string()))
+            ]
+        );
+        assert_eq!(
+            super::added_columns("ALTER TABLE s ADD COLUMN IF NOT EXISTS `odd name` INT"),
+            vec![("odd name".to_string(), None)]
+        );
+        assert_eq!(
+            super::sql_words("DROP TABLE `order items`, b"),
+            vec!["DROP", "TABLE", "`order items`,", "b"]
         );
     }
 

@@ -439,4 +439,19 @@ async fn columns_added_while_stopped_are_followed() {
     .await;
     assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
+
+    // A column whose default changed after it was added (both while ferry was stopped): the
+    // existing rows hold the first default, the target would get the second: it stops instead.
+    sql(
+        &servers.source,
+        name,
+        "ALTER TABLE stock ADD COLUMN flag INT NOT NULL DEFAULT 0; ALTER TABLE stock ALTER COLUMN flag SET DEFAULT 1;
+         UPDATE stock SET qty = 1 WHERE id = 2;",
+    );
+    let (succeeded, stderr) = run_until_exit(name, &source, &mysql_target);
+    assert!(!succeeded);
+    assert!(
+        stderr.contains("source.schema_changed") && stderr.contains("default"),
+        "{stderr}"
+    );
 }
