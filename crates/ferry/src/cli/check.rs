@@ -61,6 +61,38 @@ async fn findings(
     if let (Endpoint::Postgres(config), false) = (source, settings.transforms.is_empty()) {
         findings.extend(filter_findings(config, source, settings).await);
     }
+    if settings.transforms.is_empty() {
+        findings.extend(switch_over_findings(source, target).await);
+    }
+    findings
+}
+
+/// What a later `ferry cutover` would refuse (privileges, binary log settings, one MySQL server
+/// for both sides), said now as warnings: the migration itself does not need them.
+async fn switch_over_findings(source: &Endpoint, target: &Endpoint) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (side, endpoint) in [("source", source), ("target", target)] {
+        if let Err(error) = endpoint.control().check_switchover().await {
+            if error.code().starts_with("cutover.") {
+                findings.push(Finding::warning(
+                    "cutover.not_ready",
+                    format!(
+                        "switching applications over later will be refused on the {side}: {error}"
+                    ),
+                    error.hint().unwrap_or("see docs/cutover.md").to_string(),
+                ));
+            }
+        }
+    }
+    if let Err(error) = crate::connect::require_separate_servers(source, target).await {
+        if error.code() == "cutover.same_server" {
+            findings.push(Finding::warning(
+                "cutover.not_ready",
+                error.message().to_string(),
+                error.hint().unwrap_or("see docs/cutover.md").to_string(),
+            ));
+        }
+    }
     findings
 }
 

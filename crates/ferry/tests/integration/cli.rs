@@ -145,6 +145,8 @@ async fn check_reports_every_problem_with_its_fix() {
         codes.contains(&"source.replication_privilege") && codes.contains(&"source.wal_level"),
         "{codes:?}"
     );
+    // A later cutover would need a superuser: said now, as a warning.
+    assert!(codes.contains(&"cutover.not_ready"), "{codes:?}");
     server.stop();
 }
 

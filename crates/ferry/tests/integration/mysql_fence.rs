@@ -125,6 +125,21 @@ async fn the_fence_holds_belongs_to_its_migration_and_comes_back() {
     assert_eq!(refused.code(), "cutover.privilege", "{refused}");
     assert!(refused.to_string().contains("READ_ONLY ADMIN"), "{refused}");
 
+    // `check` says so before the migration starts.
+    let checked = ferry(
+        "check",
+        &server.url("fenced"),
+        &server.url("fenced_copy"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        report.contains("warning[cutover.not_ready]") && report.contains("same MySQL server"),
+        "{report}"
+    );
+
     // Two databases of one server cannot be switched between: one fence would cover both.
     let same = ferry(
         "cutover",
