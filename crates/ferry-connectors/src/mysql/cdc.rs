@@ -188,9 +188,9 @@ pub struct BinlogChangeStream {
     /// Decoders of table maps with an older definition than the catalog's (rows logged before
     /// columns were added), by table map id.
     historical: HashMap<u64, Decoder>,
-    /// The table map id whose older relation the engine was told of last (None: the current
-    /// ones are in force).
-    announced: Option<u64>,
+    /// Per table (decoder key): the map id of the older definition the engine was told of last
+    /// (absent: the current definition is in force).
+    announced: HashMap<String, u64>,
     /// A selected table altered on the source (and the position after its statement, when
     /// that is a point between transactions): its definition is read again before any later
     /// event is passed on.
@@ -323,7 +323,7 @@ impl BinlogChangeStream {
             fence_seen: false,
             reload: None,
             historical: HashMap::new(),
-            announced: None,
+            announced: HashMap::new(),
             liveness,
             liveness_tried: std::time::Instant::now(),
             config: config.clone(),
@@ -449,7 +449,7 @@ impl BinlogChangeStream {
         let decoder = Decoder::new(id, &table);
         let relation = decoder.relation.clone();
         self.checked_maps.clear();
-        self.announced = None;
+        self.announced.remove(key);
         self.tables.insert(key.to_string(), decoder);
         info!(table = %name, columns = relation.columns.len(), "a selected table was altered on the source: following its new definition");
         self.pending
@@ -572,7 +572,7 @@ impl BinlogChangeStream {
                 // A new file (after a server restart, map ids start over): check maps afresh.
                 self.checked_maps.clear();
                 self.historical.clear();
-                self.announced = None;
+                self.announced.clear();
                 if let Some(number) = BinlogPosition::file_number(&rotate.name()) {
                     self.file = number;
                 }
@@ -943,13 +943,9 @@ impl BinlogChangeStream {
             }
         }
         let decoder = self.historical.get(&table_id).unwrap_or(current);
-        let relation_id = decoder.relation.id;
         let uses_older = self.historical.contains_key(&table_id);
-        if announce.is_none()
-            && self.historical.contains_key(&table_id)
-            && self.announced != Some(table_id)
-        {
-            // Back to an older definition after the current one was in use.
+        if uses_older && self.announced.get(&key) != Some(&table_id) {
+            // An older definition than the one the engine was told of last for this table.
             announce = Some(decoder.relation.clone());
         }
         // A session with foreign_key_checks = 0 changed these rows: the server took no
@@ -1048,18 +1044,12 @@ impl BinlogChangeStream {
             if let Some(relation) = announce {
                 self.pending
                     .push_back(StreamEvent::SchemaChanged { relation });
-                self.announced = Some(table_id);
-            } else if !uses_older
-                && self.announced.is_some_and(|older| {
-                    self.historical
-                        .get(&older)
-                        .is_some_and(|older| older.relation.id == relation_id)
-                })
-            {
+                self.announced.insert(key.clone(), table_id);
+            } else if !uses_older && self.announced.remove(&key).is_some() {
+                // Back to the current definition.
                 self.pending.push_back(StreamEvent::SchemaChanged {
                     relation: self.tables[&key].relation.clone(),
                 });
-                self.announced = None;
             }
             self.pending
                 .extend(changes.into_iter().map(StreamEvent::Change));
