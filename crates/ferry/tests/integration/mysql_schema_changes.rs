@@ -296,16 +296,7 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
         ("note", "note"),
         ("weight", "weight"),
     ];
-    crate::mysql::wait_engines_equal(
-        &pg_name,
-        (&servers.source, name),
-        &client,
-        &[(
-            crate::mysql::mysql_select(columns, "stock", "id"),
-            crate::mysql::postgres_select(columns, &format!("{name}.stock"), "id"),
-        )],
-    )
-    .await;
+    wait_stock_on_postgres(&pg_name, name, &client, columns).await;
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
 
     // A table created while streaming joins the migration.
@@ -387,16 +378,7 @@ async fn columns_added_while_stopped_are_followed() {
     wait_mysql_target_streaming(name).await;
     let client = crate::common::servers().target.connect(name).await.unwrap();
     let before: &[(&str, &str)] = &[("id", "id"), ("qty", "qty")];
-    crate::mysql::wait_engines_equal(
-        &pg_name,
-        (&servers.source, name),
-        &client,
-        &[(
-            crate::mysql::mysql_select(before, "stock", "id"),
-            crate::mysql::postgres_select(before, &format!("{name}.stock"), "id"),
-        )],
-    )
-    .await;
+    wait_stock_on_postgres(&pg_name, name, &client, before).await;
     assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
     // While ferry is stopped: changes under the old definition, the ALTER, changes under the new.
@@ -427,16 +409,7 @@ async fn columns_added_while_stopped_are_followed() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
     let after: &[(&str, &str)] = &[("id", "id"), ("qty", "qty"), ("note", "note")];
-    crate::mysql::wait_engines_equal(
-        &pg_name,
-        (&servers.source, name),
-        &client,
-        &[(
-            crate::mysql::mysql_select(after, "stock", "id"),
-            crate::mysql::postgres_select(after, &format!("{name}.stock"), "id"),
-        )],
-    )
-    .await;
+    wait_stock_on_postgres(&pg_name, name, &client, after).await;
     assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
 
@@ -454,4 +427,24 @@ async fn columns_added_while_stopped_are_followed() {
         stderr.contains("source.schema_changed") && stderr.contains("default"),
         "{stderr}"
     );
+}
+
+/// Waits until `stock` of MariaDB database `database` and of schema `database` on the
+/// PostgreSQL target agree on these columns (migration `migration`'s log on failure).
+async fn wait_stock_on_postgres(
+    migration: &str,
+    database: &str,
+    client: &tokio_postgres::Client,
+    columns: &[(&str, &str)],
+) {
+    crate::mysql::wait_engines_equal(
+        migration,
+        (&mariadb().source, database),
+        client,
+        &[(
+            crate::mysql::mysql_select(columns, "stock", "id"),
+            crate::mysql::postgres_select(columns, &format!("{database}.stock"), "id"),
+        )],
+    )
+    .await;
 }
