@@ -131,6 +131,19 @@ fn older_decoder(table_map: &TableMapEvent<'_>, current: &Decoder) -> Option<Dec
     })
 }
 
+/// Refuses a table with a column the binary log decoder cannot read (a character set other
+/// than the ones it knows), before any of its rows is decoded.
+fn require_readable(table: &TableSchema) -> Result<()> {
+    match super::values::unreadable_column(table) {
+        None => Ok(()),
+        Some((column, charset)) => Err(Error::operator(
+            "source.unsupported_charset",
+            format!("column {column} of {} is in character set {charset}, which cannot be read from the binary log yet", table.name),
+        )
+        .with_hint("convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out")),
+    }
+}
+
 /// The key of a table name in the decoders (lower case where the server folds names).
 fn key_of_table(name: &str, fold_case: bool) -> String {
     if fold_case {
@@ -217,13 +230,7 @@ impl BinlogChangeStream {
         // Before reading anything: a table the stream could not decode stops it now, not at
         // its first change.
         for table in tables {
-            if let Some((column, charset)) = super::values::unreadable_column(table) {
-                return Err(Error::operator(
-                    "source.unsupported_charset",
-                    format!("column {column} of {} is in character set {charset}, which cannot be read from the binary log yet", table.name),
-                )
-                .with_hint("convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out"));
-            }
+            require_readable(table)?;
         }
         let mut conn = connect(config, true).await?;
         let what = format!("opening the binary log of {}", config.describe());
@@ -374,13 +381,7 @@ impl BinlogChangeStream {
                 )
                 .with_hint("copy the tables again with `ferry run --restart` (leave the table out with --tables if it is gone)")
             })?;
-        if let Some((column, charset)) = super::values::unreadable_column(&table) {
-            return Err(Error::operator(
-                "source.unsupported_charset",
-                format!("column {column} of {name} is in character set {charset}, which cannot be read from the binary log yet"),
-            )
-            .with_hint("convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out"));
-        }
+        require_readable(&table)?;
         // A column that changed type would be written into the target's old type, which may
         // round it (a DECIMAL scale) or refuse it later: only added, dropped and moved
         // columns are followed.

@@ -49,7 +49,8 @@ pub async fn check(
     findings
 }
 
-async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
+/// A global server variable's value (None: the server has no such variable).
+pub(crate) async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     let row: Option<(String, String)> = conn
         .exec_first("SHOW GLOBAL VARIABLES WHERE Variable_name = ?", (name,))
         .await

@@ -61,8 +61,17 @@ fn bad_state(what: &str) -> Error {
 
 /// Whether the state tables exist.
 pub(crate) async fn exists<Q: Queryable>(conn: &mut Q) -> Result<bool> {
+    table_exists(conn, "streams").await
+}
+
+/// Whether ferry's state table `_ferry`.`table` exists (reading must not create it: `status`
+/// and `check` only read).
+pub(crate) async fn table_exists<Q: Queryable>(conn: &mut Q, table: &str) -> Result<bool> {
     let found: Option<u8> = conn
-        .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'streams'")
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = ?",
+            (table,),
+        )
         .await
         .map_err(|error| classify(error, "reading ferry's state"))?;
     Ok(found.is_some())
@@ -348,11 +357,7 @@ pub(crate) async fn load_cutover<Q: Queryable>(
     migration: &str,
 ) -> Result<CutoverRecord> {
     let what = "reading the switch-over record";
-    let table: Option<u8> = conn
-        .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'cutover'")
-        .await
-        .map_err(|error| classify(error, what))?;
-    if table.is_none() {
+    if !table_exists(conn, "cutover").await? {
         return Ok(CutoverRecord::default());
     }
     let record: Option<String> = conn

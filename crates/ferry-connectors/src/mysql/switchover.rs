@@ -215,11 +215,7 @@ type FenceRow = (String, f64, u8);
 
 async fn fence_row(conn: &mut Conn) -> Result<Option<FenceRow>> {
     let what = "reading the write fence";
-    let exists: Option<u8> = conn
-        .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'fence'")
-        .await
-        .map_err(|error| classify(error, what))?;
-    if exists.is_none() {
+    if !state::table_exists(conn, "fence").await? {
         return Ok(None);
     }
     conn.query_first(
@@ -318,11 +314,9 @@ impl Switchover for MysqlControl {
             ("binlog_format", "ROW"),
             ("binlog_row_image", "FULL"),
         ] {
-            let value: Option<(String, String)> = conn
-                .exec_first("SHOW GLOBAL VARIABLES WHERE Variable_name = ?", (name,))
-                .await
-                .map_err(|error| classify(error, "reading the server settings"))?;
-            let value = value.map(|(_, value)| value).unwrap_or_default();
+            let value = super::preflight::variable(&mut conn, name)
+                .await?
+                .unwrap_or_default();
             if !value.eq_ignore_ascii_case(wanted) {
                 return Err(Error::operator(
                     "cutover.binlog_setting",
@@ -580,11 +574,7 @@ impl Switchover for MysqlControl {
     async fn last_verification_clean(&self, migration: &str) -> Result<Option<bool>> {
         let mut conn = connect(&self.config, false).await?;
         let what = "reading the last verification";
-        let exists: Option<u8> = conn
-            .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'verify_ranges'")
-            .await
-            .map_err(|error| classify(error, what))?;
-        if exists.is_none() {
+        if !state::table_exists(&mut conn, "verify_ranges").await? {
             return Ok(None);
         }
         let row: Option<(i64, i64, i64)> = conn

@@ -661,11 +661,7 @@ impl Inspector for MysqlInspector {
     async fn load_verification(&self, migration: &str) -> Result<Vec<VerifiedRange>> {
         let mut conn = self.conn().await?;
         let what = "reading the verification state";
-        let exists: Option<u8> = conn
-            .query_first("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'verify_ranges'")
-            .await
-            .map_err(|error| classify(error, what))?;
-        if exists.is_none() {
+        if !state::table_exists(&mut conn, "verify_ranges").await? {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, String, u32, String, Option<String>)> = conn

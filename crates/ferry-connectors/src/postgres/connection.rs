@@ -28,6 +28,20 @@ pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
 /// setting), for this session only.
 const FENCE_OVERRIDE: &str = "SELECT set_config('default_transaction_read_only', 'off', false) WHERE coalesce(current_setting('ferry.fence', true), '') <> '';";
 
+/// Runs a connection's I/O on a task of its own until it ends.
+fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+        + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(error = %error, "connection ended");
+        }
+    });
+}
+
 /// Opens a connection, with the session settings applied.
 pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
     let what = format!("connecting to {}", config.describe());
@@ -39,11 +53,7 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
                     .connect(NoTls)
                     .await
                     .map_err(|error| classify(error, &what))?;
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        debug!(error = %error, "connection ended");
-                    }
-                });
+                drive(connection);
                 client
             }
             Some(tls) => {
@@ -53,11 +63,7 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
                     .await
                 {
                     Ok((client, connection)) => {
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                debug!(error = %error, "connection ended");
-                            }
-                        });
+                        drive(connection);
                         client
                     }
                     // `prefer`: a server whose TLS handshake fails is spoken to in plain, as
@@ -70,11 +76,7 @@ pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
                             .connect(NoTls)
                             .await
                             .map_err(|error| classify(error, &what))?;
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                debug!(error = %error, "connection ended");
-                            }
-                        });
+                        drive(connection);
                         client
                     }
                     Err(error) => return Err(classify(error, &what)),

@@ -268,29 +268,32 @@ async fn reverse_source(
 ) -> Result<Box<dyn Source>> {
     let state = old_sink.load_state(&options.name).await?;
     let new_sink = new.sink();
-    let renames: Vec<(TableName, TableName)> = state
+    // (name on the new database, name on the old one) of every table the reverse stream moves.
+    let names: Vec<(TableName, TableName)> = state
         .tables
         .keys()
         .map(|old_name| (new_sink.stored_name(old_name), old_name.clone()))
-        .filter(|(new_name, old_name)| new_name != old_name)
         .collect();
-    if renames.is_empty() {
+    if names
+        .iter()
+        .all(|(new_name, old_name)| new_name == old_name)
+    {
         return Ok(new.source());
     }
-    let rules = renames
+    let rules = names
         .iter()
+        .filter(|(new_name, old_name)| new_name != old_name)
         .map(|(new_name, old_name)| TableTransform {
             table: new_name.to_string(),
             rename: Some(old_name.to_string()),
             ..TableTransform::default()
         })
         .collect();
-    let names: Vec<String> = state
-        .tables
-        .keys()
-        .map(|old_name| new_sink.stored_name(old_name).to_string())
+    let patterns: Vec<String> = names
+        .iter()
+        .map(|(new_name, _)| new_name.to_string())
         .collect();
-    options.selection = Selection::parse(&names)?;
+    options.selection = Selection::parse(&patterns)?;
     Ok(Box::new(TransformedSource::new(
         new.source(),
         Transforms::new(rules)?,
