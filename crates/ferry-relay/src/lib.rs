@@ -1,0 +1,193 @@
+//! ferry relay: delivers a stream of messages to HTTP endpoints, with retries, per-key order,
+//! a delivery log, a control plane and a web page.
+//!
+//! ```text
+//!  source (database change stream) --feed--> delivery log (SQLite) --route workers--> HTTP
+//!                  ^ acknowledged after the log commit      ^ control plane: search, retry
+//! ```
+//!
+//! The log is the hinge: a message is acknowledged to the source only once it is in the log,
+//! and leaves the log only as delivered or failed (then by retention). See [`log`] for why
+//! nothing is lost and [`deliver`] for retries, ordering and the circuit breaker.
+
+pub mod api;
+pub mod config;
+pub mod deliver;
+pub mod document;
+pub mod feed;
+pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::connector::Source;
+use ferry_core::{Error, ErrorClass, Result};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::config::RelayConfig;
+use crate::deliver::{now_ms, Breakers, Worker};
+use crate::feed::Feed;
+use crate::http::client::HttpClient;
+use crate::log::DeliveryLog;
+use crate::metrics::Metrics;
+
+/// Where the control plane listens, and its token.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    pub address: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Runs the relay until `shutdown` turns true, or a failure that needs the operator.
+pub async fn run(
+    config: RelayConfig,
+    source: Box<dyn Source>,
+    listen: Listen,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let log = DeliveryLog::open(&config.log_path)?;
+    let metrics = Arc::new(Metrics::default());
+    metrics
+        .pending
+        .store(log.pending().await?, AtomicOrdering::Relaxed);
+    let wake = Arc::new(Notify::new());
+    let routes: Vec<Arc<config::Route>> = config.routes.iter().cloned().map(Arc::new).collect();
+    for route in &routes {
+        metrics.route(&route.name);
+    }
+    if let Some(address) = &listen.address {
+        let api = Arc::new(api::Api {
+            relay: config.name.clone(),
+            routes: routes
+                .iter()
+                .map(|route| (route.name.clone(), route.url.clone()))
+                .collect(),
+            log: log.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+        });
+        let bound = http::server::serve(address, listen.token.clone(), api.handler()).await?;
+        info!(address = %bound, "relay control plane listening: web page at /, API at /api/relay/messages, /metrics");
+    }
+    let breakers = Arc::new(Breakers::default());
+    let mut clients: HashMap<Option<std::path::PathBuf>, Arc<HttpClient>> = HashMap::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for route in &routes {
+        let client = match clients.get(&route.ca_file) {
+            Some(client) => client.clone(),
+            None => {
+                let client = Arc::new(HttpClient::new(route.ca_file.as_deref()).map_err(|problem| {
+                    Error::operator("config.ca_file", format!("route '{}': ca_file {problem}", route.name))
+                        .with_hint("give a readable PEM file of the endpoint's certificate authority")
+                })?);
+                clients.insert(route.ca_file.clone(), client.clone());
+                client
+            }
+        };
+        let worker = Worker {
+            relay: config.name.clone(),
+            route: route.clone(),
+            log: log.clone(),
+            client,
+            breakers: breakers.clone(),
+            counters: metrics.route(&route.name),
+            wake: wake.clone(),
+        };
+        workers.spawn(keep_delivering(worker, shutdown.clone()));
+    }
+    workers.spawn(keep_pruning(log.clone(), routes.clone(), metrics.clone(), shutdown.clone()));
+    info!(relay = %config.name, routes = routes.len(), log = %config.log_path.display(), "relay started");
+    let feed = Feed {
+        relay: config.name.clone(),
+        routes,
+        log,
+        metrics,
+        wake,
+    };
+    let outcome = supervise_feed(&feed, &*source, shutdown.clone()).await;
+    if outcome.is_ok() {
+        // A graceful stop: the workers finish the requests in flight and store them.
+        while workers.join_next().await.is_some() {}
+    }
+    outcome
+}
+
+/// Runs the feed, starting it again after transient failures (1 s, doubling to 30 s).
+async fn supervise_feed(feed: &Feed, source: &dyn Source, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        match feed.run(source, shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.class() == ErrorClass::Transient || error.waits_for_operator() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                warn!(code = error.code(), error = %error, retry_in_ms = backoff.as_millis() as u64, "reading the source failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn keep_delivering(worker: Worker, shutdown: watch::Receiver<bool>) {
+    let route = worker.route.name.clone();
+    loop {
+        let outcome = worker.clone().run(shutdown.clone()).await;
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                warn!(route = %route, error = %error, "delivering failed; starting again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Deletes finished messages past their route's retention, often enough for the shortest one.
+async fn keep_pruning(
+    log: DeliveryLog,
+    routes: Vec<Arc<config::Route>>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let shortest = routes
+        .iter()
+        .flat_map(|route| [route.success_retention, route.failure_retention])
+        .min()
+        .unwrap_or(Duration::from_secs(3600));
+    let interval = (shortest / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        for route in &routes {
+            for (status, retention) in [
+                ("delivered", route.success_retention),
+                ("failed", route.failure_retention),
+            ] {
+                let before = now_ms() - retention.as_millis() as i64;
+                match log.prune(&route.name, status, before).await {
+                    Ok(0) => {}
+                    Ok(deleted) => info!(route = %route.name, status, deleted, "retention: old messages removed from the log"),
+                    Err(error) => warn!(error = %error, "retention failed; trying again later"),
+                }
+            }
+        }
+        if let Ok(pending) = log.pending().await {
+            metrics.pending.store(pending, AtomicOrdering::Relaxed);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,732 @@
+//! The delivery log: every message the relay took, every attempt to deliver it and its
+//! outcome, and the source checkpoint, in one SQLite file (WAL, `synchronous=FULL`).
+//!
+//! Why nothing is lost: a message enters the log in the same transaction as the source
+//! position after it ([`DeliveryLog::ingest`]); only then is the source acknowledged. From
+//! there a message is `pending` until an attempt succeeds (`delivered`) or its retries are
+//! spent or the endpoint refused it (`failed`, parked). A crash at any moment leaves every
+//! message either in the log (delivered later, maybe twice: at least once) or before the
+//! checkpoint (read again from the source, and deduplicated by its id, which derives from its
+//! source coordinates).
+//!
+//! Ordering: one worker per route takes due messages in arrival order (`seq`); under key
+//! ordering a message is due only when no earlier message of the same route, topic and key is
+//! undelivered, so a parked failure holds back its key and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ferry_core::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::Ordering;
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// `webhook-id`; a message whose id is already in the log is not stored again.
+    pub id: String,
+    pub route: String,
+    pub topic: String,
+    pub partition: Option<i64>,
+    pub offset: Option<i64>,
+    /// Where in a database's log the change sits (`postgres:0/16B3748#3`).
+    pub position: Option<String>,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub created_at_ms: i64,
+    /// Set for a message that cannot be delivered at all (it could not be decoded): it is
+    /// stored as failed with this error.
+    pub refused: Option<String>,
+}
+
+/// A message due for an attempt.
+#[derive(Debug, Clone)]
+pub struct DueMessage {
+    pub seq: i64,
+    pub id: String,
+    pub topic: String,
+    pub partition: Option<i64>,
+    pub offset: Option<i64>,
+    pub payload: Vec<u8>,
+    /// Attempts since the message was last (re)queued.
+    pub attempts_in_budget: u32,
+}
+
+/// What one attempt did.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at_ms: i64,
+    pub http_status: Option<u16>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Where a message goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Delivered,
+    RetryAt(i64),
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seq: i64,
+    pub attempt: Attempt,
+    pub next: Next,
+}
+
+/// Search filters of the control plane (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub status: Option<String>,
+    pub route: Option<String>,
+    pub topic: Option<String>,
+    pub key: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// A substring of the payload, the last error or the id.
+    pub text: Option<String>,
+}
+
+/// A message as the control plane shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRow {
+    #[serde(skip)]
+    pub seq: i64,
+    pub id: String,
+    pub route: String,
+    pub topic: String,
+    pub partition: Option<i64>,
+    pub offset: Option<i64>,
+    pub position: Option<String>,
+    pub key: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_http_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub first_attempt_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    pub number: i64,
+    pub at: i64,
+    pub http_status: Option<i64>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Messages per route and status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Count {
+    pub route: String,
+    pub status: String,
+    pub messages: i64,
+}
+
+/// The log; clones share the file's connections.
+#[derive(Clone)]
+pub struct DeliveryLog {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    route TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_number INTEGER,
+    offset_number INTEGER,
+    position TEXT,
+    message_key TEXT,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    budget_start INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_http_status INTEGER,
+    last_error TEXT,
+    first_attempt_at INTEGER,
+    last_attempt_at INTEGER,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_by_status ON messages (route, status, seq);
+CREATE INDEX IF NOT EXISTS messages_by_key ON messages (route, topic, message_key, seq);
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (route, status, finished_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    message_seq INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    http_status INTEGER,
+    latency_ms REAL NOT NULL,
+    error TEXT,
+    response TEXT,
+    PRIMARY KEY (message_seq, number)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    position TEXT NOT NULL
+);
+";
+
+const ROW_COLUMNS: &str = "seq, id, route, topic, partition_number, offset_number, position, message_key, status, attempts, last_http_status, last_error, created_at, first_attempt_at, last_attempt_at, CASE status WHEN 'pending' THEN next_attempt_at END";
+
+fn storage_error(path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::transient(
+        "relay.log",
+        format!("the delivery log {} failed: {error}", path.display()),
+    )
+    .with_hint("check the disk the log is on (space, permissions)")
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).map_err(|error| {
+        Error::operator(
+            "relay.log_open",
+            format!("cannot open the delivery log {}: {error}", path.display()),
+        )
+        .with_hint("point [log] url at a writable file: sqlite:/var/lib/ferry/relay.db")
+    })?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF;",
+        )
+        .map_err(|error| storage_error(path, error))?;
+    Ok(connection)
+}
+
+impl DeliveryLog {
+    /// Opens (creating when missing) the log at `path`.
+    pub fn open(path: &Path) -> Result<DeliveryLog> {
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                Error::operator(
+                    "relay.log_open",
+                    format!("cannot create {}: {error}", parent.display()),
+                )
+            })?;
+        }
+        let writer = open_connection(path)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|error| storage_error(path, error))?;
+        let reader = open_connection(path)?;
+        Ok(DeliveryLog {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = self.writer.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut connection).map_err(|error| storage_error(&path, error))
+        })
+        .await
+        .map_err(|error| storage_error(&self.path, error))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut connection).map_err(|error| storage_error(&path, error))
+        })
+        .await
+        .map_err(|error| storage_error(&self.path, error))?
+    }
+
+    /// The stored source position of `name`.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_string();
+        self.write(move |connection| {
+            connection
+                .query_row(
+                    "SELECT position FROM checkpoints WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+        .await
+    }
+
+    /// Stores `messages` (skipping ids already present) and, in the same transaction, the
+    /// checkpoint. Returns how many messages were new.
+    pub async fn ingest(
+        &self,
+        messages: Vec<NewMessage>,
+        checkpoint: Option<(String, String)>,
+    ) -> Result<u64> {
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            let mut inserted = 0;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12)",
+                )?;
+                for message in &messages {
+                    let status = if message.refused.is_some() { "failed" } else { "pending" };
+                    let finished = message.refused.as_ref().map(|_| message.created_at_ms);
+                    inserted += insert.execute(params![
+                        message.id,
+                        message.route,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.position,
+                        message.key,
+                        message.payload,
+                        message.created_at_ms,
+                        status,
+                        message.refused,
+                        finished,
+                    ])? as u64;
+                }
+            }
+            if let Some((name, position)) = checkpoint {
+                transaction.execute(
+                    "INSERT INTO checkpoints (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    params![name, position],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    /// Up to `limit` messages of `route` due at `now_ms`, oldest first (see the module notes on
+    /// ordering).
+    pub async fn due(
+        &self,
+        route: &str,
+        ordering: Ordering,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueMessage>> {
+        let route = route.to_string();
+        self.write(move |connection| {
+            let sql = match ordering {
+                Ordering::Key => {
+                    "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start FROM messages m
+                     WHERE route = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                       AND (message_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM messages earlier
+                           WHERE earlier.route = m.route AND earlier.topic = m.topic
+                             AND earlier.message_key = m.message_key AND earlier.seq < m.seq
+                             AND earlier.status <> 'delivered'))
+                     ORDER BY seq LIMIT ?3"
+                }
+                Ordering::None => {
+                    "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start FROM messages
+                     WHERE route = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                     ORDER BY seq LIMIT ?3"
+                }
+            };
+            let mut statement = connection.prepare_cached(sql)?;
+            let rows = statement.query_map(params![route, now_ms, limit as i64], |row| {
+                Ok(DueMessage {
+                    seq: row.get(0)?,
+                    id: row.get(1)?,
+                    topic: row.get(2)?,
+                    partition: row.get(3)?,
+                    offset: row.get(4)?,
+                    payload: row.get(5)?,
+                    attempts_in_budget: row.get::<_, i64>(6)?.max(0) as u32,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// When the next pending message of `route` becomes due (None: nothing pending).
+    pub async fn next_due_at(&self, route: &str) -> Result<Option<i64>> {
+        let route = route.to_string();
+        self.write(move |connection| {
+            connection.query_row(
+                "SELECT min(next_attempt_at) FROM messages WHERE route = ?1 AND status = 'pending'",
+                [route],
+                |row| row.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Stores the attempts and what follows from them, in one transaction.
+    pub async fn record(&self, outcomes: Vec<Outcome>) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            {
+                let mut attempt = transaction.prepare_cached(
+                    "INSERT OR REPLACE INTO attempts (message_seq, number, at, http_status, latency_ms, error, response)
+                     SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE seq = ?1",
+                )?;
+                let mut update = transaction.prepare_cached(
+                    "UPDATE messages SET attempts = attempts + 1, status = ?2, next_attempt_at = ?3,
+                         last_http_status = ?4, last_error = ?5,
+                         first_attempt_at = coalesce(first_attempt_at, ?6), last_attempt_at = ?6,
+                         finished_at = ?7
+                     WHERE seq = ?1 AND status = 'pending'",
+                )?;
+                for outcome in &outcomes {
+                    let at = &outcome.attempt;
+                    attempt.execute(params![
+                        outcome.seq,
+                        at.at_ms,
+                        at.http_status,
+                        at.latency_ms,
+                        at.error,
+                        at.response,
+                    ])?;
+                    let (status, next_at, finished) = match outcome.next {
+                        Next::Delivered => ("delivered", at.at_ms, Some(at.at_ms)),
+                        Next::RetryAt(when) => ("pending", when, None),
+                        Next::Failed => ("failed", at.at_ms, Some(at.at_ms)),
+                    };
+                    update.execute(params![
+                        outcome.seq,
+                        status,
+                        next_at,
+                        at.http_status,
+                        at.error,
+                        at.at_ms,
+                        finished,
+                    ])?;
+                }
+            }
+            transaction.commit()
+        })
+        .await
+    }
+
+    /// Queues matching messages that are not pending once more, with a fresh retry budget;
+    /// returns how many.
+    pub async fn retry(&self, filter: Filter, now_ms: i64) -> Result<u64> {
+        self.write(move |connection| {
+            let (condition, mut values) = where_clause(&filter);
+            values.push(rusqlite::types::Value::Integer(now_ms));
+            let sql = format!(
+                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL
+                 WHERE status <> 'pending' AND {condition}",
+                values.len()
+            );
+            let changed = connection.execute(&sql, rusqlite::params_from_iter(values))?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+
+    /// Queues one message again (whatever its state but pending); false when unknown or
+    /// already pending.
+    pub async fn retry_message(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |connection| {
+            let changed = connection.execute(
+                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL
+                 WHERE id = ?1 AND status <> 'pending'",
+                params![id, now_ms],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Messages matching `filter`, newest first, `limit` at a time after the cursor `before`
+    /// (a `seq`); returns them and the cursor of the next page.
+    pub async fn search(
+        &self,
+        filter: Filter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, Option<i64>)> {
+        self.read(move |connection| {
+            let (condition, mut values) = where_clause(&filter);
+            let mut sql = format!("SELECT {ROW_COLUMNS} FROM messages WHERE {condition}");
+            if let Some(before) = before {
+                values.push(rusqlite::types::Value::Integer(before));
+                sql.push_str(&format!(" AND seq < ?{}", values.len()));
+            }
+            values.push(rusqlite::types::Value::Integer(limit as i64 + 1));
+            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
+            let mut statement = connection.prepare(&sql)?;
+            let mut rows: Vec<MessageRow> = statement
+                .query_map(rusqlite::params_from_iter(values), message_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let next = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|row| row.seq)
+            } else {
+                None
+            };
+            Ok((rows, next))
+        })
+        .await
+    }
+
+    /// One message with its payload and attempts.
+    pub async fn message(&self, id: &str) -> Result<Option<(MessageRow, Vec<u8>, Vec<AttemptRow>)>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            let Some(row) = connection
+                .query_row(
+                    &format!("SELECT {ROW_COLUMNS} FROM messages WHERE id = ?1"),
+                    [&id],
+                    message_row,
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let payload: Vec<u8> = connection.query_row(
+                "SELECT payload FROM messages WHERE seq = ?1",
+                [row.seq],
+                |found| found.get(0),
+            )?;
+            let mut statement = connection.prepare(
+                "SELECT number, at, http_status, latency_ms, error, response FROM attempts WHERE message_seq = ?1 ORDER BY number",
+            )?;
+            let attempts = statement
+                .query_map([row.seq], |found| {
+                    Ok(AttemptRow {
+                        number: found.get(0)?,
+                        at: found.get(1)?,
+                        http_status: found.get(2)?,
+                        latency_ms: found.get(3)?,
+                        error: found.get(4)?,
+                        response: found.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some((row, payload, attempts)))
+        })
+        .await
+    }
+
+    /// Messages per route and status.
+    pub async fn counts(&self) -> Result<Vec<Count>> {
+        self.read(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT route, status, count(*) FROM messages GROUP BY route, status ORDER BY route, status",
+            )?;
+            let counts = statement
+                .query_map([], |row| {
+                    Ok(Count {
+                        route: row.get(0)?,
+                        status: row.get(1)?,
+                        messages: row.get(2)?,
+                    })
+                })?
+                .collect();
+            counts
+        })
+        .await
+    }
+
+    /// How many messages wait for delivery in all routes.
+    pub async fn pending(&self) -> Result<u64> {
+        self.read(|connection| {
+            connection.query_row(
+                "SELECT count(*) FROM messages WHERE status = 'pending'",
+                [],
+                |row| row.get::<_, i64>(0).map(|count| count as u64),
+            )
+        })
+        .await
+    }
+
+    /// Deletes `route`'s messages in `status` finished before `before_ms`, with their
+    /// attempts, a bounded number per transaction; returns how many.
+    pub async fn prune(&self, route: &str, status: &'static str, before_ms: i64) -> Result<u64> {
+        let route = route.to_string();
+        let mut total = 0;
+        loop {
+            let route = route.clone();
+            let deleted = self
+                .write(move |connection| {
+                    let transaction = connection.transaction()?;
+                    transaction.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS pruned (seq INTEGER PRIMARY KEY)",
+                        [],
+                    )?;
+                    transaction.execute("DELETE FROM pruned", [])?;
+                    transaction.execute(
+                        "INSERT INTO pruned SELECT seq FROM messages WHERE route = ?1 AND status = ?2 AND finished_at < ?3 LIMIT 5000",
+                        params![route, status, before_ms],
+                    )?;
+                    transaction.execute(
+                        "DELETE FROM attempts WHERE message_seq IN (SELECT seq FROM pruned)",
+                        [],
+                    )?;
+                    let deleted = transaction
+                        .execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM pruned)", [])?;
+                    transaction.commit()?;
+                    Ok(deleted as u64)
+                })
+                .await?;
+            total += deleted;
+            if deleted < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        route: row.get(2)?,
+        topic: row.get(3)?,
+        partition: row.get(4)?,
+        offset: row.get(5)?,
+        position: row.get(6)?,
+        key: row.get(7)?,
+        status: row.get(8)?,
+        attempts: row.get(9)?,
+        last_http_status: row.get(10)?,
+        last_error: row.get(11)?,
+        created_at: row.get(12)?,
+        first_attempt_at: row.get(13)?,
+        last_attempt_at: row.get(14)?,
+        next_attempt_at: row.get(15)?,
+    })
+}
+
+/// The SQL condition of a filter and its values (numbered from ?1).
+fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as Sql;
+    let mut conditions = vec!["1 = 1".to_string()];
+    let mut values: Vec<Sql> = Vec::new();
+    let mut equal = |column: &str, value: &Option<String>, conditions: &mut Vec<String>| {
+        if let Some(value) = value {
+            values.push(Sql::Text(value.clone()));
+            conditions.push(format!("{column} = ?{}", values.len()));
+        }
+    };
+    equal("status", &filter.status, &mut conditions);
+    equal("route", &filter.route, &mut conditions);
+    equal("topic", &filter.topic, &mut conditions);
+    equal("message_key", &filter.key, &mut conditions);
+    if let Some(since) = filter.since_ms {
+        values.push(Sql::Integer(since));
+        conditions.push(format!("created_at >= ?{}", values.len()));
+    }
+    if let Some(until) = filter.until_ms {
+        values.push(Sql::Integer(until));
+        conditions.push(format!("created_at < ?{}", values.len()));
+    }
+    if let Some(text) = &filter.text {
+        values.push(Sql::Text(text.clone()));
+        let at = values.len();
+        conditions.push(format!(
+            "(instr(CAST(payload AS TEXT), ?{at}) > 0 OR instr(coalesce(last_error, ''), ?{at}) > 0 OR id = ?{at})"
+        ));
+    }
+    (conditions.join(" AND "), values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, key: &str) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            route: "orders".into(),
+            topic: "public.orders".into(),
+            partition: None,
+            offset: None,
+            position: Some("postgres:0/1".into()),
+            key: Some(key.into()),
+            payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+            created_at_ms: 1000,
+            refused: None,
+        }
+    }
+
+    fn attempt(at_ms: i64, status: u16) -> Attempt {
+        Attempt {
+            at_ms,
+            http_status: Some(status),
+            latency_ms: 1.0,
+            error: None,
+            response: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn key_order_holds_back_only_the_failed_key() {
+        let directory = std::env::temp_dir().join(format!("ferry-relay-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        let messages = vec![message("a1", "a"), message("b1", "b"), message("a2", "a")];
+        assert_eq!(
+            log.ingest(messages.clone(), Some(("source".into(), "postgres:0/2".into())))
+                .await
+                .unwrap(),
+            3
+        );
+        // The same messages again (a replay after a crash) are not stored twice.
+        assert_eq!(log.ingest(messages, None).await.unwrap(), 0);
+        assert_eq!(log.checkpoint("source").await.unwrap().as_deref(), Some("postgres:0/2"));
+        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a1", "b1"]);
+        // a1 is parked; b1 delivered: a2 waits behind a1.
+        log.record(vec![
+            Outcome { seq: due[0].seq, attempt: attempt(2000, 400), next: Next::Failed },
+            Outcome { seq: due[1].seq, attempt: attempt(2000, 200), next: Next::Delivered },
+        ])
+        .await
+        .unwrap();
+        assert!(log.due("orders", Ordering::Key, 3000, 10).await.unwrap().is_empty());
+        let none = log.due("orders", Ordering::None, 3000, 10).await.unwrap();
+        assert_eq!(none.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+        // Retrying the failed one puts it first again, with a fresh budget.
+        let failed = Filter { status: Some("failed".into()), ..Filter::default() };
+        assert_eq!(log.retry(failed.clone(), 3000).await.unwrap(), 1);
+        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|m| (m.id.as_str(), m.attempts_in_budget)).collect::<Vec<_>>(), [("a1", 0)]);
+        let (rows, next) = log.search(Filter::default(), None, 2).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a2", "b1"]);
+        let (rows, next) = log.search(Filter::default(), next, 2).await.unwrap();
+        assert_eq!((rows.len(), next), (1, None));
+        let (message, payload, attempts) = log.message("a1").await.unwrap().unwrap();
+        assert_eq!((message.status.as_str(), message.attempts), ("pending", 1));
+        assert_eq!(payload, b"{\"id\":\"a1\"}");
+        assert_eq!(attempts[0].http_status, Some(400));
+        let text = Filter { text: Some("\"b1\"".into()), ..Filter::default() };
+        assert_eq!(log.search(text, None, 10).await.unwrap().0.len(), 1);
+        // Retention removes finished messages only.
+        assert_eq!(log.prune("orders", "delivered", 2001).await.unwrap(), 1);
+        assert_eq!(log.pending().await.unwrap(), 2);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
