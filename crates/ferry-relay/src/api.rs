@@ -66,21 +66,33 @@ impl Api {
         };
         match result {
             Ok(value) => Response::json(200, &value),
-            Err((status, message)) => Response::json(status, &serde_json::json!({ "error": message })),
+            Err((status, message)) => {
+                Response::json(status, &serde_json::json!({ "error": message }))
+            }
         }
     }
 
     async fn search(&self, request: &Request) -> Result<serde_json::Value, (u16, String)> {
         let filter = filter_from(&|name| request.parameter(name).map(str::to_string))?;
         let limit = match request.parameter("limit") {
-            Some(limit) => limit.parse::<usize>().map_err(|_| (400, format!("limit '{limit}' is not a number")))?.clamp(1, 500),
+            Some(limit) => limit
+                .parse::<usize>()
+                .map_err(|_| (400, format!("limit '{limit}' is not a number")))?
+                .clamp(1, 500),
             None => 50,
         };
         let before = match request.parameter("next") {
-            Some(next) => Some(next.parse::<i64>().map_err(|_| (400, format!("next '{next}' is not a cursor this API gave")))?),
+            Some(next) => Some(
+                next.parse::<i64>()
+                    .map_err(|_| (400, format!("next '{next}' is not a cursor this API gave")))?,
+            ),
             None => None,
         };
-        let (rows, next) = self.log.search(filter, before, limit).await.map_err(internal)?;
+        let (rows, next) = self
+            .log
+            .search(filter, before, limit)
+            .await
+            .map_err(internal)?;
         Ok(serde_json::json!({
             "messages": rows.iter().map(row_json).collect::<Vec<_>>(),
             "next": next.map(|seq| seq.to_string()),
@@ -98,7 +110,10 @@ impl Api {
                 object.insert("payload".into(), serde_json::Value::String(text));
             }
             Err(bytes) => {
-                object.insert("payload_base64".into(), serde_json::Value::String(base64(bytes.as_bytes())));
+                object.insert(
+                    "payload_base64".into(),
+                    serde_json::Value::String(base64(bytes.as_bytes())),
+                );
             }
         }
         object.insert(
@@ -126,7 +141,11 @@ impl Api {
         if self.log.message(id).await.map_err(internal)?.is_none() {
             return Err((404, format!("no message {id}")));
         }
-        let retried = self.log.retry_message(id, now_ms()).await.map_err(internal)?;
+        let retried = self
+            .log
+            .retry_message(id, now_ms())
+            .await
+            .map_err(internal)?;
         self.wake.notify_waiters();
         Ok(serde_json::json!({ "retried": u64::from(retried) }))
     }
@@ -135,7 +154,8 @@ impl Api {
         let body: serde_json::Value = if request.body.iter().all(u8::is_ascii_whitespace) {
             serde_json::json!({})
         } else {
-            serde_json::from_slice(&request.body).map_err(|error| (400, format!("the body is not JSON: {error}")))?
+            serde_json::from_slice(&request.body)
+                .map_err(|error| (400, format!("the body is not JSON: {error}")))?
         };
         let Some(object) = body.as_object() else {
             return Err((400, "the body must be a JSON object of filters, like {\"status\": \"failed\", \"route\": \"orders\"}".into()));
@@ -210,15 +230,21 @@ fn filter_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Filter, (u16, Str
     let status = get("status");
     if let Some(status) = &status {
         if !["pending", "delivered", "failed"].contains(&status.as_str()) {
-            return Err((400, format!("status '{status}' is not pending, delivered or failed")));
+            return Err((
+                400,
+                format!("status '{status}' is not pending, delivered or failed"),
+            ));
         }
     }
     let time = |name: &str| -> Result<Option<i64>, (u16, String)> {
         match get(name) {
             None => Ok(None),
-            Some(text) => parse_time(&text)
-                .map(Some)
-                .ok_or_else(|| (400, format!("{name} '{text}' is not an RFC 3339 time or Unix milliseconds"))),
+            Some(text) => parse_time(&text).map(Some).ok_or_else(|| {
+                (
+                    400,
+                    format!("{name} '{text}' is not an RFC 3339 time or Unix milliseconds"),
+                )
+            }),
         }
     };
     Ok(Filter {
@@ -245,7 +271,11 @@ pub fn parse_time(text: &str) -> Option<i64> {
         None => (text, "00:00:00Z"),
     };
     let mut date_parts = date.split('-');
-    let (year, month, day) = (number(date_parts.next()?)?, number(date_parts.next()?)?, number(date_parts.next()?)?);
+    let (year, month, day) = (
+        number(date_parts.next()?)?,
+        number(date_parts.next()?)?,
+        number(date_parts.next()?)?,
+    );
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
@@ -255,7 +285,10 @@ pub fn parse_time(text: &str) -> Option<i64> {
         let (clock, offset) = rest.split_at(at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (hours, minutes) = offset[1..].split_once(':')?;
-        (clock, sign * (number(hours)? * 3600 + number(minutes)? * 60))
+        (
+            clock,
+            sign * (number(hours)? * 3600 + number(minutes)? * 60),
+        )
     } else {
         (rest, 0)
     };
@@ -290,7 +323,10 @@ mod tests {
         assert_eq!(parse_time("0"), Some(0));
         assert_eq!(parse_time("1970-01-01T00:00:01Z"), Some(1000));
         assert_eq!(parse_time("2000-02-29T00:00:00.5Z"), Some(951_782_400_500));
-        assert_eq!(parse_time("2000-02-29T01:00:00+01:00"), Some(951_782_400_000));
+        assert_eq!(
+            parse_time("2000-02-29T01:00:00+01:00"),
+            Some(951_782_400_000)
+        );
         assert_eq!(parse_time("2000-02-29"), Some(951_782_400_000));
         assert_eq!(parse_time("2000-13-01"), None);
         assert_eq!(parse_time("soon"), None);

@@ -134,7 +134,11 @@ impl std::fmt::Debug for Route {
             .field("ordering", &self.ordering)
             .field(
                 "headers",
-                &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
             )
             .field("signed", &self.signing_key.is_some())
             .finish()
@@ -242,7 +246,10 @@ pub fn parse(
     if !problems.is_empty() {
         return Err(Error::operator(
             "config.invalid",
-            format!("the relay settings have problems:\n  - {}", problems.join("\n  - ")),
+            format!(
+                "the relay settings have problems:\n  - {}",
+                problems.join("\n  - ")
+            ),
         )
         .with_hint("fix the settings named above"));
     }
@@ -332,7 +339,11 @@ fn parse_route(
     };
     let mut headers = Vec::new();
     for (header, value) in route.headers.unwrap_or_default() {
-        if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if header.is_empty()
+            || !header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             problems.push(format!("{at}: header name '{header}' is not a header name"));
             continue;
         }
@@ -363,7 +374,13 @@ fn parse_route(
     if concurrency == 0 || concurrency > 1024 {
         problems.push(format!("{at}: concurrency must be 1 to 1024"));
     }
-    let ca_file = route.ca_file.map(|path| if path.is_absolute() { path } else { base.join(path) });
+    let ca_file = route.ca_file.map(|path| {
+        if path.is_absolute() {
+            path
+        } else {
+            base.join(path)
+        }
+    });
     if problems.len() > before {
         return None;
     }
@@ -405,7 +422,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// Replaces `${NAME}` with the variable's value; the name of a missing one is the error.
-fn expand(value: &str, environment: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+fn expand(
+    value: &str,
+    environment: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut expanded = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -473,7 +493,10 @@ ordering = "none"
         assert_eq!(route.max_retries, 3);
         assert_eq!(route.backoff, Duration::from_secs(1));
         assert_eq!(route.max_backoff, Duration::from_secs(600));
-        assert_eq!(route.headers, vec![("Authorization".to_string(), "Bearer s3cret".to_string())]);
+        assert_eq!(
+            route.headers,
+            vec![("Authorization".to_string(), "Bearer s3cret".to_string())]
+        );
         assert_eq!(route.ordering, Ordering::None);
         assert!(route.signing_key.is_some());
         let debug = format!("{route:?}");
@@ -511,7 +534,9 @@ format = "xml"
             assert!(message.contains(expected), "{expected} not in {message}");
         }
         assert_eq!(
-            parse("nonsense = 1", Path::new("."), &environment).unwrap_err().code(),
+            parse("nonsense = 1", Path::new("."), &environment)
+                .unwrap_err()
+                .code(),
             "config.malformed"
         );
     }

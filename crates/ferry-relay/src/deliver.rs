@@ -64,7 +64,12 @@ pub fn classify(result: &std::result::Result<Response, HttpError>) -> Verdict {
 }
 
 /// The wait before attempt `made + 1`, after `made` attempts (`jitter` in [0, 1)).
-pub fn retry_delay(route: &Route, made: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub fn retry_delay(
+    route: &Route,
+    made: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
     let doublings = made.saturating_sub(1).min(40);
     let base = route
         .backoff
@@ -114,7 +119,10 @@ pub enum Permit {
 
 impl Breakers {
     pub fn permit(&self, origin: &str) -> Permit {
-        let states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match states.get(origin).and_then(|breaker| breaker.open_until) {
             Some(until) if Instant::now() < until => Permit::WaitUntil(until),
             Some(_) => Permit::Probe,
@@ -124,7 +132,10 @@ impl Breakers {
 
     /// Notes an attempt's result: `true` when the endpoint answered (even with a refusal).
     pub fn observe(&self, origin: &str, answered: bool) {
-        let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let breaker = states.entry(origin.to_string()).or_insert(Breaker {
             failures_in_a_row: 0,
             open_until: None,
@@ -132,7 +143,10 @@ impl Breakers {
         });
         if answered {
             if breaker.open_until.is_some() {
-                info!(endpoint = origin, "the endpoint answers again: circuit closed");
+                info!(
+                    endpoint = origin,
+                    "the endpoint answers again: circuit closed"
+                );
             }
             breaker.failures_in_a_row = 0;
             breaker.open_until = None;
@@ -145,7 +159,12 @@ impl Breakers {
             breaker.cooldown = (breaker.cooldown * 2).min(Duration::from_secs(60));
             breaker.open_until = Some(Instant::now() + breaker.cooldown);
         } else if breaker.failures_in_a_row >= BREAKER_THRESHOLD {
-            warn!(endpoint = origin, failures = breaker.failures_in_a_row, cooldown_ms = breaker.cooldown.as_millis() as u64, "the endpoint keeps failing: circuit open");
+            warn!(
+                endpoint = origin,
+                failures = breaker.failures_in_a_row,
+                cooldown_ms = breaker.cooldown.as_millis() as u64,
+                "the endpoint keeps failing: circuit open"
+            );
             breaker.open_until = Some(Instant::now() + breaker.cooldown);
         }
     }
@@ -225,7 +244,10 @@ impl Worker {
                 .collect()
                 .await;
             for outcome in &outcomes {
-                let answered = outcome.attempt.http_status.is_some_and(|status| !(status == 408 || status == 429 || status >= 500));
+                let answered = outcome
+                    .attempt
+                    .http_status
+                    .is_some_and(|status| !(status == 408 || status == 429 || status >= 500));
                 self.breakers.observe(&origin, answered);
             }
             if !matches!(self.breakers.permit(&origin), Permit::WaitUntil(_)) {
@@ -233,7 +255,8 @@ impl Worker {
             }
             for outcome in &outcomes {
                 self.counters.attempts.fetch_add(1, AtomicOrdering::Relaxed);
-                self.counters.observe_latency(outcome.attempt.latency_ms / 1000.0);
+                self.counters
+                    .observe_latency(outcome.attempt.latency_ms / 1000.0);
                 let counter = match outcome.next {
                     Next::Delivered => &self.counters.delivered,
                     Next::RetryAt(_) => &self.counters.retried,
@@ -251,12 +274,18 @@ impl Worker {
         let timestamp = now_ms() / 1000;
         let mut headers: Vec<(String, String)> = vec![
             ("Content-Type".into(), "application/json".into()),
-            ("User-Agent".into(), concat!("ferry-relay/", env!("CARGO_PKG_VERSION")).into()),
+            (
+                "User-Agent".into(),
+                concat!("ferry-relay/", env!("CARGO_PKG_VERSION")).into(),
+            ),
             ("webhook-id".into(), message.id.clone()),
             ("webhook-timestamp".into(), timestamp.to_string()),
             ("ferry-route".into(), route.name.clone()),
             ("ferry-topic".into(), message.topic.clone()),
-            ("ferry-attempt".into(), (message.attempts_in_budget + 1).to_string()),
+            (
+                "ferry-attempt".into(),
+                (message.attempts_in_budget + 1).to_string(),
+            ),
         ];
         if let Some(partition) = message.partition {
             headers.push(("ferry-partition".into(), partition.to_string()));
@@ -275,7 +304,13 @@ impl Worker {
         let at_ms = now_ms();
         let result = self
             .client
-            .send("POST", &route.target, &headers, &message.payload, route.timeout)
+            .send(
+                "POST",
+                &route.target,
+                &headers,
+                &message.payload,
+                route.timeout,
+            )
             .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let verdict = classify(&result);
@@ -287,8 +322,8 @@ impl Worker {
                     &response.body[..response.body.len().min(RESPONSE_SNIPPET)],
                 )
                 .into_owned();
-                let error = (verdict != Verdict::Delivered)
-                    .then(|| format!("HTTP {}", response.status));
+                let error =
+                    (verdict != Verdict::Delivered).then(|| format!("HTTP {}", response.status));
                 (Some(response.status), error, Some(snippet))
             }
             Err(error) => (None, Some(error.to_string()), None),
@@ -340,7 +375,10 @@ mod tests {
     fn response(status: u16, headers: &[(&str, &str)]) -> std::result::Result<Response, HttpError> {
         Ok(Response {
             status,
-            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
             body: vec![],
         })
     }
@@ -349,7 +387,10 @@ mod tests {
     fn verdicts() {
         assert_eq!(classify(&response(204, &[])), Verdict::Delivered);
         assert_eq!(classify(&response(503, &[])), Verdict::Retry(None));
-        assert_eq!(classify(&response(429, &[("Retry-After", "7")])), Verdict::Retry(Some(Duration::from_secs(7))));
+        assert_eq!(
+            classify(&response(429, &[("Retry-After", "7")])),
+            Verdict::Retry(Some(Duration::from_secs(7)))
+        );
         assert_eq!(classify(&response(408, &[])), Verdict::Retry(None));
         assert_eq!(classify(&response(400, &[])), Verdict::Refused);
         assert_eq!(classify(&response(301, &[])), Verdict::Refused);
@@ -359,17 +400,41 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_and_stops_at_the_budget() {
         let route = route();
-        assert_eq!(retry_delay(&route, 1, None, 0.5), Duration::from_millis(500));
-        assert_eq!(retry_delay(&route, 2, None, 0.5), Duration::from_millis(1000));
-        assert_eq!(retry_delay(&route, 3, None, 0.0), Duration::from_millis(1600));
+        assert_eq!(
+            retry_delay(&route, 1, None, 0.5),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            retry_delay(&route, 2, None, 0.5),
+            Duration::from_millis(1000)
+        );
+        assert_eq!(
+            retry_delay(&route, 3, None, 0.0),
+            Duration::from_millis(1600)
+        );
         assert_eq!(retry_delay(&route, 30, None, 0.99), Duration::from_secs(10));
-        assert_eq!(retry_delay(&route, 1, Some(Duration::from_secs(7)), 0.5), Duration::from_secs(7));
-        assert_eq!(retry_delay(&route, 1, Some(Duration::from_secs(700)), 0.5), Duration::from_secs(10));
+        assert_eq!(
+            retry_delay(&route, 1, Some(Duration::from_secs(7)), 0.5),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_delay(&route, 1, Some(Duration::from_secs(700)), 0.5),
+            Duration::from_secs(10)
+        );
         // max_retries = 3: attempts 1..=3 retry, the 4th failure parks.
-        assert_eq!(next_step(&route, Verdict::Retry(None), 3, 0, 0.5), Next::RetryAt(2000));
-        assert_eq!(next_step(&route, Verdict::Retry(None), 4, 0, 0.5), Next::Failed);
+        assert_eq!(
+            next_step(&route, Verdict::Retry(None), 3, 0, 0.5),
+            Next::RetryAt(2000)
+        );
+        assert_eq!(
+            next_step(&route, Verdict::Retry(None), 4, 0, 0.5),
+            Next::Failed
+        );
         assert_eq!(next_step(&route, Verdict::Refused, 1, 0, 0.5), Next::Failed);
-        assert_eq!(next_step(&route, Verdict::Delivered, 4, 0, 0.5), Next::Delivered);
+        assert_eq!(
+            next_step(&route, Verdict::Delivered, 4, 0, 0.5),
+            Next::Delivered
+        );
     }
 
     #[test]

@@ -258,7 +258,11 @@ fn push_float(text: &mut String, value: f64, shortest: &str) {
     if value.is_nan() {
         text.push_str("\"NaN\"");
     } else if value.is_infinite() {
-        text.push_str(if value > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+        text.push_str(if value > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
     } else {
         // Rust prints the shortest text that reads back as the same float.
         text.push_str(shortest);
@@ -294,11 +298,16 @@ pub fn rfc3339(unix_micros: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
@@ -322,9 +331,18 @@ mod tests {
             id: 1,
             table: TableName::new("public", "orders"),
             columns: vec![
-                RelationColumn { name: "id".into(), is_key: keyed },
-                RelationColumn { name: "note".into(), is_key: false },
-                RelationColumn { name: "doc".into(), is_key: false },
+                RelationColumn {
+                    name: "id".into(),
+                    is_key: keyed,
+                },
+                RelationColumn {
+                    name: "note".into(),
+                    is_key: false,
+                },
+                RelationColumn {
+                    name: "doc".into(),
+                    is_key: false,
+                },
             ],
         })
     }
@@ -401,7 +419,10 @@ mod tests {
         assert_eq!(document.key, "public.orders");
         let json = parsed(&document);
         assert_eq!(json["key"], serde_json::Value::Null);
-        assert_eq!(json["before"], serde_json::json!({"id": 1, "note": null, "doc": "AP8="}));
+        assert_eq!(
+            json["before"],
+            serde_json::json!({"id": 1, "note": null, "doc": "AP8="})
+        );
     }
 
     #[test]

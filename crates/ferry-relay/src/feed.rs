@@ -48,7 +48,13 @@ pub const CHECKPOINT: &str = "source";
 pub fn stream_name(relay: &str) -> String {
     let cleaned: String = relay
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("relay_{cleaned}")
 }
@@ -74,14 +80,23 @@ impl Feed {
         let mut routes = Vec::new();
         let mut all_patterns = Vec::new();
         for route in &self.routes {
-            let selection = Selection::parse(&route.patterns).map_err(|error| error.context(format!("route '{}'", route.name)))?;
+            let selection = Selection::parse(&route.patterns)
+                .map_err(|error| error.context(format!("route '{}'", route.name)))?;
             all_patterns.extend(route.patterns.iter().cloned());
-            routes.push(RouteTables { route: route.clone(), selection });
+            routes.push(RouteTables {
+                route: route.clone(),
+                selection,
+            });
         }
-        let catalog = source.read_catalog(&Selection::parse(&all_patterns)?).await?;
+        let catalog = source
+            .read_catalog(&Selection::parse(&all_patterns)?)
+            .await?;
         let tables: Vec<TableSchema> = catalog.tables;
         for route in &routes {
-            if !tables.iter().any(|table| route.selection.matches(&table.name)) {
+            if !tables
+                .iter()
+                .any(|table| route.selection.matches(&table.name))
+            {
                 return Err(Error::operator(
                     "relay.no_tables",
                     format!("route '{}' matches no table of the source ({})", route.route.name, route.route.patterns.join(", ")),
@@ -93,15 +108,22 @@ impl Feed {
     }
 
     /// Runs until shutdown (Ok) or a failure (the caller retries transient ones).
-    pub async fn run(&self, source: &dyn Source, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(
+        &self,
+        source: &dyn Source,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
         let (tables, routes) = self.tables(source).await?;
         let names: Vec<TableName> = tables.iter().map(|table| table.name.clone()).collect();
         let stream_name = stream_name(&self.relay);
         let start = match self.log.checkpoint(CHECKPOINT).await? {
             Some(stored) => {
                 let position = Position::from_storage(&stored).ok_or_else(|| {
-                    Error::operator("relay.checkpoint", format!("the log's checkpoint '{stored}' is not a position"))
-                        .with_hint("the log belongs to another source: point [log] url at a new file")
+                    Error::operator(
+                        "relay.checkpoint",
+                        format!("the log's checkpoint '{stored}' is not a position"),
+                    )
+                    .with_hint("the log belongs to another source: point [log] url at a new file")
                 })?;
                 source.update_stream(&stream_name, &names).await?;
                 position
@@ -116,7 +138,9 @@ impl Feed {
             }
         };
         info!(position = %start, tables = names.len(), "reading the source's changes");
-        let mut stream = source.open_stream(&stream_name, start, &tables, &[]).await?;
+        let mut stream = source
+            .open_stream(&stream_name, start, &tables, &[])
+            .await?;
         let mut buffered: Vec<NewMessage> = Vec::new();
         let mut checkpoint: Option<Position> = None;
         let mut buffered_since = Instant::now();
@@ -143,8 +167,12 @@ impl Feed {
                 }
             };
             let Some(event) = event else {
-                self.flush(&mut buffered, &mut checkpoint, &mut *stream).await?;
-                return Err(Error::transient("relay.stream_ended", "the source's change stream ended"));
+                self.flush(&mut buffered, &mut checkpoint, &mut *stream)
+                    .await?;
+                return Err(Error::transient(
+                    "relay.stream_ended",
+                    "the source's change stream ended",
+                ));
             };
             match event {
                 StreamEvent::Begin { at } => {
@@ -163,10 +191,19 @@ impl Feed {
                     };
                     for document in documents(&change, &coordinates) {
                         let topic = document.table.to_string();
-                        for route in routes.iter().filter(|route| route.selection.matches(&document.table)) {
+                        for route in routes
+                            .iter()
+                            .filter(|route| route.selection.matches(&document.table))
+                        {
                             let index_text = index.to_string();
                             buffered.push(NewMessage {
-                                id: message_id(&[&self.relay, &route.route.name, &transaction_at, &index_text, &topic]),
+                                id: message_id(&[
+                                    &self.relay,
+                                    &route.route.name,
+                                    &transaction_at,
+                                    &index_text,
+                                    &topic,
+                                ]),
                                 route: route.route.name.clone(),
                                 topic: topic.clone(),
                                 partition: None,
@@ -183,17 +220,22 @@ impl Feed {
                     if buffered.len() >= FLUSH_MESSAGES {
                         // Part of a large transaction: stored without a checkpoint (its ids
                         // make a second reading harmless).
-                        self.flush(&mut buffered, &mut checkpoint, &mut *stream).await?;
+                        self.flush(&mut buffered, &mut checkpoint, &mut *stream)
+                            .await?;
                         buffered_since = Instant::now();
                     }
                 }
-                StreamEvent::Commit { position, commit_time_unix_micros } => {
+                StreamEvent::Commit {
+                    position,
+                    commit_time_unix_micros,
+                } => {
                     in_transaction = false;
                     stamp_commit_time(&mut buffered, &transaction_at, commit_time_unix_micros);
                     last_position = position;
                     checkpoint = Some(position);
                     if buffered.len() >= FLUSH_MESSAGES {
-                        self.flush(&mut buffered, &mut checkpoint, &mut *stream).await?;
+                        self.flush(&mut buffered, &mut checkpoint, &mut *stream)
+                            .await?;
                         buffered_since = Instant::now();
                     }
                 }
@@ -225,23 +267,34 @@ impl Feed {
         let count = messages.len();
         let mut per_route: Vec<(String, u64)> = Vec::new();
         for message in &messages {
-            match per_route.iter_mut().find(|(route, _)| *route == message.route) {
+            match per_route
+                .iter_mut()
+                .find(|(route, _)| *route == message.route)
+            {
                 Some((_, total)) => *total += 1,
                 None => per_route.push((message.route.clone(), 1)),
             }
         }
         let position = checkpoint.take();
         self.log
-            .ingest(messages, position.map(|position| (CHECKPOINT.to_string(), position.to_storage())))
+            .ingest(
+                messages,
+                position.map(|position| (CHECKPOINT.to_string(), position.to_storage())),
+            )
             .await?;
         if let Some(position) = position {
             stream.acknowledge(position);
         }
         for (route, total) in per_route {
-            self.metrics.route(&route).ingested.fetch_add(total, AtomicOrdering::Relaxed);
+            self.metrics
+                .route(&route)
+                .ingested
+                .fetch_add(total, AtomicOrdering::Relaxed);
         }
         if count > 0 {
-            self.metrics.pending.fetch_add(count as u64, AtomicOrdering::Relaxed);
+            self.metrics
+                .pending
+                .fetch_add(count as u64, AtomicOrdering::Relaxed);
             self.wake.notify_waiters();
         }
         Ok(())
@@ -267,7 +320,11 @@ fn stamp_commit_time(buffered: &mut [NewMessage], transaction_at: &str, micros: 
     let prefix = format!("{transaction_at}#");
     let stamp = format!("\"commit_time\":\"{}\"", crate::document::rfc3339(micros));
     for message in buffered.iter_mut().rev() {
-        if !message.position.as_deref().is_some_and(|position| position.starts_with(&prefix)) {
+        if !message
+            .position
+            .as_deref()
+            .is_some_and(|position| position.starts_with(&prefix))
+        {
             break;
         }
         if let Ok(text) = std::str::from_utf8(&message.payload) {

@@ -82,10 +82,17 @@ pub async fn run(
         let client = match clients.get(&route.ca_file) {
             Some(client) => client.clone(),
             None => {
-                let client = Arc::new(HttpClient::new(route.ca_file.as_deref()).map_err(|problem| {
-                    Error::operator("config.ca_file", format!("route '{}': ca_file {problem}", route.name))
-                        .with_hint("give a readable PEM file of the endpoint's certificate authority")
-                })?);
+                let client = Arc::new(HttpClient::new(route.ca_file.as_deref()).map_err(
+                    |problem| {
+                        Error::operator(
+                            "config.ca_file",
+                            format!("route '{}': ca_file {problem}", route.name),
+                        )
+                        .with_hint(
+                            "give a readable PEM file of the endpoint's certificate authority",
+                        )
+                    },
+                )?);
                 clients.insert(route.ca_file.clone(), client.clone());
                 client
             }
@@ -101,7 +108,12 @@ pub async fn run(
         };
         workers.spawn(keep_delivering(worker, shutdown.clone()));
     }
-    workers.spawn(keep_pruning(log.clone(), routes.clone(), metrics.clone(), shutdown.clone()));
+    workers.spawn(keep_pruning(
+        log.clone(),
+        routes.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     info!(relay = %config.name, routes = routes.len(), log = %config.log_path.display(), "relay started");
     let feed = Feed {
         relay: config.name.clone(),
@@ -119,7 +131,11 @@ pub async fn run(
 }
 
 /// Runs the feed, starting it again after transient failures (1 s, doubling to 30 s).
-async fn supervise_feed(feed: &Feed, source: &dyn Source, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+async fn supervise_feed(
+    feed: &Feed,
+    source: &dyn Source,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = std::time::Instant::now();
@@ -177,7 +193,9 @@ async fn keep_pruning(
                 let before = now_ms() - retention.as_millis() as i64;
                 match log.prune(&route.name, status, before).await {
                     Ok(0) => {}
-                    Ok(deleted) => info!(route = %route.name, status, deleted, "retention: old messages removed from the log"),
+                    Ok(deleted) => {
+                        info!(route = %route.name, status, deleted, "retention: old messages removed from the log")
+                    }
                     Err(error) => warn!(error = %error, "retention failed; trying again later"),
                 }
             }

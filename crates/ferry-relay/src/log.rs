@@ -209,7 +209,10 @@ fn open_connection(path: &Path) -> Result<Connection> {
 impl DeliveryLog {
     /// Opens (creating when missing) the log at `path`.
     pub fn open(path: &Path) -> Result<DeliveryLog> {
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(|error| {
                 Error::operator(
                     "relay.log_open",
@@ -236,7 +239,9 @@ impl DeliveryLog {
         let connection = self.writer.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&mut connection).map_err(|error| storage_error(&path, error))
         })
         .await
@@ -250,7 +255,9 @@ impl DeliveryLog {
         let connection = self.reader.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&mut connection).map_err(|error| storage_error(&path, error))
         })
         .await
@@ -492,7 +499,10 @@ impl DeliveryLog {
     }
 
     /// One message with its payload and attempts.
-    pub async fn message(&self, id: &str) -> Result<Option<(MessageRow, Vec<u8>, Vec<AttemptRow>)>> {
+    pub async fn message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(MessageRow, Vec<u8>, Vec<AttemptRow>)>> {
         let id = id.to_string();
         self.read(move |connection| {
             let Some(row) = connection
@@ -684,45 +694,84 @@ mod tests {
 
     #[tokio::test]
     async fn key_order_holds_back_only_the_failed_key() {
-        let directory = std::env::temp_dir().join(format!("ferry-relay-log-{}", std::process::id()));
+        let directory =
+            std::env::temp_dir().join(format!("ferry-relay-log-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
         let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
         let messages = vec![message("a1", "a"), message("b1", "b"), message("a2", "a")];
         assert_eq!(
-            log.ingest(messages.clone(), Some(("source".into(), "postgres:0/2".into())))
-                .await
-                .unwrap(),
+            log.ingest(
+                messages.clone(),
+                Some(("source".into(), "postgres:0/2".into()))
+            )
+            .await
+            .unwrap(),
             3
         );
         // The same messages again (a replay after a crash) are not stored twice.
         assert_eq!(log.ingest(messages, None).await.unwrap(), 0);
-        assert_eq!(log.checkpoint("source").await.unwrap().as_deref(), Some("postgres:0/2"));
+        assert_eq!(
+            log.checkpoint("source").await.unwrap().as_deref(),
+            Some("postgres:0/2")
+        );
         let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        assert_eq!(due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a1", "b1"]);
+        assert_eq!(
+            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a1", "b1"]
+        );
         // a1 is parked; b1 delivered: a2 waits behind a1.
         log.record(vec![
-            Outcome { seq: due[0].seq, attempt: attempt(2000, 400), next: Next::Failed },
-            Outcome { seq: due[1].seq, attempt: attempt(2000, 200), next: Next::Delivered },
+            Outcome {
+                seq: due[0].seq,
+                attempt: attempt(2000, 400),
+                next: Next::Failed,
+            },
+            Outcome {
+                seq: due[1].seq,
+                attempt: attempt(2000, 200),
+                next: Next::Delivered,
+            },
         ])
         .await
         .unwrap();
-        assert!(log.due("orders", Ordering::Key, 3000, 10).await.unwrap().is_empty());
+        assert!(log
+            .due("orders", Ordering::Key, 3000, 10)
+            .await
+            .unwrap()
+            .is_empty());
         let none = log.due("orders", Ordering::None, 3000, 10).await.unwrap();
-        assert_eq!(none.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+        assert_eq!(
+            none.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a2"]
+        );
         // Retrying the failed one puts it first again, with a fresh budget.
-        let failed = Filter { status: Some("failed".into()), ..Filter::default() };
+        let failed = Filter {
+            status: Some("failed".into()),
+            ..Filter::default()
+        };
         assert_eq!(log.retry(failed.clone(), 3000).await.unwrap(), 1);
         let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-        assert_eq!(due.iter().map(|m| (m.id.as_str(), m.attempts_in_budget)).collect::<Vec<_>>(), [("a1", 0)]);
+        assert_eq!(
+            due.iter()
+                .map(|m| (m.id.as_str(), m.attempts_in_budget))
+                .collect::<Vec<_>>(),
+            [("a1", 0)]
+        );
         let (rows, next) = log.search(Filter::default(), None, 2).await.unwrap();
-        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a2", "b1"]);
+        assert_eq!(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a2", "b1"]
+        );
         let (rows, next) = log.search(Filter::default(), next, 2).await.unwrap();
         assert_eq!((rows.len(), next), (1, None));
         let (message, payload, attempts) = log.message("a1").await.unwrap().unwrap();
         assert_eq!((message.status.as_str(), message.attempts), ("pending", 1));
         assert_eq!(payload, b"{\"id\":\"a1\"}");
         assert_eq!(attempts[0].http_status, Some(400));
-        let text = Filter { text: Some("\"b1\"".into()), ..Filter::default() };
+        let text = Filter {
+            text: Some("\"b1\"".into()),
+            ..Filter::default()
+        };
         assert_eq!(log.search(text, None, 10).await.unwrap().0.len(), 1);
         // Retention removes finished messages only.
         assert_eq!(log.prune("orders", "delivered", 2001).await.unwrap(), 1);

@@ -57,7 +57,10 @@ impl Metrics {
 
     /// Per-route counters as JSON, for the web page.
     pub fn json(&self) -> serde_json::Value {
-        let routes = self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut object = serde_json::Map::new();
         for (name, counters) in routes.iter() {
             object.insert(
@@ -76,33 +79,81 @@ impl Metrics {
     }
 
     pub fn prometheus(&self) -> String {
-        let routes = self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut text = String::new();
         let families: [(&str, &str, fn(&RouteCounters) -> u64); 6] = [
-            ("ferry_relay_delivered_total", "Messages delivered (2xx).", |c| c.delivered.load(Ordering::Relaxed)),
-            ("ferry_relay_failed_total", "Messages parked as failed.", |c| c.failed.load(Ordering::Relaxed)),
-            ("ferry_relay_retried_total", "Attempts that failed and will be retried.", |c| c.retried.load(Ordering::Relaxed)),
-            ("ferry_relay_attempts_total", "Delivery attempts.", |c| c.attempts.load(Ordering::Relaxed)),
-            ("ferry_relay_ingested_total", "Messages taken into the delivery log.", |c| c.ingested.load(Ordering::Relaxed)),
-            ("ferry_relay_breaker_open", "1 while the endpoint's circuit breaker is open.", |c| c.breaker_open.load(Ordering::Relaxed)),
+            (
+                "ferry_relay_delivered_total",
+                "Messages delivered (2xx).",
+                |c| c.delivered.load(Ordering::Relaxed),
+            ),
+            (
+                "ferry_relay_failed_total",
+                "Messages parked as failed.",
+                |c| c.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "ferry_relay_retried_total",
+                "Attempts that failed and will be retried.",
+                |c| c.retried.load(Ordering::Relaxed),
+            ),
+            ("ferry_relay_attempts_total", "Delivery attempts.", |c| {
+                c.attempts.load(Ordering::Relaxed)
+            }),
+            (
+                "ferry_relay_ingested_total",
+                "Messages taken into the delivery log.",
+                |c| c.ingested.load(Ordering::Relaxed),
+            ),
+            (
+                "ferry_relay_breaker_open",
+                "1 while the endpoint's circuit breaker is open.",
+                |c| c.breaker_open.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in families {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (route, counters) in routes.iter() {
-                let _ = writeln!(text, "{name}{{route=\"{}\"}} {}", escape(route), value(counters));
+                let _ = writeln!(
+                    text,
+                    "{name}{{route=\"{}\"}} {}",
+                    escape(route),
+                    value(counters)
+                );
             }
         }
         let name = "ferry_relay_attempt_seconds";
-        let _ = writeln!(text, "# HELP {name} Delivery attempt latency.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            text,
+            "# HELP {name} Delivery attempt latency.\n# TYPE {name} histogram"
+        );
         for (route, counters) in routes.iter() {
             let route = escape(route);
             for (bound, bucket) in BUCKETS.iter().zip(&counters.buckets) {
-                let _ = writeln!(text, "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    text,
+                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
+                );
             }
             let count = counters.attempts.load(Ordering::Relaxed);
-            let _ = writeln!(text, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(text, "{name}_sum{{route=\"{route}\"}} {}", counters.latency_micros.load(Ordering::Relaxed) as f64 / 1e6);
+            let _ = writeln!(
+                text,
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                text,
+                "{name}_sum{{route=\"{route}\"}} {}",
+                counters.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
             let _ = writeln!(text, "{name}_count{{route=\"{route}\"}} {count}");
         }
         let _ = writeln!(
@@ -115,5 +166,8 @@ impl Metrics {
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -77,7 +77,10 @@ mod tests {
     #[test]
     fn ids_are_stable_and_separate_their_parts() {
         let id = message_id(&["relay", "orders", "public.orders", "0", "17"]);
-        assert_eq!(id, message_id(&["relay", "orders", "public.orders", "0", "17"]));
+        assert_eq!(
+            id,
+            message_id(&["relay", "orders", "public.orders", "0", "17"])
+        );
         assert_eq!(id.len(), 36);
         assert!(id.starts_with("msg_"));
         assert_ne!(message_id(&["ab", "c"]), message_id(&["a", "bc"]));

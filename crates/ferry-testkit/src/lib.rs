@@ -8,12 +8,14 @@
 mod mariadb;
 mod postgres;
 mod proxy;
+mod receiver;
 mod sweep;
 mod wait;
 
 pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
+pub use receiver::{Policy, Received, Receiver};
 pub use wait::wait_until;
 mod compare;
 

@@ -23,7 +23,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn parse(url: &str, password: Option<&str>, timeout: std::time::Duration) -> Result<Endpoint> {
+    /// The connector a URL names (`postgres://`, `mysql://`), with its password.
+    pub fn parse(
+        url: &str,
+        password: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<Endpoint> {
         Ok(match engine_of(url)? {
             Engine::Postgres => Endpoint::Postgres(
                 ConnectionConfig::parse(url, password)?.with_network_timeout(timeout),

@@ -47,7 +47,9 @@ impl Target {
             other => return Err(format!("'{other}://' is not http:// or https://")),
         };
         let (authority, path) = match rest.find(['/', '?']) {
-            Some(index) if rest[index..].starts_with('?') => (&rest[..index], format!("/{}", &rest[index..])),
+            Some(index) if rest[index..].starts_with('?') => {
+                (&rest[..index], format!("/{}", &rest[index..]))
+            }
             Some(index) => (&rest[..index], rest[index..].to_string()),
             None => (rest, "/".to_string()),
         };
@@ -234,12 +236,18 @@ impl HttpClient {
     }
 
     fn take_idle(&self, target: &Target) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         idle.get_mut(&target.origin()).and_then(Vec::pop)
     }
 
     fn keep(&self, target: &Target, connection: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let kept = idle.entry(target.origin()).or_default();
         if kept.len() < IDLE_PER_ORIGIN {
             kept.push(connection);
@@ -409,10 +417,16 @@ fn parse_status_line(line: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no status code in {:?}", line.trim_end()))
 }
 
-async fn read_exactly(connection: &mut Connection, mut left: u64, kept: &mut Vec<u8>) -> Result<(), String> {
+async fn read_exactly(
+    connection: &mut Connection,
+    mut left: u64,
+    kept: &mut Vec<u8>,
+) -> Result<(), String> {
     let mut buffer = [0u8; 16 * 1024];
     while left > 0 {
-        let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let want = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
         let read = connection
             .read(&mut buffer[..want])
             .await
@@ -498,7 +512,10 @@ mod tests {
         assert_eq!((target.port, target.path.as_str()), (443, "/"));
         assert_eq!(target.host_header(), "billing.internal");
         let target = Target::parse("http://[::1]:9000?q").unwrap();
-        assert_eq!((target.host.as_str(), target.port, target.path.as_str()), ("::1", 9000, "/?q"));
+        assert_eq!(
+            (target.host.as_str(), target.port, target.path.as_str()),
+            ("::1", 9000, "/?q")
+        );
         assert_eq!(target.host_header(), "[::1]:9000");
         assert!(Target::parse("ftp://x/").is_err());
         assert!(Target::parse("http://user:pw@x/").is_err());

@@ -150,7 +150,11 @@ pub async fn serve(address: &str, token: Option<String>, handler: Handler) -> Re
     Ok(bound)
 }
 
-async fn answer(mut stream: TcpStream, token: Option<&str>, handler: &Handler) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    token: Option<&str>,
+    handler: &Handler,
+) -> std::io::Result<()> {
     let mut received = Vec::with_capacity(2048);
     let mut buffer = [0u8; 8192];
     let head_end = loop {
@@ -158,7 +162,11 @@ async fn answer(mut stream: TcpStream, token: Option<&str>, handler: &Handler) -
             break index + 4;
         }
         if received.len() > MAX_HEAD_BYTES {
-            return respond(&mut stream, &Response::text(431, "request head too large\n")).await;
+            return respond(
+                &mut stream,
+                &Response::text(431, "request head too large\n"),
+            )
+            .await;
         }
         let read = stream.read(&mut buffer).await?;
         if read == 0 {
@@ -173,7 +181,11 @@ async fn answer(mut stream: TcpStream, token: Option<&str>, handler: &Handler) -
         .and_then(|length| length.trim().parse().ok())
         .unwrap_or(0);
     if length > MAX_BODY_BYTES {
-        return respond(&mut stream, &Response::text(413, "request body too large\n")).await;
+        return respond(
+            &mut stream,
+            &Response::text(413, "request body too large\n"),
+        )
+        .await;
     }
     let mut body = received[head_end..].to_vec();
     while body.len() < length {
@@ -188,7 +200,10 @@ async fn answer(mut stream: TcpStream, token: Option<&str>, handler: &Handler) -
     let response = if request.path == "/healthz" {
         Response::text(200, "ok\n")
     } else if !authorized(&request, token) {
-        Response::text(401, "missing or wrong token (Authorization: Bearer <token>)\n")
+        Response::text(
+            401,
+            "missing or wrong token (Authorization: Bearer <token>)\n",
+        )
     } else {
         handler(request).await
     };
@@ -332,6 +347,9 @@ mod tests {
             "config.listen_token"
         );
         assert!(listen_address("0.0.0.0:0", Some("t")).is_ok());
-        assert_eq!(listen_address("nope", None).unwrap_err().code(), "config.listen");
+        assert_eq!(
+            listen_address("nope", None).unwrap_err().code(),
+            "config.listen"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod cutover;
 mod demo;
 mod demo_mysql;
 mod migrate;
+mod relay;
 mod status;
 mod verify;
 
@@ -138,6 +139,15 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Deliver a database's changes to HTTP endpoints: retries, per-key order, a delivery log,
+    /// and with --listen a web page and API to search and retry failures. Runs until stopped.
+    Relay {
+        /// The relay's settings (relay.toml): name, [source], [log], [[route]].
+        #[arg(short = 'c', long)]
+        config: PathBuf,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
     /// Start two throwaway PostgreSQL servers (or, with --mysql, MariaDB and PostgreSQL), fill
     /// one, migrate it live under writes, and prove both equal.
@@ -387,6 +397,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Status { connection, json } => status::run(&connection.flags(None), json).await,
+        Command::Relay { config, listen } => relay::run(&config, listen.into()).await,
         Command::Demo {
             rows,
             stream_seconds,

@@ -21,6 +21,7 @@ mod mysql_schema_changes;
 mod mysql_values;
 mod mysql_verify;
 mod partitions;
+mod relay;
 mod resume;
 mod schema;
 mod schema_changes;

@@ -1,0 +1,562 @@
+//! `ferry relay` against real servers: a database's changes delivered to an HTTP endpoint that
+//! fails on demand, checked from what the endpoint received (never from ferry's own log alone).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_relay::http::client::{HttpClient, Target};
+use ferry_relay::signature::{secret_key, sign};
+use ferry_testkit::{wait_until, Received, Receiver};
+
+use crate::common::{kill, log_path, stop, Pair};
+use crate::mysql::{mariadb, sql};
+
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A relay's files and control plane.
+pub(crate) struct Relay {
+    pub name: String,
+    config: PathBuf,
+    pub port: u16,
+    client: HttpClient,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Relay {
+    /// Writes `relay.toml` for `source_url` with `routes` (TOML `[[route]]` blocks).
+    pub fn new(name: &str, source_url: &str, routes: &str) -> Relay {
+        let directory =
+            std::env::temp_dir().join(format!("ferry-relay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let config = directory.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!("name = \"{name}\"\n[source]\nurl = \"{source_url}\"\n[log]\nurl = \"sqlite:relay.db\"\n{routes}"),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(log_path(name));
+        Relay {
+            name: name.to_string(),
+            config,
+            port: free_port(),
+            client: HttpClient::new(None).unwrap(),
+        }
+    }
+
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(&self.name))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["relay", "-c"])
+            .arg(&self.config)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RELAY_TEST_SECRET", SECRET)
+            .env("FERRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ferry relay")
+    }
+
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(log_path(&self.name)).unwrap_or_default();
+        let start = text.len().saturating_sub(6000);
+        format!(
+            "--- relay log (tail) ---\n{}",
+            &text[text.floor_char_boundary(start)..]
+        )
+    }
+
+    /// Waits until the relay reads the source (changes after this are relayed).
+    pub async fn wait_reading(&self) {
+        let path = log_path(&self.name);
+        let starts = |text: &str| text.matches("reading the source's changes").count();
+        let before = starts(&std::fs::read_to_string(&path).unwrap_or_default());
+        let _ = before;
+        wait_until(
+            "the relay to read the source",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                async move { (starts(&text) > 0).then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", self.log()));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let target = Target::parse(&self.url(path)).unwrap();
+        let response = self
+            .client
+            .send(
+                method,
+                &target,
+                &[("Content-Type".into(), "application/json".into())],
+                body.as_bytes(),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}\n{}", self.log()));
+        let text = String::from_utf8_lossy(&response.body).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (response.status, json)
+    }
+
+    pub async fn messages(&self, query: &str) -> Vec<serde_json::Value> {
+        let (status, page) = self
+            .call("GET", &format!("/api/relay/messages?{query}"), "")
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page["messages"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// The deliveries (2xx) grouped by webhook-id, each id once, in first-delivery order.
+fn distinct_deliveries(receiver: &Receiver) -> Vec<Received> {
+    let mut seen = BTreeSet::new();
+    receiver
+        .delivered()
+        .into_iter()
+        .filter(|request| seen.insert(request.header("webhook-id").unwrap_or("").to_string()))
+        .collect()
+}
+
+fn check_signatures(received: &[Received]) {
+    let key = secret_key(SECRET).unwrap();
+    for request in received {
+        let id = request.header("webhook-id").expect("webhook-id");
+        let timestamp: i64 = request
+            .header("webhook-timestamp")
+            .expect("timestamp")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            request.header("webhook-signature"),
+            Some(sign(&key, id, timestamp, request.body.as_bytes()).as_str()),
+            "signature of {id}"
+        );
+    }
+}
+
+const ROUTE: &str = r#"
+[[route]]
+name = "orders"
+tables = ["public.orders"]
+url = "RECEIVER/hooks/orders"
+max_retries = 3
+backoff = "50ms"
+max_backoff = "200ms"
+timeout = "2s"
+secret_env = "RELAY_TEST_SECRET"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking() {
+    let pair = Pair::new("relay_pg").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2));
+             CREATE TABLE ignored (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_policy(|request, seen| {
+        let note = request.json()["after"]["note"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let status = match note.as_str() {
+            "flaky" if seen < 2 => 503,
+            "poison" => 400,
+            _ => 200,
+        };
+        (Some(status), Duration::ZERO)
+    });
+    let relay = Relay::new(
+        "relay-pg",
+        &pair.source_url,
+        &ROUTE.replace("RECEIVER", &receiver.url("")),
+    );
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    pair.source
+        .batch_execute(
+            "INSERT INTO orders SELECT g, 'n' || g, g * 1.25 FROM generate_series(1, 100) g;
+             INSERT INTO ignored VALUES (1);",
+        )
+        .await
+        .unwrap();
+    for id in 101..=150 {
+        pair.source
+            .execute(
+                "INSERT INTO orders VALUES ($1, $2, 0.10)",
+                &[&id, &format!("n{id}")],
+            )
+            .await
+            .unwrap();
+    }
+    for note in ["v1", "v2", "v3"] {
+        pair.source
+            .execute("UPDATE orders SET note = $1 WHERE id = 5", &[&note])
+            .await
+            .unwrap();
+    }
+    pair.source
+        .batch_execute(
+            "INSERT INTO orders VALUES (300, 'flaky', 1);
+             INSERT INTO orders VALUES (301, 'poison', 1);
+             UPDATE orders SET note = 'after-poison' WHERE id = 301;
+             DELETE FROM orders WHERE id = 7;
+             UPDATE orders SET id = 1000 WHERE id = 8;",
+        )
+        .await
+        .unwrap();
+    // 150 inserts, 3 updates of 5, flaky, the delete and the key move; the poison insert is
+    // parked and the update behind it waits.
+    wait_until(
+        "156 distinct deliveries and one parked failure",
+        Duration::from_secs(60),
+        || {
+            let delivered = distinct_deliveries(&receiver).len();
+            async move { (delivered >= 156).then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}: {} delivered\n{}",
+            distinct_deliveries(&receiver).len(),
+            relay.log()
+        )
+    });
+    let failed = wait_until(
+        "the poison message to be parked",
+        Duration::from_secs(30),
+        || async {
+            let failed = relay.messages("status=failed").await;
+            (!failed.is_empty()).then_some(failed)
+        },
+    )
+    .await
+    .unwrap();
+    let delivered = distinct_deliveries(&receiver);
+    assert_eq!(delivered.len(), 156, "exactly these changes are delivered");
+    check_signatures(&receiver.received());
+    for request in &delivered {
+        assert_eq!(request.path, "/hooks/orders");
+        assert_eq!(request.json()["table"], "public.orders", "{}", request.body);
+    }
+    // Per-key order: key 5 saw its insert, then v1, v2, v3.
+    let notes_of_5: Vec<String> = delivered
+        .iter()
+        .map(Received::json)
+        .filter(|document| document["key"] == serde_json::json!({"id": 5}))
+        .map(|document| document["after"]["note"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(notes_of_5, ["n5", "v1", "v2", "v3"]);
+    let first = delivered
+        .iter()
+        .map(Received::json)
+        .find(|document| document["key"] == serde_json::json!({"id": 1}))
+        .unwrap();
+    assert_eq!(first["operation"], "insert");
+    assert_eq!(
+        first["after"],
+        serde_json::json!({"id": 1, "note": "n1", "total": "1.25"})
+    );
+    assert!(first["commit_time"].as_str().unwrap().ends_with('Z'));
+    assert!(first["position"].as_str().unwrap().starts_with("postgres:"));
+    let moved = delivered
+        .iter()
+        .map(Received::json)
+        .find(|document| document["key"] == serde_json::json!({"id": 1000}))
+        .unwrap();
+    assert_eq!(
+        (moved["operation"].as_str(), &moved["before"]),
+        (Some("update"), &serde_json::json!({"id": 8}))
+    );
+    let deleted = delivered
+        .iter()
+        .map(Received::json)
+        .find(|document| document["operation"] == "delete")
+        .unwrap();
+    assert_eq!(deleted["key"], serde_json::json!({"id": 7}));
+    // The flaky message: two 503s and a 200, one webhook-id throughout.
+    let flaky: Vec<Received> = receiver
+        .received()
+        .into_iter()
+        .filter(|request| request.body.contains("\"flaky\""))
+        .collect();
+    assert_eq!(
+        flaky
+            .iter()
+            .map(|request| request.status)
+            .collect::<Vec<_>>(),
+        [503, 503, 200]
+    );
+    assert!(flaky
+        .iter()
+        .all(|request| request.header("webhook-id") == flaky[0].header("webhook-id")));
+    assert_eq!(flaky[2].header("ferry-attempt"), Some("3"));
+    // The poison message is parked after one attempt (400 is not retried); the update of the
+    // same key waits behind it, the endpoint never saw it.
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (
+            failed[0]["attempts"].as_i64(),
+            failed[0]["last_http_status"].as_i64()
+        ),
+        (Some(1), Some(400))
+    );
+    assert!(!receiver
+        .received()
+        .iter()
+        .any(|request| request.body.contains("after-poison")));
+    let waiting = relay
+        .messages("status=pending&key=%7B%22id%22%3A301%7D")
+        .await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    // The endpoint is fixed; the operator retries the parked message: it goes, then the one
+    // behind it.
+    receiver.set_policy(|_, _| (Some(200), Duration::ZERO));
+    let id = failed[0]["id"].as_str().unwrap().to_string();
+    let (status, answer) = relay
+        .call("POST", &format!("/api/relay/messages/{id}/retry"), "")
+        .await;
+    assert_eq!((status, &answer), (200, &serde_json::json!({"retried": 1})));
+    wait_until(
+        "the update behind the poison message",
+        Duration::from_secs(30),
+        || {
+            let done = receiver
+                .delivered()
+                .iter()
+                .any(|request| request.body.contains("after-poison"));
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    let order: Vec<String> = receiver
+        .delivered()
+        .iter()
+        .map(Received::json)
+        .filter(|document| document["key"] == serde_json::json!({"id": 301}))
+        .map(|document| document["after"]["note"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["poison", "after-poison"]);
+    let (status, detail) = relay
+        .call("GET", &format!("/api/relay/messages/{id}"), "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["status"], "delivered");
+    let attempts: Vec<i64> = detail["attempts_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["http_status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [400, 200]);
+    assert!(detail["payload"].as_str().unwrap().contains("\"poison\""));
+    let (status, metrics) = relay.call("GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ferry_relay_delivered_total{route=\"orders\"}"),
+        "{metrics}"
+    );
+    let (status, stats) = relay.call("GET", "/api/relay/stats", "").await;
+    assert_eq!(
+        (status, stats["routes"][0]["failed"].as_i64()),
+        (200, Some(0)),
+        "{stats}"
+    );
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_survives_kill_9_without_losing_or_changing_a_message() {
+    const ROWS: i64 = 3_000;
+    let pair = Pair::new("relay_kill").await;
+    pair.source
+        .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL)")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    let relay = Relay::new(
+        "relay-kill",
+        &pair.source_url,
+        &ROUTE
+            .replace("RECEIVER", &receiver.url(""))
+            .replace("public.orders", "public.ledger"),
+    );
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    let source_url = pair.source_url.clone();
+    let writer = tokio::spawn(async move {
+        let (client, connection) = tokio_postgres::connect(&source_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut next = 1;
+        while next <= ROWS {
+            let size = 1 + (next * 7919) % 23;
+            let last = (next + size - 1).min(ROWS);
+            client
+                .execute("INSERT INTO ledger SELECT g, g % 97 FROM generate_series($1::bigint, $2::bigint) g", &[&next, &last])
+                .await
+                .unwrap();
+            next = last + 1;
+        }
+    });
+    for delay in [300u64, 900, 500] {
+        // The moment of the kill is the point of the test, not a wait for a condition.
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        kill(&mut run);
+        run = relay.spawn();
+    }
+    writer.await.unwrap();
+    wait_until("every row delivered", Duration::from_secs(90), || {
+        let ids: BTreeSet<i64> = receiver
+            .delivered()
+            .iter()
+            .filter_map(|request| request.json()["after"]["id"].as_i64())
+            .collect();
+        async move { (ids.len() as i64 == ROWS).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    // Nothing changed on the way, and a change sent twice carries the same id both times.
+    let mut bodies: HashMap<String, String> = HashMap::new();
+    let mut ids_of_row: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    for request in receiver.delivered() {
+        let id = request.header("webhook-id").unwrap().to_string();
+        if let Some(body) = bodies.get(&id) {
+            assert_eq!(body, &request.body, "a resend of {id} differs");
+        }
+        let document = request.json();
+        let row = document["after"]["id"].as_i64().unwrap();
+        assert_eq!(document["after"]["amount"].as_i64(), Some(row % 97));
+        ids_of_row.entry(row).or_default().insert(id.clone());
+        bodies.insert(id, request.body);
+    }
+    assert_eq!(ids_of_row.len() as i64, ROWS);
+    assert!(
+        ids_of_row.values().all(|ids| ids.len() == 1),
+        "a row's insert got two ids"
+    );
+    eprintln!(
+        "kill -9: {} requests for {ROWS} changes",
+        receiver.delivered().len()
+    );
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_delivers_mariadb_changes_and_applies_retention() {
+    let server = &mariadb().source;
+    let url = server.create_database("relay_maria").unwrap();
+    sql(server, "relay_maria", "CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(40), price DECIMAL(10,2), at DATETIME(6))");
+    let receiver = Receiver::start().await;
+    let route = ROUTE
+        .replace("RECEIVER", &receiver.url(""))
+        .replace("public.orders", "relay_maria.orders")
+        + "success_retention = \"1s\"\n";
+    let relay = Relay::new("relay-maria", &url, &route);
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    sql(
+        server,
+        "relay_maria",
+        "INSERT INTO orders VALUES (1, 'a', 1.10, '2026-12-05 10:00:00.123456'), (2, 'b', 2.20, NULL);
+         UPDATE orders SET note = 'a2' WHERE id = 1;
+         UPDATE orders SET note = 'a3' WHERE id = 1;
+         DELETE FROM orders WHERE id = 2;",
+    );
+    wait_until("five deliveries", Duration::from_secs(60), || {
+        let count = distinct_deliveries(&receiver).len();
+        async move { (count >= 5).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    let documents: Vec<serde_json::Value> = distinct_deliveries(&receiver)
+        .iter()
+        .map(Received::json)
+        .collect();
+    assert_eq!(documents.len(), 5);
+    let of_1: Vec<(String, String)> = documents
+        .iter()
+        .filter(|document| document["key"] == serde_json::json!({"id": 1}))
+        .map(|document| {
+            (
+                document["operation"].as_str().unwrap().to_string(),
+                document["after"]["note"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        of_1,
+        [
+            ("insert".into(), "a".into()),
+            ("update".into(), "a2".into()),
+            ("update".into(), "a3".into())
+        ]
+    );
+    let first = &documents
+        .iter()
+        .find(|document| document["key"] == serde_json::json!({"id": 1}))
+        .unwrap();
+    assert_eq!(first["table"], "relay_maria.orders");
+    assert_eq!(first["after"]["price"], "1.10");
+    assert!(
+        first["after"]["at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-12-05"),
+        "{first}"
+    );
+    assert!(first["position"].as_str().unwrap().starts_with("mysql:"));
+    let deleted = documents
+        .iter()
+        .find(|document| document["operation"] == "delete")
+        .unwrap();
+    assert_eq!(deleted["key"], serde_json::json!({"id": 2}));
+    check_signatures(&receiver.received());
+    // Delivered messages leave the log after a second; the endpoint has them.
+    wait_until(
+        "retention to empty the log",
+        Duration::from_secs(30),
+        || async {
+            relay
+                .messages("status=delivered")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
