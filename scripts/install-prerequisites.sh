@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests, demo and benchmarks need on Debian 12: the PostgreSQL server
 # binaries (initdb, pg_ctl, postgres) and client tools (psql, pg_dump, pgbench), and the MariaDB
-# server and client tools (mariadb-install-db, mariadbd, mariadb, mariadb-dump) with sysbench, and
-# openssl (certificates for the TLS test).
+# server and client tools (mariadb-install-db, mariadbd, mariadb, mariadb-dump) with sysbench,
+# openssl (certificates for the TLS test), SQLite's library (the relay's log) and Chromium with
+# its WebDriver (browser tests of the relay's page).
 # Does nothing when they are present. Keeps Debian from starting its own servers.
 set -euo pipefail
 missing=()
@@ -15,6 +16,14 @@ fi
 # The TLS test makes its CA and server certificates with openssl.
 if ! command -v openssl >/dev/null; then
   missing+=(openssl)
+fi
+# The relay's delivery log links Debian's SQLite library (no bundled C build).
+if ! { [ -e /usr/include/sqlite3.h ] && ls /usr/lib/*/libsqlite3.so >/dev/null 2>&1; }; then
+  missing+=(libsqlite3-dev)
+fi
+# Web pages are tested in a real headless browser driven over WebDriver.
+if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  missing+=(chromium chromium-driver)
 fi
 if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v sysbench >/dev/null; then
   missing+=(sysbench)

@@ -3,7 +3,7 @@
 //! deadline for the whole exchange.
 //!
 //! Contract: [`HttpClient::send`] returns the response's status, headers and at most
-//! [`KEPT_BODY_BYTES`] of its body; any failure to connect, write, read or parse is an
+//! [`KEPT_BODY_BYTES`] of its body (or what [`HttpClient::keeping`] sets); any failure to connect, write, read or parse is an
 //! [`HttpError`] (the message may or may not have reached the server). A connection is reused
 //! only after a response was read to its end and the server did not ask to close it.
 
@@ -155,6 +155,7 @@ type Connection = BufReader<Box<dyn Io>>;
 pub struct HttpClient {
     idle: Mutex<HashMap<String, Vec<Connection>>>,
     tls: Arc<rustls::ClientConfig>,
+    kept_body: usize,
 }
 
 impl HttpClient {
@@ -182,7 +183,14 @@ impl HttpClient {
         Ok(HttpClient {
             idle: Mutex::new(HashMap::new()),
             tls: Arc::new(config),
+            kept_body: KEPT_BODY_BYTES,
         })
+    }
+
+    /// Keeps up to `bytes` of each response body instead of [`KEPT_BODY_BYTES`].
+    pub fn keeping(mut self, bytes: usize) -> HttpClient {
+        self.kept_body = bytes;
+        self
     }
 
     /// Sends one request and reads its response, all within `timeout`.
@@ -210,7 +218,7 @@ impl HttpClient {
         // A kept connection may have been closed by the server meanwhile: when it fails before
         // any byte of a response arrived, the request goes once more on a new connection.
         if let Some(mut connection) = self.take_idle(target) {
-            match round_trip(&mut connection, &request, body, method).await {
+            match round_trip(&mut connection, &request, body, method, self.kept_body).await {
                 Ok((response, reusable)) => {
                     if reusable {
                         self.keep(target, connection);
@@ -222,7 +230,7 @@ impl HttpClient {
             }
         }
         let mut connection = self.connect(target).await?;
-        match round_trip(&mut connection, &request, body, method).await {
+        match round_trip(&mut connection, &request, body, method, self.kept_body).await {
             Ok((response, reusable)) => {
                 if reusable {
                     self.keep(target, connection);
@@ -309,6 +317,7 @@ async fn round_trip(
     head: &[u8],
     body: &[u8],
     method: &str,
+    kept_body: usize,
 ) -> Result<(Response, bool), RoundTripError> {
     let written = async {
         let stream = connection.get_mut();
@@ -330,7 +339,7 @@ async fn round_trip(
         Ok(_) => {}
         Err(error) => return Err(RoundTripError::BeforeResponse(format!("reading: {error}"))),
     }
-    read_response(connection, line, method)
+    read_response(connection, line, method, kept_body)
         .await
         .map_err(RoundTripError::During)
 }
@@ -339,6 +348,7 @@ async fn read_response(
     connection: &mut Connection,
     status_line: String,
     method: &str,
+    kept_body: usize,
 ) -> Result<(Response, bool), String> {
     let status = parse_status_line(&status_line)?;
     let mut headers = Vec::new();
@@ -376,7 +386,7 @@ async fn read_response(
             .read_line(&mut line)
             .await
             .map_err(|error| format!("reading: {error}"))?;
-        return Box::pin(read_response(connection, line, method)).await;
+        return Box::pin(read_response(connection, line, method, kept_body)).await;
     }
     let wants_close = response
         .header("connection")
@@ -390,18 +400,18 @@ async fn read_response(
         .header("transfer-encoding")
         .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
     if chunked {
-        read_chunked(connection, &mut response.body).await?;
+        read_chunked(connection, &mut response.body, kept_body).await?;
         return Ok((response, !wants_close));
     }
     if let Some(length) = response.header("content-length") {
         let length: u64 = length
             .parse()
             .map_err(|_| format!("Content-Length '{length}' is not a number"))?;
-        read_exactly(connection, length, &mut response.body).await?;
+        read_exactly(connection, length, &mut response.body, kept_body).await?;
         return Ok((response, !wants_close));
     }
     // Delimited by the end of the connection.
-    read_to_end(connection, &mut response.body).await?;
+    read_to_end(connection, &mut response.body, kept_body).await?;
     Ok((response, false))
 }
 
@@ -417,11 +427,7 @@ fn parse_status_line(line: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no status code in {:?}", line.trim_end()))
 }
 
-async fn read_exactly(
-    connection: &mut Connection,
-    mut left: u64,
-    kept: &mut Vec<u8>,
-) -> Result<(), String> {
+async fn read_exactly(connection: &mut Connection, mut left: u64, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
     let mut buffer = [0u8; 16 * 1024];
     while left > 0 {
         let want = buffer
@@ -434,13 +440,13 @@ async fn read_exactly(
         if read == 0 {
             return Err("the connection closed inside the response body".into());
         }
-        keep_some(kept, &buffer[..read]);
+        keep_some(kept, &buffer[..read], limit);
         left -= read as u64;
     }
     Ok(())
 }
 
-async fn read_to_end(connection: &mut Connection, kept: &mut Vec<u8>) -> Result<(), String> {
+async fn read_to_end(connection: &mut Connection, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
     let mut buffer = [0u8; 16 * 1024];
     loop {
         let read = connection
@@ -450,11 +456,11 @@ async fn read_to_end(connection: &mut Connection, kept: &mut Vec<u8>) -> Result<
         if read == 0 {
             return Ok(());
         }
-        keep_some(kept, &buffer[..read]);
+        keep_some(kept, &buffer[..read], limit);
     }
 }
 
-async fn read_chunked(connection: &mut Connection, kept: &mut Vec<u8>) -> Result<(), String> {
+async fn read_chunked(connection: &mut Connection, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
     loop {
         let mut line = String::new();
         connection
@@ -477,7 +483,7 @@ async fn read_chunked(connection: &mut Connection, kept: &mut Vec<u8>) -> Result
                 }
             }
         }
-        read_exactly(connection, size, kept).await?;
+        read_exactly(connection, size, kept, limit).await?;
         let mut end = String::new();
         connection
             .read_line(&mut end)
@@ -486,8 +492,8 @@ async fn read_chunked(connection: &mut Connection, kept: &mut Vec<u8>) -> Result
     }
 }
 
-fn keep_some(kept: &mut Vec<u8>, bytes: &[u8]) {
-    let room = KEPT_BODY_BYTES.saturating_sub(kept.len());
+fn keep_some(kept: &mut Vec<u8>, bytes: &[u8], limit: usize) {
+    let room = limit.saturating_sub(kept.len());
     kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 

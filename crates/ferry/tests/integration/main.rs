@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and MariaDB servers started from the installed binaries.
 //! One source and one target server serve the whole run; every test uses its own databases.
 
+mod browser;
 mod cascade;
 mod cli;
 mod common;

@@ -560,3 +560,83 @@ async fn relay_delivers_mariadb_changes_and_applies_retention() {
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
     assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
+    let pair = Pair::new("relay_page").await;
+    pair.source
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_policy(|request, _| {
+        let broken = request.body.contains("\"broken\"");
+        (Some(if broken { 500 } else { 200 }), Duration::ZERO)
+    });
+    let route = ROUTE.replace("RECEIVER", &receiver.url("")).replace("max_retries = 3", "max_retries = 1");
+    let relay = Relay::new("relay-page", &pair.source_url, &route);
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    pair.source
+        .batch_execute("INSERT INTO orders VALUES (1, 'broken', 1), (2, 'fine', 2)")
+        .await
+        .unwrap();
+    wait_until("the broken message to be parked", Duration::from_secs(30), || async {
+        (relay.messages("status=failed").await.len() == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+
+    let browser = crate::browser::Browser::start().await;
+    browser.open(&relay.url("/")).await;
+    // The page opens on failures: the parked message is there, with its key.
+    let row = browser.wait_for("#messages tbody tr[data-status='failed']").await;
+    assert!(browser.text(&row).await.contains("{\"id\":1}"));
+    assert_eq!(browser.find_all("#messages tbody tr").await.len(), 1, "only failures are listed");
+    // The counters show the route.
+    let card = browser.wait_for(".card[data-route='orders'] .failed b").await;
+    assert_eq!(browser.text(&card).await, "1");
+    // Its details: the attempts and the payload.
+    browser.click(&row).await;
+    let payload = browser.wait_for("#detail #payload").await;
+    assert!(browser.text(&payload).await.contains("broken"));
+    assert_eq!(browser.find_all("#attempts tbody tr").await.len(), 2, "two attempts (max_retries = 1)");
+    let shot = std::env::temp_dir().join("ferry-relay-page-failed.png");
+    browser.screenshot(&shot).await;
+    eprintln!("screenshot: {}", shot.display());
+    // The endpoint is fixed: retry from the page.
+    receiver.set_policy(|_, _| (Some(200), Duration::ZERO));
+    let retry = browser.wait_for("#messages tbody tr[data-status='failed'] button.retry").await;
+    browser.click(&retry).await;
+    let notice = browser.wait_for("#notice").await;
+    wait_until("the page to confirm the retry", Duration::from_secs(10), || async {
+        browser.text(&notice).await.contains("Queued again").then_some(())
+    })
+    .await
+    .unwrap();
+    wait_until("the endpoint to receive the message", Duration::from_secs(30), || {
+        let done = receiver.delivered().iter().any(|request| request.body.contains("\"broken\""));
+        async move { done.then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    // Search the deliveries for that key: the message is delivered.
+    let delivered = browser.wait_for("#status option[value='delivered']").await;
+    browser.click(&delivered).await;
+    let key = browser.wait_for("#key").await;
+    browser.type_into(&key, "{\"id\":1}").await;
+    let search = browser.wait_for("#search").await;
+    wait_until("the page to list the message as delivered", Duration::from_secs(20), || async {
+        browser.click(&search).await;
+        let rows = browser.find_all("#messages tbody tr[data-status='delivered']").await;
+        let all = browser.find_all("#messages tbody tr").await;
+        (rows.len() == 1 && all.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let shot = std::env::temp_dir().join("ferry-relay-page-delivered.png");
+    browser.screenshot(&shot).await;
+    eprintln!("screenshot: {}", shot.display());
+    drop(browser);
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
