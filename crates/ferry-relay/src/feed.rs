@@ -131,7 +131,7 @@ impl Feed {
             None => {
                 let (position, _snapshot) = source.create_stream(&stream_name, &names).await?;
                 self.log
-                    .ingest(Vec::new(), Some((CHECKPOINT.into(), position.to_storage())))
+                    .ingest(Vec::new(), vec![(CHECKPOINT.into(), position.to_storage())])
                     .await?;
                 info!(position = %position, tables = names.len(), "change stream created: changes from here on are relayed");
                 position
@@ -279,7 +279,10 @@ impl Feed {
         self.log
             .ingest(
                 messages,
-                position.map(|position| (CHECKPOINT.to_string(), position.to_storage())),
+                position
+                    .map(|position| (CHECKPOINT.to_string(), position.to_storage()))
+                    .into_iter()
+                    .collect(),
             )
             .await?;
         if let Some(position) = position {

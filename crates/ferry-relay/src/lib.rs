@@ -16,6 +16,8 @@ pub mod deliver;
 pub mod document;
 pub mod feed;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod metrics;
 pub mod signature;
@@ -44,10 +46,19 @@ pub struct Listen {
     pub token: Option<String>,
 }
 
+/// What the relay reads.
+pub enum Input {
+    /// A database's change stream.
+    Database(Box<dyn Source>),
+    /// Kafka topics.
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaInput),
+}
+
 /// Runs the relay until `shutdown` turns true, or a failure that needs the operator.
 pub async fn run(
     config: RelayConfig,
-    source: Box<dyn Source>,
+    input: Input,
     listen: Listen,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -71,6 +82,7 @@ pub async fn run(
             log: log.clone(),
             metrics: metrics.clone(),
             wake: wake.clone(),
+            replay: replay_of(&config, &input, &routes),
         });
         let bound = http::server::serve(address, listen.token.clone(), api.handler()).await?;
         info!(address = %bound, "relay control plane listening: web page at /, API at /api/relay/messages, /metrics");
@@ -115,14 +127,30 @@ pub async fn run(
         shutdown.clone(),
     ));
     info!(relay = %config.name, routes = routes.len(), log = %config.log_path.display(), "relay started");
-    let feed = Feed {
-        relay: config.name.clone(),
-        routes,
-        log,
-        metrics,
-        wake,
+    let outcome = match input {
+        Input::Database(source) => {
+            let feed = Feed {
+                relay: config.name.clone(),
+                routes,
+                log,
+                metrics,
+                wake,
+            };
+            supervise(|shutdown| feed.run(&*source, shutdown), shutdown.clone()).await
+        }
+        #[cfg(feature = "kafka")]
+        Input::Kafka(input) => {
+            let feed = kafka::KafkaFeed {
+                relay: config.name.clone(),
+                routes,
+                input,
+                log,
+                metrics,
+                wake,
+            };
+            supervise(|shutdown| feed.run(shutdown), shutdown.clone()).await
+        }
     };
-    let outcome = supervise_feed(&feed, &*source, shutdown.clone()).await;
     if outcome.is_ok() {
         // A graceful stop: the workers finish the requests in flight and store them.
         while workers.join_next().await.is_some() {}
@@ -130,16 +158,40 @@ pub async fn run(
     outcome
 }
 
-/// Runs the feed, starting it again after transient failures (1 s, doubling to 30 s).
-async fn supervise_feed(
-    feed: &Feed,
-    source: &dyn Source,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
+/// How a replay reads the source again, when it can.
+#[allow(unused_variables)]
+fn replay_of(
+    config: &RelayConfig,
+    input: &Input,
+    routes: &[Arc<config::Route>],
+) -> Option<api::Replay> {
+    match input {
+        Input::Database(_) => None,
+        #[cfg(feature = "kafka")]
+        Input::Kafka(input) => {
+            let replayer = Arc::new(kafka::Replayer {
+                relay: config.name.clone(),
+                routes: routes.to_vec(),
+                input: input.clone(),
+            });
+            Some(Arc::new(move |request| {
+                let replayer = replayer.clone();
+                Box::pin(async move { replayer.read(request).await })
+            }))
+        }
+    }
+}
+
+/// Runs a feed, starting it again after transient failures (1 s, doubling to 30 s).
+async fn supervise<F, Fut>(run: F, mut shutdown: watch::Receiver<bool>) -> Result<()>
+where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = std::time::Instant::now();
-        match feed.run(source, shutdown.clone()).await {
+        match run(shutdown.clone()).await {
             Ok(()) => return Ok(()),
             Err(error) if error.class() == ErrorClass::Transient || error.waits_for_operator() => {
                 if started.elapsed() > Duration::from_secs(60) {

@@ -137,6 +137,9 @@ pub struct DeliveryLog {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Held while the log is open: a second relay on the same log would deliver every
+    /// message twice.
+    _lock: Arc<std::fs::File>,
 }
 
 const SCHEMA: &str = "
@@ -159,7 +162,8 @@ CREATE TABLE IF NOT EXISTS messages (
     last_error TEXT,
     first_attempt_at INTEGER,
     last_attempt_at INTEGER,
-    finished_at INTEGER
+    finished_at INTEGER,
+    undeliverable INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages (route, status, seq);
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (route, topic, message_key, seq);
@@ -220,6 +224,30 @@ impl DeliveryLog {
                 )
             })?;
         }
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| {
+                Error::operator(
+                    "relay.log_open",
+                    format!("cannot open {}: {error}", lock_path.display()),
+                )
+            })?;
+        if let Err(error) = lock.try_lock() {
+            return Err(Error::operator(
+                "relay.log_in_use",
+                format!(
+                    "the delivery log {} is in use by another relay ({error})",
+                    path.display()
+                ),
+            )
+            .with_hint(
+                "run one relay per log: stop the other one, or give this one its own [log] url",
+            ));
+        }
         let writer = open_connection(path)?;
         writer
             .execute_batch(SCHEMA)
@@ -229,6 +257,7 @@ impl DeliveryLog {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -280,19 +309,19 @@ impl DeliveryLog {
     }
 
     /// Stores `messages` (skipping ids already present) and, in the same transaction, the
-    /// checkpoint. Returns how many messages were new.
+    /// checkpoints (name, position). Returns how many messages were new.
     pub async fn ingest(
         &self,
         messages: Vec<NewMessage>,
-        checkpoint: Option<(String, String)>,
+        checkpoints: Vec<(String, String)>,
     ) -> Result<u64> {
         self.write(move |connection| {
             let transaction = connection.transaction()?;
             let mut inserted = 0;
             {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12)",
+                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL)",
                 )?;
                 for message in &messages {
                     let status = if message.refused.is_some() { "failed" } else { "pending" };
@@ -313,7 +342,7 @@ impl DeliveryLog {
                     ])? as u64;
                 }
             }
-            if let Some((name, position)) = checkpoint {
+            for (name, position) in checkpoints {
                 transaction.execute(
                     "INSERT INTO checkpoints (name, position) VALUES (?1, ?2)
                      ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -435,18 +464,85 @@ impl DeliveryLog {
     }
 
     /// Queues matching messages that are not pending once more, with a fresh retry budget;
-    /// returns how many.
+    /// returns how many. Messages refused when read (not in the route's format) are never
+    /// sent: they stay failed.
     pub async fn retry(&self, filter: Filter, now_ms: i64) -> Result<u64> {
         self.write(move |connection| {
             let (condition, mut values) = where_clause(&filter);
             values.push(rusqlite::types::Value::Integer(now_ms));
             let sql = format!(
                 "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL
-                 WHERE status <> 'pending' AND {condition}",
+                 WHERE status <> 'pending' AND undeliverable = 0 AND {condition}",
                 values.len()
             );
             let changed = connection.execute(&sql, rusqlite::params_from_iter(values))?;
             Ok(changed as u64)
+        })
+        .await
+    }
+
+    /// Stores messages read again from the source (a replay): those still in the log are
+    /// queued again with a fresh retry budget (unless pending), the others are stored anew.
+    /// Returns how many were queued.
+    pub async fn replay(&self, messages: Vec<NewMessage>, now_ms: i64) -> Result<u64> {
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            let mut queued = 0;
+            {
+                let mut upsert = transaction.prepare_cached(
+                    "INSERT INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
+                     ON CONFLICT (id) DO UPDATE SET status = 'pending', budget_start = attempts,
+                         next_attempt_at = excluded.next_attempt_at, finished_at = NULL
+                     WHERE status <> 'pending'",
+                )?;
+                // A record that cannot be sent stays as it was logged.
+                for message in messages.iter().filter(|message| message.refused.is_none()) {
+                    queued += upsert.execute(params![
+                        message.id,
+                        message.route,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.position,
+                        message.key,
+                        message.payload,
+                        message.created_at_ms,
+                        now_ms,
+                    ])? as u64;
+                }
+            }
+            transaction.commit()?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    /// Per topic and partition, the lowest offset whose message is still pending (in any
+    /// route): everything before it has an outcome in the log.
+    pub async fn lowest_pending_offsets(&self) -> Result<Vec<(String, i64, i64)>> {
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT topic, partition_number, min(offset_number) FROM messages
+                 WHERE status = 'pending' AND partition_number IS NOT NULL
+                 GROUP BY topic, partition_number",
+            )?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every checkpoint whose name starts with `prefix`.
+    pub async fn checkpoints(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        self.write(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT name, position FROM checkpoints WHERE name LIKE ?1 ESCAPE '\\'",
+            )?;
+            let rows = statement.query_map([pattern], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
         })
         .await
     }
@@ -458,7 +554,7 @@ impl DeliveryLog {
         self.write(move |connection| {
             let changed = connection.execute(
                 "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL
-                 WHERE id = ?1 AND status <> 'pending'",
+                 WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0",
                 params![id, now_ms],
             )?;
             Ok(changed > 0)
@@ -698,18 +794,24 @@ mod tests {
             std::env::temp_dir().join(format!("ferry-relay-log-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
         let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        assert_eq!(
+            DeliveryLog::open(&directory.join("log.db"))
+                .err()
+                .map(|error| error.code()),
+            Some("relay.log_in_use")
+        );
         let messages = vec![message("a1", "a"), message("b1", "b"), message("a2", "a")];
         assert_eq!(
             log.ingest(
                 messages.clone(),
-                Some(("source".into(), "postgres:0/2".into()))
+                vec![("source".into(), "postgres:0/2".into())]
             )
             .await
             .unwrap(),
             3
         );
         // The same messages again (a replay after a crash) are not stored twice.
-        assert_eq!(log.ingest(messages, None).await.unwrap(), 0);
+        assert_eq!(log.ingest(messages, vec![]).await.unwrap(), 0);
         assert_eq!(
             log.checkpoint("source").await.unwrap().as_deref(),
             Some("postgres:0/2")

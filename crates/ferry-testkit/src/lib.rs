@@ -5,6 +5,7 @@
 //! however it exits, so a crashed test run leaves nothing behind; the first server a process
 //! starts also sweeps away the remains of runs whose watchdog did not survive.
 
+mod kafka;
 mod mariadb;
 mod postgres;
 mod proxy;
@@ -12,6 +13,7 @@ mod receiver;
 mod sweep;
 mod wait;
 
+pub use kafka::{tansu_binary, KafkaServer};
 pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};

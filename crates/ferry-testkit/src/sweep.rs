@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Once;
 
 /// Directory name prefixes of the test kit's servers: `<prefix><owner pid>-<port>`.
-const PREFIXES: &[&str] = &["ferry-pg-", "ferry-mariadb-"];
+const PREFIXES: &[&str] = &["ferry-pg-", "ferry-mariadb-", "ferry-kafka-"];
 
 /// Once per process: stops and removes every test-kit server directory in the temporary
 /// directory whose owning process is gone.

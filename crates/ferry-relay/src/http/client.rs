@@ -427,7 +427,12 @@ fn parse_status_line(line: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no status code in {:?}", line.trim_end()))
 }
 
-async fn read_exactly(connection: &mut Connection, mut left: u64, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
+async fn read_exactly(
+    connection: &mut Connection,
+    mut left: u64,
+    kept: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), String> {
     let mut buffer = [0u8; 16 * 1024];
     while left > 0 {
         let want = buffer
@@ -446,7 +451,11 @@ async fn read_exactly(connection: &mut Connection, mut left: u64, kept: &mut Vec
     Ok(())
 }
 
-async fn read_to_end(connection: &mut Connection, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
+async fn read_to_end(
+    connection: &mut Connection,
+    kept: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), String> {
     let mut buffer = [0u8; 16 * 1024];
     loop {
         let read = connection
@@ -460,7 +469,11 @@ async fn read_to_end(connection: &mut Connection, kept: &mut Vec<u8>, limit: usi
     }
 }
 
-async fn read_chunked(connection: &mut Connection, kept: &mut Vec<u8>, limit: usize) -> Result<(), String> {
+async fn read_chunked(
+    connection: &mut Connection,
+    kept: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), String> {
     loop {
         let mut line = String::new();
         connection

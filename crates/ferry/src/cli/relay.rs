@@ -13,6 +13,13 @@ use crate::signals::shutdown_on_signals;
 
 pub async fn run(config: &Path, listen: Listen) -> Result<ExitCode> {
     let config = ferry_relay::config::load(config, &|name| std::env::var(name).ok())?;
+    let listen = ferry_relay::Listen {
+        address: listen.address,
+        token: listen.token,
+    };
+    if config.source_url.starts_with("kafka://") {
+        return run_kafka(config, listen).await;
+    }
     let source = Endpoint::parse(
         &config.source_url,
         config.source_password.as_deref(),
@@ -26,10 +33,49 @@ pub async fn run(config: &Path, listen: Listen) -> Result<ExitCode> {
         config.routes.len(),
         config.log_path.display()
     );
-    let listen = ferry_relay::Listen {
-        address: listen.address,
-        token: listen.token,
-    };
-    ferry_relay::run(config, source.source(), listen, shutdown_on_signals()).await?;
+    let input = ferry_relay::Input::Database(source.source());
+    ferry_relay::run(config, input, listen, shutdown_on_signals()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "kafka")]
+async fn run_kafka(
+    config: ferry_relay::config::RelayConfig,
+    listen: ferry_relay::Listen,
+) -> Result<ExitCode> {
+    use ferry_relay::kafka::{KafkaInput, Start};
+    let start = if config.source_start_latest {
+        Start::Latest
+    } else {
+        Start::Earliest
+    };
+    let input = KafkaInput::parse(&config.source_url, config.source_options.clone(), start)
+        .map_err(|error| error.context("source"))?;
+    eprintln!(
+        "relay '{}': Kafka {} to {} route(s); log {}",
+        config.name,
+        input.bootstrap,
+        config.routes.len(),
+        config.log_path.display()
+    );
+    ferry_relay::run(
+        config,
+        ferry_relay::Input::Kafka(input),
+        listen,
+        shutdown_on_signals(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn run_kafka(
+    _: ferry_relay::config::RelayConfig,
+    _: ferry_relay::Listen,
+) -> Result<ExitCode> {
+    Err(ferry_core::Error::operator(
+        "config.unsupported_engine",
+        "this ferry was built without Kafka support",
+    )
+    .with_hint("build it with the kafka feature: cargo build --release --features kafka"))
 }

@@ -25,7 +25,11 @@ impl Browser {
             .into_iter()
             .find(|path| std::path::Path::new(path).exists())
             .expect("chromedriver is missing: apt-get install -y chromium chromium-driver (scripts/install-prerequisites.sh does)");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = Command::new(driver_binary)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -42,9 +46,17 @@ impl Browser {
             client,
             profile,
         };
-        wait_until("chromedriver to listen", Duration::from_secs(30), || async {
-            browser.request("GET", "/status", None).await.ok().filter(|status| status["value"]["ready"] == true)
-        })
+        wait_until(
+            "chromedriver to listen",
+            Duration::from_secs(30),
+            || async {
+                browser
+                    .request("GET", "/status", None)
+                    .await
+                    .ok()
+                    .filter(|status| status["value"]["ready"] == true)
+            },
+        )
         .await
         .unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
@@ -57,20 +69,38 @@ impl Browser {
                          format!("--user-data-dir={}", browser.profile.display())]
             }
         }}});
-        let session = browser.request("POST", "/session", Some(capabilities)).await.expect("open a browser session");
-        browser.session = session["value"]["sessionId"].as_str().expect("a session id").to_string();
+        let session = browser
+            .request("POST", "/session", Some(capabilities))
+            .await
+            .expect("open a browser session");
+        browser.session = session["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
         browser
     }
 
-    async fn request(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let target = Target::parse(&format!("{}{path}", self.base)).unwrap();
         let body = body.map(|body| body.to_string()).unwrap_or_default();
         let response = self
             .client
-            .send(method, &target, &[("Content-Type".into(), "application/json".into())], body.as_bytes(), Duration::from_secs(60))
+            .send(
+                method,
+                &target,
+                &[("Content-Type".into(), "application/json".into())],
+                body.as_bytes(),
+                Duration::from_secs(60),
+            )
             .await
             .map_err(|error| error.to_string())?;
-        let value: Value = serde_json::from_slice(&response.body).map_err(|error| error.to_string())?;
+        let value: Value =
+            serde_json::from_slice(&response.body).map_err(|error| error.to_string())?;
         if response.status >= 400 {
             return Err(format!("WebDriver {method} {path}: {value}"));
         }
@@ -79,43 +109,78 @@ impl Browser {
 
     async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let path = format!("/session/{}{path}", self.session);
-        self.request(method, &path, body).await.unwrap_or_else(|error| panic!("{error}"))
+        self.request(method, &path, body)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     pub async fn open(&self, url: &str) {
-        self.command("POST", "/url", Some(json!({"url": url}))).await;
+        self.command("POST", "/url", Some(json!({"url": url})))
+            .await;
     }
 
     /// The elements matching a CSS selector now.
     pub async fn find_all(&self, selector: &str) -> Vec<String> {
-        let found = self.command("POST", "/elements", Some(json!({"using": "css selector", "value": selector}))).await;
+        let found = self
+            .command(
+                "POST",
+                "/elements",
+                Some(json!({"using": "css selector", "value": selector})),
+            )
+            .await;
         found["value"]
             .as_array()
-            .map(|elements| elements.iter().filter_map(|element| element[ELEMENT].as_str().map(str::to_string)).collect())
+            .map(|elements| {
+                elements
+                    .iter()
+                    .filter_map(|element| element[ELEMENT].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Waits for an element to appear.
     pub async fn wait_for(&self, selector: &str) -> String {
-        wait_until(&format!("an element {selector}"), Duration::from_secs(20), || async {
-            self.find_all(selector).await.into_iter().next()
-        })
+        wait_until(
+            &format!("an element {selector}"),
+            Duration::from_secs(20),
+            || async { self.find_all(selector).await.into_iter().next() },
+        )
         .await
         .unwrap_or_else(|error| panic!("{error}"))
     }
 
     pub async fn click(&self, element: &str) {
-        self.command("POST", &format!("/element/{element}/click"), Some(json!({}))).await;
+        self.command(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     pub async fn text(&self, element: &str) -> String {
-        self.command("GET", &format!("/element/{element}/text"), None).await["value"].as_str().unwrap_or("").to_string()
+        self.command("GET", &format!("/element/{element}/text"), None)
+            .await["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Replaces an input's text.
     pub async fn type_into(&self, element: &str, text: &str) {
-        self.command("POST", &format!("/element/{element}/clear"), Some(json!({}))).await;
-        self.command("POST", &format!("/element/{element}/value"), Some(json!({"text": text}))).await;
+        self.command(
+            "POST",
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
     }
 
     /// Saves a PNG of the page.

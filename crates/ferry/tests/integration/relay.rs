@@ -573,7 +573,9 @@ async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
         let broken = request.body.contains("\"broken\"");
         (Some(if broken { 500 } else { 200 }), Duration::ZERO)
     });
-    let route = ROUTE.replace("RECEIVER", &receiver.url("")).replace("max_retries = 3", "max_retries = 1");
+    let route = ROUTE
+        .replace("RECEIVER", &receiver.url(""))
+        .replace("max_retries = 3", "max_retries = 1");
     let relay = Relay::new("relay-page", &pair.source_url, &route);
     let mut run = relay.spawn();
     relay.wait_reading().await;
@@ -581,43 +583,74 @@ async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
         .batch_execute("INSERT INTO orders VALUES (1, 'broken', 1), (2, 'fine', 2)")
         .await
         .unwrap();
-    wait_until("the broken message to be parked", Duration::from_secs(30), || async {
-        (relay.messages("status=failed").await.len() == 1).then_some(())
-    })
+    wait_until(
+        "the broken message to be parked",
+        Duration::from_secs(30),
+        || async { (relay.messages("status=failed").await.len() == 1).then_some(()) },
+    )
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
 
     let browser = crate::browser::Browser::start().await;
     browser.open(&relay.url("/")).await;
     // The page opens on failures: the parked message is there, with its key.
-    let row = browser.wait_for("#messages tbody tr[data-status='failed']").await;
+    let row = browser
+        .wait_for("#messages tbody tr[data-status='failed']")
+        .await;
     assert!(browser.text(&row).await.contains("{\"id\":1}"));
-    assert_eq!(browser.find_all("#messages tbody tr").await.len(), 1, "only failures are listed");
+    assert_eq!(
+        browser.find_all("#messages tbody tr").await.len(),
+        1,
+        "only failures are listed"
+    );
     // The counters show the route.
-    let card = browser.wait_for(".card[data-route='orders'] .failed b").await;
+    let card = browser
+        .wait_for(".card[data-route='orders'] .failed b")
+        .await;
     assert_eq!(browser.text(&card).await, "1");
     // Its details: the attempts and the payload.
     browser.click(&row).await;
     let payload = browser.wait_for("#detail #payload").await;
     assert!(browser.text(&payload).await.contains("broken"));
-    assert_eq!(browser.find_all("#attempts tbody tr").await.len(), 2, "two attempts (max_retries = 1)");
+    assert_eq!(
+        browser.find_all("#attempts tbody tr").await.len(),
+        2,
+        "two attempts (max_retries = 1)"
+    );
     let shot = std::env::temp_dir().join("ferry-relay-page-failed.png");
     browser.screenshot(&shot).await;
     eprintln!("screenshot: {}", shot.display());
     // The endpoint is fixed: retry from the page.
     receiver.set_policy(|_, _| (Some(200), Duration::ZERO));
-    let retry = browser.wait_for("#messages tbody tr[data-status='failed'] button.retry").await;
+    let retry = browser
+        .wait_for("#messages tbody tr[data-status='failed'] button.retry")
+        .await;
     browser.click(&retry).await;
     let notice = browser.wait_for("#notice").await;
-    wait_until("the page to confirm the retry", Duration::from_secs(10), || async {
-        browser.text(&notice).await.contains("Queued again").then_some(())
-    })
+    wait_until(
+        "the page to confirm the retry",
+        Duration::from_secs(10),
+        || async {
+            browser
+                .text(&notice)
+                .await
+                .contains("Queued again")
+                .then_some(())
+        },
+    )
     .await
     .unwrap();
-    wait_until("the endpoint to receive the message", Duration::from_secs(30), || {
-        let done = receiver.delivered().iter().any(|request| request.body.contains("\"broken\""));
-        async move { done.then_some(()) }
-    })
+    wait_until(
+        "the endpoint to receive the message",
+        Duration::from_secs(30),
+        || {
+            let done = receiver
+                .delivered()
+                .iter()
+                .any(|request| request.body.contains("\"broken\""));
+            async move { done.then_some(()) }
+        },
+    )
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
     // Search the deliveries for that key: the message is delivered.
@@ -626,12 +659,18 @@ async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
     let key = browser.wait_for("#key").await;
     browser.type_into(&key, "{\"id\":1}").await;
     let search = browser.wait_for("#search").await;
-    wait_until("the page to list the message as delivered", Duration::from_secs(20), || async {
-        browser.click(&search).await;
-        let rows = browser.find_all("#messages tbody tr[data-status='delivered']").await;
-        let all = browser.find_all("#messages tbody tr").await;
-        (rows.len() == 1 && all.len() == 1).then_some(())
-    })
+    wait_until(
+        "the page to list the message as delivered",
+        Duration::from_secs(20),
+        || async {
+            browser.click(&search).await;
+            let rows = browser
+                .find_all("#messages tbody tr[data-status='delivered']")
+                .await;
+            let all = browser.find_all("#messages tbody tr").await;
+            (rows.len() == 1 && all.len() == 1).then_some(())
+        },
+    )
     .await
     .unwrap();
     let shot = std::env::temp_dir().join("ferry-relay-page-delivered.png");
@@ -639,4 +678,389 @@ async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
     eprintln!("screenshot: {}", shot.display());
     drop(browser);
     assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
+
+mod kafka {
+    use super::*;
+    use ferry_testkit::KafkaServer;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    async fn create_topic(broker: &KafkaServer, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .create()
+            .unwrap();
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        for result in results {
+            result.unwrap();
+        }
+    }
+
+    fn producer(broker: &KafkaServer) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .unwrap()
+    }
+
+    /// Sends one record to an explicit partition; returns its offset.
+    async fn produce(
+        producer: &FutureProducer,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        value: &[u8],
+    ) -> i64 {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(value);
+        let delivery = producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(error, _)| panic!("produce: {error}"));
+        delivery.offset
+    }
+
+    fn committed(broker: &KafkaServer, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(topic, partition);
+        }
+        let found = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap();
+        found
+            .elements()
+            .iter()
+            .map(|element| match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    const KAFKA_ROUTE: &str = r#"
+[[route]]
+name = "orders"
+topics = ["orders"]
+url = "RECEIVER/hooks/orders"
+max_retries = 3
+backoff = "50ms"
+max_backoff = "200ms"
+timeout = "2s"
+secret_env = "RELAY_TEST_SECRET"
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relay_delivers_kafka_records_in_key_order_commits_by_outcome_and_replays() {
+        let broker = KafkaServer::start().expect("start tansu");
+        create_topic(&broker, "orders", 2).await;
+        let receiver = Receiver::start().await;
+        receiver.set_policy(|request, seen| {
+            let body = request.body.clone();
+            let status = if body.contains("\"poison\"") {
+                400
+            } else if body.contains("\"flaky\"") && seen < 2 {
+                503
+            } else {
+                200
+            };
+            (Some(status), Duration::ZERO)
+        });
+        let producer = producer(&broker);
+        // Ten keys over two partitions, 20 records each, produced before the relay starts
+        // (read from the earliest offset).
+        let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for round in 0..20 {
+            for key in 0..10 {
+                let name = format!("k{key}");
+                let value = serde_json::json!({"key": name, "n": round}).to_string();
+                produce(&producer, "orders", key % 2, &name, value.as_bytes()).await;
+                expected.entry(name).or_default().push(round);
+            }
+        }
+        let relay = Relay::new(
+            "relay-kafka",
+            &broker.url(),
+            &KAFKA_ROUTE.replace("RECEIVER", &receiver.url("")),
+        );
+        let mut run = relay.spawn();
+        // More records while it runs: a flaky one, a poison one with a record of the same key
+        // behind it, and one that is not JSON.
+        produce(
+            &producer,
+            "orders",
+            0,
+            "f",
+            br#"{"key": "f", "note": "flaky"}"#,
+        )
+        .await;
+        let poison_offset = produce(
+            &producer,
+            "orders",
+            1,
+            "p",
+            br#"{"key": "p", "note": "poison"}"#,
+        )
+        .await;
+        let behind_offset = produce(
+            &producer,
+            "orders",
+            1,
+            "p",
+            br#"{"key": "p", "note": "after-poison"}"#,
+        )
+        .await;
+        produce(&producer, "orders", 0, "x", b"not json at all").await;
+        let total = 200 + 1;
+        wait_until(
+            "the records to be delivered",
+            Duration::from_secs(60),
+            || {
+                let count = distinct_deliveries(&receiver).len();
+                async move { (count >= total).then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "{error}: {} delivered\n{}",
+                distinct_deliveries(&receiver).len(),
+                relay.log()
+            )
+        });
+        let failed = wait_until("two parked failures", Duration::from_secs(30), || async {
+            let failed = relay.messages("status=failed").await;
+            (failed.len() == 2).then_some(failed)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        let delivered = distinct_deliveries(&receiver);
+        assert_eq!(delivered.len(), total);
+        check_signatures(&receiver.received());
+        // Per-key order.
+        let mut order: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for request in &delivered {
+            let document = request.json();
+            if let Some(n) = document["n"].as_i64() {
+                order
+                    .entry(document["key"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(n);
+            }
+        }
+        assert_eq!(order, expected);
+        // Coordinates travel as headers; the flaky record kept its id over three attempts.
+        let flaky: Vec<Received> = receiver
+            .received()
+            .into_iter()
+            .filter(|request| request.body.contains("flaky"))
+            .collect();
+        assert_eq!(
+            flaky
+                .iter()
+                .map(|request| request.status)
+                .collect::<Vec<_>>(),
+            [503, 503, 200]
+        );
+        assert!(flaky
+            .iter()
+            .all(|request| request.header("webhook-id") == flaky[0].header("webhook-id")));
+        assert_eq!(flaky[0].header("ferry-topic"), Some("orders"));
+        assert_eq!(flaky[0].header("ferry-partition"), Some("0"));
+        // Parked: the poison record (400) and the record that is not JSON (never sent).
+        let errors: BTreeSet<String> = failed
+            .iter()
+            .map(|message| message["last_error"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            errors.iter().any(|error| error.contains("HTTP 400")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|error| error.contains("not JSON")),
+            "{errors:?}"
+        );
+        assert!(!receiver
+            .received()
+            .iter()
+            .any(|request| request.body.contains("not json")));
+        let poison = failed.iter().find(|message| message["key"] == "p").unwrap();
+        assert_eq!(
+            (poison["partition"].as_i64(), poison["offset"].as_i64()),
+            (Some(1), Some(poison_offset))
+        );
+        assert!(!receiver
+            .received()
+            .iter()
+            .any(|request| request.body.contains("after-poison")));
+        // The group's offsets follow outcomes: partition 0 is done; partition 1 stops at the
+        // record waiting behind the parked one.
+        let group = "ferry-relay-relay-kafka";
+        wait_until(
+            "the group's offsets to follow the outcomes",
+            Duration::from_secs(30),
+            || {
+                let offsets = committed(&broker, group, "orders", 2);
+                async move { (offsets[1] == behind_offset && offsets[0] >= 102).then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "{error}: {:?}\n{}",
+                committed(&broker, group, "orders", 2),
+                relay.log()
+            )
+        });
+        // The endpoint is fixed; retry everything parked: the poison record goes, then the one
+        // behind it, and the offset of partition 1 moves past them.
+        receiver.set_policy(|_, _| (Some(200), Duration::ZERO));
+        // (The record that is not JSON stays parked: it cannot be sent as JSON.)
+        let (status, answer) = relay
+            .call(
+                "POST",
+                "/api/relay/retry",
+                r#"{"status": "failed", "route": "orders"}"#,
+            )
+            .await;
+        assert_eq!(
+            (status, answer["retried"].as_i64()),
+            (200, Some(1)),
+            "{answer}"
+        );
+        wait_until(
+            "the record behind the poison one",
+            Duration::from_secs(30),
+            || {
+                let done = receiver
+                    .delivered()
+                    .iter()
+                    .any(|request| request.body.contains("after-poison"));
+                async move { done.then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        wait_until(
+            "partition 1's offset to pass it",
+            Duration::from_secs(30),
+            || {
+                let offsets = committed(&broker, group, "orders", 2);
+                async move { (offsets[1] == behind_offset + 1).then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "{error}: {:?}\n{}",
+                committed(&broker, group, "orders", 2),
+                relay.log()
+            )
+        });
+        // Replay partition 0, offsets 0 to 2, from Kafka: the same ids are delivered again.
+        let first_ids: Vec<String> = delivered
+            .iter()
+            .filter(|request| {
+                request.header("ferry-partition") == Some("0")
+                    && request
+                        .header("ferry-offset")
+                        .and_then(|o| o.parse::<i64>().ok())
+                        .is_some_and(|o| o <= 2)
+            })
+            .map(|request| request.header("webhook-id").unwrap().to_string())
+            .collect();
+        assert_eq!(first_ids.len(), 3);
+        let before = receiver.delivered().len();
+        let (status, answer) = relay
+            .call(
+                "POST",
+                "/api/relay/replay",
+                r#"{"topic": "orders", "partition": 0, "from_offset": 0, "to_offset": 2}"#,
+            )
+            .await;
+        assert_eq!(
+            (status, answer["read"].as_i64(), answer["retried"].as_i64()),
+            (200, Some(3), Some(3)),
+            "{answer}"
+        );
+        wait_until("the replayed records", Duration::from_secs(30), || {
+            let again: Vec<String> = receiver.delivered()[before..]
+                .iter()
+                .map(|request| request.header("webhook-id").unwrap().to_string())
+                .collect();
+            let ids = first_ids.clone();
+            async move { ids.iter().all(|id| again.contains(id)).then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        // kill -9 while records arrive, restart: every record delivered, none changed.
+        let writer_broker = broker.bootstrap();
+        let writer = tokio::spawn(async move {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", writer_broker)
+                .set("acks", "all")
+                .create()
+                .unwrap();
+            for n in 0..400 {
+                let key = format!("late{}", n % 7);
+                let value = serde_json::json!({"key": key, "late": n}).to_string();
+                // A key stays in one partition, as Kafka's partitioners keep it.
+                produce(&producer, "orders", (n % 7) % 2, &key, value.as_bytes()).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        kill(&mut run);
+        let mut run = relay.spawn();
+        writer.await.unwrap();
+        wait_until("the late records", Duration::from_secs(60), || {
+            let late: BTreeSet<i64> = receiver
+                .delivered()
+                .iter()
+                .filter_map(|request| request.json()["late"].as_i64())
+                .collect();
+            async move { (late.len() == 400).then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        let mut late_order: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut seen_ids = BTreeSet::new();
+        for request in receiver.delivered() {
+            let document = request.json();
+            if let Some(n) = document["late"].as_i64() {
+                if seen_ids.insert(request.header("webhook-id").unwrap().to_string()) {
+                    late_order
+                        .entry(document["key"].as_str().unwrap().to_string())
+                        .or_default()
+                        .push(n);
+                }
+            }
+        }
+        assert_eq!(seen_ids.len(), 400, "one id per record");
+        for (key, numbers) in late_order {
+            assert!(
+                numbers.windows(2).all(|pair| pair[0] < pair[1]),
+                "{key}: {numbers:?}"
+            );
+        }
+        assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+    }
 }
