@@ -37,6 +37,9 @@ impl RouteCounters {
     }
 }
 
+/// A metric family: name, help, and how to read it from a route's counters.
+type Family = (&'static str, &'static str, fn(&RouteCounters) -> u64);
+
 /// Every route's counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -84,7 +87,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut text = String::new();
-        let families: [(&str, &str, fn(&RouteCounters) -> u64); 6] = [
+        let families: [Family; 6] = [
             (
                 "ferry_relay_delivered_total",
                 "Messages delivered (2xx).",
