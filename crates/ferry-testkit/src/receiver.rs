@@ -18,6 +18,8 @@ pub struct Received {
     pub body: String,
     /// How this endpoint answered (0: not at all).
     pub status: u16,
+    /// When it arrived (Unix milliseconds).
+    pub received_at_ms: i64,
 }
 
 impl Received {
@@ -87,6 +89,16 @@ impl Receiver {
         self.received.lock().unwrap().clone()
     }
 
+    /// How many requests were answered with a 2xx (cheap: nothing is copied).
+    pub fn delivered_count(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|request| (200..300).contains(&request.status))
+            .count()
+    }
+
     /// The requests answered with a 2xx.
     pub fn delivered(&self) -> Vec<Received> {
         self.received()
@@ -133,6 +145,10 @@ async fn serve(
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
             status: 0,
+            received_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as i64)
+                .unwrap_or(0),
         };
         let policy = rules.lock().unwrap().clone();
         let seen = {

@@ -23,6 +23,7 @@ mod mysql_values;
 mod mysql_verify;
 mod partitions;
 mod relay;
+mod relay_bench;
 mod resume;
 mod schema;
 mod schema_changes;
