@@ -447,7 +447,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "d" => number * 86400.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Replaces `${NAME}` with the variable's value; the name of a missing one is the error.
@@ -491,6 +491,7 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5 weeks"), None);
         assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("999999999999999999999d"), None);
     }
 
     #[test]

@@ -154,18 +154,24 @@ impl Breakers {
             return;
         }
         breaker.failures_in_a_row += 1;
-        if breaker.open_until.is_some() {
+        match breaker.open_until {
+            // Requests sent before it opened: nothing new.
+            Some(until) if Instant::now() < until => {}
             // A failed probe: wait longer.
-            breaker.cooldown = (breaker.cooldown * 2).min(Duration::from_secs(60));
-            breaker.open_until = Some(Instant::now() + breaker.cooldown);
-        } else if breaker.failures_in_a_row >= BREAKER_THRESHOLD {
-            warn!(
-                endpoint = origin,
-                failures = breaker.failures_in_a_row,
-                cooldown_ms = breaker.cooldown.as_millis() as u64,
-                "the endpoint keeps failing: circuit open"
-            );
-            breaker.open_until = Some(Instant::now() + breaker.cooldown);
+            Some(_) => {
+                breaker.cooldown = (breaker.cooldown * 2).min(Duration::from_secs(60));
+                breaker.open_until = Some(Instant::now() + breaker.cooldown);
+            }
+            None if breaker.failures_in_a_row >= BREAKER_THRESHOLD => {
+                warn!(
+                    endpoint = origin,
+                    failures = breaker.failures_in_a_row,
+                    cooldown_ms = breaker.cooldown.as_millis() as u64,
+                    "the endpoint keeps failing: circuit open"
+                );
+                breaker.open_until = Some(Instant::now() + breaker.cooldown);
+            }
+            None => {}
         }
     }
 }
@@ -227,7 +233,7 @@ impl Worker {
                 .due(&self.route.name, self.route.ordering, now_ms(), limit)
                 .await?;
             if due.is_empty() {
-                let wait = match self.log.next_due_at(&self.route.name).await? {
+                let wait = match self.log.next_due_at(&self.route.name, now_ms()).await? {
                     Some(at) => Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64),
                     None => Duration::from_secs(1),
                 };

@@ -32,6 +32,12 @@ pub struct Document {
     /// changes keep their order.
     pub key: String,
     pub body: String,
+    /// The old key of a row that moved to another key: ordered against both keys' changes.
+    pub old_key: Option<String>,
+    /// The change concerns a whole table (a truncate, foreign-key actions): under key ordering
+    /// it waits for every earlier pending change of its table, and every later one waits for
+    /// it.
+    pub barrier: bool,
 }
 
 /// Where in the source a change sits, for the document and its identity.
@@ -54,7 +60,15 @@ pub fn documents(change: &Change, at: &Coordinates<'_>) -> Vec<Document> {
             row,
         } => {
             let before = old_key.as_ref().map(|old| old_image(relation, old));
-            vec![row_document(relation, "update", before, Some(row), at)]
+            let old = before
+                .as_ref()
+                .filter(|_| !relation.is_keyless())
+                .map(|before| object(before));
+            let document = row_document(relation, "update", before, Some(row), at);
+            vec![Document {
+                old_key: old,
+                ..document
+            }]
         }
         Change::Delete { relation, key } => {
             let before = old_image(relation, key);
@@ -78,6 +92,8 @@ pub fn documents(change: &Change, at: &Coordinates<'_>) -> Vec<Document> {
                     table: relation.table.clone(),
                     key: relation.table.to_string(),
                     body,
+                    old_key: None,
+                    barrier: true,
                 }
             })
             .collect(),
@@ -110,6 +126,8 @@ pub fn documents(change: &Change, at: &Coordinates<'_>) -> Vec<Document> {
                 table: relation.table.clone(),
                 key: relation.table.to_string(),
                 body,
+                old_key: None,
+                barrier: true,
             }]
         }
     }
@@ -198,6 +216,8 @@ fn row_document(
         table: relation.table.clone(),
         key,
         body,
+        old_key: None,
+        barrier: false,
     }
 }
 

@@ -162,7 +162,8 @@ impl Feed {
                     continue;
                 }
                 _ = shutdown.changed() => {
-                    self.flush(&mut buffered, &mut checkpoint, &mut *stream).await?;
+                    // Stored even past the pending limit: the workers have stopped.
+                    self.store(&mut buffered, &mut checkpoint, &mut *stream).await?;
                     return stream.close().await;
                 }
             };
@@ -212,6 +213,8 @@ impl Feed {
                                 key: Some(document.key.clone()),
                                 payload: document.body.clone().into_bytes(),
                                 created_at_ms: now_ms(),
+                                old_key: document.old_key.clone(),
+                                barrier: document.barrier,
                                 refused: None,
                             });
                         }
@@ -252,7 +255,8 @@ impl Feed {
         }
     }
 
-    /// Stores what was read and the checkpoint, then acknowledges the source.
+    /// Waits until the log has room, then stores what was read and the checkpoint, then
+    /// acknowledges the source.
     async fn flush(
         &self,
         buffered: &mut Vec<NewMessage>,
@@ -263,6 +267,19 @@ impl Feed {
             return Ok(());
         }
         self.wait_for_room().await?;
+        self.store(buffered, checkpoint, stream).await
+    }
+
+    /// Stores what was read and the checkpoint, then acknowledges the source.
+    async fn store(
+        &self,
+        buffered: &mut Vec<NewMessage>,
+        checkpoint: &mut Option<Position>,
+        stream: &mut dyn ferry_core::connector::ChangeStream,
+    ) -> Result<()> {
+        if buffered.is_empty() && checkpoint.is_none() {
+            return Ok(());
+        }
         let messages = std::mem::take(buffered);
         let count = messages.len();
         let mut per_route: Vec<(String, u64)> = Vec::new();

@@ -92,6 +92,9 @@ impl KafkaInput {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
+            // A stored offset the broker no longer has (retention, a recreated topic): go to
+            // the earliest record it still has rather than skip to the end.
+            .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
             .set("topic.metadata.refresh.interval.ms", "10000");
         for (name, value) in &self.options {
@@ -167,6 +170,8 @@ pub fn record_message(relay: &str, route: &Route, message: &BorrowedMessage<'_>)
         key,
         payload,
         created_at_ms: message.timestamp().to_millis().unwrap_or_else(now_ms),
+        old_key: None,
+        barrier: false,
         refused,
     }
 }
@@ -266,15 +271,41 @@ impl KafkaFeed {
             .await
             .map_err(|error| Error::transient("kafka.client", error.to_string()))?
             .map_err(|error| kafka_error("reading the group's committed offsets", error))?;
+            // `start` applies to the partitions of the first run only: a partition that
+            // appears later starts at its beginning, so nothing written to it is skipped.
+            let first_run = stored.is_empty();
+            let mut resolved = Vec::new();
             for element in committed.elements() {
-                let offset = match element.offset() {
-                    Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
-                    _ if self.input.start == Start::Latest => Offset::End,
-                    _ => Offset::Beginning,
+                let (topic, partition) = (element.topic().to_string(), element.partition());
+                let committed = match element.offset() {
+                    Offset::Offset(offset) if offset >= 0 => Some(offset),
+                    _ => None,
                 };
-                list.add_partition_offset(element.topic(), element.partition(), offset)
+                let reader = consumer.clone();
+                let latest = first_run && self.input.start == Start::Latest;
+                let watermark_topic = topic.clone();
+                let offset = match committed {
+                    Some(offset) => offset,
+                    None => {
+                        let (low, high) = tokio::task::spawn_blocking(move || {
+                            reader.fetch_watermarks(&watermark_topic, partition, METADATA_TIMEOUT)
+                        })
+                        .await
+                        .map_err(|error| Error::transient("kafka.client", error.to_string()))?
+                        .map_err(|error| kafka_error("reading a partition's offsets", error))?;
+                        if latest {
+                            high
+                        } else {
+                            low
+                        }
+                    }
+                };
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(|error| kafka_error("assigning", error))?;
+                resolved.push((checkpoint_name(&topic, partition), offset.to_string()));
             }
+            // Stored at once: a restart before any record arrives starts at the same place.
+            self.log.ingest(Vec::new(), resolved).await?;
         }
         Ok(list)
     }
@@ -341,7 +372,8 @@ impl KafkaFeed {
                     }
                 }
                 _ = shutdown.changed() => {
-                    self.flush(&mut buffered, &mut next_offsets).await?;
+                    // Stored even past the pending limit: the workers have stopped.
+                    self.store(&mut buffered, &mut next_offsets).await?;
                     self.commit_progress(&consumer, &assigned, &mut committed).await;
                     return Ok(());
                 }
@@ -362,6 +394,15 @@ impl KafkaFeed {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        self.store(buffered, next_offsets).await
+    }
+
+    /// Stores the messages with the next offset of every partition read.
+    async fn store(
+        &self,
+        buffered: &mut Vec<NewMessage>,
+        next_offsets: &mut BTreeMap<(String, i32), i64>,
+    ) -> Result<()> {
         let messages = std::mem::take(buffered);
         let count = messages.len() as u64;
         let mut per_route: BTreeMap<String, u64> = BTreeMap::new();

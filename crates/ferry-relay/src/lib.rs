@@ -77,7 +77,8 @@ pub async fn run(
             relay: config.name.clone(),
             routes: routes
                 .iter()
-                .map(|route| (route.name.clone(), route.url.clone()))
+                // The origin only: a webhook URL's path or query often carries a token.
+                .map(|route| (route.name.clone(), route.target.origin()))
                 .collect(),
             log: log.clone(),
             metrics: metrics.clone(),
@@ -242,7 +243,8 @@ async fn keep_pruning(
                 ("delivered", route.success_retention),
                 ("failed", route.failure_retention),
             ] {
-                let before = now_ms() - retention.as_millis() as i64;
+                let before = now_ms()
+                    .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
                 match log.prune(&route.name, status, before).await {
                     Ok(0) => {}
                     Ok(deleted) => {

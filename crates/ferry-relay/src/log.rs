@@ -35,6 +35,11 @@ pub struct NewMessage {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub created_at_ms: i64,
+    /// The old key of a message that moved a row: ordered against both keys.
+    pub old_key: Option<String>,
+    /// Ordered against every pending message of its route and topic (see
+    /// [`crate::document::Document`]).
+    pub barrier: bool,
     /// Set for a message that cannot be delivered at all (it could not be decoded): it is
     /// stored as failed with this error.
     pub refused: Option<String>,
@@ -163,10 +168,22 @@ CREATE TABLE IF NOT EXISTS messages (
     first_attempt_at INTEGER,
     last_attempt_at INTEGER,
     finished_at INTEGER,
-    undeliverable INTEGER NOT NULL DEFAULT 0
+    undeliverable INTEGER NOT NULL DEFAULT 0,
+    barrier INTEGER NOT NULL DEFAULT 0,
+    old_key TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages (route, status, seq);
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (route, topic, message_key, seq);
+-- The ordering checks look only at messages not yet delivered: partial indexes keep them
+-- cheap however long a key's history grows.
+CREATE INDEX IF NOT EXISTS messages_open_by_key ON messages (route, topic, message_key, seq)
+    WHERE status <> 'delivered' AND undeliverable = 0;
+CREATE INDEX IF NOT EXISTS messages_open_by_old_key ON messages (route, topic, old_key, seq)
+    WHERE old_key IS NOT NULL AND status <> 'delivered' AND undeliverable = 0;
+CREATE INDEX IF NOT EXISTS messages_open ON messages (route, topic, seq)
+    WHERE status <> 'delivered' AND undeliverable = 0;
+CREATE INDEX IF NOT EXISTS messages_open_barriers ON messages (route, topic, seq)
+    WHERE barrier = 1 AND status <> 'delivered' AND undeliverable = 0;
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (route, status, finished_at);
 CREATE TABLE IF NOT EXISTS attempts (
     message_seq INTEGER NOT NULL,
@@ -320,8 +337,8 @@ impl DeliveryLog {
             let mut inserted = 0;
             {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL)",
+                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable, barrier, old_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL, ?13, ?14)",
                 )?;
                 for message in &messages {
                     let status = if message.refused.is_some() { "failed" } else { "pending" };
@@ -339,6 +356,8 @@ impl DeliveryLog {
                         status,
                         message.refused,
                         finished,
+                        message.barrier,
+                        message.old_key,
                     ])? as u64;
                 }
             }
@@ -367,14 +386,34 @@ impl DeliveryLog {
         let route = route.to_string();
         self.write(move |connection| {
             let sql = match ordering {
+                // Held back: by an earlier undelivered message (retrying or parked) of the
+                // same key (a row that moved has two: its new and its old key); by an earlier
+                // pending table-wide change of the topic; and a table-wide change by any
+                // earlier pending message of the topic. A message that can never be sent holds
+                // nothing back.
                 Ordering::Key => {
                     "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start FROM messages m
                      WHERE route = ?1 AND status = 'pending' AND next_attempt_at <= ?2
                        AND (message_key IS NULL OR NOT EXISTS (
-                           SELECT 1 FROM messages earlier
+                           SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
                            WHERE earlier.route = m.route AND earlier.topic = m.topic
-                             AND earlier.message_key = m.message_key AND earlier.seq < m.seq
-                             AND earlier.status <> 'delivered'))
+                             AND earlier.message_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq
+                             AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
+                       AND (message_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM messages earlier INDEXED BY messages_open_by_old_key
+                           WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.old_key IS NOT NULL
+                             AND earlier.old_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq
+                             AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
+                       AND NOT EXISTS (
+                           SELECT 1 FROM messages earlier INDEXED BY messages_open_barriers
+                           WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.seq < m.seq
+                             AND earlier.barrier = 1 AND earlier.status = 'pending'
+                             AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
+                       AND (m.barrier = 0 OR NOT EXISTS (
+                           SELECT 1 FROM messages earlier INDEXED BY messages_open
+                           WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.seq < m.seq
+                             AND earlier.status = 'pending'
+                             AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
                      ORDER BY seq LIMIT ?3"
                 }
                 Ordering::None => {
@@ -400,13 +439,14 @@ impl DeliveryLog {
         .await
     }
 
-    /// When the next pending message of `route` becomes due (None: nothing pending).
-    pub async fn next_due_at(&self, route: &str) -> Result<Option<i64>> {
+    /// When the next retry of `route` is scheduled after `now_ms` (None: none is). Messages
+    /// due already but held back by their key wait for an outcome, which wakes the worker.
+    pub async fn next_due_at(&self, route: &str, now_ms: i64) -> Result<Option<i64>> {
         let route = route.to_string();
         self.write(move |connection| {
             connection.query_row(
-                "SELECT min(next_attempt_at) FROM messages WHERE route = ?1 AND status = 'pending'",
-                [route],
+                "SELECT min(next_attempt_at) FROM messages WHERE route = ?1 AND status = 'pending' AND next_attempt_at > ?2",
+                params![route, now_ms],
                 |row| row.get(0),
             )
         })
@@ -774,6 +814,8 @@ mod tests {
             key: Some(key.into()),
             payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
             created_at_ms: 1000,
+            old_key: None,
+            barrier: false,
             refused: None,
         }
     }
@@ -786,6 +828,101 @@ mod tests {
             error: None,
             response: None,
         }
+    }
+
+    #[tokio::test]
+    async fn moved_rows_and_table_wide_changes_keep_their_place() {
+        let directory =
+            std::env::temp_dir().join(format!("ferry-relay-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        let moved = NewMessage {
+            old_key: Some("1".into()),
+            ..message("move1to2", "2")
+        };
+        let truncate = NewMessage {
+            barrier: true,
+            key: Some("t".into()),
+            ..message("truncate", "t")
+        };
+        log.ingest(
+            vec![
+                message("insert1", "1"),
+                moved,
+                message("insert3", "3"),
+                truncate,
+                message("insert4", "4"),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+        let ids = |due: &[DueMessage]| due.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
+        // The move waits for key 1; the truncate for every pending message before it; insert4
+        // for the truncate.
+        assert_eq!(ids(&due), ["insert1", "insert3"]);
+        // insert1 is retrying (still pending): the same holds.
+        log.record(vec![
+            Outcome {
+                seq: due[0].seq,
+                attempt: attempt(2000, 503),
+                next: Next::RetryAt(9000),
+            },
+            Outcome {
+                seq: due[1].seq,
+                attempt: attempt(2000, 200),
+                next: Next::Delivered,
+            },
+        ])
+        .await
+        .unwrap();
+        assert!(log
+            .due("orders", Ordering::Key, 3000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            log.next_due_at("orders", 3000).await.unwrap(),
+            Some(9000),
+            "no busy wait on held-back messages"
+        );
+        // insert1 is parked: the move still waits (its old key), and so does the truncate,
+        // which must follow the move.
+        let retried = log.due("orders", Ordering::Key, 9000, 10).await.unwrap();
+        assert_eq!(ids(&retried), ["insert1"]);
+        log.record(vec![Outcome {
+            seq: retried[0].seq,
+            attempt: attempt(9000, 400),
+            next: Next::Failed,
+        }])
+        .await
+        .unwrap();
+        assert!(log
+            .due("orders", Ordering::Key, 9001, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Retried and delivered: the move, then the truncate, then insert4.
+        log.retry_message("insert1", 9002).await.unwrap();
+        let mut order = Vec::new();
+        for now in 9003..9010 {
+            let due = log.due("orders", Ordering::Key, now, 10).await.unwrap();
+            order.extend(ids(&due));
+            log.record(
+                due.iter()
+                    .map(|m| Outcome {
+                        seq: m.seq,
+                        attempt: attempt(now, 200),
+                        next: Next::Delivered,
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(order, ["insert1", "move1to2", "truncate", "insert4"]);
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[tokio::test]

@@ -252,6 +252,10 @@ impl HttpClient {
     }
 
     fn keep(&self, target: &Target, connection: Connection) {
+        // Bytes beyond the response would be read as the next request's answer.
+        if !connection.buffer().is_empty() {
+            return;
+        }
         let mut idle = self
             .idle
             .lock()

@@ -199,6 +199,8 @@ async fn answer(
     request.body = body;
     let response = if request.path == "/healthz" {
         Response::text(200, "ok\n")
+    } else if let Some(refusal) = cross_site(&request, token) {
+        refusal
     } else if !authorized(&request, token) {
         Response::text(
             401,
@@ -208,6 +210,43 @@ async fn answer(
         handler(request).await
     };
     respond(&mut stream, &response).await
+}
+
+/// Without a token (loopback only), a web page the operator visits must not reach the API:
+/// the Host must name a loopback address (no DNS rebinding), and changes must come as JSON
+/// (which a cross-site form cannot send without the browser asking first).
+fn cross_site(request: &Request, token: Option<&str>) -> Option<Response> {
+    if token.is_some() {
+        return None;
+    }
+    let host = request.header("host").unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Some(Response::text(
+            403,
+            "the Host header must name a loopback address (or use a token)\n",
+        ));
+    }
+    let json = request.header("content-type").is_some_and(|value| {
+        value
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if request.method != "GET" && request.method != "HEAD" && !json {
+        return Some(Response::text(
+            415,
+            "send changes with Content-Type: application/json\n",
+        ));
+    }
+    None
 }
 
 fn authorized(request: &Request, token: Option<&str>) -> bool {
@@ -292,10 +331,12 @@ fn reason(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -337,6 +378,23 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn pages_of_other_sites_cannot_reach_an_open_api() {
+        let request = |head: &str| parse_head(head);
+        let local_get = request("GET /api/relay/stats HTTP/1.1\r\nHost: 127.0.0.1:9188\r\n\r\n");
+        assert!(cross_site(&local_get, None).is_none());
+        let rebound = request("GET /api/relay/stats HTTP/1.1\r\nHost: evil.example:9188\r\n\r\n");
+        assert_eq!(cross_site(&rebound, None).map(|r| r.status), Some(403));
+        assert!(
+            cross_site(&rebound, Some("t")).is_none(),
+            "a token protects instead"
+        );
+        let form = request("POST /api/relay/retry HTTP/1.1\r\nHost: localhost:9188\r\nContent-Type: text/plain\r\n\r\n");
+        assert_eq!(cross_site(&form, None).map(|r| r.status), Some(415));
+        let json = request("POST /api/relay/retry HTTP/1.1\r\nHost: [::1]:9188\r\nContent-Type: application/json\r\n\r\n");
+        assert!(cross_site(&json, None).is_none());
     }
 
     #[test]

@@ -139,11 +139,15 @@ fn peak_rss_mib(pid: u32) -> f64 {
 async fn relay_benchmark() {
     let messages = count();
     let broker = KafkaServer::start().expect("start tansu");
+    let phase = Instant::now();
     fill(&broker, "bench", messages).await;
+    eprintln!("filled in {:?}", phase.elapsed());
     let receiver = Receiver::start().await;
     let target = Target::parse(&receiver.url("/bare")).unwrap();
     let sequential = bare_loop(&broker, "bench", &target, messages, 1).await;
+    eprintln!("sequential loop {sequential:?}");
     let concurrent = bare_loop(&broker, "bench", &target, messages, 16).await;
+    eprintln!("concurrent loop {concurrent:?}");
 
     let route = format!(
         "[[route]]\nname = \"bench\"\ntopics = [\"bench\"]\nurl = \"{}\"\nordering = \"key\"\nconcurrency = 16\n",
