@@ -187,6 +187,8 @@ pub struct Worker {
     pub counters: Arc<RouteCounters>,
     /// Notified when messages were ingested or queued again.
     pub wake: Arc<Notify>,
+    /// Shared with the feed: its back-pressure reads the pending count.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn now_ms() -> i64 {
@@ -269,6 +271,14 @@ impl Worker {
                     Next::Failed => &self.counters.failed,
                 };
                 counter.fetch_add(1, AtomicOrdering::Relaxed);
+                if !matches!(outcome.next, Next::RetryAt(_)) {
+                    // Left the pending state (an estimate; retention recounts it).
+                    let _ = self.metrics.pending.fetch_update(
+                        AtomicOrdering::Relaxed,
+                        AtomicOrdering::Relaxed,
+                        |pending| Some(pending.saturating_sub(1)),
+                    );
+                }
             }
             self.log.record(outcomes).await?;
         }

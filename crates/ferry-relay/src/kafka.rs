@@ -439,14 +439,16 @@ impl KafkaFeed {
         committed: &mut BTreeMap<(String, i32), i64>,
     ) {
         let (Ok(pending), Ok(stored)) = (
-            self.log.lowest_pending_offsets().await,
+            self.log
+                .lowest_pending_offsets(assigned.iter().cloned().collect())
+                .await,
             self.log.checkpoints("kafka:").await,
         ) else {
             return;
         };
         let pending: BTreeMap<(String, i32), i64> = pending
             .into_iter()
-            .map(|(topic, partition, offset)| ((topic, partition as i32), offset))
+            .map(|(topic, partition, offset)| ((topic, partition), offset))
             .collect();
         let stored: BTreeMap<String, i64> = stored
             .into_iter()

@@ -117,6 +117,7 @@ pub async fn run(
             client,
             breakers: breakers.clone(),
             counters: metrics.route(&route.name),
+            metrics: metrics.clone(),
             wake: wake.clone(),
         };
         workers.spawn(keep_delivering(worker, shutdown.clone()));

@@ -140,6 +140,8 @@ pub struct Count {
 #[derive(Clone)]
 pub struct DeliveryLog {
     writer: Arc<Mutex<Connection>>,
+    /// The route workers' reads (WAL: they never wait for the writer).
+    dispatcher: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Held while the log is open: a second relay on the same log would deliver every
@@ -170,7 +172,11 @@ CREATE TABLE IF NOT EXISTS messages (
     finished_at INTEGER,
     undeliverable INTEGER NOT NULL DEFAULT 0,
     barrier INTEGER NOT NULL DEFAULT 0,
-    old_key TEXT
+    old_key TEXT,
+    -- 1 when no earlier message of the same route, topic and key is undelivered: kept up to
+    -- date as messages arrive and are delivered, so that finding what may go next never
+    -- walks past the messages held back behind their key.
+    front INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS messages_by_status ON messages (route, status, seq);
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (route, topic, message_key, seq);
@@ -178,13 +184,15 @@ CREATE INDEX IF NOT EXISTS messages_by_key ON messages (route, topic, message_ke
 -- cheap however long a key's history grows.
 CREATE INDEX IF NOT EXISTS messages_open_by_key ON messages (route, topic, message_key, seq)
     WHERE status <> 'delivered' AND undeliverable = 0;
+CREATE INDEX IF NOT EXISTS messages_fronts ON messages (route, seq)
+    WHERE status = 'pending' AND front = 1;
 CREATE INDEX IF NOT EXISTS messages_open_by_old_key ON messages (route, topic, old_key, seq)
     WHERE old_key IS NOT NULL AND status <> 'delivered' AND undeliverable = 0;
-CREATE INDEX IF NOT EXISTS messages_open ON messages (route, topic, seq)
-    WHERE status <> 'delivered' AND undeliverable = 0;
 CREATE INDEX IF NOT EXISTS messages_open_barriers ON messages (route, topic, seq)
     WHERE barrier = 1 AND status <> 'delivered' AND undeliverable = 0;
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (route, status, finished_at);
+CREATE INDEX IF NOT EXISTS messages_pending_offsets ON messages (topic, partition_number, offset_number)
+    WHERE status = 'pending' AND partition_number IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
     message_seq INTEGER NOT NULL,
     number INTEGER NOT NULL,
@@ -221,7 +229,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
     })?;
     connection
         .execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
         )
         .map_err(|error| storage_error(path, error))?;
     Ok(connection)
@@ -270,8 +278,10 @@ impl DeliveryLog {
             .execute_batch(SCHEMA)
             .map_err(|error| storage_error(path, error))?;
         let reader = open_connection(path)?;
+        let dispatcher = open_connection(path)?;
         Ok(DeliveryLog {
             writer: Arc::new(Mutex::new(writer)),
+            dispatcher: Arc::new(Mutex::new(dispatcher)),
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             _lock: Arc::new(lock),
@@ -282,23 +292,28 @@ impl DeliveryLog {
         &self,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = self.writer.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut connection).map_err(|error| storage_error(&path, error))
-        })
-        .await
-        .map_err(|error| storage_error(&self.path, error))?
+        self.on(self.writer.clone(), work).await
     }
 
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = self.reader.clone();
+        self.on(self.reader.clone(), work).await
+    }
+
+    async fn dispatch<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.on(self.dispatcher.clone(), work).await
+    }
+
+    async fn on<T: Send + 'static>(
+        &self,
+        connection: Arc<Mutex<Connection>>,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut connection = connection
@@ -337,8 +352,12 @@ impl DeliveryLog {
             let mut inserted = 0;
             {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable, barrier, old_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL, ?13, ?14)",
+                    "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable, barrier, old_key, front)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL, ?13, ?14,
+                         ?7 IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+                             WHERE earlier.route = ?2 AND earlier.topic = ?3 AND earlier.message_key = ?7
+                               AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))",
                 )?;
                 for message in &messages {
                     let status = if message.refused.is_some() { "failed" } else { "pending" };
@@ -384,22 +403,22 @@ impl DeliveryLog {
         limit: usize,
     ) -> Result<Vec<DueMessage>> {
         let route = route.to_string();
-        self.write(move |connection| {
+        self.dispatch(move |connection| {
             let sql = match ordering {
                 // Held back: by an earlier undelivered message (retrying or parked) of the
-                // same key (a row that moved has two: its new and its old key); by an earlier
-                // pending table-wide change of the topic; and a table-wide change by any
-                // earlier pending message of the topic. A message that can never be sent holds
-                // nothing back.
+                // same key (`front` says there is none; a row that moved is also held by its
+                // old key); by an earlier pending table-wide change of the topic; and a
+                // table-wide change by any earlier pending message of the topic. A message
+                // that can never be sent holds nothing back.
                 Ordering::Key => {
-                    "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start FROM messages m
-                     WHERE route = ?1 AND status = 'pending' AND next_attempt_at <= ?2
-                       AND (message_key IS NULL OR NOT EXISTS (
+                    "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start FROM messages m INDEXED BY messages_fronts
+                     WHERE route = ?1 AND status = 'pending' AND front = 1 AND next_attempt_at <= ?2
+                       AND (m.old_key IS NULL OR NOT EXISTS (
                            SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
                            WHERE earlier.route = m.route AND earlier.topic = m.topic
-                             AND earlier.message_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq
+                             AND earlier.message_key = m.old_key AND earlier.seq < m.seq
                              AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
-                       AND (message_key IS NULL OR NOT EXISTS (
+                       AND (m.message_key IS NULL OR NOT EXISTS (
                            SELECT 1 FROM messages earlier INDEXED BY messages_open_by_old_key
                            WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.old_key IS NOT NULL
                              AND earlier.old_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq
@@ -410,10 +429,9 @@ impl DeliveryLog {
                              AND earlier.barrier = 1 AND earlier.status = 'pending'
                              AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
                        AND (m.barrier = 0 OR NOT EXISTS (
-                           SELECT 1 FROM messages earlier INDEXED BY messages_open
-                           WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.seq < m.seq
-                             AND earlier.status = 'pending'
-                             AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
+                           SELECT 1 FROM messages earlier INDEXED BY messages_by_status
+                           WHERE earlier.route = m.route AND earlier.status = 'pending' AND earlier.seq < m.seq
+                             AND earlier.topic = m.topic AND earlier.undeliverable = 0))
                      ORDER BY seq LIMIT ?3"
                 }
                 Ordering::None => {
@@ -443,7 +461,7 @@ impl DeliveryLog {
     /// due already but held back by their key wait for an outcome, which wakes the worker.
     pub async fn next_due_at(&self, route: &str, now_ms: i64) -> Result<Option<i64>> {
         let route = route.to_string();
-        self.write(move |connection| {
+        self.dispatch(move |connection| {
             connection.query_row(
                 "SELECT min(next_attempt_at) FROM messages WHERE route = ?1 AND status = 'pending' AND next_attempt_at > ?2",
                 params![route, now_ms],
@@ -464,6 +482,15 @@ impl DeliveryLog {
                 let mut attempt = transaction.prepare_cached(
                     "INSERT OR REPLACE INTO attempts (message_seq, number, at, http_status, latency_ms, error, response)
                      SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE seq = ?1",
+                )?;
+                // After a delivery, the next undelivered message of the key is its front.
+                let mut promote = transaction.prepare_cached(
+                    "UPDATE messages SET front = 1 WHERE seq = (
+                         SELECT min(earlier.seq) FROM messages delivered, messages earlier INDEXED BY messages_open_by_key
+                         WHERE delivered.seq = ?1 AND delivered.message_key IS NOT NULL
+                           AND earlier.route = delivered.route AND earlier.topic = delivered.topic
+                           AND earlier.message_key = delivered.message_key
+                           AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)",
                 )?;
                 let mut update = transaction.prepare_cached(
                     "UPDATE messages SET attempts = attempts + 1, status = ?2, next_attempt_at = ?3,
@@ -496,6 +523,9 @@ impl DeliveryLog {
                         at.at_ms,
                         finished,
                     ])?;
+                    if outcome.next == Next::Delivered {
+                        promote.execute([outcome.seq])?;
+                    }
                 }
             }
             transaction.commit()
@@ -511,7 +541,12 @@ impl DeliveryLog {
             let (condition, mut values) = where_clause(&filter);
             values.push(rusqlite::types::Value::Integer(now_ms));
             let sql = format!(
-                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL
+                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL,
+                     front = NOT EXISTS (
+                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
+                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
+                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
                  WHERE status <> 'pending' AND undeliverable = 0 AND {condition}",
                 values.len()
             );
@@ -530,10 +565,19 @@ impl DeliveryLog {
             let mut queued = 0;
             {
                 let mut upsert = transaction.prepare_cached(
-                    "INSERT INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
+                    "INSERT INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, front)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10,
+                         ?7 IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+                             WHERE earlier.route = ?2 AND earlier.topic = ?3 AND earlier.message_key = ?7
+                               AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
                      ON CONFLICT (id) DO UPDATE SET status = 'pending', budget_start = attempts,
-                         next_attempt_at = excluded.next_attempt_at, finished_at = NULL
+                         next_attempt_at = excluded.next_attempt_at, finished_at = NULL,
+                         front = NOT EXISTS (
+                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
+                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
+                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
                      WHERE status <> 'pending'",
                 )?;
                 // A record that cannot be sent stays as it was logged.
@@ -558,18 +602,27 @@ impl DeliveryLog {
         .await
     }
 
-    /// Per topic and partition, the lowest offset whose message is still pending (in any
-    /// route): everything before it has an outcome in the log.
-    pub async fn lowest_pending_offsets(&self) -> Result<Vec<(String, i64, i64)>> {
-        self.read(|connection| {
+    /// For each of `partitions` (topic, partition), the lowest offset whose message is still
+    /// pending in any route, if one is: everything before it has an outcome in the log. One
+    /// index probe per partition.
+    pub async fn lowest_pending_offsets(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, i64)>> {
+        self.read(move |connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT topic, partition_number, min(offset_number) FROM messages
-                 WHERE status = 'pending' AND partition_number IS NOT NULL
-                 GROUP BY topic, partition_number",
+                "SELECT min(offset_number) FROM messages INDEXED BY messages_pending_offsets
+                 WHERE status = 'pending' AND partition_number IS NOT NULL AND topic = ?1 AND partition_number = ?2",
             )?;
-            let rows =
-                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-            rows.collect()
+            let mut lowest = Vec::new();
+            for (topic, partition) in partitions {
+                let found: Option<i64> =
+                    statement.query_row(params![topic, partition], |row| row.get(0))?;
+                if let Some(offset) = found {
+                    lowest.push((topic, partition, offset));
+                }
+            }
+            Ok(lowest)
         })
         .await
     }
@@ -593,7 +646,12 @@ impl DeliveryLog {
         let id = id.to_string();
         self.write(move |connection| {
             let changed = connection.execute(
-                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL
+                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL,
+                     front = NOT EXISTS (
+                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
+                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
+                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
                  WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0",
                 params![id, now_ms],
             )?;
@@ -719,12 +777,12 @@ impl DeliveryLog {
                 .write(move |connection| {
                     let transaction = connection.transaction()?;
                     transaction.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS pruned (seq INTEGER PRIMARY KEY)",
+                        "CREATE TEMP TABLE IF NOT EXISTS pruned (seq INTEGER PRIMARY KEY, route TEXT, topic TEXT, message_key TEXT)",
                         [],
                     )?;
                     transaction.execute("DELETE FROM pruned", [])?;
                     transaction.execute(
-                        "INSERT INTO pruned SELECT seq FROM messages WHERE route = ?1 AND status = ?2 AND finished_at < ?3 LIMIT 5000",
+                        "INSERT INTO pruned SELECT seq, route, topic, message_key FROM messages WHERE route = ?1 AND status = ?2 AND finished_at < ?3 LIMIT 5000",
                         params![route, status, before_ms],
                     )?;
                     transaction.execute(
@@ -733,6 +791,16 @@ impl DeliveryLog {
                     )?;
                     let deleted = transaction
                         .execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM pruned)", [])?;
+                    // A parked message that leaves the log no longer holds its key back.
+                    transaction.execute(
+                        "UPDATE messages SET front = 1 WHERE front = 0 AND seq IN (
+                             SELECT (SELECT min(earlier.seq) FROM messages earlier INDEXED BY messages_open_by_key
+                                     WHERE earlier.route = pruned.route AND earlier.topic = pruned.topic
+                                       AND earlier.message_key = pruned.message_key
+                                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
+                             FROM pruned WHERE pruned.message_key IS NOT NULL)",
+                        [],
+                    )?;
                     transaction.commit()?;
                     Ok(deleted as u64)
                 })
@@ -922,6 +990,38 @@ mod tests {
             .unwrap();
         }
         assert_eq!(order, ["insert1", "move1to2", "truncate", "insert4"]);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_of_a_parked_message_releases_its_key() {
+        let directory =
+            std::env::temp_dir().join(format!("ferry-relay-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
+            .await
+            .unwrap();
+        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        log.record(vec![Outcome {
+            seq: due[0].seq,
+            attempt: attempt(2000, 400),
+            next: Next::Failed,
+        }])
+        .await
+        .unwrap();
+        assert!(log
+            .due("orders", Ordering::Key, 3000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(log.prune("orders", "failed", 2001).await.unwrap(), 1);
+        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a2"]
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

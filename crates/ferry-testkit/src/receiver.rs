@@ -45,6 +45,9 @@ pub struct Receiver {
     policy: Arc<Mutex<Policy>>,
 }
 
+/// Requests so far per `webhook-id` (kept beside the log so that counting stays cheap).
+type Seen = Arc<Mutex<HashMap<String, usize>>>;
+
 impl Receiver {
     /// Starts on a free loopback port, answering 200 to everything.
     pub async fn start() -> Receiver {
@@ -57,11 +60,12 @@ impl Receiver {
             (Some(200), Duration::ZERO)
         })));
         let (log, rules) = (received.clone(), policy.clone());
+        let seen: Seen = Arc::default();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (log, rules) = (log.clone(), rules.clone());
+                let (log, rules, seen) = (log.clone(), rules.clone(), seen.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, log, rules).await;
+                    let _ = serve(stream, log, rules, seen).await;
                 });
             }
         });
@@ -112,6 +116,7 @@ async fn serve(
     stream: tokio::net::TcpStream,
     log: Arc<Mutex<Vec<Received>>>,
     rules: Arc<Mutex<Policy>>,
+    seen_ids: Seen,
 ) -> std::io::Result<()> {
     let mut stream = BufReader::new(stream);
     loop {
@@ -152,11 +157,11 @@ async fn serve(
         };
         let policy = rules.lock().unwrap().clone();
         let seen = {
-            let log = log.lock().unwrap();
-            let id = request.header("webhook-id");
-            log.iter()
-                .filter(|earlier| earlier.header("webhook-id") == id)
-                .count()
+            let id = request.header("webhook-id").unwrap_or("").to_string();
+            let mut seen_ids = seen_ids.lock().unwrap();
+            let count = seen_ids.entry(id).or_default();
+            *count += 1;
+            *count - 1
         };
         let (status, delay) = policy(&request, seen);
         let Some(status) = status else {

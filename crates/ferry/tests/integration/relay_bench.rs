@@ -157,6 +157,24 @@ async fn relay_benchmark() {
     let delivered_before = receiver.delivered_count();
     let started = Instant::now();
     let mut run = relay.spawn();
+    // FERRY_RELAY_BENCH_PERF=FILE records a profile of the relay while it delivers.
+    let mut profiler = std::env::var("FERRY_RELAY_BENCH_PERF").ok().map(|file| {
+        std::process::Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "499",
+                "-g",
+                "-o",
+                &file,
+                "-p",
+                &run.id().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     wait_until(
         "the relay to deliver every message",
         Duration::from_secs(600),
@@ -168,6 +186,12 @@ async fn relay_benchmark() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
     let relayed = started.elapsed();
+    if let Some(profiler) = profiler.as_mut() {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &profiler.id().to_string()])
+            .status();
+        let _ = profiler.wait();
+    }
     let relay_rss = peak_rss_mib(run.id());
 
     // Latency under a steady rate (400 messages/s for 10 s), produce to endpoint, for the relay
