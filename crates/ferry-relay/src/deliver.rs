@@ -16,8 +16,10 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_core::Result;
-use futures_util::stream::{self, StreamExt};
+use ferry_core::{Error, Result};
+use std::collections::{HashSet, VecDeque};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
@@ -210,78 +212,155 @@ impl Worker {
     /// Delivers until `shutdown` turns true; returns on a log failure.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let origin = self.route.target.origin();
+        // Requests go continuously, up to the route's concurrency: a queue of due messages
+        // fetched ahead, the attempts in flight, and outcomes stored in groups by a store
+        // running beside them (one at a time). A message stays pending in the log while
+        // queued or in flight (only this worker changes pending messages), and the next
+        // message of its key becomes due only once its outcome is stored, so key order holds;
+        // the queue is topped up while requests and stores run (messages queued, in flight or
+        // being stored are skipped when the log lists them again).
+        let mut queue: VecDeque<DueMessage> = VecDeque::new();
+        let mut queued: HashSet<i64> = HashSet::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut finished: Vec<Outcome> = Vec::new();
+        let mut storing: Option<(tokio::task::JoinHandle<Result<()>>, Vec<i64>)> = None;
+        let mut stopping = false;
+        // The log had nothing more to give at the last look; look again after a change.
+        let mut exhausted = false;
         loop {
-            if *shutdown.borrow() {
+            stopping = stopping || *shutdown.borrow();
+            if stopping && in_flight.is_empty() {
+                if let Some((handle, _)) = storing.take() {
+                    handle
+                        .await
+                        .map_err(|error| Error::transient("relay.worker", error.to_string()))??;
+                }
+                self.store(std::mem::take(&mut finished)).await?;
                 return Ok(());
             }
-            let limit = match self.breakers.permit(&origin) {
-                Permit::WaitUntil(until) => {
-                    self.counters.breaker_open.store(1, AtomicOrdering::Relaxed);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until.into()) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    continue;
-                }
-                Permit::Probe => 1,
-                Permit::Send => BATCH,
+            // Launch what the breaker allows.
+            let permit = self.breakers.permit(&origin);
+            let room = match permit {
+                _ if stopping => 0,
+                Permit::WaitUntil(_) => 0,
+                Permit::Probe => usize::from(in_flight.is_empty()),
+                Permit::Send => self.route.concurrency.saturating_sub(in_flight.len()),
             };
+            let open = matches!(permit, Permit::WaitUntil(_));
+            self.counters
+                .breaker_open
+                .store(u64::from(open), AtomicOrdering::Relaxed);
+            for _ in 0..room {
+                let Some(message) = queue.pop_front() else {
+                    break;
+                };
+                in_flight.push(self.attempt(message));
+            }
+            if storing.is_none() && !finished.is_empty() {
+                let outcomes = std::mem::take(&mut finished);
+                let seqs = outcomes.iter().map(|outcome| outcome.seq).collect();
+                let log = self.log.clone();
+                storing = Some((
+                    tokio::spawn(async move { log.record(outcomes).await }),
+                    seqs,
+                ));
+            }
             // Registered before looking, so that messages stored meanwhile are not missed.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let due = self
-                .log
-                .due(&self.route.name, self.route.ordering, now_ms(), limit)
-                .await?;
-            if due.is_empty() {
-                let wait = match self.log.next_due_at(&self.route.name, now_ms()).await? {
-                    Some(at) => Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64),
-                    None => Duration::from_secs(1),
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = notified => {}
-                    _ = shutdown.changed() => {}
+            if queue.len() < self.route.concurrency && !exhausted && !stopping && !open {
+                let limit = if permit == Permit::Probe { 1 } else { BATCH };
+                let due = self
+                    .log
+                    .due(
+                        &self.route.name,
+                        self.route.ordering,
+                        now_ms(),
+                        limit + queued.len(),
+                    )
+                    .await?;
+                let before = queue.len();
+                for message in due {
+                    if queued.insert(message.seq) {
+                        queue.push_back(message);
+                    }
                 }
+                exhausted = queue.len() == before;
+                if !exhausted && room > 0 {
+                    continue;
+                }
+            }
+            if !queue.is_empty() && room > 0 {
                 continue;
             }
-            let outcomes: Vec<Outcome> = stream::iter(due)
-                .map(|message| self.attempt(message))
-                .buffer_unordered(self.route.concurrency)
-                .collect()
-                .await;
-            for outcome in &outcomes {
-                let answered = outcome
-                    .attempt
-                    .http_status
-                    .is_some_and(|status| !(status == 408 || status == 429 || status >= 500));
-                self.breakers.observe(&origin, answered);
-            }
-            if !matches!(self.breakers.permit(&origin), Permit::WaitUntil(_)) {
-                self.counters.breaker_open.store(0, AtomicOrdering::Relaxed);
-            }
-            for outcome in &outcomes {
-                self.counters.attempts.fetch_add(1, AtomicOrdering::Relaxed);
-                self.counters
-                    .observe_latency(outcome.attempt.latency_ms / 1000.0);
-                let counter = match outcome.next {
-                    Next::Delivered => &self.counters.delivered,
-                    Next::RetryAt(_) => &self.counters.retried,
-                    Next::Failed => &self.counters.failed,
-                };
-                counter.fetch_add(1, AtomicOrdering::Relaxed);
-                if !matches!(outcome.next, Next::RetryAt(_)) {
-                    // Left the pending state (an estimate; retention recounts it).
-                    let _ = self.metrics.pending.fetch_update(
-                        AtomicOrdering::Relaxed,
-                        AtomicOrdering::Relaxed,
-                        |pending| Some(pending.saturating_sub(1)),
-                    );
+            let idle = in_flight.is_empty() && storing.is_none();
+            let wait = match permit {
+                Permit::WaitUntil(until) => until.saturating_duration_since(Instant::now()),
+                _ if !idle => Duration::from_secs(3600),
+                _ => match self.log.next_due_at(&self.route.name, now_ms()).await? {
+                    Some(at) => Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64),
+                    None => Duration::from_secs(1),
+                },
+            };
+            let stored = async {
+                match storing.as_mut() {
+                    Some((handle, _)) => handle.await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.observe(&origin, &outcome);
+                    finished.push(outcome);
+                }
+                result = stored => {
+                    result.map_err(|error| Error::transient("relay.worker", error.to_string()))??;
+                    if let Some((_, seqs)) = storing.take() {
+                        for seq in seqs {
+                            queued.remove(&seq);
+                        }
+                    }
+                    exhausted = false;
+                }
+                _ = tokio::time::sleep(wait) => exhausted = false,
+                _ = &mut notified, if idle => exhausted = false,
+                _ = shutdown.changed(), if !stopping => {}
             }
-            self.log.record(outcomes).await?;
         }
+    }
+
+    /// Counts an attempt and tells the breaker.
+    fn observe(&self, origin: &str, outcome: &Outcome) {
+        let answered = outcome
+            .attempt
+            .http_status
+            .is_some_and(|status| !(status == 408 || status == 429 || status >= 500));
+        self.breakers.observe(origin, answered);
+        self.counters.attempts.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counters
+            .observe_latency(outcome.attempt.latency_ms / 1000.0);
+        let counter = match outcome.next {
+            Next::Delivered => &self.counters.delivered,
+            Next::RetryAt(_) => &self.counters.retried,
+            Next::Failed => &self.counters.failed,
+        };
+        counter.fetch_add(1, AtomicOrdering::Relaxed);
+        if !matches!(outcome.next, Next::RetryAt(_)) {
+            // Left the pending state (an estimate; retention recounts it).
+            let _ = self.metrics.pending.fetch_update(
+                AtomicOrdering::Relaxed,
+                AtomicOrdering::Relaxed,
+                |pending| Some(pending.saturating_sub(1)),
+            );
+        }
+    }
+
+    async fn store(&self, outcomes: Vec<Outcome>) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.log.record(outcomes).await
     }
 
     /// One attempt at one message.

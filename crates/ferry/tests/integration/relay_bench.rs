@@ -186,6 +186,21 @@ async fn relay_benchmark() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
     let relayed = started.elapsed();
+    let (_, metrics) = relay.call("GET", "/metrics", "").await;
+    let metrics = metrics.as_str().unwrap_or("").to_string();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let attempts = value("ferry_relay_attempt_seconds_count{route=\"bench\"}");
+    eprintln!(
+        "relay: {attempts} attempts, mean attempt latency {:.3} ms",
+        1000.0 * value("ferry_relay_attempt_seconds_sum{route=\"bench\"}") / attempts.max(1.0)
+    );
     if let Some(profiler) = profiler.as_mut() {
         let _ = std::process::Command::new("kill")
             .args(["-INT", &profiler.id().to_string()])
