@@ -10,6 +10,7 @@
 //! - [`error`]: classified errors with stable codes and hints.
 //! - [`select`]: which tables a migration moves.
 
+pub mod calendar;
 pub mod change;
 pub mod check;
 pub mod connector;

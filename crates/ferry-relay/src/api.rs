@@ -383,14 +383,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
         let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
         number(&digits)?
     };
-    // Howard Hinnant's days_from_civil.
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
+    let days = ferry_core::calendar::days_from_civil(year, month as u32, day as u32);
     Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds) * 1000) + millis)
 }
 

@@ -11,10 +11,9 @@
 //!   log (the transaction's start position and the change's index in it), so a transaction
 //!   read again after a crash is not stored twice, even when its first part was stored before
 //!   its commit was read (large transactions are stored in parts).
-//! - When the log holds [`MAX_PENDING`] undelivered messages, reading pauses until deliveries
+//! - When the log holds [`crate::intake::MAX_PENDING`] undelivered messages, reading pauses until deliveries
 //!   catch up, so a dead endpoint cannot fill the disk faster than retention empties it.
 
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +21,14 @@ use ferry_core::change::StreamEvent;
 use ferry_core::connector::Source;
 use ferry_core::select::Selection;
 use ferry_core::{Error, Position, Result, TableName, TableSchema};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::Route;
 use crate::deliver::now_ms;
 use crate::document::{documents, Coordinates};
-use crate::log::{DeliveryLog, NewMessage};
-use crate::metrics::Metrics;
+use crate::intake::Intake;
+use crate::log::NewMessage;
 use crate::signature::message_id;
 
 /// Messages stored per log transaction at most.
@@ -37,9 +36,6 @@ pub const FLUSH_MESSAGES: usize = 5_000;
 
 /// How long read messages may wait before they are stored.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Undelivered messages at which reading pauses.
-pub const MAX_PENDING: u64 = 200_000;
 
 /// The checkpoint's name in the log.
 pub const CHECKPOINT: &str = "source";
@@ -69,9 +65,7 @@ struct RouteTables {
 pub struct Feed {
     pub relay: String,
     pub routes: Vec<Arc<Route>>,
-    pub log: DeliveryLog,
-    pub metrics: Arc<Metrics>,
-    pub wake: Arc<Notify>,
+    pub intake: Intake,
 }
 
 impl Feed {
@@ -116,7 +110,7 @@ impl Feed {
         let (tables, routes) = self.tables(source).await?;
         let names: Vec<TableName> = tables.iter().map(|table| table.name.clone()).collect();
         let stream_name = stream_name(&self.relay);
-        let start = match self.log.checkpoint(CHECKPOINT).await? {
+        let start = match self.intake.log.checkpoint(CHECKPOINT).await? {
             Some(stored) => {
                 let position = Position::from_storage(&stored).ok_or_else(|| {
                     Error::operator(
@@ -130,8 +124,8 @@ impl Feed {
             }
             None => {
                 let (position, _snapshot) = source.create_stream(&stream_name, &names).await?;
-                self.log
-                    .ingest(Vec::new(), vec![(CHECKPOINT.into(), position.to_storage())])
+                self.intake
+                    .store(Vec::new(), vec![(CHECKPOINT.into(), position.to_storage())])
                     .await?;
                 info!(position = %position, tables = names.len(), "change stream created: changes from here on are relayed");
                 position
@@ -266,7 +260,7 @@ impl Feed {
         if buffered.is_empty() && checkpoint.is_none() {
             return Ok(());
         }
-        self.wait_for_room().await?;
+        self.intake.wait_for_room().await?;
         self.store(buffered, checkpoint, stream).await
     }
 
@@ -280,58 +274,18 @@ impl Feed {
         if buffered.is_empty() && checkpoint.is_none() {
             return Ok(());
         }
-        let messages = std::mem::take(buffered);
-        let count = messages.len();
-        let mut per_route: Vec<(String, u64)> = Vec::new();
-        for message in &messages {
-            match per_route
-                .iter_mut()
-                .find(|(route, _)| *route == message.route)
-            {
-                Some((_, total)) => *total += 1,
-                None => per_route.push((message.route.clone(), 1)),
-            }
-        }
         let position = checkpoint.take();
-        self.log
-            .ingest(
-                messages,
-                position
-                    .map(|position| (CHECKPOINT.to_string(), position.to_storage()))
-                    .into_iter()
-                    .collect(),
-            )
+        let checkpoints = position
+            .map(|position| (CHECKPOINT.to_string(), position.to_storage()))
+            .into_iter()
+            .collect();
+        self.intake
+            .store(std::mem::take(buffered), checkpoints)
             .await?;
         if let Some(position) = position {
             stream.acknowledge(position);
         }
-        for (route, total) in per_route {
-            self.metrics
-                .route(&route)
-                .ingested
-                .fetch_add(total, AtomicOrdering::Relaxed);
-        }
-        if count > 0 {
-            self.metrics
-                .pending
-                .fetch_add(count as u64, AtomicOrdering::Relaxed);
-            self.wake.notify_waiters();
-        }
         Ok(())
-    }
-
-    async fn wait_for_room(&self) -> Result<()> {
-        if self.metrics.pending.load(AtomicOrdering::Relaxed) < MAX_PENDING {
-            return Ok(());
-        }
-        loop {
-            let pending = self.log.pending().await?;
-            self.metrics.pending.store(pending, AtomicOrdering::Relaxed);
-            if pending < MAX_PENDING {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }
 

@@ -16,7 +16,6 @@
 //! - A record's `webhook-id` derives from the group, route, topic, partition and offset.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,13 +24,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Format, Route};
 use crate::deliver::now_ms;
-use crate::log::{DeliveryLog, NewMessage};
-use crate::metrics::Metrics;
+use crate::intake::Intake;
+use crate::log::NewMessage;
 use crate::signature::{base64, message_id};
 
 /// How often new topics and partitions are looked for.
@@ -42,7 +41,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 const FLUSH_MESSAGES: usize = 5_000;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-const MAX_PENDING: u64 = 200_000;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a partition the log has never seen starts.
@@ -199,9 +197,7 @@ pub struct KafkaFeed {
     pub relay: String,
     pub routes: Vec<Arc<Route>>,
     pub input: KafkaInput,
-    pub log: DeliveryLog,
-    pub metrics: Arc<Metrics>,
-    pub wake: Arc<Notify>,
+    pub intake: Intake,
 }
 
 impl KafkaFeed {
@@ -244,6 +240,7 @@ impl KafkaFeed {
         partitions: &BTreeSet<(String, i32)>,
     ) -> Result<TopicPartitionList> {
         let stored: BTreeMap<String, i64> = self
+            .intake
             .log
             .checkpoints("kafka:")
             .await?
@@ -305,7 +302,7 @@ impl KafkaFeed {
                 resolved.push((checkpoint_name(&topic, partition), offset.to_string()));
             }
             // Stored at once: a restart before any record arrives starts at the same place.
-            self.log.ingest(Vec::new(), resolved).await?;
+            self.intake.store(Vec::new(), resolved).await?;
         }
         Ok(list)
     }
@@ -386,14 +383,7 @@ impl KafkaFeed {
         buffered: &mut Vec<NewMessage>,
         next_offsets: &mut BTreeMap<(String, i32), i64>,
     ) -> Result<()> {
-        while self.metrics.pending.load(AtomicOrdering::Relaxed) >= MAX_PENDING {
-            let pending = self.log.pending().await?;
-            self.metrics.pending.store(pending, AtomicOrdering::Relaxed);
-            if pending < MAX_PENDING {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.intake.wait_for_room().await?;
         self.store(buffered, next_offsets).await
     }
 
@@ -403,32 +393,15 @@ impl KafkaFeed {
         buffered: &mut Vec<NewMessage>,
         next_offsets: &mut BTreeMap<(String, i32), i64>,
     ) -> Result<()> {
-        let messages = std::mem::take(buffered);
-        let count = messages.len() as u64;
-        let mut per_route: BTreeMap<String, u64> = BTreeMap::new();
-        for message in &messages {
-            *per_route.entry(message.route.clone()).or_default() += 1;
-        }
         let checkpoints = std::mem::take(next_offsets)
             .into_iter()
             .map(|((topic, partition), offset)| {
                 (checkpoint_name(&topic, partition), offset.to_string())
             })
             .collect();
-        self.log.ingest(messages, checkpoints).await?;
-        for (route, total) in per_route {
-            self.metrics
-                .route(&route)
-                .ingested
-                .fetch_add(total, AtomicOrdering::Relaxed);
-        }
-        if count > 0 {
-            self.metrics
-                .pending
-                .fetch_add(count, AtomicOrdering::Relaxed);
-            self.wake.notify_waiters();
-        }
-        Ok(())
+        self.intake
+            .store(std::mem::take(buffered), checkpoints)
+            .await
     }
 
     /// Commits, per partition, the offset before which every record has an outcome.
@@ -439,10 +412,11 @@ impl KafkaFeed {
         committed: &mut BTreeMap<(String, i32), i64>,
     ) {
         let (Ok(pending), Ok(stored)) = (
-            self.log
+            self.intake
+                .log
                 .lowest_pending_offsets(assigned.iter().cloned().collect())
                 .await,
-            self.log.checkpoints("kafka:").await,
+            self.intake.log.checkpoints("kafka:").await,
         ) else {
             return;
         };

@@ -16,6 +16,7 @@ pub mod deliver;
 pub mod document;
 pub mod feed;
 pub mod http;
+pub mod intake;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;
@@ -36,6 +37,7 @@ use crate::config::RelayConfig;
 use crate::deliver::{now_ms, Breakers, Worker};
 use crate::feed::Feed;
 use crate::http::client::HttpClient;
+use crate::intake::Intake;
 use crate::log::DeliveryLog;
 use crate::metrics::Metrics;
 
@@ -85,7 +87,7 @@ pub async fn run(
             wake: wake.clone(),
             replay: replay_of(&config, &input, &routes),
         });
-        let bound = http::server::serve(address, listen.token.clone(), api.handler()).await?;
+        let bound = http::server::serve(address, listen.token.clone(), true, api.handler()).await?;
         info!(address = %bound, "relay control plane listening: web page at /, API at /api/relay/messages, /metrics");
     }
     let breakers = Arc::new(Breakers::default());
@@ -134,9 +136,7 @@ pub async fn run(
             let feed = Feed {
                 relay: config.name.clone(),
                 routes,
-                log,
-                metrics,
-                wake,
+                intake: Intake { log, metrics, wake },
             };
             supervise(|shutdown| feed.run(&*source, shutdown), shutdown.clone()).await
         }
@@ -146,9 +146,7 @@ pub async fn run(
                 relay: config.name.clone(),
                 routes,
                 input,
-                log,
-                metrics,
-                wake,
+                intake: Intake { log, metrics, wake },
             };
             supervise(|shutdown| feed.run(shutdown), shutdown.clone()).await
         }

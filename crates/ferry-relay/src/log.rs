@@ -888,6 +888,16 @@ mod tests {
         }
     }
 
+    /// A new log in a fresh directory (removed by the test at its end).
+    fn fresh_log(name: &str) -> (DeliveryLog, std::path::PathBuf) {
+        let directory = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        (
+            DeliveryLog::open(&directory.join("log.db")).unwrap(),
+            directory,
+        )
+    }
+
     fn attempt(at_ms: i64, status: u16) -> Attempt {
         Attempt {
             at_ms,
@@ -900,10 +910,7 @@ mod tests {
 
     #[tokio::test]
     async fn moved_rows_and_table_wide_changes_keep_their_place() {
-        let directory =
-            std::env::temp_dir().join(format!("ferry-relay-order-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        let (log, directory) = fresh_log("ferry-relay-order");
         let moved = NewMessage {
             old_key: Some("1".into()),
             ..message("move1to2", "2")
@@ -995,10 +1002,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_of_a_parked_message_releases_its_key() {
-        let directory =
-            std::env::temp_dir().join(format!("ferry-relay-prune-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        let (log, directory) = fresh_log("ferry-relay-prune");
         log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
             .await
             .unwrap();
@@ -1027,10 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn key_order_holds_back_only_the_failed_key() {
-        let directory =
-            std::env::temp_dir().join(format!("ferry-relay-log-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        let log = DeliveryLog::open(&directory.join("log.db")).unwrap();
+        let (log, directory) = fresh_log("ferry-relay-log");
         assert_eq!(
             DeliveryLog::open(&directory.join("log.db"))
                 .err()

@@ -105,8 +105,15 @@ pub fn listen_address(address: &str, token: Option<&str>) -> Result<SocketAddr> 
     Ok(parsed)
 }
 
-/// Binds `address` and answers requests with `handler` until the process ends.
-pub async fn serve(address: &str, token: Option<String>, handler: Handler) -> Result<SocketAddr> {
+/// Binds `address` and answers requests with `handler` until the process ends. With
+/// `browser_guard` and no token, requests from other sites' web pages are refused (see
+/// [`cross_site`]): for APIs that change things or show data.
+pub async fn serve(
+    address: &str,
+    token: Option<String>,
+    browser_guard: bool,
+    handler: Handler,
+) -> Result<SocketAddr> {
     let address = listen_address(address, token.as_deref())?;
     let listener = TcpListener::bind(address).await.map_err(|error| {
         Error::operator(
@@ -137,7 +144,12 @@ pub async fn serve(address: &str, token: Option<String>, handler: Handler) -> Re
                 let _slot = slot;
                 let answered = tokio::time::timeout(
                     Duration::from_secs(30),
-                    answer(stream, token.as_deref().map(String::as_str), &handler),
+                    answer(
+                        stream,
+                        token.as_deref().map(String::as_str),
+                        browser_guard,
+                        &handler,
+                    ),
                 )
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
@@ -153,6 +165,7 @@ pub async fn serve(address: &str, token: Option<String>, handler: Handler) -> Re
 async fn answer(
     mut stream: TcpStream,
     token: Option<&str>,
+    browser_guard: bool,
     handler: &Handler,
 ) -> std::io::Result<()> {
     let mut received = Vec::with_capacity(2048);
@@ -199,7 +212,7 @@ async fn answer(
     request.body = body;
     let response = if request.path == "/healthz" {
         Response::text(200, "ok\n")
-    } else if let Some(refusal) = cross_site(&request, token) {
+    } else if let Some(refusal) = cross_site(&request, token).filter(|_| browser_guard) {
         refusal
     } else if !authorized(&request, token) {
         Response::text(
@@ -219,7 +232,10 @@ fn cross_site(request: &Request, token: Option<&str>) -> Option<Response> {
     if token.is_some() {
         return None;
     }
-    let host = request.header("host").unwrap_or("");
+    // Browsers always send a Host; a client without one is not a web page.
+    let Some(host) = request.header("host") else {
+        return None;
+    };
     let name = match host.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
         None => host.split(':').next().unwrap_or(""),
