@@ -397,6 +397,48 @@ async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_parks_a_message_the_endpoint_never_answers_and_goes_on() {
+    let pair = Pair::new("relay_hole").await;
+    pair.source
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    // A black hole for one message: the connection stays open, no answer ever comes.
+    receiver.set_policy(|request, _| {
+        let hole = request.body.contains("\"hole\"");
+        (if hole { None } else { Some(200) }, Duration::ZERO)
+    });
+    let route = ROUTE
+        .replace("RECEIVER", &receiver.url(""))
+        .replace("max_retries = 3", "max_retries = 1")
+        .replace("timeout = \"2s\"", "timeout = \"300ms\"");
+    let relay = Relay::new("relay-hole", &pair.source_url, &route);
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    pair.source
+        .batch_execute("INSERT INTO orders VALUES (1, 'hole', 1); INSERT INTO orders SELECT g, 'n', 1 FROM generate_series(2, 50) g;")
+        .await
+        .unwrap();
+    let failed = wait_until("the unanswered message to be parked", Duration::from_secs(30), || async {
+        let failed = relay.messages("status=failed").await;
+        (!failed.is_empty()).then_some(failed)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"].as_i64(), Some(2), "{failed:?}");
+    assert_eq!(failed[0]["last_error"].as_str(), Some("timed out"));
+    wait_until("the other 49 changes", Duration::from_secs(30), || {
+        let count = distinct_deliveries(&receiver).len();
+        async move { (count == 49).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_survives_kill_9_without_losing_or_changing_a_message() {
     const ROWS: i64 = 3_000;
     let pair = Pair::new("relay_kill").await;

@@ -150,8 +150,9 @@ async fn relay_benchmark() {
     eprintln!("concurrent loop {concurrent:?}");
 
     let route = format!(
-        "[[route]]\nname = \"bench\"\ntopics = [\"bench\"]\nurl = \"{}\"\nordering = \"key\"\nconcurrency = 16\n",
-        receiver.url("/relay")
+        "[[route]]\nname = \"bench\"\ntopics = [\"bench\"]\nurl = \"{}\"\nordering = \"{}\"\nconcurrency = 16\n",
+        receiver.url("/relay"),
+        std::env::var("FERRY_RELAY_BENCH_ORDERING").unwrap_or_else(|_| "key".into())
     );
     let relay = Relay::new("relay-bench", &broker.url(), &route);
     let delivered_before = receiver.delivered_count();
