@@ -233,9 +233,7 @@ fn cross_site(request: &Request, token: Option<&str>) -> Option<Response> {
         return None;
     }
     // Browsers always send a Host; a client without one is not a web page.
-    let Some(host) = request.header("host") else {
-        return None;
-    };
+    let host = request.header("host")?;
     let name = match host.strip_prefix('[') {
         Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
         None => host.split(':').next().unwrap_or(""),

@@ -420,10 +420,14 @@ async fn relay_parks_a_message_the_endpoint_never_answers_and_goes_on() {
         .batch_execute("INSERT INTO orders VALUES (1, 'hole', 1); INSERT INTO orders SELECT g, 'n', 1 FROM generate_series(2, 50) g;")
         .await
         .unwrap();
-    let failed = wait_until("the unanswered message to be parked", Duration::from_secs(30), || async {
-        let failed = relay.messages("status=failed").await;
-        (!failed.is_empty()).then_some(failed)
-    })
+    let failed = wait_until(
+        "the unanswered message to be parked",
+        Duration::from_secs(30),
+        || async {
+            let failed = relay.messages("status=failed").await;
+            (!failed.is_empty()).then_some(failed)
+        },
+    )
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
     assert_eq!(failed.len(), 1);
