@@ -17,6 +17,9 @@ fi
 if ! command -v openssl >/dev/null; then
   missing+=(openssl)
 fi
+# librdkafka (the Kafka client) is built from its sources: configure and make.
+command -v make >/dev/null || missing+=(make)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 # The relay's delivery log links Debian's SQLite library (no bundled C build).
 if ! { [ -e /usr/include/sqlite3.h ] && ls /usr/lib/*/libsqlite3.so >/dev/null 2>&1; }; then
   missing+=(libsqlite3-dev)
