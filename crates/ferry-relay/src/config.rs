@@ -61,6 +61,10 @@ struct RouteFile {
     ordering: Option<String>,
     concurrency: Option<usize>,
     ca_file: Option<PathBuf>,
+    /// `format = "protobuf"`: a FileDescriptorSet (`protoc --descriptor_set_out`) and the
+    /// fully qualified message name.
+    descriptor_set: Option<PathBuf>,
+    message: Option<String>,
 }
 
 /// A validated relay configuration.
@@ -104,6 +108,8 @@ pub enum Format {
     Json,
     /// Any bytes, sent as a JSON string of their base64.
     Raw,
+    /// Protobuf, sent as its canonical JSON mapping (see [`Route::protobuf`]).
+    Protobuf,
 }
 
 /// One use case: which messages, where to, and how hard to try.
@@ -120,6 +126,8 @@ pub struct Route {
     pub max_backoff: Duration,
     pub timeout: Duration,
     pub format: Format,
+    /// For [`Format::Protobuf`]: the descriptor set file and the message's full name.
+    pub protobuf: Option<(PathBuf, String)>,
     pub headers: Vec<(String, String)>,
     /// The Standard Webhooks signing key.
     pub signing_key: Option<Vec<u8>>,
@@ -351,12 +359,42 @@ fn parse_route(
     let format = match route.format.as_deref().unwrap_or("json") {
         "json" => Format::Json,
         "raw" => Format::Raw,
+        "protobuf" => Format::Protobuf,
         other => {
             problems.push(format!(
-                "{at}: format '{other}' is not json or raw (protobuf is not built yet)"
+                "{at}: format '{other}' is not json, raw or protobuf"
             ));
             Format::Json
         }
+    };
+    let protobuf = match (format, route.descriptor_set, route.message) {
+        (Format::Protobuf, Some(path), Some(message)) => {
+            let path = if path.is_absolute() {
+                path
+            } else {
+                base.join(path)
+            };
+            if !path.is_file() {
+                problems.push(format!(
+                    "{at}: descriptor_set {} is not a readable file (make one with protoc --descriptor_set_out)",
+                    path.display()
+                ));
+            }
+            Some((path, message))
+        }
+        (Format::Protobuf, _, _) => {
+            problems.push(format!(
+                "{at}: format = \"protobuf\" needs descriptor_set (a file from protoc --descriptor_set_out) and message (its full name, like shop.Order)"
+            ));
+            None
+        }
+        (_, Some(_), _) | (_, _, Some(_)) => {
+            problems.push(format!(
+                "{at}: descriptor_set and message go with format = \"protobuf\""
+            ));
+            None
+        }
+        _ => None,
     };
     let ordering = match route.ordering.as_deref().unwrap_or("key") {
         "key" => Ordering::Key,
@@ -423,6 +461,7 @@ fn parse_route(
         max_backoff: max_backoff.max(backoff),
         timeout,
         format,
+        protobuf,
         headers,
         signing_key,
         success_retention,
@@ -531,6 +570,25 @@ ordering = "none"
         assert!(route.signing_key.is_some());
         let debug = format!("{route:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn protobuf_needs_its_descriptor_set() {
+        let text = |extra: &str| {
+            format!("name = \"r\"\n[source]\nurl = \"kafka://b:9092\"\n[[route]]\nname = \"o\"\ntopics = [\"o\"]\nurl = \"http://x/\"\n{extra}")
+        };
+        let message = |extra: &str| {
+            parse(&text(extra), Path::new("/nonexistent"), &environment)
+                .unwrap_err()
+                .message()
+                .to_string()
+        };
+        assert!(message("format = \"protobuf\"").contains("needs descriptor_set"));
+        assert!(message(
+            "format = \"protobuf\"\ndescriptor_set = \"shop.desc\"\nmessage = \"shop.Order\""
+        )
+        .contains("/nonexistent/shop.desc is not a readable file"));
+        assert!(message("descriptor_set = \"shop.desc\"").contains("go with format"));
     }
 
     #[test]

@@ -457,6 +457,7 @@ mod tests {
             max_backoff: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
             format: Format::Json,
+            protobuf: None,
             headers: vec![],
             signing_key: None,
             success_retention: Duration::from_secs(1),

@@ -143,7 +143,12 @@ fn checkpoint_name(topic: &str, partition: i32) -> String {
 
 /// A record as the log stores it for `route` (a payload the route's format cannot take is a
 /// failure at once, logged, never a crash).
-pub fn record_message(relay: &str, route: &Route, message: &BorrowedMessage<'_>) -> NewMessage {
+pub fn record_message(
+    relay: &str,
+    route: &Route,
+    decoder: &Decoder,
+    message: &BorrowedMessage<'_>,
+) -> NewMessage {
     let topic = message.topic();
     let partition = message.partition();
     let offset = message.offset();
@@ -151,7 +156,7 @@ pub fn record_message(relay: &str, route: &Route, message: &BorrowedMessage<'_>)
         Ok(text) => text.to_string(),
         Err(_) => format!("base64:{}", base64(key)),
     });
-    let (payload, refused) = encode_payload(route.format, message.payload());
+    let (payload, refused) = decoder.encode(message.payload());
     NewMessage {
         id: message_id(&[
             &group_of(relay),
@@ -174,22 +179,110 @@ pub fn record_message(relay: &str, route: &Route, message: &BorrowedMessage<'_>)
     }
 }
 
-/// The request body for a record's value, or why it cannot be sent.
-pub fn encode_payload(format: Format, value: Option<&[u8]>) -> (Vec<u8>, Option<String>) {
-    match (format, value) {
-        (_, None) => (b"null".to_vec(), None),
-        (Format::Json, Some(bytes)) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        {
-            Ok(_) => (bytes.to_vec(), None),
-            Err(error) => (
-                bytes.to_vec(),
-                Some(format!(
-                    "the record is not JSON ({error}); use format = \"raw\" for other payloads"
-                )),
-            ),
-        },
-        (Format::Raw, Some(bytes)) => (format!("\"{}\"", base64(bytes)).into_bytes(), None),
+/// How a route turns a record's value into a request body.
+pub enum Decoder {
+    /// JSON, sent as is.
+    Json,
+    /// Any bytes, as a JSON string of their base64.
+    Raw,
+    /// Protobuf, as its canonical JSON mapping.
+    Protobuf(prost_reflect::MessageDescriptor),
+}
+
+impl Decoder {
+    /// The decoder of a route's `format` (reading its descriptor set for Protobuf).
+    pub fn for_route(route: &Route) -> Result<Decoder> {
+        match (route.format, &route.protobuf) {
+            (Format::Json, _) => Ok(Decoder::Json),
+            (Format::Raw, _) => Ok(Decoder::Raw),
+            (Format::Protobuf, Some((path, name))) => {
+                let at = format!("route '{}'", route.name);
+                let bytes = std::fs::read(path).map_err(|error| {
+                    Error::operator(
+                        "config.protobuf",
+                        format!("{at}: cannot read {}: {error}", path.display()),
+                    )
+                })?;
+                let pool = prost_reflect::DescriptorPool::decode(bytes.as_slice()).map_err(|error| {
+                    Error::operator("config.protobuf", format!("{at}: {} is not a FileDescriptorSet: {error}", path.display()))
+                        .with_hint("make it with protoc --include_imports --descriptor_set_out=FILE your.proto")
+                })?;
+                pool.get_message_by_name(name)
+                    .map(Decoder::Protobuf)
+                    .ok_or_else(|| {
+                        let known: Vec<String> = pool
+                            .all_messages()
+                            .map(|message| message.full_name().to_string())
+                            .take(20)
+                            .collect();
+                        Error::operator(
+                            "config.protobuf",
+                            format!(
+                                "{at}: no message {name} in {} (it has: {})",
+                                path.display(),
+                                known.join(", ")
+                            ),
+                        )
+                        .with_hint("give the message's full name, package included: shop.Order")
+                    })
+            }
+            (Format::Protobuf, None) => Err(Error::operator(
+                "config.protobuf",
+                format!(
+                    "route '{}': format protobuf without a descriptor set",
+                    route.name
+                ),
+            )),
+        }
     }
+
+    /// The request body for a record's value, or why it cannot be sent.
+    pub fn encode(&self, value: Option<&[u8]>) -> (Vec<u8>, Option<String>) {
+        let Some(bytes) = value else {
+            return (b"null".to_vec(), None);
+        };
+        match self {
+            Decoder::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => (bytes.to_vec(), None),
+                Err(error) => (
+                    bytes.to_vec(),
+                    Some(format!(
+                        "the record is not JSON ({error}); use format = \"raw\" for other payloads"
+                    )),
+                ),
+            },
+            Decoder::Raw => (format!("\"{}\"", base64(bytes)).into_bytes(), None),
+            Decoder::Protobuf(descriptor) => {
+                match prost_reflect::DynamicMessage::decode(descriptor.clone(), bytes) {
+                    Ok(message) => match serde_json::to_vec(&message) {
+                        Ok(json) => (json, None),
+                        Err(error) => (
+                            bytes.to_vec(),
+                            Some(format!(
+                                "the {} record has no JSON form: {error}",
+                                descriptor.full_name()
+                            )),
+                        ),
+                    },
+                    Err(error) => (
+                        bytes.to_vec(),
+                        Some(format!(
+                            "the record is not a {} ({error})",
+                            descriptor.full_name()
+                        )),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The routes with their decoders.
+fn decoders(routes: &[Arc<Route>]) -> Result<Vec<(Arc<Route>, Arc<Decoder>)>> {
+    routes
+        .iter()
+        .map(|route| Ok((route.clone(), Arc::new(Decoder::for_route(route)?))))
+        .collect()
 }
 
 /// Reads the routes' topics into the log until shutdown.
@@ -309,6 +402,7 @@ impl KafkaFeed {
 
     /// Runs until shutdown (Ok) or a failure (the caller retries transient ones).
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let decoders = decoders(&self.routes)?;
         let group = group_of(&self.relay);
         let consumer: Arc<StreamConsumer> =
             Arc::new(self.input.client_config(&group).create().map_err(|error| {
@@ -349,8 +443,8 @@ impl KafkaFeed {
                 received = consumer.recv() => {
                     let message = received.map_err(|error| kafka_error("reading", error))?;
                     let key = (message.topic().to_string(), message.partition());
-                    for route in self.routes_for(message.topic()) {
-                        buffered.push(record_message(&self.relay, route, &message));
+                    for (route, decoder) in decoders.iter().filter(|(route, _)| route.patterns.iter().any(|pattern| glob_matches(pattern, message.topic()))) {
+                        buffered.push(record_message(&self.relay, route, decoder, &message));
                     }
                     next_offsets.insert(key, message.offset() + 1);
                     if buffered.len() >= FLUSH_MESSAGES {
@@ -494,17 +588,15 @@ impl Replayer {
         } = request;
         let route = route.as_deref();
         let topic = topic.as_str();
-        let routes: Vec<Arc<Route>> = self
-            .routes
-            .iter()
-            .filter(|candidate| route.is_none_or(|name| candidate.name == name))
-            .filter(|candidate| {
+        let routes: Vec<(Arc<Route>, Arc<Decoder>)> = decoders(&self.routes)?
+            .into_iter()
+            .filter(|(candidate, _)| route.is_none_or(|name| candidate.name == name))
+            .filter(|(candidate, _)| {
                 candidate
                     .patterns
                     .iter()
                     .any(|pattern| glob_matches(pattern, topic))
             })
-            .cloned()
             .collect();
         if routes.is_empty() {
             return Err(Error::operator(
@@ -571,8 +663,8 @@ impl Replayer {
                 if message.offset() >= end {
                     break;
                 }
-                for route in &routes {
-                    messages.push(record_message(&relay, route, &message));
+                for (route, decoder) in &routes {
+                    messages.push(record_message(&relay, route, decoder, &message));
                 }
                 if message.offset() + 1 >= end {
                     break;
@@ -604,15 +696,12 @@ mod tests {
     #[test]
     fn payloads() {
         assert_eq!(
-            encode_payload(Format::Json, Some(br#"{"a":1}"#)),
+            Decoder::Json.encode(Some(br#"{"a":1}"#)),
             (br#"{"a":1}"#.to_vec(), None)
         );
-        assert!(encode_payload(Format::Json, Some(b"not json")).1.is_some());
-        assert_eq!(
-            encode_payload(Format::Raw, Some(&[0, 255])).0,
-            b"\"AP8=\"".to_vec()
-        );
-        assert_eq!(encode_payload(Format::Json, None).0, b"null".to_vec());
+        assert!(Decoder::Json.encode(Some(b"not json")).1.is_some());
+        assert_eq!(Decoder::Raw.encode(Some(&[0, 255])).0, b"\"AP8=\"".to_vec());
+        assert_eq!(Decoder::Json.encode(None).0, b"null".to_vec());
     }
 
     #[test]

@@ -64,6 +64,19 @@ pub async fn run(
     listen: Listen,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    if matches!(input, Input::Database(_)) {
+        if let Some(route) = config
+            .routes
+            .iter()
+            .find(|route| route.format != config::Format::Json)
+        {
+            return Err(Error::operator(
+                "config.format",
+                format!("route '{}': format applies to Kafka records; a database's changes are sent as JSON documents", route.name),
+            )
+            .with_hint("remove format (and descriptor_set, message) from the route"));
+        }
+    }
     let log = DeliveryLog::open(&config.log_path)?;
     let metrics = Arc::new(Metrics::default());
     metrics

@@ -53,6 +53,11 @@ impl Relay {
         }
     }
 
+    /// Where its settings and log live.
+    pub fn directory(&self) -> PathBuf {
+        self.config.parent().unwrap().to_path_buf()
+    }
+
     pub fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -801,6 +806,95 @@ mod kafka {
                 _ => -1,
             })
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relay_turns_protobuf_records_into_canonical_json() {
+        use prost_reflect::prost::Message as _;
+        use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+        use prost_reflect::prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+        };
+        use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+
+        let broker = KafkaServer::start().expect("start tansu");
+        create_topic(&broker, "orders.proto", 1).await;
+        let field = |name: &str, number: i32, kind: Type, label: Label| FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            r#type: Some(kind as i32),
+            label: Some(label as i32),
+            json_name: Some(name.into()),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                name: Some("shop.proto".into()),
+                package: Some("shop".into()),
+                syntax: Some("proto3".into()),
+                message_type: vec![DescriptorProto {
+                    name: Some("Order".into()),
+                    field: vec![
+                        field("id", 1, Type::Int64, Label::Optional),
+                        field("customer", 2, Type::String, Label::Optional),
+                        field("items", 3, Type::String, Label::Repeated),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let receiver = Receiver::start().await;
+        let route = format!(
+            "[[route]]\nname = \"orders\"\ntopics = [\"orders.*\"]\nurl = \"{}\"\nformat = \"protobuf\"\ndescriptor_set = \"shop.desc\"\nmessage = \"shop.Order\"\n",
+            receiver.url("/hooks")
+        );
+        let relay = Relay::new("relay-proto", &broker.url(), &route);
+        let descriptor_file = relay.directory().join("shop.desc");
+        std::fs::write(&descriptor_file, set.encode_to_vec()).unwrap();
+        let pool = DescriptorPool::decode(set.encode_to_vec().as_slice()).unwrap();
+        let mut order = DynamicMessage::new(pool.get_message_by_name("shop.Order").unwrap());
+        order.set_field_by_name("id", Value::I64(9_007_199_254_740_993));
+        order.set_field_by_name("customer", Value::String("ada \"l\"".into()));
+        order.set_field_by_name(
+            "items",
+            Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+        );
+        let producer = producer(&broker);
+        produce(&producer, "orders.proto", 0, "o1", &order.encode_to_vec()).await;
+        produce(&producer, "orders.proto", 0, "o2", b"\xff\xff\xff\xff").await;
+        let mut run = relay.spawn();
+        wait_until("the decoded record", Duration::from_secs(60), || {
+            let count = receiver.delivered_count();
+            async move { (count >= 1).then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        let document = receiver.delivered()[0].json();
+        // The canonical JSON mapping: 64-bit integers as strings, so nothing is rounded.
+        assert_eq!(
+            document,
+            serde_json::json!({"id": "9007199254740993", "customer": "ada \"l\"", "items": ["a", "b"]})
+        );
+        let failed = wait_until(
+            "the undecodable record to be parked",
+            Duration::from_secs(30),
+            || async {
+                let failed = relay.messages("status=failed").await;
+                (!failed.is_empty()).then_some(failed)
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        assert!(
+            failed[0]["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("not a shop.Order"),
+            "{failed:?}"
+        );
+        assert_eq!(receiver.received().len(), 1, "the bad record is never sent");
+        assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
     }
 
     const KAFKA_ROUTE: &str = r#"
