@@ -36,6 +36,9 @@ use crate::signature::{base64, message_id};
 /// How often new topics and partitions are looked for.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the consumer lag per partition is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How often the group's offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -416,6 +419,7 @@ impl KafkaFeed {
         let mut last_discovery = Instant::now() - DISCOVERY_INTERVAL;
         let mut last_commit = Instant::now();
         let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut last_lag = Instant::now() - LAG_INTERVAL;
         // The next offset of every partition read since the last flush.
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut buffered: Vec<NewMessage> = Vec::new();
@@ -459,13 +463,13 @@ impl KafkaFeed {
                     }
                     if last_commit.elapsed() >= COMMIT_INTERVAL {
                         last_commit = Instant::now();
-                        self.commit_progress(&consumer, &assigned, &mut committed).await;
+                        self.commit_progress(&consumer, &assigned, &mut committed, &mut last_lag).await;
                     }
                 }
                 _ = shutdown.changed() => {
                     // Stored even past the pending limit: the workers have stopped.
                     self.store(&mut buffered, &mut next_offsets).await?;
-                    self.commit_progress(&consumer, &assigned, &mut committed).await;
+                    self.commit_progress(&consumer, &assigned, &mut committed, &mut last_lag).await;
                     return Ok(());
                 }
             }
@@ -504,6 +508,7 @@ impl KafkaFeed {
         consumer: &Arc<StreamConsumer>,
         assigned: &BTreeSet<(String, i32)>,
         committed: &mut BTreeMap<(String, i32), i64>,
+        last_lag: &mut Instant,
     ) {
         let (Ok(pending), Ok(stored)) = (
             self.intake
@@ -524,6 +529,7 @@ impl KafkaFeed {
             .collect();
         let mut list = TopicPartitionList::new();
         let mut changed = Vec::new();
+        let mut outcomes_up_to = BTreeMap::new();
         for (topic, partition) in assigned {
             let key = (topic.clone(), *partition);
             let Some(read_up_to) = stored.get(&checkpoint_name(topic, *partition)) else {
@@ -534,6 +540,7 @@ impl KafkaFeed {
                 .copied()
                 .unwrap_or(*read_up_to)
                 .min(*read_up_to);
+            outcomes_up_to.insert(key.clone(), done_up_to);
             // Never backwards (a replay or a retry queues old offsets again).
             if committed
                 .get(&key)
@@ -547,6 +554,12 @@ impl KafkaFeed {
             {
                 changed.push((key, done_up_to));
             }
+        }
+        if last_lag.elapsed() >= LAG_INTERVAL {
+            *last_lag = Instant::now();
+            // In the background: a slow broker must not hold up reading.
+            let (consumer, metrics) = (consumer.clone(), self.intake.metrics.clone());
+            tokio::spawn(measure_lag(consumer, metrics, outcomes_up_to));
         }
         if list.count() == 0 {
             return;
@@ -563,6 +576,31 @@ impl KafkaFeed {
                 warn!(error = %error, "committing the group's offsets failed; trying again in 1 s")
             }
         }
+    }
+}
+
+/// Per partition, the records after the last one with an outcome: the partition's end (its
+/// high watermark, read from the brokers) minus where outcomes reach.
+async fn measure_lag(
+    consumer: Arc<StreamConsumer>,
+    metrics: Arc<crate::metrics::Metrics>,
+    outcomes_up_to: BTreeMap<(String, i32), i64>,
+) {
+    let reader = consumer;
+    let measured = tokio::task::spawn_blocking(move || {
+        outcomes_up_to
+            .into_iter()
+            .filter_map(|((topic, partition), done)| {
+                let (_, high) = reader
+                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .ok()?;
+                Some(((topic, partition), (high - done).max(0)))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    if let Ok(measured) = measured {
+        metrics.set_partition_lag(measured);
     }
 }
 

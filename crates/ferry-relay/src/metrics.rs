@@ -46,6 +46,8 @@ pub struct Metrics {
     routes: Mutex<BTreeMap<String, std::sync::Arc<RouteCounters>>>,
     /// Source changes waiting in the log (`pending`), as last counted.
     pub pending: AtomicU64,
+    /// Kafka: per topic and partition, the records after the last one with an outcome.
+    partition_lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl Metrics {
@@ -56,6 +58,14 @@ impl Metrics {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+
+    pub fn set_partition_lag(&self, measured: Vec<((String, i32), i64)>) {
+        let mut lag = self
+            .partition_lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lag.extend(measured);
     }
 
     /// Per-route counters as JSON, for the web page.
@@ -158,6 +168,20 @@ impl Metrics {
                 counters.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
             );
             let _ = writeln!(text, "{name}_count{{route=\"{route}\"}} {count}");
+        }
+        let lag = self
+            .partition_lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !lag.is_empty() {
+            let _ = writeln!(text, "# HELP ferry_relay_consumer_lag Kafka records after the last one with an outcome (delivered or parked), per partition.\n# TYPE ferry_relay_consumer_lag gauge");
+            for ((topic, partition), records) in lag.iter() {
+                let _ = writeln!(
+                    text,
+                    "ferry_relay_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {records}",
+                    escape(topic)
+                );
+            }
         }
         let _ = writeln!(
             text,

@@ -1071,6 +1071,21 @@ secret_env = "RELAY_TEST_SECRET"
                 relay.log()
             )
         });
+        // The same as a metric: one record of partition 1 without an outcome.
+        wait_until(
+            "the consumer lag metric",
+            Duration::from_secs(30),
+            || async {
+                let (_, metrics) = relay.call("GET", "/metrics", "").await;
+                let text = metrics.as_str().unwrap_or("").to_string();
+                (text.contains("ferry_relay_consumer_lag{topic=\"orders\",partition=\"1\"} 1")
+                    && text
+                        .contains("ferry_relay_consumer_lag{topic=\"orders\",partition=\"0\"} 0"))
+                .then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
         // The endpoint is fixed; retry everything parked: the poison record goes, then the one
         // behind it, and the offset of partition 1 moves past them.
         receiver.set_policy(|_, _| (Some(200), Duration::ZERO));
