@@ -11,6 +11,9 @@
 //!   log (the transaction's start position and the change's index in it), so a transaction
 //!   read again after a crash is not stored twice, even when its first part was stored before
 //!   its commit was read (large transactions are stored in parts).
+//! - Every [`TABLE_CHECK_INTERVAL`] the source is asked for new tables that match a route; when
+//!   one appears, what was read is stored and the feed starts over with it (its changes from
+//!   then on are relayed).
 //! - When the log holds [`crate::intake::MAX_PENDING`] undelivered messages, reading pauses until deliveries
 //!   catch up, so a dead endpoint cannot fill the disk faster than retention empties it.
 
@@ -36,6 +39,9 @@ pub const FLUSH_MESSAGES: usize = 5_000;
 
 /// How long read messages may wait before they are stored.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the source is asked for new tables that match a route.
+pub const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The checkpoint's name in the log.
 pub const CHECKPOINT: &str = "source";
@@ -101,6 +107,22 @@ impl Feed {
         Ok((tables, routes))
     }
 
+    /// Tables that match a route now but are not among `names`.
+    async fn new_tables(&self, source: &dyn Source, names: &[TableName]) -> Result<Vec<TableName>> {
+        let patterns: Vec<String> = self
+            .routes
+            .iter()
+            .flat_map(|route| route.patterns.iter().cloned())
+            .collect();
+        let catalog = source.read_catalog(&Selection::parse(&patterns)?).await?;
+        Ok(catalog
+            .tables
+            .into_iter()
+            .map(|table| table.name)
+            .filter(|name| !names.contains(name))
+            .collect())
+    }
+
     /// Runs until shutdown (Ok) or a failure (the caller retries transient ones).
     pub async fn run(
         &self,
@@ -144,12 +166,25 @@ impl Feed {
         let mut index: u64 = 0;
         let mut last_position = start;
         let mut in_transaction = false;
+        let mut next_table_check = Instant::now() + TABLE_CHECK_INTERVAL;
         loop {
             // Within a transaction its messages wait for its commit time (unless it grows
             // past FLUSH_MESSAGES).
             let flush_due = (!buffered.is_empty() || checkpoint.is_some()) && !in_transaction;
             let event = tokio::select! {
                 event = stream.next() => event?,
+                _ = tokio::time::sleep_until(next_table_check.into()), if !in_transaction => {
+                    next_table_check = Instant::now() + TABLE_CHECK_INTERVAL;
+                    let joined = self.new_tables(source, &names).await?;
+                    if !joined.is_empty() {
+                        // Everything read so far is stored; the next run takes them in.
+                        self.store(&mut buffered, &mut checkpoint, &mut *stream).await?;
+                        stream.close().await?;
+                        info!(tables = ?joined.iter().map(ToString::to_string).collect::<Vec<_>>(), "new tables match a route: they join now (their changes from here on are relayed)");
+                        return Err(Error::transient("relay.tables_joined", "new tables joined").starting_over_for(joined));
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(FLUSH_INTERVAL.saturating_sub(buffered_since.elapsed())), if flush_due => {
                     self.flush(&mut buffered, &mut checkpoint, &mut *stream).await?;
                     buffered_since = Instant::now();

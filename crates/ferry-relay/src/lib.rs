@@ -206,6 +206,8 @@ where
         let started = std::time::Instant::now();
         match run(shutdown.clone()).await {
             Ok(()) => return Ok(()),
+            // Not a failure: new tables joined; start again at once.
+            Err(error) if error.starts_over() => continue,
             Err(error) if error.class() == ErrorClass::Transient || error.waits_for_operator() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);

@@ -448,6 +448,53 @@ async fn relay_parks_a_message_the_endpoint_never_answers_and_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_takes_in_a_table_created_while_it_runs() {
+    let pair = Pair::new("relay_join").await;
+    pair.source
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    let route = ROUTE
+        .replace("RECEIVER", &receiver.url(""))
+        .replace("public.orders", "public.*");
+    let relay = Relay::new("relay-join", &pair.source_url, &route);
+    let mut run = relay.spawn();
+    relay.wait_reading().await;
+    pair.source
+        .batch_execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric(10,2))")
+        .await
+        .unwrap();
+    let path = log_path(&relay.name);
+    wait_until("the new table to join", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        async move { (text.matches("reading the source's changes").count() >= 2).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    pair.source
+        .batch_execute("INSERT INTO invoices VALUES (1, 9.99); INSERT INTO orders VALUES (1, 'x');")
+        .await
+        .unwrap();
+    wait_until("both changes", Duration::from_secs(30), || {
+        let count = distinct_deliveries(&receiver).len();
+        async move { (count == 2).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+    let tables: BTreeSet<String> = receiver
+        .delivered()
+        .iter()
+        .map(|request| request.json()["table"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tables,
+        BTreeSet::from(["public.invoices".to_string(), "public.orders".to_string()])
+    );
+    assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_survives_kill_9_without_losing_or_changing_a_message() {
     const ROWS: i64 = 3_000;
     let pair = Pair::new("relay_kill").await;
