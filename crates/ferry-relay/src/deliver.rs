@@ -227,7 +227,17 @@ impl Worker {
         let mut stopping = false;
         // The log had nothing more to give at the last look; look again after a change.
         let mut exhausted = false;
+        let mut generation = self.log.requeue_generation();
         loop {
+            // Messages were queued again (an operator's retry, a replay): an earlier message of
+            // a key may now go first, so what was fetched ahead is fetched again.
+            if self.log.requeue_generation() != generation {
+                generation = self.log.requeue_generation();
+                for message in queue.drain(..) {
+                    queued.remove(&message.seq);
+                }
+                exhausted = false;
+            }
             stopping = stopping || *shutdown.borrow();
             if stopping && in_flight.is_empty() {
                 if let Some((handle, _)) = storing.take() {
@@ -297,7 +307,9 @@ impl Worker {
             let idle = in_flight.is_empty() && storing.is_none();
             let wait = match permit {
                 Permit::WaitUntil(until) => until.saturating_duration_since(Instant::now()),
-                _ if !idle => Duration::from_secs(3600),
+                // Requests or a store in flight wake the loop; new messages and retries falling
+                // due are looked for at least this often meanwhile.
+                _ if !idle => Duration::from_millis(250),
                 _ => match self.log.next_due_at(&self.route.name, now_ms()).await? {
                     Some(at) => Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64),
                     None => Duration::from_secs(1),
@@ -324,7 +336,7 @@ impl Worker {
                     exhausted = false;
                 }
                 _ = tokio::time::sleep(wait) => exhausted = false,
-                _ = &mut notified, if idle => exhausted = false,
+                _ = &mut notified => exhausted = false,
                 _ = shutdown.changed(), if !stopping => {}
             }
         }

@@ -557,9 +557,14 @@ impl KafkaFeed {
         }
         if last_lag.elapsed() >= LAG_INTERVAL {
             *last_lag = Instant::now();
-            // In the background: a slow broker must not hold up reading.
-            let (consumer, metrics) = (consumer.clone(), self.intake.metrics.clone());
-            tokio::spawn(measure_lag(consumer, metrics, outcomes_up_to));
+            // In the background, one at a time: a slow broker must not hold up reading.
+            let metrics = self.intake.metrics.clone();
+            if !metrics
+                .measuring_lag
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                tokio::spawn(measure_lag(consumer.clone(), metrics, outcomes_up_to));
+            }
         }
         if list.count() == 0 {
             return;
@@ -602,6 +607,9 @@ async fn measure_lag(
     if let Ok(measured) = measured {
         metrics.set_partition_lag(measured);
     }
+    metrics
+        .measuring_lag
+        .store(false, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Reads a range of one partition again, for a replay.

@@ -147,6 +147,8 @@ pub struct DeliveryLog {
     /// Held while the log is open: a second relay on the same log would deliver every
     /// message twice.
     _lock: Arc<std::fs::File>,
+    /// See [`DeliveryLog::requeue_generation`].
+    requeued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const SCHEMA: &str = "
@@ -285,6 +287,7 @@ impl DeliveryLog {
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             _lock: Arc::new(lock),
+            requeued: Arc::default(),
         })
     }
 
@@ -353,7 +356,7 @@ impl DeliveryLog {
             {
                 let mut insert = transaction.prepare_cached(
                     "INSERT OR IGNORE INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, last_error, finished_at, undeliverable, barrier, old_key, front)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?11, ?12, ?11 IS NOT NULL, ?13, ?14,
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?11 IS NOT NULL, ?13, ?14,
                          ?7 IS NULL OR NOT EXISTS (
                              SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
                              WHERE earlier.route = ?2 AND earlier.topic = ?3 AND earlier.message_key = ?7
@@ -537,33 +540,56 @@ impl DeliveryLog {
     /// returns how many. Messages refused when read (not in the route's format) are never
     /// sent: they stay failed.
     pub async fn retry(&self, filter: Filter, now_ms: i64) -> Result<u64> {
-        self.write(move |connection| {
-            let (condition, mut values) = where_clause(&filter);
-            values.push(rusqlite::types::Value::Integer(now_ms));
-            let sql = format!(
-                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL,
-                     front = NOT EXISTS (
-                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
-                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
-                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
-                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
-                 WHERE status <> 'pending' AND undeliverable = 0 AND {condition}",
-                values.len()
-            );
-            let changed = connection.execute(&sql, rusqlite::params_from_iter(values))?;
-            Ok(changed as u64)
-        })
-        .await
+        let retried = self
+            .write(move |connection| {
+                let transaction = connection.transaction()?;
+                let (condition, mut values) = where_clause(&filter);
+                start_requeue(&transaction)?;
+                transaction.execute(
+                    &format!(
+                        "INSERT INTO requeued_keys SELECT DISTINCT route, topic, message_key FROM messages
+                         WHERE status <> 'pending' AND undeliverable = 0 AND message_key IS NOT NULL AND {condition}"
+                    ),
+                    rusqlite::params_from_iter(values.clone()),
+                )?;
+                values.push(rusqlite::types::Value::Integer(now_ms));
+                let sql = format!(
+                    "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?{}, finished_at = NULL, front = 1
+                     WHERE status <> 'pending' AND undeliverable = 0 AND {condition}",
+                    values.len()
+                );
+                let changed = transaction.execute(&sql, rusqlite::params_from_iter(values))?;
+                refresh_fronts(&transaction)?;
+                transaction.commit()?;
+                Ok(changed as u64)
+            })
+            .await?;
+        self.requeued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(retried)
+    }
+
+    /// How many times messages were queued again (retry, replay): a worker drops what it
+    /// fetched ahead when this changes, since an earlier message of a key may now go first.
+    pub fn requeue_generation(&self) -> u64 {
+        self.requeued.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stores messages read again from the source (a replay): those still in the log are
     /// queued again with a fresh retry budget (unless pending), the others are stored anew.
     /// Returns how many were queued.
     pub async fn replay(&self, messages: Vec<NewMessage>, now_ms: i64) -> Result<u64> {
-        self.write(move |connection| {
+        let queued = self.write(move |connection| {
             let transaction = connection.transaction()?;
             let mut queued = 0;
+            start_requeue(&transaction)?;
             {
+                let mut keys = transaction.prepare_cached(
+                    "INSERT INTO requeued_keys VALUES (?1, ?2, ?3)",
+                )?;
+                for message in messages.iter().filter(|message| message.key.is_some()) {
+                    keys.execute(params![message.route, message.topic, message.key])?;
+                }
                 let mut upsert = transaction.prepare_cached(
                     "INSERT INTO messages (id, route, topic, partition_number, offset_number, position, message_key, payload, created_at, status, next_attempt_at, front)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10,
@@ -572,12 +598,8 @@ impl DeliveryLog {
                              WHERE earlier.route = ?2 AND earlier.topic = ?3 AND earlier.message_key = ?7
                                AND earlier.status <> 'delivered' AND earlier.undeliverable = 0))
                      ON CONFLICT (id) DO UPDATE SET status = 'pending', budget_start = attempts,
-                         next_attempt_at = excluded.next_attempt_at, finished_at = NULL,
-                         front = NOT EXISTS (
-                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
-                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
-                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
-                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
+                         next_attempt_at = excluded.next_attempt_at, finished_at = NULL, front = 1,
+                         payload = excluded.payload, undeliverable = 0, last_error = NULL
                      WHERE status <> 'pending'",
                 )?;
                 // A record that cannot be sent stays as it was logged.
@@ -596,10 +618,14 @@ impl DeliveryLog {
                     ])? as u64;
                 }
             }
+            refresh_fronts(&transaction)?;
             transaction.commit()?;
             Ok(queued)
         })
-        .await
+        .await?;
+        self.requeued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(queued)
     }
 
     /// For each of `partitions` (topic, partition), the lowest offset whose message is still
@@ -644,20 +670,28 @@ impl DeliveryLog {
     /// already pending.
     pub async fn retry_message(&self, id: &str, now_ms: i64) -> Result<bool> {
         let id = id.to_string();
-        self.write(move |connection| {
-            let changed = connection.execute(
-                "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL,
-                     front = NOT EXISTS (
-                     SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
-                     WHERE earlier.route = messages.route AND earlier.topic = messages.topic
-                       AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
-                       AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
-                 WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0",
-                params![id, now_ms],
-            )?;
-            Ok(changed > 0)
-        })
-        .await
+        let retried = self
+            .write(move |connection| {
+                let transaction = connection.transaction()?;
+                start_requeue(&transaction)?;
+                transaction.execute(
+                    "INSERT INTO requeued_keys SELECT route, topic, message_key FROM messages
+                     WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0 AND message_key IS NOT NULL",
+                    [&id],
+                )?;
+                let changed = transaction.execute(
+                    "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL, front = 1
+                     WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0",
+                    params![id, now_ms],
+                )?;
+                refresh_fronts(&transaction)?;
+                transaction.commit()?;
+                Ok(changed > 0)
+            })
+            .await?;
+        self.requeued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(retried)
     }
 
     /// Messages matching `filter`, newest first, `limit` at a time after the cursor `before`
@@ -811,6 +845,32 @@ impl DeliveryLog {
             }
         }
     }
+}
+
+/// Starts collecting the keys of messages queued again (in `requeued_keys`).
+fn start_requeue(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS requeued_keys (route TEXT, topic TEXT, message_key TEXT);
+         DELETE FROM requeued_keys;",
+    )
+}
+
+/// After messages were queued again: which pending message of each of their keys is the
+/// front (an earlier message queued again puts the later ones back behind it).
+fn refresh_fronts(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute(
+        "UPDATE messages SET front = NOT EXISTS (
+             SELECT 1 FROM messages earlier INDEXED BY messages_open_by_key
+             WHERE earlier.route = messages.route AND earlier.topic = messages.topic
+               AND earlier.message_key = messages.message_key AND earlier.seq < messages.seq
+               AND earlier.status <> 'delivered' AND earlier.undeliverable = 0)
+         WHERE status = 'pending' AND message_key IS NOT NULL
+           AND EXISTS (SELECT 1 FROM requeued_keys requeued
+                       WHERE requeued.route = messages.route AND requeued.topic = messages.topic
+                         AND requeued.message_key = messages.message_key)",
+        [],
+    )?;
+    Ok(())
 }
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -997,6 +1057,62 @@ mod tests {
             .unwrap();
         }
         assert_eq!(order, ["insert1", "move1to2", "truncate", "insert4"]);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_queued_again_goes_before_the_later_ones_of_its_key() {
+        let (log, directory) = fresh_log("ferry-relay-requeue");
+        log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
+            .await
+            .unwrap();
+        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
+        log.record(vec![Outcome {
+            seq: due[0].seq,
+            attempt: attempt(2000, 200),
+            next: Next::Delivered,
+        }])
+        .await
+        .unwrap();
+        let generation = log.requeue_generation();
+        // a1 is sent again (an operator's retry): a2 waits for it.
+        assert!(log.retry_message("a1", 3000).await.unwrap());
+        assert_ne!(log.requeue_generation(), generation);
+        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a1"]
+        );
+        log.record(vec![Outcome {
+            seq: due[0].seq,
+            attempt: attempt(3000, 200),
+            next: Next::Delivered,
+        }])
+        .await
+        .unwrap();
+        let due = log.due("orders", Ordering::Key, 3001, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a2"]
+        );
+        // The same through a filter.
+        let all = Filter {
+            route: Some("orders".into()),
+            ..Filter::default()
+        };
+        log.record(vec![Outcome {
+            seq: due[0].seq,
+            attempt: attempt(3001, 200),
+            next: Next::Delivered,
+        }])
+        .await
+        .unwrap();
+        assert_eq!(log.retry(all, 4000).await.unwrap(), 2);
+        let due = log.due("orders", Ordering::Key, 4000, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a1"]
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub pending: AtomicU64,
     /// Kafka: per topic and partition, the records after the last one with an outcome.
     partition_lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// A lag measurement is running (at most one at a time).
+    pub measuring_lag: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {

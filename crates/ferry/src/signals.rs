@@ -15,6 +15,9 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
             signal(SignalKind::terminate()),
         ) else {
             warn!("cannot listen for signals; stop ferry with kill -9 (safe: it resumes from its checkpoint)");
+            // The sender stays alive: a dropped one would read as a stop request at once.
+            let _keep = sender;
+            std::future::pending::<()>().await;
             return;
         };
         let mut count = 0;
