@@ -4,8 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_relay::http::client::{HttpClient, Target};
+use ferry_relay::http::client::HttpClient;
 use ferry_testkit::wait_until;
+
+use crate::common::json_request;
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -86,22 +88,12 @@ impl Browser {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let target = Target::parse(&format!("{}{path}", self.base)).unwrap();
         let body = body.map(|body| body.to_string()).unwrap_or_default();
-        let response = self
-            .client
-            .send(
-                method,
-                &target,
-                &[("Content-Type".into(), "application/json".into())],
-                body.as_bytes(),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|error| error.to_string())?;
-        let value: Value =
-            serde_json::from_slice(&response.body).map_err(|error| error.to_string())?;
-        if response.status >= 400 {
+        let url = format!("{}{path}", self.base);
+        let (status, text) =
+            json_request(&self.client, method, &url, &body, Duration::from_secs(60)).await?;
+        let value: Value = serde_json::from_str(&text).map_err(|error| error.to_string())?;
+        if status >= 400 {
             return Err(format!("WebDriver {method} {path}: {value}"));
         }
         Ok(value)

@@ -273,3 +273,28 @@ pub fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<Strin
     keys.sort();
     keys
 }
+
+/// Sends `body` to `url` as JSON; answers the status and the body's text.
+pub async fn json_request(
+    client: &ferry_relay::http::client::HttpClient,
+    method: &str,
+    url: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let target = ferry_relay::http::client::Target::parse(url)?;
+    let response = client
+        .send(
+            method,
+            &target,
+            &[("Content-Type".into(), "application/json".into())],
+            body.as_bytes(),
+            timeout,
+        )
+        .await
+        .map_err(|error| format!("{method} {url}: {error}"))?;
+    Ok((
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    ))
+}

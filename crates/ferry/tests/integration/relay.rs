@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_relay::http::client::{HttpClient, Target};
+use ferry_relay::http::client::HttpClient;
 use ferry_relay::signature::{secret_key, sign};
 use ferry_testkit::{wait_until, Received, Receiver};
 
-use crate::common::{kill, log_path, stop, Pair};
+use crate::common::{json_request, kill, log_path, stop, Pair};
 use crate::mysql::{mariadb, sql};
 
 pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -90,8 +90,6 @@ impl Relay {
     pub async fn wait_reading(&self) {
         let path = log_path(&self.name);
         let starts = |text: &str| text.matches("reading the source's changes").count();
-        let before = starts(&std::fs::read_to_string(&path).unwrap_or_default());
-        let _ = before;
         wait_until(
             "the relay to read the source",
             Duration::from_secs(60),
@@ -109,21 +107,17 @@ impl Relay {
     }
 
     pub async fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let target = Target::parse(&self.url(path)).unwrap();
-        let response = self
-            .client
-            .send(
-                method,
-                &target,
-                &[("Content-Type".into(), "application/json".into())],
-                body.as_bytes(),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}\n{}", self.log()));
-        let text = String::from_utf8_lossy(&response.body).into_owned();
+        let (status, text) = json_request(
+            &self.client,
+            method,
+            &self.url(path),
+            body,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", self.log()));
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        (response.status, json)
+        (status, json)
     }
 
     pub async fn messages(&self, query: &str) -> Vec<serde_json::Value> {
@@ -143,6 +137,21 @@ fn distinct_deliveries(receiver: &Receiver) -> Vec<Received> {
         .into_iter()
         .filter(|request| seen.insert(request.header("webhook-id").unwrap_or("").to_string()))
         .collect()
+}
+
+/// The requests whose body contains `marker`: a 503, a 503 and a 200, under one webhook-id.
+pub(crate) fn three_attempts_one_id(receiver: &Receiver, marker: &str) -> Vec<Received> {
+    let attempts: Vec<Received> = receiver
+        .received()
+        .into_iter()
+        .filter(|request| request.body.contains(marker))
+        .collect();
+    let statuses: Vec<u16> = attempts.iter().map(|request| request.status).collect();
+    assert_eq!(statuses, [503, 503, 200]);
+    assert!(attempts
+        .iter()
+        .all(|request| request.header("webhook-id") == attempts[0].header("webhook-id")));
+    attempts
 }
 
 fn check_signatures(received: &[Received]) {
@@ -307,21 +316,7 @@ async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking()
         .unwrap();
     assert_eq!(deleted["key"], serde_json::json!({"id": 7}));
     // The flaky message: two 503s and a 200, one webhook-id throughout.
-    let flaky: Vec<Received> = receiver
-        .received()
-        .into_iter()
-        .filter(|request| request.body.contains("\"flaky\""))
-        .collect();
-    assert_eq!(
-        flaky
-            .iter()
-            .map(|request| request.status)
-            .collect::<Vec<_>>(),
-        [503, 503, 200]
-    );
-    assert!(flaky
-        .iter()
-        .all(|request| request.header("webhook-id") == flaky[0].header("webhook-id")));
+    let flaky = three_attempts_one_id(&receiver, "\"flaky\"");
     assert_eq!(flaky[2].header("ferry-attempt"), Some("3"));
     // The poison message is parked after one attempt (400 is not retried); the update of the
     // same key waits behind it, the endpoint never saw it.
@@ -1056,21 +1051,7 @@ secret_env = "RELAY_TEST_SECRET"
         }
         assert_eq!(order, expected);
         // Coordinates travel as headers; the flaky record kept its id over three attempts.
-        let flaky: Vec<Received> = receiver
-            .received()
-            .into_iter()
-            .filter(|request| request.body.contains("flaky"))
-            .collect();
-        assert_eq!(
-            flaky
-                .iter()
-                .map(|request| request.status)
-                .collect::<Vec<_>>(),
-            [503, 503, 200]
-        );
-        assert!(flaky
-            .iter()
-            .all(|request| request.header("webhook-id") == flaky[0].header("webhook-id")));
+        let flaky = three_attempts_one_id(&receiver, "flaky");
         assert_eq!(flaky[0].header("ferry-topic"), Some("orders"));
         assert_eq!(flaky[0].header("ferry-partition"), Some("0"));
         // Parked: the poison record (400) and the record that is not JSON (never sent).
