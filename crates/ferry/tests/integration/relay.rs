@@ -939,6 +939,112 @@ mod kafka {
         assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relay_with_start_latest_skips_history_but_nothing_after_and_reads_late_topics_whole() {
+        let broker = KafkaServer::start().expect("start tansu");
+        create_topic(&broker, "events", 1).await;
+        let producer = producer(&broker);
+        for n in 0..3 {
+            produce(
+                &producer,
+                "events",
+                0,
+                "k",
+                format!("{{\"old\": {n}}}").as_bytes(),
+            )
+            .await;
+        }
+        let receiver = Receiver::start().await;
+        let route = format!(
+            "[[route]]\nname = \"events\"\ntopics = [\"events\", \"late.*\"]\nurl = \"{}\"\n",
+            receiver.url("/hooks")
+        );
+        let relay = Relay::new("relay-latest", &broker.url(), &route);
+        let config = relay.directory().join("relay.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("[source]\n", "[source]\nstart = \"latest\"\n"),
+        )
+        .unwrap();
+        let path = log_path(&relay.name);
+        let assigned = |count: usize| {
+            let path = path.clone();
+            async move {
+                wait_until(
+                    "the relay to take its partitions",
+                    Duration::from_secs(60),
+                    || {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        async move {
+                            (text.matches("reading Kafka partitions").count() >= count)
+                                .then_some(())
+                        }
+                    },
+                )
+                .await
+            }
+        };
+        let mut run = relay.spawn();
+        assigned(1)
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        // Stopped before any record arrived: records written meanwhile are still read after
+        // the restart (the start was stored when the partition was taken).
+        assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+        for n in 0..2 {
+            produce(
+                &producer,
+                "events",
+                0,
+                "k",
+                format!("{{\"new\": {n}}}").as_bytes(),
+            )
+            .await;
+        }
+        let mut run = relay.spawn();
+        assigned(2)
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        // A topic created while it runs is read from its beginning, whatever `start` says.
+        create_topic(&broker, "late.one", 1).await;
+        for n in 0..2 {
+            produce(
+                &producer,
+                "late.one",
+                0,
+                "k",
+                format!("{{\"late\": {n}}}").as_bytes(),
+            )
+            .await;
+        }
+        wait_until("four records", Duration::from_secs(60), || {
+            let count = receiver.delivered_count();
+            async move { (count >= 4).then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", relay.log()));
+        let bodies: BTreeSet<String> = receiver
+            .delivered()
+            .iter()
+            .map(|request| request.body.clone())
+            .collect();
+        let expected: BTreeSet<String> = [
+            "{\"new\": 0}",
+            "{\"new\": 1}",
+            "{\"late\": 0}",
+            "{\"late\": 1}",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        assert_eq!(
+            bodies, expected,
+            "history before the first start is skipped, nothing after it"
+        );
+        assert_eq!(stop(&mut run), Some(0), "{}", relay.log());
+    }
+
     const KAFKA_ROUTE: &str = r#"
 [[route]]
 name = "orders"
