@@ -334,7 +334,7 @@ async fn round_trip(
         return Err(RoundTripError::BeforeResponse(format!("sending: {error}")));
     }
     let mut line = String::new();
-    match connection.read_line(&mut line).await {
+    match read_line_bounded(connection, &mut line).await {
         Ok(0) => {
             return Err(RoundTripError::BeforeResponse(
                 "the server closed the connection without answering".into(),
@@ -359,8 +359,7 @@ async fn read_response(
     let mut head_bytes = status_line.len();
     loop {
         let mut line = String::new();
-        let read = connection
-            .read_line(&mut line)
+        let read = read_line_bounded(connection, &mut line)
             .await
             .map_err(|error| format!("reading the response head: {error}"))?;
         if read == 0 {
@@ -386,8 +385,7 @@ async fn read_response(
     if (100..200).contains(&status) {
         // An interim answer (100 Continue): the real one follows.
         let mut line = String::new();
-        connection
-            .read_line(&mut line)
+        read_line_bounded(connection, &mut line)
             .await
             .map_err(|error| format!("reading: {error}"))?;
         return Box::pin(read_response(connection, line, method, kept_body)).await;
@@ -480,8 +478,7 @@ async fn read_chunked(
 ) -> Result<(), String> {
     loop {
         let mut line = String::new();
-        connection
-            .read_line(&mut line)
+        read_line_bounded(connection, &mut line)
             .await
             .map_err(|error| format!("reading a chunk size: {error}"))?;
         let size_text = line.trim().split(';').next().unwrap_or("");
@@ -491,8 +488,7 @@ async fn read_chunked(
             // Trailers, up to the empty line.
             loop {
                 let mut trailer = String::new();
-                let read = connection
-                    .read_line(&mut trailer)
+                let read = read_line_bounded(connection, &mut trailer)
                     .await
                     .map_err(|error| format!("reading trailers: {error}"))?;
                 if read == 0 || trailer.trim().is_empty() {
@@ -502,11 +498,44 @@ async fn read_chunked(
         }
         read_exactly(connection, size, kept, limit).await?;
         let mut end = String::new();
-        connection
-            .read_line(&mut end)
+        read_line_bounded(connection, &mut end)
             .await
             .map_err(|error| format!("reading a chunk end: {error}"))?;
     }
+}
+
+/// Reads one line (up to and with its `\n`), refusing lines longer than [`MAX_HEAD_BYTES`]:
+/// an endpoint cannot make the relay buffer without end.
+async fn read_line_bounded(
+    connection: &mut Connection,
+    line: &mut String,
+) -> std::io::Result<usize> {
+    let mut bytes = Vec::new();
+    loop {
+        let available = connection.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        match available.iter().position(|byte| *byte == b'\n') {
+            Some(at) => {
+                bytes.extend_from_slice(&available[..=at]);
+                connection.consume(at + 1);
+                break;
+            }
+            None => {
+                let length = available.len();
+                bytes.extend_from_slice(available);
+                connection.consume(length);
+            }
+        }
+        if bytes.len() > MAX_HEAD_BYTES {
+            return Err(std::io::Error::other(
+                "a response line is longer than 64 KiB",
+            ));
+        }
+    }
+    line.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(bytes.len())
 }
 
 fn keep_some(kept: &mut Vec<u8>, bytes: &[u8], limit: usize) {
@@ -558,6 +587,26 @@ mod tests {
         let text = String::from_utf8(request).unwrap();
         assert!(text.contains("X-A: oneX-B: two\r\n"));
         assert!(text.starts_with("POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"));
+    }
+
+    #[tokio::test]
+    async fn an_endless_response_line_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Long: ").await;
+            let _ = stream.write_all(&vec![b'a'; 200 * 1024]).await;
+        });
+        let client = HttpClient::new(None).unwrap();
+        let target = Target::parse(&format!("http://{address}/")).unwrap();
+        let error = client
+            .send("POST", &target, &[], b"{}", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("64 KiB"), "{error}");
     }
 
     #[tokio::test]
