@@ -8,8 +8,6 @@
 //!
 //! Times are RFC 3339 in answers; `since` and `until` take RFC 3339 or Unix milliseconds.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -17,36 +15,13 @@ use tokio::sync::Notify;
 use crate::deliver::now_ms;
 use crate::document::rfc3339;
 use crate::http::server::{Handler, Request, Response};
-use crate::log::{DeliveryLog, Filter, MessageRow, NewMessage};
+use crate::log::{DeliveryLog, Filter, MessageRow};
 use crate::metrics::Metrics;
 use crate::signature::base64;
 
 const PAGE: &str = include_str!("page.html");
 
-/// Which records to read again from the source (`POST /api/relay/replay`): one partition of a
-/// topic, by offsets (inclusive) or by record times; only `route`'s messages when given.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayRequest {
-    pub route: Option<String>,
-    pub topic: String,
-    pub partition: i32,
-    pub from_offset: Option<i64>,
-    pub to_offset: Option<i64>,
-    #[serde(skip)]
-    pub since_ms: Option<i64>,
-    #[serde(skip)]
-    pub until_ms: Option<i64>,
-}
-
-/// Reads records again from the source, as messages for the log.
-pub type Replay = Arc<
-    dyn Fn(
-            ReplayRequest,
-        ) -> Pin<Box<dyn Future<Output = ferry_core::Result<Vec<NewMessage>>> + Send>>
-        + Send
-        + Sync,
->;
+pub use crate::replay::{Replay, ReplayRequest};
 
 /// What the handlers read and change.
 pub struct Api {

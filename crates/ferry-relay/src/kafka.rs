@@ -622,8 +622,8 @@ pub struct Replayer {
 impl Replayer {
     /// The records of `topic`/`partition` from `from` to `to` (inclusive; None: up to the end
     /// as it is now), as messages of the routes that read the topic (or only `route`).
-    pub async fn read(&self, request: crate::api::ReplayRequest) -> Result<Vec<NewMessage>> {
-        let crate::api::ReplayRequest {
+    pub async fn read(&self, request: crate::replay::ReplayRequest) -> Result<Vec<NewMessage>> {
+        let crate::replay::ReplayRequest {
             route,
             topic,
             partition,

@@ -21,6 +21,7 @@ pub mod intake;
 pub mod kafka;
 pub mod log;
 pub mod metrics;
+pub mod replay;
 pub mod signature;
 
 use std::collections::HashMap;
@@ -177,7 +178,7 @@ fn replay_of(
     config: &RelayConfig,
     input: &Input,
     routes: &[Arc<config::Route>],
-) -> Option<api::Replay> {
+) -> Option<replay::Replay> {
     match input {
         Input::Database(_) => None,
         #[cfg(feature = "kafka")]
