@@ -118,7 +118,6 @@ pub struct Route {
     pub name: String,
     /// Topic names, or table patterns (`schema.table`, `*` wildcards) for a database source.
     pub patterns: Vec<String>,
-    pub url: String,
     pub target: Target,
     /// Retries after the first attempt; a message gets at most `1 + max_retries` attempts.
     pub max_retries: u32,
@@ -248,12 +247,8 @@ pub fn parse(
         .unwrap_or_else(|| format!("sqlite:{name}.relay.db"));
     let log_path = match log_url.strip_prefix("sqlite:") {
         Some(path) if !path.is_empty() => {
-            let path = PathBuf::from(path.trim_start_matches("//"));
-            if path.is_absolute() {
-                path
-            } else {
-                base.join(path)
-            }
+            // (Joining an absolute path gives that path.)
+            base.join(path.trim_start_matches("//"))
         }
         _ => {
             problems.push(format!(
@@ -369,11 +364,7 @@ fn parse_route(
     };
     let protobuf = match (format, route.descriptor_set, route.message) {
         (Format::Protobuf, Some(path), Some(message)) => {
-            let path = if path.is_absolute() {
-                path
-            } else {
-                base.join(path)
-            };
+            let path = base.join(path);
             if !path.is_file() {
                 problems.push(format!(
                     "{at}: descriptor_set {} is not a readable file (make one with protoc --descriptor_set_out)",
@@ -441,20 +432,13 @@ fn parse_route(
     if concurrency == 0 || concurrency > 1024 {
         problems.push(format!("{at}: concurrency must be 1 to 1024"));
     }
-    let ca_file = route.ca_file.map(|path| {
-        if path.is_absolute() {
-            path
-        } else {
-            base.join(path)
-        }
-    });
+    let ca_file = route.ca_file.map(|path| base.join(path));
     if problems.len() > before {
         return None;
     }
     Some(Route {
         name,
         patterns,
-        url,
         target: target?,
         max_retries: route.max_retries.unwrap_or(8),
         backoff,

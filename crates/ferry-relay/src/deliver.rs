@@ -181,7 +181,6 @@ impl Breakers {
 /// What a route worker needs.
 #[derive(Clone)]
 pub struct Worker {
-    pub relay: String,
     pub route: Arc<Route>,
     pub log: DeliveryLog,
     pub client: Arc<HttpClient>,
@@ -462,7 +461,6 @@ mod tests {
         Route {
             name: "r".into(),
             patterns: vec![],
-            url: "http://x/".into(),
             target: Target::parse("http://x/").unwrap(),
             max_retries: 3,
             backoff: Duration::from_millis(500),

@@ -219,13 +219,14 @@ impl Feed {
                         index,
                         commit_time_unix_micros: None,
                     };
+                    let index_text = index.to_string();
+                    let position = format!("{transaction_at}#{index}");
                     for document in documents(&change, &coordinates) {
                         let topic = document.table.to_string();
                         for route in routes
                             .iter()
                             .filter(|route| route.selection.matches(&document.table))
                         {
-                            let index_text = index.to_string();
                             buffered.push(NewMessage {
                                 id: message_id(&[
                                     &self.relay,
@@ -238,7 +239,7 @@ impl Feed {
                                 topic: topic.clone(),
                                 partition: None,
                                 offset: None,
-                                position: Some(format!("{transaction_at}#{index}")),
+                                position: Some(position.clone()),
                                 key: Some(document.key.clone()),
                                 payload: document.body.clone().into_bytes(),
                                 created_at_ms: now_ms(),
@@ -306,9 +307,6 @@ impl Feed {
         checkpoint: &mut Option<Position>,
         stream: &mut dyn ferry_core::connector::ChangeStream,
     ) -> Result<()> {
-        if buffered.is_empty() && checkpoint.is_none() {
-            return Ok(());
-        }
         let position = checkpoint.take();
         let checkpoints = position
             .map(|position| (CHECKPOINT.to_string(), position.to_storage()))

@@ -127,7 +127,6 @@ pub async fn run(
             }
         };
         let worker = Worker {
-            relay: config.name.clone(),
             route: route.clone(),
             log: log.clone(),
             client,

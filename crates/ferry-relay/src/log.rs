@@ -958,6 +958,15 @@ mod tests {
         )
     }
 
+    /// An attempt at `at_ms` answered with `status`, and what follows.
+    fn outcome(seq: i64, at_ms: i64, status: u16, next: Next) -> Outcome {
+        Outcome {
+            seq,
+            attempt: attempt(at_ms, status),
+            next,
+        }
+    }
+
     fn attempt(at_ms: i64, status: u16) -> Attempt {
         Attempt {
             at_ms,
@@ -999,16 +1008,8 @@ mod tests {
         assert_eq!(ids(&due), ["insert1", "insert3"]);
         // insert1 is retrying (still pending): the same holds.
         log.record(vec![
-            Outcome {
-                seq: due[0].seq,
-                attempt: attempt(2000, 503),
-                next: Next::RetryAt(9000),
-            },
-            Outcome {
-                seq: due[1].seq,
-                attempt: attempt(2000, 200),
-                next: Next::Delivered,
-            },
+            outcome(due[0].seq, 2000, 503, Next::RetryAt(9000)),
+            outcome(due[1].seq, 2000, 200, Next::Delivered),
         ])
         .await
         .unwrap();
@@ -1026,13 +1027,9 @@ mod tests {
         // which must follow the move.
         let retried = log.due("orders", Ordering::Key, 9000, 10).await.unwrap();
         assert_eq!(ids(&retried), ["insert1"]);
-        log.record(vec![Outcome {
-            seq: retried[0].seq,
-            attempt: attempt(9000, 400),
-            next: Next::Failed,
-        }])
-        .await
-        .unwrap();
+        log.record(vec![outcome(retried[0].seq, 9000, 400, Next::Failed)])
+            .await
+            .unwrap();
         assert!(log
             .due("orders", Ordering::Key, 9001, 10)
             .await
@@ -1046,11 +1043,7 @@ mod tests {
             order.extend(ids(&due));
             log.record(
                 due.iter()
-                    .map(|m| Outcome {
-                        seq: m.seq,
-                        attempt: attempt(now, 200),
-                        next: Next::Delivered,
-                    })
+                    .map(|m| outcome(m.seq, now, 200, Next::Delivered))
                     .collect(),
             )
             .await
@@ -1067,13 +1060,9 @@ mod tests {
             .await
             .unwrap();
         let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        log.record(vec![Outcome {
-            seq: due[0].seq,
-            attempt: attempt(2000, 200),
-            next: Next::Delivered,
-        }])
-        .await
-        .unwrap();
+        log.record(vec![outcome(due[0].seq, 2000, 200, Next::Delivered)])
+            .await
+            .unwrap();
         let generation = log.requeue_generation();
         // a1 is sent again (an operator's retry): a2 waits for it.
         assert!(log.retry_message("a1", 3000).await.unwrap());
@@ -1083,13 +1072,9 @@ mod tests {
             due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["a1"]
         );
-        log.record(vec![Outcome {
-            seq: due[0].seq,
-            attempt: attempt(3000, 200),
-            next: Next::Delivered,
-        }])
-        .await
-        .unwrap();
+        log.record(vec![outcome(due[0].seq, 3000, 200, Next::Delivered)])
+            .await
+            .unwrap();
         let due = log.due("orders", Ordering::Key, 3001, 10).await.unwrap();
         assert_eq!(
             due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
@@ -1100,13 +1085,9 @@ mod tests {
             route: Some("orders".into()),
             ..Filter::default()
         };
-        log.record(vec![Outcome {
-            seq: due[0].seq,
-            attempt: attempt(3001, 200),
-            next: Next::Delivered,
-        }])
-        .await
-        .unwrap();
+        log.record(vec![outcome(due[0].seq, 3001, 200, Next::Delivered)])
+            .await
+            .unwrap();
         assert_eq!(log.retry(all, 4000).await.unwrap(), 2);
         let due = log.due("orders", Ordering::Key, 4000, 10).await.unwrap();
         assert_eq!(
@@ -1124,13 +1105,9 @@ mod tests {
             .unwrap();
         let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
         assert_eq!(due.len(), 1);
-        log.record(vec![Outcome {
-            seq: due[0].seq,
-            attempt: attempt(2000, 400),
-            next: Next::Failed,
-        }])
-        .await
-        .unwrap();
+        log.record(vec![outcome(due[0].seq, 2000, 400, Next::Failed)])
+            .await
+            .unwrap();
         assert!(log
             .due("orders", Ordering::Key, 3000, 10)
             .await
@@ -1177,16 +1154,8 @@ mod tests {
         );
         // a1 is parked; b1 delivered: a2 waits behind a1.
         log.record(vec![
-            Outcome {
-                seq: due[0].seq,
-                attempt: attempt(2000, 400),
-                next: Next::Failed,
-            },
-            Outcome {
-                seq: due[1].seq,
-                attempt: attempt(2000, 200),
-                next: Next::Delivered,
-            },
+            outcome(due[0].seq, 2000, 400, Next::Failed),
+            outcome(due[1].seq, 2000, 200, Next::Delivered),
         ])
         .await
         .unwrap();

@@ -183,17 +183,49 @@ timeout = "2s"
 secret_env = "RELAY_TEST_SECRET"
 "#;
 
+/// A relay reading a fresh PostgreSQL database, started and reading.
+struct OnPostgres {
+    pair: Pair,
+    receiver: Receiver,
+    relay: Relay,
+    run: Child,
+}
+
+/// Creates database `database` holding `ddl`, an endpoint, and a relay (named after the
+/// database) with [`ROUTE`] to it, `edits` replaced in the route; waits until it reads.
+async fn relay_on_postgres(database: &str, ddl: &str, edits: &[(&str, &str)]) -> OnPostgres {
+    let pair = Pair::new(database).await;
+    pair.source.batch_execute(ddl).await.unwrap();
+    let receiver = Receiver::start().await;
+    let mut route = ROUTE.replace("RECEIVER", &receiver.url(""));
+    for (from, to) in edits {
+        route = route.replace(from, to);
+    }
+    let relay = Relay::new(&database.replace('_', "-"), &pair.source_url, &route);
+    let run = relay.spawn();
+    relay.wait_reading().await;
+    OnPostgres {
+        pair,
+        receiver,
+        relay,
+        run,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking() {
-    let pair = Pair::new("relay_pg").await;
-    pair.source
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2));
-             CREATE TABLE ignored (id int PRIMARY KEY);",
-        )
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
+    let OnPostgres {
+        pair,
+        receiver,
+        relay,
+        mut run,
+    } = relay_on_postgres(
+        "relay_pg",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2));
+         CREATE TABLE ignored (id int PRIMARY KEY);",
+        &[],
+    )
+    .await;
     receiver.set_policy(|request, seen| {
         let note = request.json()["after"]["note"]
             .as_str()
@@ -206,13 +238,6 @@ async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking()
         };
         (Some(status), Duration::ZERO)
     });
-    let relay = Relay::new(
-        "relay-pg",
-        &pair.source_url,
-        &ROUTE.replace("RECEIVER", &receiver.url("")),
-    );
-    let mut run = relay.spawn();
-    relay.wait_reading().await;
     pair.source
         .batch_execute(
             "INSERT INTO orders SELECT g, 'n' || g, g * 1.25 FROM generate_series(1, 100) g;
@@ -398,24 +423,25 @@ async fn relay_delivers_postgres_changes_in_key_order_with_retries_and_parking()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_parks_a_message_the_endpoint_never_answers_and_goes_on() {
-    let pair = Pair::new("relay_hole").await;
-    pair.source
-        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))")
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
+    let OnPostgres {
+        pair,
+        receiver,
+        relay,
+        mut run,
+    } = relay_on_postgres(
+        "relay_hole",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))",
+        &[
+            ("max_retries = 3", "max_retries = 1"),
+            ("timeout = \"2s\"", "timeout = \"300ms\""),
+        ],
+    )
+    .await;
     // A black hole for one message: the connection stays open, no answer ever comes.
     receiver.set_policy(|request, _| {
         let hole = request.body.contains("\"hole\"");
         (if hole { None } else { Some(200) }, Duration::ZERO)
     });
-    let route = ROUTE
-        .replace("RECEIVER", &receiver.url(""))
-        .replace("max_retries = 3", "max_retries = 1")
-        .replace("timeout = \"2s\"", "timeout = \"300ms\"");
-    let relay = Relay::new("relay-hole", &pair.source_url, &route);
-    let mut run = relay.spawn();
-    relay.wait_reading().await;
     pair.source
         .batch_execute("INSERT INTO orders VALUES (1, 'hole', 1); INSERT INTO orders SELECT g, 'n', 1 FROM generate_series(2, 50) g;")
         .await
@@ -444,18 +470,17 @@ async fn relay_parks_a_message_the_endpoint_never_answers_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_takes_in_a_table_created_while_it_runs() {
-    let pair = Pair::new("relay_join").await;
-    pair.source
-        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
-    let route = ROUTE
-        .replace("RECEIVER", &receiver.url(""))
-        .replace("public.orders", "public.*");
-    let relay = Relay::new("relay-join", &pair.source_url, &route);
-    let mut run = relay.spawn();
-    relay.wait_reading().await;
+    let OnPostgres {
+        pair,
+        receiver,
+        relay,
+        mut run,
+    } = relay_on_postgres(
+        "relay_join",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text)",
+        &[("public.orders", "public.*")],
+    )
+    .await;
     pair.source
         .batch_execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric(10,2))")
         .await
@@ -492,21 +517,17 @@ async fn relay_takes_in_a_table_created_while_it_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_survives_kill_9_without_losing_or_changing_a_message() {
     const ROWS: i64 = 3_000;
-    let pair = Pair::new("relay_kill").await;
-    pair.source
-        .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL)")
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
-    let relay = Relay::new(
-        "relay-kill",
-        &pair.source_url,
-        &ROUTE
-            .replace("RECEIVER", &receiver.url(""))
-            .replace("public.orders", "public.ledger"),
-    );
-    let mut run = relay.spawn();
-    relay.wait_reading().await;
+    let OnPostgres {
+        pair,
+        receiver,
+        relay,
+        mut run,
+    } = relay_on_postgres(
+        "relay_kill",
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL)",
+        &[("public.orders", "public.ledger")],
+    )
+    .await;
     let source_url = pair.source_url.clone();
     let writer = tokio::spawn(async move {
         let (client, connection) = tokio_postgres::connect(&source_url, tokio_postgres::NoTls)
@@ -656,22 +677,21 @@ async fn relay_delivers_mariadb_changes_and_applies_retention() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_page_finds_a_failure_and_retries_it_in_a_browser() {
-    let pair = Pair::new("relay_page").await;
-    pair.source
-        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))")
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
+    let OnPostgres {
+        pair,
+        receiver,
+        relay,
+        mut run,
+    } = relay_on_postgres(
+        "relay_page",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text, total numeric(12,2))",
+        &[("max_retries = 3", "max_retries = 1")],
+    )
+    .await;
     receiver.set_policy(|request, _| {
         let broken = request.body.contains("\"broken\"");
         (Some(if broken { 500 } else { 200 }), Duration::ZERO)
     });
-    let route = ROUTE
-        .replace("RECEIVER", &receiver.url(""))
-        .replace("max_retries = 3", "max_retries = 1");
-    let relay = Relay::new("relay-page", &pair.source_url, &route);
-    let mut run = relay.spawn();
-    relay.wait_reading().await;
     pair.source
         .batch_execute("INSERT INTO orders VALUES (1, 'broken', 1), (2, 'fine', 2)")
         .await
