@@ -9,7 +9,8 @@ use ferry_testkit::wait_until;
 
 use crate::common::{servers, stop};
 use crate::mysql::{
-    log_tail, mariadb, mysql_select, postgres_select, spawn_run, sql, try_sql, wait_engines_equal,
+    log_tail, mariadb, mariadb_source_postgres_target, mysql_select, postgres_select, spawn_run,
+    sql, try_sql, wait_engines_equal,
 };
 use crate::mysql_values::{wait_mysql_target_streaming, wait_postgres_target_streaming};
 
@@ -129,8 +130,7 @@ async fn mariadb_cascades_reach_a_mariadb_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cascades_reach_a_postgres_target() {
     let name = "cascade_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(&mariadb().source, name, SCHEMA);
     let client = servers().target.connect(name).await.unwrap();
     // The VARCHAR key of `uses` compares without case on MariaDB, exactly on PostgreSQL: said.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::common::{kill, servers, stop, Pair, Writer};
 use crate::mysql::{
-    log_tail, mariadb, mysql_select, postgres_select, spawn_run, sql, wait_engines_equal,
+    log_tail, mariadb, mariadb_source_postgres_target, mysql_select, postgres_select, spawn_run,
+    sql, wait_engines_equal,
 };
 
 const ROWS: i64 = 30_000;
@@ -261,8 +262,7 @@ async fn kill_nine_at_random_mariadb_to_mariadb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_random_mariadb_to_postgres() {
     let name = "kill_my_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(&mariadb().source, name, MYSQL_TABLE);
     let client = servers().target.connect(name).await.unwrap();
     let mut chaos = Chaos::new("mariadb to postgres");

@@ -24,6 +24,17 @@ pub(crate) fn mariadb() -> &'static MariaDbServers {
     })
 }
 
+/// A MariaDB source database and a PostgreSQL target database, both named `name`: their URLs.
+pub(crate) async fn mariadb_source_postgres_target(name: &str) -> (String, String) {
+    let source = mariadb().source.create_database(name).unwrap();
+    let target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    (source, target)
+}
+
 /// Runs SQL in `database` through the `mariadb` client.
 pub(crate) fn sql(server: &MariaDbServer, database: &str, statements: &str) -> String {
     try_sql(server, database, statements).unwrap_or_else(|error| {
@@ -361,8 +372,7 @@ pub(crate) fn mysql_lines(output: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
     let name = "my_to_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(&mariadb().source, name, MYSQL_ITEMS);
     let client = servers().target.connect(name).await.unwrap();
 
@@ -845,8 +855,7 @@ async fn check_and_run_refuse_what_cannot_move_and_a_purged_binlog_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transforms_rename_drop_and_filter_on_the_way() {
     let name = "my_transform";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(&mariadb().source, name, "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50), secret VARCHAR(50), region CHAR(2),
           KEY by_name (name), KEY by_secret (secret), UNIQUE KEY by_region_id (region, id));
         INSERT INTO customers SELECT seq, CONCAT('name ', seq), 'hunter2', ELT(1 + seq % 3, 'EU', 'US', 'EU') FROM seq_1_to_3000;");
@@ -1009,8 +1018,7 @@ async fn an_alter_made_while_stopped_is_caught_before_older_events_decode_wrong(
 async fn common_defaults_carry_across_engines_both_ways() {
     // MariaDB to PostgreSQL.
     let name = "my_defaults";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(
         &mariadb().source,
         name,

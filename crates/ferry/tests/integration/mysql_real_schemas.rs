@@ -4,7 +4,7 @@
 //! through the `mariadb` client; and into PostgreSQL with each index as its nearest equivalent.
 
 use crate::common::stop;
-use crate::mysql::{ferry, log_tail, mariadb, spawn_run, sql};
+use crate::mysql::{ferry, log_tail, mariadb, mariadb_source_postgres_target, spawn_run, sql};
 use crate::mysql_values::wait_mysql_target_streaming;
 
 const SCHEMA: &str = "
@@ -115,12 +115,7 @@ async fn fulltext_prefix_unique_keys_and_on_update_move_mariadb_to_mariadb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fulltext_and_prefix_indexes_get_their_postgres_equivalents() {
     let name = "my_real_schema_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     // (Generated columns do not cross engines yet: check refuses them.)
     sql(
         &mariadb().source,
@@ -240,12 +235,7 @@ async fn check_finds_values_the_target_would_refuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_too_long_for_postgres_get_a_rename_to_accept() {
     let name = "my_long_columns";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     let long = format!("c{}", "x".repeat(63));
     sql(
         &mariadb().source,
@@ -307,12 +297,7 @@ async fn names_too_long_for_postgres_get_a_rename_to_accept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_columns_reach_postgres_as_their_values() {
     let name = "my_generated_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(
         &mariadb().source,
         name,

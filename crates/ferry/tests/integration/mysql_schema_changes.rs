@@ -9,7 +9,9 @@ use std::time::Duration;
 use ferry_testkit::{wait_until, MariaDbServer};
 
 use crate::common::stop;
-use crate::mysql::{ferry, log_tail, mariadb, spawn_run, sql, try_sql};
+use crate::mysql::{
+    ferry, log_tail, mariadb, mariadb_source_postgres_target, spawn_run, sql, try_sql,
+};
 use crate::mysql_values::wait_mysql_target_streaming;
 
 /// Runs `ferry run` in the foreground until it exits; returns (success, stderr).
@@ -165,12 +167,7 @@ async fn a_server_that_folds_names_streams_a_mixed_case_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_index_names_stay_distinct_on_postgres() {
     let name = "my_long_names";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     let table = "a_table_name_that_is_quite_long_indeed_for_testing";
     sql(
         &mariadb().source,
@@ -272,23 +269,13 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
          CREATE INDEX by_note ON stock (note);
          DELETE FROM stock WHERE id = 5;",
     );
-    let rows = |server: &MariaDbServer, database: &str| {
-        try_sql(
-            server,
-            database,
-            "SELECT CONCAT_WS('|', id, qty, note, IFNULL(weight, '~')) FROM stock ORDER BY id",
-        )
-        .unwrap_or_default()
-    };
-    let expected = rows(&servers.source, name);
-    assert!(expected.contains("1000|7|added|1.125"), "{expected}");
-    wait_until(
+    wait_copy_equal(
+        name,
+        "SELECT CONCAT_WS('|', id, qty, note, IFNULL(weight, '~')) FROM stock ORDER BY id",
+        "1000|7|added|1.125",
         "the new columns on MariaDB",
-        Duration::from_secs(60),
-        || async { (rows(&servers.target, &format!("{name}_copy")) == expected).then_some(()) },
     )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    .await;
     let client = crate::common::servers().target.connect(name).await.unwrap();
     let columns: &[(&str, &str)] = &[
         ("id", "id"),
@@ -391,23 +378,13 @@ async fn columns_added_while_stopped_are_followed() {
     );
     let mut to_mysql = spawn_run(name, &source, &mysql_target);
     let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
-    let rows = |server: &MariaDbServer, database: &str| {
-        try_sql(
-            server,
-            database,
-            "SELECT CONCAT_WS('|', id, qty, note) FROM stock ORDER BY id",
-        )
-        .unwrap_or_default()
-    };
-    let expected = rows(&servers.source, name);
-    assert!(expected.contains("501|6|late"), "{expected}");
-    wait_until(
+    wait_copy_equal(
+        name,
+        "SELECT CONCAT_WS('|', id, qty, note) FROM stock ORDER BY id",
+        "501|6|late",
         "the added column on MariaDB",
-        Duration::from_secs(60),
-        || async { (rows(&servers.target, &format!("{name}_copy")) == expected).then_some(()) },
     )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    .await;
     let after: &[(&str, &str)] = &[("id", "id"), ("qty", "qty"), ("note", "note")];
     wait_stock_on_postgres(&pg_name, name, &client, after).await;
     assert_eq!(stop(&mut to_mysql), Some(0), "{}", log_tail(name));
@@ -447,4 +424,20 @@ async fn wait_stock_on_postgres(
         )],
     )
     .await;
+}
+
+/// Waits until `query` reads on the MariaDB copy (`<name>_copy` on the target server) what it
+/// reads on the source, which must contain `marker` (the change under test).
+async fn wait_copy_equal(name: &str, query: &str, marker: &str, what: &str) {
+    let servers = mariadb();
+    let rows = |server: &MariaDbServer, database: &str| {
+        try_sql(server, database, query).unwrap_or_default()
+    };
+    let expected = rows(&servers.source, name);
+    assert!(expected.contains(marker), "{expected}");
+    wait_until(what, Duration::from_secs(60), || async {
+        (rows(&servers.target, &format!("{name}_copy")) == expected).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
 }

@@ -9,7 +9,8 @@ use ferry_testkit::wait_until;
 
 use crate::common::{servers, stop};
 use crate::mysql::{
-    log_tail, mariadb, mysql_select, postgres_select, spawn_run, sql, try_sql, wait_engines_equal,
+    log_tail, mariadb, mariadb_source_postgres_target, mysql_select, postgres_select, spawn_run,
+    sql, try_sql, wait_engines_equal,
 };
 
 const TABLE: &str = "
@@ -272,8 +273,7 @@ async fn streamed_edge_values_reach_mariadb_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_edge_values_reach_postgres_unchanged() {
     let name = "edge_pg";
-    let source = mariadb().source.create_database(name).unwrap();
-    let target = servers().target.create_database(name).await.unwrap();
+    let (source, target) = mariadb_source_postgres_target(name).await;
     sql(&mariadb().source, name, TABLE);
     sql(
         &mariadb().source,
