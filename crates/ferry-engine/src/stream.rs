@@ -317,7 +317,7 @@ pub async fn stream_changes(
                     break Err(error);
                 }
             }
-            built = poll_indexing(&mut indexing), if indexing.is_some() => {
+            built = finished(&mut indexing), if indexing.is_some() => {
                 indexing = None;
                 match built {
                     Ok(Ok(left)) => {
@@ -355,7 +355,7 @@ pub async fn stream_changes(
                     tokio::time::timeout(timeout, source.read_catalog(selection)).await
                 }));
             }
-            looked = poll_table_look(&mut table_look), if table_look.is_some() => {
+            looked = finished(&mut table_look), if table_look.is_some() => {
                 table_look = None;
                 match looked {
                     Ok(Ok(catalog)) => {
@@ -737,46 +737,28 @@ fn constant_default(column: &ferry_core::Column) -> bool {
     })
 }
 
-/// A build of the indexes the copied rows refused, running beside the stream.
-type Indexing<'a> = std::pin::Pin<
+/// Work running beside the stream, bounded by a timeout.
+type Beside<'a, T> = std::pin::Pin<
     Box<
         dyn std::future::Future<
-                Output = std::result::Result<
-                    Result<Vec<(TableName, String)>>,
-                    tokio::time::error::Elapsed,
-                >,
+                Output = std::result::Result<Result<T>, tokio::time::error::Elapsed>,
             > + Send
             + 'a,
     >,
 >;
 
-/// A look at the source's tables, running beside the stream.
-type TableLook<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = std::result::Result<
-                    Result<ferry_core::schema::Catalog>,
-                    tokio::time::error::Elapsed,
-                >,
-            > + Send
-            + 'a,
-    >,
->;
+/// A build of the indexes the copied rows refused.
+type Indexing<'a> = Beside<'a, Vec<(TableName, String)>>;
 
-async fn poll_table_look(
-    look: &mut Option<TableLook<'_>>,
-) -> std::result::Result<Result<ferry_core::schema::Catalog>, tokio::time::error::Elapsed> {
-    match look {
-        Some(reading) => reading.await,
-        None => std::future::pending().await,
-    }
-}
+/// A look at the source's tables.
+type TableLook<'a> = Beside<'a, ferry_core::schema::Catalog>;
 
-async fn poll_indexing(
-    indexing: &mut Option<Indexing<'_>>,
-) -> std::result::Result<Result<Vec<(TableName, String)>>, tokio::time::error::Elapsed> {
-    match indexing {
-        Some(build) => build.await,
+/// The outcome of the work beside the stream, once it has one (never, when there is none).
+async fn finished<T>(
+    work: &mut Option<Beside<'_, T>>,
+) -> std::result::Result<Result<T>, tokio::time::error::Elapsed> {
+    match work {
+        Some(running) => running.await,
         None => std::future::pending().await,
     }
 }
