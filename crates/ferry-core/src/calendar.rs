@@ -1,5 +1,13 @@
 //! Days since 1970-01-01 to and from proleptic Gregorian dates (Howard Hinnant's algorithms),
-//! for text forms of times without a date library.
+//! for text forms of times without a date library, and the clock in Unix microseconds.
+
+/// Microseconds since 1970-01-01 UTC now (0 for a clock set before 1970).
+pub fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}
 
 /// The (year, month 1-12, day 1-31) of a day counted from 1970-01-01.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ferry_core::calendar::unix_micros_now;
 use ferry_core::connector::{Inspector, Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase, CutoverRecord};
 use ferry_core::schema::{Catalog, Sequence};
@@ -114,13 +115,6 @@ impl CutoverReport {
             summary: summary.into(),
         }
     }
-}
-
-fn unix_micros_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// `previous` moved to `phase`, with no fence in progress.

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferry_core::calendar::unix_micros_now;
 use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::{ErrorClass, Result};
 use tokio::sync::watch;
@@ -82,7 +83,7 @@ pub async fn supervise(
             }
             // A full or read-only target: wait for the operator, however long it takes.
             Err(error) if !stopping && error.waits_for_operator() => {
-                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
+                unrecorded.push((unix_micros_now(), error.code(), error.message().to_string()));
                 if !paused {
                     warn!(migration = %options.name, class = %error.class(), code = error.code(), error = %error, "the target cannot take writes; paused, trying again every 5 s (free space or make it writable and ferry continues by itself)");
                     paused = true;
@@ -94,7 +95,7 @@ pub async fn supervise(
                     && error.class() == ErrorClass::Transient
                     && failures < max_retries =>
             {
-                unrecorded.push((unix_micros(), error.code(), error.message().to_string()));
+                unrecorded.push((unix_micros_now(), error.code(), error.message().to_string()));
                 failures += 1;
                 let delay = backoff(failures);
                 if failures == 1 {
@@ -112,13 +113,6 @@ pub async fn supervise(
             _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
         }
     }
-}
-
-fn unix_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Stores pending failure records on the target, keeping those it cannot take yet (at most 1,000).

@@ -192,11 +192,9 @@ pub struct Worker {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// Unix milliseconds now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    ferry_core::calendar::unix_micros_now() / 1000
 }
 
 /// A cheap random number in [0, 1) for jitter.

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ferry_core::calendar::unix_micros_now;
 use ferry_core::{Position, TableName};
 use ferry_engine::{Phase, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -63,13 +64,6 @@ impl Renderer {
         }
         due
     }
-}
-
-fn unix_micros_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 impl Progress for Renderer {

@@ -28,10 +28,7 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
         None => Default::default(),
     };
 
-    let now_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or(0);
+    let now_micros = ferry_core::calendar::unix_micros_now();
     let lag_bytes = match (&state.stream, source_position) {
         (Some(checkpoint), Some(current)) => Some(current.distance_from(checkpoint.position)),
         _ => None,
