@@ -721,27 +721,10 @@ impl BinlogChangeStream {
     /// that still stops the stream.
     fn altered_selected(&self, default_schema: &str, text: &str) -> Option<String> {
         let text = strip_comments(text);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
-        let mut at = 1;
-        if upper.first().map(String::as_str) != Some("ALTER") {
-            return None;
-        }
-        if matches!(upper.get(at).map(String::as_str), Some("ONLINE" | "IGNORE")) {
-            at += 1;
-        }
-        if upper.get(at).map(String::as_str) != Some("TABLE") {
-            return None;
-        }
-        at += 1;
-        if upper.get(at).map(String::as_str) == Some("IF") {
-            at += 2;
-        }
-        let reference = words.get(at)?.split('(').next().unwrap_or_default();
+        let (reference, rest) = altered_table(text)?;
         let relation = self.resolve(default_schema, reference)?;
         // The clauses: the text after the table reference, split at top-level commas.
-        let start = text.find(words.get(at)?)? + words.get(at)?.len();
-        let clauses = split_clauses(&text[start..]);
+        let clauses = split_clauses(rest);
         if clauses.is_empty() || !clauses.iter().all(|clause| followed_clause(clause)) {
             return None;
         }
@@ -1311,28 +1294,64 @@ fn is_table_ddl(statement: &str) -> bool {
 /// The words of a statement, split at whitespace outside quotes and backquotes (a quoted name
 /// or string stays one word, quotes included).
 fn sql_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
+    sql_word_spans(text)
+        .into_iter()
+        .map(|(start, end)| text[start..end].to_string())
+        .collect()
+}
+
+/// Where each of [`sql_words`]'s words stands in `text` (byte ranges).
+fn sql_word_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start: Option<usize> = None;
     let mut quote: Option<char> = None;
-    for character in text.chars() {
+    for (at, character) in text.char_indices() {
         match quote {
             Some(open) if character == open => quote = None,
             Some(_) => {}
             None if matches!(character, '\'' | '"' | '`') => quote = Some(character),
             None if character.is_whitespace() => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
+                if let Some(begun) = start.take() {
+                    spans.push((begun, at));
                 }
                 continue;
             }
             None => {}
         }
-        current.push(character);
+        start.get_or_insert(at);
     }
-    if !current.is_empty() {
-        words.push(current);
+    if let Some(begun) = start {
+        spans.push((begun, text.len()));
     }
-    words
+    spans
+}
+
+/// The table reference of `ALTER [ONLINE | IGNORE] TABLE [IF EXISTS] name ...` and the text
+/// after it (its clauses); None for another statement.
+fn altered_table(text: &str) -> Option<(&str, &str)> {
+    let spans = sql_word_spans(text);
+    let upper = |at: usize| {
+        spans
+            .get(at)
+            .map(|&(start, end)| text[start..end].to_ascii_uppercase())
+    };
+    if upper(0).as_deref() != Some("ALTER") {
+        return None;
+    }
+    let mut at = 1;
+    if matches!(upper(at).as_deref(), Some("ONLINE" | "IGNORE")) {
+        at += 1;
+    }
+    if upper(at).as_deref() != Some("TABLE") {
+        return None;
+    }
+    at += 1;
+    if upper(at).as_deref() == Some("IF") {
+        at += 2;
+    }
+    let &(start, end) = spans.get(at)?;
+    let reference = text[start..end].split('(').next().unwrap_or_default();
+    Some((reference, &text[end..]))
 }
 
 /// The columns an `ALTER TABLE` adds one by one (`ADD [COLUMN] [IF NOT EXISTS] name ...`), each
@@ -1619,6 +1638,29 @@ mod tests {
         ] {
             assert!(!followed(stopped), "{stopped}");
         }
+        // The clauses start right after the table's name, wherever its letters appear before.
+        assert_eq!(
+            super::altered_table("alter table t add column x int"),
+            Some(("t", " add column x int"))
+        );
+        assert_eq!(
+            super::altered_table("ALTER IGNORE TABLE IF EXISTS `odd name` ADD y INT"),
+            Some(("`odd name`", " ADD y INT"))
+        );
+        assert_eq!(super::altered_table("DROP TABLE t"), None);
+        assert_eq!(
+            super::sql_words("ALTER TABLE `a b` ADD c VARCHAR(2) DEFAULT 'x y'"),
+            [
+                "ALTER",
+                "TABLE",
+                "`a b`",
+                "ADD",
+                "c",
+                "VARCHAR(2)",
+                "DEFAULT",
+                "'x y'"
+            ]
+        );
         assert_eq!(
             super::added_columns("ALTER TABLE s ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'a b', ADD w DECIMAL(8,3) DEFAULT 1.5 AFTER id, ADD INDEX i (w), ADD (x INT)"),
             vec![
