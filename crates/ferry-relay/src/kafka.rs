@@ -115,6 +115,14 @@ pub fn group_of(relay: &str) -> String {
     format!("ferry-relay-{relay}")
 }
 
+/// Whether `route` reads `topic` (one of its patterns matches).
+fn reads_topic(route: &Route, topic: &str) -> bool {
+    route
+        .patterns
+        .iter()
+        .any(|pattern| glob_matches(pattern, topic))
+}
+
 /// `*` matches any run of characters; everything else matches itself.
 pub fn glob_matches(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -297,16 +305,8 @@ pub struct KafkaFeed {
 }
 
 impl KafkaFeed {
-    fn routes_for(&self, topic: &str) -> Vec<&Arc<Route>> {
-        self.routes
-            .iter()
-            .filter(|route| {
-                route
-                    .patterns
-                    .iter()
-                    .any(|pattern| glob_matches(pattern, topic))
-            })
-            .collect()
+    fn read_by_a_route(&self, topic: &str) -> bool {
+        self.routes.iter().any(|route| reads_topic(route, topic))
     }
 
     /// The partitions of every topic some route reads.
@@ -319,7 +319,7 @@ impl KafkaFeed {
                 .map_err(|error| kafka_error("reading the cluster's topics", error))?;
         let mut partitions = BTreeSet::new();
         for topic in metadata.topics() {
-            if topic.name().starts_with("__") || self.routes_for(topic.name()).is_empty() {
+            if topic.name().starts_with("__") || !self.read_by_a_route(topic.name()) {
                 continue;
             }
             for partition in topic.partitions() {
@@ -447,7 +447,7 @@ impl KafkaFeed {
                 received = consumer.recv() => {
                     let message = received.map_err(|error| kafka_error("reading", error))?;
                     let key = (message.topic().to_string(), message.partition());
-                    for (route, decoder) in decoders.iter().filter(|(route, _)| route.patterns.iter().any(|pattern| glob_matches(pattern, message.topic()))) {
+                    for (route, decoder) in decoders.iter().filter(|(route, _)| reads_topic(route, message.topic())) {
                         buffered.push(record_message(&self.relay, route, decoder, &message));
                     }
                     next_offsets.insert(key, message.offset() + 1);
@@ -637,12 +637,7 @@ impl Replayer {
         let routes: Vec<(Arc<Route>, Arc<Decoder>)> = decoders(&self.routes)?
             .into_iter()
             .filter(|(candidate, _)| route.is_none_or(|name| candidate.name == name))
-            .filter(|(candidate, _)| {
-                candidate
-                    .patterns
-                    .iter()
-                    .any(|pattern| glob_matches(pattern, topic))
-            })
+            .filter(|(candidate, _)| reads_topic(candidate, topic))
             .collect();
         if routes.is_empty() {
             return Err(Error::operator(
