@@ -4,6 +4,8 @@ mod check;
 mod cutover;
 mod demo;
 mod demo_mysql;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod migrate;
 mod relay;
 mod status;
@@ -148,6 +150,13 @@ pub enum Command {
         config: PathBuf,
         #[command(flatten)]
         listen: ListenArgs,
+    },
+    /// Move Kafka topics and consumer groups to a new cluster: check, move, status, switch,
+    /// verify.
+    #[cfg(feature = "kafka")]
+    Kafka {
+        #[command(subcommand)]
+        command: kafka::KafkaCommand,
     },
     /// Start two throwaway PostgreSQL servers (or, with --mysql, MariaDB and PostgreSQL), fill
     /// one, migrate it live under writes, and prove both equal.
@@ -398,6 +407,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { connection, json } => status::run(&connection.flags(None), json).await,
         Command::Relay { config, listen } => relay::run(&config, listen.into()).await,
+        #[cfg(feature = "kafka")]
+        Command::Kafka { command } => kafka::run(command).await,
         Command::Demo {
             rows,
             stream_seconds,

@@ -1,0 +1,306 @@
+//! How to reach a cluster, and the few reads every command shares: topic metadata, committed
+//! offsets of a group, a group's members, the end of a partition.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ferry_core::{Error, Result};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// How long one metadata or offset request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cluster: its bootstrap brokers and extra librdkafka properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `host:port,host:port`.
+    pub bootstrap: String,
+    /// librdkafka properties (`security.protocol`, `sasl.*`, ...), applied last.
+    pub options: Vec<(String, String)>,
+}
+
+/// Which side of the move a cluster is, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+impl Cluster {
+    /// From `kafka://host:port[,host:port]`. Properties come from `?name=value&...` after the
+    /// brokers (e.g. `?security.protocol=SASL_SSL&sasl.mechanism=PLAIN`); a value `${ENV}` is
+    /// read from the environment, so secrets stay out of the command line.
+    pub fn parse(url: &str, side: Side) -> Result<Cluster> {
+        let malformed = || {
+            Error::operator(
+                "config.url",
+                format!(
+                    "the {} '{}' is not kafka://host:port[,host:port]",
+                    side.name(),
+                    url.split('?').next().unwrap_or_default()
+                ),
+            )
+            .with_hint("list the bootstrap brokers: kafka://broker1:9092,broker2:9092")
+        };
+        let rest = url.strip_prefix("kafka://").ok_or_else(malformed)?;
+        let (brokers, query) = match rest.split_once('?') {
+            Some((brokers, query)) => (brokers, Some(query)),
+            None => (rest, None),
+        };
+        let brokers = brokers.trim_end_matches('/');
+        if brokers.is_empty() || brokers.contains('/') || brokers.contains('@') {
+            return Err(malformed());
+        }
+        let mut options = Vec::new();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+        {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(malformed().with_hint(format!(
+                    "write each property as name=value (got '{}')",
+                    pair.split('=').next().unwrap_or_default()
+                )));
+            };
+            let value = match value
+                .strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+            {
+                Some(variable) => std::env::var(variable).map_err(|_| {
+                    Error::operator(
+                        "config.env",
+                        format!(
+                            "the {} property {name} names ${{{variable}}}, which is not set",
+                            side.name()
+                        ),
+                    )
+                    .with_hint(format!("export {variable}"))
+                })?,
+                None => value.to_string(),
+            };
+            options.push((name.to_string(), value));
+        }
+        Ok(Cluster {
+            bootstrap: brokers.to_string(),
+            options,
+        })
+    }
+
+    /// The common client settings.
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("allow.auto.create.topics", "false")
+            .set("socket.timeout.ms", "10000");
+        for (name, value) in &self.options {
+            config.set(name, value);
+        }
+        config
+    }
+
+    /// A consumer that never commits by itself. `committed_only` reads past no open
+    /// transaction and skips aborted records (`read_committed`).
+    pub fn consumer(&self, group: &str, committed_only: bool, eof: bool) -> Result<BaseConsumer> {
+        let mut config = self.config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "isolation.level",
+                if committed_only {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            )
+            .set("enable.partition.eof", if eof { "true" } else { "false" })
+            .set("auto.offset.reset", "earliest");
+        config
+            .create()
+            .map_err(|error| client_error(&self.bootstrap, "connecting", error))
+    }
+
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        self.config()
+            .create()
+            .map_err(|error| client_error(&self.bootstrap, "connecting", error))
+    }
+}
+
+/// A client error as a retryable ferry error naming the cluster (never its properties, which
+/// may hold secrets).
+pub fn client_error(bootstrap: &str, what: &str, error: KafkaError) -> Error {
+    Error::transient("kafka.client", format!("{what} ({bootstrap}): {error}"))
+        .with_hint("check that the brokers are reachable and that ferry may read and write there")
+}
+
+/// The topics of a cluster with their partition counts (internal topics, `__*`, left out).
+pub fn topics(consumer: &BaseConsumer, bootstrap: &str) -> Result<BTreeMap<String, i32>> {
+    let metadata = consumer
+        .fetch_metadata(None, REQUEST_TIMEOUT)
+        .map_err(|error| client_error(bootstrap, "reading the topics", error))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|topic| topic.error().is_none() && !topic.name().starts_with("__"))
+        .map(|topic| (topic.name().to_string(), topic.partitions().len() as i32))
+        .collect())
+}
+
+/// The offsets `group` committed for `partitions` (None where it committed none).
+pub fn committed_offsets(
+    cluster: &Cluster,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> Result<BTreeMap<(String, i32), Option<i64>>> {
+    let consumer = cluster.consumer(group, true, false)?;
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let found = consumer
+        .committed_offsets(list, REQUEST_TIMEOUT)
+        .map_err(|error| client_error(&cluster.bootstrap, "reading committed offsets", error))?;
+    Ok(found
+        .elements()
+        .iter()
+        .map(|element| {
+            let offset = match element.offset() {
+                Offset::Offset(offset) if offset >= 0 => Some(offset),
+                _ => None,
+            };
+            ((element.topic().to_string(), element.partition()), offset)
+        })
+        .collect())
+}
+
+/// A consumer group as the cluster describes it.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    pub name: String,
+    pub state: String,
+    pub members: usize,
+}
+
+/// The groups of a cluster (all, or only `name`). Some brokers lack the group listing APIs:
+/// the error says so and callers carry on without it.
+pub fn groups(cluster: &Cluster, name: Option<&str>) -> Result<Vec<GroupInfo>> {
+    let consumer = cluster.consumer("ferry-kafka-inspect", true, false)?;
+    let list = consumer
+        .fetch_group_list(name, REQUEST_TIMEOUT)
+        .map_err(|error| client_error(&cluster.bootstrap, "listing consumer groups", error))?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|group| !group.name().is_empty())
+        .map(|group| GroupInfo {
+            name: group.name().to_string(),
+            state: group.state().to_string(),
+            members: group.members().len(),
+        })
+        .collect())
+}
+
+/// Reads a partition from `from` until the broker says end of partition, or until a record at
+/// or after `until`; returns the offset reading stopped at (the partition's end when it ran to
+/// the end). Some brokers answer ListOffsets wrongly after batched produces; the fetch path is
+/// right. `each` sees every record before `until`. The consumer must have been made with
+/// `eof` set.
+pub fn read_partition(
+    consumer: &BaseConsumer,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: Option<i64>,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<i64> {
+    use rdkafka::Message;
+    if until.is_some_and(|until| until <= from) {
+        return Ok(from);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(|error| client_error(bootstrap, "reading a partition", error))?;
+    consumer
+        .assign(&list)
+        .map_err(|error| client_error(bootstrap, "reading a partition", error))?;
+    let mut end = from;
+    let mut deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        if Instant::now() > deadline {
+            break Err(Error::transient(
+                "kafka.read_timeout",
+                format!("reading {topic}[{partition}] on {bootstrap} made no progress for 60 s"),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Ok(message)) => {
+                if until.is_some_and(|until| message.offset() >= until) {
+                    end = message.offset();
+                    break Ok(());
+                }
+                end = message.offset() + 1;
+                each(&message);
+                deadline = Instant::now() + Duration::from_secs(60);
+                if until.is_some_and(|until| end >= until) {
+                    break Ok(());
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // After the last record the end may lie further (transaction markers,
+                // compaction): the broker's high watermark, as the fetch reported it.
+                if let Some((_, high)) = cached_watermarks(consumer, topic, partition) {
+                    end = end.max(high);
+                }
+                break Ok(());
+            }
+            Some(Err(error)) => break Err(client_error(bootstrap, "reading a partition", error)),
+        }
+    };
+    let _ = consumer.unassign();
+    outcome.map(|()| end)
+}
+
+/// The partition's low and high watermarks as the consumer's last fetch reported them (no
+/// request; None before the first fetch). ListOffsets is avoided because some brokers answer
+/// it wrongly after batched produces.
+pub fn cached_watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let mut low = -1i64;
+    let mut high = -1i64;
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a NUL-terminated
+    // string that outlives the call; librdkafka only writes the two offsets.
+    let code = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}

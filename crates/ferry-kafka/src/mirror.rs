@@ -1,0 +1,729 @@
+//! The mirror: copies every selected partition of the source to the same partition on the
+//! target, in order, and records an exact offset map.
+//!
+//! Design:
+//! - One consumer reads the source with `read_committed` (records of aborted transactions are
+//!   never copied; offset gaps from compaction and transaction markers are simply absent), with
+//!   partitions assigned explicitly. One idempotent producer (`enable.idempotence`, `acks=all`)
+//!   writes each record with its key, value, headers and creation time to the same partition:
+//!   per partition the target receives a prefix of what was sent, in order, without duplicates.
+//! - The producer reports each record's target offset. Reports extend the partition's map
+//!   (runs of consecutive offsets, see `map`), and every [`SAVE_INTERVAL`] the maps and settled
+//!   positions are saved in one SQLite transaction. The state never claims a record the target
+//!   does not hold.
+//! - After a crash the target may hold records the state does not know of (acknowledged after
+//!   the last save, or in flight). Before copying a partition again the mirror reads the target
+//!   partition from the end the state knows to its real end, and matches those records, in
+//!   order, against the source records read from the settled position: a target record that is
+//!   the copy of the next source record (same key, value, headers and creation time) is mapped
+//!   and not sent again; any other target record was written by someone else (producers that
+//!   moved first) and is left as it is. So a restart neither loses nor duplicates records, and
+//!   the map stays exact. (An in-flight produce request of the killed process that a broker
+//!   applies after this read could still land twice: the window is the time between the kill
+//!   and the restart's tail read, in practice none.)
+//! - A target partition that already held records when the move began on it is refused: those
+//!   records would sit before the copy and a switched consumer would read them.
+//! - New topics matching the selection and new partitions are picked up every
+//!   [`DISCOVERY_INTERVAL`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_core::{Error, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::cluster::{cached_watermarks, client_error, read_partition, Cluster, REQUEST_TIMEOUT};
+use crate::map::{append, Run};
+use crate::record::{fingerprint, size, Fingerprint};
+use crate::selection::Patterns;
+use crate::state::{PartitionState, PartitionUpdate, State};
+use crate::topics::{configs, prepare_target, selected, SourceTopic};
+
+/// How often the maps are saved.
+pub const SAVE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often new topics and partitions are looked for.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where partitions the move has never seen start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    /// The first record at or after this time (milliseconds since the epoch).
+    Time(i64),
+}
+
+/// What `ferry kafka move` was asked.
+#[derive(Debug, Clone)]
+pub struct MoveOptions {
+    pub source: Cluster,
+    pub target: Cluster,
+    pub topics: Patterns,
+    pub start: StartAt,
+    pub state: PathBuf,
+}
+
+/// The move's figures as the process sees them now (for `--listen` and its log).
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    /// `starting`, `copying`, `stopped`, or `failed`.
+    pub phase: String,
+    pub partitions: Vec<PartitionState>,
+    pub records_per_second: f64,
+    pub bytes_per_second: f64,
+    pub error: Option<String>,
+}
+
+/// A record sent and not yet reported.
+struct Pending {
+    lane: usize,
+    source_offset: i64,
+    bytes: usize,
+}
+
+struct Report {
+    lane: usize,
+    source_offset: i64,
+    bytes: usize,
+    outcome: std::result::Result<i64, String>,
+}
+
+/// Hands the producer's delivery reports to the copy loop.
+struct Reports {
+    sender: Mutex<mpsc::Sender<Report>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let outcome = match result {
+            Ok(message) => Ok(message.offset()),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        if let Ok(sender) = self.sender.lock() {
+            let _ = sender.send(Report {
+                lane: pending.lane,
+                source_offset: pending.source_offset,
+                bytes: pending.bytes,
+                outcome,
+            });
+        }
+    }
+}
+
+/// One partition being copied.
+struct Lane {
+    state: PartitionState,
+    /// The last run (still growing), and finished runs not saved yet.
+    open_run: Option<Run>,
+    unsaved_runs: Vec<Run>,
+    in_flight: usize,
+    /// Target records after the saved end, not matched yet (after a restart).
+    unmatched: VecDeque<(i64, Fingerprint)>,
+    dirty: bool,
+}
+
+impl Lane {
+    fn copied(&mut self, source: i64, target: i64, bytes: usize) {
+        match &mut self.open_run {
+            Some(run) if run.continues_with(source, target) => run.count += 1,
+            open => {
+                if let Some(finished) = open.take() {
+                    self.unsaved_runs.push(finished);
+                }
+                let mut runs = Vec::new();
+                append(&mut runs, source, target);
+                *open = runs.pop();
+            }
+        }
+        self.state.settled_source = self.state.settled_source.max(source + 1);
+        self.state.next_target = self.state.next_target.max(target + 1);
+        self.state.copied += 1;
+        self.state.bytes += bytes as i64;
+        self.dirty = true;
+    }
+
+    fn update(&mut self) -> PartitionUpdate {
+        let mut runs = std::mem::take(&mut self.unsaved_runs);
+        runs.extend(self.open_run);
+        self.dirty = false;
+        PartitionUpdate {
+            state: self.state.clone(),
+            runs,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    ferry_core::calendar::unix_micros_now() / 1000
+}
+
+/// The copy loop's resources.
+struct Mirror {
+    options: MoveOptions,
+    state: State,
+    consumer: BaseConsumer,
+    producer: ThreadedProducer<Reports>,
+    reports: mpsc::Receiver<Report>,
+    lanes: Vec<Lane>,
+    lane_of: BTreeMap<(String, i32), usize>,
+    /// Topic -> partition count, as set up.
+    topics: BTreeMap<String, i32>,
+    progress: Arc<Mutex<Progress>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Copies until `stop` is set (then drains what is in flight and saves), or fails.
+pub fn run(
+    options: MoveOptions,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Mutex<Progress>>,
+    runtime: tokio::runtime::Handle,
+) -> Result<()> {
+    let mut mirror = Mirror::open(options, progress.clone(), runtime)?;
+    let outcome = mirror.copy(&stop);
+    if let Ok(mut progress) = progress.lock() {
+        match &outcome {
+            Ok(()) => progress.phase = "stopped".into(),
+            Err(error) => {
+                progress.phase = "failed".into();
+                progress.error = Some(error.to_string());
+            }
+        }
+    }
+    outcome
+}
+
+impl Mirror {
+    fn open(
+        options: MoveOptions,
+        progress: Arc<Mutex<Progress>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Mirror> {
+        let state = State::open_for_move(
+            &options.state,
+            &options.source.bootstrap,
+            &options.target.bootstrap,
+        )?;
+        let consumer = options.source.consumer("ferry-kafka-mirror", true, false)?;
+        let (sender, reports) = mpsc::channel();
+        let mut config = options.target.config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("queue.buffering.max.kbytes", "131072")
+            .set("message.max.bytes", "104857600")
+            // Never give up on a record: a target outage pauses the copy, it does not fail it.
+            .set("message.timeout.ms", "0");
+        for (name, value) in &options.target.options {
+            config.set(name, value);
+        }
+        let producer: ThreadedProducer<Reports> = config
+            .create_with_context(Reports {
+                sender: Mutex::new(sender),
+            })
+            .map_err(|error| client_error(&options.target.bootstrap, "connecting", error))?;
+        Ok(Mirror {
+            options,
+            state,
+            consumer,
+            producer,
+            reports,
+            lanes: Vec::new(),
+            lane_of: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            progress,
+            runtime,
+        })
+    }
+
+    /// Finds selected topics and partitions not set up yet, makes the target hold them, and
+    /// starts reading them.
+    fn discover(&mut self) -> Result<()> {
+        let found = selected(&self.consumer, &self.options.source, &self.options.topics)?;
+        let changed: Vec<(String, i32)> = found
+            .iter()
+            .filter(|(name, count)| self.topics.get(*name) != Some(count))
+            .map(|(name, count)| (name.clone(), *count))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = changed.iter().map(|(name, _)| name.clone()).collect();
+        let source_admin = self.options.source.admin()?;
+        let target_consumer = self
+            .options
+            .target
+            .consumer("ferry-kafka-mirror", false, true)?;
+        let target = self.options.target.clone();
+        let wanted: Vec<SourceTopic> = {
+            let configs = self.runtime.block_on(configs(&source_admin, &names));
+            changed
+                .iter()
+                .map(|(name, partitions)| SourceTopic {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    configs: configs.get(name).cloned().unwrap_or_default(),
+                })
+                .collect()
+        };
+        self.runtime
+            .block_on(prepare_target(&target, &target_consumer, &wanted))?;
+        let saved = self.state.partitions()?;
+        let mut assignment = TopicPartitionList::new();
+        for (topic, count) in &changed {
+            for partition in 0..*count {
+                let key = (topic.clone(), partition);
+                if self.lane_of.contains_key(&key) {
+                    continue;
+                }
+                let (lane, start) =
+                    self.set_up_lane(&target_consumer, topic, partition, saved.get(&key))?;
+                assignment
+                    .add_partition_offset(topic, partition, start)
+                    .map_err(|error| {
+                        client_error(&self.options.source.bootstrap, "assigning", error)
+                    })?;
+                self.lane_of.insert(key, self.lanes.len());
+                self.lanes.push(lane);
+            }
+            self.topics.insert(topic.clone(), *count);
+        }
+        if assignment.count() > 0 {
+            self.consumer
+                .incremental_assign(&assignment)
+                .map_err(|error| {
+                    client_error(
+                        &self.options.source.bootstrap,
+                        "assigning partitions",
+                        error,
+                    )
+                })?;
+            info!(partitions = assignment.count(), "copying");
+        }
+        Ok(())
+    }
+
+    /// A partition's lane and where its source reading starts.
+    fn set_up_lane(
+        &self,
+        target_consumer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+        saved: Option<&PartitionState>,
+    ) -> Result<(Lane, Offset)> {
+        let target = &self.options.target.bootstrap;
+        match saved {
+            Some(saved) => {
+                // Records on the target after the saved end: ours (to match) or someone else's.
+                let mut unmatched = VecDeque::new();
+                let end = read_partition(
+                    target_consumer,
+                    target,
+                    topic,
+                    partition,
+                    saved.next_target,
+                    None,
+                    |message| {
+                        if message.offset() >= saved.next_target {
+                            unmatched.push_back((message.offset(), fingerprint(message)));
+                        }
+                    },
+                )?;
+                if end < saved.next_target {
+                    return Err(Error::operator(
+                        "kafka.target_lost_records",
+                        format!(
+                            "the target's {topic}[{partition}] ends at offset {end}, but ferry copied records up to offset {} there",
+                            saved.next_target - 1
+                        ),
+                    )
+                    .with_hint("the target topic was deleted or truncated: delete the move's state (--state) and the target topic, and move again"));
+                }
+                if !unmatched.is_empty() {
+                    info!(
+                        topic,
+                        partition,
+                        records = unmatched.len(),
+                        "matching the target's tail against the source after a restart"
+                    );
+                }
+                let open_run = self.state.runs(topic, partition)?.pop();
+                let lane = Lane {
+                    state: saved.clone(),
+                    open_run,
+                    unsaved_runs: Vec::new(),
+                    in_flight: 0,
+                    unmatched,
+                    dirty: false,
+                };
+                Ok((lane, Offset::Offset(saved.settled_source)))
+            }
+            None => {
+                let mut foreign = 0usize;
+                let end =
+                    read_partition(target_consumer, target, topic, partition, 0, None, |_| {
+                        foreign += 1
+                    })?;
+                if foreign > 0 {
+                    return Err(Error::operator(
+                        "kafka.target_not_empty",
+                        format!("the target's {topic}[{partition}] already holds {foreign} record(s) ferry did not copy"),
+                    )
+                    .with_hint("move into empty topics: delete the target topic (or choose another target); a switched consumer would read those records"));
+                }
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+                    .unwrap_or_else(|error| {
+                        warn!(topic, partition, error = %error, "cannot read the source partition's offsets; starting from its beginning");
+                        (0, 0)
+                    });
+                let start = match self.options.start {
+                    StartAt::Earliest => low,
+                    StartAt::Time(ms) => {
+                        let mut list = TopicPartitionList::new();
+                        list.add_partition_offset(topic, partition, Offset::Offset(ms))
+                            .map_err(|error| {
+                                client_error(
+                                    &self.options.source.bootstrap,
+                                    "finding offsets by time",
+                                    error,
+                                )
+                            })?;
+                        let found = self
+                            .consumer
+                            .offsets_for_times(list, REQUEST_TIMEOUT)
+                            .map_err(|error| {
+                                client_error(
+                                    &self.options.source.bootstrap,
+                                    "finding offsets by time",
+                                    error,
+                                )
+                            })?;
+                        found
+                            .elements()
+                            .first()
+                            .and_then(|element| match element.offset() {
+                                Offset::Offset(offset) if offset >= 0 => Some(offset),
+                                _ => None,
+                            })
+                            .unwrap_or(high)
+                    }
+                };
+                let state = PartitionState {
+                    topic: topic.to_string(),
+                    partition,
+                    first_target: end,
+                    settled_source: start,
+                    next_target: end,
+                    source_end: high,
+                    copied: 0,
+                    bytes: 0,
+                    updated_ms: now_ms(),
+                };
+                let lane = Lane {
+                    state,
+                    open_run: None,
+                    unsaved_runs: Vec::new(),
+                    in_flight: 0,
+                    unmatched: VecDeque::new(),
+                    dirty: true,
+                };
+                let offset = match self.options.start {
+                    StartAt::Earliest => Offset::Beginning,
+                    StartAt::Time(_) => Offset::Offset(start),
+                };
+                Ok((lane, offset))
+            }
+        }
+    }
+
+    fn copy(&mut self, stop: &AtomicBool) -> Result<()> {
+        self.discover()?;
+        self.save()?;
+        self.set_phase("copying");
+        let mut last_save = Instant::now();
+        let mut last_discovery = Instant::now();
+        let mut last_report = (Instant::now(), self.total());
+        let mut failure: Option<Error> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(error) = self.take_reports() {
+                failure = Some(error);
+                break;
+            }
+            if last_save.elapsed() >= SAVE_INTERVAL {
+                self.save()?;
+                last_save = Instant::now();
+            }
+            if last_report.0.elapsed() >= REPORT_INTERVAL {
+                last_report = self.report(last_report);
+            }
+            if last_discovery.elapsed() >= DISCOVERY_INTERVAL {
+                if let Err(error) = self.discover() {
+                    warn!(error = %error, "looking for new topics and partitions failed; trying again later");
+                }
+                last_discovery = Instant::now();
+            }
+            let polled = self.consumer.poll(Duration::from_millis(50));
+            match polled {
+                None => {}
+                Some(Ok(message)) => {
+                    let outcome = take(
+                        &message,
+                        &self.producer,
+                        &self.reports,
+                        &mut self.lanes,
+                        &self.lane_of,
+                        &self.options.target.bootstrap,
+                    );
+                    if let Err(error) = outcome {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(error)) => {
+                    warn!(error = %error, "reading the source: librdkafka retries");
+                }
+            }
+        }
+        // Drain: what was sent is reported before the last save.
+        let _ = self.producer.flush(Duration::from_secs(60));
+        if let Err(error) = self.take_reports() {
+            failure.get_or_insert(error);
+        }
+        self.save()?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn total(&self) -> (i64, i64) {
+        self.lanes.iter().fold((0, 0), |(records, bytes), lane| {
+            (records + lane.state.copied, bytes + lane.state.bytes)
+        })
+    }
+
+    fn report(
+        &self,
+        (since, (records_then, bytes_then)): (Instant, (i64, i64)),
+    ) -> (Instant, (i64, i64)) {
+        let (records, bytes) = self.total();
+        let seconds = since.elapsed().as_secs_f64().max(0.001);
+        let lag: i64 = self
+            .lanes
+            .iter()
+            .map(|lane| (lane.state.source_end - lane.state.settled_source).max(0))
+            .sum();
+        let records_per_second = (records - records_then) as f64 / seconds;
+        let bytes_per_second = (bytes - bytes_then) as f64 / seconds;
+        info!(
+            records,
+            lag,
+            records_per_second = records_per_second.round(),
+            "copy progress"
+        );
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.records_per_second = records_per_second;
+            progress.bytes_per_second = bytes_per_second;
+        }
+        (Instant::now(), (records, bytes))
+    }
+
+    fn set_phase(&self, phase: &str) {
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.phase = phase.to_string();
+        }
+    }
+
+    fn take_reports(&mut self) -> Result<()> {
+        while let Ok(report) = self.reports.try_recv() {
+            apply(&mut self.lanes, report, &self.options.target.bootstrap)?;
+        }
+        Ok(())
+    }
+
+    /// Saves every changed lane in one transaction and publishes the figures.
+    fn save(&mut self) -> Result<()> {
+        let now = now_ms();
+        // A lane with nothing in flight has copied everything before the consumer's position:
+        // this carries the settled offset over transaction markers and other gaps at the end.
+        let positions: BTreeMap<(String, i32), i64> = self
+            .consumer
+            .position()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|element| match element.offset() {
+                        Offset::Offset(offset) => {
+                            Some(((element.topic().to_string(), element.partition()), offset))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for lane in &mut self.lanes {
+            if lane.in_flight == 0 && lane.unmatched.is_empty() {
+                let key = (lane.state.topic.clone(), lane.state.partition);
+                if let Some(&position) = positions.get(&key) {
+                    if position > lane.state.settled_source {
+                        lane.state.settled_source = position;
+                        lane.dirty = true;
+                    }
+                }
+            }
+            if let Some((_, high)) =
+                cached_watermarks(&self.consumer, &lane.state.topic, lane.state.partition)
+            {
+                if high != lane.state.source_end {
+                    lane.state.source_end = high;
+                    lane.dirty = true;
+                }
+            }
+        }
+        let updates: Vec<PartitionUpdate> = self
+            .lanes
+            .iter_mut()
+            .filter(|lane| lane.dirty)
+            .map(|lane| {
+                lane.state.updated_ms = now;
+                lane.update()
+            })
+            .collect();
+        if !updates.is_empty() {
+            if updates.iter().any(|update| !update.runs.is_empty()) {
+                // A crash here leaves records on the target that the state does not know of.
+                ferry_core::failpoint::hit("kafka.before_save");
+            }
+            self.state.save(&updates)?;
+        }
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.partitions = self.lanes.iter().map(|lane| lane.state.clone()).collect();
+        }
+        Ok(())
+    }
+}
+
+/// One source record: matched against the target's unmatched tail, or sent.
+fn take(
+    message: &BorrowedMessage<'_>,
+    producer: &ThreadedProducer<Reports>,
+    reports: &mpsc::Receiver<Report>,
+    lanes: &mut [Lane],
+    lane_of: &BTreeMap<(String, i32), usize>,
+    target: &str,
+) -> Result<()> {
+    let key = (message.topic().to_string(), message.partition());
+    let Some(&index) = lane_of.get(&key) else {
+        return Ok(());
+    };
+    let bytes = size(message);
+    let lane = &mut lanes[index];
+    if message.offset() < lane.state.settled_source && lane.in_flight == 0 {
+        // Read again after a reassignment: already on the target.
+        return Ok(());
+    }
+    if !lane.unmatched.is_empty() {
+        let source = fingerprint(message);
+        while let Some((target_offset, target)) = lane.unmatched.pop_front() {
+            if target.is_copy_of(&source) {
+                lane.copied(message.offset(), target_offset, bytes);
+                return Ok(());
+            }
+            // Not ours: a record someone else wrote to the target partition.
+        }
+    }
+    lane.in_flight += 1;
+    let pending = Box::new(Pending {
+        lane: index,
+        source_offset: message.offset(),
+        bytes,
+    });
+    let topic = message.topic();
+    let mut record = BaseRecord::with_opaque_to(topic, pending).partition(message.partition());
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(value) = message.payload() {
+        record = record.payload(value);
+    }
+    if let Some(ms) = message.timestamp().to_millis() {
+        record = record.timestamp(ms);
+    }
+    if let Some(headers) = message.headers() {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.count());
+        for header in headers.iter() {
+            owned = owned.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+        record = record.headers(owned);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                // The producer's queue is full: settle reports while it drains.
+                while let Ok(report) = reports.try_recv() {
+                    apply(lanes, report, target)?;
+                }
+                if let Ok(report) = reports.recv_timeout(Duration::from_millis(10)) {
+                    apply(lanes, report, target)?;
+                }
+            }
+            Err((error, _)) => {
+                return Err(Error::operator(
+                    "kafka.produce",
+                    format!(
+                        "the target ({}) refused a record of {}[{}] (source offset {}): {error}",
+                        target,
+                        message.topic(),
+                        message.partition(),
+                        message.offset()
+                    ),
+                )
+                .with_hint("check the target's limits (message.max.bytes, max.message.bytes) and ferry's permissions there"));
+            }
+        }
+    }
+}
+
+fn apply(lanes: &mut [Lane], report: Report, target: &str) -> Result<()> {
+    let lane = &mut lanes[report.lane];
+    lane.in_flight = lane.in_flight.saturating_sub(1);
+    match report.outcome {
+        Ok(target_offset) => {
+            lane.copied(report.source_offset, target_offset, report.bytes);
+            Ok(())
+        }
+        Err(error) => Err(Error::operator(
+            "kafka.produce",
+            format!(
+                "the target ({}) did not take the record of {}[{}] at source offset {}: {error}",
+                target, lane.state.topic, lane.state.partition, report.source_offset
+            ),
+        )
+        .with_hint("fix the cause and run the move again: it resumes from its state")),
+    }
+}
