@@ -1,7 +1,7 @@
 //! How to reach a cluster, and the few reads every command shares: topic metadata, committed
 //! offsets of a group, a group's members, the end of a partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferry_core::{Error, Result};
@@ -303,4 +303,61 @@ pub fn cached_watermarks(
     };
     (code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low, high))
+}
+
+/// Reads partitions of one topic, each from its start, all at once, to their ends (as the
+/// broker's end-of-partition events say); returns each partition's end. `each` sees every
+/// record. The consumer must have been made with `eof` set.
+pub fn read_partitions(
+    consumer: &BaseConsumer,
+    bootstrap: &str,
+    topic: &str,
+    starts: &[(i32, i64)],
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<BTreeMap<i32, i64>> {
+    use rdkafka::Message;
+    let mut ends: BTreeMap<i32, i64> = starts.iter().copied().collect();
+    if starts.is_empty() {
+        return Ok(ends);
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, from) in starts {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*from))
+            .map_err(|error| client_error(bootstrap, "reading partitions", error))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|error| client_error(bootstrap, "reading partitions", error))?;
+    let mut open: BTreeSet<i32> = ends.keys().copied().collect();
+    let mut deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        if open.is_empty() {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(Error::transient(
+                "kafka.read_timeout",
+                format!("reading {topic} on {bootstrap} made no progress for 60 s"),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(message)) => {
+                let end = ends.entry(message.partition()).or_default();
+                *end = (*end).max(message.offset() + 1);
+                each(&message);
+                deadline = Instant::now() + Duration::from_secs(60);
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some((_, high)) = cached_watermarks(consumer, topic, partition) {
+                    let end = ends.entry(partition).or_default();
+                    *end = (*end).max(high);
+                }
+                open.remove(&partition);
+            }
+            Some(Err(error)) => break Err(client_error(bootstrap, "reading partitions", error)),
+        }
+    };
+    let _ = consumer.unassign();
+    outcome.map(|()| ends)
 }

@@ -42,7 +42,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::cluster::{cached_watermarks, client_error, read_partition, Cluster, REQUEST_TIMEOUT};
+use crate::cluster::{cached_watermarks, client_error, read_partitions, Cluster, REQUEST_TIMEOUT};
 use crate::map::{append, Run};
 use crate::record::{fingerprint, size, Fingerprint};
 use crate::selection::Patterns;
@@ -122,6 +122,12 @@ impl ProducerContext for Reports {
             });
         }
     }
+}
+
+/// A target partition's records after what the state knows, and its end.
+struct Tail {
+    end: i64,
+    records: VecDeque<(i64, Fingerprint)>,
 }
 
 /// One partition being copied.
@@ -288,13 +294,38 @@ impl Mirror {
         let saved = self.state.partitions()?;
         let mut assignment = TopicPartitionList::new();
         for (topic, count) in &changed {
-            for partition in 0..*count {
+            let new_partitions: Vec<i32> = (0..*count)
+                .filter(|partition| !self.lane_of.contains_key(&(topic.clone(), *partition)))
+                .collect();
+            // The target's records after what the state knows (all of them for a partition the
+            // move never began on), every partition of the topic in one pass.
+            let starts: Vec<(i32, i64)> = new_partitions
+                .iter()
+                .map(|partition| {
+                    let saved = saved.get(&(topic.clone(), *partition));
+                    (*partition, saved.map_or(0, |saved| saved.next_target))
+                })
+                .collect();
+            let mut tails: BTreeMap<i32, VecDeque<(i64, Fingerprint)>> = BTreeMap::new();
+            let ends = read_partitions(
+                &target_consumer,
+                &self.options.target.bootstrap,
+                topic,
+                &starts,
+                |message| {
+                    tails
+                        .entry(message.partition())
+                        .or_default()
+                        .push_back((message.offset(), fingerprint(message)));
+                },
+            )?;
+            for partition in new_partitions {
                 let key = (topic.clone(), partition);
-                if self.lane_of.contains_key(&key) {
-                    continue;
-                }
-                let (lane, start) =
-                    self.set_up_lane(&target_consumer, topic, partition, saved.get(&key))?;
+                let tail = Tail {
+                    end: ends.get(&partition).copied().unwrap_or(0),
+                    records: tails.remove(&partition).unwrap_or_default(),
+                };
+                let (lane, start) = self.set_up_lane(topic, partition, saved.get(&key), tail)?;
                 assignment
                     .add_partition_offset(topic, partition, start)
                     .map_err(|error| {
@@ -320,32 +351,20 @@ impl Mirror {
         Ok(())
     }
 
-    /// A partition's lane and where its source reading starts.
+    /// A partition's lane and where its source reading starts, from its saved state and the
+    /// target partition's records after it.
     fn set_up_lane(
         &self,
-        target_consumer: &BaseConsumer,
         topic: &str,
         partition: i32,
         saved: Option<&PartitionState>,
+        tail: Tail,
     ) -> Result<(Lane, Offset)> {
-        let target = &self.options.target.bootstrap;
         match saved {
             Some(saved) => {
                 // Records on the target after the saved end: ours (to match) or someone else's.
-                let mut unmatched = VecDeque::new();
-                let end = read_partition(
-                    target_consumer,
-                    target,
-                    topic,
-                    partition,
-                    saved.next_target,
-                    None,
-                    |message| {
-                        if message.offset() >= saved.next_target {
-                            unmatched.push_back((message.offset(), fingerprint(message)));
-                        }
-                    },
-                )?;
+                let end = tail.end;
+                let unmatched = tail.records;
                 if end < saved.next_target {
                     return Err(Error::operator(
                         "kafka.target_lost_records",
@@ -376,11 +395,8 @@ impl Mirror {
                 Ok((lane, Offset::Offset(saved.settled_source)))
             }
             None => {
-                let mut foreign = 0usize;
-                let end =
-                    read_partition(target_consumer, target, topic, partition, 0, None, |_| {
-                        foreign += 1
-                    })?;
+                let end = tail.end;
+                let foreign = tail.records.len();
                 if foreign > 0 {
                     return Err(Error::operator(
                         "kafka.target_not_empty",
