@@ -11,6 +11,7 @@ mod demo;
 mod exclusive;
 mod faults;
 mod inheritance;
+mod kafka_bench;
 mod kafka_move;
 mod keyless;
 mod kill_matrix;
