@@ -289,7 +289,8 @@ impl Mirror {
                 })
                 .collect()
         };
-        self.runtime
+        let created = self
+            .runtime
             .block_on(prepare_target(&target, &target_consumer, &wanted))?;
         let saved = self.state.partitions()?;
         let mut assignment = TopicPartitionList::new();
@@ -307,18 +308,27 @@ impl Mirror {
                 })
                 .collect();
             let mut tails: BTreeMap<i32, VecDeque<(i64, Fingerprint)>> = BTreeMap::new();
-            let ends = read_partitions(
-                &target_consumer,
-                &self.options.target.bootstrap,
-                topic,
-                &starts,
-                |message| {
-                    tails
-                        .entry(message.partition())
-                        .or_default()
-                        .push_back((message.offset(), fingerprint(message)));
-                },
-            )?;
+            // A topic ferry has just created is empty: no need to wait for its first fetch.
+            let fresh = created.contains(topic);
+            let ends = if fresh {
+                starts
+                    .iter()
+                    .map(|(partition, _)| (*partition, 0))
+                    .collect()
+            } else {
+                read_partitions(
+                    &target_consumer,
+                    &self.options.target.bootstrap,
+                    topic,
+                    &starts,
+                    |message| {
+                        tails
+                            .entry(message.partition())
+                            .or_default()
+                            .push_back((message.offset(), fingerprint(message)));
+                    },
+                )?
+            };
             for partition in new_partitions {
                 let key = (topic.clone(), partition);
                 let tail = Tail {
@@ -404,52 +414,51 @@ impl Mirror {
                     )
                     .with_hint("move into empty topics: delete the target topic (or choose another target); a switched consumer would read those records"));
                 }
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
-                    .unwrap_or_else(|error| {
-                        warn!(topic, partition, error = %error, "cannot read the source partition's offsets; starting from its beginning");
-                        (0, 0)
-                    });
-                let start = match self.options.start {
-                    StartAt::Earliest => low,
-                    StartAt::Time(ms) => {
-                        let mut list = TopicPartitionList::new();
-                        list.add_partition_offset(topic, partition, Offset::Offset(ms))
-                            .map_err(|error| {
-                                client_error(
-                                    &self.options.source.bootstrap,
-                                    "finding offsets by time",
-                                    error,
-                                )
-                            })?;
-                        let found = self
-                            .consumer
-                            .offsets_for_times(list, REQUEST_TIMEOUT)
-                            .map_err(|error| {
-                                client_error(
-                                    &self.options.source.bootstrap,
-                                    "finding offsets by time",
-                                    error,
-                                )
-                            })?;
-                        found
-                            .elements()
-                            .first()
-                            .and_then(|element| match element.offset() {
-                                Offset::Offset(offset) if offset >= 0 => Some(offset),
-                                _ => None,
-                            })
-                            .unwrap_or(high)
-                    }
-                };
+                let source = &self.options.source.bootstrap;
+                let (start, offset) =
+                    match self.options.start {
+                        // Everything before the first record the source still has is settled.
+                        StartAt::Earliest => (0, Offset::Beginning),
+                        StartAt::Time(ms) => {
+                            let mut list = TopicPartitionList::new();
+                            list.add_partition_offset(topic, partition, Offset::Offset(ms))
+                                .map_err(|error| {
+                                    client_error(source, "finding offsets by time", error)
+                                })?;
+                            let found = self
+                                .consumer
+                                .offsets_for_times(list, REQUEST_TIMEOUT)
+                                .map_err(|error| {
+                                    client_error(source, "finding offsets by time", error)
+                                })?;
+                            let at = found.elements().first().and_then(|element| {
+                                match element.offset() {
+                                    Offset::Offset(offset) if offset >= 0 => Some(offset),
+                                    _ => None,
+                                }
+                            });
+                            match at {
+                                Some(at) => (at, Offset::Offset(at)),
+                                // Nothing at or after the time: from the end.
+                                None => {
+                                    let (_, high) = self
+                                        .consumer
+                                        .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+                                        .map_err(|error| {
+                                            client_error(source, "reading offsets", error)
+                                        })?;
+                                    (high, Offset::Offset(high))
+                                }
+                            }
+                        }
+                    };
                 let state = PartitionState {
                     topic: topic.to_string(),
                     partition,
                     first_target: end,
                     settled_source: start,
                     next_target: end,
-                    source_end: high,
+                    source_end: start,
                     copied: 0,
                     bytes: 0,
                     updated_ms: now_ms(),
@@ -461,10 +470,6 @@ impl Mirror {
                     in_flight: 0,
                     unmatched: VecDeque::new(),
                     dirty: true,
-                };
-                let offset = match self.options.start {
-                    StartAt::Earliest => Offset::Beginning,
-                    StartAt::Time(_) => Offset::Offset(start),
                 };
                 Ok((lane, offset))
             }
