@@ -24,6 +24,10 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 if ! { [ -e /usr/include/sqlite3.h ] && ls /usr/lib/*/libsqlite3.so >/dev/null 2>&1; }; then
   missing+=(libsqlite3-dev)
 fi
+# librdkafka links Debian's OpenSSL (SASL_SSL/SSL clusters) and zstd (compressed batches).
+if ! { [ -e /usr/include/openssl/ssl.h ] && [ -e /usr/include/zstd.h ]; }; then
+  missing+=(libssl-dev libzstd-dev)
+fi
 # Web pages are tested in a real headless browser driven over WebDriver.
 if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
   missing+=(chromium chromium-driver)

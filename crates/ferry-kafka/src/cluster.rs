@@ -50,7 +50,14 @@ impl Cluster {
                 format!(
                     "the {} '{}' is not kafka://host:port[,host:port]",
                     side.name(),
-                    url.split('?').next().unwrap_or_default()
+                    // Never echo credentials (user:password@) or properties.
+                    url.split('?')
+                        .next()
+                        .map(|base| match base.rfind('@') {
+                            Some(at) => format!("kafka://...{}", &base[at..]),
+                            None => base.to_string(),
+                        })
+                        .unwrap_or_default()
                 ),
             )
             .with_hint("list the bootstrap brokers: kafka://broker1:9092,broker2:9092")
@@ -116,6 +123,13 @@ impl Cluster {
     /// A consumer that never commits by itself. `committed_only` reads past no open
     /// transaction and skips aborted records (`read_committed`).
     pub fn consumer(&self, group: &str, committed_only: bool, eof: bool) -> Result<BaseConsumer> {
+        self.consumer_config(group, committed_only, eof)
+            .create()
+            .map_err(|error| client_error(&self.bootstrap, "connecting", error))
+    }
+
+    /// The settings of [`Cluster::consumer`], to adjust before creating it.
+    pub fn consumer_config(&self, group: &str, committed_only: bool, eof: bool) -> ClientConfig {
         let mut config = self.config();
         config
             .set("group.id", group)
@@ -132,8 +146,6 @@ impl Cluster {
             .set("enable.partition.eof", if eof { "true" } else { "false" })
             .set("auto.offset.reset", "earliest");
         config
-            .create()
-            .map_err(|error| client_error(&self.bootstrap, "connecting", error))
     }
 
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
@@ -146,6 +158,14 @@ impl Cluster {
 /// A client error as a retryable ferry error naming the cluster (never its properties, which
 /// may hold secrets).
 pub fn client_error(bootstrap: &str, what: &str, error: KafkaError) -> Error {
+    // A configuration error's text carries the property's value, which may be a secret.
+    if let KafkaError::ClientConfig(_, _, name, _) = &error {
+        return Error::operator(
+            "kafka.property",
+            format!("{what} ({bootstrap}): the client property {name} is unknown or its value is not valid"),
+        )
+        .with_hint("check the ?name=value properties in the kafka:// URL against librdkafka's CONFIGURATION.md");
+    }
     Error::transient("kafka.client", format!("{what} ({bootstrap}): {error}"))
         .with_hint("check that the brokers are reachable and that ferry may read and write there")
 }

@@ -49,6 +49,8 @@ pub struct PartitionMap {
     /// The target partition's end when the mirror began on it (records before it are not
     /// part of the move; the move refuses a target partition that held records).
     pub first_target: i64,
+    /// Where the move began reading the source (records before it were never copied).
+    pub first_source: i64,
     /// Every source record before this offset is copied (or was never there: gaps).
     pub settled_source: i64,
 }
@@ -61,8 +63,9 @@ pub struct Translation {
     /// source (it will read them again). Zero unless other producers wrote to the target
     /// partition while the mirror was still copying.
     pub duplicates: i64,
-    /// Records before the consumer's position that the move never copied because it started
-    /// later (`--from` a time), as a source offset range: the consumer does not need them.
+    /// Set when the consumer's position lies before where the move began reading (`--from` a
+    /// time): the source records from its position up to this offset were never copied, and
+    /// the consumer, which has not processed them, will not find them on the target.
     pub first_copied_source: Option<i64>,
 }
 
@@ -128,11 +131,10 @@ impl PartitionMap {
             Some(foreign) if foreign < copy_position => foreign,
             _ => copy_position,
         };
-        let first_copied_source = self.runs.first().map(|run| run.source_start);
         Ok(Translation {
             target_offset,
             duplicates: self.copied_between(target_offset, copy_position),
-            first_copied_source: first_copied_source.filter(|first| committed < *first),
+            first_copied_source: (committed < self.first_source).then_some(self.first_source),
         })
     }
 
@@ -167,6 +169,7 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(i64, i64)], first_target: i64, settled: i64) -> PartitionMap {
+        let first_source = pairs.first().map_or(0, |(source, _)| *source);
         let mut runs = Vec::new();
         for (source, target) in pairs {
             append(&mut runs, *source, *target);
@@ -174,6 +177,7 @@ mod tests {
         PartitionMap {
             runs,
             first_target,
+            first_source,
             settled_source: settled,
         }
     }
@@ -253,8 +257,12 @@ mod tests {
 
     #[test]
     fn an_empty_copy_translates_to_where_the_target_began() {
-        let map = map(&[], 0, 0);
+        let mut map = map(&[], 0, 0);
         assert_eq!(map.translate(0).unwrap().target_offset, 0);
         assert!(map.translate(1).is_err());
+        // A move that began at offset 100 and has copied nothing yet still reports the gap.
+        map.first_source = 100;
+        map.settled_source = 100;
+        assert_eq!(map.translate(40).unwrap().first_copied_source, Some(100));
     }
 }

@@ -139,11 +139,19 @@ struct Lane {
     in_flight: usize,
     /// Target records after the saved end, not matched yet (after a restart).
     unmatched: VecDeque<(i64, Fingerprint)>,
+    /// The next source offset to take: lower ones (read again after a reset) are skipped.
+    read_up_to: i64,
+    /// The source offset of a record the target refused: nothing at or after it is settled.
+    failed: Option<i64>,
     dirty: bool,
 }
 
 impl Lane {
     fn copied(&mut self, source: i64, target: i64, bytes: usize) {
+        if self.failed.is_some_and(|failed| source >= failed) {
+            // After a refused record nothing is settled: a restart copies from it again.
+            return;
+        }
         match &mut self.open_run {
             Some(run) if run.continues_with(source, target) => run.count += 1,
             open => {
@@ -224,7 +232,13 @@ impl Mirror {
             &options.source.bootstrap,
             &options.target.bootstrap,
         )?;
-        let consumer = options.source.consumer("ferry-kafka-mirror", true, false)?;
+        // A position the source no longer has is an error, never a silent jump.
+        let consumer: BaseConsumer = options
+            .source
+            .consumer_config("ferry-kafka-mirror", true, false)
+            .set("auto.offset.reset", "error")
+            .create()
+            .map_err(|error| client_error(&options.source.bootstrap, "connecting", error))?;
         let (sender, reports) = mpsc::channel();
         let mut config = options.target.config();
         config
@@ -236,10 +250,9 @@ impl Mirror {
             .set("queue.buffering.max.kbytes", "131072")
             .set("message.max.bytes", "104857600")
             // Never give up on a record: a target outage pauses the copy, it does not fail it.
-            .set("message.timeout.ms", "0");
-        for (name, value) in &options.target.options {
-            config.set(name, value);
-        }
+            .set("message.timeout.ms", "0")
+            // After a refused record, refuse the ones behind it too: no gap on the target.
+            .set("enable.gapless.guarantee", "true");
         let producer: ThreadedProducer<Reports> = config
             .create_with_context(Reports {
                 sender: Mutex::new(sender),
@@ -294,6 +307,8 @@ impl Mirror {
             .block_on(prepare_target(&target, &target_consumer, &wanted))?;
         let saved = self.state.partitions()?;
         let mut assignment = TopicPartitionList::new();
+        // Nothing is kept unless every new partition is set up, saved and assigned.
+        let mut new_lanes: Vec<((String, i32), Lane)> = Vec::new();
         for (topic, count) in &changed {
             let new_partitions: Vec<i32> = (0..*count)
                 .filter(|partition| !self.lane_of.contains_key(&(topic.clone(), *partition)))
@@ -341,12 +356,20 @@ impl Mirror {
                     .map_err(|error| {
                         client_error(&self.options.source.bootstrap, "assigning", error)
                     })?;
-                self.lane_of.insert(key, self.lanes.len());
-                self.lanes.push(lane);
+                new_lanes.push((key, lane));
             }
-            self.topics.insert(topic.clone(), *count);
         }
-        if assignment.count() > 0 {
+        let before = self.lanes.len();
+        for (key, lane) in new_lanes {
+            self.lane_of.insert(key, self.lanes.len());
+            self.lanes.push(lane);
+        }
+        // The new partitions' rows are durable before any of their records is sent: a crash
+        // right after finds them as its own, not as records someone else wrote.
+        let assigned = self.save().and_then(|()| {
+            if assignment.count() == 0 {
+                return Ok(());
+            }
             self.consumer
                 .incremental_assign(&assignment)
                 .map_err(|error| {
@@ -355,7 +378,19 @@ impl Mirror {
                         "assigning partitions",
                         error,
                     )
-                })?;
+                })
+        });
+        if let Err(error) = assigned {
+            for lane in self.lanes.drain(before..) {
+                self.lane_of
+                    .remove(&(lane.state.topic.clone(), lane.state.partition));
+            }
+            return Err(error);
+        }
+        for (topic, count) in changed {
+            self.topics.insert(topic, count);
+        }
+        if assignment.count() > 0 {
             info!(partitions = assignment.count(), "copying");
         }
         Ok(())
@@ -400,6 +435,8 @@ impl Mirror {
                     unsaved_runs: Vec::new(),
                     in_flight: 0,
                     unmatched,
+                    read_up_to: saved.settled_source,
+                    failed: None,
                     dirty: false,
                 };
                 Ok((lane, Offset::Offset(saved.settled_source)))
@@ -456,6 +493,7 @@ impl Mirror {
                     topic: topic.to_string(),
                     partition,
                     first_target: end,
+                    first_source: start,
                     settled_source: start,
                     next_target: end,
                     source_end: start,
@@ -469,6 +507,8 @@ impl Mirror {
                     unsaved_runs: Vec::new(),
                     in_flight: 0,
                     unmatched: VecDeque::new(),
+                    read_up_to: start,
+                    failed: None,
                     dirty: true,
                 };
                 Ok((lane, offset))
@@ -520,15 +560,39 @@ impl Mirror {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    failure = Some(Error::operator(
+                        "kafka.records_gone",
+                        "the source no longer has records the move has not copied yet (deleted by retention, or the topic was recreated)",
+                    )
+                    .with_hint("those records cannot be copied any more: give the source topics a longer retention, or start a new move (new --name) into empty topics"));
+                    break;
+                }
                 Some(Err(error)) => {
                     warn!(error = %error, "reading the source: librdkafka retries");
                 }
             }
         }
-        // Drain: what was sent is reported before the last save.
-        let _ = self.producer.flush(Duration::from_secs(60));
-        if let Err(error) = self.take_reports() {
-            failure.get_or_insert(error);
+        // Drain: what was sent is reported before the last save. Reports come only from the
+        // producer's own thread (polling here too could reorder a partition's reports).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .lanes
+            .iter()
+            .any(|lane| lane.in_flight > 0 && lane.failed.is_none())
+            && Instant::now() < deadline
+        {
+            match self.reports.recv_timeout(Duration::from_millis(100)) {
+                Ok(report) => {
+                    if let Err(error) =
+                        apply(&mut self.lanes, report, &self.options.target.bootstrap)
+                    {
+                        failure.get_or_insert(error);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
         self.save()?;
         match failure {
@@ -603,7 +667,7 @@ impl Mirror {
             })
             .unwrap_or_default();
         for lane in &mut self.lanes {
-            if lane.in_flight == 0 && lane.unmatched.is_empty() {
+            if lane.in_flight == 0 && lane.unmatched.is_empty() && lane.failed.is_none() {
                 let key = (lane.state.topic.clone(), lane.state.partition);
                 if let Some(&position) = positions.get(&key) {
                     if position > lane.state.settled_source {
@@ -659,10 +723,11 @@ fn take(
     };
     let bytes = size(message);
     let lane = &mut lanes[index];
-    if message.offset() < lane.state.settled_source && lane.in_flight == 0 {
-        // Read again after a reassignment: already on the target.
+    if message.offset() < lane.read_up_to || lane.failed.is_some() {
+        // Read again (a reassignment), or behind a refused record: not taken twice.
         return Ok(());
     }
+    lane.read_up_to = message.offset() + 1;
     if !lane.unmatched.is_empty() {
         let source = fingerprint(message);
         while let Some((target_offset, target)) = lane.unmatched.pop_front() {
@@ -687,7 +752,8 @@ fn take(
     if let Some(value) = message.payload() {
         record = record.payload(value);
     }
-    if let Some(ms) = message.timestamp().to_millis() {
+    // (A creation time of 0 cannot be kept: the producer library replaces it by the present.)
+    if let Some(ms) = message.timestamp().to_millis().filter(|ms| *ms > 0) {
         record = record.timestamp(ms);
     }
     if let Some(headers) = message.headers() {
@@ -700,9 +766,19 @@ fn take(
         }
         record = record.headers(owned);
     }
+    let unknown_partition_deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition), back))
+                if Instant::now() < unknown_partition_deadline =>
+            {
+                // Partitions added a moment ago: refresh the producer's metadata.
+                record = back;
+                let _ = producer
+                    .client()
+                    .fetch_metadata(Some(message.topic()), REQUEST_TIMEOUT);
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 // The producer's queue is full: settle reports while it drains.
@@ -732,19 +808,31 @@ fn take(
 
 fn apply(lanes: &mut [Lane], report: Report, target: &str) -> Result<()> {
     let lane = &mut lanes[report.lane];
-    lane.in_flight = lane.in_flight.saturating_sub(1);
-    match report.outcome {
+    let outcome = match report.outcome {
+        // A success without an offset (the broker saw a duplicate sequence) says nothing
+        // about where the record is: treated as a failure, the restart's tail read finds it.
+        Ok(offset) if offset < 0 => Err("the target acknowledged it without an offset".to_string()),
+        other => other,
+    };
+    match outcome {
         Ok(target_offset) => {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
             lane.copied(report.source_offset, target_offset, report.bytes);
             Ok(())
         }
-        Err(error) => Err(Error::operator(
-            "kafka.produce",
-            format!(
-                "the target ({}) did not take the record of {}[{}] at source offset {}: {error}",
-                target, lane.state.topic, lane.state.partition, report.source_offset
-            ),
-        )
-        .with_hint("fix the cause and run the move again: it resumes from its state")),
+        Err(error) => {
+            // The lane stops settling here (its in-flight count stays up, too).
+            lane.failed = Some(lane.failed.map_or(report.source_offset, |failed| {
+                failed.min(report.source_offset)
+            }));
+            Err(Error::operator(
+                "kafka.produce",
+                format!(
+                    "the target ({}) did not take the record of {}[{}] at source offset {}: {error}",
+                    target, lane.state.topic, lane.state.partition, report.source_offset
+                ),
+            )
+            .with_hint("fix the cause (the target's message.max.bytes / max.message.bytes, ferry's permissions there) and run the move again: it resumes from that record"))
+        }
     }
 }

@@ -54,7 +54,8 @@ impl Fingerprint {
     pub fn is_copy_of(&self, source: &Fingerprint) -> bool {
         self.digest == source.digest
             && match (self.created_ms, source.created_ms) {
-                (Some(target), Some(source)) => target == source,
+                // A source time of 0 or less cannot be kept (the producer stamps the present).
+                (Some(target), Some(source)) if source > 0 => target == source,
                 _ => true,
             }
     }

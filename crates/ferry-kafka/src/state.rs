@@ -22,6 +22,8 @@ pub struct PartitionState {
     pub partition: i32,
     /// The target partition's end when the move began on it.
     pub first_target: i64,
+    /// Where the move began reading the source partition (0: its beginning).
+    pub first_source: i64,
     /// Every source record before it is on the target.
     pub settled_source: i64,
     /// The offset after the last record ferry wrote to the target partition.
@@ -76,6 +78,7 @@ create table if not exists partitions (
     topic text not null,
     partition_number integer not null,
     first_target integer not null,
+    first_source integer not null,
     settled_source integer not null,
     next_target integer not null,
     source_end integer not null,
@@ -208,7 +211,7 @@ impl State {
             .connection
             .prepare(
                 "select topic, partition_number, first_target, settled_source, next_target,
-                        source_end, copied, bytes, updated_ms
+                        source_end, copied, bytes, updated_ms, first_source
                  from partitions order by topic, partition_number",
             )
             .map_err(|error| state_error(&self.path, "cannot read", error))?;
@@ -224,6 +227,7 @@ impl State {
                     copied: row.get(6)?,
                     bytes: row.get(7)?,
                     updated_ms: row.get(8)?,
+                    first_source: row.get(9)?,
                 })
             })
             .map_err(|error| state_error(&self.path, "cannot read", error))?;
@@ -266,6 +270,7 @@ impl State {
         Ok(Some(PartitionMap {
             runs: self.runs(topic, partition)?,
             first_target: state.first_target,
+            first_source: state.first_source,
             settled_source: state.settled_source,
         }))
     }
@@ -289,8 +294,8 @@ impl State {
                 .prepare_cached(
                     "insert or replace into partitions
                      (topic, partition_number, first_target, settled_source, next_target,
-                      source_end, copied, bytes, updated_ms)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                      source_end, copied, bytes, updated_ms, first_source)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(|error| state_error(&path, "cannot write", error))?;
             for update in updates {
@@ -316,7 +321,8 @@ impl State {
                         state.source_end,
                         state.copied,
                         state.bytes,
-                        state.updated_ms
+                        state.updated_ms,
+                        state.first_source
                     ])
                     .map_err(|error| state_error(&path, "cannot write", error))?;
             }
@@ -436,6 +442,7 @@ mod tests {
                 topic: "orders".into(),
                 partition: 1,
                 first_target: 0,
+                first_source: 0,
                 settled_source: settled,
                 next_target: runs.last().map(Run::target_end).unwrap_or(0),
                 source_end: 10,

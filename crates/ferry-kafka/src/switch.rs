@@ -110,7 +110,10 @@ fn has_records_between(
     from: i64,
     until: i64,
 ) -> Result<bool> {
-    let consumer = source.consumer("ferry-kafka-inspect", true, true)?;
+    // Uncommitted records count too: an open transaction's records may still be copied later,
+    // behind the translated position, and a group that read them uncommitted would read them
+    // again. Aborted ones clear once the move's position passes them.
+    let consumer = source.consumer("ferry-kafka-inspect", false, true)?;
     let mut found = false;
     read_partition(
         &consumer,
@@ -154,7 +157,26 @@ fn first_record(
 
 pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
     let mut state = State::open_existing(&options.state)?;
-    let moved: Vec<(String, i32)> = state.partitions()?.into_keys().collect();
+    let saved: Vec<(String, i32)> = state.partitions()?.into_keys().collect();
+    // Every partition the moved topics have now on the source, including ones the move has not
+    // taken up yet: a group's offsets there must wait for the move, never be left out.
+    let mut moved = saved.clone();
+    {
+        let consumer = options
+            .source
+            .consumer("ferry-kafka-inspect", true, false)?;
+        let counts = crate::cluster::topics(&consumer, &options.source.bootstrap)?;
+        let topics: std::collections::BTreeSet<&String> =
+            saved.iter().map(|(topic, _)| topic).collect();
+        for topic in topics {
+            for partition in 0..counts.get(topic).copied().unwrap_or(0) {
+                let key = (topic.clone(), partition);
+                if !moved.contains(&key) {
+                    moved.push(key);
+                }
+            }
+        }
+    }
     if moved.is_empty() {
         return Err(
             Error::operator("kafka.nothing_moved", "the move has no partitions yet")
@@ -196,6 +218,7 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
                     continue;
                 }
                 let Some(mut map) = state.map(topic, *partition)? else {
+                    waiting.push(format!("{topic}[{partition}] not taken up by the move yet"));
                     continue;
                 };
                 let translation = match map.translate(*offset) {
@@ -238,6 +261,19 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        // The group must not have moved meanwhile (a consumer started during the wait).
+        require_idle(&options.source, &group, "source")?;
+        let again = committed_offsets(&options.source, &group, &moved)?;
+        for ((topic, partition), (offset, _)) in &translated {
+            let now = again.get(&(topic.clone(), *partition)).copied().flatten();
+            if now != Some(*offset) {
+                return Err(Error::operator(
+                    "kafka.group_moved",
+                    format!("group {group} committed {now:?} on {topic}[{partition}] while being switched (it was at {offset})"),
+                )
+                .with_hint("stop every consumer of the group, then switch again"));
+            }
         }
         let mut list = TopicPartitionList::new();
         for ((topic, partition), (_, translation)) in &translated {

@@ -345,6 +345,12 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
                                 String::new()
                             }
                         );
+                        if let Some(first) = row.before_copy {
+                            println!(
+                                "    warning: the group was at source offset {}, before the first copied record ({first}): source records {}..{first} are not on the target",
+                                row.source_offset, row.source_offset
+                            );
+                        }
                     }
                 }
             }
