@@ -381,3 +381,55 @@ pub fn read_partitions(
     let _ = consumer.unassign();
     outcome.map(|()| ends)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_properties_and_environment_values() {
+        std::env::set_var("FERRY_TEST_KAFKA_SECRET", "s3cret");
+        let cluster = Cluster::parse(
+            "kafka://b1:9093,b2:9093?security.protocol=SASL_SSL&sasl.password=${FERRY_TEST_KAFKA_SECRET}",
+            Side::Source,
+        )
+        .unwrap();
+        assert_eq!(cluster.bootstrap, "b1:9093,b2:9093");
+        assert_eq!(
+            cluster.options,
+            vec![
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+                ("sasl.password".to_string(), "s3cret".to_string())
+            ]
+        );
+        assert!(Cluster::parse("postgres://x", Side::Target).is_err());
+        assert!(Cluster::parse("kafka://", Side::Target).is_err());
+        let unset = Cluster::parse(
+            "kafka://b:1?sasl.password=${FERRY_TEST_UNSET_VARIABLE}",
+            Side::Source,
+        );
+        assert!(unset
+            .unwrap_err()
+            .to_string()
+            .contains("FERRY_TEST_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn errors_never_show_credentials_or_property_values() {
+        let error = Cluster::parse("kafka://user:hunter2@b1:9092/x", Side::Source).unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        // A property with a value the client refuses: the error names the property only.
+        let cluster = Cluster::parse(
+            "kafka://127.0.0.1:1?socket.timeout.ms=hunter2",
+            Side::Source,
+        )
+        .unwrap();
+        let error = cluster
+            .consumer("g", true, false)
+            .err()
+            .expect("an invalid value is refused");
+        let text = format!("{error} {}", error.hint().unwrap_or_default());
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("socket.timeout.ms"), "{text}");
+    }
+}

@@ -684,3 +684,75 @@ async fn kafka_move_leaves_out_aborted_transactions_and_translates_across_marker
     assert!(finished[&0].is_empty(), "{:?}", finished[&0]);
     assert_eq!(stop(&mut run), Some(0), "{}", mover.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_move_takes_up_topics_and_partitions_that_appear_while_it_runs() {
+    let source = KafkaServer::start().unwrap();
+    let target = KafkaServer::start().unwrap();
+    create_topic(&source.bootstrap(), "metrics.cpu", 1).await;
+    let writer = producer(&source.bootstrap());
+    produce_numbered(&writer, "metrics.cpu", 1, 0, 50).await;
+    let mover = Move::new("kafka-discovery", &source, &target, "metrics.*");
+    let mut run = mover.spawn();
+    mover.wait_caught_up(50).await;
+
+    // A new topic matching the pattern, and a partition added to a moved topic.
+    create_topic(&source.bootstrap(), "metrics.disk", 2).await;
+    produce_numbered(&writer, "metrics.disk", 2, 0, 40).await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", source.bootstrap())
+        .create()
+        .unwrap();
+    let grown = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new("metrics.cpu", 2)],
+            &AdminOptions::new(),
+        )
+        .await
+        .map(|results| results.into_iter().all(|result| result.is_ok()))
+        .unwrap_or(false);
+    let cpu_partitions = if grown {
+        // The producer's metadata learns of the new partition before sending to it.
+        wait_until(
+            "the source to show two partitions",
+            Duration::from_secs(30),
+            || {
+                let bootstrap = source.bootstrap();
+                async move {
+                    let reader: BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", bootstrap)
+                        .create()
+                        .ok()?;
+                    let metadata = reader
+                        .fetch_metadata(Some("metrics.cpu"), Duration::from_secs(5))
+                        .ok()?;
+                    (metadata.topics().first()?.partitions().len() == 2).then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        produce_numbered(&writer, "metrics.cpu", 2, 50, 20).await;
+        2
+    } else {
+        eprintln!("this broker cannot add partitions: checking new topics only");
+        1
+    };
+    let expected_cpu = read_all(&source.bootstrap(), "metrics.cpu", cpu_partitions);
+    let expected_disk = read_all(&source.bootstrap(), "metrics.disk", 2);
+    let total = expected_cpu
+        .values()
+        .chain(expected_disk.values())
+        .map(Vec::len)
+        .sum::<usize>();
+    mover.wait_caught_up(total as i64).await;
+    assert_same_records(
+        &expected_cpu,
+        &read_all(&target.bootstrap(), "metrics.cpu", cpu_partitions),
+    );
+    assert_same_records(
+        &expected_disk,
+        &read_all(&target.bootstrap(), "metrics.disk", 2),
+    );
+    assert_eq!(stop(&mut run), Some(0), "{}", mover.log());
+}
