@@ -143,6 +143,8 @@ struct Lane {
     read_up_to: i64,
     /// The source offset of a record the target refused: nothing at or after it is settled.
     failed: Option<i64>,
+    /// Since when, and from which totals, the rate is measured.
+    rate_base: (Instant, i64, i64),
     dirty: bool,
 }
 
@@ -437,6 +439,7 @@ impl Mirror {
                     unmatched,
                     read_up_to: saved.settled_source,
                     failed: None,
+                    rate_base: (Instant::now(), saved.copied, saved.bytes),
                     dirty: false,
                 };
                 Ok((lane, Offset::Offset(saved.settled_source)))
@@ -500,6 +503,8 @@ impl Mirror {
                     copied: 0,
                     bytes: 0,
                     updated_ms: now_ms(),
+                    records_per_second: 0.0,
+                    bytes_per_second: 0.0,
                 };
                 let lane = Lane {
                     state,
@@ -509,6 +514,7 @@ impl Mirror {
                     unmatched: VecDeque::new(),
                     read_up_to: start,
                     failed: None,
+                    rate_base: (Instant::now(), 0, 0),
                     dirty: true,
                 };
                 Ok((lane, offset))
@@ -667,6 +673,20 @@ impl Mirror {
             })
             .unwrap_or_default();
         for lane in &mut self.lanes {
+            let (since, copied, bytes) = lane.rate_base;
+            let seconds = since.elapsed().as_secs_f64();
+            if seconds >= 1.0 {
+                let records_per_second = (lane.state.copied - copied) as f64 / seconds;
+                let bytes_per_second = (lane.state.bytes - bytes) as f64 / seconds;
+                if records_per_second != lane.state.records_per_second
+                    || bytes_per_second != lane.state.bytes_per_second
+                {
+                    lane.state.records_per_second = records_per_second;
+                    lane.state.bytes_per_second = bytes_per_second;
+                    lane.dirty = true;
+                }
+                lane.rate_base = (Instant::now(), lane.state.copied, lane.state.bytes);
+            }
             if lane.in_flight == 0 && lane.unmatched.is_empty() && lane.failed.is_none() {
                 let key = (lane.state.topic.clone(), lane.state.partition);
                 if let Some(&position) = positions.get(&key) {

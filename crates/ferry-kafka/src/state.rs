@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::map::{PartitionMap, Run};
 
 /// One partition's settled state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
     pub topic: String,
     pub partition: i32,
@@ -33,6 +33,9 @@ pub struct PartitionState {
     pub copied: i64,
     pub bytes: i64,
     pub updated_ms: i64,
+    /// The copy's rate over the last second or so.
+    pub records_per_second: f64,
+    pub bytes_per_second: f64,
 }
 
 /// What a save changes for one partition.
@@ -85,6 +88,8 @@ create table if not exists partitions (
     copied integer not null,
     bytes integer not null,
     updated_ms integer not null,
+    records_per_second real not null default 0,
+    bytes_per_second real not null default 0,
     primary key (topic, partition_number)
 );
 create table if not exists runs (
@@ -211,7 +216,8 @@ impl State {
             .connection
             .prepare(
                 "select topic, partition_number, first_target, settled_source, next_target,
-                        source_end, copied, bytes, updated_ms, first_source
+                        source_end, copied, bytes, updated_ms, first_source,
+                        records_per_second, bytes_per_second
                  from partitions order by topic, partition_number",
             )
             .map_err(|error| state_error(&self.path, "cannot read", error))?;
@@ -228,6 +234,8 @@ impl State {
                     bytes: row.get(7)?,
                     updated_ms: row.get(8)?,
                     first_source: row.get(9)?,
+                    records_per_second: row.get(10)?,
+                    bytes_per_second: row.get(11)?,
                 })
             })
             .map_err(|error| state_error(&self.path, "cannot read", error))?;
@@ -294,8 +302,9 @@ impl State {
                 .prepare_cached(
                     "insert or replace into partitions
                      (topic, partition_number, first_target, settled_source, next_target,
-                      source_end, copied, bytes, updated_ms, first_source)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                      source_end, copied, bytes, updated_ms, first_source,
+                      records_per_second, bytes_per_second)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(|error| state_error(&path, "cannot write", error))?;
             for update in updates {
@@ -322,7 +331,9 @@ impl State {
                         state.copied,
                         state.bytes,
                         state.updated_ms,
-                        state.first_source
+                        state.first_source,
+                        state.records_per_second,
+                        state.bytes_per_second
                     ])
                     .map_err(|error| state_error(&path, "cannot write", error))?;
             }
@@ -449,6 +460,8 @@ mod tests {
                 copied: 3,
                 bytes: 30,
                 updated_ms: 1,
+                records_per_second: 0.0,
+                bytes_per_second: 0.0,
             },
             runs,
         };

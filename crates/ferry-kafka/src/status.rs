@@ -23,6 +23,9 @@ pub struct PartitionStatus {
     pub lag: i64,
     pub target_end: i64,
     pub updated_ms: i64,
+    /// The copy's rate when the move last saved (0 when it is idle or stopped).
+    pub records_per_second: f64,
+    pub bytes_per_second: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +91,8 @@ pub fn status(
             lag: (partition.source_end - partition.settled_source).max(0),
             target_end: partition.next_target,
             updated_ms: partition.updated_ms,
+            records_per_second: partition.records_per_second,
+            bytes_per_second: partition.bytes_per_second,
         })
         .collect();
     let mut group_status = Vec::new();

@@ -258,14 +258,16 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
                 println!("copied {} record(s); lag {}", status.copied, status.lag);
                 for partition in &status.partitions {
                     println!(
-                        "  {}[{}]: copied {} ({} bytes), source end {}, lag {}, target end {}",
+                        "  {}[{}]: copied {} ({} bytes), source end {}, lag {}, target end {}, {:.0} records/s, {:.0} bytes/s",
                         partition.topic,
                         partition.partition,
                         partition.copied,
                         partition.bytes,
                         partition.source_end,
                         partition.lag,
-                        partition.target_end
+                        partition.target_end,
+                        partition.records_per_second,
+                        partition.bytes_per_second
                     );
                 }
                 for group in &status.groups {
