@@ -587,10 +587,47 @@ async fn kafka_switch_moves_groups_exactly_in_both_orders_of_the_move() {
     );
     assert_eq!(numbers.len(), 20 + again as usize);
 
-    // A group still consuming is refused... when the broker can say so; a group with no
-    // offsets is refused with a clear error.
+    // A group with no offsets is refused with a clear error.
     let (code, report) = mover.run("switch", &["--groups", "nobody", "--wait", "2s"]);
     assert_ne!(code, 0, "{report}");
+
+    // A group whose consumer still runs on the source is refused, and nothing is committed for
+    // it on the target.
+    commit(&source.bootstrap(), "live", "payments", &[(0, 10), (1, 10)]);
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", source.bootstrap())
+        .set("group.id", "live")
+        .set("session.timeout.ms", "6000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&["payments"]).unwrap();
+    let joined = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while member.assignment().map(|list| list.count()).unwrap_or(0) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the consumer did not join its group"
+            );
+            let _ = member.poll(Duration::from_millis(100));
+        }
+        member
+    })
+    .await
+    .unwrap();
+    let output = mover
+        .command("switch")
+        .args(["--groups", "live"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("member"), "{stderr}");
+    assert_eq!(
+        committed(&target.bootstrap(), "live", "payments", 2),
+        vec![None, None]
+    );
+    drop(joined);
     assert_eq!(stop(&mut run), Some(0), "{}", mover.log());
 }
 
