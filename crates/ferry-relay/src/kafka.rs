@@ -123,30 +123,7 @@ fn reads_topic(route: &Route, topic: &str) -> bool {
         .any(|pattern| glob_matches(pattern, topic))
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let mut rest = name;
-    for (index, part) in parts.iter().enumerate() {
-        if index == 0 {
-            let Some(after) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = after;
-        } else if index == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else {
-                return false;
-            };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    true
-}
+pub use ferry_kafka::selection::glob_matches;
 
 fn checkpoint_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")

@@ -15,7 +15,7 @@ mod wait;
 
 pub use kafka::{tansu_binary, KafkaServer};
 pub use mariadb::MariaDbServer;
-pub use postgres::PostgresServer;
+pub use postgres::{free_port, PostgresServer};
 pub use proxy::{Fault, FaultProxy};
 pub use receiver::{Policy, Received, Receiver};
 pub use wait::wait_until;

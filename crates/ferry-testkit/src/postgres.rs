@@ -42,7 +42,8 @@ pub fn postgres_bin() -> io::Result<PathBuf> {
     candidates.pop().map(|(_, bin)| bin).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no initdb under /usr/lib/postgresql/*/bin: install the server with `apt-get install -y postgresql`"))
 }
 
-pub(crate) fn free_port() -> io::Result<u16> {
+/// A free loopback port (bound and released).
+pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

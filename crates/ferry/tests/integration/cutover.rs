@@ -15,15 +15,6 @@ use tokio_postgres::Client;
 
 use crate::common::{kill, servers, stop, Pair};
 
-/// A free loopback port (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET on the control plane: (status, body).
 pub async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -311,7 +302,7 @@ async fn wait_phase(port: u16, wanted: &str, log: impl Fn() -> String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_and_rollback_lose_no_acknowledged_write() {
     let pair = setup("switch_over").await;
-    let port = free_port();
+    let port = ferry_testkit::free_port().unwrap();
     let mut ferry = run_ferry(&pair, port);
     wait_streaming(&pair, port).await;
     let log = || pair.log();
@@ -347,7 +338,7 @@ async fn cutover_and_rollback_lose_no_acknowledged_write() {
     );
 
     // A dry run predicts and changes nothing; while it runs, it serves the phase.
-    let controller_port = free_port();
+    let controller_port = ferry_testkit::free_port().unwrap();
     let listen = format!("127.0.0.1:{controller_port}");
     let dry_run = pair
         .ferry(
@@ -590,7 +581,7 @@ async fn cutover_and_rollback_lose_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_cutover_resumes() {
     let pair = setup("switch_crash").await;
-    let port = free_port();
+    let port = ferry_testkit::free_port().unwrap();
     let mut ferry = run_ferry(&pair, port);
     wait_streaming(&pair, port).await;
     let log = || pair.log();
@@ -704,7 +695,7 @@ async fn an_interrupted_cutover_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_needs_a_token_beyond_loopback() {
     let pair = setup("control_token").await;
-    let port = free_port();
+    let port = ferry_testkit::free_port().unwrap();
     // `run` and the controllers (which serve the phase too) follow the same rule.
     for command in ["run", "cutover"] {
         let output = pair

@@ -313,14 +313,6 @@ impl Application {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn phase(port: u16) -> Option<Json> {
     let (status, body) = http_get(port, "/api/phase", None).await?;
     (status == 200).then(|| serde_json::from_str(&body).ok())?
@@ -457,7 +449,7 @@ async fn switch_over_and_back(name: &str, old: Database, new: Database) {
         name: name.to_string(),
         old,
         new,
-        port: free_port(),
+        port: ferry_testkit::free_port().unwrap(),
     };
     let log = || switch.log();
     let mut ferry_run = switch.run();

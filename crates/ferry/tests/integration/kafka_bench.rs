@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_testkit::{wait_until, KafkaServer};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
@@ -18,6 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::common::{json_request, stop};
+use crate::kafka_move::create_topic;
 
 const PARTITIONS: i32 = 4;
 
@@ -35,26 +34,9 @@ fn runs() -> usize {
         .unwrap_or(3)
 }
 
-async fn create_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
-}
-
 /// `count` records of about 250 bytes (key, JSON value, one header). Returns the bytes.
 async fn fill(bootstrap: &str, topic: &str, count: usize) -> usize {
-    create_topic(bootstrap, topic).await;
+    create_topic(bootstrap, topic, PARTITIONS).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -276,7 +258,7 @@ async fn kafka_move_benchmark() {
                 peak = peak.max(peak_kib);
                 ferry_seconds.push(seconds);
             } else {
-                create_topic(&target.bootstrap(), "bench").await;
+                create_topic(&target.bootstrap(), "bench", PARTITIONS).await;
                 let (source_bootstrap, target_bootstrap) = (source.bootstrap(), target.bootstrap());
                 let seconds = tokio::task::spawn_blocking(move || {
                     plain_loop(&source_bootstrap, &target_bootstrap, "bench", count)

@@ -39,7 +39,7 @@ impl Record {
     }
 }
 
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+pub(crate) async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -268,14 +268,6 @@ struct Move {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Move {
     fn new(name: &str, source: &KafkaServer, target: &KafkaServer, topics: &str) -> Move {
         let state =
@@ -288,7 +280,7 @@ impl Move {
             target: target.url(),
             topics: topics.to_string(),
             state,
-            port: free_port(),
+            port: ferry_testkit::free_port().unwrap(),
         }
     }
 

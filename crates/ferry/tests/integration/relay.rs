@@ -23,14 +23,6 @@ pub(crate) struct Relay {
     client: HttpClient,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Relay {
     /// Writes `relay.toml` for `source_url` with `routes` (TOML `[[route]]` blocks).
     pub fn new(name: &str, source_url: &str, routes: &str) -> Relay {
@@ -48,7 +40,7 @@ impl Relay {
         Relay {
             name: name.to_string(),
             config,
-            port: free_port(),
+            port: ferry_testkit::free_port().unwrap(),
             client: HttpClient::new(None).unwrap(),
         }
     }
