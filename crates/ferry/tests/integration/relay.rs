@@ -790,9 +790,8 @@ mod kafka {
     use ferry_testkit::KafkaServer;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use rdkafka::ClientConfig;
 
     async fn create_topic(broker: &KafkaServer, topic: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -840,25 +839,9 @@ mod kafka {
     }
 
     fn committed(broker: &KafkaServer, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", group)
-            .create()
-            .unwrap();
-        let mut list = TopicPartitionList::new();
-        for partition in 0..partitions {
-            list.add_partition(topic, partition);
-        }
-        let found = consumer
-            .committed_offsets(list, Duration::from_secs(10))
-            .unwrap();
-        found
-            .elements()
-            .iter()
-            .map(|element| match element.offset() {
-                Offset::Offset(offset) => offset,
-                _ => -1,
-            })
+        crate::kafka_move::committed(&broker.bootstrap(), group, topic, partitions)
+            .into_iter()
+            .map(|offset| offset.unwrap_or(-1))
             .collect()
     }
 
