@@ -191,7 +191,10 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
         )
         .with_hint("name the groups, e.g. --groups 'billing,audit'"));
     }
-    let mut switched = Vec::new();
+    // Every selected group is checked before any is switched: all stopped, each named group
+    // known. A group matched by a pattern that never committed on the moved topics is left out.
+    let named: Vec<&str> = options.groups.exact_names().collect();
+    let mut ready = Vec::new();
     for group in names {
         require_idle(&options.source, &group, "source")?;
         require_idle(&options.target, &group, "target")?;
@@ -201,6 +204,9 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
             .filter_map(|(key, offset)| offset.map(|offset| (key, offset)))
             .collect();
         if committed.is_empty() {
+            if !named.contains(&group.as_str()) {
+                continue;
+            }
             return Err(Error::operator(
                 "kafka.group_unknown",
                 format!(
@@ -209,6 +215,17 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
             )
             .with_hint("check the group's name; a group that never committed needs no switch"));
         }
+        ready.push((group, committed));
+    }
+    if ready.is_empty() {
+        return Err(Error::operator(
+            "kafka.no_groups",
+            "no group matching --groups has committed offsets on the moved topics",
+        )
+        .with_hint("name the groups, e.g. --groups 'billing,audit'"));
+    }
+    let mut switched = Vec::new();
+    for (group, committed) in ready {
         let deadline = Instant::now() + options.wait;
         let mut translated = BTreeMap::new();
         loop {

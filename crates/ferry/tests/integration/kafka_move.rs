@@ -588,6 +588,27 @@ async fn kafka_switch_moves_groups_exactly_in_both_orders_of_the_move() {
     let (code, report) = mover.run("switch", &["--groups", "nobody", "--wait", "2s"]);
     assert_ne!(code, 0, "{report}");
 
+    // A pattern switches every stopped group with offsets on the moved topics (again: the same
+    // translation) and leaves out groups that never committed there.
+    let billing_before = committed(&target.bootstrap(), "billing", "payments", 2);
+    let (code, report) = mover.run("switch", &["--groups", "*", "--json"]);
+    assert_eq!(code, 0, "{report}");
+    let all: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let names: Vec<&str> = all["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["group"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"billing") && names.contains(&"audit"),
+        "{report}"
+    );
+    assert_eq!(
+        committed(&target.bootstrap(), "billing", "payments", 2),
+        billing_before
+    );
+
     // A group whose consumer still runs on the source is refused, and nothing is committed for
     // it on the target.
     commit(&source.bootstrap(), "live", "payments", &[(0, 10), (1, 10)]);
