@@ -190,6 +190,15 @@ pub trait Sink: Send + Sync {
         relax_dropped: bool,
     ) -> Result<Vec<String>>;
 
+    /// Widens the target table's columns whose type the source widened (`table` is the source's
+    /// current definition): a larger integer, a longer or unbounded text, more digits, more
+    /// precision, so that every value the source's type now holds fits. Returns the columns it
+    /// widened. A type that differs in any other way is left alone (with a warning): the values
+    /// still tell whether they fit. Idempotent. Sinks that cannot alter types widen nothing.
+    async fn widen_columns(&self, _table: &TableSchema) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Takes `migration` exclusively on this target for this process: one process at a time may
     /// copy or stream a migration, so a second command with the same name can never rewrite the
     /// stream's table set or the table states under a running one. The sink keeps the lock

@@ -265,6 +265,9 @@ pub async fn stream_changes(
     let mut last_read_commit = start;
     // Tables this loop stopped; the apply task learns of them from the batch that marks them.
     let mut stopping: HashSet<TableName> = HashSet::new();
+    // Tables whose shape the stream has described in this run: the first description matches
+    // the definitions read at the start; later ones are read again from the source.
+    let mut described: HashSet<TableName> = HashSet::new();
     let mut last_idle_ack = Instant::now();
     let mut sequence_timer = tokio::time::interval(options.sequence_interval);
     sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -493,7 +496,8 @@ pub async fn stream_changes(
                         }
                         // A table the target cannot follow stops alone (copied afresh on the
                         // next run); only a transient failure stops the stream.
-                        let stop = match follow_schema_change(&context, &relation).await {
+                        let first = described.insert(relation.table.clone());
+                        let stop = match follow_schema_change(&context, &relation, first).await {
                             Ok(stop) => stop,
                             Err(error) if error.class() == ErrorClass::Transient => break Err(error),
                             Err(error) => Some(format!("[{}] {error}", error.code())),
@@ -614,18 +618,21 @@ async fn settle(
 async fn follow_schema_change(
     context: &StreamContext<'_>,
     relation: &Relation,
+    first: bool,
 ) -> Result<Option<String>> {
     let columns: Vec<String> = relation
         .columns
         .iter()
         .map(|column| column.name.clone())
         .collect();
-    // The definitions read when this run started, while the table has exactly the columns it
-    // had then (the first description of each table lands here at every start); otherwise the
-    // source's catalog again.
+    // The source's definition now: the types may differ from the start's (a type widened
+    // after the definitions were read and before the table's first change in this run) while
+    // the names agree. A table gone from the source since is described by the definition read
+    // when this run started, if its names agree with the logged rows.
     let started_with = context
         .tables
         .iter()
+        .filter(|_| first)
         .find(|table| table.name == relation.table)
         .filter(|table| {
             let known: Vec<&String> = table
@@ -635,28 +642,29 @@ async fn follow_schema_change(
             known.len() == columns.len() && columns.iter().all(|name| known.contains(&name))
         })
         .cloned();
-    let table = match started_with {
-        Some(table) => table,
-        None => {
-            let selection =
-                Selection::default().restricted_to(std::slice::from_ref(&relation.table));
-            let catalog = context.source.read_catalog(&selection).await?;
-            catalog
-                .tables
-                .into_iter()
-                .find(|table| table.name == relation.table)
-                .ok_or_else(|| {
-                    Error::operator(
-                        "stream.table_gone",
-                        format!(
-                            "{} changed shape on the source and no longer exists there",
-                            relation.table
-                        ),
-                    )
-                    .with_hint("leave the table out of the migration (run with --restart and the new selection)")
-                })?
-        }
-    };
+    let selection = Selection::default().restricted_to(std::slice::from_ref(&relation.table));
+    let current = context
+        .source
+        .read_catalog(&selection)
+        .await?
+        .tables
+        .into_iter()
+        .find(|table| table.name == relation.table);
+    let table =
+        match (current, started_with) {
+            (Some(current), _) => current,
+            (None, Some(started)) => started,
+            (None, None) => return Err(Error::operator(
+                "stream.table_gone",
+                format!(
+                    "{} changed shape on the source and no longer exists there",
+                    relation.table
+                ),
+            )
+            .with_hint(
+                "leave the table out of the migration (run with --restart and the new selection)",
+            )),
+        };
     // A column with a computed default gave the existing source rows values the log never
     // carried: decided before anything is added, so a crash in between decides the same again.
     let present = context.sink.target_columns(&relation.table).await?;
@@ -708,6 +716,10 @@ async fn follow_schema_change(
     let added = context.sink.add_columns(&table, &columns, true).await?;
     if !added.is_empty() {
         info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
+    }
+    let widened = context.sink.widen_columns(&table).await?;
+    if !widened.is_empty() {
+        info!(table = %relation.table, columns = ?widened, "column types widened on the source: widened on the target too");
     }
     Ok(None)
 }

@@ -368,9 +368,9 @@ pub struct PostgresChangeStream {
     /// Primary key columns per table. The log marks the replica identity as key, which for
     /// REPLICA IDENTITY FULL is every column; rows are identified by the primary key instead.
     keys: HashMap<TableName, Vec<String>>,
-    /// The columns each table's rows were last logged with in this session. A relation
-    /// message with others (or the first one) is reported as a schema change.
-    shapes: HashMap<TableName, Vec<String>>,
+    /// The columns (names and types) each table's rows were last logged with in this session.
+    /// A relation message with others (or the first one) is reported as a schema change.
+    shapes: HashMap<TableName, Vec<(String, u32, i32)>>,
     /// A schema change to report before the next change.
     schema_changed: Option<Arc<Relation>>,
     /// No message at all (not even a keepalive) for this long means the connection is lost.
@@ -463,7 +463,10 @@ impl PostgresChangeStream {
                 columns,
             } => {
                 let table = TableName::new(namespace, name);
-                let names: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
+                let names: Vec<(String, u32, i32)> = columns
+                    .iter()
+                    .map(|column| (column.name.clone(), column.type_oid, column.type_modifier))
+                    .collect();
                 // The first description of a table in a session counts too: its columns may
                 // have changed while ferry was stopped.
                 let changed =

@@ -25,6 +25,7 @@ mod types;
 mod verify;
 #[cfg(feature = "mysql")]
 mod verify_portable;
+mod widen;
 
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;

@@ -24,6 +24,8 @@ pub struct RelationColumn {
     pub is_key: bool,
     pub name: String,
     pub type_oid: u32,
+    /// The type's modifier (`varchar(64)`'s length, `numeric(20,6)`'s precision), -1 for none.
+    pub type_modifier: i32,
 }
 
 /// A column value in a tuple.
@@ -172,11 +174,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message> {
                 let flags = reader.u8()?;
                 let name = reader.string()?;
                 let type_oid = reader.u32()?;
-                let _type_modifier = reader.u32()?;
+                let type_modifier = reader.u32()? as i32;
                 columns.push(RelationColumn {
                     is_key: flags & 1 == 1,
                     name,
                     type_oid,
+                    type_modifier,
                 });
             }
             Message::Relation {
@@ -296,12 +299,14 @@ mod tests {
                     RelationColumn {
                         is_key: true,
                         name: "id".into(),
-                        type_oid: 23
+                        type_oid: 23,
+                        type_modifier: -1
                     },
                     RelationColumn {
                         is_key: false,
                         name: "body".into(),
-                        type_oid: 25
+                        type_oid: 25,
+                        type_modifier: -1
                     }
                 ],
             }

@@ -386,6 +386,12 @@ impl Sink for PostgresSink {
         Ok(added)
     }
 
+    async fn widen_columns(&self, table: &TableSchema) -> Result<Vec<String>> {
+        let table = super::translate::table(table)?;
+        let client = self.client().await?;
+        super::widen::widen_columns(&client, &table).await
+    }
+
     async fn is_empty(&self, table: &TableName) -> Result<bool> {
         let client = self.client().await?;
         let row = client

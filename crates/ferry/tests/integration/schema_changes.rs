@@ -245,3 +245,73 @@ async fn tables_created_while_streaming_join_the_migration() {
         .await;
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
 }
+
+/// A column type widened on the source (an application deploying a bigger integer, a longer
+/// text, more digits) is widened on the target before the first change that needs it, while
+/// streaming and while ferry was down; values that only fit the new type arrive intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widened_column_types_on_the_source_are_widened_on_the_target() {
+    let pair = Pair::new("widen").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.readings (id integer PRIMARY KEY, counter integer NOT NULL, label varchar(8), amount numeric(6,2), ratio real);
+             INSERT INTO public.readings SELECT g, g, 'r' || g, g / 10.0, g / 3.0 FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let arguments = ["--name", "widen"];
+    let mut run = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(1).await;
+    pair.wait_equal(&[("public.readings", "id")]).await;
+    pair.source
+        .batch_execute(
+            "ALTER TABLE public.readings ALTER COLUMN counter TYPE bigint, ALTER COLUMN label TYPE varchar(64);
+             INSERT INTO public.readings VALUES (501, 9000000000, 'a label far longer than eight', 1.5, 0.5);
+             UPDATE public.readings SET counter = counter + 5000000000 WHERE id % 50 = 0;
+             BEGIN;
+             ALTER TABLE public.readings ALTER COLUMN amount TYPE numeric(20,6);
+             INSERT INTO public.readings VALUES (502, 1, 'x', 12345678901234.123456, 0.25);
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.readings", "id")]).await;
+
+    // While ferry is down.
+    kill(&mut run);
+    pair.source
+        .batch_execute(
+            "ALTER TABLE public.readings ALTER COLUMN ratio TYPE double precision, ALTER COLUMN label TYPE text;
+             INSERT INTO public.readings VALUES (503, 2, repeat('long ', 100), 2.5, 0.1234567890123);",
+        )
+        .await
+        .unwrap();
+    let mut run = pair.spawn_run(&arguments, None);
+    pair.source
+        .batch_execute("UPDATE public.readings SET ratio = 1.0 / 7 WHERE id = 7;")
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.readings", "id")]).await;
+    assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+    let types: Vec<String> = pair
+        .target
+        .query(
+            "SELECT column_name || ' ' || format_type(atttypid, atttypmod) FROM information_schema.columns c JOIN pg_attribute a ON a.attrelid = 'public.readings'::regclass AND a.attname = c.column_name WHERE c.table_name = 'readings' ORDER BY column_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "amount numeric(20,6)",
+            "counter bigint",
+            "id integer",
+            "label text",
+            "ratio double precision"
+        ]
+    );
+}
