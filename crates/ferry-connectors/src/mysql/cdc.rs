@@ -383,9 +383,28 @@ impl BinlogChangeStream {
             })?;
         require_readable(&table)?;
         // A column that changed type would be written into the target's old type, which may
-        // round it (a DECIMAL scale) or refuse it later: only added, dropped and moved
-        // columns are followed.
+        // round it (a DECIMAL scale) or refuse it later: besides added, dropped and moved
+        // columns, only widened types are followed (the target widens them too).
         let before = &self.tables[key];
+        let key_before: Vec<&String> = before
+            .key_indexes
+            .iter()
+            .map(|index| &before.relation.columns[*index].name)
+            .collect();
+        let key_now: Vec<&String> = table.primary_key.iter().collect();
+        if !key_before.is_empty()
+            && (key_before.len() != key_now.len()
+                || key_before
+                    .iter()
+                    .zip(&key_now)
+                    .any(|(left, right)| !left.eq_ignore_ascii_case(right)))
+        {
+            return Err(Error::operator(
+                "source.schema_changed",
+                format!("the primary key of {name} changed on the source while streaming"),
+            )
+            .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+        }
         for column in &table.columns {
             let known = before
                 .relation
@@ -393,7 +412,9 @@ impl BinlogChangeStream {
                 .iter()
                 .position(|known| known.name.eq_ignore_ascii_case(&column.name));
             if let Some(index) = known {
-                if before.native_types[index] != column.native_type {
+                if before.native_types[index] != column.native_type
+                    && !super::widen::widens(&before.native_types[index], &column.native_type)
+                {
                     return Err(Error::operator(
                         "source.schema_changed",
                         format!(
@@ -1457,6 +1478,20 @@ fn followed_clause(clause: &str) -> bool {
         // `ADD c INT` or `ADD (c INT, d INT)`.
         ["ADD", _, ..] => true,
         ["DROP", "INDEX" | "KEY", ..] => true,
+        // A dropped column: rows logged from now on lack it (a key column stops the stream
+        // when the definition is read again).
+        ["DROP", "COLUMN", ..] => true,
+        ["DROP", "PRIMARY" | "FOREIGN" | "CONSTRAINT" | "CHECK" | "PARTITION" | "PERIOD" | "SYSTEM"
+        | "UNIQUE" | "FULLTEXT" | "SPATIAL", ..] => false,
+        ["DROP", _, ..] => true,
+        // A retyped column: followed when the new type is a widening (checked when the
+        // definition is read again).
+        ["MODIFY", ..] => true,
+        ["CHANGE", "COLUMN", old, new, ..] | ["CHANGE", old, new, ..]
+            if old.trim_matches('`') == new.trim_matches('`') && *old != "COLUMN" =>
+        {
+            true
+        }
         ["ALTER", "COLUMN", _, "SET" | "DROP", "DEFAULT", ..] => true,
         ["ALTER", _, "SET" | "DROP", "DEFAULT", ..] if !matches!(words[1], "INDEX") => true,
         [first, ..]
@@ -1619,10 +1654,20 @@ mod tests {
             " ADD (a INT, b INT), ADD INDEX by_a (a), DROP INDEX old, ALGORITHM=INPLACE"
         ));
         assert!(followed(" ALTER COLUMN note SET DEFAULT 'x', COMMENT 'c'"));
+        // Dropped and retyped columns are read again (a narrowed type or a key column still
+        // stops there; a drop and an add together look like a rename to the engine).
+        assert!(followed(" DROP COLUMN note"));
+        assert!(followed(" DROP note, MODIFY qty BIGINT NOT NULL"));
+        assert!(followed(" CHANGE qty qty BIGINT"));
+        assert!(followed(" CHANGE COLUMN `qty` `qty` BIGINT"));
+        assert!(followed(" ADD COLUMN x INT, DROP COLUMN y"));
         for stopped in [
-            " DROP COLUMN note",
-            " MODIFY qty BIGINT",
             " CHANGE qty amount INT",
+            " CHANGE COLUMN qty amount INT",
+            " DROP PRIMARY KEY",
+            " DROP FOREIGN KEY fk",
+            " DROP CONSTRAINT c",
+            " DROP CHECK c",
             " RENAME COLUMN a TO b",
             " ADD FOREIGN KEY (a) REFERENCES p (id) ON DELETE CASCADE",
             " ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p (id)",
@@ -1633,7 +1678,6 @@ mod tests {
             " CONVERT TO CHARACTER SET latin1",
             " ADD PRIMARY KEY (a)",
             " ADD UNIQUE KEY u (a)",
-            " ADD COLUMN x INT, DROP COLUMN y",
             " ENGINE=MyISAM",
         ] {
             assert!(!followed(stopped), "{stopped}");

@@ -197,6 +197,24 @@ fn text_keys(table: &TableSchema) -> usize {
 
 /// One column of `table` as MySQL declares it (`` `name` type ... ``), translated from
 /// PostgreSQL where the table comes from there.
+/// The column's type on a MySQL target: its own from a MySQL source, the translation of a
+/// PostgreSQL one.
+pub fn target_type(
+    table: &TableSchema,
+    column: &ferry_core::Column,
+    catalog: &Catalog,
+    flavor: Flavor,
+) -> Result<String> {
+    if table.dialect == "mysql" {
+        return Ok(column.native_type.clone());
+    }
+    let in_key = table.primary_key.contains(&column.name);
+    from_postgres(&column.native_type, &catalog.types, in_key, text_keys(table), flavor).map_err(|reason| {
+        Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
+            .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out")
+    })
+}
+
 pub fn column_definition(
     table: &TableSchema,
     column: &ferry_core::Column,
@@ -204,12 +222,9 @@ pub fn column_definition(
     flavor: Flavor,
 ) -> Result<String> {
     let foreign = table.dialect != "mysql";
-    let in_key = table.primary_key.contains(&column.name);
     let mut translated_default = None;
     let mut part = if foreign {
-        let translated = from_postgres(&column.native_type, &catalog.types, in_key, text_keys(table), flavor)
-            .map_err(|reason| Error::operator("target.unsupported_type", format!("{}.{}: {reason}", table.name, column.name))
-                .with_hint("see the type mapping in docs/mysql.md; change the column on the source or leave the table out"))?;
+        let translated = target_type(table, column, catalog, flavor)?;
         translated_default = column.default.as_deref().and_then(|default| {
             crate::defaults::postgres_to_mysql(
                 default,

@@ -21,6 +21,7 @@ mod switchover;
 pub mod types;
 mod values;
 mod verify;
+pub mod widen;
 
 pub use catalog::kind_of as catalog_kind;
 pub use cdc::server_id;

@@ -36,6 +36,9 @@ pub struct PostgresApplier {
     client: Client,
     migration: String,
     cache: StatementCache,
+    /// The sink's count of column changes, and the value the cache was filled under.
+    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cached_under: u64,
 }
 
 #[derive(Default)]
@@ -53,7 +56,11 @@ pub(super) struct StatementCache {
 }
 
 impl PostgresApplier {
-    pub(crate) async fn open(client: Client, migration: &str) -> Result<PostgresApplier> {
+    pub(crate) async fn open(
+        client: Client,
+        migration: &str,
+        altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<PostgresApplier> {
         let replica_role = match client
             .batch_execute("SET session_replication_role = replica")
             .await
@@ -72,6 +79,8 @@ impl PostgresApplier {
                 replica_role,
                 ..StatementCache::default()
             },
+            cached_under: altered.load(std::sync::atomic::Ordering::SeqCst),
+            altered,
         })
     }
 }
@@ -109,6 +118,14 @@ impl ChangeApplier for PostgresApplier {
         commit_time_unix_micros: Option<i64>,
     ) -> Result<()> {
         let what = "applying changes on the target";
+        // Columns changed on the target since the cache was filled (a widened type): the
+        // statements cast to the old types.
+        let altered = self.altered.load(std::sync::atomic::Ordering::SeqCst);
+        if altered != self.cached_under {
+            self.cache.column_types.clear();
+            self.cache.statements.clear();
+            self.cached_under = altered;
+        }
         let transaction = self
             .client
             .transaction()

@@ -25,6 +25,9 @@ pub struct PostgresSink {
     config: ConnectionConfig,
     /// Per migration: the session holding its lock, its pid and its start (to end only it).
     migration_lock: tokio::sync::Mutex<std::collections::HashMap<String, (Client, i32, f64)>>,
+    /// Counts the changes this sink made to target tables' columns (added, widened): appliers
+    /// opened from it forget what they cached about column types when it moves.
+    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PostgresSink {
@@ -32,6 +35,7 @@ impl PostgresSink {
         PostgresSink {
             config,
             migration_lock: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            altered: Default::default(),
         }
     }
 
@@ -383,13 +387,22 @@ impl Sink for PostgresSink {
             })?;
             added.push(name.clone());
         }
+        if !added.is_empty() {
+            self.altered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(added)
     }
 
     async fn widen_columns(&self, table: &TableSchema) -> Result<Vec<String>> {
         let table = super::translate::table(table)?;
         let client = self.client().await?;
-        super::widen::widen_columns(&client, &table).await
+        let widened = super::widen::widen_columns(&client, &table).await?;
+        if !widened.is_empty() {
+            self.altered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(widened)
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {
@@ -541,7 +554,7 @@ impl Sink for PostgresSink {
 
     async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>> {
         Ok(Box::new(
-            PostgresApplier::open(self.client().await?, migration).await?,
+            PostgresApplier::open(self.client().await?, migration, self.altered.clone()).await?,
         ))
     }
 

@@ -75,7 +75,8 @@ async fn ddl_on_a_quoted_name_or_a_replaced_table_stops_the_stream() {
         (
             "my_dash",
             "`order-lines`",
-            "ALTER TABLE `order-lines` MODIFY qty BIGINT NOT NULL",
+            // (A narrowing: a widening would be followed.)
+            "ALTER TABLE `order-lines` MODIFY qty SMALLINT NOT NULL",
         ),
         (
             "my_replace",
@@ -99,7 +100,7 @@ async fn ddl_on_a_quoted_name_or_a_replaced_table_stops_the_stream() {
         sql(
             &servers.source,
             name,
-            &format!("{ddl}; INSERT INTO {table} VALUES (3, 5000000000);"),
+            &format!("{ddl}; INSERT INTO {table} VALUES (3, 30000);"),
         );
         let exited = wait_until("ferry to stop on the DDL", Duration::from_secs(60), || {
             let status = run.try_wait().ok().flatten();
@@ -440,4 +441,93 @@ async fn wait_copy_equal(name: &str, query: &str, marker: &str, what: &str) {
     })
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+}
+
+/// Columns dropped and types widened on a MariaDB source while streaming (an application
+/// deploying): the targets, MariaDB and PostgreSQL, widen the same columns and take rows without
+/// the dropped one; values that only fit the new types arrive intact. A narrowing still stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_dropped_and_widened_on_a_mariadb_source_are_followed() {
+    let name = "my_widen";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let mysql_target = servers.target.url(&format!("{name}_copy"));
+    let postgres_target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE stock (id INT PRIMARY KEY, qty INT NOT NULL, label VARCHAR(8) NOT NULL, price DECIMAL(6,2), legacy VARCHAR(10) NOT NULL);
+         INSERT INTO stock SELECT seq, seq, CONCAT('l', seq), seq / 4, 'old' FROM seq_1_to_300;",
+    );
+    let pg_name = format!("{name}_pg");
+    let mut to_mysql = spawn_run(name, &source, &mysql_target);
+    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
+    wait_mysql_target_streaming(name).await;
+    sql(
+        &servers.source,
+        name,
+        "UPDATE stock SET qty = -1 WHERE id = 1;",
+    );
+    wait_until("the first change", Duration::from_secs(60), || async {
+        try_sql(
+            &servers.target,
+            &format!("{name}_copy"),
+            "SELECT qty FROM stock WHERE id = 1",
+        )
+        .ok()
+        .filter(|qty| qty.trim() == "-1")
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    sql(
+        &servers.source,
+        name,
+        "ALTER TABLE stock MODIFY qty BIGINT NOT NULL, MODIFY label VARCHAR(64) NOT NULL, MODIFY price DECIMAL(20,6), DROP COLUMN legacy;
+         UPDATE stock SET qty = 5000000000 + id WHERE id % 10 = 0;
+         INSERT INTO stock (id, qty, label, price) VALUES (1000, 9000000000, 'a label far longer than eight', 12345678901234.123456);
+         DELETE FROM stock WHERE id = 5;",
+    );
+    wait_copy_equal(
+        name,
+        "SELECT CONCAT_WS('|', id, qty, label, IFNULL(price, '~')) FROM stock ORDER BY id",
+        "1000|9000000000|a label far longer than eight|12345678901234.123456",
+        "the widened columns on MariaDB",
+    )
+    .await;
+    let client = crate::common::servers().target.connect(name).await.unwrap();
+    let columns: &[(&str, &str)] = &[
+        ("id", "id"),
+        ("qty", "qty"),
+        ("label", "label"),
+        ("price", "price"),
+    ];
+    wait_stock_on_postgres(&pg_name, name, &client, columns).await;
+    assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
+
+    // Narrowing a type is not followed: the stream stops and says why.
+    sql(
+        &servers.source,
+        name,
+        "ALTER TABLE stock MODIFY price DECIMAL(30,2); UPDATE stock SET qty = 1 WHERE id = 2;",
+    );
+    let exited = wait_until(
+        "ferry to stop on the narrowing",
+        Duration::from_secs(60),
+        || {
+            let status = to_mysql.try_wait().ok().flatten();
+            async move { status }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    assert_eq!(exited.code(), Some(3), "{}", log_tail(name));
+    assert!(
+        log_tail(name).contains("source.schema_changed"),
+        "{}",
+        log_tail(name)
+    );
 }

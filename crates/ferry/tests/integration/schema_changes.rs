@@ -262,6 +262,11 @@ async fn widened_column_types_on_the_source_are_widened_on_the_target() {
     let arguments = ["--name", "widen"];
     let mut run = pair.spawn_run(&arguments, None);
     pair.wait_streaming(1).await;
+    // A change first: the applier has read the target's types before they widen.
+    pair.source
+        .batch_execute("UPDATE public.readings SET counter = counter + 1 WHERE id = 1;")
+        .await
+        .unwrap();
     pair.wait_equal(&[("public.readings", "id")]).await;
     pair.source
         .batch_execute(
