@@ -191,11 +191,18 @@ pub trait Sink: Send + Sync {
     ) -> Result<Vec<String>>;
 
     /// Widens the target table's columns whose type the source widened (`table` is the source's
-    /// current definition): a larger integer, a longer or unbounded text, more digits, more
-    /// precision, so that every value the source's type now holds fits. Returns the columns it
-    /// widened. A type that differs in any other way is left alone (with a warning): the values
-    /// still tell whether they fit. Idempotent. Sinks that cannot alter types widen nothing.
-    async fn widen_columns(&self, _table: &TableSchema) -> Result<Vec<String>> {
+    /// current definition, `previous` the one the stream followed until now, if any): a larger
+    /// integer, a longer or unbounded text, more digits, more precision, so that every value the
+    /// source's type now holds fits. Returns the columns it widened. A column whose type changed
+    /// from `previous` in any other way is an operator error (`stream.column_retyped`: the table
+    /// stops and is copied afresh); other differences between source and target types (the
+    /// mapping between engines) are left alone. Idempotent. Sinks that cannot alter types widen
+    /// nothing.
+    async fn widen_columns(
+        &self,
+        _previous: Option<&TableSchema>,
+        _table: &TableSchema,
+    ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 

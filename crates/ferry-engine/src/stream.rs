@@ -268,6 +268,9 @@ pub async fn stream_changes(
     // Tables whose shape the stream has described in this run: the first description matches
     // the definitions read at the start; later ones are read again from the source.
     let mut described: HashSet<TableName> = HashSet::new();
+    // The definition each table's changes were last followed with (types widen from it).
+    let mut followed: std::collections::HashMap<TableName, ferry_core::TableSchema> =
+        std::collections::HashMap::new();
     let mut last_idle_ack = Instant::now();
     let mut sequence_timer = tokio::time::interval(options.sequence_interval);
     sequence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -497,7 +500,7 @@ pub async fn stream_changes(
                         // A table the target cannot follow stops alone (copied afresh on the
                         // next run); only a transient failure stops the stream.
                         let first = described.insert(relation.table.clone());
-                        let stop = match follow_schema_change(&context, &relation, first).await {
+                        let stop = match follow_schema_change(&context, &relation, first, &mut followed).await {
                             Ok(stop) => stop,
                             Err(error) if error.class() == ErrorClass::Transient => break Err(error),
                             Err(error) => Some(format!("[{}] {error}", error.code())),
@@ -619,6 +622,7 @@ async fn follow_schema_change(
     context: &StreamContext<'_>,
     relation: &Relation,
     first: bool,
+    followed: &mut std::collections::HashMap<TableName, ferry_core::TableSchema>,
 ) -> Result<Option<String>> {
     let columns: Vec<String> = relation
         .columns
@@ -717,7 +721,20 @@ async fn follow_schema_change(
     if !added.is_empty() {
         info!(table = %relation.table, columns = ?added, "columns added on the source: added on the target too");
     }
-    let widened = context.sink.widen_columns(&table).await?;
+    let previous = followed
+        .get(&relation.table)
+        .or_else(|| {
+            context
+                .tables
+                .iter()
+                .find(|known| known.name == relation.table)
+        })
+        .cloned();
+    let widened = context
+        .sink
+        .widen_columns(previous.as_ref(), &table)
+        .await?;
+    followed.insert(relation.table.clone(), table.clone());
     if !widened.is_empty() {
         info!(table = %relation.table, columns = ?widened, "column types widened on the source: widened on the target too");
     }

@@ -43,6 +43,9 @@ struct Decoder {
     kinds: Vec<Kind>,
     /// The column types as the catalog read them (`decimal(10,2)`).
     native_types: Vec<String>,
+    /// What else about each column an ALTER must not change unseen: collation, generated
+    /// expression and kind, nullability, identity.
+    traits: Vec<ColumnTraits>,
     key_indexes: Vec<usize>,
 }
 
@@ -70,7 +73,30 @@ impl Decoder {
                 .iter()
                 .map(|column| column.native_type.clone())
                 .collect(),
+            traits: table.columns.iter().map(ColumnTraits::of).collect(),
             key_indexes,
+        }
+    }
+}
+
+/// The parts of a column definition besides its type that change what the rows hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ColumnTraits {
+    collation: Option<String>,
+    generated: Option<String>,
+    generated_virtual: bool,
+    nullable: bool,
+    identity: bool,
+}
+
+impl ColumnTraits {
+    fn of(column: &ferry_core::Column) -> ColumnTraits {
+        ColumnTraits {
+            collation: column.collation.clone(),
+            generated: column.generated.clone(),
+            generated_virtual: column.generated_virtual,
+            nullable: column.nullable,
+            identity: column.identity.is_some(),
         }
     }
 }
@@ -126,6 +152,10 @@ fn older_decoder(table_map: &TableMapEvent<'_>, current: &Decoder) -> Option<Dec
         native_types: indexes
             .iter()
             .map(|index| current.native_types[*index].clone())
+            .collect(),
+        traits: indexes
+            .iter()
+            .map(|index| current.traits[*index].clone())
             .collect(),
         key_indexes,
     })
@@ -185,6 +215,9 @@ pub struct BinlogChangeStream {
     tables: HashMap<String, Decoder>,
     /// Table map ids whose metadata matched the decoders (a changed table gets a new id).
     checked_maps: HashSet<u64>,
+    /// Per table (decoder key), the columns dropped on the source while streaming: one added
+    /// again under the same name holds new values in every row, which the log never carried.
+    dropped_columns: HashMap<String, HashSet<String>>,
     pending: VecDeque<StreamEvent>,
     in_transaction: bool,
     network_timeout: std::time::Duration,
@@ -341,6 +374,7 @@ impl BinlogChangeStream {
             database: config.database().to_string(),
             fold_case,
             checked_maps: HashSet::new(),
+            dropped_columns: HashMap::new(),
             server,
             gtid: position.gtid,
             single_domain,
@@ -391,14 +425,16 @@ impl BinlogChangeStream {
             .iter()
             .map(|index| &before.relation.columns[*index].name)
             .collect();
+        // (Compared as sets: the relation lists key columns in table order, the catalog in
+        // the key's order.)
+        let lower = |names: Vec<&String>| -> std::collections::BTreeSet<String> {
+            names
+                .into_iter()
+                .map(|name| name.to_ascii_lowercase())
+                .collect()
+        };
         let key_now: Vec<&String> = table.primary_key.iter().collect();
-        if !key_before.is_empty()
-            && (key_before.len() != key_now.len()
-                || key_before
-                    .iter()
-                    .zip(&key_now)
-                    .any(|(left, right)| !left.eq_ignore_ascii_case(right)))
-        {
+        if !key_before.is_empty() && lower(key_before) != lower(key_now) {
             return Err(Error::operator(
                 "source.schema_changed",
                 format!("the primary key of {name} changed on the source while streaming"),
@@ -412,7 +448,20 @@ impl BinlogChangeStream {
                 .iter()
                 .position(|known| known.name.eq_ignore_ascii_case(&column.name));
             if let Some(index) = known {
+                // Everything else about the column stays as it was: a new collation, generated
+                // expression, identity or nullability rewrites rows without logging them.
+                if before.traits[index] != ColumnTraits::of(column) {
+                    return Err(Error::operator(
+                        "source.schema_changed",
+                        format!(
+                            "column {} of {name} changed on the source while streaming (its collation, generated expression, nullability or AUTO_INCREMENT)",
+                            column.name
+                        ),
+                    )
+                    .with_hint("apply the same change on the target, then copy the table again: `ferry run --restart`"));
+                }
                 if before.native_types[index] != column.native_type
+                    && !super::widen::same_integer(&before.native_types[index], &column.native_type)
                     && !super::widen::widens(&before.native_types[index], &column.native_type)
                 {
                     return Err(Error::operator(
@@ -426,6 +475,44 @@ impl BinlogChangeStream {
                 }
             }
         }
+        // A column dropped (in this statement or earlier in this run) and added again under the
+        // same name holds new values in every row.
+        let dropped_now: Vec<String> = before
+            .relation
+            .columns
+            .iter()
+            .filter(|known| {
+                !table
+                    .columns
+                    .iter()
+                    .any(|column| column.name.eq_ignore_ascii_case(&known.name))
+            })
+            .map(|known| known.name.to_ascii_lowercase())
+            .collect();
+        let dropped_here = dropped_columns(statement);
+        let added_here: Vec<String> = added_columns(statement)
+            .into_iter()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let earlier = self.dropped_columns.get(key);
+        if let Some(again) = table.columns.iter().find(|column| {
+            let lower = column.name.to_ascii_lowercase();
+            (dropped_here.contains(&lower) && added_here.contains(&lower))
+                || earlier.is_some_and(|dropped| dropped.contains(&lower))
+        }) {
+            return Err(Error::operator(
+                "source.schema_changed",
+                format!(
+                    "column {} of {name} was dropped and added again on the source: every row holds a new value the log never carried",
+                    again.name
+                ),
+            )
+            .with_hint("copy the table again: `ferry run --restart --tables ...`"));
+        }
+        self.dropped_columns
+            .entry(key.to_string())
+            .or_default()
+            .extend(dropped_now);
         // The columns this statement adds (named in it; the definition read now may already
         // have them when the ALTER was made while ferry was stopped).
         for (added, declared) in added_columns(statement) {
@@ -1429,6 +1516,51 @@ fn added_columns(statement: &str) -> Vec<(String, Option<String>)> {
     added
 }
 
+/// The columns an `ALTER TABLE` drops (`DROP [COLUMN] [IF EXISTS] name`), lower case.
+fn dropped_columns(statement: &str) -> Vec<String> {
+    let Some((_, rest)) = altered_table(strip_comments(statement)) else {
+        return Vec::new();
+    };
+    split_top_level(rest)
+        .iter()
+        .filter_map(|clause| {
+            let words: Vec<&str> = clause.split_whitespace().collect();
+            let upper: Vec<String> = words.iter().map(|word| word.to_ascii_uppercase()).collect();
+            if upper.first().map(String::as_str) != Some("DROP") {
+                return None;
+            }
+            let mut at = 1;
+            if upper.get(at).map(String::as_str) == Some("COLUMN") {
+                at += 1;
+            } else if upper.get(at).is_some_and(|word| {
+                matches!(
+                    word.as_str(),
+                    "INDEX"
+                        | "KEY"
+                        | "PRIMARY"
+                        | "FOREIGN"
+                        | "CONSTRAINT"
+                        | "CHECK"
+                        | "PARTITION"
+                        | "PERIOD"
+                        | "SYSTEM"
+                        | "UNIQUE"
+                        | "FULLTEXT"
+                        | "SPATIAL"
+                )
+            }) {
+                return None;
+            }
+            if upper.get(at).map(String::as_str) == Some("IF") {
+                at += 2;
+            }
+            words
+                .get(at)
+                .map(|name| name.trim_matches('`').to_ascii_lowercase())
+        })
+        .collect()
+}
+
 /// The clauses of an ALTER TABLE after its table name, split at commas outside parentheses and
 /// quotes, trimmed.
 fn split_top_level(text: &str) -> Vec<String> {
@@ -1638,6 +1770,15 @@ mod tests {
             super::strip_comments("/* m 42 */ -- x\n ALTER TABLE t"),
             "ALTER TABLE t"
         );
+    }
+
+    #[test]
+    fn dropped_columns_are_named() {
+        assert_eq!(
+            super::dropped_columns("ALTER TABLE t DROP COLUMN a, DROP `b`, DROP INDEX i, DROP COLUMN IF EXISTS c, DROP PRIMARY KEY, ADD d INT"),
+            vec!["a", "b", "c"]
+        );
+        assert!(super::dropped_columns("ALTER TABLE t ADD COLUMN a INT").is_empty());
     }
 
     #[test]

@@ -426,10 +426,14 @@ impl Sink for MysqlSink {
         Ok(added)
     }
 
-    async fn widen_columns(&self, table: &TableSchema) -> Result<Vec<String>> {
+    async fn widen_columns(
+        &self,
+        previous: Option<&TableSchema>,
+        table: &TableSchema,
+    ) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
         let flavor = Self::flavor(&mut conn).await?;
-        super::widen::widen_columns(&mut conn, table, flavor).await
+        super::widen::widen_columns(&mut conn, previous, table, flavor).await
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {

@@ -4,13 +4,14 @@
 //! A type is *widened* when every value of the old type is a value of the new one, unchanged: a
 //! larger integer (never a signed one into unsigned), more DECIMAL digits or scale, FLOAT into
 //! DOUBLE, a longer VARCHAR/VARBINARY or a larger TEXT/BLOB, more fractional seconds. Character
-//! sets and collations must stay the same (the ALTER follower compares the whole column).
+//! sets and collations must stay the same (the ALTER follower compares the rest of the column:
+//! collation, generated expression, nullability, AUTO_INCREMENT).
 
 use ferry_core::schema::Catalog;
-use ferry_core::{Result, TableSchema};
+use ferry_core::{Error, Result, TableSchema};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use super::ddl::{column_definition, ident, target_type, Flavor};
 use super::errors::classify;
@@ -63,6 +64,18 @@ fn text_rank(name: &str) -> Option<u8> {
         "longtext" | "longblob" => Some(4),
         _ => None,
     }
+}
+
+/// Whether two types are the same integer type written with different display widths
+/// (`int(10)` and `int(11)`, `int`): the same values.
+pub fn same_integer(from: &str, to: &str) -> bool {
+    let (from_name, _, from_unsigned) = parts(from);
+    let (to_name, _, to_unsigned) = parts(to);
+    integer_range(&from_name, from_unsigned).is_some()
+        && from_name == to_name
+        && from_unsigned == to_unsigned
+        && from.to_ascii_lowercase().contains("zerofill")
+            == to.to_ascii_lowercase().contains("zerofill")
 }
 
 /// Whether every value of MySQL type `from` is, unchanged, a value of type `to`.
@@ -131,43 +144,79 @@ pub fn widens(from: &str, to: &str) -> bool {
 /// then lets columns the source dropped take NULL (rows written from now on lack them).
 pub async fn widen_columns(
     conn: &mut Conn,
+    previous: Option<&TableSchema>,
     table: &TableSchema,
     flavor: Flavor,
 ) -> Result<Vec<String>> {
-    let rows: Vec<(String, String, String, Option<String>)> = conn
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = conn
         .exec(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME FROM information_schema.COLUMNS
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME, COLUMN_DEFAULT,
+                    NULLIF(GENERATION_EXPRESSION, '')
+             FROM information_schema.COLUMNS
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
             (table.name.name.clone(),),
         )
         .await
-        .map_err(|error| classify(error, &format!("reading the column types of {} on the target", table.name)))?;
+        .map_err(|error| {
+            classify(
+                error,
+                &format!("reading the column types of {} on the target", table.name),
+            )
+        })?;
     let catalog = Catalog::default();
     let mut clauses = Vec::new();
     let mut widened = Vec::new();
-    for (name, target, nullable, charset) in &rows {
+    for (name, target, nullable, collation, default, generated) in &rows {
         let Some(column) = table
             .columns
             .iter()
             .find(|column| column.name.eq_ignore_ascii_case(name))
         else {
-            // Dropped on the source: it must take the rows that lack it.
-            if nullable == "NO" {
+            // Dropped on the source: it must take the rows that lack it. (A column with a
+            // default takes that; a generated one computes itself.)
+            if nullable == "NO" && default.is_none() && generated.is_none() {
                 let mut definition = format!("{} {target}", ident(name));
-                if let Some(charset) = charset {
-                    definition.push_str(&format!(" CHARACTER SET {charset}"));
+                if let Some(collation) = collation {
+                    let charset = collation.split('_').next().unwrap_or(collation);
+                    definition.push_str(&format!(" CHARACTER SET {charset} COLLATE {collation}"));
                 }
                 clauses.push(format!("MODIFY COLUMN {definition} NULL"));
             }
             continue;
         };
-        let source = target_type(table, column, &catalog, flavor)?;
-        let (from, to) = (target.to_ascii_lowercase(), source.to_ascii_lowercase());
-        if from == to
-            || (parts(&from).0 == parts(&to).0
-                && parts(&from).2 == parts(&to).2
-                && integer_range(&parts(&from).0, false).is_some())
+        // A type the translation needs the source's catalog for (enums, domains): not widened.
+        let Ok(source) = target_type(table, column, &catalog, flavor) else {
+            continue;
+        };
+        // A type the source changed while the stream followed it must be a widening.
+        if let Some(before) = previous
+            .and_then(|previous| previous.column(&column.name))
+            .and_then(|before| target_type(previous?, before, &catalog, flavor).ok())
+            .map(|before| before.to_ascii_lowercase())
+            .filter(|before| *before != source.to_ascii_lowercase())
         {
+            let now = source.to_ascii_lowercase();
+            if !same_integer(&before, &now) && !widens(&before, &now) {
+                return Err(Error::operator(
+                    "stream.column_retyped",
+                    format!(
+                        "column {} of {} changed type on the source from {before} to {now}: ferry follows widened types only",
+                        column.name, table.name
+                    ),
+                )
+                .with_hint("the table is copied afresh on the next run (ferry run)"));
+            }
+        }
+        let (from, to) = (target.to_ascii_lowercase(), source.to_ascii_lowercase());
+        if from == to || same_integer(&from, &to) {
             // The same (integer display widths differ between servers: int(11) is int).
             continue;
         }
@@ -178,7 +227,8 @@ pub async fn widen_columns(
             ));
             widened.push(column.name.clone());
         } else {
-            warn!(table = %table.name, column = %name, target = %target, source = %source, "the column's type differs between source and target and is not a widening: left as it is");
+            // Mostly the mapping between engines (a text key as VARCHAR(n), JSON as LONGTEXT).
+            debug!(table = %table.name, column = %name, target = %target, source = %source, "the column's type differs between source and target and is not a widening: left as it is");
         }
     }
     if clauses.is_empty() {

@@ -394,10 +394,15 @@ impl Sink for PostgresSink {
         Ok(added)
     }
 
-    async fn widen_columns(&self, table: &TableSchema) -> Result<Vec<String>> {
+    async fn widen_columns(
+        &self,
+        previous: Option<&TableSchema>,
+        table: &TableSchema,
+    ) -> Result<Vec<String>> {
         let table = super::translate::table(table)?;
+        let previous = previous.and_then(|previous| super::translate::table(previous).ok());
         let client = self.client().await?;
-        let widened = super::widen::widen_columns(&client, &table).await?;
+        let widened = super::widen::widen_columns(&client, previous.as_ref(), &table).await?;
         if !widened.is_empty() {
             self.altered
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -5,11 +5,13 @@
 //! digits or scale, a longer or unbounded text, more fractional seconds, real into double
 //! precision, the same for arrays of these. Only such changes are followed (`ALTER COLUMN ...
 //! TYPE`, which converts the target's existing values as the source converted its own); any
-//! other difference between the source's type and the target's is left alone with a warning.
+//! other change of a source column's type while streaming stops the table
+//! (`stream.column_retyped`); differences between the target's type and the source's that the
+//! mapping between engines makes are left alone.
 
-use ferry_core::{Result, TableSchema};
+use ferry_core::{Error, Result, TableSchema};
 use tokio_postgres::Client;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::ddl::{ident, qualified};
 use super::errors::classify;
@@ -154,8 +156,13 @@ pub fn widens(from: &str, to: &str) -> bool {
     }
 }
 
-/// Widens the target's columns as `table` (translated to PostgreSQL) says the source has them.
-pub async fn widen_columns(client: &Client, table: &TableSchema) -> Result<Vec<String>> {
+/// Widens the target's columns as `table` (translated to PostgreSQL) says the source has them;
+/// `previous` (translated too) is the definition followed until now.
+pub async fn widen_columns(
+    client: &Client,
+    previous: Option<&TableSchema>,
+    table: &TableSchema,
+) -> Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
@@ -178,26 +185,42 @@ pub async fn widen_columns(client: &Client, table: &TableSchema) -> Result<Vec<S
         let Some(column) = table.column(&name) else {
             continue;
         };
-        let (from, to) = (canonical(&target_type), canonical(&column.native_type));
-        if from == to {
+        let (target, now) = (canonical(&target_type), canonical(&column.native_type));
+        // A type the source changed while the stream followed it must be a widening.
+        if let Some(before) = previous
+            .and_then(|previous| previous.column(&name))
+            .map(|before| canonical(&before.native_type))
+            .filter(|before| *before != now)
+        {
+            if !widens(&before, &now) {
+                return Err(Error::operator(
+                    "stream.column_retyped",
+                    format!(
+                        "column {name} of {} changed type on the source from {before} to {now}: ferry follows widened types only",
+                        table.name
+                    ),
+                )
+                .with_hint("the table is copied afresh on the next run (ferry run)"));
+            }
+        }
+        if target == now || !widens(&target, &now) {
+            // The same, or a difference the mapping between engines makes.
             continue;
         }
-        if widens(&from, &to) {
-            clauses.push(format!(
-                "ALTER COLUMN {} TYPE {}",
-                ident(&name),
-                column.native_type
-            ));
-            widened.push(name);
-        } else {
-            warn!(table = %table.name, column = %name, target = %target_type, source = %column.native_type, "the column's type differs between source and target and is not a widening: left as it is");
+        let mut clause = format!("ALTER COLUMN {} TYPE {}", ident(&name), column.native_type);
+        if let Some(collation) = &column.collation {
+            clause.push_str(&format!(" COLLATE {collation}"));
         }
+        clauses.push(clause);
+        widened.push(name);
     }
     if clauses.is_empty() {
         return Ok(widened);
     }
+    // A lock the ALTER cannot get soon fails (and is retried) rather than queueing every reader
+    // of the table behind it.
     let statement = format!(
-        "ALTER TABLE {} {}",
+        "SET lock_timeout = '30s'; ALTER TABLE {} {}; RESET lock_timeout",
         qualified(&table.name),
         clauses.join(", ")
     );

@@ -297,6 +297,33 @@ async fn widened_column_types_on_the_source_are_widened_on_the_target() {
         .await
         .unwrap();
     pair.wait_equal(&[("public.readings", "id")]).await;
+    // A change that is not a widening (fewer decimals: the source rounded its values) stops
+    // the table rather than let the target hold other values.
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.other (id int PRIMARY KEY, price numeric(12,4));
+             INSERT INTO public.other VALUES (1, 1.2345);",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.other", "id")]).await;
+    pair.source
+        .batch_execute(
+            "ALTER TABLE public.other ALTER COLUMN price TYPE numeric(12,2);
+             INSERT INTO public.other VALUES (2, 2.5);",
+        )
+        .await
+        .unwrap();
+    ferry_testkit::wait_until(
+        "the retyped table to stop",
+        std::time::Duration::from_secs(60),
+        || {
+            let log = pair.log();
+            async move { log.contains("stream.column_retyped").then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
     let types: Vec<String> = pair
         .target
