@@ -350,6 +350,7 @@ mod tests {
             id: 1,
             table: TableName::new("d", "orders"),
             columns: vec![RelationColumn {
+                type_signature: None,
                 name: "id".into(),
                 is_key: true,
             }],

@@ -250,6 +250,7 @@ mod tests {
 
     fn column_of(name: &str, native_type: &str) -> Column {
         Column {
+            type_signature: None,
             name: name.into(),
             native_type: native_type.into(),
             user_defined_type: false,

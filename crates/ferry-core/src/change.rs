@@ -21,6 +21,8 @@ pub struct Relation {
 pub struct RelationColumn {
     pub name: String,
     pub is_key: bool,
+    /// The type's identity as the log describes it (see `Column::type_signature`), if any.
+    pub type_signature: Option<String>,
 }
 
 impl Relation {

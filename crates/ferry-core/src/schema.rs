@@ -62,6 +62,11 @@ pub struct Column {
     /// The column's comment, if it has one.
     #[serde(default)]
     pub comment: Option<String>,
+    /// The type's identity as the source's change log describes it (PostgreSQL: the type's oid
+    /// and modifier), when the source gives one: the stream compares it with the log's to know
+    /// that a type changed without reading the catalog again. Not a type name.
+    #[serde(default)]
+    pub type_signature: Option<String>,
 }
 
 /// A secondary object created after the bulk load: an index or a constraint (unique, exclusion,

@@ -443,14 +443,17 @@ mod tests {
             table: TableName::new("public", "t"),
             columns: vec![
                 RelationColumn {
+                    type_signature: None,
                     name: "id".into(),
                     is_key: true,
                 },
                 RelationColumn {
+                    type_signature: None,
                     name: "a".into(),
                     is_key: false,
                 },
                 RelationColumn {
+                    type_signature: None,
                     name: "big".into(),
                     is_key: false,
                 },
@@ -777,10 +780,12 @@ mod tests {
             table: TableName::new("public", "history"),
             columns: vec![
                 RelationColumn {
+                    type_signature: None,
                     name: "a".into(),
                     is_key: false,
                 },
                 RelationColumn {
+                    type_signature: None,
                     name: "b".into(),
                     is_key: false,
                 },

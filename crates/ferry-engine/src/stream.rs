@@ -629,10 +629,11 @@ async fn follow_schema_change(
         .iter()
         .map(|column| column.name.clone())
         .collect();
-    // The source's definition now: the types may differ from the start's (a type widened
-    // after the definitions were read and before the table's first change in this run) while
-    // the names agree. A table gone from the source since is described by the definition read
-    // when this run started, if its names agree with the logged rows.
+    // The definitions read when this run started, while the table has exactly the columns it
+    // had then, with the same types where the source says (the first description of each table
+    // lands here at every start); otherwise the source's definition now: a type may have
+    // changed after the start's read and before the table's first change. A table gone from
+    // the source since is described by the start's definition if the names agree.
     let started_with = context
         .tables
         .iter()
@@ -646,14 +647,32 @@ async fn follow_schema_change(
             known.len() == columns.len() && columns.iter().all(|name| known.contains(&name))
         })
         .cloned();
-    let selection = Selection::default().restricted_to(std::slice::from_ref(&relation.table));
-    let current = context
-        .source
-        .read_catalog(&selection)
-        .await?
-        .tables
-        .into_iter()
-        .find(|table| table.name == relation.table);
+    let same_types = started_with.as_ref().is_some_and(|table| {
+        relation.columns.iter().all(|logged| {
+            let known = table.column(&logged.name);
+            match (
+                &logged.type_signature,
+                known.and_then(|column| column.type_signature.as_ref()),
+            ) {
+                (Some(logged), Some(known)) => logged == known,
+                // A source that gives no signature (MySQL describes tables only when they change):
+                // read again.
+                _ => false,
+            }
+        })
+    });
+    let current = if same_types {
+        None
+    } else {
+        let selection = Selection::default().restricted_to(std::slice::from_ref(&relation.table));
+        context
+            .source
+            .read_catalog(&selection)
+            .await?
+            .tables
+            .into_iter()
+            .find(|table| table.name == relation.table)
+    };
     let table =
         match (current, started_with) {
             (Some(current), _) => current,
@@ -1042,6 +1061,7 @@ mod default_tests {
     #[test]
     fn session_dependent_defaults_are_not_constant() {
         let column = |default: &str| ferry_core::Column {
+            type_signature: None,
             name: "c".into(),
             native_type: "text".into(),
             user_defined_type: false,

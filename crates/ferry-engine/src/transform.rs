@@ -405,6 +405,7 @@ impl TransformedStream {
                             columns: keep
                                 .iter()
                                 .map(|index| RelationColumn {
+                                    type_signature: relation.columns[*index].type_signature.clone(),
                                     name: transforms
                                         .column_name(table, &relation.columns[*index].name)
                                         .to_string(),

@@ -338,14 +338,17 @@ mod tests {
             table: TableName::new("public", "orders"),
             columns: vec![
                 RelationColumn {
+                    type_signature: None,
                     name: "id".into(),
                     is_key: keyed,
                 },
                 RelationColumn {
+                    type_signature: None,
                     name: "note".into(),
                     is_key: false,
                 },
                 RelationColumn {
+                    type_signature: None,
                     name: "doc".into(),
                     is_key: false,
                 },

@@ -155,6 +155,7 @@ pub async fn read_catalog(
             .then(|| generation.unwrap_or_default())
             .filter(|_| extra_lower.contains("stored") || extra_lower.contains("virtual"));
         by_table.entry(table).or_default().push(Column {
+            type_signature: None,
             name,
             native_type: if is_json { "json".into() } else { column_type },
             user_defined_type: false,

@@ -59,6 +59,7 @@ impl Decoder {
                 .columns
                 .iter()
                 .map(|column| RelationColumn {
+                    type_signature: None,
                     name: column.name.clone(),
                     is_key: table.primary_key.contains(&column.name),
                 })

@@ -28,6 +28,7 @@ impl PostgresCascade<'_, '_> {
             columns: columns
                 .iter()
                 .map(|name| RelationColumn {
+                    type_signature: None,
                     name: (*name).clone(),
                     is_key: false,
                 })

@@ -173,7 +173,8 @@ async fn read_table(
                     CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
                          THEN (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
                                JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
-                    col_description(a.attrelid, a.attnum)
+                    col_description(a.attrelid, a.attnum),
+                    a.atttypid::oid, a.atttypmod
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type base ON base.oid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
@@ -195,6 +196,10 @@ async fn read_table(
                 user_types.insert(row.get(8));
             }
             Column {
+                type_signature: Some(super::cdc::type_signature(
+                    row.get::<_, u32>(11),
+                    row.get::<_, i32>(12),
+                )),
                 name: row.get(0),
                 native_type: row.get(1),
                 user_defined_type: user_defined,

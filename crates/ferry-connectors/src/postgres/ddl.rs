@@ -263,6 +263,7 @@ mod tests {
 
     fn column(name: &str, native_type: &str) -> Column {
         Column {
+            type_signature: None,
             name: name.into(),
             native_type: native_type.into(),
             user_defined_type: false,
@@ -285,6 +286,7 @@ mod tests {
                 column("id", "bigint"),
                 column("sku", "text"),
                 Column {
+                    type_signature: None,
                     generated: Some("(id * 2)".into()),
                     ..column("twice", "bigint")
                 },

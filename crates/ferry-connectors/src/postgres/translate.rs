@@ -75,6 +75,7 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
     // sequence of its own, set up by [`catalog`].
     let identity_type = matches!(native_type.as_str(), "smallint" | "integer" | "bigint");
     Ok(Column {
+        type_signature: None,
         name: column.name.clone(),
         default: column
             .default
@@ -380,6 +381,7 @@ mod tests {
 
     fn auto_increment_table(column_type: &str) -> Catalog {
         let column = Column {
+            type_signature: None,
             name: "id".into(),
             native_type: column_type.into(),
             user_defined_type: false,
