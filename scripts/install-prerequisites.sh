@@ -10,6 +10,10 @@ missing=()
 if ! { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pgbench >/dev/null && command -v psql >/dev/null; }; then
   missing+=(postgresql postgresql-contrib)
 fi
+# PostGIS for the spatial tests (geometry and geography columns, PostgreSQL to PostgreSQL).
+if ! ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then
+  missing+=(postgresql-15-postgis-3)
+fi
 if ! { command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb-dump >/dev/null; }; then
   missing+=(mariadb-server mariadb-client)
 fi

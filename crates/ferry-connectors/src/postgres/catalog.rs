@@ -28,6 +28,11 @@ pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Cata
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
                    AND n.nspname NOT LIKE 'pg\\_%'
+                   -- A table an extension owns (PostGIS's spatial_ref_sys) comes with the
+                   -- extension, which the target creates.
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                     AND d.deptype = 'e')
                  ORDER BY n.nspname, c.relname"
             ),
             &[],

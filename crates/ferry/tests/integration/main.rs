@@ -29,6 +29,7 @@ mod relay_bench;
 mod resume;
 mod schema;
 mod schema_changes;
+mod spatial;
 mod tls;
 mod toast;
 mod types;
