@@ -227,40 +227,16 @@ async fn long_index_names_stay_distinct_on_postgres() {
 async fn columns_added_on_a_mariadb_source_are_followed() {
     let name = "my_add_column";
     let servers = mariadb();
-    let source = servers.source.create_database(name).unwrap();
-    let mysql_target = servers.target.url(&format!("{name}_copy"));
-    let postgres_target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
-    sql(
-        &servers.source,
+    let StreamingToBoth {
+        mut to_mysql,
+        mut to_postgres,
+        pg_name,
+    } = stream_to_both(
         name,
         "CREATE TABLE stock (id INT PRIMARY KEY, qty INT NOT NULL);
          INSERT INTO stock SELECT seq, seq FROM seq_1_to_300;",
-    );
-    let pg_name = format!("{name}_pg");
-    let mut to_mysql = spawn_run(name, &source, &mysql_target);
-    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
-    wait_mysql_target_streaming(name).await;
-    // The applier has read the target's columns before the ALTER (it must notice the new ones).
-    sql(
-        &servers.source,
-        name,
-        "UPDATE stock SET qty = -1 WHERE id = 1;",
-    );
-    wait_until("the first change", Duration::from_secs(60), || async {
-        try_sql(
-            &servers.target,
-            &format!("{name}_copy"),
-            "SELECT qty FROM stock WHERE id = 1",
-        )
-        .ok()
-        .filter(|qty| qty.trim() == "-1")
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    )
+    .await;
     sql(
         &servers.source,
         name,
@@ -450,39 +426,16 @@ async fn wait_copy_equal(name: &str, query: &str, marker: &str, what: &str) {
 async fn columns_dropped_and_widened_on_a_mariadb_source_are_followed() {
     let name = "my_widen";
     let servers = mariadb();
-    let source = servers.source.create_database(name).unwrap();
-    let mysql_target = servers.target.url(&format!("{name}_copy"));
-    let postgres_target = crate::common::servers()
-        .target
-        .create_database(name)
-        .await
-        .unwrap();
-    sql(
-        &servers.source,
+    let StreamingToBoth {
+        mut to_mysql,
+        mut to_postgres,
+        pg_name,
+    } = stream_to_both(
         name,
         "CREATE TABLE stock (id INT PRIMARY KEY, qty INT NOT NULL, label VARCHAR(8) NOT NULL, price DECIMAL(6,2), legacy VARCHAR(10) NOT NULL);
          INSERT INTO stock SELECT seq, seq, CONCAT('l', seq), seq / 4, 'old' FROM seq_1_to_300;",
-    );
-    let pg_name = format!("{name}_pg");
-    let mut to_mysql = spawn_run(name, &source, &mysql_target);
-    let mut to_postgres = spawn_run(&pg_name, &source, &postgres_target);
-    wait_mysql_target_streaming(name).await;
-    sql(
-        &servers.source,
-        name,
-        "UPDATE stock SET qty = -1 WHERE id = 1;",
-    );
-    wait_until("the first change", Duration::from_secs(60), || async {
-        try_sql(
-            &servers.target,
-            &format!("{name}_copy"),
-            "SELECT qty FROM stock WHERE id = 1",
-        )
-        .ok()
-        .filter(|qty| qty.trim() == "-1")
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    )
+    .await;
     sql(
         &servers.source,
         name,
@@ -530,4 +483,53 @@ async fn columns_dropped_and_widened_on_a_mariadb_source_are_followed() {
         "{}",
         log_tail(name)
     );
+}
+
+/// Two runs streaming a MariaDB database: into MariaDB and into PostgreSQL.
+struct StreamingToBoth {
+    to_mysql: std::process::Child,
+    to_postgres: std::process::Child,
+    /// The PostgreSQL run's migration name (`<name>_pg`).
+    pg_name: String,
+}
+
+/// Creates MariaDB database `name` holding `schema` (a table `stock` with `id` and `qty`),
+/// starts migration `name` into MariaDB (`<name>_copy`) and `<name>_pg` into PostgreSQL (schema
+/// `name`), and waits until a first change reached MariaDB: the appliers have read the
+/// targets' columns before whatever the test changes next.
+async fn stream_to_both(name: &str, schema: &str) -> StreamingToBoth {
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    let mysql_target = servers.target.url(&format!("{name}_copy"));
+    let postgres_target = crate::common::servers()
+        .target
+        .create_database(name)
+        .await
+        .unwrap();
+    sql(&servers.source, name, schema);
+    let pg_name = format!("{name}_pg");
+    let to_mysql = spawn_run(name, &source, &mysql_target);
+    let to_postgres = spawn_run(&pg_name, &source, &postgres_target);
+    wait_mysql_target_streaming(name).await;
+    sql(
+        &servers.source,
+        name,
+        "UPDATE stock SET qty = -1 WHERE id = 1;",
+    );
+    wait_until("the first change", Duration::from_secs(60), || async {
+        try_sql(
+            &servers.target,
+            &format!("{name}_copy"),
+            "SELECT qty FROM stock WHERE id = 1",
+        )
+        .ok()
+        .filter(|qty| qty.trim() == "-1")
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+    StreamingToBoth {
+        to_mysql,
+        to_postgres,
+        pg_name,
+    }
 }
