@@ -102,18 +102,7 @@ async fn ddl_on_a_quoted_name_or_a_replaced_table_stops_the_stream() {
             name,
             &format!("{ddl}; INSERT INTO {table} VALUES (3, 30000);"),
         );
-        let exited = wait_until("ferry to stop on the DDL", Duration::from_secs(60), || {
-            let status = run.try_wait().ok().flatten();
-            async move { status }
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{name}: {error}\n{}", log_tail(name)));
-        assert_eq!(exited.code(), Some(3), "{name}: {}", log_tail(name));
-        assert!(
-            log_tail(name).contains("source.schema_changed"),
-            "{name}: {}",
-            log_tail(name)
-        );
+        wait_stopped_on_schema_change(&mut run, name, "ferry to stop on the DDL").await;
     }
 }
 
@@ -246,21 +235,18 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
          CREATE INDEX by_note ON stock (note);
          DELETE FROM stock WHERE id = 5;",
     );
-    wait_copy_equal(
+    wait_both_equal(
         name,
         "SELECT CONCAT_WS('|', id, qty, note, IFNULL(weight, '~')) FROM stock ORDER BY id",
         "1000|7|added|1.125",
-        "the new columns on MariaDB",
+        &[
+            ("id", "id"),
+            ("qty", "qty"),
+            ("note", "note"),
+            ("weight", "weight"),
+        ],
     )
     .await;
-    let client = crate::common::servers().target.connect(name).await.unwrap();
-    let columns: &[(&str, &str)] = &[
-        ("id", "id"),
-        ("qty", "qty"),
-        ("note", "note"),
-        ("weight", "weight"),
-    ];
-    wait_stock_on_postgres(&pg_name, name, &client, columns).await;
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
 
     // A table created while streaming joins the migration.
@@ -298,22 +284,7 @@ async fn columns_added_on_a_mariadb_source_are_followed() {
         name,
         "ALTER TABLE stock RENAME COLUMN note TO label; UPDATE stock SET label = 'x' WHERE id = 1;",
     );
-    let exited = wait_until(
-        "ferry to stop on the rename",
-        Duration::from_secs(60),
-        || {
-            let status = to_mysql.try_wait().ok().flatten();
-            async move { status }
-        },
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
-    assert_eq!(exited.code(), Some(3), "{}", log_tail(name));
-    assert!(
-        log_tail(name).contains("source.schema_changed"),
-        "{}",
-        log_tail(name)
-    );
+    wait_stopped_on_schema_change(&mut to_mysql, name, "ferry to stop on the rename").await;
 }
 
 /// Columns added while ferry is stopped: the rows logged before the ALTER are decoded by the
@@ -444,21 +415,18 @@ async fn columns_dropped_and_widened_on_a_mariadb_source_are_followed() {
          INSERT INTO stock (id, qty, label, price) VALUES (1000, 9000000000, 'a label far longer than eight', 12345678901234.123456);
          DELETE FROM stock WHERE id = 5;",
     );
-    wait_copy_equal(
+    wait_both_equal(
         name,
         "SELECT CONCAT_WS('|', id, qty, label, IFNULL(price, '~')) FROM stock ORDER BY id",
         "1000|9000000000|a label far longer than eight|12345678901234.123456",
-        "the widened columns on MariaDB",
+        &[
+            ("id", "id"),
+            ("qty", "qty"),
+            ("label", "label"),
+            ("price", "price"),
+        ],
     )
     .await;
-    let client = crate::common::servers().target.connect(name).await.unwrap();
-    let columns: &[(&str, &str)] = &[
-        ("id", "id"),
-        ("qty", "qty"),
-        ("label", "label"),
-        ("price", "price"),
-    ];
-    wait_stock_on_postgres(&pg_name, name, &client, columns).await;
     assert_eq!(stop(&mut to_postgres), Some(0), "{}", log_tail(&pg_name));
 
     // Narrowing a type is not followed: the stream stops and says why.
@@ -467,22 +435,7 @@ async fn columns_dropped_and_widened_on_a_mariadb_source_are_followed() {
         name,
         "ALTER TABLE stock MODIFY price DECIMAL(30,2); UPDATE stock SET qty = 1 WHERE id = 2;",
     );
-    let exited = wait_until(
-        "ferry to stop on the narrowing",
-        Duration::from_secs(60),
-        || {
-            let status = to_mysql.try_wait().ok().flatten();
-            async move { status }
-        },
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
-    assert_eq!(exited.code(), Some(3), "{}", log_tail(name));
-    assert!(
-        log_tail(name).contains("source.schema_changed"),
-        "{}",
-        log_tail(name)
-    );
+    wait_stopped_on_schema_change(&mut to_mysql, name, "ferry to stop on the narrowing").await;
 }
 
 /// Two runs streaming a MariaDB database: into MariaDB and into PostgreSQL.
@@ -532,4 +485,29 @@ async fn stream_to_both(name: &str, schema: &str) -> StreamingToBoth {
         to_postgres,
         pg_name,
     }
+}
+
+/// Waits until run `run` (migration `name`) exits with code 3 on a schema change it does not
+/// follow (`source.schema_changed`).
+async fn wait_stopped_on_schema_change(run: &mut std::process::Child, name: &str, what: &str) {
+    let exited = wait_until(what, Duration::from_secs(60), || {
+        let status = run.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{name}: {error}\n{}", log_tail(name)));
+    assert_eq!(exited.code(), Some(3), "{name}: {}", log_tail(name));
+    assert!(
+        log_tail(name).contains("source.schema_changed"),
+        "{name}: {}",
+        log_tail(name)
+    );
+}
+
+/// Waits until `stock` reads on the MariaDB copy as on the source (through `query`, which must
+/// show `marker`) and on the PostgreSQL copy for `columns` (see [`stream_to_both`]).
+async fn wait_both_equal(name: &str, query: &str, marker: &str, columns: &[(&str, &str)]) {
+    wait_copy_equal(name, query, marker, "the change on MariaDB").await;
+    let client = crate::common::servers().target.connect(name).await.unwrap();
+    wait_stock_on_postgres(&format!("{name}_pg"), name, &client, columns).await;
 }
