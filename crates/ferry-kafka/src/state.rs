@@ -403,7 +403,38 @@ impl State {
 /// Where a move's state lives by default: `$FERRY_STATE_DIR`, else `$XDG_STATE_HOME/ferry`,
 /// else `~/.local/state/ferry`, in a file named after the move and its two clusters.
 pub fn default_path(name: &str, source: &str, target: &str) -> PathBuf {
-    let folder = std::env::var_os("FERRY_STATE_DIR")
+    state_folder().join(format!(
+        "kafka-{}-{:016x}.db",
+        safe_name(name),
+        fingerprint(&format!("{source}\n{target}"))
+    ))
+}
+
+/// The state of the move between these clusters when no name is given: the default name's,
+/// or else the only move between them (None when there are several or none).
+pub fn only_path(source: &str, target: &str) -> Option<PathBuf> {
+    let default = default_path(DEFAULT_NAME, source, target);
+    if default.exists() {
+        return Some(default);
+    }
+    let suffix = format!("-{:016x}.db", fingerprint(&format!("{source}\n{target}")));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(state_folder())
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("kafka-") && name.ends_with(&suffix))
+        })
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// The name a move has when none is given.
+pub const DEFAULT_NAME: &str = "ferry";
+
+fn state_folder() -> PathBuf {
+    std::env::var_os("FERRY_STATE_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_STATE_HOME").map(|home| PathBuf::from(home).join("ferry"))
@@ -411,9 +442,11 @@ pub fn default_path(name: &str, source: &str, target: &str) -> PathBuf {
         .or_else(|| {
             std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state/ferry"))
         })
-        .unwrap_or_else(|| PathBuf::from("."));
-    let safe: String = name
-        .chars()
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn safe_name(name: &str) -> String {
+    name.chars()
         .map(|character| {
             if character.is_ascii_alphanumeric() || character == '-' || character == '_' {
                 character
@@ -421,11 +454,7 @@ pub fn default_path(name: &str, source: &str, target: &str) -> PathBuf {
                 '_'
             }
         })
-        .collect();
-    folder.join(format!(
-        "kafka-{safe}-{:016x}.db",
-        fingerprint(&format!("{source}\n{target}"))
-    ))
+        .collect()
 }
 
 /// FNV-1a: a stable name for a pair of clusters (not a security measure).

@@ -27,9 +27,10 @@ pub struct Clusters {
     /// The cluster to move to.
     #[arg(long)]
     pub target: String,
-    /// The move's name: one state per name and pair of clusters.
-    #[arg(long, default_value = "ferry")]
-    pub name: String,
+    /// The move's name: one state per name and pair of clusters (default `ferry`; status,
+    /// switch and verify find the only move between the two clusters without it).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Where the move keeps its offset maps (default: ~/.local/state/ferry/kafka-NAME-....db,
     /// or under $FERRY_STATE_DIR).
     #[arg(long)]
@@ -100,7 +101,15 @@ pub enum KafkaCommand {
 }
 
 impl Clusters {
-    fn parse(&self) -> Result<(Cluster, Cluster, PathBuf)> {
+    fn name(&self) -> &str {
+        self.name
+            .as_deref()
+            .unwrap_or(ferry_kafka::state::DEFAULT_NAME)
+    }
+
+    /// The clusters and the state's path. `move` uses its name's state; the other commands,
+    /// without a name, the only move between the two clusters.
+    fn parse(&self, moving: bool) -> Result<(Cluster, Cluster, PathBuf)> {
         let source = Cluster::parse(&self.source, Side::Source)?;
         let target = Cluster::parse(&self.target, Side::Target)?;
         if source.bootstrap == target.bootstrap {
@@ -111,7 +120,14 @@ impl Clusters {
             .with_hint("point --target at the new cluster"));
         }
         let state = self.state.clone().unwrap_or_else(|| {
-            ferry_kafka::state::default_path(&self.name, &source.bootstrap, &target.bootstrap)
+            let named =
+                ferry_kafka::state::default_path(self.name(), &source.bootstrap, &target.bootstrap);
+            match &self.name {
+                Some(_) => named,
+                None if moving => named,
+                None => ferry_kafka::state::only_path(&source.bootstrap, &target.bootstrap)
+                    .unwrap_or(named),
+            }
         });
         Ok((source, target, state))
     }
@@ -132,7 +148,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             groups,
             json,
         } => {
-            let (source, target, state) = clusters.parse()?;
+            let (source, target, state) = clusters.parse(false)?;
             let topics = Patterns::parse(&topics, "--topics")?;
             let groups = groups
                 .map(|groups| Patterns::parse(&groups, "--groups"))
@@ -184,7 +200,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             from,
             listen,
         } => {
-            let (source, target, state) = clusters.parse()?;
+            let (source, target, state) = clusters.parse(true)?;
             let start = match from.trim() {
                 "earliest" | "beginning" => StartAt::Earliest,
                 text => StartAt::Time(ferry_relay::api::parse_time(text).ok_or_else(|| {
@@ -204,7 +220,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             };
             eprintln!(
                 "kafka move '{}': {} to {}; state {}",
-                clusters.name,
+                clusters.name(),
                 options.source.bootstrap,
                 options.target.bootstrap,
                 options.state.display()
@@ -241,7 +257,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             groups,
             json,
         } => {
-            let (source, _target, state) = clusters.parse()?;
+            let (source, _target, state) = clusters.parse(false)?;
             let groups = Patterns::parse(groups.as_deref().unwrap_or("*"), "--groups")?;
             let status = tokio::task::spawn_blocking(move || {
                 ferry_kafka::status::status(&state, &source, Some(&groups)).or_else(|error| {
@@ -310,7 +326,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             wait,
             json,
         } => {
-            let (source, target, state) = clusters.parse()?;
+            let (source, target, state) = clusters.parse(false)?;
             let options = SwitchOptions {
                 source,
                 target,
@@ -359,7 +375,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KafkaCommand::Verify { clusters, json } => {
-            let (source, target, state) = clusters.parse()?;
+            let (source, target, state) = clusters.parse(false)?;
             let checks = tokio::task::spawn_blocking(move || {
                 ferry_kafka::verify::verify(&state, &source, &target)
             })

@@ -270,6 +270,9 @@ struct Move {
     target: String,
     topics: String,
     state: PathBuf,
+    /// With a folder, the commands find the state by their default name there
+    /// (`FERRY_STATE_DIR`) instead of `--state`.
+    state_folder: Option<PathBuf>,
     port: u16,
 }
 
@@ -285,8 +288,25 @@ impl Move {
             target: target.url(),
             topics: topics.to_string(),
             state,
+            state_folder: None,
             port: ferry_testkit::free_port().unwrap(),
         }
+    }
+
+    /// A move whose commands name no state: `move --name <name>` keeps it in a folder of its
+    /// own, and `status`, `switch` and `verify` find it there without a name.
+    fn by_default_state(
+        name: &str,
+        source: &KafkaServer,
+        target: &KafkaServer,
+        topics: &str,
+    ) -> Move {
+        let mut moving = Move::new(name, source, target, topics);
+        let folder =
+            std::env::temp_dir().join(format!("ferry-kafka-states-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        moving.state_folder = Some(folder);
+        moving
     }
 
     fn command(&self, verb: &str) -> Command {
@@ -300,9 +320,18 @@ impl Move {
                 "--target",
                 &self.target,
             ])
-            .arg("--state")
-            .arg(&self.state)
             .env("FERRY_LOG", "info");
+        match &self.state_folder {
+            Some(folder) => {
+                command.env("FERRY_STATE_DIR", folder);
+                if verb == "move" {
+                    command.args(["--name", &self.name]);
+                }
+            }
+            None => {
+                command.arg("--state").arg(&self.state);
+            }
+        }
         command
     }
 
@@ -697,7 +726,7 @@ async fn kafka_move_leaves_out_aborted_transactions_and_translates_across_marker
     if !hides_aborted {
         eprintln!("this broker shows aborted records to read_committed consumers: checking equality with what they see");
     }
-    let mover = Move::new("kafka-transactions", &source, &target, "ledger");
+    let mover = Move::by_default_state("kafka-transactions", &source, &target, "ledger");
     let mut run = mover.spawn();
     mover
         .wait_caught_up(committed_records[&0].len() as i64)
