@@ -27,7 +27,9 @@ fn parts(type_name: &str) -> (String, Vec<i64>, bool) {
         .to_string();
     match head.find('(') {
         Some(open) => {
-            let close = head.find(')').unwrap_or(head.len());
+            let close = head[open..]
+                .find(')')
+                .map_or(head.len(), |close| open + close);
             let arguments = head[open + 1..close]
                 .split(',')
                 .filter_map(|part| part.trim().parse().ok())
@@ -297,6 +299,11 @@ mod tests {
             ("int", "int"),
         ] {
             assert!(!widens(from, to), "{from} -> {to}");
+        }
+        // Malformed names never panic.
+        for odd in ["a)b(c", "(", ")", "int(", "decimal(1,", ""] {
+            let _ = widens(odd, "decimal(3)");
+            let _ = widens("int", odd);
         }
     }
 }

@@ -70,7 +70,9 @@ pub fn canonical(type_name: &str) -> String {
 fn parts(canonical: &str) -> (String, Vec<i64>) {
     match canonical.find('(') {
         Some(open) => {
-            let close = canonical.find(')').unwrap_or(canonical.len());
+            let close = canonical[open..]
+                .find(')')
+                .map_or(canonical.len(), |close| open + close);
             let arguments = canonical[open + 1..close]
                 .split(',')
                 .filter_map(|part| part.trim().parse().ok())
@@ -253,6 +255,10 @@ mod tests {
         assert_eq!(canonical("timestamptz"), "timestamp with time zone");
         assert_eq!(canonical("int4[]"), "integer[]");
         assert_eq!(canonical("character varying(8)"), "character varying(8)");
+        // Malformed names never panic.
+        for odd in ["a)b(c", "(", ")", "numeric(", "x(1,2", "[]"] {
+            let _ = widens(&canonical(odd), &canonical("numeric(3)"));
+        }
     }
 
     #[test]
