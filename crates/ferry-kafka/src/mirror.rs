@@ -530,6 +530,7 @@ impl Mirror {
         let mut last_discovery = Instant::now();
         let mut last_report = (Instant::now(), self.total());
         let mut failure: Option<Error> = None;
+        let mut last_lane: Option<(String, i32, usize)> = None;
         while !stop.load(Ordering::SeqCst) {
             if let Err(error) = self.take_reports() {
                 failure = Some(error);
@@ -552,12 +553,33 @@ impl Mirror {
             match polled {
                 None => {}
                 Some(Ok(message)) => {
+                    // Records come in runs of one partition: the last lane found is reused.
+                    let index = match &last_lane {
+                        Some((topic, partition, index))
+                            if *partition == message.partition() && topic == message.topic() =>
+                        {
+                            Some(*index)
+                        }
+                        _ => {
+                            let found = self
+                                .lane_of
+                                .get(&(message.topic().to_string(), message.partition()))
+                                .copied();
+                            last_lane = found.map(|index| {
+                                (message.topic().to_string(), message.partition(), index)
+                            });
+                            found
+                        }
+                    };
+                    let Some(index) = index else {
+                        continue;
+                    };
                     let outcome = take(
                         &message,
+                        index,
                         &self.producer,
                         &self.reports,
                         &mut self.lanes,
-                        &self.lane_of,
                         &self.options.target.bootstrap,
                     );
                     if let Err(error) = outcome {
@@ -731,16 +753,12 @@ impl Mirror {
 /// One source record: matched against the target's unmatched tail, or sent.
 fn take(
     message: &BorrowedMessage<'_>,
+    index: usize,
     producer: &ThreadedProducer<Reports>,
     reports: &mpsc::Receiver<Report>,
     lanes: &mut [Lane],
-    lane_of: &BTreeMap<(String, i32), usize>,
     target: &str,
 ) -> Result<()> {
-    let key = (message.topic().to_string(), message.partition());
-    let Some(&index) = lane_of.get(&key) else {
-        return Ok(());
-    };
     let bytes = size(message);
     let lane = &mut lanes[index];
     if message.offset() < lane.read_up_to || lane.failed.is_some() {
