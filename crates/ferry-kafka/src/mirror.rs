@@ -641,11 +641,7 @@ impl Mirror {
     ) -> (Instant, (i64, i64)) {
         let (records, bytes) = self.total();
         let seconds = since.elapsed().as_secs_f64().max(0.001);
-        let lag: i64 = self
-            .lanes
-            .iter()
-            .map(|lane| (lane.state.source_end - lane.state.settled_source).max(0))
-            .sum();
+        let lag: i64 = self.lanes.iter().map(|lane| lane.state.lag()).sum();
         let records_per_second = (records - records_then) as f64 / seconds;
         let bytes_per_second = (bytes - bytes_then) as f64 / seconds;
         info!(

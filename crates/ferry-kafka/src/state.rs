@@ -38,6 +38,13 @@ pub struct PartitionState {
     pub bytes_per_second: f64,
 }
 
+impl PartitionState {
+    /// Source records not copied yet, as far as the move last saw the source's end.
+    pub fn lag(&self) -> i64 {
+        (self.source_end - self.settled_source).max(0)
+    }
+}
+
 /// What a save changes for one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionUpdate {

@@ -88,7 +88,7 @@ pub fn status(
             bytes: partition.bytes,
             copied_up_to: partition.settled_source,
             source_end: partition.source_end,
-            lag: (partition.source_end - partition.settled_source).max(0),
+            lag: partition.lag(),
             target_end: partition.next_target,
             updated_ms: partition.updated_ms,
             records_per_second: partition.records_per_second,

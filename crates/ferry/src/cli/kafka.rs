@@ -438,7 +438,7 @@ async fn serve(address: &str, token: Option<String>, progress: Arc<Mutex<Progres
             let lag: i64 = snapshot
                 .partitions
                 .iter()
-                .map(|partition| (partition.source_end - partition.settled_source).max(0))
+                .map(|partition| partition.lag())
                 .sum();
             let copied: i64 = snapshot
                 .partitions
@@ -470,7 +470,7 @@ async fn serve(address: &str, token: Option<String>, progress: Arc<Mutex<Progres
                             "bytes": partition.bytes,
                             "copied_up_to": partition.settled_source,
                             "source_end": partition.source_end,
-                            "lag": (partition.source_end - partition.settled_source).max(0),
+                            "lag": partition.lag(),
                             "target_end": partition.next_target,
                         })).collect::<Vec<_>>(),
                     }),
@@ -490,7 +490,7 @@ async fn serve(address: &str, token: Option<String>, progress: Arc<Mutex<Progres
                             "ferry_kafka_lag{{topic=\"{}\",partition=\"{}\"}} {}\n",
                             partition.topic,
                             partition.partition,
-                            (partition.source_end - partition.settled_source).max(0)
+                            partition.lag()
                         ));
                     }
                     Response::new(200, "text/plain; version=0.0.4", text)
