@@ -54,7 +54,7 @@ pub struct PartitionUpdate {
 }
 
 /// A group's switch, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SwitchRecord {
     pub group: String,
     pub topic: String,

@@ -53,24 +53,6 @@ pub struct Status {
     pub lag: i64,
 }
 
-impl Serialize for SwitchRecord {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut record = serializer.serialize_struct("SwitchRecord", 7)?;
-        record.serialize_field("group", &self.group)?;
-        record.serialize_field("topic", &self.topic)?;
-        record.serialize_field("partition", &self.partition)?;
-        record.serialize_field("source_offset", &self.source_offset)?;
-        record.serialize_field("target_offset", &self.target_offset)?;
-        record.serialize_field("duplicates", &self.duplicates)?;
-        record.serialize_field("at_ms", &self.at_ms)?;
-        record.end()
-    }
-}
-
 /// Reads the state (and, for `groups`, the source's committed offsets).
 pub fn status(
     state_path: &std::path::Path,
