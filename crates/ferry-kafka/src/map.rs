@@ -147,13 +147,12 @@ impl PartitionMap {
     }
 }
 
-/// Adds one copied record to `runs`, extending the last run when it continues it. Returns
-/// whether a new run began.
-pub fn append(runs: &mut Vec<Run>, source: i64, target: i64) -> bool {
+/// Adds one copied record to `runs`, extending the last run when it continues it.
+pub fn append(runs: &mut Vec<Run>, source: i64, target: i64) {
     if let Some(last) = runs.last_mut() {
         if last.continues_with(source, target) {
             last.count += 1;
-            return false;
+            return;
         }
     }
     runs.push(Run {
@@ -161,7 +160,6 @@ pub fn append(runs: &mut Vec<Run>, source: i64, target: i64) -> bool {
         target_start: target,
         count: 1,
     });
-    true
 }
 
 #[cfg(test)]

@@ -133,9 +133,9 @@ struct Tail {
 /// One partition being copied.
 struct Lane {
     state: PartitionState,
-    /// The last run (still growing), and finished runs not saved yet.
-    open_run: Option<Run>,
-    unsaved_runs: Vec<Run>,
+    /// Runs not saved yet since they began or grew: finished ones, then the last one (still
+    /// growing, kept after a save).
+    runs: Vec<Run>,
     in_flight: usize,
     /// Target records after the saved end, not matched yet (after a restart).
     unmatched: VecDeque<(i64, Fingerprint)>,
@@ -154,17 +154,7 @@ impl Lane {
             // After a refused record nothing is settled: a restart copies from it again.
             return;
         }
-        match &mut self.open_run {
-            Some(run) if run.continues_with(source, target) => run.count += 1,
-            open => {
-                if let Some(finished) = open.take() {
-                    self.unsaved_runs.push(finished);
-                }
-                let mut runs = Vec::new();
-                append(&mut runs, source, target);
-                *open = runs.pop();
-            }
-        }
+        append(&mut self.runs, source, target);
         self.state.settled_source = self.state.settled_source.max(source + 1);
         self.state.next_target = self.state.next_target.max(target + 1);
         self.state.copied += 1;
@@ -173,8 +163,9 @@ impl Lane {
     }
 
     fn update(&mut self) -> PartitionUpdate {
-        let mut runs = std::mem::take(&mut self.unsaved_runs);
-        runs.extend(self.open_run);
+        let runs = self.runs.clone();
+        // The last run may still grow: it is saved again, whole, with what it gains.
+        self.runs.drain(..self.runs.len().saturating_sub(1));
         self.dirty = false;
         PartitionUpdate {
             state: self.state.clone(),
@@ -430,11 +421,10 @@ impl Mirror {
                         "matching the target's tail against the source after a restart"
                     );
                 }
-                let open_run = self.state.runs(topic, partition)?.pop();
+                let last_run = self.state.runs(topic, partition)?.pop();
                 let lane = Lane {
                     state: saved.clone(),
-                    open_run,
-                    unsaved_runs: Vec::new(),
+                    runs: last_run.into_iter().collect(),
                     in_flight: 0,
                     unmatched,
                     read_up_to: saved.settled_source,
@@ -508,8 +498,7 @@ impl Mirror {
                 };
                 let lane = Lane {
                     state,
-                    open_run: None,
-                    unsaved_runs: Vec::new(),
+                    runs: Vec::new(),
                     in_flight: 0,
                     unmatched: VecDeque::new(),
                     read_up_to: start,
