@@ -237,11 +237,7 @@ pub fn groups(cluster: &Cluster, name: Option<&str>) -> Result<Vec<GroupInfo>> {
         .collect())
 }
 
-/// Reads a partition from `from` until the broker says end of partition, or until a record at
-/// or after `until`; returns the offset reading stopped at (the partition's end when it ran to
-/// the end). Some brokers answer ListOffsets wrongly after batched produces; the fetch path is
-/// right. `each` sees every record before `until`. The consumer must have been made with
-/// `eof` set.
+/// [`read_partitions`] of one partition; returns where reading stopped.
 pub fn read_partition(
     consumer: &BaseConsumer,
     bootstrap: &str,
@@ -249,54 +245,17 @@ pub fn read_partition(
     partition: i32,
     from: i64,
     until: Option<i64>,
-    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<i64> {
-    use rdkafka::Message;
-    if until.is_some_and(|until| until <= from) {
-        return Ok(from);
-    }
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(from))
-        .map_err(|error| client_error(bootstrap, "reading a partition", error))?;
-    consumer
-        .assign(&list)
-        .map_err(|error| client_error(bootstrap, "reading a partition", error))?;
-    let mut end = from;
-    let mut deadline = Instant::now() + Duration::from_secs(60);
-    let outcome = loop {
-        if Instant::now() > deadline {
-            break Err(Error::transient(
-                "kafka.read_timeout",
-                format!("reading {topic}[{partition}] on {bootstrap} made no progress for 60 s"),
-            ));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Ok(message)) => {
-                if until.is_some_and(|until| message.offset() >= until) {
-                    end = message.offset();
-                    break Ok(());
-                }
-                end = message.offset() + 1;
-                each(&message);
-                deadline = Instant::now() + Duration::from_secs(60);
-                if until.is_some_and(|until| end >= until) {
-                    break Ok(());
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                // After the last record the end may lie further (transaction markers,
-                // compaction): the broker's high watermark, as the fetch reported it.
-                if let Some((_, high)) = cached_watermarks(consumer, topic, partition) {
-                    end = end.max(high);
-                }
-                break Ok(());
-            }
-            Some(Err(error)) => break Err(client_error(bootstrap, "reading a partition", error)),
-        }
-    };
-    let _ = consumer.unassign();
-    outcome.map(|()| end)
+    let ends = read_partitions(
+        consumer,
+        bootstrap,
+        topic,
+        &[(partition, from)],
+        until,
+        each,
+    )?;
+    Ok(ends.get(&partition).copied().unwrap_or(from))
 }
 
 /// The partition's low and high watermarks as the consumer's last fetch reported them (no
@@ -325,30 +284,41 @@ pub fn cached_watermarks(
         .then_some((low, high))
 }
 
-/// Reads partitions of one topic, each from its start, all at once, to their ends (as the
-/// broker's end-of-partition events say); returns each partition's end. `each` sees every
-/// record. The consumer must have been made with `eof` set.
+/// Reads partitions of one topic, each from its start, all at once, until the broker says end
+/// of partition, or (with `until`) up to a record at or after that offset; returns where
+/// reading stopped in each (the partition's end when it ran to the end). Some brokers answer
+/// ListOffsets wrongly after batched produces; the fetch path is right. `each` sees every
+/// record before `until`. The consumer must have been made with `eof` set.
 pub fn read_partitions(
     consumer: &BaseConsumer,
     bootstrap: &str,
     topic: &str,
     starts: &[(i32, i64)],
+    until: Option<i64>,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<BTreeMap<i32, i64>> {
     use rdkafka::Message;
     let mut ends: BTreeMap<i32, i64> = starts.iter().copied().collect();
-    if starts.is_empty() {
+    let reached = |offset: i64| until.is_some_and(|until| offset >= until);
+    let mut open: BTreeSet<i32> = starts
+        .iter()
+        .filter(|(_, from)| !reached(*from))
+        .map(|(partition, _)| *partition)
+        .collect();
+    if open.is_empty() {
         return Ok(ends);
     }
     let mut list = TopicPartitionList::new();
-    for (partition, from) in starts {
+    for (partition, from) in starts
+        .iter()
+        .filter(|(partition, _)| open.contains(partition))
+    {
         list.add_partition_offset(topic, *partition, Offset::Offset(*from))
             .map_err(|error| client_error(bootstrap, "reading partitions", error))?;
     }
     consumer
         .assign(&list)
         .map_err(|error| client_error(bootstrap, "reading partitions", error))?;
-    let mut open: BTreeSet<i32> = ends.keys().copied().collect();
     let mut deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
         if open.is_empty() {
@@ -363,12 +333,26 @@ pub fn read_partitions(
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(message)) => {
-                let end = ends.entry(message.partition()).or_default();
+                let partition = message.partition();
+                if !open.contains(&partition) {
+                    continue;
+                }
+                if reached(message.offset()) {
+                    open.remove(&partition);
+                    continue;
+                }
+                let end = ends.entry(partition).or_default();
                 *end = (*end).max(message.offset() + 1);
+                let done = reached(*end);
                 each(&message);
                 deadline = Instant::now() + Duration::from_secs(60);
+                if done {
+                    open.remove(&partition);
+                }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // After the last record the end may lie further (transaction markers,
+                // compaction): the broker's high watermark, as the fetch reported it.
                 if let Some((_, high)) = cached_watermarks(consumer, topic, partition) {
                     let end = ends.entry(partition).or_default();
                     *end = (*end).max(high);

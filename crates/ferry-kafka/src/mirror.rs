@@ -329,6 +329,7 @@ impl Mirror {
                     &self.options.target.bootstrap,
                     topic,
                     &starts,
+                    None,
                     |message| {
                         tails
                             .entry(message.partition())
