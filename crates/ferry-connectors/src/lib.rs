@@ -12,6 +12,8 @@ pub mod portable;
 pub mod postgres;
 pub mod registry;
 pub mod syntax;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub(crate) mod widening;
 
 /// Names rustls' crypto provider (ring) for the whole process, before any connection: the
 /// drivers link rustls with two providers, and a TLS configuration built without one named

@@ -8,7 +8,7 @@
 //! collation, generated expression, nullability, AUTO_INCREMENT).
 
 use ferry_core::schema::Catalog;
-use ferry_core::{Error, Result, TableSchema};
+use ferry_core::{Result, TableSchema};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tracing::{debug, info};
@@ -207,14 +207,12 @@ pub async fn widen_columns(
         {
             let now = source.to_ascii_lowercase();
             if !same_integer(&before, &now) && !widens(&before, &now) {
-                return Err(Error::operator(
-                    "stream.column_retyped",
-                    format!(
-                        "column {} of {} changed type on the source from {before} to {now}: ferry follows widened types only",
-                        column.name, table.name
-                    ),
-                )
-                .with_hint("the table is copied afresh on the next run (ferry run)"));
+                return Err(crate::widening::column_retyped(
+                    &table.name,
+                    &column.name,
+                    &before,
+                    &now,
+                ));
             }
         }
         let (from, to) = (target.to_ascii_lowercase(), source.to_ascii_lowercase());

@@ -9,7 +9,7 @@
 //! (`stream.column_retyped`); differences between the target's type and the source's that the
 //! mapping between engines makes are left alone.
 
-use ferry_core::{Error, Result, TableSchema};
+use ferry_core::{Result, TableSchema};
 use tokio_postgres::Client;
 use tracing::info;
 
@@ -195,14 +195,12 @@ pub async fn widen_columns(
             .filter(|before| *before != now)
         {
             if !widens(&before, &now) {
-                return Err(Error::operator(
-                    "stream.column_retyped",
-                    format!(
-                        "column {name} of {} changed type on the source from {before} to {now}: ferry follows widened types only",
-                        table.name
-                    ),
-                )
-                .with_hint("the table is copied afresh on the next run (ferry run)"));
+                return Err(crate::widening::column_retyped(
+                    &table.name,
+                    &name,
+                    &before,
+                    &now,
+                ));
             }
         }
         if target == now || !widens(&target, &now) {
