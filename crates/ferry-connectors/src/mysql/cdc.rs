@@ -491,14 +491,16 @@ impl BinlogChangeStream {
             .map(|known| known.name.to_ascii_lowercase())
             .collect();
         let dropped_here = dropped_columns(statement);
-        let added_here: Vec<String> = added_columns(statement)
-            .into_iter()
-            .map(|(name, _)| name.to_ascii_lowercase())
-            .collect();
+        // The columns this statement adds (named in it; the definition read now may already
+        // have them when the ALTER was made while ferry was stopped).
+        let added_here = added_columns(statement);
         let earlier = self.dropped_columns.get(key);
         if let Some(again) = table.columns.iter().find(|column| {
             let lower = column.name.to_ascii_lowercase();
-            (dropped_here.contains(&lower) && added_here.contains(&lower))
+            (dropped_here.contains(&lower)
+                && added_here
+                    .iter()
+                    .any(|(added, _)| added.eq_ignore_ascii_case(&lower)))
                 || earlier.is_some_and(|dropped| dropped.contains(&lower))
         }) {
             return Err(Error::operator(
@@ -514,9 +516,7 @@ impl BinlogChangeStream {
             .entry(key.to_string())
             .or_default()
             .extend(dropped_now);
-        // The columns this statement adds (named in it; the definition read now may already
-        // have them when the ALTER was made while ferry was stopped).
-        for (added, declared) in added_columns(statement) {
+        for (added, declared) in added_here {
             let Some(column) = table
                 .columns
                 .iter()
