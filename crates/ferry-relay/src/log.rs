@@ -540,10 +540,22 @@ impl DeliveryLog {
     /// returns how many. Messages refused when read (not in the route's format) are never
     /// sent: they stay failed.
     pub async fn retry(&self, filter: Filter, now_ms: i64) -> Result<u64> {
+        let (condition, values) = where_clause(&filter);
+        self.requeue(condition, values, now_ms).await
+    }
+
+    /// Queues again, with a fresh retry budget, the messages that are not pending and match
+    /// `condition` (SQL over `messages`, with `values` as its parameters ?1, ?2, ...); returns
+    /// how many.
+    async fn requeue(
+        &self,
+        condition: String,
+        mut values: Vec<rusqlite::types::Value>,
+        now_ms: i64,
+    ) -> Result<u64> {
         let retried = self
             .write(move |connection| {
                 let transaction = connection.transaction()?;
-                let (condition, mut values) = where_clause(&filter);
                 start_requeue(&transaction)?;
                 transaction.execute(
                     &format!(
@@ -669,29 +681,8 @@ impl DeliveryLog {
     /// Queues one message again (whatever its state but pending); false when unknown or
     /// already pending.
     pub async fn retry_message(&self, id: &str, now_ms: i64) -> Result<bool> {
-        let id = id.to_string();
-        let retried = self
-            .write(move |connection| {
-                let transaction = connection.transaction()?;
-                start_requeue(&transaction)?;
-                transaction.execute(
-                    "INSERT INTO requeued_keys SELECT route, topic, message_key FROM messages
-                     WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0 AND message_key IS NOT NULL",
-                    [&id],
-                )?;
-                let changed = transaction.execute(
-                    "UPDATE messages SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, finished_at = NULL, front = 1
-                     WHERE id = ?1 AND status <> 'pending' AND undeliverable = 0",
-                    params![id, now_ms],
-                )?;
-                refresh_fronts(&transaction)?;
-                transaction.commit()?;
-                Ok(changed > 0)
-            })
-            .await?;
-        self.requeued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(retried)
+        let values = vec![rusqlite::types::Value::Text(id.to_string())];
+        Ok(self.requeue("id = ?1".to_string(), values, now_ms).await? > 0)
     }
 
     /// Messages matching `filter`, newest first, `limit` at a time after the cursor `before`
