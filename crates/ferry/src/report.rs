@@ -32,6 +32,14 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Prints a report as indented JSON on standard output (the `--json` of every command).
+pub fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
 /// Prints `error[code]: message` and the hint.
 pub fn print_error(error: &Error) {
     eprintln!("error[{}]: {}", error.code(), error.message());

@@ -20,10 +20,7 @@ pub async fn run(flags: &FlagSettings, json: bool) -> Result<ExitCode> {
         .count();
     if json {
         let report = serde_json::json!({ "source": source.describe(), "target": target.describe(), "ok": errors == 0, "findings": findings });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        crate::report::print_json(&report);
     } else {
         println!("checking {} -> {}", source.describe(), target.describe());
         for finding in &findings {

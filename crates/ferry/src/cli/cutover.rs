@@ -154,10 +154,7 @@ async fn serve_phase(
 
 fn print(report: &CutoverReport, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report).expect("reports serialize")
-        );
+        crate::report::print_json(report);
         return;
     }
     println!("phase: {} -> {}", report.phase_before, report.phase);

@@ -133,13 +133,6 @@ impl Clusters {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into())
-    );
-}
-
 pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
     match command {
         KafkaCommand::Check {
@@ -166,7 +159,9 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
                 .filter(|finding| finding.level == Level::Error)
                 .count();
             if json {
-                print_json(&serde_json::json!({ "ok": errors == 0, "findings": findings }));
+                crate::report::print_json(
+                    &serde_json::json!({ "ok": errors == 0, "findings": findings }),
+                );
             } else {
                 for finding in &findings {
                     let level = match finding.level {
@@ -269,7 +264,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             .await
             .map_err(|error| Error::definite("kafka.status", error.to_string()))??;
             if json {
-                print_json(&status);
+                crate::report::print_json(&status);
             } else {
                 println!("copied {} record(s); lag {}", status.copied, status.lag);
                 for partition in &status.partitions {
@@ -339,7 +334,7 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
                     .await
                     .map_err(|error| Error::definite("kafka.switch", error.to_string()))??;
             if json {
-                print_json(&serde_json::json!({ "groups": switched }));
+                crate::report::print_json(&serde_json::json!({ "groups": switched }));
             } else {
                 for group in &switched {
                     println!("group {} switched:", group.group);
@@ -383,7 +378,9 @@ pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
             .map_err(|error| Error::definite("kafka.verify", error.to_string()))??;
             let equal = checks.iter().all(|check| check.equal);
             if json {
-                print_json(&serde_json::json!({ "equal": equal, "partitions": checks }));
+                crate::report::print_json(
+                    &serde_json::json!({ "equal": equal, "partitions": checks }),
+                );
             } else {
                 for check in &checks {
                     println!(

@@ -121,10 +121,7 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
         "tables": tables,
     });
     if json_output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        crate::report::print_json(&report);
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -102,10 +102,7 @@ async fn run_inner(flags: &FlagSettings, verify_flags: &VerifyFlags) -> Result<E
             "rows_per_second": (rows as f64 / seconds.max(0.001)) as u64,
             "tables": reports,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        crate::report::print_json(&report);
     } else {
         println!(
             "verifying {} -> {}",
