@@ -310,6 +310,7 @@ fn filter_from(get: &dyn Fn(&str) -> Option<String>) -> Result<Filter, (u16, Str
         since_ms: time("since")?,
         until_ms: time("until")?,
         text: get("q"),
+        id: get("id"),
     })
 }
 

@@ -40,6 +40,8 @@ struct SourceFile {
 #[serde(deny_unknown_fields)]
 struct LogFile {
     url: Option<String>,
+    /// For a PostgreSQL log: the environment variable holding its password.
+    password_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,9 +79,52 @@ pub struct RelayConfig {
     pub source_start_latest: bool,
     /// Kafka: client properties, `${NAME}` expanded.
     pub source_options: Vec<(String, String)>,
-    /// The SQLite file of the delivery log.
-    pub log_path: PathBuf,
+    /// Where the delivery log is.
+    pub log: LogLocation,
     pub routes: Vec<Route>,
+}
+
+/// Where the delivery log is kept.
+#[derive(Clone)]
+pub enum LogLocation {
+    /// A SQLite file (the embedded default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (a schema `ferry_relay_NAME` in it).
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+impl LogLocation {
+    /// For messages: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            LogLocation::Sqlite(path) => path.display().to_string(),
+            LogLocation::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogLocation {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.describe())
+    }
+}
+
+/// A URL with any `user:password@` reduced to `user@`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// How the messages of one route may overtake each other.
@@ -241,20 +286,44 @@ pub fn parse(
             (String::new(), None)
         }
     };
-    let log_url = file
-        .log
-        .and_then(|log| log.url)
-        .unwrap_or_else(|| format!("sqlite:{name}.relay.db"));
-    let log_path = match log_url.strip_prefix("sqlite:") {
-        Some(path) if !path.is_empty() => {
-            // (Joining an absolute path gives that path.)
-            base.join(path.trim_start_matches("//"))
+    let (log_url, log_password_env) = match file.log {
+        Some(log) => (log.url, log.password_env),
+        None => (None, None),
+    };
+    let log_url = log_url.unwrap_or_else(|| format!("sqlite:{name}.relay.db"));
+    let log = if log_url.starts_with("postgres://") || log_url.starts_with("postgresql://") {
+        let password = match log_password_env {
+            Some(variable) => {
+                let value = environment(&variable);
+                if value.is_none() {
+                    problems.push(format!(
+                        "log.password_env: the environment variable {variable} is not set"
+                    ));
+                }
+                value
+            }
+            None => environment("FERRY_LOG_PASSWORD"),
+        };
+        LogLocation::Postgres {
+            url: log_url,
+            password,
         }
-        _ => {
-            problems.push(format!(
-                "log.url: '{log_url}' is not supported; use sqlite:PATH (a file, created if missing)"
-            ));
-            PathBuf::new()
+    } else {
+        if log_password_env.is_some() {
+            problems.push("log.password_env: only a PostgreSQL log takes a password".into());
+        }
+        match log_url.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() => {
+                // (Joining an absolute path gives that path.)
+                LogLocation::Sqlite(base.join(path.trim_start_matches("//")))
+            }
+            _ => {
+                problems.push(format!(
+                    "log.url: '{}' is not supported; use sqlite:PATH (a file, created if missing) or postgres://user@host/database",
+                    redact_url(&log_url)
+                ));
+                LogLocation::Sqlite(PathBuf::new())
+            }
         }
     };
     if file.route.is_empty() {
@@ -289,7 +358,7 @@ pub fn parse(
         source_password,
         source_start_latest,
         source_options,
-        log_path,
+        log,
         routes,
     })
 }
@@ -541,7 +610,9 @@ ordering = "none"
         )
         .unwrap();
         assert_eq!(config.name, "orders-relay");
-        assert_eq!(config.log_path, Path::new("/etc/ferry/relay.db"));
+        assert!(
+            matches!(&config.log, LogLocation::Sqlite(path) if path == Path::new("/etc/ferry/relay.db"))
+        );
         let route = &config.routes[0];
         assert_eq!(route.max_retries, 3);
         assert_eq!(route.backoff, Duration::from_secs(1));
@@ -554,6 +625,40 @@ ordering = "none"
         assert!(route.signing_key.is_some());
         let debug = format!("{route:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn a_postgres_log_takes_its_password_from_the_environment() {
+        let text = |log: &str| {
+            format!("name = \"r\"\n[source]\nurl = \"kafka://b:9092\"\n[log]\n{log}\n[[route]]\nname = \"o\"\ntopics = [\"o\"]\nurl = \"http://x/\"\n")
+        };
+        let config = parse(
+            &text("url = \"postgres://relay@logs/ferry\"\npassword_env = \"TOKEN\""),
+            Path::new("."),
+            &environment,
+        )
+        .unwrap();
+        match &config.log {
+            LogLocation::Postgres { url, password } => {
+                assert_eq!(url, "postgres://relay@logs/ferry");
+                assert_eq!(password.as_deref(), Some("s3cret"));
+            }
+            LogLocation::Sqlite(_) => panic!("not a PostgreSQL log"),
+        }
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let error = parse(
+            &text("url = \"mongodb://u:hunter2@x/db\""),
+            Path::new("."),
+            &environment,
+        )
+        .unwrap_err()
+        .message()
+        .to_string();
+        assert!(
+            error.contains("'mongodb://u@x/db' is not supported"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"));
     }
 
     #[test]

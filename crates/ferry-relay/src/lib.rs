@@ -59,9 +59,11 @@ pub enum Input {
 }
 
 /// Runs the relay until `shutdown` turns true, or a failure that needs the operator.
+/// `log_connect` opens connections to a PostgreSQL log (`[log] url = "postgres://..."`).
 pub async fn run(
     config: RelayConfig,
     input: Input,
+    log_connect: Option<log::postgres::Connect>,
     listen: Listen,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -78,7 +80,24 @@ pub async fn run(
             .with_hint("remove format (and descriptor_set, message) from the route"));
         }
     }
-    let log = DeliveryLog::open(&config.log_path)?;
+    let log = match (&config.log, log_connect) {
+        (config::LogLocation::Sqlite(path), _) => DeliveryLog::open(path)?,
+        (config::LogLocation::Postgres { .. }, Some(connect)) => {
+            let routes: Vec<String> = config
+                .routes
+                .iter()
+                .map(|route| route.name.clone())
+                .collect();
+            DeliveryLog::open_postgres(connect, &config.name, &routes).await?
+        }
+        (config::LogLocation::Postgres { .. }, None) => {
+            return Err(Error::operator(
+                "relay.log_open",
+                "this build cannot open a PostgreSQL delivery log",
+            )
+            .with_hint("build ferry with the postgres feature, or use sqlite:PATH"))
+        }
+    };
     let metrics = Arc::new(Metrics::default());
     metrics
         .pending
@@ -143,7 +162,7 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
-    info!(relay = %config.name, routes = routes.len(), log = %config.log_path.display(), "relay started");
+    info!(relay = %config.name, routes = routes.len(), log = %config.log.describe(), "relay started");
     let outcome = match input {
         Input::Database(source) => {
             let feed = Feed {

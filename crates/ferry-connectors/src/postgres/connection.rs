@@ -42,8 +42,9 @@ where
     });
 }
 
-/// Opens a connection, with the session settings applied.
-pub(crate) async fn connect(config: &ConnectionConfig) -> Result<Client> {
+/// Opens a connection, with the session settings applied (`search_path` is empty: name
+/// every table with its schema).
+pub async fn connect(config: &ConnectionConfig) -> Result<Client> {
     let what = format!("connecting to {}", config.describe());
     let connecting = async {
         let client = match config.tls_client() {

@@ -29,6 +29,7 @@ mod widen;
 
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
+pub use connection::connect;
 pub use preflight::{
     check, check_sides, failure_summary, partial_update_tables, slot_status, FailureSummary,
     SlotStatus,

@@ -31,10 +31,11 @@ pub async fn run(config: &Path, listen: Listen) -> Result<ExitCode> {
         config.name,
         source.describe(),
         config.routes.len(),
-        config.log_path.display()
+        config.log.describe()
     );
     let input = ferry_relay::Input::Database(source.source());
-    ferry_relay::run(config, input, listen, shutdown_on_signals()).await?;
+    let log_connect = log_connect(&config)?;
+    ferry_relay::run(config, input, log_connect, listen, shutdown_on_signals()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -56,11 +57,13 @@ async fn run_kafka(
         config.name,
         input.bootstrap,
         config.routes.len(),
-        config.log_path.display()
+        config.log.describe()
     );
+    let log_connect = log_connect(&config)?;
     ferry_relay::run(
         config,
         ferry_relay::Input::Kafka(input),
+        log_connect,
         listen,
         shutdown_on_signals(),
     )
@@ -78,4 +81,26 @@ async fn run_kafka(
         "this ferry was built without Kafka support",
     )
     .with_hint("build it with the kafka feature: cargo build --release --features kafka"))
+}
+
+/// Opens connections to a PostgreSQL delivery log (TLS and session settings as for every
+/// PostgreSQL connection ferry makes); None for a SQLite log.
+fn log_connect(
+    config: &ferry_relay::config::RelayConfig,
+) -> Result<Option<ferry_relay::log::postgres::Connect>> {
+    let ferry_relay::config::LogLocation::Postgres { url, password } = &config.log else {
+        return Ok(None);
+    };
+    let connection = ferry_connectors::postgres::ConnectionConfig::parse(url, password.as_deref())
+        .map_err(|error| error.context("log"))?
+        .with_network_timeout(Duration::from_secs(DEFAULT_NETWORK_TIMEOUT_SECONDS));
+    let connection = std::sync::Arc::new(connection);
+    Ok(Some(std::sync::Arc::new(move || {
+        let connection = connection.clone();
+        Box::pin(async move {
+            ferry_connectors::postgres::connect(&connection)
+                .await
+                .map_err(|error| error.context("the delivery log"))
+        })
+    })))
 }

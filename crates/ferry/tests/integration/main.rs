@@ -26,6 +26,7 @@ mod mysql_verify;
 mod partitions;
 mod relay;
 mod relay_bench;
+mod relay_log_postgres;
 mod resume;
 mod schema;
 mod schema_changes;

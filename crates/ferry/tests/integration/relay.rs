@@ -26,6 +26,11 @@ pub(crate) struct Relay {
 impl Relay {
     /// Writes `relay.toml` for `source_url` with `routes` (TOML `[[route]]` blocks).
     pub fn new(name: &str, source_url: &str, routes: &str) -> Relay {
+        Relay::with_log(name, source_url, routes, "sqlite:relay.db")
+    }
+
+    /// The same, with the delivery log at `log_url`.
+    pub fn with_log(name: &str, source_url: &str, routes: &str, log_url: &str) -> Relay {
         let directory =
             std::env::temp_dir().join(format!("ferry-relay-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
@@ -33,7 +38,7 @@ impl Relay {
         let config = directory.join("relay.toml");
         std::fs::write(
             &config,
-            format!("name = \"{name}\"\n[source]\nurl = \"{source_url}\"\n[log]\nurl = \"sqlite:relay.db\"\n{routes}"),
+            format!("name = \"{name}\"\n[source]\nurl = \"{source_url}\"\n[log]\nurl = \"{log_url}\"\n{routes}"),
         )
         .unwrap();
         let _ = std::fs::remove_file(log_path(name));
@@ -186,6 +191,16 @@ struct OnPostgres {
 /// Creates database `database` holding `ddl`, an endpoint, and a relay (named after the
 /// database) with [`ROUTE`] to it, `edits` replaced in the route; waits until it reads.
 async fn relay_on_postgres(database: &str, ddl: &str, edits: &[(&str, &str)]) -> OnPostgres {
+    relay_on_postgres_with_log(database, ddl, edits, None).await
+}
+
+/// [`relay_on_postgres`] with the delivery log in PostgreSQL (`log_url`) instead of SQLite.
+async fn relay_on_postgres_with_log(
+    database: &str,
+    ddl: &str,
+    edits: &[(&str, &str)],
+    log_url: Option<&str>,
+) -> OnPostgres {
     let pair = Pair::new(database).await;
     pair.source.batch_execute(ddl).await.unwrap();
     let receiver = Receiver::start().await;
@@ -193,7 +208,11 @@ async fn relay_on_postgres(database: &str, ddl: &str, edits: &[(&str, &str)]) ->
     for (from, to) in edits {
         route = route.replace(from, to);
     }
-    let relay = Relay::new(&database.replace('_', "-"), &pair.source_url, &route);
+    let name = database.replace('_', "-");
+    let relay = match log_url {
+        Some(log_url) => Relay::with_log(&name, &pair.source_url, &route, log_url),
+        None => Relay::new(&name, &pair.source_url, &route),
+    };
     let run = relay.spawn();
     relay.wait_reading().await;
     OnPostgres {
@@ -508,16 +527,47 @@ async fn relay_takes_in_a_table_created_while_it_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_survives_kill_9_without_losing_or_changing_a_message() {
+    survives_kill_9("relay_kill", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_with_a_postgres_log_survives_kill_9() {
+    let log_url = crate::common::servers()
+        .target
+        .create_database("relay_kill_log")
+        .await
+        .unwrap();
+    survives_kill_9("relay_kill_pg", Some(&log_url)).await;
+    // The log holds every message, delivered, in its partitions.
+    let (client, connection) = tokio_postgres::connect(&log_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT status, count(DISTINCT id) FROM \"ferry_relay_relay-kill-pg\".messages GROUP BY status",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(counts, [("delivered".to_string(), 3_000)]);
+}
+
+/// Rows written while the relay is killed three times: every one delivered, unchanged, under
+/// one id.
+async fn survives_kill_9(database: &str, log_url: Option<&str>) {
     const ROWS: i64 = 3_000;
     let OnPostgres {
         pair,
         receiver,
         relay,
         mut run,
-    } = relay_on_postgres(
-        "relay_kill",
+    } = relay_on_postgres_with_log(
+        database,
         "CREATE TABLE ledger (id bigint PRIMARY KEY, amount int NOT NULL)",
         &[("public.orders", "public.ledger")],
+        log_url,
     )
     .await;
     let source_url = pair.source_url.clone();

@@ -1,17 +1,5 @@
-//! The delivery log: every message the relay took, every attempt to deliver it and its
-//! outcome, and the source checkpoint, in one SQLite file (WAL, `synchronous=FULL`).
-//!
-//! Why nothing is lost: a message enters the log in the same transaction as the source
-//! position after it ([`DeliveryLog::ingest`]); only then is the source acknowledged. From
-//! there a message is `pending` until an attempt succeeds (`delivered`) or its retries are
-//! spent or the endpoint refused it (`failed`, parked). A crash at any moment leaves every
-//! message either in the log (delivered later, maybe twice: at least once) or before the
-//! checkpoint (read again from the source, and deduplicated by its id, which derives from its
-//! source coordinates).
-//!
-//! Ordering: one worker per route takes due messages in arrival order (`seq`); under key
-//! ordering a message is due only when no earlier message of the same route, topic and key is
-//! undelivered, so a parked failure holds back its key and nothing else.
+//! The delivery log in one SQLite file (WAL, `synchronous=FULL`), the embedded default. See
+//! [`super`] for the contract; retention deletes rows in bounded transactions.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,126 +7,12 @@ use std::sync::{Arc, Mutex};
 use ferry_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::{AttemptRow, Count, DueMessage, Filter, MessageRow, NewMessage, Next, Outcome};
 use crate::config::Ordering;
-
-/// A message to store.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    /// `webhook-id`; a message whose id is already in the log is not stored again.
-    pub id: String,
-    pub route: String,
-    pub topic: String,
-    pub partition: Option<i64>,
-    pub offset: Option<i64>,
-    /// Where in a database's log the change sits (`postgres:0/16B3748#3`).
-    pub position: Option<String>,
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    pub created_at_ms: i64,
-    /// The old key of a message that moved a row: ordered against both keys.
-    pub old_key: Option<String>,
-    /// Ordered against every pending message of its route and topic (see
-    /// [`crate::document::Document`]).
-    pub barrier: bool,
-    /// Set for a message that cannot be delivered at all (it could not be decoded): it is
-    /// stored as failed with this error.
-    pub refused: Option<String>,
-}
-
-/// A message due for an attempt.
-#[derive(Debug, Clone)]
-pub struct DueMessage {
-    pub seq: i64,
-    pub id: String,
-    pub topic: String,
-    pub partition: Option<i64>,
-    pub offset: Option<i64>,
-    pub payload: Vec<u8>,
-    /// Attempts since the message was last (re)queued.
-    pub attempts_in_budget: u32,
-}
-
-/// What one attempt did.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub at_ms: i64,
-    pub http_status: Option<u16>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub response: Option<String>,
-}
-
-/// Where a message goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
-    Delivered,
-    RetryAt(i64),
-    Failed,
-}
-
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub seq: i64,
-    pub attempt: Attempt,
-    pub next: Next,
-}
-
-/// Search filters of the control plane (all optional).
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub status: Option<String>,
-    pub route: Option<String>,
-    pub topic: Option<String>,
-    pub key: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    /// A substring of the payload, the last error or the id.
-    pub text: Option<String>,
-}
-
-/// A message as the control plane shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MessageRow {
-    #[serde(skip)]
-    pub seq: i64,
-    pub id: String,
-    pub route: String,
-    pub topic: String,
-    pub partition: Option<i64>,
-    pub offset: Option<i64>,
-    pub position: Option<String>,
-    pub key: Option<String>,
-    pub status: String,
-    pub attempts: i64,
-    pub last_http_status: Option<i64>,
-    pub last_error: Option<String>,
-    pub created_at: i64,
-    pub first_attempt_at: Option<i64>,
-    pub last_attempt_at: Option<i64>,
-    pub next_attempt_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AttemptRow {
-    pub number: i64,
-    pub at: i64,
-    pub http_status: Option<i64>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub response: Option<String>,
-}
-
-/// Messages per route and status.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Count {
-    pub route: String,
-    pub status: String,
-    pub messages: i64,
-}
 
 /// The log; clones share the file's connections.
 #[derive(Clone)]
-pub struct DeliveryLog {
+pub struct SqliteLog {
     writer: Arc<Mutex<Connection>>,
     /// The route workers' reads (WAL: they never wait for the writer).
     dispatcher: Arc<Mutex<Connection>>,
@@ -147,8 +21,6 @@ pub struct DeliveryLog {
     /// Held while the log is open: a second relay on the same log would deliver every
     /// message twice.
     _lock: Arc<std::fs::File>,
-    /// See [`DeliveryLog::requeue_generation`].
-    requeued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const SCHEMA: &str = "
@@ -237,9 +109,9 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(connection)
 }
 
-impl DeliveryLog {
+impl SqliteLog {
     /// Opens (creating when missing) the log at `path`.
-    pub fn open(path: &Path) -> Result<DeliveryLog> {
+    pub fn open(path: &Path) -> Result<SqliteLog> {
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -281,13 +153,12 @@ impl DeliveryLog {
             .map_err(|error| storage_error(path, error))?;
         let reader = open_connection(path)?;
         let dispatcher = open_connection(path)?;
-        Ok(DeliveryLog {
+        Ok(SqliteLog {
             writer: Arc::new(Mutex::new(writer)),
             dispatcher: Arc::new(Mutex::new(dispatcher)),
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             _lock: Arc::new(lock),
-            requeued: Arc::default(),
         })
     }
 
@@ -536,25 +407,10 @@ impl DeliveryLog {
         .await
     }
 
-    /// Queues matching messages that are not pending once more, with a fresh retry budget;
-    /// returns how many. Messages refused when read (not in the route's format) are never
-    /// sent: they stay failed.
+    /// See [`super::DeliveryLog::retry`].
     pub async fn retry(&self, filter: Filter, now_ms: i64) -> Result<u64> {
-        let (condition, values) = where_clause(&filter);
-        self.requeue(condition, values, now_ms).await
-    }
-
-    /// Queues again, with a fresh retry budget, the messages that are not pending and match
-    /// `condition` (SQL over `messages`, with `values` as its parameters ?1, ?2, ...); returns
-    /// how many.
-    async fn requeue(
-        &self,
-        condition: String,
-        mut values: Vec<rusqlite::types::Value>,
-        now_ms: i64,
-    ) -> Result<u64> {
-        let retried = self
-            .write(move |connection| {
+        let (condition, mut values) = where_clause(&filter);
+        self.write(move |connection| {
                 let transaction = connection.transaction()?;
                 start_requeue(&transaction)?;
                 transaction.execute(
@@ -575,23 +431,14 @@ impl DeliveryLog {
                 transaction.commit()?;
                 Ok(changed as u64)
             })
-            .await?;
-        self.requeued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(retried)
-    }
-
-    /// How many times messages were queued again (retry, replay): a worker drops what it
-    /// fetched ahead when this changes, since an earlier message of a key may now go first.
-    pub fn requeue_generation(&self) -> u64 {
-        self.requeued.load(std::sync::atomic::Ordering::SeqCst)
+            .await
     }
 
     /// Stores messages read again from the source (a replay): those still in the log are
     /// queued again with a fresh retry budget (unless pending), the others are stored anew.
     /// Returns how many were queued.
     pub async fn replay(&self, messages: Vec<NewMessage>, now_ms: i64) -> Result<u64> {
-        let queued = self.write(move |connection| {
+        self.write(move |connection| {
             let transaction = connection.transaction()?;
             let mut queued = 0;
             start_requeue(&transaction)?;
@@ -634,10 +481,7 @@ impl DeliveryLog {
             transaction.commit()?;
             Ok(queued)
         })
-        .await?;
-        self.requeued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(queued)
+        .await
     }
 
     /// For each of `partitions` (topic, partition), the lowest offset whose message is still
@@ -676,13 +520,6 @@ impl DeliveryLog {
             rows.collect()
         })
         .await
-    }
-
-    /// Queues one message again (whatever its state but pending); false when unknown or
-    /// already pending.
-    pub async fn retry_message(&self, id: &str, now_ms: i64) -> Result<bool> {
-        let values = vec![rusqlite::types::Value::Text(id.to_string())];
-        Ok(self.requeue("id = ?1".to_string(), values, now_ms).await? > 0)
     }
 
     /// Messages matching `filter`, newest first, `limit` at a time after the cursor `before`
@@ -900,6 +737,7 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     equal("route", &filter.route, &mut conditions);
     equal("topic", &filter.topic, &mut conditions);
     equal("message_key", &filter.key, &mut conditions);
+    equal("id", &filter.id, &mut conditions);
     if let Some(since) = filter.since_ms {
         values.push(Sql::Integer(since));
         conditions.push(format!("created_at >= ?{}", values.len()));
@@ -920,278 +758,86 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::{conformance, DeliveryLog};
 
-    fn message(id: &str, key: &str) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            route: "orders".into(),
-            topic: "public.orders".into(),
-            partition: None,
-            offset: None,
-            position: Some("postgres:0/1".into()),
-            key: Some(key.into()),
-            payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
-            created_at_ms: 1000,
-            old_key: None,
-            barrier: false,
-            refused: None,
-        }
-    }
-
-    /// A new log in a fresh directory (removed by the test at its end).
-    fn fresh_log(name: &str) -> (DeliveryLog, std::path::PathBuf) {
+    /// Runs one conformance check on a log in a fresh directory.
+    async fn check<F, Fut>(name: &str, check: F)
+    where
+        F: FnOnce(DeliveryLog) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let directory = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
-        (
-            DeliveryLog::open(&directory.join("log.db")).unwrap(),
-            directory,
-        )
-    }
-
-    /// An attempt at `at_ms` answered with `status`, and what follows.
-    fn outcome(seq: i64, at_ms: i64, status: u16, next: Next) -> Outcome {
-        Outcome {
-            seq,
-            attempt: attempt(at_ms, status),
-            next,
-        }
-    }
-
-    fn attempt(at_ms: i64, status: u16) -> Attempt {
-        Attempt {
-            at_ms,
-            http_status: Some(status),
-            latency_ms: 1.0,
-            error: None,
-            response: None,
-        }
+        let path = directory.join("log.db");
+        let log = DeliveryLog::open(&path).unwrap();
+        assert_eq!(
+            DeliveryLog::open(&path).err().map(|error| error.code()),
+            Some("relay.log_in_use")
+        );
+        check(log).await;
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 
     #[tokio::test]
     async fn moved_rows_and_table_wide_changes_keep_their_place() {
-        let (log, directory) = fresh_log("ferry-relay-order");
-        let moved = NewMessage {
-            old_key: Some("1".into()),
-            ..message("move1to2", "2")
-        };
-        let truncate = NewMessage {
-            barrier: true,
-            key: Some("t".into()),
-            ..message("truncate", "t")
-        };
-        log.ingest(
-            vec![
-                message("insert1", "1"),
-                moved,
-                message("insert3", "3"),
-                truncate,
-                message("insert4", "4"),
-            ],
-            vec![],
+        check(
+            "ferry-relay-order",
+            conformance::moved_rows_and_table_wide_changes_keep_their_place,
         )
-        .await
-        .unwrap();
-        let ids = |due: &[DueMessage]| due.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
-        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        // The move waits for key 1; the truncate for every pending message before it; insert4
-        // for the truncate.
-        assert_eq!(ids(&due), ["insert1", "insert3"]);
-        // insert1 is retrying (still pending): the same holds.
-        log.record(vec![
-            outcome(due[0].seq, 2000, 503, Next::RetryAt(9000)),
-            outcome(due[1].seq, 2000, 200, Next::Delivered),
-        ])
-        .await
-        .unwrap();
-        assert!(log
-            .due("orders", Ordering::Key, 3000, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            log.next_due_at("orders", 3000).await.unwrap(),
-            Some(9000),
-            "no busy wait on held-back messages"
-        );
-        // insert1 is parked: the move still waits (its old key), and so does the truncate,
-        // which must follow the move.
-        let retried = log.due("orders", Ordering::Key, 9000, 10).await.unwrap();
-        assert_eq!(ids(&retried), ["insert1"]);
-        log.record(vec![outcome(retried[0].seq, 9000, 400, Next::Failed)])
-            .await
-            .unwrap();
-        assert!(log
-            .due("orders", Ordering::Key, 9001, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        // Retried and delivered: the move, then the truncate, then insert4.
-        log.retry_message("insert1", 9002).await.unwrap();
-        let mut order = Vec::new();
-        for now in 9003..9010 {
-            let due = log.due("orders", Ordering::Key, now, 10).await.unwrap();
-            order.extend(ids(&due));
-            log.record(
-                due.iter()
-                    .map(|m| outcome(m.seq, now, 200, Next::Delivered))
-                    .collect(),
-            )
-            .await
-            .unwrap();
-        }
-        assert_eq!(order, ["insert1", "move1to2", "truncate", "insert4"]);
-        std::fs::remove_dir_all(&directory).unwrap();
+        .await;
     }
 
     #[tokio::test]
     async fn a_message_queued_again_goes_before_the_later_ones_of_its_key() {
-        let (log, directory) = fresh_log("ferry-relay-requeue");
-        log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
-            .await
-            .unwrap();
-        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        log.record(vec![outcome(due[0].seq, 2000, 200, Next::Delivered)])
-            .await
-            .unwrap();
-        let generation = log.requeue_generation();
-        // a1 is sent again (an operator's retry): a2 waits for it.
-        assert!(log.retry_message("a1", 3000).await.unwrap());
-        assert_ne!(log.requeue_generation(), generation);
-        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-        assert_eq!(
-            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a1"]
-        );
-        log.record(vec![outcome(due[0].seq, 3000, 200, Next::Delivered)])
-            .await
-            .unwrap();
-        let due = log.due("orders", Ordering::Key, 3001, 10).await.unwrap();
-        assert_eq!(
-            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a2"]
-        );
-        // The same through a filter.
-        let all = Filter {
-            route: Some("orders".into()),
-            ..Filter::default()
-        };
-        log.record(vec![outcome(due[0].seq, 3001, 200, Next::Delivered)])
-            .await
-            .unwrap();
-        assert_eq!(log.retry(all, 4000).await.unwrap(), 2);
-        let due = log.due("orders", Ordering::Key, 4000, 10).await.unwrap();
-        assert_eq!(
-            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a1"]
-        );
-        std::fs::remove_dir_all(&directory).unwrap();
+        check(
+            "ferry-relay-requeue",
+            conformance::a_message_queued_again_goes_before_the_later_ones_of_its_key,
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn retention_of_a_parked_message_releases_its_key() {
-        let (log, directory) = fresh_log("ferry-relay-prune");
-        log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
-            .await
-            .unwrap();
-        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        assert_eq!(due.len(), 1);
-        log.record(vec![outcome(due[0].seq, 2000, 400, Next::Failed)])
-            .await
-            .unwrap();
-        assert!(log
-            .due("orders", Ordering::Key, 3000, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(log.prune("orders", "failed", 2001).await.unwrap(), 1);
-        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-        assert_eq!(
-            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a2"]
-        );
-        std::fs::remove_dir_all(&directory).unwrap();
+        check(
+            "ferry-relay-prune",
+            conformance::retention_of_a_parked_message_releases_its_key,
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn key_order_holds_back_only_the_failed_key() {
-        let (log, directory) = fresh_log("ferry-relay-log");
-        assert_eq!(
-            DeliveryLog::open(&directory.join("log.db"))
-                .err()
-                .map(|error| error.code()),
-            Some("relay.log_in_use")
-        );
-        let messages = vec![message("a1", "a"), message("b1", "b"), message("a2", "a")];
-        assert_eq!(
-            log.ingest(
-                messages.clone(),
-                vec![("source".into(), "postgres:0/2".into())]
-            )
-            .await
-            .unwrap(),
-            3
-        );
-        // The same messages again (a replay after a crash) are not stored twice.
-        assert_eq!(log.ingest(messages, vec![]).await.unwrap(), 0);
-        assert_eq!(
-            log.checkpoint("source").await.unwrap().as_deref(),
-            Some("postgres:0/2")
-        );
-        let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-        assert_eq!(
-            due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a1", "b1"]
-        );
-        // a1 is parked; b1 delivered: a2 waits behind a1.
-        log.record(vec![
-            outcome(due[0].seq, 2000, 400, Next::Failed),
-            outcome(due[1].seq, 2000, 200, Next::Delivered),
-        ])
-        .await
-        .unwrap();
-        assert!(log
-            .due("orders", Ordering::Key, 3000, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let none = log.due("orders", Ordering::None, 3000, 10).await.unwrap();
-        assert_eq!(
-            none.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["a2"]
-        );
-        // Retrying the failed one puts it first again, with a fresh budget.
-        let failed = Filter {
-            status: Some("failed".into()),
-            ..Filter::default()
-        };
-        assert_eq!(log.retry(failed.clone(), 3000).await.unwrap(), 1);
-        let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-        assert_eq!(
-            due.iter()
-                .map(|m| (m.id.as_str(), m.attempts_in_budget))
-                .collect::<Vec<_>>(),
-            [("a1", 0)]
-        );
-        let (rows, next) = log.search(Filter::default(), None, 2).await.unwrap();
-        assert_eq!(
-            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["a2", "b1"]
-        );
-        let (rows, next) = log.search(Filter::default(), next, 2).await.unwrap();
-        assert_eq!((rows.len(), next), (1, None));
-        let (message, payload, attempts) = log.message("a1").await.unwrap().unwrap();
-        assert_eq!((message.status.as_str(), message.attempts), ("pending", 1));
-        assert_eq!(payload, b"{\"id\":\"a1\"}");
-        assert_eq!(attempts[0].http_status, Some(400));
-        let text = Filter {
-            text: Some("\"b1\"".into()),
-            ..Filter::default()
-        };
-        assert_eq!(log.search(text, None, 10).await.unwrap().0.len(), 1);
-        // Retention removes finished messages only.
-        assert_eq!(log.prune("orders", "delivered", 2001).await.unwrap(), 1);
-        assert_eq!(log.pending().await.unwrap(), 2);
-        std::fs::remove_dir_all(&directory).unwrap();
+        check(
+            "ferry-relay-log",
+            conformance::key_order_holds_back_only_the_failed_key,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_kept_by_name() {
+        check(
+            "ferry-relay-checkpoints",
+            conformance::checkpoints_are_kept_by_name,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_is_never_sent() {
+        check(
+            "ferry-relay-refused",
+            conformance::a_refused_message_is_never_sent,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_replay_queues_again_and_stores_new_ones() {
+        check(
+            "ferry-relay-replay",
+            conformance::a_replay_queues_again_and_stores_new_ones,
+        )
+        .await;
     }
 }
