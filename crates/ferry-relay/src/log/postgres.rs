@@ -36,7 +36,7 @@ use std::sync::Arc;
 use ferry_core::{Error, Result};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::{AttemptRow, Count, DueMessage, Filter, MessageRow, NewMessage, Next, Outcome};
 use crate::config::Ordering;
@@ -68,15 +68,53 @@ struct Inner {
     schema_name: String,
     lock_key: i64,
     /// Writes, DDL and the advisory lock.
-    writer: Mutex<Option<Client>>,
+    writer: Mutex<Option<Session>>,
     /// The route workers' reads.
-    dispatcher: Mutex<Option<Client>>,
+    dispatcher: Mutex<Option<Session>>,
     /// The control plane's reads.
-    reader: Mutex<Option<Client>>,
+    reader: Mutex<Option<Session>>,
     /// Bucket number (as the partition key's text) by route and outcome.
     buckets: std::sync::Mutex<HashMap<(String, String), String>>,
     /// Day partitions known to exist.
     days: std::sync::Mutex<HashSet<String>>,
+}
+
+/// A connection and the statements prepared on it (the hot ones are prepared once: a
+/// statement sent as text costs a second round trip each time).
+struct Session {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Session {
+    fn new(client: Client) -> Session {
+        Session {
+            client,
+            statements: HashMap::new(),
+        }
+    }
+
+    async fn prepared(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await.map_err(storage_error)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }
 
 fn storage_error(error: tokio_postgres::Error) -> Error {
@@ -301,7 +339,7 @@ impl PostgresLog {
     }
 
     /// The writer connection, (re)connected and holding the log's advisory lock.
-    async fn writer(&self) -> Result<MappedMutexGuard<'_, Client>> {
+    async fn writer(&self) -> Result<MappedMutexGuard<'_, Session>> {
         let mut slot = self.inner.writer.lock().await;
         if slot.as_ref().is_none_or(|client| client.is_closed()) {
             *slot = None;
@@ -323,32 +361,45 @@ impl PostgresLog {
                     "run one relay per log: stop the other one, or give this one another name",
                 ));
             }
-            *slot = Some(client);
+            *slot = Some(Session::new(client));
         }
         Self::connected(slot)
     }
 
     async fn session<'a>(
         &self,
-        slot: &'a Mutex<Option<Client>>,
-    ) -> Result<MappedMutexGuard<'a, Client>> {
+        slot: &'a Mutex<Option<Session>>,
+    ) -> Result<MappedMutexGuard<'a, Session>> {
         let mut slot = slot.lock().await;
         if slot.as_ref().is_none_or(|client| client.is_closed()) {
-            *slot = Some((self.inner.connect)().await?);
+            *slot = Some(Session::new((self.inner.connect)().await?));
         }
         Self::connected(slot)
     }
 
-    fn connected(slot: MutexGuard<'_, Option<Client>>) -> Result<MappedMutexGuard<'_, Client>> {
+    fn connected(slot: MutexGuard<'_, Option<Session>>) -> Result<MappedMutexGuard<'_, Session>> {
         MutexGuard::try_map(slot, |client| client.as_mut())
             .map_err(|_| Error::transient("relay.log", "the delivery log's connection was lost"))
     }
 
-    async fn dispatcher(&self) -> Result<MappedMutexGuard<'_, Client>> {
-        self.session(&self.inner.dispatcher).await
+    /// The route workers' connection. Its plans walk the open messages in `seq` order (the
+    /// front index) whatever the statistics say: a queue table's statistics are stale most
+    /// of the time, and a plan that sorts every pending message to return the first few
+    /// costs a full scan per call.
+    async fn dispatcher(&self) -> Result<MappedMutexGuard<'_, Session>> {
+        let mut slot = self.inner.dispatcher.lock().await;
+        if slot.as_ref().is_none_or(|client| client.is_closed()) {
+            let client = (self.inner.connect)().await?;
+            client
+                .batch_execute("SET enable_sort = off; SET enable_bitmapscan = off;")
+                .await
+                .map_err(storage_error)?;
+            *slot = Some(Session::new(client));
+        }
+        Self::connected(slot)
     }
 
-    async fn reader(&self) -> Result<MappedMutexGuard<'_, Client>> {
+    async fn reader(&self) -> Result<MappedMutexGuard<'_, Session>> {
         self.session(&self.inner.reader).await
     }
 
@@ -591,15 +642,20 @@ impl PostgresLog {
                  ORDER BY seq LIMIT $3"
             ),
         };
-        let dispatcher = self.dispatcher().await?;
+        let mut dispatcher = self.dispatcher().await?;
+        let statement = dispatcher.prepared(&sql).await?;
         let limit = limit as i64;
         let rows = match ordering {
             Ordering::Key => {
                 dispatcher
-                    .query(&sql, &[&route, &now_ms, &limit, &failed])
+                    .query(&statement, &[&route, &now_ms, &limit, &failed])
                     .await
             }
-            Ordering::None => dispatcher.query(&sql, &[&route, &now_ms, &limit]).await,
+            Ordering::None => {
+                dispatcher
+                    .query(&statement, &[&route, &now_ms, &limit])
+                    .await
+            }
         }
         .map_err(storage_error)?;
         Ok(rows
@@ -618,15 +674,15 @@ impl PostgresLog {
 
     /// See [`super::DeliveryLog::next_due_at`].
     pub async fn next_due_at(&self, route: &str, now_ms: i64) -> Result<Option<i64>> {
-        let dispatcher = self.dispatcher().await?;
+        let mut dispatcher = self.dispatcher().await?;
+        let statement = dispatcher
+            .prepared(&format!(
+                "SELECT min(next_attempt_at) FROM {}.messages_open WHERE route = $1 AND status = 'pending' AND next_attempt_at > $2",
+                self.inner.schema
+            ))
+            .await?;
         let row = dispatcher
-            .query_one(
-                &format!(
-                    "SELECT min(next_attempt_at) FROM {}.messages_open WHERE route = $1 AND status = 'pending' AND next_attempt_at > $2",
-                    self.inner.schema
-                ),
-                &[&route, &now_ms],
-            )
+            .query_one(&statement, &[&route, &now_ms])
             .await
             .map_err(storage_error)?;
         Ok(row.get(0))
@@ -672,8 +728,43 @@ impl PostgresLog {
             .iter()
             .map(|o| o.attempt.response.as_deref())
             .collect();
+        // One statement (atomic without a transaction): the outcomes, then, after a
+        // delivery, the next undelivered message of the key becomes its front. The second
+        // part reads the rows as they were before the first changed them, so the messages
+        // just delivered are left out by their seq.
+        let sql = format!(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                                      $7::float8[], $8::text[], $9::text[])
+                     AS u(seq, status, next_at, finished, at, http_status, latency, error, response)),
+             updated AS (
+                 UPDATE {s}.messages m SET attempts = m.attempts + 1, status = u.status, next_attempt_at = u.next_at,
+                     last_http_status = u.http_status, last_error = u.error,
+                     first_attempt_at = coalesce(m.first_attempt_at, u.at), last_attempt_at = u.at,
+                     finished_at = u.finished,
+                     attempt_log = m.attempt_log || jsonb_build_array(jsonb_build_object(
+                         'number', m.attempts + 1, 'at', u.at, 'http_status', u.http_status,
+                         'latency_ms', u.latency, 'error', u.error, 'response', u.response)),
+                     bucket = CASE WHEN u.status = 'pending' THEN 'open' ELSE coalesce(
+                         (SELECT b.number::text FROM {s}.buckets b WHERE b.route = m.route AND b.status = u.status),
+                         'other') END
+                 FROM u
+                 WHERE m.bucket = 'open' AND m.seq = ANY($1) AND m.seq = u.seq AND m.status = 'pending'
+                 RETURNING m.seq, m.route, m.topic, m.message_key, u.status),
+             delivered AS (SELECT * FROM updated WHERE status = 'delivered')
+             UPDATE {s}.messages_open SET front = true WHERE seq = ANY(ARRAY(
+                 SELECT (SELECT min(earlier.seq) FROM {s}.messages earlier
+                         WHERE earlier.bucket IN ('open', 'other', coalesce(
+                                 (SELECT b.number::text FROM {s}.buckets b WHERE b.route = d.route AND b.status = 'failed'),
+                                 'other'))
+                           AND earlier.route = d.route AND earlier.topic = d.topic
+                           AND earlier.message_key = d.message_key
+                           AND earlier.status <> 'delivered' AND NOT earlier.undeliverable
+                           AND earlier.seq <> ALL (ARRAY(SELECT seq FROM delivered)))
+                 FROM delivered d WHERE d.message_key IS NOT NULL))"
+        );
         let mut writer = self.writer().await?;
-        let transaction = writer.transaction().await.map_err(storage_error)?;
+        let statement = writer.prepared(&sql).await?;
         let parameters: [&(dyn ToSql + Sync); 9] = [
             &seq,
             &status,
@@ -685,67 +776,11 @@ impl PostgresLog {
             &error,
             &response,
         ];
-        let delivered = transaction
-            .query(
-                &format!(
-                    "UPDATE {s}.messages m SET attempts = m.attempts + 1, status = u.status, next_attempt_at = u.next_at,
-                         last_http_status = u.http_status, last_error = u.error,
-                         first_attempt_at = coalesce(m.first_attempt_at, u.at), last_attempt_at = u.at,
-                         finished_at = u.finished,
-                         attempt_log = m.attempt_log || jsonb_build_array(jsonb_build_object(
-                             'number', m.attempts + 1, 'at', u.at, 'http_status', u.http_status,
-                             'latency_ms', u.latency, 'error', u.error, 'response', u.response)),
-                         bucket = CASE WHEN u.status = 'pending' THEN 'open' ELSE coalesce(
-                             (SELECT b.number::text FROM {s}.buckets b WHERE b.route = m.route AND b.status = u.status),
-                             'other') END
-                     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-                                 $7::float8[], $8::text[], $9::text[])
-                         AS u(seq, status, next_at, finished, at, http_status, latency, error, response)
-                     WHERE m.bucket = 'open' AND m.seq = u.seq AND m.status = 'pending'
-                     RETURNING m.route, m.topic, m.message_key, u.status"
-                ),
-                &parameters,
-            )
+        writer
+            .execute(&statement, &parameters)
             .await
             .map_err(storage_error)?;
-        // After a delivery, the next undelivered message of the key is its front.
-        let delivered: Vec<(String, String, String)> = delivered
-            .iter()
-            .filter(|row| row.get::<_, &str>(3) == "delivered")
-            .filter_map(|row| Some((row.get(0), row.get(1), row.get::<_, Option<String>>(2)?)))
-            .collect();
-        if !delivered.is_empty() {
-            let failed: Vec<String> = delivered
-                .iter()
-                .map(|(route, _, _)| self.bucket(route, "failed"))
-                .collect();
-            let (routes, topics, keys) = delivered.into_iter().fold(
-                (Vec::new(), Vec::new(), Vec::new()),
-                |(mut routes, mut topics, mut keys), (route, topic, key)| {
-                    routes.push(route);
-                    topics.push(topic);
-                    keys.push(key);
-                    (routes, topics, keys)
-                },
-            );
-            transaction
-                .execute(
-                    &format!(
-                        "UPDATE {s}.messages_open SET front = true WHERE seq IN (
-                             SELECT (SELECT min(earlier.seq) FROM {s}.messages earlier
-                                     WHERE earlier.bucket IN ('open', 'other', d.failed_bucket)
-                                       AND earlier.route = d.route AND earlier.topic = d.topic
-                                       AND earlier.message_key = d.message_key
-                                       AND earlier.status <> 'delivered' AND NOT earlier.undeliverable)
-                             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                                 AS d(route, topic, message_key, failed_bucket))"
-                    ),
-                    &[&routes, &topics, &keys, &failed],
-                )
-                .await
-                .map_err(storage_error)?;
-        }
-        transaction.commit().await.map_err(storage_error)
+        Ok(())
     }
 
     /// See [`super::DeliveryLog::retry`].

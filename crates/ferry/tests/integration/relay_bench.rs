@@ -210,6 +210,35 @@ async fn relay_benchmark() {
     }
     let relay_rss = peak_rss_mib(run.id());
 
+    // The same messages again, through a relay whose log is in PostgreSQL (its own group).
+    let log_url = crate::common::servers()
+        .target
+        .create_database("relay_bench_log")
+        .await
+        .unwrap();
+    let postgres_relay = Relay::with_log(
+        "relay-bench-pg",
+        &broker.url(),
+        &route.replace("/relay", "/relay-pg"),
+        &log_url,
+    );
+    let delivered_before = receiver.delivered_count();
+    let started = Instant::now();
+    let mut postgres_run = postgres_relay.spawn();
+    wait_until(
+        "the relay with a PostgreSQL log to deliver every message",
+        Duration::from_secs(600),
+        || {
+            let done = receiver.delivered_count() - delivered_before >= messages;
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", postgres_relay.log()));
+    let relayed_postgres = started.elapsed();
+    let postgres_rss = peak_rss_mib(postgres_run.id());
+    stop(&mut postgres_run);
+
     // Latency under a steady rate (400 messages/s for 10 s), produce to endpoint, for the relay
     // and, reading the same records at the same time, a bare loop.
     let stop_bare = Arc::new(AtomicBool::new(false));
@@ -311,6 +340,7 @@ async fn relay_benchmark() {
         concurrent.as_secs_f64()
     );
     println!("  ferry relay, every attempt logged: {:>7.0} msg/s ({:.2} s), {:.0}% of the 16-in-flight loop, peak RSS {relay_rss:.0} MiB", rate(relayed), relayed.as_secs_f64(), 100.0 * concurrent.as_secs_f64() / relayed.as_secs_f64());
+    println!("  ferry relay, log in PostgreSQL:    {:>7.0} msg/s ({:.2} s), {:.0}% of the 16-in-flight loop, peak RSS {postgres_rss:.0} MiB", rate(relayed_postgres), relayed_postgres.as_secs_f64(), 100.0 * concurrent.as_secs_f64() / relayed_postgres.as_secs_f64());
     println!(
         "  latency at 400 msg/s, produce to endpoint: relay p50 {} ms, p99 {} ms; bare loop p50 {} ms, p99 {} ms",
         percentile(&relay_latency, 0.5),

@@ -20,7 +20,16 @@ async fn log_database(name: &str) -> (String, Connect) {
     let config = Arc::new(ferry_connectors::postgres::ConnectionConfig::parse(&url, None).unwrap());
     let connect: Connect = Arc::new(move || {
         let config = config.clone();
-        Box::pin(async move { ferry_connectors::postgres::connect(&config).await })
+        Box::pin(async move {
+            let client = ferry_connectors::postgres::connect(&config).await?;
+            if std::env::var("FERRY_TEST_EXPLAIN").is_ok() {
+                client
+                    .batch_execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 10; SET auto_explain.log_analyze = on; SET auto_explain.log_nested_statements = on;")
+                    .await
+                    .unwrap();
+            }
+            Ok(client)
+        })
     });
     (url, connect)
 }
@@ -175,4 +184,46 @@ async fn wait_for_open(connect: Connect, routes: &[String]) -> DeliveryLog {
     })
     .await
     .unwrap()
+}
+
+/// Where a worker's time goes on a PostgreSQL log: ingest in batches, then take due messages
+/// and record them delivered, 16 at a time (`cargo test ... postgres_log_speed -- --ignored
+/// --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn postgres_log_speed() {
+    let log = fresh_log("log_speed").await;
+    let total = 20_000;
+    let started = std::time::Instant::now();
+    for batch in 0..(total / 1000) {
+        let messages = (0..1000)
+            .map(|n| {
+                let n = batch * 1000 + n;
+                message(&format!("m{n}"), &format!("k{}", n % 1000), 1000)
+            })
+            .collect();
+        log.ingest(messages, vec![("source".into(), batch.to_string())])
+            .await
+            .unwrap();
+    }
+    eprintln!("ingest: {:?} for {total}", started.elapsed());
+    let (mut due_time, mut record_time) = (Duration::ZERO, Duration::ZERO);
+    let mut delivered = 0;
+    while delivered < total {
+        let at = std::time::Instant::now();
+        let due = log.due("orders", Ordering::Key, 2000, 16).await.unwrap();
+        due_time += at.elapsed();
+        assert!(!due.is_empty());
+        let at = std::time::Instant::now();
+        delivered += due.len();
+        log.record(due.iter().map(|m| delivered_outcome(m.seq)).collect())
+            .await
+            .unwrap();
+        record_time += at.elapsed();
+    }
+    eprintln!("due: {due_time:?}, record: {record_time:?} for {total}");
+}
+
+fn delivered_outcome(seq: i64) -> Outcome {
+    delivered(seq, ferry_relay::deliver::now_ms())
 }
