@@ -368,3 +368,35 @@ pub async fn a_refused_message_is_never_sent(log: DeliveryLog) {
         [("bad", Some("not protobuf"))]
     );
 }
+
+/// A message in flight when an earlier one of its key was queued again, whose retry is
+/// recorded together with that earlier one's delivery: it becomes due at its retry time.
+pub async fn a_retry_recorded_with_the_delivery_before_it_is_not_held(log: DeliveryLog) {
+    log.ingest(vec![message("a1", "a"), message("a2", "a")], vec![])
+        .await
+        .unwrap();
+    let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
+    log.record(vec![outcome(due[0].seq, 2000, 200, Next::Delivered)])
+        .await
+        .unwrap();
+    let in_flight = log.due("orders", Ordering::Key, 2001, 10).await.unwrap();
+    assert_eq!(in_flight[0].id, "a2");
+    // An operator sends a1 again while a2 is in flight.
+    assert!(log.retry_message("a1", 2002).await.unwrap());
+    let again = log.due("orders", Ordering::Key, 2002, 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["a1"]
+    );
+    log.record(vec![
+        outcome(again[0].seq, 2003, 200, Next::Delivered),
+        outcome(in_flight[0].seq, 2003, 503, Next::RetryAt(5000)),
+    ])
+    .await
+    .unwrap();
+    let due = log.due("orders", Ordering::Key, 5000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["a2"]
+    );
+}

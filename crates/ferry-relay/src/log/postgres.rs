@@ -77,6 +77,9 @@ struct Inner {
     buckets: std::sync::Mutex<HashMap<(String, String), String>>,
     /// Day partitions known to exist.
     days: std::sync::Mutex<HashSet<String>>,
+    /// The writer reconnected and could not take the lock back: another relay may hold the
+    /// log, so nothing is handed out for delivery until the lock is ours again.
+    lock_lost: std::sync::atomic::AtomicBool,
 }
 
 /// A connection and the statements prepared on it (the hot ones are prepared once: a
@@ -164,6 +167,13 @@ impl PostgresLog {
     /// Opens the log of relay `relay` (creating its schema and tables when missing) with the
     /// buckets of `routes`. Fails with `relay.log_in_use` while another relay holds it.
     pub async fn open(connect: Connect, relay: &str, routes: &[String]) -> Result<PostgresLog> {
+        if format!("ferry_relay_{relay}").len() > 63 {
+            return Err(Error::operator(
+                "relay.log_open",
+                format!("the relay name '{relay}' is too long for a PostgreSQL schema name (ferry_relay_NAME, 63 bytes)"),
+            )
+            .with_hint("give the relay a name of at most 51 bytes"));
+        }
         let log = PostgresLog {
             inner: Arc::new(Inner {
                 connect,
@@ -175,6 +185,7 @@ impl PostgresLog {
                 reader: Mutex::new(None),
                 buckets: Default::default(),
                 days: Default::default(),
+                lock_lost: Default::default(),
             }),
         };
         let mut writer = log.writer().await?;
@@ -349,6 +360,9 @@ impl PostgresLog {
                 .await
                 .map_err(storage_error)?
                 .get(0);
+            self.inner
+                .lock_lost
+                .store(!locked, std::sync::atomic::Ordering::SeqCst);
             if !locked {
                 return Err(Error::operator(
                     "relay.log_in_use",
@@ -548,7 +562,10 @@ impl PostgresLog {
         let barrier: Vec<bool> = fresh.iter().map(|(m, _)| m.barrier).collect();
         let first: Vec<bool> = fresh.iter().map(|(_, first)| *first).collect();
         let due_at = queued_at.unwrap_or(0);
-        let parameters: [&(dyn ToSql + Sync); 16] = [
+        // A refused message is finished when stored (its creation time may be days old, which
+        // would put it outside the deduplication window at once).
+        let now = super::super::deliver::now_ms();
+        let parameters: [&(dyn ToSql + Sync); 17] = [
             &seqs,
             &id,
             &route,
@@ -565,6 +582,7 @@ impl PostgresLog {
             &first,
             &failed_bucket,
             &due_at,
+            &now,
         ];
         let inserted = transaction
             .execute(
@@ -575,7 +593,7 @@ impl PostgresLog {
                      SELECT n.seq, n.id, n.route, n.topic, n.partition_number, n.offset_number, n.position, n.message_key,
                          n.payload, n.created_at,
                          CASE WHEN n.refused IS NULL THEN 'pending' ELSE 'failed' END, $16,
-                         n.refused, CASE WHEN n.refused IS NOT NULL THEN n.created_at END, n.refused IS NOT NULL,
+                         n.refused, CASE WHEN n.refused IS NOT NULL THEN $17::bigint END, n.refused IS NOT NULL,
                          n.barrier, n.old_key,
                          n.message_key IS NULL OR (n.first AND NOT EXISTS (
                              SELECT 1 FROM {s}.messages earlier
@@ -604,6 +622,14 @@ impl PostgresLog {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueMessage>> {
+        if self
+            .inner
+            .lock_lost
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Taken back, or `relay.log_in_use` again.
+            drop(self.writer().await?);
+        }
         let s = &self.inner.schema;
         let failed = self.bucket(route, "failed");
         let sql = match ordering {
@@ -742,6 +768,19 @@ impl PostgresLog {
                      last_http_status = u.http_status, last_error = u.error,
                      first_attempt_at = coalesce(m.first_attempt_at, u.at), last_attempt_at = u.at,
                      finished_at = u.finished,
+                     -- A message that stays pending is its key's front when nothing before it
+                     -- is undelivered once this statement is done (an earlier message of its
+                     -- key may be delivered by it: the promotion below skips rows changed here).
+                     front = CASE WHEN u.status = 'pending' AND m.message_key IS NOT NULL THEN NOT EXISTS (
+                         SELECT 1 FROM {s}.messages earlier
+                         WHERE earlier.bucket IN ('open', 'other', coalesce(
+                                 (SELECT b.number::text FROM {s}.buckets b WHERE b.route = m.route AND b.status = 'failed'),
+                                 'other'))
+                           AND earlier.route = m.route AND earlier.topic = m.topic
+                           AND earlier.message_key = m.message_key AND earlier.seq < m.seq
+                           AND earlier.status <> 'delivered' AND NOT earlier.undeliverable
+                           AND earlier.seq NOT IN (SELECT x.seq FROM u x WHERE x.status = 'delivered'))
+                         ELSE m.front END,
                      attempt_log = m.attempt_log || jsonb_build_array(jsonb_build_object(
                          'number', m.attempts + 1, 'at', u.at, 'http_status', u.http_status,
                          'latency_ms', u.latency, 'error', u.error, 'response', u.response)),

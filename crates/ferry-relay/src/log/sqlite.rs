@@ -824,6 +824,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retry_recorded_with_the_delivery_before_it_is_not_held() {
+        check(
+            "ferry-relay-batch",
+            conformance::a_retry_recorded_with_the_delivery_before_it_is_not_held,
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_refused_message_is_never_sent() {
         check(
             "ferry-relay-refused",

@@ -54,6 +54,10 @@ async fn postgres_log_keeps_the_same_contract_as_sqlite() {
     conformance::a_replay_queues_again_and_stores_new_ones(fresh_log("log_replay").await).await;
     conformance::checkpoints_are_kept_by_name(fresh_log("log_checkpoints").await).await;
     conformance::a_refused_message_is_never_sent(fresh_log("log_refused").await).await;
+    conformance::a_retry_recorded_with_the_delivery_before_it_is_not_held(
+        fresh_log("log_batch").await,
+    )
+    .await;
 }
 
 fn message(id: &str, key: &str, created_at_ms: i64) -> NewMessage {
