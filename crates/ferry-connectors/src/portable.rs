@@ -132,6 +132,12 @@ fn mysql_column(column: &Column) -> Result<Rendering, String> {
             format!("md5(convert_to({p}::text, 'UTF8'))"),
         ),
         Kind::Binary { .. } => (format!("MD5({m})"), format!("md5({p})")),
+        // The SRID and the MD5 of the WKB: MySQL stores the SRID in 4 bytes before the WKB,
+        // PostGIS gives the same WKB little-endian (which MySQL writes).
+        Kind::Spatial => (
+            format!("CONCAT(ST_SRID({m}), ':', MD5(SUBSTRING({m}, 5)))"),
+            format!("public.st_srid({p})::text || ':' || md5(public.st_asbinary({p}, 'NDR'))"),
+        ),
         Kind::Bit { width } => (format!("LPAD(BIN({m}), {width}, '0')"), format!("{p}::text")),
         Kind::DateTime => (
             format!("DATE_FORMAT({m}, '%Y-%m-%d %H:%i:%s.%f')"),

@@ -21,6 +21,7 @@ pub mod position;
 pub mod rows;
 pub mod schema;
 pub mod select;
+pub mod spatial;
 pub mod state;
 pub mod transform;
 pub mod value;

@@ -40,7 +40,7 @@ pub(crate) fn statement(table: &str, names: &[&str], kinds: &[Kind]) -> String {
     let mut assignments = Vec::new();
     for (index, (name, kind)) in names.iter().zip(kinds).enumerate() {
         let conversion = match kind {
-            Kind::Binary { .. } => Some("UNHEX(@v{})"),
+            Kind::Binary { .. } | Kind::Spatial => Some("UNHEX(@v{})"),
             Kind::Bit { .. } => Some("CAST(CONV(@v{}, 2, 10) AS UNSIGNED)"),
             _ => None,
         };
@@ -87,7 +87,7 @@ pub(crate) fn push_field(value: &Plain<'_>, kind: &Kind, output: &mut Vec<u8>) -
     match (kind, value) {
         (_, Plain::Null) => output.extend_from_slice(b"\\N"),
         // Binary columns take hex through UNHEX: the same bytes an INSERT literal stores.
-        (Kind::Binary { .. }, Plain::Bytes(bytes)) => push_hex(bytes, output),
+        (Kind::Binary { .. } | Kind::Spatial, Plain::Bytes(bytes)) => push_hex(bytes, output),
         (Kind::Binary { .. }, Plain::Text(text)) => push_hex(text.as_bytes(), output),
         (Kind::Binary { .. }, Plain::Number(number)) => push_hex(number.as_bytes(), output),
         (Kind::Binary { .. }, Plain::Bits(bits)) => push_hex(&bits_to_bytes(bits), output),
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(field_for(Plain::Number("5".into()), &bit).unwrap(), "101");
         assert!(field_for(Plain::Number("-5".into()), &bit).is_err());
         assert!(field_for(Plain::Text("5"), &bit).is_err());
-        assert!(field_for(Plain::Bytes(&[1]), &Kind::Json).is_err());
+        assert!(field_for(Plain::Bytes((&[1][..]).into()), &Kind::Json).is_err());
         assert_eq!(
             field_for(Plain::Number("0".into()), &Kind::Year).unwrap(),
             "0000"
@@ -353,7 +353,7 @@ mod tests {
             "a\\tb\\nc\\\\d\\re\\0f"
         );
         assert_eq!(field(Plain::Text("Łukasz 顧客")), "Łukasz 顧客");
-        assert_eq!(field(Plain::Bytes(&[0, 0x9f, 255])), "009FFF");
+        assert_eq!(field(Plain::Bytes((&[0, 0x9f, 255][..]).into())), "009FFF");
         assert_eq!(field(Plain::Bits(String::new())), "0");
         assert_eq!(field(Plain::Bits("101".into())), "101");
         assert_eq!(field(Plain::Number("-1.50".into())), "-1.50");

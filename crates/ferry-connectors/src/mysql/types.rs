@@ -23,6 +23,8 @@ pub enum Kind {
     Binary {
         fixed: Option<usize>,
     },
+    /// GEOMETRY and its subtypes: stored as a 4-byte SRID and WKB, carried as hex EWKB.
+    Spatial,
     /// BIT(n).
     Bit {
         width: u32,
@@ -70,12 +72,10 @@ impl Kind {
             "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
                 Kind::Binary { fixed: None }
             }
-            // Spatial values travel in the server's own form (a 4-byte SRID, then WKB), which a
-            // MySQL or MariaDB target takes back as it is; other engines refuse the types.
+            // Spatial values travel as hex EWKB (`ferry_core::spatial`), converted from and to
+            // the server's own form (a 4-byte SRID, then WKB) without losing a byte.
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
-            | "multipolygon" | "geometrycollection" | "geomcollection" => {
-                Kind::Binary { fixed: None }
-            }
+            | "multipolygon" | "geometrycollection" | "geomcollection" => Kind::Spatial,
             "bit" => Kind::Bit {
                 width: modifier(column_type)
                     .and_then(|inside| inside.parse().ok())
@@ -126,10 +126,7 @@ mod tests {
                 labels: vec!["a".into(), "it's".into(), "x,y".into()]
             }
         );
-        assert_eq!(
-            Kind::of("point", "point", None),
-            Kind::Binary { fixed: None }
-        );
+        assert_eq!(Kind::of("point", "point", None), Kind::Spatial);
         assert!(matches!(
             Kind::of("vector", "vector(3)", None),
             Kind::Unsupported(_)

@@ -90,6 +90,14 @@ pub fn decode(kind: &Kind, raw: Raw, from_log: bool) -> Result<Value> {
             }
             other => return Err(bad(kind, format!("{other:?}"))),
         },
+        Kind::Spatial => match raw {
+            Raw::Bytes(bytes) => Value::Native {
+                type_name: ferry_core::spatial::TYPE_NAME.into(),
+                text: ferry_core::spatial::ewkb_hex_from_mysql(&bytes)
+                    .map_err(|problem| bad(kind, problem))?,
+            },
+            other => return Err(bad(kind, format!("{other:?}"))),
+        },
         Kind::Bit { width } => {
             let bytes = match raw {
                 Raw::Bytes(bytes) => bytes,
@@ -330,7 +338,7 @@ pub(crate) enum Plain<'a> {
     /// Character data.
     Text(&'a str),
     /// Bytes for a binary column.
-    Bytes(&'a [u8]),
+    Bytes(std::borrow::Cow<'a, [u8]>),
     /// A BIT value as a string of `0` and `1` (empty for no bits).
     Bits(String),
 }
@@ -375,13 +383,25 @@ pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
             Kind::Bit { .. } => {
                 Plain::Bits(bytes.iter().map(|byte| format!("{byte:08b}")).collect())
             }
-            Kind::Binary { .. } => Plain::Bytes(bytes),
+            Kind::Binary { .. } | Kind::Spatial => Plain::Bytes(bytes.into()),
             _ => {
                 return Err(unrepresentable(
                     "bytes in a column that is not binary (bytes have no character set)",
                 ))
             }
         },
+        // A geometry as hex EWKB: ferry's own spatial values, and PostGIS's text (a
+        // PostgreSQL source names its types by number).
+        Value::Native { text, .. } if matches!(target, Kind::Spatial) => Plain::Bytes(
+            ferry_core::spatial::mysql_from_ewkb_hex(text)
+                .map_err(|problem| unrepresentable(&problem))?
+                .into(),
+        ),
+        Value::Native { type_name, .. } if type_name == ferry_core::spatial::TYPE_NAME => {
+            return Err(unrepresentable(
+                "a geometry in a column that is not spatial",
+            ))
+        }
         Value::Native { text, .. } => match target {
             Kind::Bit { .. } => Plain::Bits(text.clone()),
             Kind::DateTime | Kind::Timestamp | Kind::Date => {
@@ -405,7 +425,7 @@ pub fn literal(value: &Value, target: &Kind) -> Result<String> {
         Plain::Null => "NULL".into(),
         Plain::Number(number) => number,
         Plain::Text(text) => string(text),
-        Plain::Bytes(bytes) => hex(bytes),
+        Plain::Bytes(bytes) => hex(&bytes),
         Plain::Bits(bits) => bits_literal(&bits),
     })
 }
@@ -450,6 +470,9 @@ pub fn param(value: &Value) -> Raw {
         Value::Native { type_name, text } if type_name == "bit" => {
             Raw::UInt(u64::from_str_radix(text, 2).unwrap_or(0))
         }
+        Value::Native { type_name, text } if type_name == ferry_core::spatial::TYPE_NAME => {
+            Raw::Bytes(ferry_core::spatial::mysql_from_ewkb_hex(text).unwrap_or_default())
+        }
         Value::Native { text, .. } => Raw::Bytes(
             text.strip_suffix("+00:00")
                 .unwrap_or(text)
@@ -462,6 +485,44 @@ pub fn param(value: &Value) -> Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geometries_travel_as_ewkb_and_come_back_byte_for_byte() {
+        // POINT(1 2) with SRID 4326 as MariaDB stores it.
+        let mut stored = 4326u32.to_le_bytes().to_vec();
+        stored.push(1);
+        stored.extend_from_slice(&1u32.to_le_bytes());
+        stored.extend_from_slice(&1.0f64.to_le_bytes());
+        stored.extend_from_slice(&2.0f64.to_le_bytes());
+        let value = decode(&Kind::Spatial, Raw::Bytes(stored.clone()), true).unwrap();
+        assert_eq!(
+            value,
+            Value::Native {
+                type_name: "geometry".into(),
+                text: "0101000020E6100000000000000000F03F0000000000000040".into()
+            }
+        );
+        let expected = format!(
+            "X'{}'",
+            stored
+                .iter()
+                .map(|byte| format!("{byte:02X}"))
+                .collect::<String>()
+        );
+        assert_eq!(literal(&value, &Kind::Spatial).unwrap(), expected);
+        // The same geometry read from PostGIS by a PostgreSQL source (its type named by number).
+        let from_postgres = Value::Native {
+            type_name: "pg_type:16391".into(),
+            text: "0101000020e6100000000000000000f03f0000000000000040".into(),
+        };
+        assert_eq!(literal(&from_postgres, &Kind::Spatial).unwrap(), expected);
+        let three_d = Value::Native {
+            type_name: "pg_type:16391".into(),
+            text: "0101000080000000000000F03F00000000000000400000000000000840".into(),
+        };
+        assert!(literal(&three_d, &Kind::Spatial).is_err());
+        assert!(literal(&value, &Kind::Json).is_err());
+    }
 
     #[test]
     fn unsigned_and_special_encodings_decode_exactly() {

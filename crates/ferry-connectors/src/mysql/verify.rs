@@ -241,7 +241,7 @@ fn canonical_row(table: &TableSchema) -> String {
         .map(|column| {
             let name = ident(&column.name);
             match kind_of(column) {
-                Kind::Text { .. } | Kind::Binary { .. } | Kind::Json => {
+                Kind::Text { .. } | Kind::Binary { .. } | Kind::Spatial | Kind::Json => {
                     format!("IFNULL(MD5(CAST({name} AS BINARY)), '-')")
                 }
                 Kind::Float => format!("IFNULL(HEX(CAST({name} + 0E0 AS BINARY)), '-')"),

@@ -31,8 +31,8 @@ pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
 pub use connection::connect;
 pub use preflight::{
-    check, check_sides, failure_summary, partial_update_tables, slot_status, FailureSummary,
-    SlotStatus,
+    check, check_sides, check_translated_types, failure_summary, partial_update_tables,
+    slot_status, FailureSummary, SlotStatus,
 };
 pub use sink::PostgresSink;
 pub use source::PostgresSource;

@@ -388,8 +388,47 @@ async fn check_target(
             }
         }
     }
-    // Types ferry creates itself need nothing; an extension's type needs the extension
-    // available on the target server.
+    type_findings(client, types, findings).await
+}
+
+/// Findings for the types a catalog from another engine needs on the PostgreSQL `target` once
+/// translated (PostGIS for MySQL spatial columns): an extension the target server does not
+/// have is an error now, not when the tables are created.
+pub async fn check_translated_types(
+    target: &ConnectionConfig,
+    catalog: &ferry_core::schema::Catalog,
+) -> Vec<Finding> {
+    let Ok(translated) = super::translate::catalog(catalog) else {
+        // What cannot be translated is reported on its own.
+        return Vec::new();
+    };
+    if translated.types.is_empty() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    let outcome = async {
+        let client = connect(target).await?;
+        type_findings(&client, &translated.types, &mut findings).await
+    }
+    .await;
+    if let Err(error) = outcome {
+        findings.push(Finding::error(
+            error.code(),
+            error.message(),
+            error.hint().unwrap_or_default(),
+        ));
+    }
+    findings
+}
+
+/// Types ferry creates itself need nothing; an extension's type needs the extension available
+/// on the target server.
+async fn type_findings(
+    client: &Client,
+    types: &[UserType],
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    let what = "checking the target's types";
     for user_type in types {
         let present: bool = client
             .query_one(

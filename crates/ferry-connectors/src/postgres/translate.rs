@@ -10,6 +10,23 @@ use ferry_core::{Error, Result, TableName, TableSchema};
 
 use super::ddl::{ident, literal, qualified};
 
+/// Where the translated spatial columns find PostGIS on the target: the extension is created
+/// there (`CREATE EXTENSION postgis WITH SCHEMA public`) when the target does not have it.
+pub const POSTGIS_SCHEMA: &str = "public";
+
+/// The PostGIS type the spatial columns need, as a type the target must have (its extension
+/// is created when the target server makes it available; `check` says when it does not).
+fn postgis() -> ferry_core::schema::UserType {
+    ferry_core::schema::UserType {
+        name: TableName::new(POSTGIS_SCHEMA, "geometry"),
+        enum_labels: Vec::new(),
+        kind: ferry_core::schema::UserTypeKind::Extension,
+        definition: String::new(),
+        base_type: None,
+        extension: Some("postgis".into()),
+    }
+}
+
 /// The PostgreSQL type for a MySQL column type (`COLUMN_TYPE`), or why there is none.
 pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
     let lower = column_type.to_ascii_lowercase();
@@ -42,11 +59,17 @@ pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
         "time" => "interval".into(),
         "year" => "smallint".into(),
         "json" => "json".into(),
-        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
-        | "multipolygon" | "geometrycollection" | "geomcollection" => {
-            return Err(format!(
-                "MySQL spatial type {base} needs PostGIS on the PostgreSQL side, which ferry does not map to yet (MySQL and MariaDB targets take it as it is)"
-            ))
+        // PostGIS, created on the target when it is available there ([`POSTGIS`]); the
+        // subtype is kept, the SRID travels with each value.
+        "geometry" => format!("{POSTGIS_SCHEMA}.geometry"),
+        "point" => format!("{POSTGIS_SCHEMA}.geometry(Point)"),
+        "linestring" => format!("{POSTGIS_SCHEMA}.geometry(LineString)"),
+        "polygon" => format!("{POSTGIS_SCHEMA}.geometry(Polygon)"),
+        "multipoint" => format!("{POSTGIS_SCHEMA}.geometry(MultiPoint)"),
+        "multilinestring" => format!("{POSTGIS_SCHEMA}.geometry(MultiLineString)"),
+        "multipolygon" => format!("{POSTGIS_SCHEMA}.geometry(MultiPolygon)"),
+        "geometrycollection" | "geomcollection" => {
+            format!("{POSTGIS_SCHEMA}.geometry(GeometryCollection)")
         }
         other => {
             return Err(format!(
@@ -101,15 +124,24 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
 /// INDEX `name` ON `table` (`a`, `b`(10)))` as its nearest PostgreSQL equivalent: a prefix part
 /// indexes `substr(column, 1, length)` (a unique prefix index stays exactly as unique), a
 /// FULLTEXT index becomes a GIN index over the columns' `simple` text search vector (named in
-/// the log), and a SPATIAL index is left out (named in the log: PostgreSQL needs PostGIS).
+/// the log), and a SPATIAL index becomes a GiST index (PostGIS).
 fn translate_index(table: &TableSchema, object: &SecondaryObject) -> Option<SecondaryObject> {
     let definition = object.definition.as_str();
     let name =
         ferry_core::schema::fit_identifier(&format!("{}_{}", table.name.name, object.name), 63);
     let parts = index_parts(definition)?;
     if definition.starts_with("CREATE SPATIAL INDEX") {
-        tracing::warn!(table = %table.name, index = %object.name, "a SPATIAL index is not created on PostgreSQL (it needs PostGIS); create one for the cutover if the application searches by location");
-        return None;
+        let columns: Vec<String> = parts.iter().map(|(column, _)| ident(column)).collect();
+        return Some(SecondaryObject {
+            name: name.clone(),
+            kind: SecondaryKind::Index,
+            definition: format!(
+                "CREATE INDEX {} ON {} USING gist ({})",
+                ident(&name),
+                qualified(&table.name),
+                columns.join(", ")
+            ),
+        });
     }
     let (unique, method, list) = if definition.starts_with("CREATE FULLTEXT INDEX") {
         tracing::warn!(table = %table.name, index = %object.name, "a FULLTEXT index becomes a GIN index on to_tsvector('simple', ...) of its columns: queries must use that expression (and MATCH ... AGAINST becomes @@)");
@@ -324,6 +356,21 @@ pub fn catalog(catalog: &Catalog) -> Result<Catalog> {
     }
     let mut translated = catalog.clone();
     translated.tables = catalog.tables.iter().map(table).collect::<Result<_>>()?;
+    let spatial = translated.tables.iter().any(|table| {
+        table.columns.iter().any(|column| {
+            column
+                .native_type
+                .starts_with(&format!("{POSTGIS_SCHEMA}.geometry"))
+        })
+    });
+    if spatial
+        && !translated
+            .types
+            .iter()
+            .any(|known| known.name == postgis().name)
+    {
+        translated.types.push(postgis());
+    }
     // AUTO_INCREMENT columns that could not become identities: their sequence is created on its
     // own (under the name ferry reads and sets it by) and becomes the column's default.
     for sequence in &mut translated.sequences {
@@ -376,7 +423,12 @@ mod tests {
         assert_eq!(from_mysql("time(3)").unwrap(), "interval");
         assert_eq!(from_mysql("enum('a','b')").unwrap(), "text");
         assert_eq!(from_mysql("tinyint(1)").unwrap(), "smallint");
-        assert!(from_mysql("geometry").is_err());
+        assert_eq!(from_mysql("geometry").unwrap(), "public.geometry");
+        assert_eq!(from_mysql("point").unwrap(), "public.geometry(Point)");
+        assert_eq!(
+            from_mysql("geomcollection").unwrap(),
+            "public.geometry(GeometryCollection)"
+        );
     }
 
     fn auto_increment_table(column_type: &str) -> Catalog {
@@ -467,8 +519,8 @@ mod tests {
             r#"CREATE INDEX "orders_i" ON "shop"."orders" USING gin (to_tsvector('simple'::regconfig, coalesce("title", '') || ' ' || coalesce("description", '')))"#
         );
         assert_eq!(
-            index("CREATE SPATIAL INDEX `i` ON `orders` (`location`)"),
-            None
+            index("CREATE SPATIAL INDEX `i` ON `orders` (`location`)").unwrap(),
+            r#"CREATE INDEX "orders_i" ON "shop"."orders" USING gist ("location")"#
         );
         assert_eq!(
             index_parts("CREATE INDEX `x (y)` ON `t ``(a)` (`a`)"),

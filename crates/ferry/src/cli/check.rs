@@ -170,6 +170,7 @@ async fn engine_pair_findings(
                     findings.push(Finding::error("target.unsupported_type", problem, "see the type mapping in docs/mysql.md: change the column on the source, or leave the table out with --tables"));
                 }
                 findings.extend(folded_cascade_keys(&catalog));
+                findings.extend(postgres::check_translated_types(target, &catalog).await);
                 let refuses = mysql::Unrepresentable {
                     zero_dates: !settings.transforms.zero_dates_to_null(),
                     enum_errors: false,
