@@ -302,7 +302,7 @@ async fn objects_left_behind(
         findings.push(Finding::warning(
             "source.object_not_copied",
             format!("{} {kind}(s) of {database} are not created on the target: {}", names.len(), names.join(", ")),
-            format!("create them at cutover: mysqldump --no-data --no-create-info --routines --skip-triggers {database} has their definitions (SHOW CREATE VIEW for views)"),
+            "create them at cutover: `ferry objects --source URL -o objects.sql` writes their definitions (with the triggers) as one script".to_string(),
         ));
     }
     Ok(findings)

@@ -11,6 +11,7 @@ mod connection;
 mod ddl;
 mod errors;
 mod keyless;
+mod objects;
 pub mod pgoutput;
 mod preflight;
 mod rows;
@@ -30,6 +31,7 @@ mod widen;
 pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
 pub use connection::connect;
+pub use objects::objects_script;
 pub use preflight::{
     check, check_sides, check_translated_types, failure_summary, partial_update_tables,
     slot_status, FailureSummary, SlotStatus,

@@ -306,7 +306,7 @@ async fn objects_left_behind(
         findings.push(Finding::warning(
             "source.object_not_copied",
             format!("{} {kind}(s) in the migrated schemas are not created on the target: {}", names.len(), names.join(", ")),
-            format!("create them at cutover: pg_dump --schema-only --schema=<schema> on the source has their definitions ({})", schemas.join(", ")),
+            format!("create them at cutover: `ferry objects --source URL -o objects.sql` writes their definitions (with triggers, policies and grants) as one script (schemas {})", schemas.join(", ")),
         ));
     }
     Ok(findings)

@@ -7,6 +7,7 @@ mod demo_mysql;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod migrate;
+mod objects;
 mod relay;
 mod status;
 mod verify;
@@ -57,6 +58,16 @@ pub enum Command {
         connection: ConnectionArgs,
         #[command(flatten)]
         copy: CopyArgs,
+    },
+    /// Print the source's triggers, views, functions, procedures, row-level security
+    /// policies and grants for the selected tables as a SQL script to run at cutover (ferry
+    /// does not create them on the target). Only the source is read.
+    Objects {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Write the script to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
     /// Show each table's state, rows copied and the replication lag.
     Status {
@@ -406,6 +417,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Status { connection, json } => status::run(&connection.flags(None), json).await,
+        Command::Objects { connection, output } => {
+            objects::run(&connection.flags(None), output.as_deref()).await
+        }
         Command::Relay { config, listen } => relay::run(&config, listen.into()).await,
         #[cfg(feature = "kafka")]
         Command::Kafka { command } => kafka::run(command).await,

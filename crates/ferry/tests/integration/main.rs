@@ -23,6 +23,7 @@ mod mysql_real_schemas;
 mod mysql_schema_changes;
 mod mysql_values;
 mod mysql_verify;
+mod objects;
 mod partitions;
 mod relay;
 mod relay_bench;
