@@ -16,8 +16,14 @@ const SRID_FLAG: u32 = 0x2000_0000;
 const Z_FLAG: u32 = 0x8000_0000;
 const M_FLAG: u32 = 0x4000_0000;
 
+/// The largest SRID PostGIS keeps as it is (a larger one is silently moved into its reserved
+/// range): a geometry with a larger SRID is not turned into EWKB.
+pub const MAX_SRID: u32 = 999_999;
+
 /// The hex EWKB of a geometry in MySQL's storage form (SRID, then WKB). An SRID of 0 gives
-/// plain WKB, as PostGIS writes it.
+/// plain WKB, as PostGIS writes it. A value that is not a geometry (MySQL keeps an empty one
+/// written in non-strict mode) or whose SRID is above [`MAX_SRID`] is an error: the caller
+/// keeps it as bytes.
 pub fn ewkb_hex_from_mysql(stored: &[u8]) -> Result<String, String> {
     if stored.len() < 9 {
         return Err(format!(
@@ -26,6 +32,11 @@ pub fn ewkb_hex_from_mysql(stored: &[u8]) -> Result<String, String> {
         ));
     }
     let srid = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+    if srid > MAX_SRID {
+        return Err(format!(
+            "SRID {srid} is above {MAX_SRID}, the largest PostGIS keeps"
+        ));
+    }
     let wkb = &stored[4..];
     let little = byte_order(wkb)?;
     let kind = read_u32(&wkb[1..5], little);
@@ -56,6 +67,12 @@ pub fn mysql_from_ewkb_hex(text: &str) -> Result<Vec<u8>, String> {
                 .to_string(),
         );
     }
+    if !(1..=7).contains(&(kind & 0xFFFF)) {
+        return Err(format!(
+            "geometry type {} (a curve, surface or other PostGIS extension) cannot be stored in MySQL or MariaDB",
+            kind & 0xFFFF
+        ));
+    }
     let (srid, body) = if kind & SRID_FLAG != 0 {
         if ewkb.len() < 9 {
             return Err(format!("'{}' is too short for its SRID", preview(text)));
@@ -64,6 +81,18 @@ pub fn mysql_from_ewkb_hex(text: &str) -> Result<Vec<u8>, String> {
     } else {
         (0, &ewkb[5..])
     };
+    // POINT EMPTY is written as a point of NaN coordinates, which MySQL has no form for.
+    if kind & 0xFFFF == 1 && body.len() == 16 {
+        let x = f64::from_bits(u64::from_le_bytes(body[..8].try_into().unwrap_or_default()));
+        let x = if little {
+            x
+        } else {
+            f64::from_bits(u64::from_be_bytes(body[..8].try_into().unwrap_or_default()))
+        };
+        if x.is_nan() {
+            return Err("POINT EMPTY cannot be stored in MySQL or MariaDB".to_string());
+        }
+    }
     let mut stored = Vec::with_capacity(ewkb.len());
     stored.extend_from_slice(&srid.to_le_bytes());
     stored.push(ewkb[0]);
@@ -173,6 +202,16 @@ mod tests {
                 .unwrap_err();
         assert!(error.contains("Z or M"), "{error}");
         assert!(mysql_from_ewkb_hex("zz").is_err());
+        // SELECT 'POINT EMPTY'::geometry; SELECT 'CIRCULARSTRING(0 0,1 1,2 0)'::geometry.
+        assert!(mysql_from_ewkb_hex("0101000000000000000000F87F000000000000F87F").is_err());
+        assert!(mysql_from_ewkb_hex(
+            "01080000000300000000000000000000000000000000000000000000000000F03F000000000000F03F00000000000000400000000000000000"
+        )
+        .is_err());
+        let mut large = 1_000_000u32.to_le_bytes().to_vec();
+        large.extend_from_slice(&mysql_point()[4..]);
+        assert!(ewkb_hex_from_mysql(&large).is_err());
+        assert!(ewkb_hex_from_mysql(&[]).is_err());
         assert!(mysql_from_ewkb_hex("01").is_err());
         assert!(ewkb_hex_from_mysql(&[0, 0, 0, 0, 1]).is_err());
         assert!(ewkb_hex_from_mysql(&[0, 0, 0, 0, 7, 1, 0, 0, 0]).is_err());

@@ -42,6 +42,7 @@ fn splittable(table: &TableSchema) -> bool {
                     | Kind::Decimal
                     | Kind::Text { .. }
                     | Kind::Binary { .. }
+                    | Kind::Spatial
                     | Kind::Date
                     | Kind::DateTime
                     | Kind::Timestamp

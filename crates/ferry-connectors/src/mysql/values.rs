@@ -90,11 +90,16 @@ pub fn decode(kind: &Kind, raw: Raw, from_log: bool) -> Result<Value> {
             }
             other => return Err(bad(kind, format!("{other:?}"))),
         },
+        // A value that is not a geometry (an empty one written in non-strict mode) or whose
+        // SRID PostGIS would change stays as the server's bytes: a MySQL target takes them
+        // back as they are, a PostgreSQL target refuses them loudly.
         Kind::Spatial => match raw {
-            Raw::Bytes(bytes) => Value::Native {
-                type_name: ferry_core::spatial::TYPE_NAME.into(),
-                text: ferry_core::spatial::ewkb_hex_from_mysql(&bytes)
-                    .map_err(|problem| bad(kind, problem))?,
+            Raw::Bytes(bytes) => match ferry_core::spatial::ewkb_hex_from_mysql(&bytes) {
+                Ok(text) => Value::Native {
+                    type_name: ferry_core::spatial::TYPE_NAME.into(),
+                    text,
+                },
+                Err(_) => Value::Bytes(bytes),
             },
             other => return Err(bad(kind, format!("{other:?}"))),
         },
@@ -397,6 +402,17 @@ pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
                 .map_err(|problem| unrepresentable(&problem))?
                 .into(),
         ),
+        // Into a binary column (a target created by hand as LONGBLOB): MySQL's own form.
+        Value::Native { type_name, text }
+            if type_name == ferry_core::spatial::TYPE_NAME
+                && matches!(target, Kind::Binary { .. }) =>
+        {
+            Plain::Bytes(
+                ferry_core::spatial::mysql_from_ewkb_hex(text)
+                    .map_err(|problem| unrepresentable(&problem))?
+                    .into(),
+            )
+        }
         Value::Native { type_name, .. } if type_name == ferry_core::spatial::TYPE_NAME => {
             return Err(unrepresentable(
                 "a geometry in a column that is not spatial",
@@ -471,7 +487,11 @@ pub fn param(value: &Value) -> Raw {
             Raw::UInt(u64::from_str_radix(text, 2).unwrap_or(0))
         }
         Value::Native { type_name, text } if type_name == ferry_core::spatial::TYPE_NAME => {
-            Raw::Bytes(ferry_core::spatial::mysql_from_ewkb_hex(text).unwrap_or_default())
+            // (Text that is not EWKB stays text, so a lookup cannot match another value.)
+            Raw::Bytes(
+                ferry_core::spatial::mysql_from_ewkb_hex(text)
+                    .unwrap_or_else(|_| text.as_bytes().to_vec()),
+            )
         }
         Value::Native { text, .. } => Raw::Bytes(
             text.strip_suffix("+00:00")
@@ -522,6 +542,19 @@ mod tests {
         };
         assert!(literal(&three_d, &Kind::Spatial).is_err());
         assert!(literal(&value, &Kind::Json).is_err());
+        assert_eq!(
+            literal(&value, &Kind::Binary { fixed: None }).unwrap(),
+            expected
+        );
+        // Not a geometry (MariaDB's empty value in non-strict mode): kept as bytes.
+        assert_eq!(
+            decode(&Kind::Spatial, Raw::Bytes(Vec::new()), true).unwrap(),
+            Value::Bytes(Vec::new())
+        );
+        assert_eq!(
+            literal(&Value::Bytes(Vec::new()), &Kind::Spatial).unwrap(),
+            "X''"
+        );
     }
 
     #[test]

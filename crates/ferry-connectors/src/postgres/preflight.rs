@@ -408,6 +408,29 @@ pub async fn check_translated_types(
     let mut findings = Vec::new();
     let outcome = async {
         let client = connect(target).await?;
+        // The translated columns name PostGIS's types in `public`.
+        let postgis_needed = translated
+            .types
+            .iter()
+            .any(|user_type| user_type.extension.as_deref() == Some("postgis"));
+        let installed: Option<String> = client
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'",
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, "looking up PostGIS on the target"))?
+            .map(|row| row.get(0));
+        if let Some(schema) = installed.filter(|schema| {
+            postgis_needed && schema.as_str() != super::translate::POSTGIS_SCHEMA
+        }) {
+            findings.push(Finding::error(
+                "target.extension_schema",
+                format!("PostGIS is installed in schema {schema} on the target; ferry creates the MySQL spatial columns as {}.geometry", super::translate::POSTGIS_SCHEMA),
+                format!("move it (ALTER EXTENSION postgis SET SCHEMA {}) if nothing else depends on its place, or leave the tables with spatial columns out", super::translate::POSTGIS_SCHEMA),
+            ));
+            return Ok(());
+        }
         type_findings(&client, &translated.types, &mut findings).await
     }
     .await;

@@ -68,9 +68,9 @@ pub fn from_mysql(column_type: &str) -> std::result::Result<String, String> {
         "multipoint" => format!("{POSTGIS_SCHEMA}.geometry(MultiPoint)"),
         "multilinestring" => format!("{POSTGIS_SCHEMA}.geometry(MultiLineString)"),
         "multipolygon" => format!("{POSTGIS_SCHEMA}.geometry(MultiPolygon)"),
-        "geometrycollection" | "geomcollection" => {
-            format!("{POSTGIS_SCHEMA}.geometry(GeometryCollection)")
-        }
+        // MySQL 5.7 and MariaDB do not check the subtype of a collection column: it may hold
+        // any geometry.
+        "geometrycollection" | "geomcollection" => format!("{POSTGIS_SCHEMA}.geometry"),
         other => {
             return Err(format!(
                 "MySQL type {other} has no lossless PostgreSQL counterpart"
@@ -425,10 +425,7 @@ mod tests {
         assert_eq!(from_mysql("tinyint(1)").unwrap(), "smallint");
         assert_eq!(from_mysql("geometry").unwrap(), "public.geometry");
         assert_eq!(from_mysql("point").unwrap(), "public.geometry(Point)");
-        assert_eq!(
-            from_mysql("geomcollection").unwrap(),
-            "public.geometry(GeometryCollection)"
-        );
+        assert_eq!(from_mysql("geomcollection").unwrap(), "public.geometry");
     }
 
     fn auto_increment_table(column_type: &str) -> Catalog {

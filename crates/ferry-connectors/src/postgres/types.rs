@@ -300,7 +300,29 @@ pub async fn missing_on_target(client: &Client, user_type: &UserType) -> Result<
         .map_err(|error| classify(error, "looking up available extensions on the target"))?
         .get(0);
     if available {
-        return Ok(None);
+        // Only a superuser creates an extension that is not marked trusted (PostGIS is not).
+        let allowed: bool = client
+            .query_one(
+                "SELECT r.rolsuper OR coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v WHERE v.name = $1), false)
+                 FROM pg_roles r WHERE r.rolname = current_user",
+                &[extension],
+            )
+            .await
+            .map_err(|error| classify(error, "looking up who may create extensions on the target"))?
+            .get(0);
+        if allowed {
+            return Ok(None);
+        }
+        return Ok(Some(
+            Error::operator(
+                "target.privilege",
+                format!(
+                    "type {} comes from extension {extension}, which only a superuser can create on the target (it is not a trusted extension)",
+                    user_type.name
+                ),
+            )
+            .with_hint(format!("as a superuser on the target: CREATE EXTENSION {extension} WITH SCHEMA {}", user_type.name.schema)),
+        ));
     }
     Ok(Some(
         Error::operator(

@@ -109,6 +109,26 @@ async fn mariadb_spatial_columns_move_to_postgis() {
          FROM seq_1_to_300;",
     );
     let client = crate::common::servers().target.connect(name).await.unwrap();
+    // A target user that may not create PostGIS (not a trusted extension) is told so by check.
+    client
+        .batch_execute("DO $$ BEGIN CREATE ROLE spatial_user LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; GRANT CREATE ON DATABASE my_spatial TO spatial_user;")
+        .await
+        .unwrap();
+    let limited = ferry(
+        "check",
+        &source,
+        &target.replacen("postgres@", "spatial_user@", 1),
+        &[],
+    )
+    .output()
+    .unwrap();
+    let report = String::from_utf8_lossy(&limited.stdout);
+    assert!(
+        !limited.status.success()
+            && report.contains("target.privilege")
+            && report.contains("CREATE EXTENSION postgis"),
+        "{report}"
+    );
     let check = ferry("check", &source, &target, &[]).output().unwrap();
     assert!(
         check.status.success(),
