@@ -108,6 +108,50 @@ pub struct Filter {
     pub id: Option<String>,
 }
 
+/// A value of a filter's condition.
+pub(crate) enum FilterValue {
+    Text(String),
+    Integer(i64),
+}
+
+/// The SQL condition of `filter` over the messages table and its values, numbered from 1:
+/// `placeholder(n)` writes parameter `n` (`?1`, `$1`), `contains(p)` the store's test that
+/// the payload, the last error or the id holds the text in parameter `p`.
+pub(crate) fn filter_condition(
+    filter: &Filter,
+    placeholder: fn(usize) -> String,
+    contains: fn(&str) -> String,
+) -> (String, Vec<FilterValue>) {
+    let mut conditions = vec!["1 = 1".to_string()];
+    let mut values = Vec::new();
+    let equal = [
+        ("status", &filter.status),
+        ("route", &filter.route),
+        ("topic", &filter.topic),
+        ("message_key", &filter.key),
+        ("id", &filter.id),
+    ];
+    for (column, value) in equal {
+        if let Some(value) = value {
+            values.push(FilterValue::Text(value.clone()));
+            conditions.push(format!("{column} = {}", placeholder(values.len())));
+        }
+    }
+    if let Some(since) = filter.since_ms {
+        values.push(FilterValue::Integer(since));
+        conditions.push(format!("created_at >= {}", placeholder(values.len())));
+    }
+    if let Some(until) = filter.until_ms {
+        values.push(FilterValue::Integer(until));
+        conditions.push(format!("created_at < {}", placeholder(values.len())));
+    }
+    if let Some(text) = &filter.text {
+        values.push(FilterValue::Text(text.clone()));
+        conditions.push(contains(&placeholder(values.len())));
+    }
+    (conditions.join(" AND "), values)
+}
+
 /// A message as the control plane shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MessageRow {

@@ -1247,35 +1247,23 @@ type Values = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// The SQL condition of a filter and its values (numbered from $1).
 fn where_clause(filter: &Filter) -> (String, Values) {
-    let mut conditions = vec!["true".to_string()];
-    let mut values: Values = Vec::new();
-    let mut equal = |column: &str, value: &Option<String>, conditions: &mut Vec<String>| {
-        if let Some(value) = value {
-            values.push(Box::new(value.clone()));
-            conditions.push(format!("{column} = ${}", values.len()));
-        }
-    };
-    equal("status", &filter.status, &mut conditions);
-    equal("route", &filter.route, &mut conditions);
-    equal("topic", &filter.topic, &mut conditions);
-    equal("message_key", &filter.key, &mut conditions);
-    equal("id", &filter.id, &mut conditions);
-    if let Some(since) = filter.since_ms {
-        values.push(Box::new(since));
-        conditions.push(format!("created_at >= ${}", values.len()));
-    }
-    if let Some(until) = filter.until_ms {
-        values.push(Box::new(until));
-        conditions.push(format!("created_at < ${}", values.len()));
-    }
-    if let Some(text) = &filter.text {
-        values.push(Box::new(text.clone()));
-        let at = values.len();
-        conditions.push(format!(
-            "(position(convert_to(${at}, 'UTF8') in payload) > 0 OR strpos(coalesce(last_error, ''), ${at}) > 0 OR id = ${at})"
-        ));
-    }
-    (conditions.join(" AND "), values)
+    let (condition, values) = super::filter_condition(
+        filter,
+        |number| format!("${number}"),
+        |text| {
+            format!("(position(convert_to({text}, 'UTF8') in payload) > 0 OR strpos(coalesce(last_error, ''), {text}) > 0 OR id = {text})")
+        },
+    );
+    let values = values
+        .into_iter()
+        .map(|value| -> Box<dyn ToSql + Sync + Send> {
+            match value {
+                super::FilterValue::Text(text) => Box::new(text),
+                super::FilterValue::Integer(number) => Box::new(number),
+            }
+        })
+        .collect();
+    (condition, values)
 }
 
 #[cfg(test)]

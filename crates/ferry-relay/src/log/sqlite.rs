@@ -724,36 +724,21 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
 
 /// The SQL condition of a filter and its values (numbered from ?1).
 fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value as Sql;
-    let mut conditions = vec!["1 = 1".to_string()];
-    let mut values: Vec<Sql> = Vec::new();
-    let mut equal = |column: &str, value: &Option<String>, conditions: &mut Vec<String>| {
-        if let Some(value) = value {
-            values.push(Sql::Text(value.clone()));
-            conditions.push(format!("{column} = ?{}", values.len()));
-        }
-    };
-    equal("status", &filter.status, &mut conditions);
-    equal("route", &filter.route, &mut conditions);
-    equal("topic", &filter.topic, &mut conditions);
-    equal("message_key", &filter.key, &mut conditions);
-    equal("id", &filter.id, &mut conditions);
-    if let Some(since) = filter.since_ms {
-        values.push(Sql::Integer(since));
-        conditions.push(format!("created_at >= ?{}", values.len()));
-    }
-    if let Some(until) = filter.until_ms {
-        values.push(Sql::Integer(until));
-        conditions.push(format!("created_at < ?{}", values.len()));
-    }
-    if let Some(text) = &filter.text {
-        values.push(Sql::Text(text.clone()));
-        let at = values.len();
-        conditions.push(format!(
-            "(instr(CAST(payload AS TEXT), ?{at}) > 0 OR instr(coalesce(last_error, ''), ?{at}) > 0 OR id = ?{at})"
-        ));
-    }
-    (conditions.join(" AND "), values)
+    let (condition, values) = super::filter_condition(
+        filter,
+        |number| format!("?{number}"),
+        |text| {
+            format!("(instr(CAST(payload AS TEXT), {text}) > 0 OR instr(coalesce(last_error, ''), {text}) > 0 OR id = {text})")
+        },
+    );
+    let values = values
+        .into_iter()
+        .map(|value| match value {
+            super::FilterValue::Text(text) => rusqlite::types::Value::Text(text),
+            super::FilterValue::Integer(number) => rusqlite::types::Value::Integer(number),
+        })
+        .collect();
+    (condition, values)
 }
 
 #[cfg(test)]
