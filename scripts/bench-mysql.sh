@@ -80,7 +80,7 @@ start=$(now)
 RUN=$!
 position_reached() {
   my_t -Nse "SELECT position FROM _ferry.streams WHERE migration = 'stream'" | python3 -c "
-import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = map(int, stored.split('/')); ef, eo = map(int, '$END_POSITION'.split('/'))
+import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = stored.split('/'); f, o = int(f), int(o.split('@')[0]); ef, eo = map(int, '$END_POSITION'.split('/'))
 sys.exit(0 if (f, o) >= (ef, eo) else 1)"
 }
 until position_reached; do sleep 0.05; done

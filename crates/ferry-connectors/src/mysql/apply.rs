@@ -1,8 +1,14 @@
 //! Applying merged change batches to MySQL: per table, one `DELETE` by primary key of every
-//! deleted or rewritten row, one multi-row `INSERT` of the full images (every column given, so
-//! `ON UPDATE CURRENT_TIMESTAMP` keeps the source's value; foreign-key checks are off in ferry's
-//! sessions, so the delete cascades nowhere), and single statements for partial images and key
-//! moves. All inside the caller's transaction.
+//! deleted row, multi-row `INSERT`s of the full images (every column given, so `ON UPDATE
+//! CURRENT_TIMESTAMP` keeps the source's value; foreign-key checks are off in ferry's sessions,
+//! so nothing cascades), and single statements for partial images and key moves. All inside the
+//! caller's transaction.
+//!
+//! A full image replaces its row in place (`ON DUPLICATE KEY UPDATE`, one row operation) when
+//! the target's only unique index is the primary key on the source's key columns: then the
+//! insert can collide with nothing but the row of the same key. Otherwise the rewritten rows
+//! are deleted by key first and inserted plainly, so a clash on another unique index fails
+//! loudly instead of `ON DUPLICATE KEY UPDATE` silently updating the other row.
 
 use ferry_core::change::{Batch, Segment, TableChanges};
 use ferry_core::{Cell, Error, ErrorClass, Result, Value};
@@ -160,10 +166,12 @@ async fn apply_table<Q: Queryable>(
         ));
     }
     let name = ident(&relation.table.name);
+    let key_names: Vec<&str> = plan.keys.iter().map(|index| plan.names[*index]).collect();
+    let in_place = columns
+        .key_is_the_only_unique(conn, database, &relation.table.name, &key_names)
+        .await?;
 
-    // Deletes, and the rows about to be rewritten: deleting by primary key first makes the
-    // inserts plain, so a clash on another unique index fails loudly instead of
-    // `ON DUPLICATE KEY UPDATE` silently updating the other row.
+    // Deletes, and (unless rows are replaced in place) the rows about to be rewritten.
     let upsert_keys = changes
         .upserts
         .iter()
@@ -180,7 +188,8 @@ async fn apply_table<Q: Queryable>(
                 .collect::<Result<Vec<Value>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    let keys: Vec<&Vec<Value>> = changes.deletes.iter().chain(&upsert_keys).collect();
+    let rewritten: &[Vec<Value>] = if in_place { &[] } else { &upsert_keys };
+    let keys: Vec<&Vec<Value>> = changes.deletes.iter().chain(rewritten).collect();
     for group in keys.chunks(KEYS_PER_DELETE) {
         conn.query_drop(delete_statement(&plan, &name, group)?)
             .await
@@ -199,6 +208,23 @@ async fn apply_table<Q: Queryable>(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // Every written column takes the new image's value (the key's own assignment keeps a
+    // table of key columns only valid).
+    let suffix = if in_place {
+        format!(
+            " ON DUPLICATE KEY UPDATE {}",
+            written
+                .iter()
+                .map(|index| {
+                    let column = ident(plan.names[*index]);
+                    format!("{column} = VALUES({column})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
     let mut statement = String::new();
     for row in &changes.upserts {
         statement.push_str(if statement.is_empty() { &prefix } else { "," });
@@ -219,12 +245,14 @@ async fn apply_table<Q: Queryable>(
         }
         statement.push(')');
         if statement.len() >= STATEMENT_BYTES {
+            statement.push_str(&suffix);
             conn.query_drop(std::mem::take(&mut statement))
                 .await
                 .map_err(|error| classify(error, &what))?;
         }
     }
     if !statement.is_empty() {
+        statement.push_str(&suffix);
         conn.query_drop(statement)
             .await
             .map_err(|error| classify(error, &what))?;

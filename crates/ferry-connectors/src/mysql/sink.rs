@@ -103,6 +103,9 @@ pub(crate) struct TargetColumn {
 #[derive(Default)]
 pub(crate) struct TargetColumns {
     tables: HashMap<String, HashMap<String, TargetColumn>>,
+    /// Per table: its primary key is exactly the given key columns and no other unique index
+    /// exists, so an insert can only ever collide with the row of the same key.
+    key_only_unique: HashMap<String, bool>,
 }
 
 impl TargetColumns {
@@ -156,8 +159,43 @@ impl TargetColumns {
             .is_some_and(|known| wanted.iter().any(|name| !known.contains_key(*name)))
         {
             self.tables.remove(table);
+            self.key_only_unique.remove(table);
         }
         self.of(conn, database, table).await
+    }
+
+    /// True when `table`'s primary key is exactly `key` (any order) and it has no other unique
+    /// index: then `INSERT ... ON DUPLICATE KEY UPDATE` can only meet the row of the same key.
+    pub(crate) async fn key_is_the_only_unique<Q: Queryable>(
+        &mut self,
+        conn: &mut Q,
+        database: &str,
+        table: &str,
+        key: &[&str],
+    ) -> Result<bool> {
+        if let Some(known) = self.key_only_unique.get(table) {
+            return Ok(*known);
+        }
+        let rows: Vec<(String, String)> = conn
+            .exec(
+                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0",
+                (database, table),
+            )
+            .await
+            .map_err(|error| classify(error, "reading the target's unique indexes"))?;
+        let mut primary: Vec<&str> = rows
+            .iter()
+            .filter(|(index, _)| index == "PRIMARY")
+            .map(|(_, column)| column.as_str())
+            .collect();
+        let mut wanted = key.to_vec();
+        primary.sort_unstable();
+        wanted.sort_unstable();
+        let only = !primary.is_empty()
+            && primary == wanted
+            && rows.iter().all(|(index, _)| index == "PRIMARY");
+        self.key_only_unique.insert(table.to_string(), only);
+        Ok(only)
     }
 
     pub(crate) async fn of<Q: Queryable>(
