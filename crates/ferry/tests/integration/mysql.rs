@@ -361,6 +361,23 @@ pub(crate) async fn wait_engines_equal(
     }
 }
 
+/// Waits until every table of migration `name` is copied on the PostgreSQL target (its keys
+/// and indexes are created at the end of its copy: equal rows alone do not mean that).
+pub(crate) async fn wait_copied_on_postgres(name: &str, client: &tokio_postgres::Client) {
+    wait_until("the copy to finish", Duration::from_secs(180), || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM _ferry.table_state WHERE migration = $1 HAVING count(*) > 0 AND bool_and(state = 'copied')",
+                &[&name],
+            )
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+}
+
 /// The `mariadb` client escapes tabs, newlines and backslashes in batch output: undo it.
 pub(crate) fn mysql_lines(output: &str) -> Vec<String> {
     output
@@ -410,6 +427,7 @@ async fn mariadb_to_postgres_maps_every_type_streams_and_survives_kill_nine() {
         ],
     )
     .await;
+    wait_copied_on_postgres(name, &client).await;
     // ferry's own proof across engines, while the stream runs and the application writes on.
     // (Not `emails`: every round rewrites the same few keys, so no re-check can catch a moment
     // when source and target agree on them until the writes stop.)

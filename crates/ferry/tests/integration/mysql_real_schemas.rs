@@ -357,6 +357,7 @@ async fn generated_columns_reach_postgres_as_their_values() {
         )],
     )
     .await;
+    crate::mysql::wait_copied_on_postgres(name, &client).await;
     let verified = ferry(
         "verify",
         &source,

@@ -166,6 +166,7 @@ async fn mariadb_spatial_columns_move_to_postgis() {
          DELETE FROM places WHERE id = 5;",
     );
     wait_engines_equal(name, (&mariadb().source, name), &client, &queries).await;
+    crate::mysql::wait_copied_on_postgres(name, &client).await;
     let verify = ferry(
         "verify",
         &source,
