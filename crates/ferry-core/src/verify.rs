@@ -67,11 +67,16 @@ pub struct TableReport {
     pub repaired: u64,
     /// Differences left after repair and re-verification.
     pub remaining_after_repair: usize,
+    /// The migration's state of a table it has not finished copying (`copying`, `failed`,
+    /// ...): its rows and keys are not all there yet, so its differences say nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_copied: Option<String>,
 }
 
 impl TableReport {
     pub fn is_equal(&self) -> bool {
-        self.schema_differences.is_empty()
+        self.not_copied.is_none()
+            && self.schema_differences.is_empty()
             && (self.differences.is_empty()
                 || (self.repaired > 0 && self.remaining_after_repair == 0))
     }

@@ -210,3 +210,47 @@ async fn an_interrupted_verification_resumes() {
         "the resumed run reused {resumed} checked ranges: {stderr}"
     );
 }
+
+/// A table whose copy was interrupted is reported as not copied yet (with its state), not as
+/// a table whose definition or rows differ; verify still exits 1: the copy is not equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_still_being_copied_is_reported_as_not_copied_yet() {
+    let pair = Pair::new("verify_copying").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.items (id bigint PRIMARY KEY, v text NOT NULL);
+             INSERT INTO public.items SELECT g, 'v' || g FROM generate_series(1, 5000) g;",
+        )
+        .await
+        .unwrap();
+    let mut run = pair.spawn_run(
+        &[
+            "--name",
+            "copying",
+            "--chunk-rows",
+            "500",
+            "--parallel",
+            "1",
+        ],
+        Some("copy.after_chunk_commit:3"),
+    );
+    let status = run.wait().unwrap();
+    assert!(!status.success(), "the failpoint stops the copy");
+    let verified = pair
+        .ferry("verify", &["--name", "copying"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verified.stdout).to_string();
+    assert_eq!(verified.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("public.items") && text.contains("NOT COPIED YET (copying)"),
+        "{text}"
+    );
+    assert!(!text.contains("definitions differ"), "{text}");
+    let json = pair
+        .ferry("verify", &["--name", "copying", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["tables"][0]["not_copied"], "copying", "{report}");
+}
