@@ -380,13 +380,22 @@ impl PostgresLog {
         Self::connected(slot)
     }
 
+    /// The connection in `slot`, (re)connected, with `settings` (SQL) run on a new one.
     async fn session<'a>(
         &self,
         slot: &'a Mutex<Option<Session>>,
+        settings: &str,
     ) -> Result<MappedMutexGuard<'a, Session>> {
         let mut slot = slot.lock().await;
         if slot.as_ref().is_none_or(|client| client.is_closed()) {
-            *slot = Some(Session::new((self.inner.connect)().await?));
+            let client = (self.inner.connect)().await?;
+            if !settings.is_empty() {
+                client
+                    .batch_execute(settings)
+                    .await
+                    .map_err(storage_error)?;
+            }
+            *slot = Some(Session::new(client));
         }
         Self::connected(slot)
     }
@@ -401,20 +410,15 @@ impl PostgresLog {
     /// of the time, and a plan that sorts every pending message to return the first few
     /// costs a full scan per call.
     async fn dispatcher(&self) -> Result<MappedMutexGuard<'_, Session>> {
-        let mut slot = self.inner.dispatcher.lock().await;
-        if slot.as_ref().is_none_or(|client| client.is_closed()) {
-            let client = (self.inner.connect)().await?;
-            client
-                .batch_execute("SET enable_sort = off; SET enable_bitmapscan = off;")
-                .await
-                .map_err(storage_error)?;
-            *slot = Some(Session::new(client));
-        }
-        Self::connected(slot)
+        self.session(
+            &self.inner.dispatcher,
+            "SET enable_sort = off; SET enable_bitmapscan = off;",
+        )
+        .await
     }
 
     async fn reader(&self) -> Result<MappedMutexGuard<'_, Session>> {
-        self.session(&self.inner.reader).await
+        self.session(&self.inner.reader, "").await
     }
 
     /// See [`super::DeliveryLog::checkpoint`].
@@ -584,6 +588,7 @@ impl PostgresLog {
             &due_at,
             &now,
         ];
+        let undelivered = undelivered_earlier("n.route", "n.topic", "n.failed_bucket");
         let inserted = transaction
             .execute(
                 &format!(
@@ -597,10 +602,7 @@ impl PostgresLog {
                          n.barrier, n.old_key,
                          n.message_key IS NULL OR (n.first AND NOT EXISTS (
                              SELECT 1 FROM {s}.messages earlier
-                             WHERE earlier.bucket IN ('open', 'other', n.failed_bucket)
-                               AND earlier.route = n.route AND earlier.topic = n.topic
-                               AND earlier.message_key = n.message_key
-                               AND earlier.status <> 'delivered' AND NOT earlier.undeliverable)),
+                             WHERE {undelivered} AND earlier.message_key = n.message_key)),
                          CASE WHEN n.refused IS NULL THEN 'open' ELSE n.failed_bucket END
                      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
                                  $7::text[], $8::text[], $9::bytea[], $10::bigint[], $11::text[], $12::boolean[],
@@ -632,6 +634,7 @@ impl PostgresLog {
         }
         let s = &self.inner.schema;
         let failed = self.bucket(route, "failed");
+        let undelivered = undelivered_earlier("m.route", "m.topic", "$4");
         let sql = match ordering {
             // As in the SQLite log: held back by an earlier undelivered message of either
             // key, by an earlier pending table-wide change of the topic, and a table-wide
@@ -642,15 +645,11 @@ impl PostgresLog {
                  WHERE route = $1 AND status = 'pending' AND front AND next_attempt_at <= $2
                    AND (m.old_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM {s}.messages earlier
-                       WHERE earlier.bucket IN ('open', 'other', $4) AND earlier.route = m.route
-                         AND earlier.topic = m.topic AND earlier.message_key = m.old_key AND earlier.seq < m.seq
-                         AND earlier.status <> 'delivered' AND NOT earlier.undeliverable))
+                       WHERE {undelivered} AND earlier.message_key = m.old_key AND earlier.seq < m.seq))
                    AND (m.message_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM {s}.messages earlier
-                       WHERE earlier.bucket IN ('open', 'other', $4) AND earlier.route = m.route
-                         AND earlier.topic = m.topic AND earlier.old_key IS NOT NULL
-                         AND earlier.old_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq
-                         AND earlier.status <> 'delivered' AND NOT earlier.undeliverable))
+                       WHERE {undelivered} AND earlier.old_key IS NOT NULL
+                         AND earlier.old_key IN (m.message_key, m.old_key) AND earlier.seq < m.seq))
                    AND NOT EXISTS (
                        SELECT 1 FROM {s}.messages_open earlier
                        WHERE earlier.route = m.route AND earlier.topic = m.topic AND earlier.seq < m.seq
@@ -758,6 +757,10 @@ impl PostgresLog {
         // delivery, the next undelivered message of the key becomes its front. The second
         // part reads the rows as they were before the first changed them, so the messages
         // just delivered are left out by their seq.
+        let undelivered_before_m =
+            undelivered_earlier("m.route", "m.topic", &failed_bucket_of(s, "m.route"));
+        let undelivered_of_d =
+            undelivered_earlier("d.route", "d.topic", &failed_bucket_of(s, "d.route"));
         let sql = format!(
             "WITH u AS (
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -773,12 +776,8 @@ impl PostgresLog {
                      -- key may be delivered by it: the promotion below skips rows changed here).
                      front = CASE WHEN u.status = 'pending' AND m.message_key IS NOT NULL THEN NOT EXISTS (
                          SELECT 1 FROM {s}.messages earlier
-                         WHERE earlier.bucket IN ('open', 'other', coalesce(
-                                 (SELECT b.number::text FROM {s}.buckets b WHERE b.route = m.route AND b.status = 'failed'),
-                                 'other'))
-                           AND earlier.route = m.route AND earlier.topic = m.topic
+                         WHERE {undelivered_before_m}
                            AND earlier.message_key = m.message_key AND earlier.seq < m.seq
-                           AND earlier.status <> 'delivered' AND NOT earlier.undeliverable
                            AND earlier.seq NOT IN (SELECT x.seq FROM u x WHERE x.status = 'delivered'))
                          ELSE m.front END,
                      attempt_log = m.attempt_log || jsonb_build_array(jsonb_build_object(
@@ -793,12 +792,8 @@ impl PostgresLog {
              delivered AS (SELECT * FROM updated WHERE status = 'delivered')
              UPDATE {s}.messages_open SET front = true WHERE seq = ANY(ARRAY(
                  SELECT (SELECT min(earlier.seq) FROM {s}.messages earlier
-                         WHERE earlier.bucket IN ('open', 'other', coalesce(
-                                 (SELECT b.number::text FROM {s}.buckets b WHERE b.route = d.route AND b.status = 'failed'),
-                                 'other'))
-                           AND earlier.route = d.route AND earlier.topic = d.topic
+                         WHERE {undelivered_of_d}
                            AND earlier.message_key = d.message_key
-                           AND earlier.status <> 'delivered' AND NOT earlier.undeliverable
                            AND earlier.seq <> ALL (ARRAY(SELECT seq FROM delivered)))
                  FROM delivered d WHERE d.message_key IS NOT NULL))"
         );
@@ -883,14 +878,12 @@ impl PostgresLog {
             }
             Some(_) => "m.route = $1 AND NOT m.front",
         };
+        let undelivered =
+            undelivered_earlier("m.route", "m.topic", &failed_bucket_of(s, "m.route"));
         let sql = format!(
             "UPDATE {s}.messages_open m SET front = NOT EXISTS (
                  SELECT 1 FROM {s}.messages earlier
-                 WHERE earlier.bucket IN ('open', 'other', coalesce(
-                         (SELECT b.number::text FROM {s}.buckets b WHERE b.route = m.route AND b.status = 'failed'), 'other'))
-                   AND earlier.route = m.route AND earlier.topic = m.topic
-                   AND earlier.message_key = m.message_key AND earlier.seq < m.seq
-                   AND earlier.status <> 'delivered' AND NOT earlier.undeliverable)
+                 WHERE {undelivered} AND earlier.message_key = m.message_key AND earlier.seq < m.seq)
              WHERE m.status = 'pending' AND m.message_key IS NOT NULL AND {which}"
         );
         match route {
@@ -1195,6 +1188,25 @@ impl PostgresLog {
         transaction.commit().await.map_err(storage_error)?;
         Ok(removed)
     }
+}
+
+/// The condition that `earlier` (an alias of `messages`) is a message of the route and topic
+/// given (SQL expressions) that is not delivered yet: pending, or parked as failed. Only the
+/// partitions that can hold one are looked in: `open`, `other`, and `failed_bucket` (an SQL
+/// expression, see [`failed_bucket_of`]). The caller adds which key and which `seq`.
+fn undelivered_earlier(route: &str, topic: &str, failed_bucket: &str) -> String {
+    format!(
+        "earlier.bucket IN ('open', 'other', {failed_bucket}) AND earlier.route = {route} AND earlier.topic = {topic}
+           AND earlier.status <> 'delivered' AND NOT earlier.undeliverable"
+    )
+}
+
+/// SQL for the failed bucket of the route in the SQL expression `route` (`other` when the
+/// route has none), read from the log's `buckets` in schema `s`.
+fn failed_bucket_of(s: &str, route: &str) -> String {
+    format!(
+        "coalesce((SELECT b.number::text FROM {s}.buckets b WHERE b.route = {route} AND b.status = 'failed'), 'other')"
+    )
 }
 
 /// The start (ms) of a `YYYYMMDD` day.
