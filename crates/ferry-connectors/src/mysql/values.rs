@@ -395,17 +395,13 @@ pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
                 ))
             }
         },
-        // A geometry as hex EWKB: ferry's own spatial values, and PostGIS's text (a
-        // PostgreSQL source names its types by number).
-        Value::Native { text, .. } if matches!(target, Kind::Spatial) => Plain::Bytes(
-            ferry_core::spatial::mysql_from_ewkb_hex(text)
-                .map_err(|problem| unrepresentable(&problem))?
-                .into(),
-        ),
-        // Into a binary column (a target created by hand as LONGBLOB): MySQL's own form.
+        // A geometry as hex EWKB (ferry's own spatial values, and PostGIS's text: a PostgreSQL
+        // source names its types by number) into a spatial column, or ferry's geometry into a
+        // binary one (a target created by hand as LONGBLOB): MySQL's own form.
         Value::Native { type_name, text }
-            if type_name == ferry_core::spatial::TYPE_NAME
-                && matches!(target, Kind::Binary { .. }) =>
+            if matches!(target, Kind::Spatial)
+                || (type_name == ferry_core::spatial::TYPE_NAME
+                    && matches!(target, Kind::Binary { .. })) =>
         {
             Plain::Bytes(
                 ferry_core::spatial::mysql_from_ewkb_hex(text)
