@@ -40,30 +40,24 @@ TGT="mysql://root@127.0.0.1:$MTP/streamed"
 "$FERRY" run --source "$SRC" --target "$TGT" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
 until my_t -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null | grep -q 1; do sleep 0.5; done
-source_end() { my_s -Nse "SHOW MASTER STATUS" | awk '{n=$1; sub(/.*\./, "", n); print n+0 "/" $2}'; }
-ferry_reached() { # END
-  my_t -Nse "SELECT position FROM _ferry.streams WHERE migration = 'apply'" | python3 -c "
-import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = stored.split('/'); f, o = int(f), int(o.split('@')[0]); ef, eo = map(int, '$1'.split('/'))
-sys.exit(0 if (f, o) >= (ef, eo) else 1)"
-}
 replica_reached() { # END
   my_r -e "SHOW SLAVE STATUS\G" | python3 -c "
 import sys; status = dict((part.strip() for part in line.split(':', 1)) for line in sys.stdin if ':' in line)
 f = int(status['Relay_Master_Log_File'].rsplit('.', 1)[1]); o = int(status['Exec_Master_Log_Pos']); ef, eo = map(int, '$1'.split('/'))
 sys.exit(0 if (f, o) >= (ef, eo) else 1)"
 }
-until ferry_reached "$(source_end)"; do sleep 0.2; done
-until replica_reached "$(source_end)"; do sleep 0.2; done
+until ferry_reached mtarget apply "$(binlog_end msource)"; do sleep 0.2; done
+until replica_reached "$(binlog_end msource)"; do sleep 0.2; done
 kill -TERM "$RUN"; wait "$RUN" || true
 my_r -e "STOP SLAVE"
 
 # Runs ferry, then the replica, over the backlog just written; checks the three tables.
 catch_up() { # LABEL
-  local end; end=$(source_end)
+  local end; end=$(binlog_end msource)
   local start; start=$(now)
   "$FERRY" run --source "$SRC" --target "$TGT" --name apply >>"$WORK/run.log" 2>&1 &
   RUN=$!
-  until ferry_reached "$end"; do sleep 0.05; done
+  until ferry_reached mtarget apply "$end"; do sleep 0.05; done
   local done_at; done_at=$(now)
   # ferry's own CPU time (user + system) while it caught up: how much of the time is ferry's.
   RESULT[$1_ferry_cpu]=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")
@@ -86,18 +80,7 @@ my_s sbtest -e "UPDATE sbtest1 SET k = k + 1, c = REVERSE(c)"
 catch_up big
 
 echo "== $UPDATES single-row updates in transactions of 1,000"
-my_s sbtest <<SQL
-DELIMITER //
-CREATE PROCEDURE updates(total INT) BEGIN DECLARE i INT DEFAULT 0;
-  WHILE i < total DO
-    IF i % 1000 = 0 THEN START TRANSACTION; END IF;
-    UPDATE sbtest1 SET k = k + 1 WHERE id = 1 + (i * 7919) % $SIZE;
-    SET i = i + 1;
-    IF i % 1000 = 0 THEN COMMIT; END IF;
-  END WHILE; COMMIT; END//
-DELIMITER ;
-CALL updates($UPDATES);
-SQL
+single_row_updates msource "$SIZE" "$UPDATES"
 catch_up small
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }

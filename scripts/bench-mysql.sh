@@ -62,28 +62,12 @@ echo "== binary log apply: $UPDATES single-row updates in transactions of 1,000"
 RUN=$!
 until my_t -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'stream' AND state = 'copied'" 2>/dev/null | grep -q 1; do sleep 0.5; done
 kill -TERM "$RUN"; wait "$RUN" || true
-my_s sbtest <<SQL
-DELIMITER //
-CREATE PROCEDURE updates(total INT) BEGIN DECLARE i INT DEFAULT 0;
-  WHILE i < total DO
-    IF i % 1000 = 0 THEN START TRANSACTION; END IF;
-    UPDATE sbtest1 SET k = k + 1 WHERE id = 1 + (i * 7919) % $SIZE;
-    SET i = i + 1;
-    IF i % 1000 = 0 THEN COMMIT; END IF;
-  END WHILE; COMMIT; END//
-DELIMITER ;
-CALL updates($UPDATES);
-SQL
-END_POSITION=$(my_s -Nse "SHOW MASTER STATUS" | awk '{n=$1; sub(/.*\./, "", n); print n+0 "/" $2}')
+single_row_updates msource "$SIZE" "$UPDATES"
+END_POSITION=$(binlog_end msource)
 start=$(now)
 "$FERRY" run --source "$SRC" --target "mysql://root@127.0.0.1:$MTP/streamed" --name stream >>"$WORK/run.log" 2>&1 &
 RUN=$!
-position_reached() {
-  my_t -Nse "SELECT position FROM _ferry.streams WHERE migration = 'stream'" | python3 -c "
-import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = stored.split('/'); f, o = int(f), int(o.split('@')[0]); ef, eo = map(int, '$END_POSITION'.split('/'))
-sys.exit(0 if (f, o) >= (ef, eo) else 1)"
-}
-until position_reached; do sleep 0.05; done
+until ferry_reached mtarget stream "$END_POSITION"; do sleep 0.05; done
 end=$(now)
 kill -TERM "$RUN"; wait "$RUN" || true
 RESULT[apply_seconds]=$(elapsed "$start" "$end")

@@ -19,3 +19,29 @@ start_mariadb() {
 }
 stop_mariadb() { for name in "$@"; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9 "$(cat "$WORK/$name/mysqld.pid")" 2>/dev/null || true; done; }
 my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" -uroot "$@"; }
+# binlog_end NAME: the server's current binary log end as FILE_NUMBER/OFFSET.
+binlog_end() { my "$1" -Nse "SHOW MASTER STATUS" | awk '{n=$1; sub(/.*\./, "", n); print n+0 "/" $2}'; }
+# ferry_reached NAME MIGRATION END: true once migration MIGRATION's stored position on the
+# target server NAME has reached END (FILE_NUMBER/OFFSET; the stored form is
+# `mysql:FILE/OFFSET@EVENTS#GTID`).
+ferry_reached() {
+  my "$1" -Nse "SELECT position FROM _ferry.streams WHERE migration = '$2'" | python3 -c "
+import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = stored.split('/'); f, o = int(f), int(o.split('@')[0]); ef, eo = map(int, '$3'.split('/'))
+sys.exit(0 if (f, o) >= (ef, eo) else 1)"
+}
+# single_row_updates NAME SIZE UPDATES: UPDATES single-row updates of sbtest.sbtest1 (SIZE rows)
+# on server NAME, in transactions of 1,000.
+single_row_updates() {
+  my "$1" sbtest <<SQL
+DELIMITER //
+CREATE PROCEDURE updates(total INT) BEGIN DECLARE i INT DEFAULT 0;
+  WHILE i < total DO
+    IF i % 1000 = 0 THEN START TRANSACTION; END IF;
+    UPDATE sbtest1 SET k = k + 1 WHERE id = 1 + (i * 7919) % $2;
+    SET i = i + 1;
+    IF i % 1000 = 0 THEN COMMIT; END IF;
+  END WHILE; COMMIT; END//
+DELIMITER ;
+CALL updates($3);
+SQL
+}
