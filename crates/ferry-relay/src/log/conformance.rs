@@ -24,6 +24,11 @@ fn message(id: &str, key: &str) -> NewMessage {
     }
 }
 
+/// The ids of `due`, in order.
+fn ids(due: &[DueMessage]) -> Vec<&str> {
+    due.iter().map(|m| m.id.as_str()).collect()
+}
+
 /// An attempt at `at_ms` answered with `status`, and what follows.
 fn outcome(seq: i64, at_ms: i64, status: u16, next: Next) -> Outcome {
     Outcome {
@@ -65,7 +70,6 @@ pub async fn moved_rows_and_table_wide_changes_keep_their_place(log: DeliveryLog
     )
     .await
     .unwrap();
-    let ids = |due: &[DueMessage]| due.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
     let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
     // The move waits for key 1; the truncate for every pending message before it; insert4
     // for the truncate.
@@ -104,7 +108,7 @@ pub async fn moved_rows_and_table_wide_changes_keep_their_place(log: DeliveryLog
     let mut order = Vec::new();
     for now in 9003..9010 {
         let due = log.due("orders", Ordering::Key, now, 10).await.unwrap();
-        order.extend(ids(&due));
+        order.extend(ids(&due).into_iter().map(str::to_string));
         log.record(
             due.iter()
                 .map(|m| outcome(m.seq, now, 200, Next::Delivered))
@@ -129,18 +133,12 @@ pub async fn a_message_queued_again_goes_before_the_later_ones_of_its_key(log: D
     assert!(log.retry_message("a1", 3000).await.unwrap());
     assert_ne!(log.requeue_generation(), generation);
     let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a1"]
-    );
+    assert_eq!(ids(&due), ["a1"]);
     log.record(vec![outcome(due[0].seq, 3000, 200, Next::Delivered)])
         .await
         .unwrap();
     let due = log.due("orders", Ordering::Key, 3001, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a2"]
-    );
+    assert_eq!(ids(&due), ["a2"]);
     // The same through a filter.
     let all = Filter {
         route: Some("orders".into()),
@@ -151,10 +149,7 @@ pub async fn a_message_queued_again_goes_before_the_later_ones_of_its_key(log: D
         .unwrap();
     assert_eq!(log.retry(all, 4000).await.unwrap(), 2);
     let due = log.due("orders", Ordering::Key, 4000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a1"]
-    );
+    assert_eq!(ids(&due), ["a1"]);
 }
 
 pub async fn retention_of_a_parked_message_releases_its_key(log: DeliveryLog) {
@@ -173,10 +168,7 @@ pub async fn retention_of_a_parked_message_releases_its_key(log: DeliveryLog) {
         .is_empty());
     assert_eq!(log.prune("orders", "failed", 2001).await.unwrap(), 1);
     let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a2"]
-    );
+    assert_eq!(ids(&due), ["a2"]);
 }
 
 pub async fn key_order_holds_back_only_the_failed_key(log: DeliveryLog) {
@@ -197,10 +189,7 @@ pub async fn key_order_holds_back_only_the_failed_key(log: DeliveryLog) {
         Some("postgres:0/2")
     );
     let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a1", "b1"]
-    );
+    assert_eq!(ids(&due), ["a1", "b1"]);
     // a1 is parked; b1 delivered: a2 waits behind a1.
     log.record(vec![
         outcome(due[0].seq, 2000, 400, Next::Failed),
@@ -214,10 +203,7 @@ pub async fn key_order_holds_back_only_the_failed_key(log: DeliveryLog) {
         .unwrap()
         .is_empty());
     let none = log.due("orders", Ordering::None, 3000, 10).await.unwrap();
-    assert_eq!(
-        none.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a2"]
-    );
+    assert_eq!(ids(&none), ["a2"]);
     // Retrying the failed one puts it first again, with a fresh budget.
     let failed = Filter {
         status: Some("failed".into()),
@@ -271,10 +257,7 @@ pub async fn a_replay_queues_again_and_stores_new_ones(log: DeliveryLog) {
         .unwrap();
     assert_eq!(queued, 2);
     let due = log.due("orders", Ordering::Key, 3000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["r1", "r3"]
-    );
+    assert_eq!(ids(&due), ["r1", "r3"]);
     let (message, _, attempts) = log.message("r1").await.unwrap().unwrap();
     assert_eq!((message.status.as_str(), attempts.len()), ("pending", 1));
     assert_eq!(log.pending().await.unwrap(), 3);
@@ -351,10 +334,7 @@ pub async fn a_refused_message_is_never_sent(log: DeliveryLog) {
         .await
         .unwrap();
     let due = log.due("orders", Ordering::Key, 2000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["good"]
-    );
+    assert_eq!(ids(&due), ["good"]);
     let failed = Filter {
         status: Some("failed".into()),
         ..Filter::default()
@@ -384,10 +364,7 @@ pub async fn a_retry_recorded_with_the_delivery_before_it_is_not_held(log: Deliv
     // An operator sends a1 again while a2 is in flight.
     assert!(log.retry_message("a1", 2002).await.unwrap());
     let again = log.due("orders", Ordering::Key, 2002, 10).await.unwrap();
-    assert_eq!(
-        again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a1"]
-    );
+    assert_eq!(ids(&again), ["a1"]);
     log.record(vec![
         outcome(again[0].seq, 2003, 200, Next::Delivered),
         outcome(in_flight[0].seq, 2003, 503, Next::RetryAt(5000)),
@@ -395,8 +372,5 @@ pub async fn a_retry_recorded_with_the_delivery_before_it_is_not_held(log: Deliv
     .await
     .unwrap();
     let due = log.due("orders", Ordering::Key, 5000, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        ["a2"]
-    );
+    assert_eq!(ids(&due), ["a2"]);
 }
