@@ -10,6 +10,7 @@ pub mod mysql;
 pub mod portable;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(all(feature = "mysql", feature = "postgres"))]
 pub mod registry;
 pub mod syntax;
 #[cfg(any(feature = "mysql", feature = "postgres"))]

@@ -9,6 +9,11 @@ pub fn unix_micros_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since 1970-01-01 UTC now (0 for a clock set before 1970).
+pub fn unix_millis_now() -> i64 {
+    unix_micros_now() / 1000
+}
+
 /// The (year, month 1-12, day 1-31) of a day counted from 1970-01-01.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -40,9 +45,33 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix microseconds (UTC, to the second).
+pub fn utc_second_text(unix_micros: i64) -> String {
+    let seconds = unix_micros.div_euclid(1_000_000);
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_as_text() {
+        assert_eq!(utc_second_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_second_text(951_782_400_999_999), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_second_text(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            utc_second_text(1_796_477_045_000_000),
+            "2026-12-05T13:24:05Z"
+        );
+    }
 
     #[test]
     fn round_trips() {

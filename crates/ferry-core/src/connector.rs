@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::position::Position;
 use crate::schema::{Catalog, Sequence, TableName, TableSchema};
 use crate::select::Selection;
-use crate::state::{Chunk, KeyRange, MigrationState, TableState};
+use crate::state::{Chunk, FailureSummary, KeyRange, MigrationState, StreamRetention, TableState};
 use crate::value::Value;
 use crate::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 
@@ -94,6 +94,12 @@ pub trait Source: Send + Sync {
 
     /// The source's current end of log, for lag.
     async fn current_position(&self) -> Result<Position>;
+
+    /// How much log the stream of `migration` holds back, on a source that keeps log for its
+    /// streams (`None` for a source that keeps none, or when the stream does not exist).
+    async fn stream_retention(&self, _migration: &str) -> Result<Option<StreamRetention>> {
+        Ok(None)
+    }
 }
 
 /// A consistent view of the source data.
@@ -253,6 +259,11 @@ pub trait Sink: Send + Sync {
         code: &str,
         message: &str,
     ) -> Result<()>;
+
+    /// The failures [`Sink::record_failure`] stored for `migration`.
+    async fn recorded_failures(&self, _migration: &str) -> Result<FailureSummary> {
+        Ok(FailureSummary::default())
+    }
 
     /// Removes a table from the migration's state.
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()>;

@@ -125,3 +125,32 @@ pub struct MigrationState {
     /// target may be newer than the changes it replays.
     pub copy_end: Option<crate::Position>,
 }
+
+/// Failures a migration rode out (retried or waited out), as recorded on the target: how many,
+/// and the latest few.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailureSummary {
+    pub count: i64,
+    /// (when, as `YYYY-MM-DDTHH:MM:SSZ`; code; message), newest first.
+    pub latest: Vec<(String, String, String)>,
+}
+
+/// How much log a migration's stream holds back on a source that keeps log for its streams (a
+/// PostgreSQL replication slot's WAL).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamRetention {
+    /// Whether a process reads the stream now.
+    pub active: bool,
+    /// Log kept on the source's disk for the stream, in bytes.
+    pub retained_bytes: i64,
+    /// The source's word for how safe that log is (`reserved`, `extended`, `unreserved`, `lost`).
+    pub wal_status: Option<String>,
+    /// Log that may still be written before the source gives the stream up (`None`: no limit).
+    pub safe_wal_bytes: Option<i64>,
+    /// What the source calls the stream (its slot), for status lines.
+    #[serde(skip)]
+    pub stream: String,
+    /// The source's warning when it is close to giving the stream up, with what to do.
+    #[serde(skip)]
+    pub warning: Option<String>,
+}

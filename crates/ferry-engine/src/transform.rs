@@ -246,6 +246,13 @@ impl Source for TransformedSource {
     async fn current_position(&self) -> Result<Position> {
         self.inner.current_position().await
     }
+
+    async fn stream_retention(
+        &self,
+        migration: &str,
+    ) -> Result<Option<ferry_core::state::StreamRetention>> {
+        self.inner.stream_retention(migration).await
+    }
 }
 
 struct TransformedSnapshot {

@@ -26,6 +26,7 @@
 //! - New topics matching the selection and new partitions are picked up every
 //!   [`DISCOVERY_INTERVAL`].
 
+use ferry_core::calendar::unix_millis_now;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -172,10 +173,6 @@ impl Lane {
             runs,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    ferry_core::calendar::unix_micros_now() / 1000
 }
 
 /// The copy loop's resources.
@@ -493,7 +490,7 @@ impl Mirror {
                     source_end: start,
                     copied: 0,
                     bytes: 0,
-                    updated_ms: now_ms(),
+                    updated_ms: unix_millis_now(),
                     records_per_second: 0.0,
                     bytes_per_second: 0.0,
                 };
@@ -662,7 +659,7 @@ impl Mirror {
 
     /// Saves every changed lane in one transaction and publishes the figures.
     fn save(&mut self) -> Result<()> {
-        let now = now_ms();
+        let now = unix_millis_now();
         // A lane with nothing in flight has copied everything before the consumer's position:
         // this carries the settled offset over transaction markers and other gaps at the end.
         let positions: BTreeMap<(String, i32), i64> = self

@@ -316,7 +316,7 @@ pub fn switch(options: &SwitchOptions) -> Result<Vec<GroupSwitch>> {
                 .with_hint("a consumer of the group may have started against the target: stop it and switch again"));
             }
         }
-        let at_ms = ferry_core::calendar::unix_micros_now() / 1000;
+        let at_ms = ferry_core::calendar::unix_millis_now();
         let mut records = Vec::new();
         let mut partitions = Vec::new();
         for ((topic, partition), (source_offset, translation)) in translated {

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::deliver::now_ms;
 use crate::document::rfc3339;
 use crate::http::server::{Handler, Request, Response};
 use crate::log::{DeliveryLog, Filter, MessageRow};
 use crate::metrics::Metrics;
 use crate::signature::base64;
+use ferry_core::calendar::unix_millis_now;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -144,7 +144,7 @@ impl Api {
         }
         let retried = self
             .log
-            .retry_message(id, now_ms())
+            .retry_message(id, unix_millis_now())
             .await
             .map_err(internal)?;
         self.wake.notify_waiters();
@@ -169,7 +169,11 @@ impl Api {
         if filter.status.as_deref() == Some("pending") {
             return Err((400, "pending messages are queued already".into()));
         }
-        let retried = self.log.retry(filter, now_ms()).await.map_err(internal)?;
+        let retried = self
+            .log
+            .retry(filter, unix_millis_now())
+            .await
+            .map_err(internal)?;
         self.wake.notify_waiters();
         Ok(serde_json::json!({ "retried": retried }))
     }
@@ -221,7 +225,7 @@ impl Api {
         let read = messages.len();
         let queued = self
             .log
-            .replay(messages, now_ms())
+            .replay(messages, unix_millis_now())
             .await
             .map_err(internal)?;
         self.wake.notify_waiters();

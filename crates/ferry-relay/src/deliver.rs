@@ -11,6 +11,7 @@
 //! - An attempt is stored before the worker takes the next messages, so a crash repeats at most
 //!   the attempts in flight (receivers deduplicate on `webhook-id`).
 
+use ferry_core::calendar::unix_millis_now;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex};
@@ -192,16 +193,11 @@ pub struct Worker {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    ferry_core::calendar::unix_micros_now() / 1000
-}
-
 /// A cheap random number in [0, 1) for jitter.
 fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos() ^ now_ms() as u128);
+    hasher.write_u128(Instant::now().elapsed().as_nanos() ^ unix_millis_now() as u128);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -283,7 +279,7 @@ impl Worker {
                     .due(
                         &self.route.name,
                         self.route.ordering,
-                        now_ms(),
+                        unix_millis_now(),
                         limit + queued.len(),
                     )
                     .await?;
@@ -307,8 +303,14 @@ impl Worker {
                 // Requests or a store in flight wake the loop; new messages and retries falling
                 // due are looked for at least this often meanwhile.
                 _ if !idle => Duration::from_millis(250),
-                _ => match self.log.next_due_at(&self.route.name, now_ms()).await? {
-                    Some(at) => Duration::from_millis((at - now_ms()).clamp(1, 1000) as u64),
+                _ => match self
+                    .log
+                    .next_due_at(&self.route.name, unix_millis_now())
+                    .await?
+                {
+                    Some(at) => {
+                        Duration::from_millis((at - unix_millis_now()).clamp(1, 1000) as u64)
+                    }
                     None => Duration::from_secs(1),
                 },
             };
@@ -375,7 +377,7 @@ impl Worker {
     /// One attempt at one message.
     async fn attempt(&self, message: DueMessage) -> Outcome {
         let route = &self.route;
-        let timestamp = now_ms() / 1000;
+        let timestamp = unix_millis_now() / 1000;
         let mut headers: Vec<(String, String)> = vec![
             ("Content-Type".into(), "application/json".into()),
             (
@@ -405,7 +407,7 @@ impl Worker {
         }
         headers.extend(route.headers.iter().cloned());
         let started = Instant::now();
-        let at_ms = now_ms();
+        let at_ms = unix_millis_now();
         let result = self
             .client
             .send(
@@ -419,7 +421,7 @@ impl Worker {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let verdict = classify(&result);
         let made = message.attempts_in_budget + 1;
-        let next = next_step(route, verdict, made, now_ms(), jitter());
+        let next = next_step(route, verdict, made, unix_millis_now(), jitter());
         let (http_status, error, response) = match &result {
             Ok(response) => {
                 let snippet = String::from_utf8_lossy(

@@ -28,11 +28,11 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::Route;
-use crate::deliver::now_ms;
 use crate::document::{documents, Coordinates};
 use crate::intake::Intake;
 use crate::log::NewMessage;
 use crate::signature::message_id;
+use ferry_core::calendar::unix_millis_now;
 
 /// Messages stored per log transaction at most.
 pub const FLUSH_MESSAGES: usize = 5_000;
@@ -242,7 +242,7 @@ impl Feed {
                                 position: Some(position.clone()),
                                 key: Some(document.key.clone()),
                                 payload: document.body.clone().into_bytes(),
-                                created_at_ms: now_ms(),
+                                created_at_ms: unix_millis_now(),
                                 old_key: document.old_key.clone(),
                                 barrier: document.barrier,
                                 refused: None,

@@ -28,10 +28,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Format, Route};
-use crate::deliver::now_ms;
 use crate::intake::Intake;
 use crate::log::NewMessage;
 use crate::signature::{base64, message_id};
+use ferry_core::calendar::unix_millis_now;
 
 /// How often new topics and partitions are looked for.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
@@ -160,7 +160,10 @@ pub fn record_message(
         position: None,
         key,
         payload,
-        created_at_ms: message.timestamp().to_millis().unwrap_or_else(now_ms),
+        created_at_ms: message
+            .timestamp()
+            .to_millis()
+            .unwrap_or_else(unix_millis_now),
         old_key: None,
         barrier: false,
         refused,
@@ -628,7 +631,11 @@ impl Replayer {
         tokio::task::spawn_blocking(move || {
             // Its own throwaway group: a replay never moves the relay's committed offsets.
             let consumer: BaseConsumer = input
-                .client_config(&format!("{}-replay-{}", group_of(&relay), now_ms()))
+                .client_config(&format!(
+                    "{}-replay-{}",
+                    group_of(&relay),
+                    unix_millis_now()
+                ))
                 .create()
                 .map_err(|error| kafka_error("setting up the replay", error))?;
             let (low, high) = consumer

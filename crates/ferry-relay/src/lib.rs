@@ -35,12 +35,13 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::config::RelayConfig;
-use crate::deliver::{now_ms, Breakers, Worker};
+use crate::deliver::{Breakers, Worker};
 use crate::feed::Feed;
 use crate::http::client::HttpClient;
 use crate::intake::Intake;
 use crate::log::DeliveryLog;
 use crate::metrics::Metrics;
+use ferry_core::calendar::unix_millis_now;
 
 /// Where the control plane listens, and its token.
 #[derive(Debug, Clone, Default)]
@@ -276,7 +277,7 @@ async fn keep_pruning(
                 ("delivered", route.success_retention),
                 ("failed", route.failure_retention),
             ] {
-                let before = now_ms()
+                let before = unix_millis_now()
                     .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
                 match log.prune(&route.name, status, before).await {
                     Ok(0) => {}

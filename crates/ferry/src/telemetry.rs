@@ -48,10 +48,7 @@ pub struct Direction {
 }
 
 fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
+    (ferry_core::calendar::unix_micros_now() / 1_000_000) as u64
 }
 
 impl Direction {

@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 
 use super::ddl::ident;
 use super::errors::classify;
-use super::sink::{TargetColumn, TargetColumns};
+use super::target_columns::{TargetColumn, TargetColumns};
 use super::values::literal;
 
 const STATEMENT_BYTES: usize = 2 * 1024 * 1024;

@@ -10,7 +10,7 @@ use mysql_async::prelude::Queryable;
 
 use super::ddl::ident;
 use super::errors::classify;
-use super::sink::{TargetColumn, TargetColumns};
+use super::target_columns::{TargetColumn, TargetColumns};
 use super::values::{decode, literal};
 use crate::cascade::{on_table, CascadeTarget};
 

@@ -28,12 +28,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 use tracing::{info, warn};
 
+use super::binlog::server_id_of;
 use super::catalog::{kind_of, read_catalog_for};
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::errors::classify;
-use super::source::server_id_of;
-use super::switchover::{take_lock, HeldLock, STREAM_LOCK};
+use super::locks::{take_lock, HeldLock, STREAM_LOCK};
 use super::types::Kind;
 use super::values::decode;
 

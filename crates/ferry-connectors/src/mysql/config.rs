@@ -263,10 +263,20 @@ impl MysqlConfig {
             .tcp_nodelay(true)
             .stmt_cache_size(64)
             .wait_timeout(Some(28_800))
-            .setup(super::connection::session_setup())
+            .setup(session_setup())
             .ssl_opts(if plain { None } else { self.tls.ssl_opts() });
         builder.into()
     }
+}
+
+/// Statements every ferry session runs first.
+fn session_setup() -> Vec<String> {
+    vec![
+        "SET NAMES utf8mb4".into(),
+        "SET time_zone = '+00:00'".into(),
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES'".into(),
+        "SET SESSION group_concat_max_len = 1048576".into(),
+    ]
 }
 
 #[cfg(test)]

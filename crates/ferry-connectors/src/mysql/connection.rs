@@ -8,16 +8,6 @@ use mysql_async::Conn;
 use super::config::MysqlConfig;
 use super::errors::classify;
 
-/// Statements every ferry session runs first.
-pub(crate) fn session_setup() -> Vec<String> {
-    vec![
-        "SET NAMES utf8mb4".into(),
-        "SET time_zone = '+00:00'".into(),
-        "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES'".into(),
-        "SET SESSION group_concat_max_len = 1048576".into(),
-    ]
-}
-
 /// A new session to the configured database (or to none, to create it).
 pub(crate) async fn connect(config: &MysqlConfig, with_database: bool) -> Result<Conn> {
     let what = format!("connecting to {}", config.describe());

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::ddl::ident;
 use super::errors::classify;
-use super::sink::{TargetColumn, TargetColumns};
+use super::target_columns::{TargetColumn, TargetColumns};
 use super::types::Kind;
 use super::values::literal;
 

@@ -2,6 +2,7 @@
 //! target (translated tables, `LOAD DATA LOCAL` or multi-row loads, idempotent apply, state in `_ferry`).
 
 mod apply;
+mod binlog;
 mod cascade;
 mod catalog;
 mod cdc;
@@ -11,6 +12,7 @@ pub mod ddl;
 mod errors;
 mod keyless;
 mod load;
+mod locks;
 mod objects;
 mod preflight;
 mod scan;
@@ -19,6 +21,7 @@ mod snapshot;
 mod source;
 mod state;
 mod switchover;
+mod target_columns;
 pub mod types;
 mod values;
 mod verify;

@@ -29,6 +29,7 @@ use super::ddl::{
 use super::errors::classify;
 use super::load::{self, Loaded};
 use super::state;
+use super::target_columns::TargetColumns;
 use super::types::Kind;
 use super::values::literal;
 
@@ -90,149 +91,6 @@ pub(crate) async fn triggers_on<Q: Queryable>(
         .filter(|(table, _, _)| tables.iter().any(|name| name.eq_ignore_ascii_case(table)))
         .map(|(table, trigger, event)| format!("{table}.{trigger} ({event})"))
         .collect())
-}
-
-/// A target column as the writer needs it.
-#[derive(Debug, Clone)]
-pub(crate) struct TargetColumn {
-    pub kind: Kind,
-    pub generated: bool,
-}
-
-/// The target's columns of each table, read once per session.
-#[derive(Default)]
-pub(crate) struct TargetColumns {
-    tables: HashMap<String, HashMap<String, TargetColumn>>,
-    /// Per table: its primary key is exactly the given key columns and no other unique index
-    /// exists, so an insert can only ever collide with the row of the same key.
-    key_only_unique: HashMap<String, bool>,
-}
-
-impl TargetColumns {
-    /// The writable columns of `table` and the kinds of their target columns, or which one the
-    /// target lacks.
-    pub(crate) async fn writable<'a, Q: Queryable>(
-        &mut self,
-        conn: &mut Q,
-        database: &str,
-        table: &'a TableSchema,
-    ) -> Result<(Vec<&'a str>, Vec<Kind>)> {
-        let names: Vec<&str> = table
-            .writable_columns()
-            .map(|column| column.name.as_str())
-            .collect();
-        let target = self
-            .covering(conn, database, &table.name.name, &names)
-            .await?;
-        let kinds = names
-            .iter()
-            .map(|name| {
-                target
-                    .get(*name)
-                    .map(|column| column.kind.clone())
-                    .ok_or_else(|| {
-                        Error::operator(
-                            "target.no_column",
-                            format!(
-                                "column {name} of {} does not exist on the target",
-                                table.name
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
-        Ok((names, kinds))
-    }
-
-    /// The target's columns of `table`, read again when one of `wanted` is not among those
-    /// known (a column added since, by `add_columns` on another session).
-    pub(crate) async fn covering<Q: Queryable>(
-        &mut self,
-        conn: &mut Q,
-        database: &str,
-        table: &str,
-        wanted: &[&str],
-    ) -> Result<&HashMap<String, TargetColumn>> {
-        if self
-            .tables
-            .get(table)
-            .is_some_and(|known| wanted.iter().any(|name| !known.contains_key(*name)))
-        {
-            self.tables.remove(table);
-            self.key_only_unique.remove(table);
-        }
-        self.of(conn, database, table).await
-    }
-
-    /// True when `table`'s primary key is exactly `key` (any order) and it has no other unique
-    /// index: then `INSERT ... ON DUPLICATE KEY UPDATE` can only meet the row of the same key.
-    pub(crate) async fn key_is_the_only_unique<Q: Queryable>(
-        &mut self,
-        conn: &mut Q,
-        database: &str,
-        table: &str,
-        key: &[&str],
-    ) -> Result<bool> {
-        if let Some(known) = self.key_only_unique.get(table) {
-            return Ok(*known);
-        }
-        let rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0",
-                (database, table),
-            )
-            .await
-            .map_err(|error| classify(error, "reading the target's unique indexes"))?;
-        let mut primary: Vec<&str> = rows
-            .iter()
-            .filter(|(index, _)| index == "PRIMARY")
-            .map(|(_, column)| column.as_str())
-            .collect();
-        let mut wanted = key.to_vec();
-        primary.sort_unstable();
-        wanted.sort_unstable();
-        let only = !primary.is_empty()
-            && primary == wanted
-            && rows.iter().all(|(index, _)| index == "PRIMARY");
-        self.key_only_unique.insert(table.to_string(), only);
-        Ok(only)
-    }
-
-    pub(crate) async fn of<Q: Queryable>(
-        &mut self,
-        conn: &mut Q,
-        database: &str,
-        table: &str,
-    ) -> Result<&HashMap<String, TargetColumn>> {
-        if !self.tables.contains_key(table) {
-            let rows: Vec<(String, String, String, Option<String>, String)> = conn
-                .exec(
-                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (database, table),
-                )
-                .await
-                .map_err(|error| classify(error, "reading the target's columns"))?;
-            if rows.is_empty() {
-                return Err(Error::operator(
-                    "target.no_table",
-                    format!("table {table} does not exist on the target"),
-                )
-                .with_table(TableName::new(database, table)));
-            }
-            let columns = rows
-                .into_iter()
-                .map(|(name, data_type, column_type, charset, extra)| {
-                    let column = TargetColumn {
-                        kind: Kind::of(&data_type, &column_type, charset.as_deref()),
-                        generated: extra.to_ascii_lowercase().contains("generated"),
-                    };
-                    (name, column)
-                })
-                .collect();
-            self.tables.insert(table.to_string(), columns);
-        }
-        Ok(&self.tables[table])
-    }
 }
 
 #[async_trait]
@@ -552,6 +410,17 @@ impl Sink for MysqlSink {
             .commit()
             .await
             .map_err(|error| classify(error, "resetting ferry's state"))
+    }
+
+    async fn recorded_failures(
+        &self,
+        migration: &str,
+    ) -> Result<ferry_core::state::FailureSummary> {
+        let mut conn = self.conn().await?;
+        if !state::table_exists(&mut conn, "failures").await? {
+            return Ok(Default::default());
+        }
+        state::recorded_failures(&mut conn, migration).await
     }
 
     async fn record_failure(

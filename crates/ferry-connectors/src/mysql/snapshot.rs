@@ -186,7 +186,7 @@ impl ChunkReader for MysqlChunkReader {
         self.position = None;
         if table.primary_key.is_empty() {
             self.position = Some(
-                super::source::start_at_known_position(&mut conn, &what)
+                super::binlog::start_at_known_position(&mut conn, &what)
                     .await?
                     .position,
             );

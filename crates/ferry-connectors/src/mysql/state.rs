@@ -311,6 +311,35 @@ pub(crate) async fn record_failure<Q: Queryable>(
     .map_err(|error| classify(error, "recording a failure"))
 }
 
+/// How many failures `migration` recorded, and the latest five.
+pub(crate) async fn recorded_failures<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+) -> Result<ferry_core::state::FailureSummary> {
+    let what = "reading recorded failures";
+    let count: Option<i64> = conn
+        .exec_first(
+            "SELECT count(*) FROM `_ferry`.`failures` WHERE migration = ?",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    let latest: Vec<(i64, String, String)> = conn
+        .exec(
+            "SELECT at_micros, code, message FROM `_ferry`.`failures` WHERE migration = ? ORDER BY at_micros DESC, id DESC LIMIT 5",
+            (migration,),
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    Ok(ferry_core::state::FailureSummary {
+        count: count.unwrap_or(0),
+        latest: latest
+            .into_iter()
+            .map(|(at, code, message)| (ferry_core::calendar::utc_second_text(at), code, message))
+            .collect(),
+    })
+}
+
 pub(crate) async fn save_copy_end<Q: Queryable>(
     conn: &mut Q,
     migration: &str,

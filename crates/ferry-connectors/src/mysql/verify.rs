@@ -24,15 +24,16 @@ use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, TxOpts};
 
+use super::binlog::{log_end, position_of, server_id_of};
 use super::catalog::{kind_of, read_catalog_for};
 use super::config::MysqlConfig;
 use super::connection::{connect, is_mariadb};
 use super::ddl::{ident, range_predicate};
 use super::errors::classify;
-use super::sink::{insert_rows, TargetColumns};
+use super::sink::insert_rows;
 use super::snapshot::{decode_row, params};
-use super::source::{log_end, position_of, server_id_of};
 use super::state;
+use super::target_columns::TargetColumns;
 use super::types::Kind;
 use super::values::decode;
 

@@ -8,10 +8,10 @@ use ferry_core::{Result, TableName, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
-use super::apply::{array_parameters, column_types, execute, own_rows, StatementCache};
 use super::codec::encode_text;
 use super::ddl::ident;
 use super::errors::classify;
+use super::statements::{array_parameters, column_types, execute, own_rows, StatementCache};
 use crate::cascade::{on_table, CascadeTarget};
 
 pub(super) struct PostgresCascade<'a, 'b> {

@@ -201,7 +201,7 @@ async fn read_table(
                 user_types.insert(row.get(8));
             }
             Column {
-                type_signature: Some(super::cdc::type_signature(
+                type_signature: Some(super::types::type_signature(
                     row.get::<_, u32>(11),
                     row.get::<_, i32>(12),
                 )),

@@ -361,11 +361,6 @@ struct KnownRelation {
     type_oids: Vec<u32>,
 }
 
-/// A column type's identity as both the catalog and the log give it: oid and modifier.
-pub(super) fn type_signature(oid: u32, modifier: i32) -> String {
-    format!("{oid}:{modifier}")
-}
-
 /// Decoded changes from a pgoutput replication connection.
 pub struct PostgresChangeStream {
     client: Option<ReplicationClient>,
@@ -482,7 +477,7 @@ impl PostgresChangeStream {
                     columns: columns
                         .iter()
                         .map(|column| RelationColumn {
-                            type_signature: Some(type_signature(
+                            type_signature: Some(super::types::type_signature(
                                 column.type_oid,
                                 column.type_modifier,
                             )),

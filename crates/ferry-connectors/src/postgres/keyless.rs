@@ -10,12 +10,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use tracing::warn;
 
-use super::apply::{
-    array_parameters, casts, column_list, column_types, execute, own_rows, prepare, StatementCache,
-};
 use super::codec::encode_text;
 use super::ddl::{ident, qualified};
 use super::errors::classify;
+use super::statements::{
+    array_parameters, casts, column_list, column_types, execute, own_rows, prepare, StatementCache,
+};
 
 /// Applies one table's changes, in order, inside the batch transaction.
 pub(super) async fn apply_keyless(

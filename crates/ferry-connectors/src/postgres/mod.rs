@@ -19,6 +19,7 @@ mod sink;
 mod snapshot;
 mod source;
 mod state;
+mod statements;
 mod switchover;
 mod tls;
 pub mod translate;
@@ -32,10 +33,7 @@ pub use cdc::{origin_name, stream_name};
 pub use config::ConnectionConfig;
 pub use connection::connect;
 pub use objects::objects_script;
-pub use preflight::{
-    check, check_sides, check_translated_types, failure_summary, partial_update_tables,
-    slot_status, FailureSummary, SlotStatus,
-};
+pub use preflight::{check, check_sides, check_translated_types, partial_update_findings};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 pub use switchover::PostgresControl;

@@ -4,6 +4,7 @@
 use ferry_core::check::Finding;
 use ferry_core::schema::UserType;
 use ferry_core::select::Selection;
+use ferry_core::state::{FailureSummary, StreamRetention};
 use ferry_core::{Result, TableName};
 use tokio_postgres::Client;
 
@@ -475,11 +476,36 @@ async fn type_findings(
     Ok(())
 }
 
+/// A warning for each of these source tables (those with a row filter) whose updates may leave
+/// out unchanged large values: a row entering the filter that way is read from the source (an
+/// extra query per such update), which REPLICA IDENTITY FULL avoids.
+pub async fn partial_update_findings(
+    config: &ConnectionConfig,
+    filtered: &[TableName],
+) -> Vec<Finding> {
+    if filtered.is_empty() {
+        return Vec::new();
+    }
+    match partial_update_tables(config, filtered).await {
+        Ok(tables) => tables
+            .into_iter()
+            .map(|table| {
+                Finding::warning(
+                    "transform.partial_image",
+                    format!("{table} has a row filter and columns PostgreSQL may leave out of an update (unchanged large values): a row entering the filter that way is read from the source"),
+                    format!("on the source: ALTER TABLE {table} REPLICA IDENTITY FULL makes every update carry the whole row, with no extra read"),
+                )
+            })
+            .collect(),
+        Err(error) => vec![Finding::failed("source.check_failed", &error)],
+    }
+}
+
 /// Of these source tables, those whose updates may arrive without their unchanged large
 /// (TOASTed) values: a column that can be stored out of line, and a replica identity other than
 /// FULL. A row entering a row filter through such an update is read from the source, so
 /// `check` says that FULL would spare the read.
-pub async fn partial_update_tables(
+async fn partial_update_tables(
     config: &ConnectionConfig,
     tables: &[TableName],
 ) -> Result<Vec<TableName>> {
@@ -503,16 +529,11 @@ pub async fn partial_update_tables(
     Ok(partial)
 }
 
-/// Failures a migration rode out: how many, and the latest few.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct FailureSummary {
-    pub count: i64,
-    /// (when, code, message), newest first.
-    pub latest: Vec<(String, String, String)>,
-}
-
 /// The failures recorded on the target for `migration`.
-pub async fn failure_summary(config: &ConnectionConfig, migration: &str) -> Result<FailureSummary> {
+pub(crate) async fn failure_summary(
+    config: &ConnectionConfig,
+    migration: &str,
+) -> Result<FailureSummary> {
     let client = connect(config).await?;
     let what = "reading recorded failures";
     if !state::state_table_exists(&client, "failure", what).await? {
@@ -539,21 +560,11 @@ pub async fn failure_summary(config: &ConnectionConfig, migration: &str) -> Resu
     })
 }
 
-/// The state of a migration's replication slot on the source.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SlotStatus {
-    pub active: bool,
-    /// WAL the slot keeps on the source's disk, in bytes.
-    pub retained_bytes: i64,
-    /// `reserved`, `extended`, `unreserved` or `lost`.
-    pub wal_status: Option<String>,
-    /// WAL that may still be written before the slot is invalidated (`None`: no limit set with
-    /// `max_slot_wal_keep_size`).
-    pub safe_wal_bytes: Option<i64>,
-}
-
 /// The slot of `migration`, if it exists.
-pub async fn slot_status(config: &ConnectionConfig, migration: &str) -> Result<Option<SlotStatus>> {
+pub(crate) async fn slot_status(
+    config: &ConnectionConfig,
+    migration: &str,
+) -> Result<Option<StreamRetention>> {
     let client = connect(config).await?;
     let row = client
         .query_opt(
@@ -562,10 +573,64 @@ pub async fn slot_status(config: &ConnectionConfig, migration: &str) -> Result<O
         )
         .await
         .map_err(|error| classify(error, "reading the replication slot"))?;
-    Ok(row.map(|row| SlotStatus {
-        active: row.get(0),
-        retained_bytes: row.get(1),
-        wal_status: row.get(2),
-        safe_wal_bytes: row.get(3),
+    Ok(row.map(|row| {
+        let mut retention = StreamRetention {
+            active: row.get(0),
+            retained_bytes: row.get(1),
+            wal_status: row.get(2),
+            safe_wal_bytes: row.get(3),
+            stream: stream_name(migration),
+            warning: None,
+        };
+        retention.warning = retention_warning(&retention);
+        retention
     }))
+}
+
+/// The retention guard: a warning when the source is close to dropping WAL the slot needs.
+fn retention_warning(status: &StreamRetention) -> Option<String> {
+    match status.wal_status.as_deref() {
+        Some("lost") => return Some("the replication slot was invalidated: changes are lost; start over with `ferry run --restart` after raising max_slot_wal_keep_size".into()),
+        Some("unreserved") => return Some("the source is about to remove WAL the replication slot still needs: speed ferry up (more --parallel, a faster target) or raise max_slot_wal_keep_size now, or the migration must start over".into()),
+        _ => {}
+    }
+    match status.safe_wal_bytes {
+        Some(safe) if safe < status.retained_bytes => Some(format!(
+            "the replication slot holds {} MiB of WAL and only {} MiB more may be written before the source invalidates it: raise max_slot_wal_keep_size or let ferry catch up",
+            status.retained_bytes >> 20,
+            safe.max(0) >> 20
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_guard_warns_before_the_slot_is_lost() {
+        let status = |wal_status: &str, retained: i64, safe: Option<i64>| StreamRetention {
+            active: true,
+            retained_bytes: retained,
+            wal_status: Some(wal_status.into()),
+            safe_wal_bytes: safe,
+            stream: "ferry_shop".into(),
+            warning: None,
+        };
+        assert_eq!(retention_warning(&status("reserved", 1 << 20, None)), None);
+        assert_eq!(
+            retention_warning(&status("reserved", 1 << 20, Some(1 << 30))),
+            None
+        );
+        assert!(
+            retention_warning(&status("reserved", 1 << 30, Some(1 << 20)))
+                .unwrap()
+                .contains("max_slot_wal_keep_size")
+        );
+        assert!(retention_warning(&status("unreserved", 0, None)).is_some());
+        assert!(retention_warning(&status("lost", 0, None))
+            .unwrap()
+            .contains("--restart"));
+    }
 }

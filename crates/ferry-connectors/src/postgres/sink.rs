@@ -519,6 +519,13 @@ impl Sink for PostgresSink {
             .map_err(|error| classify(error, what))
     }
 
+    async fn recorded_failures(
+        &self,
+        migration: &str,
+    ) -> Result<ferry_core::state::FailureSummary> {
+        super::preflight::failure_summary(&self.config, migration).await
+    }
+
     async fn record_failure(
         &self,
         migration: &str,

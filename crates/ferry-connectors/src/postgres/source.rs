@@ -191,4 +191,11 @@ impl Source for PostgresSource {
             )
         })
     }
+
+    async fn stream_retention(
+        &self,
+        migration: &str,
+    ) -> Result<Option<ferry_core::state::StreamRetention>> {
+        super::preflight::slot_status(&self.config, migration).await
+    }
 }

@@ -17,6 +17,11 @@ use tokio_postgres::Client;
 use super::ddl::{ident, literal, qualified};
 use super::errors::classify;
 
+/// A column type's identity as both the catalog and the log give it: oid and modifier.
+pub(super) fn type_signature(oid: u32, modifier: i32) -> String {
+    format!("{oid}:{modifier}")
+}
+
 /// The user types with these oids and every user type they depend on, dependencies first.
 pub async fn read_user_types(client: &Client, roots: &BTreeSet<u32>) -> Result<Vec<UserType>> {
     let mut ordered = Vec::new();

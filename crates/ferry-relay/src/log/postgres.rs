@@ -28,6 +28,7 @@
 //! for days in the middle of a large transaction) is stored and sent again: at least once,
 //! with the same `webhook-id`.
 
+use ferry_core::calendar::unix_millis_now;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -223,8 +224,7 @@ impl PostgresLog {
                     .insert((route.clone(), status.to_string()), number.to_string());
             }
         }
-        log.create_days(&mut writer, super::super::deliver::now_ms())
-            .await?;
+        log.create_days(&mut writer, unix_millis_now()).await?;
         drop(writer);
         Ok(log)
     }
@@ -499,7 +499,7 @@ impl PostgresLog {
         }
         let s = &self.inner.schema;
         let ids: Vec<&str> = messages.iter().map(|message| message.id.as_str()).collect();
-        let window = super::super::deliver::now_ms() - DEDUPLICATION_WINDOW_MS;
+        let window = unix_millis_now() - DEDUPLICATION_WINDOW_MS;
         let stored: HashSet<String> = transaction
             .query(
                 &format!(
@@ -568,7 +568,7 @@ impl PostgresLog {
         let due_at = queued_at.unwrap_or(0);
         // A refused message is finished when stored (its creation time may be days old, which
         // would put it outside the deduplication window at once).
-        let now = super::super::deliver::now_ms();
+        let now = unix_millis_now();
         let parameters: [&(dyn ToSql + Sync); 17] = [
             &seqs,
             &id,
@@ -1122,8 +1122,7 @@ impl PostgresLog {
             return Ok(0);
         };
         let mut writer = self.writer().await?;
-        self.create_days(&mut writer, super::super::deliver::now_ms())
-            .await?;
+        self.create_days(&mut writer, unix_millis_now()).await?;
         let parent = format!("finished_{number}");
         let prefix = format!("{parent}_");
         let days: Vec<String> = writer

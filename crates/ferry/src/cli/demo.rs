@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::postgres::{ConnectionConfig, PostgresSink, PostgresSource};
+use ferry_connectors::registry::Endpoint;
 use ferry_core::select::Selection;
 use ferry_core::{Error, Result};
 use ferry_engine::{run_migration, MigrationOptions, Mode, StreamOptions};
@@ -172,6 +172,14 @@ pub(super) async fn print_equal_counts(
 }
 
 /// The demo's migration: a live run, four copy workers, 50,000-row chunks.
+/// The demo's two servers as ferry connects to them (through the registry, like any run).
+pub(super) fn endpoints(source_url: &str, target_url: &str) -> Result<(Endpoint, Endpoint)> {
+    let timeout = Duration::from_secs(crate::settings::DEFAULT_NETWORK_TIMEOUT_SECONDS);
+    let source = Endpoint::parse(source_url, None, timeout)?;
+    let target = Endpoint::parse(target_url, None, timeout)?;
+    Ok(ferry_connectors::registry::pair(source, &target))
+}
+
 pub(super) fn demo_options() -> MigrationOptions {
     MigrationOptions {
         name: "demo".into(),
@@ -245,12 +253,18 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let options = demo_options();
-    let source_connector = PostgresSource::new(ConnectionConfig::parse(&source_url, None)?);
-    let sink = PostgresSink::new(ConnectionConfig::parse(&target_url, None)?);
+    let (source_endpoint, target_endpoint) = endpoints(&source_url, &target_url)?;
+    let (source_connector, sink) = (source_endpoint.source(), target_endpoint.sink());
     let progress = Renderer::new();
     let started = Instant::now();
 
-    let migration = run_migration(&source_connector, &sink, &options, &progress, shutdown);
+    let migration = run_migration(
+        source_connector.as_ref(),
+        sink.as_ref(),
+        &options,
+        &progress,
+        shutdown,
+    );
     let scenario = async {
         let writing = write_continuously(&source, stop_flag.clone(), write_count.clone());
         let observe = async {

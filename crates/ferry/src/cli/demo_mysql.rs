@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::mysql::{MysqlConfig, MysqlSource};
-use ferry_connectors::postgres::{ConnectionConfig, PostgresSink};
 use ferry_core::{Error, Result};
 use ferry_engine::run_migration;
 use ferry_testkit::{wait_until, MariaDbServer, PostgresServer};
@@ -201,8 +199,8 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let options = super::demo::demo_options();
-    let source_connector = MysqlSource::new(MysqlConfig::parse(&source_url, None)?);
-    let sink = PostgresSink::new(ConnectionConfig::parse(&target_url, None)?);
+    let (source_endpoint, target_endpoint) = super::demo::endpoints(&source_url, &target_url)?;
+    let (source_connector, sink) = (source_endpoint.source(), target_endpoint.sink());
     let progress = Renderer::new();
     let started = Instant::now();
     let client = target
@@ -210,7 +208,13 @@ pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
         .await
         .map_err(|error| demo_error("connecting to PostgreSQL", error))?;
 
-    let migration = run_migration(&source_connector, &sink, &options, &progress, shutdown);
+    let migration = run_migration(
+        source_connector.as_ref(),
+        sink.as_ref(),
+        &options,
+        &progress,
+        shutdown,
+    );
     let scenario = async {
         let result = async {
             wait_until("the copy to finish", Duration::from_secs(600), || async {

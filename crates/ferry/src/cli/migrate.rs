@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::postgres::{slot_status, SlotStatus};
 use ferry_core::connector::{Sink, Source, Switchover};
 use ferry_core::cutover::{reverse_name, CutoverPhase};
 use ferry_core::select::Selection;
@@ -332,8 +331,9 @@ async fn remove_leftover_reverse(control: &dyn Switchover, name: &str, reverse_m
     }
 }
 
-/// Samples both databases' end of log once a second (for lag) and, on a PostgreSQL source, the
-/// slot's retention every 30 s, warning before the source would drop WAL ferry still needs.
+/// Samples both databases' end of log once a second (for lag) and, on a source that keeps log
+/// for its stream (a PostgreSQL slot), how much every 30 s, warning before the source would
+/// drop log ferry still needs.
 async fn sample_positions(
     name: String,
     (old, new): (Endpoint, Endpoint),
@@ -353,10 +353,10 @@ async fn sample_positions(
         }
         let retention_due =
             last_retention_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
-        if let (Some(source_config), true) = (old.postgres(), retention_due) {
+        if retention_due {
             last_retention_check = Some(Instant::now());
-            if let Ok(Some(status)) = slot_status(source_config, &name).await {
-                if let Some(warning) = retention_warning(&status) {
+            if let Ok(Some(status)) = old_source.stream_retention(&name).await {
+                if let Some(warning) = &status.warning {
                     if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(300)) {
                         last_warning = Some(Instant::now());
                         warn!(
@@ -375,51 +375,5 @@ async fn sample_positions(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// The retention guard: a warning when the source is close to dropping WAL the slot needs.
-pub fn retention_warning(status: &SlotStatus) -> Option<String> {
-    match status.wal_status.as_deref() {
-        Some("lost") => return Some("the replication slot was invalidated: changes are lost; start over with `ferry run --restart` after raising max_slot_wal_keep_size".into()),
-        Some("unreserved") => return Some("the source is about to remove WAL the replication slot still needs: speed ferry up (more --parallel, a faster target) or raise max_slot_wal_keep_size now, or the migration must start over".into()),
-        _ => {}
-    }
-    match status.safe_wal_bytes {
-        Some(safe) if safe < status.retained_bytes => Some(format!(
-            "the replication slot holds {} MiB of WAL and only {} MiB more may be written before the source invalidates it: raise max_slot_wal_keep_size or let ferry catch up",
-            status.retained_bytes >> 20,
-            safe.max(0) >> 20
-        )),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retention_guard_warns_before_the_slot_is_lost() {
-        let status = |wal_status: &str, retained: i64, safe: Option<i64>| SlotStatus {
-            active: true,
-            retained_bytes: retained,
-            wal_status: Some(wal_status.into()),
-            safe_wal_bytes: safe,
-        };
-        assert_eq!(retention_warning(&status("reserved", 1 << 20, None)), None);
-        assert_eq!(
-            retention_warning(&status("reserved", 1 << 20, Some(1 << 30))),
-            None
-        );
-        assert!(
-            retention_warning(&status("reserved", 1 << 30, Some(1 << 20)))
-                .unwrap()
-                .contains("max_slot_wal_keep_size")
-        );
-        assert!(retention_warning(&status("unreserved", 0, None)).is_some());
-        assert!(retention_warning(&status("lost", 0, None))
-            .unwrap()
-            .contains("--restart"));
     }
 }

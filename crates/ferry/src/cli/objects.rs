@@ -23,14 +23,7 @@ pub async fn run(flags: &FlagSettings, output: Option<&std::path::Path>) -> Resu
     )
     .map_err(|error| error.context("source"))?;
     let catalog = source.source().read_catalog(&settings.selection).await?;
-    let script = match &source {
-        Endpoint::Postgres(config) => {
-            ferry_connectors::postgres::objects_script(config, &catalog).await?
-        }
-        Endpoint::Mysql(config) => {
-            ferry_connectors::mysql::objects_script(config, &catalog).await?
-        }
-    };
+    let script = source.objects_script(&catalog).await?;
     let written = match output {
         Some(path) => std::fs::write(path, &script).map_err(|error| {
             Error::operator(

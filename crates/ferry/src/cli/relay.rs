@@ -91,14 +91,17 @@ fn log_connect(
     let ferry_relay::config::LogLocation::Postgres { url, password } = &config.log else {
         return Ok(None);
     };
-    let connection = ferry_connectors::postgres::ConnectionConfig::parse(url, password.as_deref())
-        .map_err(|error| error.context("log"))?
-        .with_network_timeout(Duration::from_secs(DEFAULT_NETWORK_TIMEOUT_SECONDS));
-    let connection = std::sync::Arc::new(connection);
+    let store = Endpoint::parse(
+        url,
+        password.as_deref(),
+        Duration::from_secs(DEFAULT_NETWORK_TIMEOUT_SECONDS),
+    )
+    .map_err(|error| error.context("log"))?;
+    let connect = store.client_factory()?;
     Ok(Some(std::sync::Arc::new(move || {
-        let connection = connection.clone();
+        let connect = connect.clone();
         Box::pin(async move {
-            ferry_connectors::postgres::connect(&connection)
+            connect()
                 .await
                 .map_err(|error| error.context("the delivery log"))
         })

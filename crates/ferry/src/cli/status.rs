@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use ferry_connectors::postgres::{failure_summary, slot_status};
 use ferry_core::state::TableState;
 use ferry_core::Result;
 use serde_json::json;
@@ -17,16 +16,11 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     let source = source_endpoint.source();
     let state = sink.load_state(&settings.name).await?;
     let source_position = source.current_position().await.ok();
-    let slot = match source_endpoint.postgres() {
-        Some(config) => slot_status(config, &settings.name).await.ok().flatten(),
-        None => None,
-    };
-    let failures = match target_endpoint.postgres() {
-        Some(config) => failure_summary(config, &settings.name)
-            .await
-            .unwrap_or_default(),
-        None => Default::default(),
-    };
+    let slot = source.stream_retention(&settings.name).await.ok().flatten();
+    let failures = sink
+        .recorded_failures(&settings.name)
+        .await
+        .unwrap_or_default();
 
     let now_micros = ferry_core::calendar::unix_micros_now();
     let lag_bytes = match (&state.stream, source_position) {
@@ -46,24 +40,15 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
             .tables
             .values()
             .all(|table| table.state == TableState::Copied);
-    // Without a slot (MySQL), the stream's named lock on the source says whether one runs
-    // (a checkpoint stored in the last 5 s says so too).
-    let active = match source_endpoint.postgres() {
-        Some(_) => slot.as_ref().map(|slot| slot.active),
-        None => {
-            let locked = source_endpoint
-                .control()
-                .stream_active(&settings.name)
-                .await
-                .ok()
-                .flatten()
-                == Some(true);
+    let active = source_endpoint
+        .streaming(
+            &settings.name,
             state
                 .stream
                 .as_ref()
-                .map(|checkpoint| locked || now_micros - checkpoint.updated_unix_micros < 5_000_000)
-        }
-    };
+                .map(|checkpoint| checkpoint.updated_unix_micros),
+        )
+        .await;
     let phase = match (&state.stream, all_copied, active) {
         (None, false, _) if state.tables.is_empty() => "not started",
         (_, false, _) => "copying",
@@ -156,7 +141,7 @@ pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     if let Some(slot) = &slot {
         println!(
             "slot {}: {}, retaining {} bytes of WAL ({})",
-            ferry_connectors::postgres::stream_name(&settings.name),
+            slot.stream,
             if slot.active { "active" } else { "inactive" },
             slot.retained_bytes,
             slot.wal_status.as_deref().unwrap_or("?")

@@ -134,3 +134,56 @@ fn target_triggers_are_refused_before_they_can_change_what_the_source_wrote() {
         "0"
     );
 }
+
+/// `status` shows the failures a migration rode out on a MySQL target too (they are recorded
+/// in `_ferry`.`failures`), newest first, with their time in UTC.
+#[test]
+fn status_shows_the_failures_recorded_on_a_mysql_target() {
+    let name = "my_failures";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2);",
+    );
+    let target = servers.target.url(name);
+    let copied = copy(&source, &target, name);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    sql(
+        &servers.target,
+        "_ferry",
+        &format!(
+            "INSERT INTO failures (migration, at_micros, code, message) VALUES
+               ('{name}', 951782400000000, 'target.read_only', 'older'),
+               ('{name}', 1796477045000000, 'target.unavailable', 'newest'),
+               ('another', 1796477999000000, 'target.read_only', 'not ours');"
+        ),
+    );
+    let status = ferry("status", &source, &target, &["--name", name, "--json"])
+        .output()
+        .expect("run ferry status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(report["failures"]["count"], 2, "{report}");
+    assert_eq!(
+        report["failures"]["latest"],
+        serde_json::json!([
+            ["2026-12-05T13:24:05Z", "target.unavailable", "newest"],
+            ["2000-02-29T00:00:00Z", "target.read_only", "older"]
+        ]),
+        "{report}"
+    );
+    assert!(
+        report["slot"].is_null(),
+        "a MySQL source keeps no slot: {report}"
+    );
+}

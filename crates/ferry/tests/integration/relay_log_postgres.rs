@@ -124,7 +124,7 @@ async fn postgres_log_retention_drops_day_partitions_and_one_relay_holds_it() {
         second.err().map(|error| error.code()),
         Some("relay.log_in_use")
     );
-    let now = ferry_relay::deliver::now_ms();
+    let now = ferry_core::calendar::unix_millis_now();
     let day = 86_400_000;
     // Three days of partitions per bucket (today and two ahead), two buckets.
     let before = day_partitions(&url).await;
@@ -229,5 +229,5 @@ async fn postgres_log_speed() {
 }
 
 fn delivered_outcome(seq: i64) -> Outcome {
-    delivered(seq, ferry_relay::deliver::now_ms())
+    delivered(seq, ferry_core::calendar::unix_millis_now())
 }
