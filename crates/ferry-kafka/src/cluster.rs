@@ -261,6 +261,7 @@ pub fn read_partition(
 /// The partition's low and high watermarks as the consumer's last fetch reported them (no
 /// request; None before the first fetch). ListOffsets is avoided because some brokers answer
 /// it wrongly after batched produces.
+#[allow(unsafe_code)] // the only unsafe code in ferry: rdkafka has no safe call for this.
 pub fn cached_watermarks(
     consumer: &BaseConsumer,
     topic: &str,

@@ -28,7 +28,7 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// The directory of the newest installed PostgreSQL server binaries (or `FERRY_PGBIN`).
-pub fn postgres_bin() -> io::Result<PathBuf> {
+pub(crate) fn postgres_bin() -> io::Result<PathBuf> {
     if let Ok(bin) = std::env::var("FERRY_PGBIN") {
         return Ok(PathBuf::from(bin));
     }

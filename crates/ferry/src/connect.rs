@@ -2,7 +2,7 @@
 //! knows the kinds of databases).
 
 use ferry_connectors::registry;
-pub use ferry_connectors::registry::{require_separate_servers, Endpoint};
+pub(crate) use ferry_connectors::registry::{require_separate_servers, Endpoint};
 use ferry_core::connector::{Inspector, Source};
 use ferry_core::{Error, Result};
 use ferry_engine::verify::VerifyOptions;
@@ -10,7 +10,7 @@ use ferry_engine::verify::VerifyOptions;
 use crate::settings::Settings;
 
 /// The source and target of the settings, the source prepared for this target.
-pub fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
+pub(crate) fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
     let source = Endpoint::parse(
         &settings.source_url,
         settings.source_password.as_deref(),
@@ -27,7 +27,7 @@ pub fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
 }
 
 /// What verification compares: the source (for its catalog) and the row readers of both sides.
-pub struct VerifySides {
+pub(crate) struct VerifySides {
     pub source: Box<dyn Source>,
     pub source_rows: Box<dyn Inspector>,
     pub target_rows: Box<dyn Inspector>,
@@ -37,7 +37,7 @@ pub struct VerifySides {
 
 /// The readers `verify` (and the re-verification at a cutover's fence) compare for this pair:
 /// same-engine pairs compare natively, pairs across engines in a portable text form.
-pub async fn verify_sides(source: &Endpoint, target: &Endpoint) -> Result<VerifySides> {
+pub(crate) async fn verify_sides(source: &Endpoint, target: &Endpoint) -> Result<VerifySides> {
     let comparison = registry::comparison(source, target).await?;
     Ok(VerifySides {
         source: source.source(),
@@ -60,7 +60,7 @@ pub async fn verify_sides(source: &Endpoint, target: &Endpoint) -> Result<Verify
 
 /// Refuses a switch-over for a migration with transforms: the reverse stream would have to undo
 /// them.
-pub fn require_no_transforms(settings: &Settings) -> Result<()> {
+pub(crate) fn require_no_transforms(settings: &Settings) -> Result<()> {
     if settings.transforms.is_empty() {
         return Ok(());
     }

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::telemetry::Telemetry;
 
 /// Binds `address` and serves `telemetry` until the process ends.
-pub async fn serve(
+pub(crate) async fn serve(
     address: &str,
     token: Option<String>,
     telemetry: Arc<Telemetry>,

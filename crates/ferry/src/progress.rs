@@ -28,14 +28,14 @@ struct State {
 }
 
 /// Renders engine progress.
-pub struct Renderer {
+pub(crate) struct Renderer {
     terminal: bool,
     multi: MultiProgress,
     state: Mutex<State>,
 }
 
 impl Renderer {
-    pub fn new() -> Renderer {
+    pub(crate) fn new() -> Renderer {
         let terminal = std::io::stderr().is_terminal();
         let multi = MultiProgress::with_draw_target(if terminal {
             ProgressDrawTarget::stderr()
@@ -50,7 +50,7 @@ impl Renderer {
     }
 
     /// Leaves the bars as they are on screen.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let state = self.state.lock().expect("progress lock");
         if let Some(bar) = &state.streaming {
             bar.abandon();

@@ -13,14 +13,14 @@
 use ferry_core::{Error, ErrorClass};
 use tracing_subscriber::EnvFilter;
 
-pub const EXIT_PROBLEMS: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_OPERATOR: u8 = 3;
-pub const EXIT_TRANSIENT: u8 = 4;
-pub const EXIT_DEFINITE: u8 = 5;
+pub(crate) const EXIT_PROBLEMS: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_OPERATOR: u8 = 3;
+pub(crate) const EXIT_TRANSIENT: u8 = 4;
+pub(crate) const EXIT_DEFINITE: u8 = 5;
 
 /// Logs go to stderr; `FERRY_LOG` (an env-filter directive) overrides `--log-level`.
-pub fn init_logging(level: &str) {
+pub(crate) fn init_logging(level: &str) {
     let filter = std::env::var("FERRY_LOG").ok().and_then(|directive| EnvFilter::try_new(directive).ok()).unwrap_or_else(|| {
         EnvFilter::try_new(format!("warn,ferry={level},ferry_engine={level},ferry_connectors={level},ferry_core={level}")).unwrap_or_else(|_| EnvFilter::new("info"))
     });
@@ -33,7 +33,7 @@ pub fn init_logging(level: &str) {
 }
 
 /// Prints a report as indented JSON on standard output (the `--json` of every command).
-pub fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
@@ -41,14 +41,14 @@ pub fn print_json(value: &impl serde::Serialize) {
 }
 
 /// Prints `error[code]: message` and the hint.
-pub fn print_error(error: &Error) {
+pub(crate) fn print_error(error: &Error) {
     eprintln!("error[{}]: {}", error.code(), error.message());
     if let Some(hint) = error.hint() {
         eprintln!("  hint: {hint}");
     }
 }
 
-pub fn exit_code(error: &Error) -> u8 {
+pub(crate) fn exit_code(error: &Error) -> u8 {
     if error.code().starts_with("config.") {
         return EXIT_USAGE;
     }

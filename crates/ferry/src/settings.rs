@@ -33,7 +33,7 @@ use serde::Deserialize;
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSettings {
+pub(crate) struct FileSettings {
     /// The migration's name.
     pub name: Option<String>,
     /// Which tables to move.
@@ -60,7 +60,7 @@ pub struct FileSettings {
 /// One database.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// A connection URL such as `postgres://user@host:5432/database`.
     pub url: Option<String>,
     /// The name of an environment variable holding the password.
@@ -69,7 +69,7 @@ pub struct Endpoint {
 
 /// What the flags said (each overrides the file).
 #[derive(Debug, Default, Clone)]
-pub struct FlagSettings {
+pub(crate) struct FlagSettings {
     pub config: Option<PathBuf>,
     pub source: Option<String>,
     pub target: Option<String>,
@@ -83,7 +83,7 @@ pub struct FlagSettings {
 
 /// The settings a command runs with.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub name: String,
     pub source_url: String,
     pub source_password: Option<String>,
@@ -97,10 +97,10 @@ pub struct Settings {
     pub transforms: ferry_core::transform::Transforms,
 }
 
-pub const DEFAULT_NAME: &str = "main";
-pub const DEFAULT_PARALLEL: usize = 4;
-pub const DEFAULT_CHUNK_ROWS: u64 = 100_000;
-pub const DEFAULT_NETWORK_TIMEOUT_SECONDS: u64 = 90;
+pub(crate) const DEFAULT_NAME: &str = "main";
+pub(crate) const DEFAULT_PARALLEL: usize = 4;
+pub(crate) const DEFAULT_CHUNK_ROWS: u64 = 100_000;
+pub(crate) const DEFAULT_NETWORK_TIMEOUT_SECONDS: u64 = 90;
 
 fn read_file(path: &Path) -> Result<FileSettings> {
     let text = std::fs::read_to_string(path).map_err(|error| {
@@ -124,7 +124,7 @@ fn read_file(path: &Path) -> Result<FileSettings> {
 }
 
 /// Merges file and flags and validates the result, reporting every problem at once.
-pub fn resolve(flags: &FlagSettings) -> Result<Settings> {
+pub(crate) fn resolve(flags: &FlagSettings) -> Result<Settings> {
     let file = match &flags.config {
         Some(path) => read_file(path)?,
         None => FileSettings::default(),

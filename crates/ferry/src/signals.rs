@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 /// A receiver that turns true on the first signal.
-pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+pub(crate) fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
     tokio::spawn(async move {
         let (Ok(mut interrupt), Ok(mut terminate)) = (

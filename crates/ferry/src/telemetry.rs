@@ -41,7 +41,7 @@ struct DirectionState {
 }
 
 /// Progress and health of one direction of a migration.
-pub struct Direction {
+pub(crate) struct Direction {
     name: &'static str,
     renderer: Option<Renderer>,
     state: Mutex<DirectionState>,
@@ -54,7 +54,7 @@ fn unix_seconds() -> u64 {
 impl Direction {
     /// `renderer` draws progress for people (the forward direction); without one, stage changes
     /// are logged.
-    pub fn new(name: &'static str, renderer: Option<Renderer>) -> Direction {
+    pub(crate) fn new(name: &'static str, renderer: Option<Renderer>) -> Direction {
         Direction {
             name,
             renderer,
@@ -76,14 +76,14 @@ impl Direction {
         locked(&self.state)
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(renderer) = &self.renderer {
             renderer.finish();
         }
     }
 
     /// Records a failure that was retried or ended the run (messages never hold passwords).
-    pub fn error(&self, code: &str, message: &str) {
+    pub(crate) fn error(&self, code: &str, message: &str) {
         let mut state = self.lock();
         state.errors_total += 1;
         state
@@ -95,12 +95,12 @@ impl Direction {
     }
 
     /// The source's end of log, sampled now (for lag).
-    pub fn source_position(&self, position: Position) {
+    pub(crate) fn source_position(&self, position: Position) {
         self.lock().lag.source_at(Instant::now(), position);
     }
 
     /// The direction as JSON for `/api/status`.
-    pub fn to_json(&self) -> Json {
+    pub(crate) fn to_json(&self) -> Json {
         let mut state = self.lock();
         let now = Instant::now();
         while state
@@ -145,7 +145,7 @@ impl Direction {
     }
 
     /// Prometheus samples of this direction: (metric family, sample line).
-    pub fn metrics(&self, out: &mut Vec<(&'static str, String)>) {
+    pub(crate) fn metrics(&self, out: &mut Vec<(&'static str, String)>) {
         let state = self.lock();
         let direction = self.name;
         let now = Instant::now();
@@ -341,14 +341,14 @@ impl Progress for Direction {
 
 /// The replication slot's retention on the source, for the retention guard.
 #[derive(Debug, Clone, Default)]
-pub struct Retention {
+pub(crate) struct Retention {
     pub retained_bytes: Option<i64>,
     pub safe_wal_bytes: Option<i64>,
     pub wal_status: Option<String>,
 }
 
 /// Everything `/api/*` and `/metrics` show.
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     pub migration: String,
     pub started: Instant,
     /// The phase and when it was last read from the target (`None`: never).
@@ -367,7 +367,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Telemetry {
-    pub fn new(migration: &str, forward: Direction, reverse: Direction) -> Telemetry {
+    pub(crate) fn new(migration: &str, forward: Direction, reverse: Direction) -> Telemetry {
         Telemetry {
             migration: migration.to_string(),
             started: Instant::now(),
@@ -379,12 +379,12 @@ impl Telemetry {
         }
     }
 
-    pub fn record(&self) -> CutoverRecord {
+    pub(crate) fn record(&self) -> CutoverRecord {
         locked(&self.phase).0.clone()
     }
 
     /// The phase as just read from the target.
-    pub fn set_record(&self, record: CutoverRecord) {
+    pub(crate) fn set_record(&self, record: CutoverRecord) {
         *locked(&self.phase) = (record, Some(Instant::now()));
     }
 
@@ -394,7 +394,7 @@ impl Telemetry {
     }
 
     /// True when the phase was not read within the last 10 s (the target is unreachable).
-    pub fn phase_is_stale(&self) -> bool {
+    pub(crate) fn phase_is_stale(&self) -> bool {
         self.phase_age().is_none_or(|age| age > 10.0)
     }
 
@@ -402,16 +402,16 @@ impl Telemetry {
         self.reverse_running.load(Ordering::Relaxed)
     }
 
-    pub fn set_reverse_running(&self, running: bool) {
+    pub(crate) fn set_reverse_running(&self, running: bool) {
         self.reverse_running.store(running, Ordering::Relaxed);
     }
 
-    pub fn set_retention(&self, retention: Retention) {
+    pub(crate) fn set_retention(&self, retention: Retention) {
         *locked(&self.retention) = retention;
     }
 
     /// `/api/phase`: where applications should read and write.
-    pub fn phase_json(&self) -> Json {
+    pub(crate) fn phase_json(&self) -> Json {
         let record = self.record();
         json!({
             "migration": self.migration,
@@ -425,7 +425,7 @@ impl Telemetry {
     }
 
     /// `/api/status`.
-    pub fn status_json(&self) -> Json {
+    pub(crate) fn status_json(&self) -> Json {
         let mut status = self.phase_json();
         let retention = locked(&self.retention).clone();
         status["uptime_seconds"] = json!(self.started.elapsed().as_secs());
@@ -444,7 +444,7 @@ impl Telemetry {
     }
 
     /// `/metrics`, Prometheus text format (each family's samples together).
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let record = self.record();
         let mut out = String::new();
         family(

@@ -57,7 +57,7 @@ fn default_expression(default: String, extra: &str, mariadb: bool) -> String {
 
 /// The sequence standing for a table's AUTO_INCREMENT column (named as PostgreSQL names an
 /// identity's sequence), with `next` the table's next AUTO_INCREMENT value.
-pub fn auto_increment_sequence(
+pub(super) fn auto_increment_sequence(
     database: &str,
     table: &str,
     column: &str,
@@ -103,7 +103,7 @@ pub(crate) async fn read_catalog_for(
 }
 
 /// Reads the selected tables of the connection's database.
-pub async fn read_catalog(
+pub(super) async fn read_catalog(
     conn: &mut Conn,
     database: &str,
     selection: &Selection,

@@ -194,7 +194,7 @@ pub fn server_id(migration: &str) -> u32 {
     0x4000_0000 | (hash & 0x3FFF_FFFF)
 }
 
-pub struct BinlogChangeStream {
+pub(super) struct BinlogChangeStream {
     stream: Option<BinlogStream>,
     file: u32,
     /// The connected server's `server_id`: positions name the server their file belongs to.

@@ -27,7 +27,7 @@ pub struct MysqlConfig {
 /// encrypt without checking who answers, `VERIFY_CA` checks the chain, `VERIFY_IDENTITY` the
 /// chain and the host name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MysqlTls {
+pub(crate) struct MysqlTls {
     pub mode: MysqlSslMode,
     pub ca: Option<std::path::PathBuf>,
     pub certificate: Option<std::path::PathBuf>,
@@ -35,7 +35,7 @@ pub struct MysqlTls {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MysqlSslMode {
+pub(crate) enum MysqlSslMode {
     #[default]
     Disabled,
     Preferred,

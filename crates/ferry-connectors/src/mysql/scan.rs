@@ -15,7 +15,7 @@ use super::errors::classify;
 use super::types::Kind;
 
 /// How many rows of each table are looked at.
-pub const ROWS_SCANNED: u64 = 1_000_000;
+pub(super) const ROWS_SCANNED: u64 = 1_000_000;
 
 /// What the target cannot hold.
 #[derive(Debug, Clone, Copy)]

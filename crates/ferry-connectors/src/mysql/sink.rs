@@ -500,7 +500,7 @@ impl Sink for MysqlSink {
 
 /// Loads chunks with `LOAD DATA LOCAL` (or multi-row INSERTs) and marks them done in the same
 /// transaction.
-pub struct MysqlChunkWriter {
+pub(super) struct MysqlChunkWriter {
     conn: Conn,
     migration: String,
     database: String,
@@ -629,7 +629,7 @@ pub(crate) async fn insert_rows<Q: Queryable>(
     Ok(count)
 }
 /// Applies merged batches on one target connection.
-pub struct MysqlApplier {
+pub(super) struct MysqlApplier {
     conn: Conn,
     migration: String,
     database: String,

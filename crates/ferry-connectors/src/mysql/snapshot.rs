@@ -27,7 +27,7 @@ use super::types::Kind;
 use super::values::{decode, param};
 
 /// Reads a MySQL database with a fresh consistent snapshot per chunk.
-pub struct MysqlSnapshot {
+pub(super) struct MysqlSnapshot {
     pub(crate) config: MysqlConfig,
 }
 
@@ -137,7 +137,7 @@ impl Snapshot for MysqlSnapshot {
 
 /// Reads chunks on one connection; a read streams its rows from a task that holds the
 /// connection until the chunk ends.
-pub struct MysqlChunkReader {
+pub(super) struct MysqlChunkReader {
     conn: Arc<Mutex<Conn>>,
     /// The position the last chunk's snapshot is exact at (read for tables without a key).
     position: Option<Position>,

@@ -32,7 +32,7 @@ fn integer(kind: &Kind, raw: &Raw) -> Option<i128> {
 /// Decodes one value. `from_log` marks values from the binary log, which differ from query
 /// results in a few encodings (ENUM as index, SET as bitmap, TIMESTAMP as epoch seconds, raw
 /// character-set bytes, unsigned integers as signed).
-pub fn decode(kind: &Kind, raw: Raw, from_log: bool) -> Result<Value> {
+pub(super) fn decode(kind: &Kind, raw: Raw, from_log: bool) -> Result<Value> {
     if matches!(raw, Raw::NULL) {
         return Ok(Value::Null);
     }
@@ -282,13 +282,13 @@ fn epoch_to_civil(text: &str) -> Option<String> {
 
 /// Whether text in this character set can be read from the binary log (see
 /// [`decode_charset`]).
-pub fn readable_charset(charset: &str) -> bool {
+pub(super) fn readable_charset(charset: &str) -> bool {
     matches!(charset, "utf8mb4" | "utf8mb3" | "utf8" | "ascii" | "latin1")
 }
 
 /// A text column of `table` whose character set the binary log cannot be read in, if any, as
 /// (column, character set).
-pub fn unreadable_column(table: &ferry_core::TableSchema) -> Option<(String, String)> {
+pub(super) fn unreadable_column(table: &ferry_core::TableSchema) -> Option<(String, String)> {
     table
         .columns
         .iter()
@@ -301,7 +301,7 @@ pub fn unreadable_column(table: &ferry_core::TableSchema) -> Option<(String, Str
 }
 
 /// Decodes raw bytes of a character set into UTF-8 text.
-pub fn decode_charset(charset: &str, bytes: Vec<u8>) -> Result<String> {
+pub(super) fn decode_charset(charset: &str, bytes: Vec<u8>) -> Result<String> {
     match charset {
         "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => String::from_utf8(bytes).map_err(|_| {
             Error::definite(
@@ -432,7 +432,7 @@ pub(crate) fn plain<'a>(value: &'a Value, target: &Kind) -> Result<Plain<'a>> {
 }
 
 /// The SQL literal for `value` in a column of kind `target` (strings under NO_BACKSLASH_ESCAPES).
-pub fn literal(value: &Value, target: &Kind) -> Result<String> {
+pub(super) fn literal(value: &Value, target: &Kind) -> Result<String> {
     Ok(match plain(value, target)? {
         Plain::Null => "NULL".into(),
         Plain::Number(number) => number,
@@ -465,7 +465,7 @@ fn bits_literal(bits: &str) -> String {
 }
 
 /// A ferry value as a statement parameter (for key bounds and key lookups).
-pub fn param(value: &Value) -> Raw {
+pub(super) fn param(value: &Value) -> Raw {
     match value {
         Value::Null => Raw::NULL,
         Value::Bool(flag) => Raw::Int(i64::from(*flag)),

@@ -36,7 +36,7 @@ use super::statements::{
 };
 
 /// Applies batches on one target connection.
-pub struct PostgresApplier {
+pub(super) struct PostgresApplier {
     client: Client,
     migration: String,
     cache: StatementCache,

@@ -15,10 +15,10 @@ use tracing::warn;
 use super::errors::classify;
 
 /// Schemas that are never migrated.
-pub const SYSTEM_SCHEMAS: &str = "('pg_catalog', 'information_schema', '_ferry')";
+pub(super) const SYSTEM_SCHEMAS: &str = "('pg_catalog', 'information_schema', '_ferry')";
 
 /// Reads the selected tables and what they need.
-pub async fn read_catalog(client: &Client, selection: &Selection) -> Result<Catalog> {
+pub(super) async fn read_catalog(client: &Client, selection: &Selection) -> Result<Catalog> {
     let what = "reading the source catalog";
     let rows = client
         .query(
@@ -494,7 +494,10 @@ async fn read_sequence_definitions(
 }
 
 /// The current values of these sequences.
-pub async fn read_sequence_values(client: &Client, names: &[TableName]) -> Result<Vec<Sequence>> {
+pub(super) async fn read_sequence_values(
+    client: &Client,
+    names: &[TableName],
+) -> Result<Vec<Sequence>> {
     let rows = client
         .query(
             "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences",

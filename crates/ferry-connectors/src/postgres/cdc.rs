@@ -362,7 +362,7 @@ struct KnownRelation {
 }
 
 /// Decoded changes from a pgoutput replication connection.
-pub struct PostgresChangeStream {
+pub(super) struct PostgresChangeStream {
     client: Option<ReplicationClient>,
     relations: HashMap<u32, KnownRelation>,
     /// Primary key columns per table. The log marks the replica identity as key, which for

@@ -8,25 +8,25 @@ use ferry_core::Value;
 
 /// Built-in type OIDs (stable across PostgreSQL versions).
 mod oid {
-    pub const BOOL: u32 = 16;
-    pub const BYTEA: u32 = 17;
-    pub const NAME: u32 = 19;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const TEXT: u32 = 25;
-    pub const JSON: u32 = 114;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const BPCHAR: u32 = 1042;
-    pub const VARCHAR: u32 = 1043;
-    pub const NUMERIC: u32 = 1700;
-    pub const UUID: u32 = 2950;
-    pub const JSONB: u32 = 3802;
+    pub(super) const BOOL: u32 = 16;
+    pub(super) const BYTEA: u32 = 17;
+    pub(super) const NAME: u32 = 19;
+    pub(super) const INT8: u32 = 20;
+    pub(super) const INT2: u32 = 21;
+    pub(super) const INT4: u32 = 23;
+    pub(super) const TEXT: u32 = 25;
+    pub(super) const JSON: u32 = 114;
+    pub(super) const FLOAT4: u32 = 700;
+    pub(super) const FLOAT8: u32 = 701;
+    pub(super) const BPCHAR: u32 = 1042;
+    pub(super) const VARCHAR: u32 = 1043;
+    pub(super) const NUMERIC: u32 = 1700;
+    pub(super) const UUID: u32 = 2950;
+    pub(super) const JSONB: u32 = 3802;
 }
 
 /// Decodes one value in text format of the type with this OID.
-pub fn decode_text(type_oid: u32, text: &str) -> Value {
+pub(super) fn decode_text(type_oid: u32, text: &str) -> Value {
     let parsed = match type_oid {
         oid::BOOL => match text {
             "t" => Some(Value::Bool(true)),
@@ -77,7 +77,7 @@ fn decode_hex_bytea(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Encodes a value in PostgreSQL text format; `None` for NULL.
-pub fn encode_text(value: &Value) -> Option<String> {
+pub(super) fn encode_text(value: &Value) -> Option<String> {
     Some(match value {
         Value::Null => return None,
         Value::Bool(value) => if *value { "t" } else { "f" }.to_string(),

@@ -9,23 +9,23 @@ use ferry_core::{Error, Result, TableName, TableSchema, Value};
 use super::codec::encode_text;
 
 /// A quoted identifier.
-pub fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A quoted, schema-qualified name.
-pub fn qualified(name: &TableName) -> String {
+pub(super) fn qualified(name: &TableName) -> String {
     format!("{}.{}", ident(&name.schema), ident(&name.name))
 }
 
 /// A string literal (standard_conforming_strings is on in every supported version).
-pub fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `ALTER TABLE ... ADD PRIMARY KEY`, run after the bulk load: loading into an unindexed table is
 /// much faster, and chunks commit atomically, so nothing can be loaded twice.
-pub fn add_primary_key(table: &TableSchema) -> String {
+pub(super) fn add_primary_key(table: &TableSchema) -> String {
     let name = table
         .primary_key_name
         .as_deref()
@@ -45,7 +45,7 @@ pub fn add_primary_key(table: &TableSchema) -> String {
 
 /// `CREATE TABLE IF NOT EXISTS` with columns and check constraints; the primary key comes later
 /// ([`add_primary_key`]).
-pub fn create_table(table: &TableSchema) -> String {
+pub(super) fn create_table(table: &TableSchema) -> String {
     let mut parts: Vec<String> = table.columns.iter().map(column_definition).collect();
     for (name, definition) in &table.checks {
         parts.push(format!("CONSTRAINT {} {definition}", ident(name)));
@@ -75,7 +75,7 @@ pub fn create_table(table: &TableSchema) -> String {
 
 /// One column as `CREATE TABLE` or `ADD COLUMN` writes it: name, type, collation, generation
 /// or identity or default, NOT NULL.
-pub fn column_definition(column: &ferry_core::Column) -> String {
+pub(super) fn column_definition(column: &ferry_core::Column) -> String {
     {
         {
             let mut part = format!("{} {}", ident(&column.name), column.native_type);
@@ -102,7 +102,7 @@ pub fn column_definition(column: &ferry_core::Column) -> String {
 }
 
 /// `COMMENT ON` statements for the table's and its columns' comments (none for a table without).
-pub fn comments(table: &TableSchema) -> String {
+pub(super) fn comments(table: &TableSchema) -> String {
     let mut statements = Vec::new();
     if let Some(comment) = &table.comment {
         statements.push(format!(
@@ -127,7 +127,7 @@ pub fn comments(table: &TableSchema) -> String {
 /// How a statement names a table's own rows: `ONLY "s"."t"`, which leaves out inheritance
 /// children (tables of their own, migrated on their own), except for a partitioned table,
 /// whose rows all live in its partitions (`ONLY` would see none of them).
-pub fn own_rows(name: &TableName, partitioned: bool) -> String {
+pub(super) fn own_rows(name: &TableName, partitioned: bool) -> String {
     if partitioned {
         qualified(name)
     } else {
@@ -136,13 +136,13 @@ pub fn own_rows(name: &TableName, partitioned: bool) -> String {
 }
 
 /// [`own_rows`] for a table as the source describes it.
-pub fn own_rows_of(table: &TableSchema) -> String {
+pub(super) fn own_rows_of(table: &TableSchema) -> String {
     own_rows(&table.name, table.partitioning.is_some())
 }
 
 /// [`own_rows`] for a table as it is on the server `client` is connected to (a target table the
 /// operator partitioned, say): `ONLY` must never hide the rows of a partitioned table.
-pub async fn own_rows_on<C: tokio_postgres::GenericClient + Sync>(
+pub(super) async fn own_rows_on<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
     name: &TableName,
 ) -> Result<String> {
@@ -158,7 +158,7 @@ pub async fn own_rows_on<C: tokio_postgres::GenericClient + Sync>(
 }
 
 /// `CREATE SEQUENCE IF NOT EXISTS`.
-pub fn create_sequence(sequence: &Sequence) -> String {
+pub(super) fn create_sequence(sequence: &Sequence) -> String {
     format!(
         "CREATE SEQUENCE IF NOT EXISTS {} {}",
         qualified(&sequence.name),
@@ -167,7 +167,7 @@ pub fn create_sequence(sequence: &Sequence) -> String {
 }
 
 /// `CREATE INDEX name ...` made idempotent.
-pub fn index_if_not_exists(definition: &str) -> String {
+pub(super) fn index_if_not_exists(definition: &str) -> String {
     match definition.find(" INDEX ") {
         Some(at) if !definition.contains(" IF NOT EXISTS ") => format!(
             "{} INDEX IF NOT EXISTS {}",
@@ -179,7 +179,7 @@ pub fn index_if_not_exists(definition: &str) -> String {
 }
 
 /// The types of `table`'s primary key columns, in key order.
-pub fn key_types(table: &TableSchema) -> Result<Vec<&str>> {
+pub(super) fn key_types(table: &TableSchema) -> Result<Vec<&str>> {
     table
         .primary_key
         .iter()
@@ -198,7 +198,7 @@ pub fn key_types(table: &TableSchema) -> Result<Vec<&str>> {
 }
 
 /// The SQL predicate selecting `range` of `table`'s primary key (`TRUE` for an open range).
-pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> {
+pub(super) fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> {
     let columns: Vec<String> = table
         .primary_key
         .iter()
@@ -222,7 +222,7 @@ pub fn range_predicate(table: &TableSchema, range: &KeyRange) -> Result<String> 
 }
 
 /// `('v1'::type1, 'v2'::type2)` for one key of `table`, whose key column types are `types`.
-pub fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -> Result<String> {
+pub(super) fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -> Result<String> {
     if values.len() != types.len() {
         return Err(Error::definite(
             "plan.key",
@@ -249,7 +249,7 @@ pub fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -> Resul
 }
 
 /// The COPY options of a chunk format.
-pub fn copy_options(format: ChunkFormat) -> &'static str {
+pub(super) fn copy_options(format: ChunkFormat) -> &'static str {
     match format {
         ChunkFormat::PostgresBinary => "(FORMAT binary)",
         ChunkFormat::PostgresText | ChunkFormat::Rows => "(FORMAT text)",

@@ -124,7 +124,7 @@ fn decode_line(
 }
 
 /// Re-encodes a COPY text stream of `table`'s writable columns as neutral rows.
-pub fn copy_text_to_rows(table: &TableSchema, mut input: ByteStream) -> ByteStream {
+pub(super) fn copy_text_to_rows(table: &TableSchema, mut input: ByteStream) -> ByteStream {
     let table = table.clone();
     let types: Vec<(Option<u32>, String)> = table
         .writable_columns()
@@ -211,7 +211,7 @@ fn representable(value: &Value, table: &TableSchema, column: &str) -> Result<()>
 }
 
 /// Re-encodes neutral rows of `table`'s writable columns as COPY text.
-pub fn rows_to_copy_text(table: &TableSchema, mut input: ByteStream) -> ByteStream {
+pub(super) fn rows_to_copy_text(table: &TableSchema, mut input: ByteStream) -> ByteStream {
     let table = table.clone();
     let names: Vec<String> = table
         .writable_columns()

@@ -608,7 +608,7 @@ impl Sink for PostgresSink {
 }
 
 /// Loads chunks with `COPY ... FROM STDIN` and marks them done in the same transaction.
-pub struct PostgresChunkWriter {
+pub(super) struct PostgresChunkWriter {
     client: Client,
     migration: String,
 }

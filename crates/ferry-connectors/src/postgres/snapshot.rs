@@ -28,7 +28,7 @@ pub(crate) enum SnapshotHolder {
 }
 
 /// A snapshot of the source that readers import.
-pub struct PostgresSnapshot {
+pub(super) struct PostgresSnapshot {
     config: ConnectionConfig,
     snapshot_id: String,
     /// Where the snapshot stands in the change stream, when it was exported by a slot.
@@ -219,7 +219,7 @@ impl Snapshot for PostgresSnapshot {
 }
 
 /// Reads chunks with `COPY (SELECT ...) TO STDOUT` inside the imported snapshot.
-pub struct PostgresChunkReader {
+pub(super) struct PostgresChunkReader {
     client: Client,
     position: Option<Position>,
 }

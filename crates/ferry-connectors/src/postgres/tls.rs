@@ -25,7 +25,7 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     #[default]
     Prefer,
@@ -61,7 +61,7 @@ impl SslMode {
 
 /// The TLS settings of one PostgreSQL URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     pub mode: SslMode,
     /// Whether the URL said `sslmode` (else a key=value string's own `sslmode` stands).
     pub mode_given: bool,
@@ -72,7 +72,7 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// Takes the TLS parameters out of a URL's query string (the rest is for tokio-postgres).
-    pub fn split_url(url: &str) -> Result<(String, TlsSettings)> {
+    pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings)> {
         let mut settings = TlsSettings::default();
         // The query starts after the credentials (a password may hold a '?').
         let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
@@ -118,7 +118,7 @@ impl TlsSettings {
 
     /// The same settings for the replication connection to `host` (named for the certificate
     /// check, IP addresses included).
-    pub fn replication(&self, host: &str) -> pgwire_replication::TlsConfig {
+    pub(crate) fn replication(&self, host: &str) -> pgwire_replication::TlsConfig {
         let mode = match self.mode {
             SslMode::Disable => pgwire_replication::SslMode::Disable,
             SslMode::Prefer => pgwire_replication::SslMode::Prefer,
@@ -135,7 +135,7 @@ impl TlsSettings {
     }
 
     /// The rustls configuration for ordinary connections.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>> {
+    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>> {
         // ring: no C toolchain beyond what the build has anyway (its post-quantum key
         // exchange is not needed for a database link).
         #[allow(deprecated)]
@@ -194,7 +194,7 @@ impl TlsSettings {
     }
 
     /// tokio-postgres' own mode: whether TLS is tried, required or never used.
-    pub fn postgres_mode(&self) -> tokio_postgres::config::SslMode {
+    pub(crate) fn postgres_mode(&self) -> tokio_postgres::config::SslMode {
         match self.mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -258,7 +258,7 @@ impl ServerCertVerifier for Unverified {
 
 /// tokio-postgres' TLS hook, over rustls.
 #[derive(Clone)]
-pub struct MakeRustls(pub Arc<ClientConfig>);
+pub(super) struct MakeRustls(pub Arc<ClientConfig>);
 
 impl<S> MakeTlsConnect<S> for MakeRustls
 where
@@ -284,7 +284,7 @@ where
     }
 }
 
-pub struct RustlsConnect {
+pub(super) struct RustlsConnect {
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
 }
@@ -305,7 +305,7 @@ where
     }
 }
 
-pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+pub(super) struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
     fn poll_read(

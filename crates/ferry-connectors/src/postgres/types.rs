@@ -23,7 +23,10 @@ pub(super) fn type_signature(oid: u32, modifier: i32) -> String {
 }
 
 /// The user types with these oids and every user type they depend on, dependencies first.
-pub async fn read_user_types(client: &Client, roots: &BTreeSet<u32>) -> Result<Vec<UserType>> {
+pub(super) async fn read_user_types(
+    client: &Client,
+    roots: &BTreeSet<u32>,
+) -> Result<Vec<UserType>> {
     let mut ordered = Vec::new();
     let mut visited = BTreeSet::new();
     for &oid in roots {
@@ -224,7 +227,7 @@ async fn read_type(client: &Client, oid: u32) -> Result<Option<(UserType, Vec<u3
 
 /// The statement creating `user_type` (for an extension's type: the extension, in the type's
 /// schema), or `None` for a type ferry cannot create (a C type outside any extension).
-pub fn create_statement(user_type: &UserType) -> Option<String> {
+pub(super) fn create_statement(user_type: &UserType) -> Option<String> {
     let name = qualified(&user_type.name);
     Some(match user_type.kind {
         UserTypeKind::Enum => {
@@ -249,7 +252,7 @@ pub fn create_statement(user_type: &UserType) -> Option<String> {
 /// Creates on the target every type of `types` (in order) that it does not have yet. An
 /// extension the target does not make available, or a type ferry cannot create, is an operator
 /// error naming it.
-pub async fn create_user_types(client: &Client, types: &[UserType]) -> Result<()> {
+pub(super) async fn create_user_types(client: &Client, types: &[UserType]) -> Result<()> {
     for user_type in types {
         let exists: bool = client
             .query_one(
@@ -280,7 +283,10 @@ pub async fn create_user_types(client: &Client, types: &[UserType]) -> Result<()
 
 /// Why `user_type` (missing on the target) cannot be created there, if it cannot: an extension
 /// the target's server does not have installed, or a type written in C outside any extension.
-pub async fn missing_on_target(client: &Client, user_type: &UserType) -> Result<Option<Error>> {
+pub(super) async fn missing_on_target(
+    client: &Client,
+    user_type: &UserType,
+) -> Result<Option<Error>> {
     if user_type.kind != UserTypeKind::Extension {
         return Ok(None);
     }

@@ -17,7 +17,7 @@ use super::ddl::{ident, qualified};
 use super::errors::classify;
 
 /// A type written as `format_type` writes it, whatever alias it came as.
-pub fn canonical(type_name: &str) -> String {
+pub(super) fn canonical(type_name: &str) -> String {
     let lower = type_name.trim().to_ascii_lowercase();
     if let Some(element) = lower.strip_suffix("[]") {
         return format!("{}[]", canonical(element));
@@ -99,7 +99,7 @@ fn integer_digits(name: &str) -> Option<i64> {
 }
 
 /// Whether every value of type `from` is, unchanged, a value of type `to` (both canonical).
-pub fn widens(from: &str, to: &str) -> bool {
+pub(super) fn widens(from: &str, to: &str) -> bool {
     if from == to {
         return false;
     }
@@ -160,7 +160,7 @@ pub fn widens(from: &str, to: &str) -> bool {
 
 /// Widens the target's columns as `table` (translated to PostgreSQL) says the source has them;
 /// `previous` (translated too) is the definition followed until now.
-pub async fn widen_columns(
+pub(super) async fn widen_columns(
     client: &Client,
     previous: Option<&TableSchema>,
     table: &TableSchema,

@@ -61,7 +61,7 @@ fn postgres_quote(name: &str) -> String {
 /// Rewrites `object` for the target under the name `name`; `column` maps a source column to its
 /// target name, or to None when the column is dropped. The statement head is rebuilt from the
 /// name, never cut out of the definition (a quoted name may hold ` ON `).
-pub fn rewrite(
+pub(super) fn rewrite(
     object: &SecondaryObject,
     dialect: &str,
     target: &TableName,

@@ -10,7 +10,7 @@ use crate::connect::{endpoints, require_separate_servers, Endpoint};
 use crate::report::EXIT_PROBLEMS;
 use crate::settings::{resolve, FlagSettings};
 
-pub async fn run(flags: &FlagSettings, json: bool) -> Result<ExitCode> {
+pub(super) async fn run(flags: &FlagSettings, json: bool) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source, target) = endpoints(&settings)?;
     let findings = findings(&source, &target, &settings).await;

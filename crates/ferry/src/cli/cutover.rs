@@ -17,7 +17,7 @@ use crate::telemetry::{Direction, Telemetry};
 
 /// Which switch to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(super) enum Action {
     /// Readers to the new database only.
     Reads,
     /// Writes to the new database (fence, drain, reverse stream).
@@ -30,7 +30,7 @@ pub enum Action {
 
 /// The flags of `cutover` and `rollback`.
 #[derive(Debug, Clone)]
-pub struct SwitchFlags {
+pub(super) struct SwitchFlags {
     pub max_lag: Duration,
     pub stable_for: Duration,
     pub lag_wait: Duration,
@@ -60,7 +60,11 @@ impl Default for SwitchFlags {
     }
 }
 
-pub async fn run(flags: &FlagSettings, action: Action, switch: &SwitchFlags) -> Result<ExitCode> {
+pub(super) async fn run(
+    flags: &FlagSettings,
+    action: Action,
+    switch: &SwitchFlags,
+) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     require_no_transforms(&settings)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;

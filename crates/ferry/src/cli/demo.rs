@@ -217,7 +217,7 @@ pub(super) async fn alongside<T>(
     }
 }
 
-pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
+pub(super) async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     println!("ferry demo: starting two throwaway PostgreSQL servers");
     let source =
         PostgresServer::start().map_err(|error| demo_error("starting the source server", error))?;

@@ -152,7 +152,7 @@ async fn differences(
     Ok(different)
 }
 
-pub async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
+pub(super) async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     println!(
         "ferry demo --mysql: starting a throwaway MariaDB (source) and PostgreSQL (target) server"
     );

@@ -20,7 +20,7 @@ use crate::signals::shutdown_on_signals;
 
 /// The two clusters and the move's name.
 #[derive(Debug, Args, Clone)]
-pub struct Clusters {
+pub(crate) struct Clusters {
     /// The cluster to move from: kafka://host:port[,host:port][?property=value&...].
     #[arg(long)]
     pub source: String,
@@ -38,7 +38,7 @@ pub struct Clusters {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KafkaCommand {
+pub(crate) enum KafkaCommand {
     /// Report every problem with a move before it starts: clusters, topics, partitions,
     /// configs, what the target already holds, groups.
     Check {
@@ -133,7 +133,7 @@ impl Clusters {
     }
 }
 
-pub async fn run(command: KafkaCommand) -> Result<ExitCode> {
+pub(super) async fn run(command: KafkaCommand) -> Result<ExitCode> {
     match command {
         KafkaCommand::Check {
             clusters,

@@ -26,7 +26,7 @@ use crate::telemetry::{Direction, Retention, Telemetry};
 
 /// Where the control plane listens, and its token.
 #[derive(Debug, Clone, Default)]
-pub struct Listen {
+pub(super) struct Listen {
     pub address: Option<String>,
     pub token: Option<String>,
 }
@@ -51,7 +51,7 @@ fn options_for(settings: &Settings, name: String, mode: Mode, restart: bool) -> 
 }
 
 /// Runs until done (copy) or stopped (run).
-pub async fn run(
+pub(super) async fn run(
     flags: &FlagSettings,
     mode: Mode,
     max_retries: u32,

@@ -24,7 +24,7 @@ use crate::settings::FlagSettings;
 /// Move a live database to a new home without stopping the applications that use it.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log level for ferry's own messages (error, warn, info, debug, trace); FERRY_LOG overrides.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
@@ -33,7 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check source and target before a migration and report every problem with its fix.
     Check {
         #[command(flatten)]
@@ -186,7 +186,7 @@ pub enum Command {
 
 /// Where to move from and to, and what.
 #[derive(Debug, Args, Clone)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// Source database URL, e.g. postgres://app@old-db:5432/shop.
     #[arg(long, env = "FERRY_SOURCE", hide_env_values = true)]
     pub source: Option<String>,
@@ -209,7 +209,7 @@ pub struct ConnectionArgs {
 
 /// The control plane.
 #[derive(Debug, Args, Clone)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     /// Serve /api/status, /api/phase, /metrics and /healthz on this address (e.g.
     /// 127.0.0.1:9187).
     #[arg(long)]
@@ -231,7 +231,7 @@ impl From<ListenArgs> for migrate::Listen {
 
 /// Shared by `cutover` and `rollback`.
 #[derive(Debug, Args, Clone)]
-pub struct SwitchArgs {
+pub(crate) struct SwitchArgs {
     /// Abort (and lift the fence) when draining to lag zero takes longer than this.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub fence_timeout: Duration,
@@ -268,7 +268,7 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 
 /// How to copy.
 #[derive(Debug, Args, Clone)]
-pub struct CopyArgs {
+pub(crate) struct CopyArgs {
     /// Parallel copy workers.
     #[arg(long)]
     pub parallel: Option<usize>,
@@ -305,7 +305,7 @@ impl ConnectionArgs {
 }
 
 /// Runs the chosen command.
-pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { connection, json } => check::run(&connection.flags(None), json).await,
         Command::Run {

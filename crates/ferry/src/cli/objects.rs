@@ -9,7 +9,10 @@ use ferry_core::{Error, Result};
 use crate::connect::Endpoint;
 use crate::settings::{resolve, FlagSettings};
 
-pub async fn run(flags: &FlagSettings, output: Option<&std::path::Path>) -> Result<ExitCode> {
+pub(super) async fn run(
+    flags: &FlagSettings,
+    output: Option<&std::path::Path>,
+) -> Result<ExitCode> {
     // Only the source is read: a missing target is no problem here.
     let mut flags = flags.clone();
     if flags.target.is_none() {

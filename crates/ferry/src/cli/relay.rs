@@ -11,7 +11,7 @@ use crate::connect::Endpoint;
 use crate::settings::DEFAULT_NETWORK_TIMEOUT_SECONDS;
 use crate::signals::shutdown_on_signals;
 
-pub async fn run(config: &Path, listen: Listen) -> Result<ExitCode> {
+pub(super) async fn run(config: &Path, listen: Listen) -> Result<ExitCode> {
     let config = ferry_relay::config::load(config, &|name| std::env::var(name).ok())?;
     let listen = ferry_relay::Listen {
         address: listen.address,

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::connect::endpoints;
 use crate::settings::{resolve, FlagSettings};
 
-pub async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
+pub(super) async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitCode> {
     let settings = resolve(flags)?;
     let (source_endpoint, target_endpoint) = endpoints(&settings)?;
     let sink = target_endpoint.sink();

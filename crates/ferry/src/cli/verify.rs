@@ -16,14 +16,14 @@ use crate::settings::{resolve, FlagSettings};
 /// How many example keys the human report shows per kind.
 const EXAMPLES: usize = 5;
 
-pub struct VerifyFlags {
+pub(super) struct VerifyFlags {
     pub json: bool,
     pub repair: bool,
     pub while_streaming: bool,
     pub resume: bool,
 }
 
-pub async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<ExitCode> {
+pub(super) async fn run(flags: &FlagSettings, verify_flags: VerifyFlags) -> Result<ExitCode> {
     match run_inner(flags, &verify_flags).await {
         Ok(code) => Ok(code),
         Err(error) => {

@@ -22,7 +22,7 @@ pub(crate) struct Browser {
 
 impl Browser {
     /// Starts chromedriver on a free port and opens a headless session.
-    pub async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let driver_binary = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
             .find(|path| std::path::Path::new(path).exists())
@@ -106,13 +106,13 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    pub async fn open(&self, url: &str) {
+    pub(crate) async fn open(&self, url: &str) {
         self.command("POST", "/url", Some(json!({"url": url})))
             .await;
     }
 
     /// The elements matching a CSS selector now.
-    pub async fn find_all(&self, selector: &str) -> Vec<String> {
+    pub(crate) async fn find_all(&self, selector: &str) -> Vec<String> {
         let found = self
             .command(
                 "POST",
@@ -132,7 +132,7 @@ impl Browser {
     }
 
     /// Waits for an element to appear.
-    pub async fn wait_for(&self, selector: &str) -> String {
+    pub(crate) async fn wait_for(&self, selector: &str) -> String {
         wait_until(
             &format!("an element {selector}"),
             Duration::from_secs(20),
@@ -142,7 +142,7 @@ impl Browser {
         .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    pub async fn click(&self, element: &str) {
+    pub(crate) async fn click(&self, element: &str) {
         self.command(
             "POST",
             &format!("/element/{element}/click"),
@@ -151,7 +151,7 @@ impl Browser {
         .await;
     }
 
-    pub async fn text(&self, element: &str) -> String {
+    pub(crate) async fn text(&self, element: &str) -> String {
         self.command("GET", &format!("/element/{element}/text"), None)
             .await["value"]
             .as_str()
@@ -160,7 +160,7 @@ impl Browser {
     }
 
     /// Replaces an input's text.
-    pub async fn type_into(&self, element: &str, text: &str) {
+    pub(crate) async fn type_into(&self, element: &str, text: &str) {
         self.command(
             "POST",
             &format!("/element/{element}/clear"),
@@ -176,7 +176,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the page.
-    pub async fn screenshot(&self, path: &std::path::Path) {
+    pub(crate) async fn screenshot(&self, path: &std::path::Path) {
         let shot = self.command("GET", "/screenshot", None).await;
         let png = base64_decode(shot["value"].as_str().unwrap_or(""));
         std::fs::write(path, png).unwrap();

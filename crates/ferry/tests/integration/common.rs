@@ -9,12 +9,12 @@ use std::time::Duration;
 use ferry_testkit::{table_digest, table_rows, wait_until, PostgresServer};
 use tokio_postgres::Client;
 
-pub struct Servers {
+pub(crate) struct Servers {
     pub source: PostgresServer,
     pub target: PostgresServer,
 }
 
-pub fn servers() -> &'static Servers {
+pub(crate) fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Servers> = OnceLock::new();
     SERVERS.get_or_init(|| Servers {
         source: PostgresServer::start().expect("start the source server"),
@@ -23,7 +23,7 @@ pub fn servers() -> &'static Servers {
 }
 
 /// A source and a target database for one test.
-pub struct Pair {
+pub(crate) struct Pair {
     pub name: String,
     pub source_url: String,
     pub target_url: String,
@@ -32,7 +32,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub async fn new(name: &str) -> Pair {
+    pub(crate) async fn new(name: &str) -> Pair {
         let servers = servers();
         let source_url = servers
             .source
@@ -54,7 +54,7 @@ impl Pair {
     }
 
     /// `ferry <command> --source .. --target ..` with extra arguments.
-    pub fn ferry(&self, command: &str, extra: &[&str]) -> Command {
+    pub(crate) fn ferry(&self, command: &str, extra: &[&str]) -> Command {
         let mut ferry = Command::new(env!("CARGO_BIN_EXE_ferry"));
         ferry
             .arg(command)
@@ -65,7 +65,7 @@ impl Pair {
     }
 
     /// Starts `ferry run` in the background, logging to a file named after the test.
-    pub fn spawn_run(&self, extra: &[&str], failpoint: Option<&str>) -> Child {
+    pub(crate) fn spawn_run(&self, extra: &[&str], failpoint: Option<&str>) -> Child {
         let mut command = self.ferry("run", extra);
         if let Some(failpoint) = failpoint {
             command.env("FERRY_FAILPOINT", failpoint);
@@ -84,7 +84,7 @@ impl Pair {
     }
 
     /// Waits until every selected table is copied and the stream is set up.
-    pub async fn wait_streaming(&self, tables: i64) {
+    pub(crate) async fn wait_streaming(&self, tables: i64) {
         let target = &self.target;
         wait_until("ferry to finish copying", Duration::from_secs(180), || async {
             let row = target
@@ -102,7 +102,7 @@ impl Pair {
     }
 
     /// Waits until each table has the same rows on both sides, compared by ordered digests.
-    pub async fn wait_equal(&self, tables: &[(&str, &str)]) {
+    pub(crate) async fn wait_equal(&self, tables: &[(&str, &str)]) {
         let result = wait_until(
             "source and target to be equal",
             Duration::from_secs(120),
@@ -148,7 +148,7 @@ impl Pair {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let text = std::fs::read_to_string(log_path(&self.name)).unwrap_or_default();
         let start = text.len().saturating_sub(6000);
         format!(
@@ -158,12 +158,12 @@ impl Pair {
     }
 }
 
-pub fn log_path(name: &str) -> PathBuf {
+pub(crate) fn log_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ferry-test-{name}-{}.log", std::process::id()))
 }
 
 /// Sends SIGTERM and waits for a graceful exit; returns the exit code.
-pub fn stop(child: &mut Child) -> Option<i32> {
+pub(crate) fn stop(child: &mut Child) -> Option<i32> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -178,21 +178,21 @@ pub fn stop(child: &mut Child) -> Option<i32> {
 }
 
 /// SIGKILL, like `kill -9`.
-pub fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     child.kill().expect("kill ferry");
     child.wait().expect("reap ferry");
 }
 
 /// A client that keeps inserting, updating and deleting rows of `table` (id bigint key, payload
 /// text, counter int) until stopped.
-pub struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     pub writes: Arc<AtomicU64>,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl Writer {
-    pub async fn start(database: &str, table: &'static str, max_id: i64) -> Writer {
+    pub(crate) async fn start(database: &str, table: &'static str, max_id: i64) -> Writer {
         let client = servers().source.connect(database).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(AtomicU64::new(0));
@@ -227,7 +227,7 @@ impl Writer {
         }
     }
 
-    pub async fn stop(self) -> u64 {
+    pub(crate) async fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.await.expect("writer task");
         self.writes.load(Ordering::Relaxed)
@@ -240,7 +240,7 @@ fn clip(row: &str) -> &str {
 }
 
 /// Runs a `ferry verify --json` command: its exit code, the parsed report and stderr.
-pub fn run_verify(command: &mut Command) -> (Option<i32>, serde_json::Value, String) {
+pub(crate) fn run_verify(command: &mut Command) -> (Option<i32>, serde_json::Value, String) {
     let output = command.output().expect("run ferry verify");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -252,7 +252,7 @@ pub fn run_verify(command: &mut Command) -> (Option<i32>, serde_json::Value, Str
 
 /// The sorted keys of `kind` ("missing", "extra", "different", "duplicate") a verify report
 /// lists for `table` (its full name, or the end of it).
-pub fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<String> {
+pub(crate) fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<String> {
     let entry = report["tables"]
         .as_array()
         .unwrap()
@@ -275,7 +275,7 @@ pub fn keys_of(report: &serde_json::Value, table: &str, kind: &str) -> Vec<Strin
 }
 
 /// Sends `body` to `url` as JSON; answers the status and the body's text.
-pub async fn json_request(
+pub(crate) async fn json_request(
     client: &ferry_relay::http::client::HttpClient,
     method: &str,
     url: &str,

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use crate::common::{kill, servers, stop, Pair};
 
 /// GET on the control plane: (status, body).
-pub async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;

@@ -25,12 +25,12 @@ pub(crate) struct Relay {
 
 impl Relay {
     /// Writes `relay.toml` for `source_url` with `routes` (TOML `[[route]]` blocks).
-    pub fn new(name: &str, source_url: &str, routes: &str) -> Relay {
+    pub(crate) fn new(name: &str, source_url: &str, routes: &str) -> Relay {
         Relay::with_log(name, source_url, routes, "sqlite:relay.db")
     }
 
     /// The same, with the delivery log at `log_url`.
-    pub fn with_log(name: &str, source_url: &str, routes: &str, log_url: &str) -> Relay {
+    pub(crate) fn with_log(name: &str, source_url: &str, routes: &str, log_url: &str) -> Relay {
         let directory =
             std::env::temp_dir().join(format!("ferry-relay-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
@@ -51,11 +51,11 @@ impl Relay {
     }
 
     /// Where its settings and log live.
-    pub fn directory(&self) -> PathBuf {
+    pub(crate) fn directory(&self) -> PathBuf {
         self.config.parent().unwrap().to_path_buf()
     }
 
-    pub fn spawn(&self) -> Child {
+    pub(crate) fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -74,7 +74,7 @@ impl Relay {
             .expect("spawn ferry relay")
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let text = std::fs::read_to_string(log_path(&self.name)).unwrap_or_default();
         let start = text.len().saturating_sub(6000);
         format!(
@@ -84,7 +84,7 @@ impl Relay {
     }
 
     /// Waits until the relay reads the source (changes after this are relayed).
-    pub async fn wait_reading(&self) {
+    pub(crate) async fn wait_reading(&self) {
         let path = log_path(&self.name);
         let starts = |text: &str| text.matches("reading the source's changes").count();
         wait_until(
@@ -99,11 +99,16 @@ impl Relay {
         .unwrap_or_else(|error| panic!("{error}\n{}", self.log()));
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    pub async fn call(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let (status, text) = json_request(
             &self.client,
             method,
@@ -117,7 +122,7 @@ impl Relay {
         (status, json)
     }
 
-    pub async fn messages(&self, query: &str) -> Vec<serde_json::Value> {
+    pub(crate) async fn messages(&self, query: &str) -> Vec<serde_json::Value> {
         let (status, page) = self
             .call("GET", &format!("/api/relay/messages?{query}"), "")
             .await;
