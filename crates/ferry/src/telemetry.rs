@@ -149,35 +149,28 @@ impl Direction {
         let state = self.lock();
         let direction = self.name;
         let now = Instant::now();
-        let mut sample = |family: &'static str, labels: String, value: String| {
+        let mut sample = |family: &Family, labels: String, value: String| {
+            let name = family.name;
             out.push((
-                family,
-                format!("{family}{{direction=\"{direction}\"{labels}}} {value}"),
+                name,
+                format!("{name}{{direction=\"{direction}\"{labels}}} {value}"),
             ));
         };
+        sample(&ROWS_COPIED, String::new(), state.rows_copied.to_string());
         sample(
-            "ferry_rows_copied_total",
-            String::new(),
-            state.rows_copied.to_string(),
-        );
-        sample(
-            "ferry_changes_applied_total",
+            &CHANGES_APPLIED,
             String::new(),
             state.changes_applied.to_string(),
         );
         sample(
-            "ferry_lag_seconds",
+            &LAG_SECONDS,
             String::new(),
             format!("{:.3}", state.lag.lag(now).as_secs_f64()),
         );
         if let Some(bytes) = state.lag.lag_units() {
-            sample("ferry_lag_bytes", String::new(), bytes.to_string());
+            sample(&LAG_BYTES, String::new(), bytes.to_string());
         }
-        sample(
-            "ferry_errors_total",
-            String::new(),
-            state.errors_total.to_string(),
-        );
+        sample(&ERRORS, String::new(), state.errors_total.to_string());
         for table_state in ["pending", "copying", "copied", "failed"] {
             let count = state
                 .tables
@@ -185,64 +178,97 @@ impl Direction {
                 .filter(|stats| stats.state == table_state)
                 .count();
             sample(
-                "ferry_tables",
+                &TABLES,
                 format!(",state=\"{table_state}\""),
                 count.to_string(),
             );
         }
         sample(
-            "ferry_streaming",
+            &STREAMING,
             String::new(),
             u8::from(state.stage == Phase::Streaming).to_string(),
         );
     }
 }
 
-/// Metric families per direction, in output order, with their type and help.
-const DIRECTION_FAMILIES: &[(&str, &str, &str)] = &[
-    (
-        "ferry_rows_copied_total",
-        "counter",
-        "Rows copied by the snapshot.",
-    ),
-    (
-        "ferry_changes_applied_total",
-        "counter",
-        "Changes applied from the stream.",
-    ),
-    (
-        "ferry_lag_seconds",
-        "gauge",
-        "Age of the oldest source change not yet durable on the target.",
-    ),
-    (
-        "ferry_lag_bytes",
-        "gauge",
-        "Source log bytes not yet durable on the target.",
-    ),
-    (
-        "ferry_errors_total",
-        "counter",
-        "Failures, retried or fatal.",
-    ),
-    ("ferry_tables", "gauge", "Tables by copy state."),
-    (
-        "ferry_streaming",
-        "gauge",
-        "1 while the direction streams changes.",
-    ),
+/// A metric family. Every metric `/metrics` shows is declared once, below.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "counter",
+        help,
+    }
+}
+
+const fn gauge_family(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "gauge",
+        help,
+    }
+}
+
+const ROWS_COPIED: Family = counter("ferry_rows_copied_total", "Rows copied by the snapshot.");
+const CHANGES_APPLIED: Family = counter(
+    "ferry_changes_applied_total",
+    "Changes applied from the stream.",
+);
+const LAG_SECONDS: Family = gauge_family(
+    "ferry_lag_seconds",
+    "Age of the oldest source change not yet durable on the target.",
+);
+const LAG_BYTES: Family = gauge_family(
+    "ferry_lag_bytes",
+    "Source log bytes not yet durable on the target.",
+);
+const ERRORS: Family = counter("ferry_errors_total", "Failures, retried or fatal.");
+const TABLES: Family = gauge_family("ferry_tables", "Tables by copy state.");
+const STREAMING: Family = gauge_family("ferry_streaming", "1 while the direction streams changes.");
+const PHASE: Family = gauge_family(
+    "ferry_phase",
+    "The switch-over phase (1 for the current one).",
+);
+const SLOT_RETAINED: Family = gauge_family(
+    "ferry_slot_retained_bytes",
+    "WAL the source keeps for ferry's slot.",
+);
+const SLOT_SAFE: Family = gauge_family(
+    "ferry_slot_safe_wal_bytes",
+    "WAL that may still be written before the slot is lost.",
+);
+const LAST_DOWNTIME: Family = gauge_family(
+    "ferry_last_write_downtime_seconds",
+    "Writes were blocked this long during the last switch.",
+);
+const UPTIME: Family = gauge_family("ferry_uptime_seconds", "Seconds since this ferry started.");
+
+/// Metric families per direction, in output order.
+const DIRECTION_FAMILIES: &[&Family] = &[
+    &ROWS_COPIED,
+    &CHANGES_APPLIED,
+    &LAG_SECONDS,
+    &LAG_BYTES,
+    &ERRORS,
+    &TABLES,
+    &STREAMING,
 ];
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+fn family(out: &mut String, family: &Family) {
+    let Family { name, kind, help } = family;
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
 }
 
 /// A gauge family with a single, unlabelled sample.
-fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, "gauge", help);
-    out.push_str(&format!("{name} {value}\n"));
+fn gauge(out: &mut String, gauge: &Family, value: impl std::fmt::Display) {
+    family(out, gauge);
+    out.push_str(&format!("{} {value}\n", gauge.name));
 }
-
 fn stage_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Preparing => "preparing",
@@ -447,15 +473,11 @@ impl Telemetry {
     pub(crate) fn metrics(&self) -> String {
         let record = self.record();
         let mut out = String::new();
-        family(
-            &mut out,
-            "ferry_phase",
-            "gauge",
-            "The switch-over phase (1 for the current one).",
-        );
+        family(&mut out, &PHASE);
         for phase in ferry_core::cutover::CutoverPhase::ALL {
             out.push_str(&format!(
-                "ferry_phase{{phase=\"{phase}\"}} {}\n",
+                "{}{{phase=\"{phase}\"}} {}\n",
+                PHASE.name,
                 u8::from(phase == record.phase)
             ));
         }
@@ -464,16 +486,16 @@ impl Telemetry {
         if self.reverse_running() {
             self.reverse.metrics(&mut samples);
         }
-        for (name, kind, help) in DIRECTION_FAMILIES {
+        for direction_family in DIRECTION_FAMILIES {
             let lines: Vec<&String> = samples
                 .iter()
-                .filter(|(family, _)| family == name)
+                .filter(|(name, _)| *name == direction_family.name)
                 .map(|(_, line)| line)
                 .collect();
             if lines.is_empty() {
                 continue;
             }
-            family(&mut out, name, kind, help);
+            family(&mut out, direction_family);
             for line in lines {
                 out.push_str(line);
                 out.push('\n');
@@ -481,35 +503,19 @@ impl Telemetry {
         }
         let retention = locked(&self.retention).clone();
         if let Some(bytes) = retention.retained_bytes {
-            gauge(
-                &mut out,
-                "ferry_slot_retained_bytes",
-                "WAL the source keeps for ferry's slot.",
-                bytes,
-            );
+            gauge(&mut out, &SLOT_RETAINED, bytes);
         }
         if let Some(bytes) = retention.safe_wal_bytes {
-            gauge(
-                &mut out,
-                "ferry_slot_safe_wal_bytes",
-                "WAL that may still be written before the slot is lost.",
-                bytes,
-            );
+            gauge(&mut out, &SLOT_SAFE, bytes);
         }
         if let Some(millis) = record.last_downtime_millis {
             gauge(
                 &mut out,
-                "ferry_last_write_downtime_seconds",
-                "Writes were blocked this long during the last switch.",
+                &LAST_DOWNTIME,
                 format!("{:.3}", millis as f64 / 1000.0),
             );
         }
-        gauge(
-            &mut out,
-            "ferry_uptime_seconds",
-            "Seconds since this ferry started.",
-            self.started.elapsed().as_secs(),
-        );
+        gauge(&mut out, &UPTIME, self.started.elapsed().as_secs());
         out
     }
 }
