@@ -28,6 +28,6 @@ pub mod value;
 pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};
-pub use position::{BinlogPosition, Gtid, Lsn, Position};
+pub use position::{BinlogPosition, Gtid, Lsn, Marks, Position};
 pub use schema::{Column, TableName, TableSchema};
 pub use value::{Cell, Value};

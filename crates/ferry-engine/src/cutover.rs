@@ -273,7 +273,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
         drain(
             databases.new.control,
             migration,
-            fence_position,
+            &fence_position,
             options.fence_timeout,
             options.poll,
         )
@@ -437,7 +437,7 @@ pub async fn rollback(
         drain(
             databases.old.control,
             &reverse,
-            fence_position,
+            &fence_position,
             options.fence_timeout,
             options.poll,
         )
@@ -905,7 +905,7 @@ async fn wait_for_low_lag(databases: &Databases<'_>, options: &CutoverOptions) -
 async fn drain(
     target: &dyn Switchover,
     migration: &str,
-    position: Position,
+    position: &Position,
     timeout: Duration,
     poll: Duration,
 ) -> Result<()> {
@@ -919,7 +919,7 @@ async fn drain(
         if target
             .applied_position(migration)
             .await?
-            .is_some_and(|applied| applied >= position)
+            .is_some_and(|applied| applied >= *position)
         {
             info!(%position, drain_ms = started.elapsed().as_millis() as u64, "drained to the fence");
             return Ok(());

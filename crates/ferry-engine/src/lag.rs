@@ -30,8 +30,12 @@ impl LagMeter {
 
     /// Records the source's end of log as seen at `now`.
     pub fn source_at(&mut self, now: Instant, position: Position) {
-        self.source = Some(position);
-        if self.applied.is_some_and(|applied| applied >= position) {
+        self.source = Some(position.clone());
+        if self
+            .applied
+            .as_ref()
+            .is_some_and(|applied| *applied >= position)
+        {
             return;
         }
         if self
@@ -50,10 +54,13 @@ impl LagMeter {
 
     /// Records the target's durable checkpoint.
     pub fn applied(&mut self, position: Position) {
-        if self.applied.is_some_and(|applied| applied >= position) {
+        if self
+            .applied
+            .as_ref()
+            .is_some_and(|applied| *applied >= position)
+        {
             return;
         }
-        self.applied = Some(position);
         while self
             .pending
             .front()
@@ -61,6 +68,7 @@ impl LagMeter {
         {
             self.pending.pop_front();
         }
+        self.applied = Some(position);
     }
 
     /// The lag at `now`.
@@ -74,11 +82,11 @@ impl LagMeter {
     /// How far the checkpoint is behind the latest source position, in the source's units
     /// (bytes of WAL for PostgreSQL).
     pub fn lag_units(&self) -> Option<u64> {
-        Some(self.source?.distance_from(self.applied?))
+        Some(self.source.as_ref()?.distance_from(self.applied.as_ref()?))
     }
 
     pub fn applied_position(&self) -> Option<Position> {
-        self.applied
+        self.applied.clone()
     }
 }
 

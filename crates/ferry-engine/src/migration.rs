@@ -174,7 +174,7 @@ pub async fn run_migration(
         (Mode::Run, None) => {
             refuse_foreign_rows(sink, &catalog, &state.tables).await?;
             let (position, created) = source.create_stream(&options.name, &table_names).await?;
-            sink.start_stream(&options.name, position).await?;
+            sink.start_stream(&options.name, position.clone()).await?;
             info!(migration = %options.name, %position, "change stream created");
             state = sink.load_state(&options.name).await?;
             snapshot = Some(created);
@@ -183,7 +183,7 @@ pub async fn run_migration(
         (Mode::Run, Some(checkpoint)) => {
             refuse_foreign_rows(sink, &catalog, &state.tables).await?;
             source.update_stream(&options.name, &table_names).await?;
-            stream_start = Some(checkpoint.position);
+            stream_start = Some(checkpoint.position.clone());
         }
         (Mode::Copy, stream) => {
             refuse_foreign_rows(sink, &catalog, &state.tables).await?;
@@ -317,7 +317,7 @@ pub async fn run_migration(
         state.copy_end
     } else {
         let end = source.current_position().await?;
-        sink.save_copy_end(&options.name, end).await?;
+        sink.save_copy_end(&options.name, end.clone()).await?;
         Some(end)
     };
 
@@ -354,7 +354,7 @@ pub async fn run_migration(
     let stream = source
         .open_stream(
             &options.name,
-            start,
+            start.clone(),
             &catalog.tables,
             &options.ignore_writes_of,
         )
@@ -378,11 +378,11 @@ pub async fn run_migration(
                 .get(&table.name)
                 .into_iter()
                 .flat_map(|progress| progress.chunks.iter())
-                .filter_map(|chunk| chunk.snapshot_position);
+                .filter_map(|chunk| chunk.snapshot_position.clone());
             let mut latest: Option<ferry_core::Position> = None;
             for position in positions {
-                if latest.is_none_or(|known| {
-                    position.partial_cmp(&known) == Some(std::cmp::Ordering::Greater)
+                if latest.as_ref().is_none_or(|known| {
+                    position.partial_cmp(known) == Some(std::cmp::Ordering::Greater)
                 }) {
                     latest = Some(position);
                 }

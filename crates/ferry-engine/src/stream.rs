@@ -156,7 +156,7 @@ impl Pipeline {
                         }
                     }
                     batch.without(&failed.lock().expect("failed tables lock"));
-                    let result = match tokio::time::timeout(timeout, applier.apply(&batch, checkpoint, commit_time)).await {
+                    let result = match tokio::time::timeout(timeout, applier.apply(&batch, checkpoint.clone(), commit_time)).await {
                         Ok(result) => result,
                         Err(_) => Err(Error::transient("apply.timeout", format!("applying a batch took longer than {} s", timeout.as_secs()))
                             .with_hint("the target is unreachable or stuck; ferry retries from the checkpoint")),
@@ -225,7 +225,11 @@ impl Pipeline {
             .sender
             .as_ref()
             .ok_or_else(|| Error::definite("stream.closed", "the apply pipeline is closed"))?;
-        if sender.send((batch, checkpoint, commit_time)).await.is_err() {
+        if sender
+            .send((batch, checkpoint.clone(), commit_time))
+            .await
+            .is_err()
+        {
             // The task ended on an error it reported: return that one (it may be transient).
             return Err(self.task_error());
         }
@@ -248,9 +252,14 @@ pub async fn stream_changes(
     let mut pending_secondary = context.pending_secondary.clone();
     let mut indexing: Option<Indexing<'_>> = None;
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
-    let mut acknowledged = start;
+    let mut acknowledged = start.clone();
     let failed: FailedTables = Arc::new(Mutex::new(failed_before));
-    let mut pipeline = Pipeline::start(applier, start, options.apply_timeout, failed.clone());
+    let mut pipeline = Pipeline::start(
+        applier,
+        start.clone(),
+        options.apply_timeout,
+        failed.clone(),
+    );
     let mut pending = Pending {
         builder: BatchBuilder::new(),
         last_commit: None,
@@ -262,7 +271,7 @@ pub async fn stream_changes(
     let mut transaction_at: Option<Position> = None;
     let mut in_transaction = false;
     // The last commit (or idle point) read: a change belongs to the transaction after it.
-    let mut last_read_commit = start;
+    let mut last_read_commit = start.clone();
     // Tables this loop stopped; the apply task learns of them from the batch that marks them.
     let mut stopping: HashSet<TableName> = HashSet::new();
     // Tables whose shape the stream has described in this run: the first description matches
@@ -396,7 +405,7 @@ pub async fn stream_changes(
                 };
                 // Tables without a key: leave out what the target already holds.
                 let event = match event {
-                    StreamEvent::Change(change) => match screen_keyless(change, transaction_at, start, &context.keyless_after) {
+                    StreamEvent::Change(change) => match screen_keyless(change, transaction_at.as_ref(), &start, &context.keyless_after) {
                         Screened::Apply(change) => StreamEvent::Change(change),
                         Screened::Held => continue,
                         Screened::Undecidable { apply, tables } => {
@@ -425,7 +434,7 @@ pub async fn stream_changes(
                     // should), so its tables stop and are copied afresh on the next run.
                     StreamEvent::Change(Change::Cascade(operation))
                         if operation.new.is_some()
-                            && context.catching_up_until.is_some_and(|until| {
+                            && context.catching_up_until.as_ref().is_some_and(|until| {
                                 until.partial_cmp(&last_read_commit) == Some(std::cmp::Ordering::Greater)
                             }) =>
                     {
@@ -461,8 +470,8 @@ pub async fn stream_changes(
                     StreamEvent::Commit { position, commit_time_unix_micros } => {
                         in_transaction = false;
                         pending.open_keyless = false;
-                        last_read_commit = position;
-                        if is_newer(position, pipeline.sent) {
+                        last_read_commit = position.clone();
+                        if is_newer(&position, &pipeline.sent) {
                             pending.last_commit = Some((position, commit_time_unix_micros));
                             pending.first_change_at.get_or_insert_with(Instant::now);
                         }
@@ -476,12 +485,12 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Fence { position } => {
                         if !in_transaction {
-                            last_read_commit = position;
+                            last_read_commit = position.clone();
                         }
                         // Everything before the fence is received: apply it, then store the
                         // fence position right away (between transactions, so nothing is open).
                         let result = match flush(&mut pending, &mut pipeline).await {
-                            Ok(()) if !in_transaction && is_newer(position, pipeline.sent) => pipeline.send(Batch::default(), position, None).await,
+                            Ok(()) if !in_transaction && is_newer(&position, &pipeline.sent) => pipeline.send(Batch::default(), position, None).await,
                             other => other,
                         };
                         if let Err(error) = result {
@@ -514,10 +523,10 @@ pub async fn stream_changes(
                     }
                     StreamEvent::Idle { position } => {
                         if !in_transaction {
-                            last_read_commit = position;
+                            last_read_commit = position.clone();
                         }
                         let nothing_pending = !in_transaction && pending.builder.is_empty() && pending.last_commit.is_none() && pipeline.in_flight == 0;
-                        if nothing_pending && is_newer(position, acknowledged) && last_idle_ack.elapsed() >= options.idle_ack_interval {
+                        if nothing_pending && is_newer(&position, &acknowledged) && last_idle_ack.elapsed() >= options.idle_ack_interval {
                             last_idle_ack = Instant::now();
                             debug!(%position, "storing an idle position");
                             if let Err(error) = pipeline.send(Batch::default(), position, None).await {
@@ -834,8 +843,8 @@ enum Screened {
 /// when its place (`at`) is at or before the stream's start or the table's copy snapshot.
 fn screen_keyless(
     change: Change,
-    transaction_at: Option<Position>,
-    start: Position,
+    transaction_at: Option<&Position>,
+    start: &Position,
     keyless_after: &std::collections::HashMap<TableName, Position>,
 ) -> Screened {
     use std::cmp::Ordering::{Equal, Less};
@@ -844,7 +853,7 @@ fn screen_keyless(
         let Some(at) = transaction_at else {
             return (!keyless_after.contains_key(table)).then_some(false);
         };
-        if matches!(at.partial_cmp(&start), Some(Less | Equal)) {
+        if matches!(at.partial_cmp(start), Some(Less | Equal)) {
             return Some(true);
         }
         match keyless_after.get(table) {
@@ -990,7 +999,7 @@ async fn flush(pending: &mut Pending, pipeline: &mut Pipeline) -> Result<()> {
     batch.failed_tables.append(&mut pending.failing);
     let (checkpoint, commit_time) = match pending.last_commit.take() {
         Some((position, time)) => (position, Some(time)),
-        None => (pipeline.sent, None),
+        None => (pipeline.sent.clone(), None),
     };
     pending.first_change_at = None;
     pipeline.send(batch, checkpoint, commit_time).await
@@ -1006,9 +1015,9 @@ fn acknowledge(
 ) {
     pipeline.in_flight -= 1;
     failpoint::hit("stream.after_apply_before_ack");
-    if is_newer(applied.checkpoint, *acknowledged) {
-        stream.acknowledge(applied.checkpoint);
-        *acknowledged = applied.checkpoint;
+    if is_newer(&applied.checkpoint, acknowledged) {
+        stream.acknowledge(applied.checkpoint.clone());
+        *acknowledged = applied.checkpoint.clone();
     }
     progress.changes_applied(applied.changes, applied.checkpoint, applied.commit_time);
 }
@@ -1046,12 +1055,12 @@ pub async fn sync_sequences(
 /// Whether the stream's `position` is past `earlier`. A position that cannot be ordered with it
 /// (a MySQL position of another server without a common GTID domain) counts as newer: the
 /// stream only moves forward, so holding the checkpoint back would only replay more.
-fn is_newer(position: Position, earlier: Position) -> bool {
-    match position.partial_cmp(&earlier) {
+fn is_newer(position: &Position, earlier: &Position) -> bool {
+    match position.partial_cmp(earlier) {
         Some(std::cmp::Ordering::Less) => false,
         // The same transaction seen on another server (after a failover): take the new
         // server's position, so the checkpoint names the server the stream now reads.
-        Some(std::cmp::Ordering::Equal) => position.same_point_elsewhere(&earlier),
+        Some(std::cmp::Ordering::Equal) => position.same_point_elsewhere(earlier),
         _ => true,
     }
 }

@@ -137,7 +137,7 @@ struct Checked {
 async fn wait_for_target(
     sides: &Sides<'_>,
     options: &VerifyOptions,
-    position: Option<Position>,
+    position: Option<&Position>,
 ) -> Result<()> {
     let Some(position) = position else {
         return Ok(());
@@ -149,7 +149,7 @@ async fn wait_for_target(
             .applied_position(&options.migration)
             .await?
         {
-            Some(applied) if applied >= position => return Ok(()),
+            Some(applied) if applied >= *position => return Ok(()),
             Some(_) => {}
             // No stream to wait for.
             None => return Ok(()),
@@ -173,7 +173,7 @@ async fn check_range(
         let (source, target) = if attempts > 0 || options.while_streaming {
             // The target is read once the stream has passed what the source digest saw.
             let source = sides.source_rows.digest_range(table, range).await?;
-            wait_for_target(sides, options, source.position).await?;
+            wait_for_target(sides, options, source.position.as_ref()).await?;
             (source, sides.target_rows.digest_range(table, range).await?)
         } else {
             let (source, target) = tokio::join!(
@@ -258,7 +258,7 @@ async fn recheck_keys(
     let source_hashes = sides.source_rows.row_hashes_for_keys(table, &keys).await?;
     if options.while_streaming {
         let position = sides.source.current_position().await?;
-        wait_for_target(sides, options, Some(position)).await?;
+        wait_for_target(sides, options, Some(&position)).await?;
     }
     let target_hashes = sides.target_rows.row_hashes_for_keys(table, &keys).await?;
     Ok(compare_rows(&source_hashes, &target_hashes))

@@ -155,7 +155,7 @@ impl Feed {
         };
         info!(position = %start, tables = names.len(), "reading the source's changes");
         let mut stream = source
-            .open_stream(&stream_name, start, &tables, &[])
+            .open_stream(&stream_name, start.clone(), &tables, &[])
             .await?;
         let mut buffered: Vec<NewMessage> = Vec::new();
         let mut checkpoint: Option<Position> = None;
@@ -264,7 +264,7 @@ impl Feed {
                 } => {
                     in_transaction = false;
                     stamp_commit_time(&mut buffered, &transaction_at, commit_time_unix_micros);
-                    last_position = position;
+                    last_position = position.clone();
                     checkpoint = Some(position);
                     if buffered.len() >= FLUSH_MESSAGES {
                         self.flush(&mut buffered, &mut checkpoint, &mut *stream)
@@ -274,7 +274,7 @@ impl Feed {
                 }
                 StreamEvent::Idle { position } | StreamEvent::Fence { position } => {
                     if !in_transaction {
-                        last_position = position;
+                        last_position = position.clone();
                         checkpoint = Some(position);
                     }
                 }
@@ -309,6 +309,7 @@ impl Feed {
     ) -> Result<()> {
         let position = checkpoint.take();
         let checkpoints = position
+            .as_ref()
             .map(|position| (CHECKPOINT.to_string(), position.to_storage()))
             .into_iter()
             .collect();

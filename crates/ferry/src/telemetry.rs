@@ -136,7 +136,7 @@ impl Direction {
             "rows_copied": state.rows_copied,
             "changes_applied": state.changes_applied,
             "changes_per_second": (rate * 10.0).round() / 10.0,
-            "checkpoint": state.checkpoint.map(|position| position.to_string()),
+            "checkpoint": state.checkpoint.as_ref().map(|position| position.to_string()),
             "lag_seconds": state.lag.lag(now).as_secs_f64(),
             "lag_bytes": state.lag.lag_units(),
             "errors_total": state.errors_total,
@@ -344,8 +344,8 @@ impl Progress for Direction {
         {
             let mut state = self.lock();
             state.changes_applied += changes;
-            state.checkpoint = Some(checkpoint);
-            state.lag.applied(checkpoint);
+            state.checkpoint = Some(checkpoint.clone());
+            state.lag.applied(checkpoint.clone());
             let total = state.changes_applied;
             let now = Instant::now();
             if state

@@ -149,7 +149,7 @@ const ITEM_BYTES: usize = 256 * 1024;
 #[async_trait]
 impl ChunkReader for MysqlChunkReader {
     fn snapshot_position(&self) -> Option<Position> {
-        self.position
+        self.position.clone()
     }
 
     async fn read(

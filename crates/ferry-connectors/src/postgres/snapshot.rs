@@ -213,7 +213,7 @@ impl Snapshot for PostgresSnapshot {
     async fn open_reader(&self) -> Result<Box<dyn ChunkReader>> {
         Ok(Box::new(PostgresChunkReader {
             client: self.open().await?,
-            position: self.position,
+            position: self.position.clone(),
         }))
     }
 }
@@ -235,7 +235,7 @@ fn binary_safe(table: &TableSchema) -> bool {
 #[async_trait]
 impl ChunkReader for PostgresChunkReader {
     fn snapshot_position(&self) -> Option<Position> {
-        self.position
+        self.position.clone()
     }
 
     async fn read(

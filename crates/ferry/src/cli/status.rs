@@ -23,8 +23,8 @@ pub(super) async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitC
         .unwrap_or_default();
 
     let now_micros = ferry_core::calendar::unix_micros_now();
-    let lag_bytes = match (&state.stream, source_position) {
-        (Some(checkpoint), Some(current)) => Some(current.distance_from(checkpoint.position)),
+    let lag_bytes = match (&state.stream, &source_position) {
+        (Some(checkpoint), Some(current)) => Some(current.distance_from(&checkpoint.position)),
         _ => None,
     };
     // Behind: how long since ferry last made progress; caught up: zero.
@@ -98,7 +98,7 @@ pub(super) async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitC
         "phase": phase,
         "switch": switch,
         "checkpoint": state.stream.as_ref().map(|checkpoint| checkpoint.position.to_string()),
-        "source_position": source_position.map(|position| position.to_string()),
+        "source_position": source_position.as_ref().map(|position| position.to_string()),
         "lag_bytes": lag_bytes,
         "lag_seconds": lag_seconds,
         "slot": slot,
