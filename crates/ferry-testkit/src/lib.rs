@@ -7,6 +7,7 @@
 
 mod kafka;
 mod mariadb;
+pub mod memory;
 mod postgres;
 mod proxy;
 mod receiver;
