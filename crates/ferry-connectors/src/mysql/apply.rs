@@ -9,6 +9,14 @@
 //! insert can collide with nothing but the row of the same key. Otherwise the rewritten rows
 //! are deleted by key first and inserted plainly, so a clash on another unique index fails
 //! loudly instead of `ON DUPLICATE KEY UPDATE` silently updating the other row.
+//!
+//! Many full images of such a table (a large transaction) go in by `LOAD DATA LOCAL ...
+//! REPLACE` instead, which the server parses far more cheaply than multi-row statements: the
+//! lines are registered in memory under a name of their own and served when the server asks
+//! (`load::register`). LOCAL turns a refused value into a warning, so the load counts only when
+//! the server reports every line read, none skipped and no warning; anything else fails the
+//! table's changes like a refused statement would (the transaction is rolled back). A server
+//! that refuses LOCAL gets the statements for the rest of the session.
 
 use ferry_core::change::{Batch, Segment, TableChanges};
 use ferry_core::{Cell, Error, ErrorClass, Result, Value};
@@ -16,17 +24,46 @@ use mysql_async::prelude::Queryable;
 
 use super::ddl::ident;
 use super::errors::classify;
+use super::load;
 use super::target_columns::{TargetColumn, TargetColumns};
-use super::values::literal;
+use super::types::Kind;
+use super::values::{literal, plain};
 
 const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Full images of one table in a batch from which `LOAD DATA ... REPLACE` replaces statements.
+const LOAD_AT_LEAST: usize = 1_000;
+
+/// What the server said of the last statement on a connection: its warnings and its info line
+/// (`Records: 3  Deleted: 1  Skipped: 0  Warnings: 0` after a load).
+pub(crate) trait StatementOutcome {
+    fn outcome(&self) -> (u16, String);
+}
+
+impl StatementOutcome for mysql_async::Conn {
+    fn outcome(&self) -> (u16, String) {
+        (self.get_warnings(), self.info().into_owned())
+    }
+}
+
+impl StatementOutcome for mysql_async::Transaction<'_> {
+    fn outcome(&self) -> (u16, String) {
+        (self.get_warnings(), self.info().into_owned())
+    }
+}
+
+/// A number the info line gives after `label` (`Records:`).
+fn info_count(info: &str, label: &str) -> Option<u64> {
+    let rest = &info[info.find(label)? + label.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
 
 /// Keys per `DELETE`: small enough that the range optimizer always resolves the list to index
 /// lookups (a long `OR` list can exceed `range_optimizer_max_mem_size` and fall back to scanning
 /// the whole table for every batch).
 const KEYS_PER_DELETE: usize = 1_000;
 
-pub(crate) async fn apply_batch<Q: Queryable + Send>(
+pub(crate) async fn apply_batch<Q: Queryable + StatementOutcome + Send>(
     conn: &mut Q,
     columns: &mut TargetColumns,
     database: &str,
@@ -120,7 +157,7 @@ impl Plan<'_> {
     }
 }
 
-async fn apply_table<Q: Queryable>(
+async fn apply_table<Q: Queryable + StatementOutcome>(
     conn: &mut Q,
     columns: &mut TargetColumns,
     database: &str,
@@ -225,8 +262,24 @@ async fn apply_table<Q: Queryable>(
     } else {
         String::new()
     };
+    let loaded = in_place
+        && changes.upserts.len() >= LOAD_AT_LEAST
+        && !columns.local_load_refused
+        && replace_by_load(
+            conn,
+            &plan,
+            &relation.table.name,
+            &written,
+            &changes.upserts,
+            &what,
+        )
+        .await?;
+    if !loaded && in_place && changes.upserts.len() >= LOAD_AT_LEAST {
+        columns.local_load_refused = true;
+    }
+    let upserts: &[Vec<Cell>] = if loaded { &[] } else { &changes.upserts };
     let mut statement = String::new();
-    for row in &changes.upserts {
+    for row in upserts {
         statement.push_str(if statement.is_empty() { &prefix } else { "," });
         statement.push('(');
         for (position, index) in written.iter().enumerate() {
@@ -277,6 +330,85 @@ async fn apply_table<Q: Queryable>(
         update(conn, &plan, &name, old_key, row, &what).await?;
     }
     Ok(())
+}
+
+/// Replaces rows by these full images with `LOAD DATA LOCAL ... REPLACE` (the table's only
+/// unique index is its primary key). False when the server refuses LOCAL (nothing happened);
+/// an error when it did not take every line exactly.
+async fn replace_by_load<Q: Queryable + StatementOutcome>(
+    conn: &mut Q,
+    plan: &Plan<'_>,
+    table: &str,
+    written: &[usize],
+    upserts: &[Vec<Cell>],
+    what: &str,
+) -> Result<bool> {
+    let kinds: Vec<Kind> = written
+        .iter()
+        .map(|index| {
+            plan.targets[*index]
+                .as_ref()
+                .expect("written columns exist")
+                .kind
+                .clone()
+        })
+        .collect();
+    let names: Vec<&str> = written.iter().map(|index| plan.names[*index]).collect();
+    let mut lines = Vec::with_capacity(upserts.len() * 64);
+    for row in upserts {
+        for (position, index) in written.iter().enumerate() {
+            if position > 0 {
+                lines.push(b'\t');
+            }
+            let kind = &kinds[position];
+            match &row[*index] {
+                Cell::Value(value) => load::push_field(&plain(value, kind)?, kind, &mut lines)
+                    .map_err(|error| {
+                        error.context(format!("{}.{}", plan.table, plan.names[*index]))
+                    })?,
+                Cell::Unchanged => {
+                    return Err(Error::definite(
+                        "apply.unchanged_in_upsert",
+                        format!("{}: an upsert lacks a value", plan.table),
+                    ))
+                }
+            }
+        }
+        lines.push(b'\n');
+    }
+    let file = load::register(lines);
+    let statement = load::statement_from(file.name(), table, &names, &kinds, true);
+    match conn.query_drop(statement).await {
+        Err(mysql_async::Error::Server(server)) if load::LOCAL_REFUSED.contains(&server.code) => {
+            return Ok(false)
+        }
+        Err(error) => return Err(classify(error, what)),
+        Ok(()) => {}
+    }
+    let (warnings, info) = conn.outcome();
+    let records = info_count(&info, "Records:");
+    let skipped = info_count(&info, "Skipped:").unwrap_or(0);
+    if warnings > 0 || skipped > 0 || records != Some(upserts.len() as u64) {
+        let shown: Vec<(String, u32, String)> = conn
+            .query("SHOW WARNINGS LIMIT 5")
+            .await
+            .map_err(|error| classify(error, what))?;
+        let shown: Vec<String> = shown
+            .into_iter()
+            .map(|(level, code, message)| format!("{level} {code}: {message}"))
+            .collect();
+        return Err(Error::definite(
+            "target.rejected_value",
+            format!(
+                "{what}: the server took {} of {} rows ({info}) with {warnings} warnings ({})",
+                records.unwrap_or(0),
+                upserts.len(),
+                shown.join("; ")
+            ),
+        )
+        .with_hint("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md)"));
+    }
+    Ok(true)
 }
 
 /// `DELETE` of the rows with these keys: `key IN (...)` for a one-column key, an `OR` of

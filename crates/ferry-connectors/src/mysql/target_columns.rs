@@ -24,6 +24,8 @@ pub(crate) struct TargetColumns {
     /// Per table: its primary key is exactly the given key columns and no other unique index
     /// exists, so an insert can only ever collide with the row of the same key.
     key_only_unique: HashMap<String, bool>,
+    /// The server refused `LOAD DATA LOCAL` on this session: apply by statements.
+    pub(crate) local_load_refused: bool,
 }
 
 impl TargetColumns {

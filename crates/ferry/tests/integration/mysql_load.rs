@@ -4,7 +4,9 @@
 //! column cannot hold stops the copy instead of being cut (LOCAL turns such errors into
 //! warnings, which ferry must not let pass).
 
-use ferry_testkit::MariaDbServer;
+use std::time::Duration;
+
+use ferry_testkit::{wait_until, MariaDbServer};
 
 use crate::mysql::{ferry, mariadb, sql};
 
@@ -186,4 +188,80 @@ fn status_shows_the_failures_recorded_on_a_mysql_target() {
         report["slot"].is_null(),
         "a MySQL source keeps no slot: {report}"
     );
+}
+
+/// The `_ferry` table state of `name` on the target says every table is copied.
+fn copied(servers: &crate::mysql::MariaDbServers, name: &str, tables: usize) -> bool {
+    crate::mysql::try_sql(
+        &servers.target,
+        "_ferry",
+        &format!("SELECT COUNT(*) FROM tables WHERE migration = '{name}' AND state = 'copied'"),
+    )
+    .is_ok_and(|output| output.trim() == tables.to_string())
+}
+
+/// A large transaction streams into a MariaDB target by `LOAD DATA ... REPLACE` (the server's
+/// load counter moves) where the table's only unique index is its key, carrying every awkward
+/// byte exactly; a table with a second unique index never takes that path (REPLACE would
+/// delete the row holding the other unique value): two rows swapping their unique values in
+/// one transaction arrive swapped, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_stream_by_load_data_replace_only_where_the_key_is_the_only_unique_index(
+) {
+    let name = "my_load_apply";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(&servers.source, name, AWKWARD);
+    sql(
+        &servers.source,
+        name,
+        "INSERT INTO awkward (id, name, raw, bits, note, latin, yr)
+           SELECT 100 + seq, CONCAT('row ', seq), UNHEX(HEX(seq)), seq % 32, REPEAT('n', seq % 50), 'é', 1901 + seq % 200 FROM seq_1_to_3000;
+         CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL, note TEXT, UNIQUE KEY by_email (email));
+         INSERT INTO people SELECT seq, CONCAT('user', seq, '@example.com'), 'first' FROM seq_1_to_2000;",
+    );
+    let target = servers.target.url(name);
+    let mut run = crate::mysql::spawn_run(name, &source, &target);
+    let outcome = async {
+        wait_until("the copy", Duration::from_secs(120), || async {
+            copied(servers, name, 2).then_some(())
+        })
+        .await?;
+        let people = |server: &MariaDbServer| sql(server, name, "SELECT id, email, note FROM people ORDER BY id");
+        let before = loads(&servers.target);
+        // Rows 1 and 2 swap their unique emails, and every row changes, in one transaction.
+        sql(
+            &servers.source,
+            name,
+            "START TRANSACTION;
+             UPDATE people SET email = 'swap@example.com' WHERE id = 1;
+             UPDATE people SET email = 'user1@example.com' WHERE id = 2;
+             UPDATE people SET email = 'user2@example.com' WHERE id = 1;
+             UPDATE people SET note = CONCAT('second ', id);
+             COMMIT;",
+        );
+        wait_until("the people to arrive", Duration::from_secs(120), || async {
+            (people(&servers.target) == people(&servers.source)).then_some(())
+        })
+        .await?;
+        assert_eq!(loads(&servers.target), before, "a table with a second unique index is not loaded");
+        assert_eq!(people(&servers.target).lines().count(), 2000);
+        // Every awkward row rewritten in one transaction, with the awkward bytes moved around.
+        sql(
+            &servers.source,
+            name,
+            "UPDATE awkward SET name = LEFT(CONCAT(IFNULL(note, '\\\\N'), '\t', IFNULL(name, 'x')), 50), note = CONCAT('tab\there\nnew line ', id), raw = UNHEX(CONCAT('00', HEX(id))), yr = IF(yr IS NULL, NULL, 1901 + id % 250)",
+        );
+        wait_until("the awkward rows to arrive", Duration::from_secs(120), || async {
+            (rows(&servers.target, name) == rows(&servers.source, name)).then_some(())
+        })
+        .await?;
+        assert!(loads(&servers.target) > before, "the large transaction went in by LOAD DATA");
+        Ok::<(), String>(())
+    }
+    .await;
+    let status = crate::common::stop(&mut run);
+    outcome.unwrap_or_else(|error| panic!("{error}\n{}", crate::mysql::log_tail(name)));
+    assert_eq!(status, Some(0), "{}", crate::mysql::log_tail(name));
+    assert_eq!(rows(&servers.target, name).lines().count(), 3005);
 }
