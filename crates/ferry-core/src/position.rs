@@ -154,7 +154,9 @@ pub enum Position {
 ///
 /// Two positions of one kind order counter by counter (a counter a position lacks counts as
 /// zero): one is later when none of its counters is behind; when some are ahead and others
-/// behind they do not order (`partial_cmp` is `None`), as for positions of different kinds.
+/// behind, or all are equal but the tokens differ, they do not order (`partial_cmp` is
+/// `None`), as for positions of different kinds. A connector moves a counter forward at every
+/// commit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Marks {
     /// The connector that made it (`kafka`, `mongodb`).
@@ -180,6 +182,9 @@ impl Marks {
             behind |= this < that;
         }
         match (ahead, behind) {
+            // The same counters with another token: the connector did not move a counter, so
+            // the two cannot be placed (a connector moves one forward at every commit).
+            (false, false) if self.token != other.token => None,
             (false, false) => Some(Ordering::Equal),
             (true, false) => Some(Ordering::Greater),
             (false, true) => Some(Ordering::Less),
@@ -397,6 +402,12 @@ mod tests {
         }
         assert_eq!(other_kind.partial_cmp(&early), None);
         assert_eq!(early.partial_cmp(&Position::Postgres(Lsn(1))), None);
+        // Equal counters with different tokens do not order.
+        assert_eq!(
+            offsets(&[("orders/0", 10)], Some("a"))
+                .partial_cmp(&offsets(&[("orders/0", 10)], Some("b"))),
+            None
+        );
         // Names and tokens with the separators in them store and come back exactly.
         let odd = offsets(
             &[("a:b,c=d#e%f/0", u64::MAX), ("ü", 0)],

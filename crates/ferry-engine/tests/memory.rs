@@ -157,6 +157,23 @@ fn acknowledged_within_checkpoint(
     }
 }
 
+/// Once the target holds everything, the source hears so: the acknowledgement reaches the end.
+async fn acknowledged_to_the_end(source: &MemoryDatabase) {
+    wait_until(
+        "the acknowledgement to reach the end",
+        Duration::from_secs(30),
+        || async { (source.acknowledged() == Some(source.end())).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}: acknowledged {:?}, end {}",
+            source.acknowledged(),
+            source.end()
+        )
+    });
+}
+
 fn churn(source: &MemoryDatabase, table: &TableName, round: i64) {
     source.commit(
         table,
@@ -194,6 +211,7 @@ async fn a_migration_copies_then_streams_and_acknowledges_only_what_the_target_h
     }
     converged(&source, &target, "plain", &[&table]).await;
     acknowledged_within_checkpoint(&source, &target, "plain");
+    acknowledged_to_the_end(&source).await;
     running.stop().await.unwrap();
     assert!(target.failures().is_empty(), "{:?}", target.failures());
 }
@@ -218,12 +236,40 @@ async fn transient_failures_are_retried_from_the_checkpoint_and_recorded() {
         churn(&source, &table, round);
     }
     converged(&source, &target, "retried", &[&table]).await;
+    // A commit whose answer is lost: the batch is on the target, the engine hears of a
+    // failure, resumes from the stored checkpoint and applies again what is already there.
+    let batches = target.applied_batches();
+    target.fail(
+        Operation::ApplyThenFail,
+        1,
+        Arc::new(|| Error::transient("target.connection", "the answer to the commit was lost")),
+    );
+    for round in 50..100 {
+        churn(&source, &table, round);
+    }
+    wait_until(
+        "the lost answer to be recorded",
+        Duration::from_secs(30),
+        || async { (target.failures().len() == 3).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // The run resumed: it applies what comes next.
+    for round in 100..150 {
+        churn(&source, &table, round);
+    }
+    converged(&source, &target, "retried", &[&table]).await;
+    assert!(
+        target.applied_batches() > batches + 1,
+        "the batch whose answer was lost, and more after it"
+    );
     acknowledged_within_checkpoint(&source, &target, "retried");
+    acknowledged_to_the_end(&source).await;
     running.stop().await.unwrap();
     let failures = target.failures();
     assert_eq!(
         failures,
-        vec![("retried".to_string(), "target.connection".to_string()); 2],
+        vec![("retried".to_string(), "target.connection".to_string()); 3],
         "each failure recorded once"
     );
 }
@@ -302,24 +348,37 @@ async fn a_definite_failure_naming_a_table_stops_only_that_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cut_off_anywhere_resumes_and_converges_without_loss() {
-    let (source, table) = source_with("items", 2_000);
+    let (source, table) = source_with("items", 6_000);
     let target = MemoryDatabase::new();
+    // A slow target: 60 chunks of 100 rows take a while, so the first cuts land in the copy.
+    target.set_latency(Duration::from_millis(15));
+    let chunks_done = || {
+        target
+            .migration_state("cut")
+            .tables
+            .get(&table)
+            .map(|progress| progress.chunks.iter().filter(|chunk| chunk.done).count())
+            .unwrap_or(0)
+    };
     let mut round = 0;
-    for cut in 1..=6u64 {
+    let mut cut_while_copying = 0;
+    for _ in 0..6 {
         let running = start(&source, &target, options("cut"));
-        // Cut while it copies (the first cuts) or streams (the later ones): after some work.
-        let work = target.applied_batches();
-        wait_until("some progress", Duration::from_secs(30), || async {
-            let state = target.migration_state("cut");
-            let chunks_done = state
-                .tables
-                .get(&table)
-                .map(|progress| progress.chunks.iter().filter(|chunk| chunk.done).count() as u64)
-                .unwrap_or(0);
-            (chunks_done >= cut * 3 || target.applied_batches() > work).then_some(())
-        })
+        // Cut after this run did some work of its own: a chunk or a batch.
+        let (chunks_before, batches_before) = (chunks_done(), target.applied_batches());
+        wait_until(
+            "some progress of this run",
+            Duration::from_secs(30),
+            || async {
+                (chunks_done() > chunks_before || target.applied_batches() > batches_before)
+                    .then_some(())
+            },
+        )
         .await
         .unwrap();
+        if chunks_done() < 60 {
+            cut_while_copying += 1;
+        }
         for _ in 0..20 {
             churn(&source, &table, round);
             round += 1;
@@ -327,9 +386,16 @@ async fn a_run_cut_off_anywhere_resumes_and_converges_without_loss() {
         // Dropping the run at an arbitrary await point: what the target holds is all it has.
         running.task.abort();
         let _ = running.task.await;
-        acknowledged_within_checkpoint(&source, &target, "cut");
+        if target.migration_state("cut").stream.is_some() {
+            acknowledged_within_checkpoint(&source, &target, "cut");
+        }
     }
+    assert!(
+        cut_while_copying >= 2,
+        "{cut_while_copying} cuts landed in the copy"
+    );
     let running = start(&source, &target, options("cut"));
     converged(&source, &target, "cut", &[&table]).await;
+    acknowledged_to_the_end(&source).await;
     running.stop().await.unwrap();
 }

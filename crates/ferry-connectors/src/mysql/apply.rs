@@ -204,9 +204,11 @@ async fn apply_table<Q: Queryable + StatementOutcome>(
     }
     let name = ident(&relation.table.name);
     let key_names: Vec<&str> = plan.keys.iter().map(|index| plan.names[*index]).collect();
-    let in_place = columns
-        .key_is_the_only_unique(conn, database, &relation.table.name, &key_names)
-        .await?;
+    // (Only full images care; the check reads the indexes afresh in this transaction.)
+    let in_place = !changes.upserts.is_empty()
+        && columns
+            .key_is_the_only_unique(conn, database, &relation.table.name, &key_names)
+            .await?;
 
     // Deletes, and (unless rows are replaced in place) the rows about to be rewritten.
     let upsert_keys = changes
@@ -262,7 +264,14 @@ async fn apply_table<Q: Queryable + StatementOutcome>(
     } else {
         String::new()
     };
+    // REPLACE writes whole rows: only where the target has no column besides those the images
+    // carry and generated ones (a column kept after the source dropped it keeps its values
+    // under ON DUPLICATE KEY UPDATE, and would lose them here).
+    let images_cover_rows = target
+        .iter()
+        .all(|(name, column)| column.generated || wanted.contains(&name.as_str()));
     let loaded = in_place
+        && images_cover_rows
         && changes.upserts.len() >= LOAD_AT_LEAST
         && !columns.local_load_refused
         && replace_by_load(
@@ -274,7 +283,7 @@ async fn apply_table<Q: Queryable + StatementOutcome>(
             &what,
         )
         .await?;
-    if !loaded && in_place && changes.upserts.len() >= LOAD_AT_LEAST {
+    if !loaded && in_place && images_cover_rows && changes.upserts.len() >= LOAD_AT_LEAST {
         columns.local_load_refused = true;
     }
     let upserts: &[Vec<Cell>] = if loaded { &[] } else { &changes.upserts };

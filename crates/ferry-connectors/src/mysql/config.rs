@@ -275,6 +275,9 @@ fn session_setup() -> Vec<String> {
     vec![
         "SET NAMES utf8mb4".into(),
         "SET time_zone = '+00:00'".into(),
+        // The server's info lines (`Records: 3  Deleted: 1  Skipped: 0  Warnings: 0` after a
+        // load) are read, so they must not be translated.
+        "SET SESSION lc_messages = 'en_US'".into(),
         "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES'".into(),
         "SET SESSION group_concat_max_len = 1048576".into(),
     ]

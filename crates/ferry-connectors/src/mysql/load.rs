@@ -63,9 +63,16 @@ impl Drop for Registered {
 
 /// Registers `data` under a name of its own, for one `LOAD DATA LOCAL INFILE 'name'`.
 pub(crate) fn register(data: Vec<u8>) -> Registered {
+    // Not guessable: every ferry session serves these, a source's included.
+    static SECRET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
     let name = format!(
-        "ferry-apply-{}-{}",
-        std::process::id(),
+        "ferry-apply-{secret:016x}-{}",
         NEXT_NAME.fetch_add(1, Ordering::Relaxed)
     );
     if let Ok(mut files) = REGISTERED.lock() {

@@ -38,6 +38,12 @@ pub struct MysqlSink {
     config: MysqlConfig,
     /// Per migration: the session holding its lock and its connection id (to end only it).
     migration_lock: tokio::sync::Mutex<HashMap<String, (Conn, u64)>>,
+    /// Counts the changes this sink made to target tables (indexes and constraints created,
+    /// columns added or widened): appliers opened from it forget what they know of the tables
+    /// when it moves. A unique index created while streaming (deferred until the stream caught
+    /// up) must stop the in-place paths (`ON DUPLICATE KEY UPDATE`, `LOAD DATA ... REPLACE`),
+    /// which are sound only while the key is the table's only unique index.
+    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const FORMATS: &[ChunkFormat] = &[ChunkFormat::Rows];
@@ -50,6 +56,7 @@ impl MysqlSink {
         MysqlSink {
             config,
             migration_lock: tokio::sync::Mutex::new(HashMap::new()),
+            altered: Default::default(),
         }
     }
 
@@ -243,7 +250,14 @@ impl Sink for MysqlSink {
                     if existing.iter().any(|existing| existing == &name) {
                         continue;
                     }
-                    if let Err(error) = conn.query_drop(statement).await {
+                    // Counted before and after: an applier that read the tables while the
+                    // object was being made reads them again once it exists.
+                    self.altered
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let created = conn.query_drop(statement).await;
+                    self.altered
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Err(error) = created {
                         // A duplicate (1062) or a missing referenced row (1452): rows copied under
                         // different snapshots agree once the stream has caught up; tried again then.
                         let data = matches!(&error, mysql_async::Error::Server(server) if matches!(server.code, 1062 | 1452));
@@ -302,6 +316,8 @@ impl Sink for MysqlSink {
         // the table, which is retried, instead of holding the stream forever).
         let _ = conn.query_drop("SET SESSION lock_wait_timeout = 30").await;
         let mut added = Vec::new();
+        self.altered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for name in missing {
             let Some(column) = table.column(name) else {
                 warn!(table = %table.name, column = %name, "a column the log carries is no longer on the source (dropped again since): not added on the target");
@@ -329,7 +345,12 @@ impl Sink for MysqlSink {
     ) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
         let flavor = Self::flavor(&mut conn).await?;
-        super::widen::widen_columns(&mut conn, previous, table, flavor).await
+        let widened = super::widen::widen_columns(&mut conn, previous, table, flavor).await?;
+        if !widened.is_empty() {
+            self.altered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(widened)
     }
 
     async fn is_empty(&self, table: &TableName) -> Result<bool> {
@@ -458,6 +479,8 @@ impl Sink for MysqlSink {
             migration: migration.to_string(),
             database: self.config.database().to_string(),
             columns: TargetColumns::default(),
+            altered: self.altered.clone(),
+            cached_under: self.altered.load(std::sync::atomic::Ordering::SeqCst),
         }))
     }
 
@@ -634,6 +657,9 @@ pub(super) struct MysqlApplier {
     migration: String,
     database: String,
     columns: TargetColumns,
+    /// The sink's count of table changes, and the value `columns` was filled under.
+    altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cached_under: u64,
 }
 
 #[async_trait]
@@ -645,6 +671,12 @@ impl ChangeApplier for MysqlApplier {
         commit_time_unix_micros: Option<i64>,
     ) -> Result<()> {
         let what = "applying changes on the target";
+        // Tables changed since the cache was filled (an index created, a column added).
+        let altered = self.altered.load(std::sync::atomic::Ordering::SeqCst);
+        if altered != self.cached_under {
+            self.columns = TargetColumns::default();
+            self.cached_under = altered;
+        }
         let mut transaction = self
             .conn
             .start_transaction(TxOpts::default())

@@ -21,9 +21,6 @@ pub(crate) struct TargetColumn {
 #[derive(Default)]
 pub(crate) struct TargetColumns {
     tables: HashMap<String, HashMap<String, TargetColumn>>,
-    /// Per table: its primary key is exactly the given key columns and no other unique index
-    /// exists, so an insert can only ever collide with the row of the same key.
-    key_only_unique: HashMap<String, bool>,
     /// The server refused `LOAD DATA LOCAL` on this session: apply by statements.
     pub(crate) local_load_refused: bool,
 }
@@ -79,13 +76,15 @@ impl TargetColumns {
             .is_some_and(|known| wanted.iter().any(|name| !known.contains_key(*name)))
         {
             self.tables.remove(table);
-            self.key_only_unique.remove(table);
         }
         self.of(conn, database, table).await
     }
 
     /// True when `table`'s primary key is exactly `key` (any order) and it has no other unique
-    /// index: then `INSERT ... ON DUPLICATE KEY UPDATE` can only meet the row of the same key.
+    /// index: then `INSERT ... ON DUPLICATE KEY UPDATE` and `LOAD DATA ... REPLACE` can only
+    /// meet the row of the same key. Read afresh in the caller's transaction every time, after
+    /// a metadata lock on the table is taken (`SELECT ... LIMIT 0`): an index someone adds
+    /// meanwhile cannot appear before the transaction ends, and nothing stale is kept.
     pub(crate) async fn key_is_the_only_unique<Q: Queryable>(
         &mut self,
         conn: &mut Q,
@@ -93,9 +92,12 @@ impl TargetColumns {
         table: &str,
         key: &[&str],
     ) -> Result<bool> {
-        if let Some(known) = self.key_only_unique.get(table) {
-            return Ok(*known);
-        }
+        conn.query_drop(format!(
+            "SELECT 1 FROM {} LIMIT 0",
+            super::ddl::ident(table)
+        ))
+        .await
+        .map_err(|error| classify(error, "locking the target table's definition"))?;
         let rows: Vec<(String, String)> = conn
             .exec(
                 "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0",
@@ -114,7 +116,6 @@ impl TargetColumns {
         let only = !primary.is_empty()
             && primary == wanted
             && rows.iter().all(|(index, _)| index == "PRIMARY");
-        self.key_only_unique.insert(table.to_string(), only);
         Ok(only)
     }
 

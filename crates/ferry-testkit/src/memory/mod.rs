@@ -41,8 +41,11 @@ pub type Fault = Arc<dyn Fn() -> Error + Send + Sync>;
 pub enum Operation {
     /// `ChunkWriter::write`.
     WriteChunk,
-    /// `ChangeApplier::apply`.
+    /// `ChangeApplier::apply`, before anything is applied.
     Apply,
+    /// `ChangeApplier::apply`, after the batch and its checkpoint were stored: the target has
+    /// it, the caller hears of a failure (a commit whose answer was lost).
+    ApplyThenFail,
 }
 
 /// A shared handle: clones see the same database.
@@ -66,6 +69,8 @@ struct State {
     applied_batches: u64,
     /// How often a migration lock was taken here (see `MemorySink`).
     generation: u64,
+    /// How long each chunk write and batch apply takes (a slow target).
+    latency: std::time::Duration,
 }
 
 struct Table {
@@ -349,6 +354,15 @@ impl MemoryDatabase {
             state.faults.remove(index);
         }
         Some(error)
+    }
+
+    /// Makes every chunk write and batch apply take this long.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.lock().latency = latency;
+    }
+
+    fn latency(&self) -> std::time::Duration {
+        self.lock().latency
     }
 
     /// This database as a source.

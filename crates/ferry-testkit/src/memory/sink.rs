@@ -302,6 +302,7 @@ impl ChunkWriter for MemoryChunkWriter {
                 "the memory target loads only ferry's neutral row encoding",
             ));
         }
+        tokio::time::sleep(self.database.latency()).await;
         let mut decoded = Vec::new();
         while let Some(bytes) = rows.next().await {
             let bytes = bytes?;
@@ -447,6 +448,7 @@ impl ChangeApplier for MemoryApplier {
         checkpoint: Position,
         commit_time_unix_micros: Option<i64>,
     ) -> Result<()> {
+        tokio::time::sleep(self.database.latency()).await;
         let mut state = self.database.lock();
         require_lock(&state, self.generation)?;
         if let Some(error) = MemoryDatabase::take_fault(&mut state, Operation::Apply) {
@@ -507,6 +509,9 @@ impl ChangeApplier for MemoryApplier {
             updated_unix_micros: ferry_core::calendar::unix_micros_now(),
         });
         state.applied_batches += 1;
-        Ok(())
+        match MemoryDatabase::take_fault(&mut state, Operation::ApplyThenFail) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 }
