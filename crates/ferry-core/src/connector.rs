@@ -150,12 +150,10 @@ pub trait ChangeStream: Send {
     async fn close(self: Box<Self>) -> Result<()>;
 }
 
-/// A target database.
+/// A target's tables: creating them and the objects that follow the bulk load, reading and
+/// changing their columns, emptying them, and moving sequences forward.
 #[async_trait]
-pub trait Sink: Send + Sync {
-    /// The chunk formats this sink loads directly, best first.
-    fn accepted_formats(&self) -> &[ChunkFormat];
-
+pub trait SchemaTarget: Send + Sync {
     /// The name a source table (as the engine names it) has on this target. The same by
     /// default; a target with one namespace per connection (a MySQL database) keeps only the
     /// table part.
@@ -212,6 +210,17 @@ pub trait Sink: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Moves these sequences forward to at least their source values (never backwards).
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()>;
+}
+
+/// Where a target keeps a migration's state: the lock that makes one process at a time
+/// run it, the stream checkpoint, each table's state and chunk plan, and the failures it rode
+/// out. Each write commits in the transaction of the data it describes where there is such
+/// data ([`ChunkWriter::write`] marks its chunk, [`ChangeApplier::apply`] stores the
+/// checkpoint); the calls here stand alone.
+#[async_trait]
+pub trait StateStore: Send + Sync {
     /// Takes `migration` exclusively on this target for this process: one process at a time may
     /// copy or stream a migration, so a second command with the same name can never rewrite the
     /// stream's table set or the table states under a running one. The sink keeps the lock
@@ -260,13 +269,21 @@ pub trait Sink: Send + Sync {
         message: &str,
     ) -> Result<()>;
 
-    /// The failures [`Sink::record_failure`] stored for `migration`.
+    /// The failures [`StateStore::record_failure`] stored for `migration`.
     async fn recorded_failures(&self, _migration: &str) -> Result<FailureSummary> {
         Ok(FailureSummary::default())
     }
 
     /// Removes a table from the migration's state.
     async fn forget_table(&self, migration: &str, table: &TableName) -> Result<()>;
+}
+
+/// A target database: its tables ([`SchemaTarget`]), its state ([`StateStore`]), and the
+/// writers that load chunks and apply batches.
+#[async_trait]
+pub trait Sink: SchemaTarget + StateStore {
+    /// The chunk formats this sink loads directly, best first.
+    fn accepted_formats(&self) -> &[ChunkFormat];
 
     /// Opens a writer for chunks. Writers run in parallel.
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>>;
@@ -274,9 +291,6 @@ pub trait Sink: Send + Sync {
     /// Opens the applier for the change stream. Its transactions are tagged as written by
     /// `migration` where the database can tell (see [`Source::open_stream`]).
     async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>>;
-
-    /// Moves these sequences forward to at least their source values (never backwards).
-    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()>;
 }
 
 /// Loads chunks.

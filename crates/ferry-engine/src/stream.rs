@@ -76,7 +76,7 @@ pub struct StreamContext<'a> {
     pub sink: &'a dyn Sink,
     pub sequences: &'a [Sequence],
     /// Tables whose indexes or constraints the copied data refused (see
-    /// [`Sink::create_secondary`]): tried again as the stream goes on, until they all exist.
+    /// [`SchemaTarget::create_secondary`](ferry_core::connector::SchemaTarget::create_secondary)): tried again as the stream goes on, until they all exist.
     pub pending_secondary: Vec<TableSchema>,
     /// Set when this run copied tables: the source position after the copy. Until the stream
     /// passes it, rows on the target may be newer than the changes being replayed.

@@ -398,21 +398,13 @@ async fn replace_by_load<Q: Queryable + StatementOutcome>(
     let records = info_count(&info, "Records:");
     let skipped = info_count(&info, "Skipped:").unwrap_or(0);
     if warnings > 0 || skipped > 0 || records != Some(upserts.len() as u64) {
-        let shown: Vec<(String, u32, String)> = conn
-            .query("SHOW WARNINGS LIMIT 5")
-            .await
-            .map_err(|error| classify(error, what))?;
-        let shown: Vec<String> = shown
-            .into_iter()
-            .map(|(level, code, message)| format!("{level} {code}: {message}"))
-            .collect();
+        let shown = load::warnings_shown(conn, what).await?;
         return Err(Error::definite(
             "target.rejected_value",
             format!(
-                "{what}: the server took {} of {} rows ({info}) with {warnings} warnings ({})",
+                "{what}: the server took {} of {} rows ({info}) with {warnings} warnings ({shown})",
                 records.unwrap_or(0),
                 upserts.len(),
-                shown.join("; ")
             ),
         )
         .with_hint("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md)"));

@@ -365,19 +365,11 @@ impl PreparedLoad {
         let sent = self.sent.load(Ordering::Relaxed);
         let (affected, warnings) = (transaction.affected_rows(), transaction.get_warnings());
         if warnings > 0 || affected != sent {
-            let shown: Vec<(String, u32, String)> = transaction
-                .query("SHOW WARNINGS LIMIT 5")
-                .await
-                .map_err(|error| classify(error, &what))?;
-            let shown: Vec<String> = shown
-                .into_iter()
-                .map(|(level, code, message)| format!("{level} {code}: {message}"))
-                .collect();
+            let shown = warnings_shown(transaction, &what).await?;
             return Err(Error::definite(
                 "target.rejected_value",
                 format!(
-                    "{what}: the server took {affected} of {sent} rows with {warnings} warnings ({})",
-                    shown.join("; ")
+                    "{what}: the server took {affected} of {sent} rows with {warnings} warnings ({shown})"
                 ),
             )
             .with_table(table.clone())
@@ -385,6 +377,19 @@ impl PreparedLoad {
         }
         Ok(Loaded::Rows(sent))
     }
+}
+
+/// The first warnings of the last statement, as `Level code: message; ...`.
+pub(crate) async fn warnings_shown<Q: Queryable>(conn: &mut Q, what: &str) -> Result<String> {
+    let shown: Vec<(String, u32, String)> = conn
+        .query("SHOW WARNINGS LIMIT 5")
+        .await
+        .map_err(|error| classify(error, what))?;
+    let shown: Vec<String> = shown
+        .into_iter()
+        .map(|(level, code, message)| format!("{level} {code}: {message}"))
+        .collect();
+    Ok(shown.join("; "))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use ferry_core::change::Batch;
-use ferry_core::connector::{ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, Sink};
+use ferry_core::connector::{
+    ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, SchemaTarget, Sink, StateStore,
+};
 use ferry_core::rows::RowReader;
 use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::state::{Chunk, MigrationState, TableState};
@@ -101,58 +103,9 @@ pub(crate) async fn triggers_on<Q: Queryable>(
 }
 
 #[async_trait]
-impl Sink for MysqlSink {
-    fn accepted_formats(&self) -> &[ChunkFormat] {
-        FORMATS
-    }
-
+impl SchemaTarget for MysqlSink {
     fn stored_name(&self, table: &TableName) -> TableName {
         TableName::new(self.config.database(), table.name.as_str())
-    }
-
-    async fn lock_migration(
-        &self,
-        migration: &str,
-    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-        let mut held = self.migration_lock.lock().await;
-        // Held since an earlier attempt of this process: keep it while its session lives.
-        if let Some((conn, _)) = held.get_mut(migration) {
-            let alive = tokio::time::timeout(std::time::Duration::from_secs(10), conn.ping()).await;
-            if matches!(alive, Ok(Ok(()))) {
-                return Ok(Box::new(()));
-            }
-        }
-        // The session that held it for this process is gone from here; the server may not know
-        // yet. That session, and only it (it holds this very lock), may be ended to take over.
-        let stale = held.remove(migration).map(|(_, id)| id);
-        let mut conn = connect(&self.config, false).await?;
-        let what = "taking the migration lock";
-        // Lock names are at most 64 characters: the migration's name goes in hashed.
-        let name = "CONCAT('ferry.migration.', SHA1(?))";
-        if let Some(id) = stale {
-            let holder: Option<Option<u64>> = conn
-                .exec_first(format!("SELECT IS_USED_LOCK({name})"), (migration,))
-                .await
-                .map_err(|error| classify(error, what))?;
-            if holder.flatten() == Some(id) {
-                let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
-            }
-        }
-        // GET_LOCK waits up to 5 s for a predecessor's connection to close.
-        let locked: Option<i64> = conn
-            .exec_first(format!("SELECT GET_LOCK({name}, 5)"), (migration,))
-            .await
-            .map_err(|error| classify(error, what))?
-            .flatten();
-        if locked != Some(1) {
-            return Err(Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
-                .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
-        }
-        // The lock lives as long as this connection: keep the server from ending it.
-        let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
-        let id = conn.id() as u64;
-        held.insert(migration.to_string(), (conn, id));
-        Ok(Box::new(()))
     }
 
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
@@ -369,6 +322,90 @@ impl Sink for MysqlSink {
             .map_err(|error| classify(error, &format!("emptying {} on the target", table.name)))
     }
 
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
+        // AUTO_INCREMENT moves past every explicit value ferry inserts; only a sequence ahead of
+        // its table's values (numbers handed out, rows not kept) needs setting.
+        let mut conn = self.conn().await?;
+        // ALTER TABLE waits for a metadata lock behind open transactions: briefly, never for
+        // the server's default of a year (a cutover runs this while writes are fenced).
+        let _ = conn.query_drop("SET SESSION lock_wait_timeout = 5").await;
+        for sequence in sequences {
+            let (Some(value), Some((table, _))) = (sequence.last_value, &sequence.owned_by) else {
+                continue;
+            };
+            let next: Option<Option<i64>> = conn
+                .exec_first(
+                    "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (self.config.database(), &table.name),
+                )
+                .await
+                .map_err(|error| classify(error, "reading AUTO_INCREMENT"))?;
+            if let Some(Some(next)) = next {
+                if next <= value {
+                    if let Err(error) = conn
+                        .query_drop(format!(
+                            "ALTER TABLE {} AUTO_INCREMENT = {}",
+                            ident(&table.name),
+                            value + 1
+                        ))
+                        .await
+                    {
+                        warn!(table = %table, error = %classify(error, "moving AUTO_INCREMENT"), "could not move AUTO_INCREMENT forward on the target");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for MysqlSink {
+    async fn lock_migration(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut held = self.migration_lock.lock().await;
+        // Held since an earlier attempt of this process: keep it while its session lives.
+        if let Some((conn, _)) = held.get_mut(migration) {
+            let alive = tokio::time::timeout(std::time::Duration::from_secs(10), conn.ping()).await;
+            if matches!(alive, Ok(Ok(()))) {
+                return Ok(Box::new(()));
+            }
+        }
+        // The session that held it for this process is gone from here; the server may not know
+        // yet. That session, and only it (it holds this very lock), may be ended to take over.
+        let stale = held.remove(migration).map(|(_, id)| id);
+        let mut conn = connect(&self.config, false).await?;
+        let what = "taking the migration lock";
+        // Lock names are at most 64 characters: the migration's name goes in hashed.
+        let name = "CONCAT('ferry.migration.', SHA1(?))";
+        if let Some(id) = stale {
+            let holder: Option<Option<u64>> = conn
+                .exec_first(format!("SELECT IS_USED_LOCK({name})"), (migration,))
+                .await
+                .map_err(|error| classify(error, what))?;
+            if holder.flatten() == Some(id) {
+                let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+            }
+        }
+        // GET_LOCK waits up to 5 s for a predecessor's connection to close.
+        let locked: Option<i64> = conn
+            .exec_first(format!("SELECT GET_LOCK({name}, 5)"), (migration,))
+            .await
+            .map_err(|error| classify(error, what))?
+            .flatten();
+        if locked != Some(1) {
+            return Err(Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
+                .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
+        }
+        // The lock lives as long as this connection: keep the server from ending it.
+        let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
+        let id = conn.id() as u64;
+        held.insert(migration.to_string(), (conn, id));
+        Ok(Box::new(()))
+    }
+
     async fn save_copy_end(&self, migration: &str, position: Position) -> Result<()> {
         let mut conn = self.conn().await?;
         state::save_copy_end(&mut conn, migration, position).await
@@ -462,6 +499,13 @@ impl Sink for MysqlSink {
         let mut conn = self.conn().await?;
         state::forget_table(&mut conn, migration, table).await
     }
+}
+
+#[async_trait]
+impl Sink for MysqlSink {
+    fn accepted_formats(&self) -> &[ChunkFormat] {
+        FORMATS
+    }
 
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(MysqlChunkWriter {
@@ -482,42 +526,6 @@ impl Sink for MysqlSink {
             altered: self.altered.clone(),
             cached_under: self.altered.load(std::sync::atomic::Ordering::SeqCst),
         }))
-    }
-
-    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
-        // AUTO_INCREMENT moves past every explicit value ferry inserts; only a sequence ahead of
-        // its table's values (numbers handed out, rows not kept) needs setting.
-        let mut conn = self.conn().await?;
-        // ALTER TABLE waits for a metadata lock behind open transactions: briefly, never for
-        // the server's default of a year (a cutover runs this while writes are fenced).
-        let _ = conn.query_drop("SET SESSION lock_wait_timeout = 5").await;
-        for sequence in sequences {
-            let (Some(value), Some((table, _))) = (sequence.last_value, &sequence.owned_by) else {
-                continue;
-            };
-            let next: Option<Option<i64>> = conn
-                .exec_first(
-                    "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (self.config.database(), &table.name),
-                )
-                .await
-                .map_err(|error| classify(error, "reading AUTO_INCREMENT"))?;
-            if let Some(Some(next)) = next {
-                if next <= value {
-                    if let Err(error) = conn
-                        .query_drop(format!(
-                            "ALTER TABLE {} AUTO_INCREMENT = {}",
-                            ident(&table.name),
-                            value + 1
-                        ))
-                        .await
-                    {
-                        warn!(table = %table, error = %classify(error, "moving AUTO_INCREMENT"), "could not move AUTO_INCREMENT forward on the target");
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! `COPY ... FROM STDIN`, and sequences.
 
 use async_trait::async_trait;
-use ferry_core::connector::{ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, Sink};
+use ferry_core::connector::{
+    ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, SchemaTarget, Sink, StateStore,
+};
 use ferry_core::schema::{Catalog, SecondaryKind, Sequence};
 use ferry_core::state::{Chunk, MigrationState, TableState};
 use ferry_core::{failpoint, Position, Result, TableName, TableSchema};
@@ -51,11 +53,7 @@ const FORMATS: &[ChunkFormat] = &[
 ];
 
 #[async_trait]
-impl Sink for PostgresSink {
-    fn accepted_formats(&self) -> &[ChunkFormat] {
-        FORMATS
-    }
-
+impl SchemaTarget for PostgresSink {
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
         let translated = super::translate::catalog(catalog)?;
         let catalog = &translated;
@@ -140,72 +138,6 @@ impl Sink for PostgresSink {
             }
         }
         Ok(())
-    }
-
-    async fn lock_migration(
-        &self,
-        migration: &str,
-    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
-        let mut held = self.migration_lock.lock().await;
-        // Held since an earlier attempt of this process: keep it while its session lives.
-        if let Some((client, _, _)) = held.get(migration) {
-            let alive = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                client.simple_query("SELECT 1"),
-            )
-            .await;
-            if matches!(alive, Ok(Ok(_))) {
-                return Ok(Box::new(()));
-            }
-        }
-        // The session that held it for this process is gone from here (a cut connection); the
-        // server may not know yet. That session, and only it, may be ended to take the lock over.
-        let stale = held
-            .remove(migration)
-            .map(|(_, pid, started)| (pid, started));
-        let client = self.client().await?;
-        let what = "taking the migration lock";
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended('ferry.migration.' || $1, 0))",
-                    &[&migration],
-                )
-                .await
-                .map_err(|error| classify(error, what))?
-                .get(0);
-            if locked {
-                break;
-            }
-            if let Some((pid, started)) = stale {
-                let _ = client
-                    .query(
-                        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
-                         WHERE a.pid = $1 AND extract(epoch FROM a.backend_start)::float8 = $2
-                           AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
-                        &[&pid, &started],
-                    )
-                    .await;
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(ferry_core::Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
-                    .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        // The session lock lives as long as this connection: keep the server from ending it.
-        let _ = client.batch_execute("SET idle_session_timeout = 0").await;
-        let session = client
-            .query_one(
-                "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await
-            .map_err(|error| classify(error, what))?;
-        let (pid, started): (i32, f64) = (session.get(0), session.get(1));
-        held.insert(migration.to_string(), (client, pid, started));
-        Ok(Box::new(()))
     }
 
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>> {
@@ -442,6 +374,111 @@ impl Sink for PostgresSink {
         }
     }
 
+    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
+        let client = self.client().await?;
+        for sequence in sequences {
+            let Some(value) = sequence.last_value else {
+                continue;
+            };
+            // A sequence that belongs to a column is found through it (another engine, or the
+            // reverse direction, may name it otherwise); any other one by its name.
+            let result = match &sequence.owned_by {
+                Some((table, column)) => {
+                    client
+                        .query(
+                            "SELECT setval(owned, $4, true) FROM (SELECT pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), $3)::regclass AS owned
+                               WHERE to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL) found
+                             WHERE owned IS NOT NULL AND (pg_sequence_last_value(owned) IS NULL OR pg_sequence_last_value(owned) < $4)",
+                            &[&table.schema, &table.name, column, &value],
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .query(
+                            "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, $3, true) FROM pg_sequences
+                             WHERE schemaname = $1 AND sequencename = $2 AND (last_value IS NULL OR last_value < $3)",
+                            &[&sequence.name.schema, &sequence.name.name, &value],
+                        )
+                        .await
+                }
+            };
+            if let Err(error) = result {
+                warn!(sequence = %sequence.name, error = %classify(error, "setting a sequence"), "could not set a sequence on the target");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for PostgresSink {
+    async fn lock_migration(
+        &self,
+        migration: &str,
+    ) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut held = self.migration_lock.lock().await;
+        // Held since an earlier attempt of this process: keep it while its session lives.
+        if let Some((client, _, _)) = held.get(migration) {
+            let alive = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                client.simple_query("SELECT 1"),
+            )
+            .await;
+            if matches!(alive, Ok(Ok(_))) {
+                return Ok(Box::new(()));
+            }
+        }
+        // The session that held it for this process is gone from here (a cut connection); the
+        // server may not know yet. That session, and only it, may be ended to take the lock over.
+        let stale = held
+            .remove(migration)
+            .map(|(_, pid, started)| (pid, started));
+        let client = self.client().await?;
+        let what = "taking the migration lock";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('ferry.migration.' || $1, 0))",
+                    &[&migration],
+                )
+                .await
+                .map_err(|error| classify(error, what))?
+                .get(0);
+            if locked {
+                break;
+            }
+            if let Some((pid, started)) = stale {
+                let _ = client
+                    .query(
+                        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                         WHERE a.pid = $1 AND extract(epoch FROM a.backend_start)::float8 = $2
+                           AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
+                        &[&pid, &started],
+                    )
+                    .await;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ferry_core::Error::operator("migration.busy", format!("another ferry process is copying or streaming migration '{migration}' on this target"))
+                    .with_hint("stop that process first, or give this command another --name; two processes on one migration would rewrite each other's stream and tables"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // The session lock lives as long as this connection: keep the server from ending it.
+        let _ = client.batch_execute("SET idle_session_timeout = 0").await;
+        let session = client
+            .query_one(
+                "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+        let (pid, started): (i32, f64) = (session.get(0), session.get(1));
+        held.insert(migration.to_string(), (client, pid, started));
+        Ok(Box::new(()))
+    }
+
     async fn save_copy_end(&self, migration: &str, position: Position) -> Result<()> {
         state::save_copy_end(&self.client().await?, migration, position).await
     }
@@ -556,6 +593,13 @@ impl Sink for PostgresSink {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn accepted_formats(&self) -> &[ChunkFormat] {
+        FORMATS
+    }
 
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(PostgresChunkWriter {
@@ -568,42 +612,6 @@ impl Sink for PostgresSink {
         Ok(Box::new(
             PostgresApplier::open(self.client().await?, migration, self.altered.clone()).await?,
         ))
-    }
-
-    async fn set_sequences(&self, sequences: &[Sequence]) -> Result<()> {
-        let client = self.client().await?;
-        for sequence in sequences {
-            let Some(value) = sequence.last_value else {
-                continue;
-            };
-            // A sequence that belongs to a column is found through it (another engine, or the
-            // reverse direction, may name it otherwise); any other one by its name.
-            let result = match &sequence.owned_by {
-                Some((table, column)) => {
-                    client
-                        .query(
-                            "SELECT setval(owned, $4, true) FROM (SELECT pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), $3)::regclass AS owned
-                               WHERE to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL) found
-                             WHERE owned IS NOT NULL AND (pg_sequence_last_value(owned) IS NULL OR pg_sequence_last_value(owned) < $4)",
-                            &[&table.schema, &table.name, column, &value],
-                        )
-                        .await
-                }
-                None => {
-                    client
-                        .query(
-                            "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, $3, true) FROM pg_sequences
-                             WHERE schemaname = $1 AND sequencename = $2 AND (last_value IS NULL OR last_value < $3)",
-                            &[&sequence.name.schema, &sequence.name.name, &value],
-                        )
-                        .await
-                }
-            };
-            if let Err(error) = result {
-                warn!(sequence = %sequence.name, error = %classify(error, "setting a sequence"), "could not set a sequence on the target");
-            }
-        }
-        Ok(())
     }
 }
 

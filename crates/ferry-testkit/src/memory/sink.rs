@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferry_core::change::{Batch, Relation, Segment, TableChanges};
-use ferry_core::connector::{ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, Sink};
+use ferry_core::connector::{
+    ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, SchemaTarget, Sink, StateStore,
+};
 use ferry_core::rows::RowReader;
 use ferry_core::schema::{Catalog, Sequence, TableName, TableSchema};
 use ferry_core::state::{
@@ -73,11 +75,7 @@ fn progress_of<'a>(
 }
 
 #[async_trait]
-impl Sink for MemorySink {
-    fn accepted_formats(&self) -> &[ChunkFormat] {
-        &[ChunkFormat::Rows]
-    }
-
+impl SchemaTarget for MemorySink {
     async fn create_tables(&self, catalog: &Catalog) -> Result<()> {
         let mut state = self.database.lock();
         for table in &catalog.tables {
@@ -140,6 +138,13 @@ impl Sink for MemorySink {
         ))
     }
 
+    async fn set_sequences(&self, _sequences: &[Sequence]) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemorySink {
     async fn lock_migration(
         &self,
         _migration: &str,
@@ -258,6 +263,13 @@ impl Sink for MemorySink {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    fn accepted_formats(&self) -> &[ChunkFormat] {
+        &[ChunkFormat::Rows]
+    }
 
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(MemoryChunkWriter {
@@ -273,10 +285,6 @@ impl Sink for MemorySink {
             migration: migration.to_string(),
             generation: self.generation.load(Ordering::SeqCst),
         }))
-    }
-
-    async fn set_sequences(&self, _sequences: &[Sequence]) -> Result<()> {
-        Ok(())
     }
 }
 
