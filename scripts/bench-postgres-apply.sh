@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Change apply, PostgreSQL to PostgreSQL: ferry next to PostgreSQL's own logical replication
+# (a subscription) of the same source, each catching up on the same backlog, one after the
+# other on the same machine.
+#   1. one UPDATE of every row of pgbench_accounts in one transaction;
+#   2. pgbench's simple-update workload (4 clients) for PGBENCH_SECONDS.
+#
+#   scripts/bench-postgres-apply.sh [SCALE] [PGBENCH_SECONDS]     (defaults: 10 -> 1M rows, 20 s)
+#
+# Each backlog is written while ferry and the subscription are stopped, then a marker row is
+# written; the time runs from starting one of them until the marker is visible on its side.
+# The accounts are compared (md5 of every row) on all three servers after each step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE="${1:-10}"
+PGBENCH_SECONDS="${2:-20}"
+FERRY="${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}"
+[ -x "$FERRY" ] || cargo build --release -p ferry
+source scripts/lib/servers.sh
+source scripts/lib/measure.sh
+RP=$(free_port); start_server replica "$RP"
+trap 'as_pg "$PGBIN/pg_ctl" -D "$WORK/replica/data" -m immediate stop >/dev/null 2>&1 || true; stop_servers' EXIT
+psql_r() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$RP" -U postgres "$@"; }
+# A re-enabled subscription whose slot is still held retries after wal_retrieve_retry_interval
+# (5 s by default): short here, so the native side is not timed waiting.
+psql_r -d postgres -c "ALTER SYSTEM SET wal_retrieve_retry_interval = '100ms'" -c "SELECT pg_reload_conf()" >/dev/null
+
+echo "== pgbench scale $SCALE on the source"
+psql_s -d postgres -c "CREATE DATABASE bench"
+pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p "$SP" -U postgres bench >/dev/null 2>&1
+psql_s -d bench -c "CREATE TABLE marker (id integer PRIMARY KEY, value bigint NOT NULL); INSERT INTO marker VALUES (1, 0)"
+SRC="postgres://postgres@127.0.0.1:$SP/bench"
+TGT="postgres://postgres@127.0.0.1:$TP/bench"
+TABLES="public.pgbench_accounts,public.marker"
+
+# The native subscription: same tables, copied by PostgreSQL itself first.
+psql_r -d postgres -c "CREATE DATABASE bench"
+pg_dump -h 127.0.0.1 -p "$SP" -U postgres -s -t pgbench_accounts -t marker bench | psql_r -d bench >/dev/null
+psql_s -d bench -c "CREATE PUBLICATION native FOR TABLE pgbench_accounts, marker"
+psql_r -d bench -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$SP user=postgres dbname=bench' PUBLICATION native"
+psql_t -d postgres -c "CREATE DATABASE bench"
+"$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
+RUN=$!
+
+marker_on() { # PSQL_FUNCTION -> the marker value it sees (empty when not there yet)
+  "$1" -d bench -Atc "SELECT value FROM marker WHERE id = 1" 2>/dev/null || true
+}
+wait_marker() { # PSQL_FUNCTION VALUE
+  until [ "$(marker_on "$1")" = "$2" ]; do sleep 0.05; done
+}
+MARK=0
+next_marker() { MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK WHERE id = 1"; }
+
+next_marker
+wait_marker psql_t "$MARK"
+wait_marker psql_r "$MARK"
+kill -TERM "$RUN"; wait "$RUN" || true
+disable_native() {
+  psql_r -d bench -c "ALTER SUBSCRIPTION native DISABLE"
+  # Until the source's walsender let the slot go: the next start finds it free.
+  until [ "$(psql_s -d bench -Atc "SELECT active FROM pg_replication_slots WHERE slot_name = 'native'")" = f ]; do sleep 0.05; done
+}
+disable_native
+
+accounts_md5() { "$1" -d bench -Atc "SELECT md5(string_agg(t::text, '' ORDER BY aid)) FROM pgbench_accounts t"; }
+
+# Runs ferry, then the subscription, over the backlog just written; checks the three tables.
+catch_up() { # LABEL
+  next_marker
+  local start; start=$(now)
+  "$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name apply >>"$WORK/run.log" 2>&1 &
+  RUN=$!
+  wait_marker psql_t "$MARK"
+  local done_at; done_at=$(now)
+  RESULT[$1_ferry_cpu]=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")
+  kill -TERM "$RUN"; wait "$RUN" || true
+  RESULT[$1_ferry]=$(elapsed "$start" "$done_at")
+  start=$(now)
+  psql_r -d bench -c "ALTER SUBSCRIPTION native ENABLE"
+  wait_marker psql_r "$MARK"
+  done_at=$(now)
+  disable_native
+  RESULT[$1_native]=$(elapsed "$start" "$done_at")
+  local sum; sum=$(accounts_md5 psql_s)
+  [ "$sum" = "$(accounts_md5 psql_t)" ] || { echo "ferry's table differs" >&2; exit 1; }
+  [ "$sum" = "$(accounts_md5 psql_r)" ] || { echo "the subscriber's table differs" >&2; exit 1; }
+  echo "   ferry ${RESULT[$1_ferry]} s (${RESULT[$1_ferry_cpu]} s of CPU in ferry), native subscription ${RESULT[$1_native]} s"
+}
+
+ROWS=$(psql_s -d bench -Atc "SELECT count(*) FROM pgbench_accounts")
+echo "== one UPDATE of $ROWS rows in one transaction"
+psql_s -d bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1"
+catch_up big
+
+echo "== pgbench simple-update, 4 clients, $PGBENCH_SECONDS s"
+pgbench -n -b simple-update -c 4 -j 2 -T "$PGBENCH_SECONDS" -h 127.0.0.1 -p "$SP" -U postgres bench 2>/dev/null | grep -E '^number of transactions actually processed' || true
+catch_up mixed
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo
+echo "| backlog (PostgreSQL to PostgreSQL, pgbench scale $SCALE) | ferry (CPU in ferry) | native subscription | ferry / native |"
+echo "|---|---|---|---|"
+echo "| one UPDATE of $ROWS rows, one transaction | ${RESULT[big_ferry]} s (${RESULT[big_ferry_cpu]} s) | ${RESULT[big_native]} s | $(ratio "${RESULT[big_ferry]}" "${RESULT[big_native]}")x |"
+echo "| pgbench simple-update, 4 clients, $PGBENCH_SECONDS s | ${RESULT[mixed_ferry]} s (${RESULT[mixed_ferry_cpu]} s) | ${RESULT[mixed_native]} s | $(ratio "${RESULT[mixed_ferry]}" "${RESULT[mixed_native]}")x |"
