@@ -176,6 +176,11 @@ pub(crate) fn push_field(value: &Plain<'_>, kind: &Kind, output: &mut Vec<u8>) -
         (_, Plain::Null) => output.extend_from_slice(b"\\N"),
         // Binary columns take hex through UNHEX: the same bytes an INSERT literal stores.
         (Kind::Binary { .. } | Kind::Spatial, Plain::Bytes(bytes)) => push_hex(bytes, output),
+        // Anything else would go through UNHEX as text and could arrive as NULL: refused, as
+        // the INSERT literal's server would refuse it.
+        (Kind::Spatial, _) => {
+            return unrepresentable("a value that is not a geometry in a spatial column")
+        }
         (Kind::Binary { .. }, Plain::Text(text)) => push_hex(text.as_bytes(), output),
         (Kind::Binary { .. }, Plain::Number(number)) => push_hex(number.as_bytes(), output),
         (Kind::Binary { .. }, Plain::Bits(bits)) => push_hex(&bits_to_bytes(bits), output),
@@ -411,6 +416,20 @@ mod tests {
         let mut output = Vec::new();
         push_field(&value, kind, &mut output)?;
         Ok(String::from_utf8(output).unwrap())
+    }
+
+    #[test]
+    fn a_spatial_column_takes_geometry_bytes_only() {
+        assert_eq!(
+            field_for(Plain::Bytes(vec![1, 255].into()), &Kind::Spatial).unwrap(),
+            "01FF"
+        );
+        for value in [Plain::Text("POINT(1 2)"), Plain::Number("7".into())] {
+            assert_eq!(
+                field_for(value, &Kind::Spatial).unwrap_err().code(),
+                "target.unrepresentable_value"
+            );
+        }
     }
 
     #[test]
