@@ -51,6 +51,10 @@ wait_marker() { # PSQL_FUNCTION VALUE
 MARK=0
 next_marker() { MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK WHERE id = 1"; }
 
+# Both tables copied (a marker alone could arrive by the copy of its table), then a marker
+# that only the stream can bring.
+until [ "$(psql_t -d bench -Atc "SELECT count(*) FROM _ferry.table_state WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null || true)" = 2 ]; do sleep 0.2; done
+until [ "$(psql_r -d bench -Atc "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")" = 0 ]; do sleep 0.2; done
 next_marker
 wait_marker psql_t "$MARK"
 wait_marker psql_r "$MARK"
