@@ -13,7 +13,7 @@
 //! Many full images of such a table (a large transaction) go in by `LOAD DATA LOCAL ...
 //! REPLACE` instead, which the server parses far more cheaply than multi-row statements: the
 //! lines are registered in memory under a name of their own and served when the server asks
-//! (`load::register`). LOCAL turns a refused value into a warning, so the load counts only when
+//! (`infile::register`). LOCAL turns a refused value into a warning, so the load counts only when
 //! the server reports every line read, none skipped and no warning; anything else fails the
 //! table's changes like a refused statement would (the transaction is rolled back). A server
 //! that refuses LOCAL gets the statements for the rest of the session.
@@ -385,7 +385,7 @@ async fn replace_by_load<Q: Queryable + StatementOutcome>(
         }
         lines.push(b'\n');
     }
-    let file = load::register(lines);
+    let file = super::infile::register(lines);
     let statement = load::statement_from(file.name(), table, &names, &kinds, true);
     match conn.query_drop(statement).await {
         Err(mysql_async::Error::Server(server)) if load::LOCAL_REFUSED.contains(&server.code) => {

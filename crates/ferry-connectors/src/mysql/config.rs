@@ -264,7 +264,7 @@ impl MysqlConfig {
             .stmt_cache_size(64)
             .wait_timeout(Some(28_800))
             .setup(session_setup())
-            .local_infile_handler(Some(super::load::serve_registered))
+            .local_infile_handler(Some(super::infile::serve_registered))
             .ssl_opts(if plain { None } else { self.tls.ssl_opts() });
         builder.into()
     }
