@@ -20,7 +20,10 @@
 //!
 //! One relay per log: the writer connection holds an advisory lock for as long as it lives,
 //! and takes it again (or fails with `relay.log_in_use`) whenever it reconnects; every write
-//! goes through it.
+//! goes through it. The lock ends with the writer's server session, which may happen before
+//! this process notices (a killed backend, a restart): the query that hands messages out for
+//! delivery checks that the writer's session still holds it, and when it does not, the writer
+//! reconnects and takes it back or fails, so two relays never deliver from one log.
 //!
 //! Deduplication by id looks at pending messages and at those finished in the last
 //! [`DEDUPLICATION_WINDOW_MS`]: a source read again after a crash repeats only what came after
@@ -81,6 +84,9 @@ struct Inner {
     /// The writer reconnected and could not take the lock back: another relay may hold the
     /// log, so nothing is handed out for delivery until the lock is ours again.
     lock_lost: std::sync::atomic::AtomicBool,
+    /// The server process of the writer session that holds the lock (0: none yet). The lock
+    /// ends with that session, possibly before the client notices.
+    writer_pid: std::sync::atomic::AtomicI32,
 }
 
 /// A connection and the statements prepared on it (the hot ones are prepared once: a
@@ -187,6 +193,7 @@ impl PostgresLog {
                 buckets: Default::default(),
                 days: Default::default(),
                 lock_lost: Default::default(),
+                writer_pid: Default::default(),
             }),
         };
         let mut writer = log.writer().await?;
@@ -355,11 +362,17 @@ impl PostgresLog {
         if slot.as_ref().is_none_or(|client| client.is_closed()) {
             *slot = None;
             let client = (self.inner.connect)().await?;
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&self.inner.lock_key])
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                    &[&self.inner.lock_key],
+                )
                 .await
-                .map_err(storage_error)?
-                .get(0);
+                .map_err(storage_error)?;
+            let locked: bool = row.get(0);
+            self.inner
+                .writer_pid
+                .store(row.get(1), std::sync::atomic::Ordering::SeqCst);
             self.inner
                 .lock_lost
                 .store(!locked, std::sync::atomic::Ordering::SeqCst);
@@ -635,6 +648,13 @@ impl PostgresLog {
         let s = &self.inner.schema;
         let failed = self.bucket(route, "failed");
         let undelivered = undelivered_earlier("m.route", "m.topic", "$4");
+        // The lock ends with the writer's session (a restart, a killed backend), maybe before
+        // this process notices: then another relay may hold the log and deliver from it.
+        // Nothing is handed out unless the writer's session still holds the lock (checked in
+        // the same statement, once per query).
+        let held = |parameter: &str| {
+            format!("EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = {parameter})")
+        };
         let sql = match ordering {
             // As in the SQLite log: held back by an earlier undelivered message of either
             // key, by an earlier pending table-wide change of the topic, and a table-wide
@@ -643,6 +663,7 @@ impl PostgresLog {
                 "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start
                  FROM {s}.messages_open m
                  WHERE route = $1 AND status = 'pending' AND front AND next_attempt_at <= $2
+                   AND {held}
                    AND (m.old_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM {s}.messages earlier
                        WHERE {undelivered} AND earlier.message_key = m.old_key AND earlier.seq < m.seq))
@@ -658,31 +679,59 @@ impl PostgresLog {
                        SELECT 1 FROM {s}.messages_open earlier
                        WHERE earlier.route = m.route AND earlier.status = 'pending' AND earlier.seq < m.seq
                          AND earlier.topic = m.topic AND NOT earlier.undeliverable))
-                 ORDER BY seq LIMIT $3"
+                 ORDER BY seq LIMIT $3",
+                held = held("$5")
             ),
             Ordering::None => format!(
                 "SELECT seq, id, topic, partition_number, offset_number, payload, attempts - budget_start
                  FROM {s}.messages_open
                  WHERE route = $1 AND status = 'pending' AND next_attempt_at <= $2
-                 ORDER BY seq LIMIT $3"
+                   AND {held}
+                 ORDER BY seq LIMIT $3",
+                held = held("$4")
             ),
         };
         let mut dispatcher = self.dispatcher().await?;
+        let writer_pid = self
+            .inner
+            .writer_pid
+            .load(std::sync::atomic::Ordering::SeqCst);
         let statement = dispatcher.prepared(&sql).await?;
         let limit = limit as i64;
         let rows = match ordering {
             Ordering::Key => {
                 dispatcher
-                    .query(&statement, &[&route, &now_ms, &limit, &failed])
+                    .query(&statement, &[&route, &now_ms, &limit, &failed, &writer_pid])
                     .await
             }
             Ordering::None => {
                 dispatcher
-                    .query(&statement, &[&route, &now_ms, &limit])
+                    .query(&statement, &[&route, &now_ms, &limit, &writer_pid])
                     .await
             }
         }
         .map_err(storage_error)?;
+        if rows.is_empty() {
+            // Nothing due, or the lock is gone: which one?
+            let holds = dispatcher
+                .prepared(&format!("SELECT {}", held("$1")))
+                .await?;
+            let still_held: bool = dispatcher
+                .query_one(&holds, &[&writer_pid])
+                .await
+                .map_err(storage_error)?
+                .get(0);
+            if !still_held {
+                drop(dispatcher);
+                self.inner
+                    .lock_lost
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                // A new session takes the lock back, or says the log is in use.
+                *self.inner.writer.lock().await = None;
+                drop(self.writer().await?);
+            }
+            return Ok(Vec::new());
+        }
         Ok(rows
             .iter()
             .map(|row| DueMessage {

@@ -231,3 +231,54 @@ async fn postgres_log_speed() {
 fn delivered_outcome(seq: i64) -> Outcome {
     delivered(seq, ferry_core::calendar::unix_millis_now())
 }
+
+/// A relay whose log session ended (a server restart, a killed backend) has lost the log's
+/// lock: once another relay took it, the first must hand out nothing more, or both would
+/// deliver the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it() {
+    let (url, connect) = log_database("log_lock_lost").await;
+    let routes = ["orders".to_string()];
+    let first = DeliveryLog::open_postgres(connect.clone(), "test-relay", &routes)
+        .await
+        .unwrap();
+    let now = ferry_core::calendar::unix_millis_now();
+    first
+        .ingest(
+            vec![message("m1", "a", now), message("m2", "b", now)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    // The session holding the advisory lock ends.
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "one session held the log's lock");
+    let second = wait_for_open(connect.clone(), &routes).await;
+    let handed = first.due("orders", Ordering::Key, now, 10).await;
+    assert_eq!(
+        handed.as_ref().err().map(|error| error.code()),
+        Some("relay.log_in_use"),
+        "the first relay handed out {:?}",
+        handed.as_ref().map(|due| due.len())
+    );
+    assert_eq!(
+        second
+            .due("orders", Ordering::Key, now, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
