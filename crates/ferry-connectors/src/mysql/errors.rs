@@ -7,7 +7,19 @@ use ferry_core::{Error, ErrorClass};
 pub(crate) fn classify(error: mysql_async::Error, what: &str) -> Error {
     match error {
         mysql_async::Error::Server(server) => {
-            let (class, code, hint) = class_of(server.code);
+            // Another reader with this replica server id: MariaDB says 4052, MySQL 1236 with
+            // these words (1236 otherwise means a purged log).
+            let same_replica = server.code == 4052
+                || server.code == 1236 && server.message.contains("same server_uuid/server_id");
+            let (class, code, hint) = if same_replica {
+                (
+                    ErrorClass::Operator,
+                    "source.stream_in_use",
+                    Some(STREAM_IN_USE_HINT),
+                )
+            } else {
+                class_of(server.code)
+            };
             let mut result = Error::new(
                 class,
                 code,
@@ -37,6 +49,8 @@ pub(crate) fn classify(error: mysql_async::Error, what: &str) -> Error {
         other => Error::definite("mysql.error", format!("{what}: {other}")),
     }
 }
+
+const STREAM_IN_USE_HINT: &str = "another process reads the binary log with this migration's replica server id: another ferry streams the same migration; stop it first, or give this one another --name";
 
 /// Class, stable code and a hint for a server error number.
 fn class_of(number: u16) -> (ErrorClass, &'static str, Option<&'static str>) {

@@ -50,6 +50,10 @@ pub struct MysqlSink {
 
 const FORMATS: &[ChunkFormat] = &[ChunkFormat::Rows];
 
+/// The named lock of a migration (names are at most 64 characters: the migration's name goes
+/// in hashed), with `?` for the migration.
+const MIGRATION_LOCK: &str = "CONCAT('ferry.migration.', SHA1(?))";
+
 /// Statements are cut at about this size (servers accept 16 MiB or more by default).
 const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
 
@@ -378,8 +382,7 @@ impl StateStore for MysqlSink {
         let stale = held.remove(migration).map(|(_, id)| id);
         let mut conn = connect(&self.config, false).await?;
         let what = "taking the migration lock";
-        // Lock names are at most 64 characters: the migration's name goes in hashed.
-        let name = "CONCAT('ferry.migration.', SHA1(?))";
+        let name = MIGRATION_LOCK;
         if let Some(id) = stale {
             let holder: Option<Option<u64>> = conn
                 .exec_first(format!("SELECT IS_USED_LOCK({name})"), (migration,))
@@ -518,10 +521,17 @@ impl Sink for MysqlSink {
     }
 
     async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>> {
+        let lock_holder = self
+            .migration_lock
+            .lock()
+            .await
+            .get(migration)
+            .map(|(_, id)| *id);
         Ok(Box::new(MysqlApplier {
             conn: self.conn().await?,
             migration: migration.to_string(),
             database: self.config.database().to_string(),
+            lock_holder,
             columns: TargetColumns::default(),
             altered: self.altered.clone(),
             cached_under: self.altered.load(std::sync::atomic::Ordering::SeqCst),
@@ -664,6 +674,9 @@ pub(super) struct MysqlApplier {
     conn: Conn,
     migration: String,
     database: String,
+    /// The connection holding the migration lock, when this process holds it: a batch
+    /// commits only while that connection still holds it.
+    lock_holder: Option<u64>,
     columns: TargetColumns,
     /// The sink's count of table changes, and the value `columns` was filled under.
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -709,6 +722,25 @@ impl ChangeApplier for MysqlApplier {
                 Some(reason),
             )
             .await?;
+        }
+        // The lock's connection may have ended (killed) while this one lives on: then another
+        // process may hold the migration and apply too, and two streams interleaving their
+        // batches could put older values over newer ones. Committed only while held.
+        if let Some(holder) = self.lock_holder {
+            let current: Option<Option<u64>> = transaction
+                .exec_first(
+                    format!("SELECT IS_USED_LOCK({MIGRATION_LOCK})"),
+                    (&self.migration,),
+                )
+                .await
+                .map_err(|error| classify(error, what))?;
+            if current.flatten() != Some(holder) {
+                return Err(Error::transient(
+                    "migration.lock_lost",
+                    "the connection holding this migration's lock on the target ended",
+                )
+                .with_hint("ferry takes the lock again, or stops with migration.busy if another process took it"));
+            }
         }
         failpoint::hit("apply.before_commit");
         transaction

@@ -43,6 +43,9 @@ pub(super) struct PostgresApplier {
     /// The sink's count of column changes, and the value the cache was filled under.
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cached_under: u64,
+    /// The server process of the session holding the migration lock, when this process holds
+    /// it: a batch commits only while that session still holds it.
+    lock_holder: Option<i32>,
 }
 
 impl PostgresApplier {
@@ -50,6 +53,7 @@ impl PostgresApplier {
         client: Client,
         migration: &str,
         altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        lock_holder: Option<i32>,
     ) -> Result<PostgresApplier> {
         let replica_role = match client
             .batch_execute("SET session_replication_role = replica")
@@ -71,6 +75,7 @@ impl PostgresApplier {
             },
             cached_under: altered.load(std::sync::atomic::Ordering::SeqCst),
             altered,
+            lock_holder,
         })
     }
 }
@@ -195,6 +200,29 @@ impl ChangeApplier for PostgresApplier {
         state::touch_tables(&transaction, &self.migration, &changed).await?;
         for (table, reason) in &batch.failed_tables {
             state::set_table_failed(&transaction, &self.migration, table, reason).await?;
+        }
+        // The lock's session may have ended (a killed backend) while this one lives on: then
+        // another process may hold the migration and apply too, and two streams interleaving
+        // their batches could put older values over newer ones. Committed only while held.
+        if let Some(holder) = self.lock_holder {
+            let held = prepare(
+                &transaction,
+                &mut self.cache,
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)",
+            )
+            .await?;
+            let held: bool = transaction
+                .query_one(&held, &[&holder])
+                .await
+                .map_err(|error| classify(error, what))?
+                .get(0);
+            if !held {
+                return Err(Error::transient(
+                    "migration.lock_lost",
+                    "the session holding this migration's lock on the target ended",
+                )
+                .with_hint("ferry takes the lock again, or stops with migration.busy if another process took it"));
+            }
         }
         state::save_checkpoint(
             &transaction,

@@ -609,8 +609,20 @@ impl Sink for PostgresSink {
     }
 
     async fn open_applier(&self, migration: &str) -> Result<Box<dyn ChangeApplier>> {
+        let lock_holder = self
+            .migration_lock
+            .lock()
+            .await
+            .get(migration)
+            .map(|(_, pid, _)| *pid);
         Ok(Box::new(
-            PostgresApplier::open(self.client().await?, migration, self.altered.clone()).await?,
+            PostgresApplier::open(
+                self.client().await?,
+                migration,
+                self.altered.clone(),
+                lock_holder,
+            )
+            .await?,
         ))
     }
 }

@@ -3,6 +3,9 @@
 //! a migration's table set without being told to.
 
 use std::process::Stdio;
+use std::time::Duration;
+
+use ferry_testkit::wait_until;
 
 use crate::common::{stop, Pair};
 
@@ -72,4 +75,67 @@ async fn a_second_command_cannot_cut_tables_out_of_a_running_migration() {
     pair.wait_equal(&[("public.orders", "id"), ("public.extra", "id")])
         .await;
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+}
+
+/// Once the session holding a migration's lock ends (a killed backend) and a second process
+/// starts, exactly one of the two goes on: the other finds the lock held by someone else at its
+/// next batch, or at its start, and stops with `migration.busy`. Every change arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_migration_lock_is_lost_only_one_process_goes_on() {
+    let pair = Pair::new("lost_lock").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.items (id bigint PRIMARY KEY, note text);
+             INSERT INTO public.items SELECT g, 'i' || g FROM generate_series(1, 200) g;",
+        )
+        .await
+        .unwrap();
+    let arguments = ["--tables", "public.items", "--name", "lost_lock"];
+    let mut first = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(1).await;
+    let ended: i64 = pair
+        .target
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "one session held the migration lock");
+    let mut second = pair.spawn_run(&arguments, None);
+    pair.source
+        .batch_execute("UPDATE public.items SET note = 'after' WHERE id <= 50; DELETE FROM public.items WHERE id > 190;")
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.items", "id")]).await;
+    let stopped = wait_until("one process to stop", Duration::from_secs(120), || {
+        let found = match (
+            first.try_wait().ok().flatten(),
+            second.try_wait().ok().flatten(),
+        ) {
+            (Some(status), None) => Some((status, 0)),
+            (None, Some(status)) => Some((status, 1)),
+            _ => None,
+        };
+        async move { found }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    // Refused by the lock: the source's slot, which one process at a time may read, only
+    // delays the other one (retried).
+    assert_eq!(stopped.0.code(), Some(3), "{}", pair.log());
+    assert!(pair.log().contains("migration.busy"), "{}", pair.log());
+    pair.source
+        .batch_execute("UPDATE public.items SET note = 'later' WHERE id = 1")
+        .await
+        .unwrap();
+    pair.wait_equal(&[("public.items", "id")]).await;
+    let survivor = if stopped.1 == 0 {
+        &mut second
+    } else {
+        &mut first
+    };
+    assert_eq!(stop(survivor), Some(0), "{}", pair.log());
 }

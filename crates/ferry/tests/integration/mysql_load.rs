@@ -277,3 +277,106 @@ async fn large_transactions_stream_by_load_data_replace_only_where_the_key_is_th
     assert_eq!(status, Some(0), "{}", crate::mysql::log_tail(name));
     assert_eq!(rows(&own_target, name).lines().count(), 3005);
 }
+
+/// MySQL keeps no slot, so two processes could read the binary log and apply at once: once
+/// the connection holding a migration's lock is killed and a second process starts, exactly
+/// one of the two goes on (the other finds the lock held by someone else at its next batch,
+/// or at its start, and stops with `migration.busy`), and every change arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_mysql_migration_lock_is_lost_only_one_process_goes_on() {
+    let name = "my_lost_lock";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE items (id INT PRIMARY KEY, note VARCHAR(40)); INSERT INTO items SELECT seq, CONCAT('i', seq) FROM seq_1_to_200;",
+    );
+    let target = servers.target.url(name);
+    let items =
+        |server: &MariaDbServer| sql(server, name, "SELECT id, note FROM items ORDER BY id");
+    let holder = || {
+        sql(
+            &servers.target,
+            "mysql",
+            &format!("SELECT IFNULL(IS_USED_LOCK(CONCAT('ferry.migration.', SHA1('{name}'))), 0)"),
+        )
+        .trim()
+        .to_string()
+    };
+    let mut first = crate::mysql::spawn_run(name, &source, &target);
+    let mut second: Option<std::process::Child> = None;
+    let outcome = async {
+        wait_until("the copy", Duration::from_secs(120), || async {
+            (copied(&servers.target, name, 1) && holder() != "0").then_some(())
+        })
+        .await?;
+        sql(
+            &servers.target,
+            "mysql",
+            &format!("KILL CONNECTION {}", holder()),
+        );
+        second = Some(crate::mysql::spawn_run(name, &source, &target));
+        sql(
+            &servers.source,
+            name,
+            "UPDATE items SET note = 'after' WHERE id <= 50; DELETE FROM items WHERE id > 190;",
+        );
+        wait_until(
+            "the changes to arrive",
+            Duration::from_secs(120),
+            || async { (items(&servers.target) == items(&servers.source)).then_some(()) },
+        )
+        .await?;
+        let processes = [&mut first, second.as_mut().expect("started")];
+        let [one, other] = processes;
+        let stopped = wait_until("one process to stop", Duration::from_secs(120), || {
+            let found = match (
+                one.try_wait().ok().flatten(),
+                other.try_wait().ok().flatten(),
+            ) {
+                (Some(status), None) => Some((status, 0)),
+                (None, Some(status)) => Some((status, 1)),
+                _ => None,
+            };
+            async move { found }
+        })
+        .await?;
+        // Refused by the lock (migration.busy) or by the source, which lets one reader at a
+        // time use the migration's replica server id (source.stream_in_use): an operator error.
+        let log = crate::mysql::log_tail(name);
+        assert_eq!(stopped.0.code(), Some(3), "{log}");
+        assert!(
+            log.contains("migration.busy") || log.contains("source.stream_in_use"),
+            "{log}"
+        );
+        sql(
+            &servers.source,
+            name,
+            "UPDATE items SET note = 'later' WHERE id = 1;",
+        );
+        wait_until(
+            "the last change to arrive",
+            Duration::from_secs(120),
+            || async { (items(&servers.target) == items(&servers.source)).then_some(()) },
+        )
+        .await?;
+        Ok::<usize, String>(stopped.1)
+    }
+    .await;
+    let first_status = crate::common::stop(&mut first);
+    let second_status = second.as_mut().map(crate::common::stop);
+    let stopped =
+        outcome.unwrap_or_else(|error| panic!("{error}\n{}", crate::mysql::log_tail(name)));
+    let survivor = if stopped == 0 {
+        second_status.flatten()
+    } else {
+        first_status
+    };
+    assert_eq!(
+        survivor,
+        Some(0),
+        "the other stops cleanly\n{}",
+        crate::mysql::log_tail(name)
+    );
+}
