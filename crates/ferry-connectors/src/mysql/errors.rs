@@ -9,8 +9,8 @@ pub(crate) fn classify(error: mysql_async::Error, what: &str) -> Error {
         mysql_async::Error::Server(server) => {
             // Another reader with this replica server id: MariaDB says 4052, MySQL 1236 with
             // these words (1236 otherwise means a purged log).
-            let same_replica = server.code == 4052
-                || server.code == 1236 && server.message.contains("same server_uuid/server_id");
+            let same_replica = matches!(server.code, 4052 | 1236)
+                && server.message.contains("same server_uuid/server_id");
             let (class, code, hint) = if same_replica {
                 (
                     ErrorClass::Operator,

@@ -404,7 +404,13 @@ impl StateStore for MysqlSink {
         }
         // The lock lives as long as this connection: keep the server from ending it.
         let _ = conn.query_drop("SET SESSION wait_timeout = 31536000").await;
-        let id = conn.id() as u64;
+        // The server's own number for the session (what IS_USED_LOCK answers); the handshake's
+        // is 32 bits and, behind a proxy, the proxy's.
+        let id: u64 = conn
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .map_err(|error| classify(error, what))?
+            .unwrap_or(conn.id() as u64);
         held.insert(migration.to_string(), (conn, id));
         Ok(Box::new(()))
     }

@@ -43,9 +43,9 @@ pub(super) struct PostgresApplier {
     /// The sink's count of column changes, and the value the cache was filled under.
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cached_under: u64,
-    /// The server process of the session holding the migration lock, when this process holds
-    /// it: a batch commits only while that session still holds it.
-    lock_holder: Option<i32>,
+    /// The server process of the session holding the migration lock and when it started,
+    /// when this process holds it: a batch commits only while that session still holds it.
+    lock_holder: Option<(i32, f64)>,
 }
 
 impl PostgresApplier {
@@ -53,7 +53,7 @@ impl PostgresApplier {
         client: Client,
         migration: &str,
         altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
-        lock_holder: Option<i32>,
+        lock_holder: Option<(i32, f64)>,
     ) -> Result<PostgresApplier> {
         let replica_role = match client
             .batch_execute("SET session_replication_role = replica")
@@ -204,15 +204,20 @@ impl ChangeApplier for PostgresApplier {
         // The lock's session may have ended (a killed backend) while this one lives on: then
         // another process may hold the migration and apply too, and two streams interleaving
         // their batches could put older values over newer ones. Committed only while held.
-        if let Some(holder) = self.lock_holder {
+        // (The lock of this migration, held by that very session: a number the server gave
+        // to a newer session does not count.)
+        if let Some((holder, started)) = self.lock_holder {
             let held = prepare(
                 &transaction,
                 &mut self.cache,
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)",
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                   WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $1 AND l.objsubid = 1
+                     AND ((l.classid::int8 << 32) | l.objid::int8) = hashtextextended('ferry.migration.' || $2, 0)
+                     AND extract(epoch FROM a.backend_start)::float8 = $3)",
             )
             .await?;
             let held: bool = transaction
-                .query_one(&held, &[&holder])
+                .query_one(&held, &[&holder, &self.migration, &started])
                 .await
                 .map_err(|error| classify(error, what))?
                 .get(0);

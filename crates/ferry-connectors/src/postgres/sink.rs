@@ -614,7 +614,7 @@ impl Sink for PostgresSink {
             .lock()
             .await
             .get(migration)
-            .map(|(_, pid, _)| *pid);
+            .map(|(_, pid, started)| (*pid, *started));
         Ok(Box::new(
             PostgresApplier::open(
                 self.client().await?,

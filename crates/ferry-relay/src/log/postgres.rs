@@ -23,7 +23,9 @@
 //! goes through it. The lock ends with the writer's server session, which may happen before
 //! this process notices (a killed backend, a restart): the query that hands messages out for
 //! delivery checks that the writer's session still holds it, and when it does not, the writer
-//! reconnects and takes it back or fails, so two relays never deliver from one log.
+//! reconnects and takes it back or fails: a relay that lost the log hands nothing more out.
+//! (Messages it handed out just before may still be delivered; the relay that took the log
+//! delivers them again, with the same `webhook-id`: at least once.)
 //!
 //! Deduplication by id looks at pending messages and at those finished in the last
 //! [`DEDUPLICATION_WINDOW_MS`]: a source read again after a crash repeats only what came after
@@ -652,8 +654,13 @@ impl PostgresLog {
         // this process notices: then another relay may hold the log and deliver from it.
         // Nothing is handed out unless the writer's session still holds the lock (checked in
         // the same statement, once per query).
+        // (This log's key only: the same backend number may hold other advisory locks.)
+        let lock_key = self.inner.lock_key;
         let held = |parameter: &str| {
-            format!("EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = {parameter})")
+            format!(
+                "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = {parameter}
+                   AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = {lock_key})"
+            )
         };
         let sql = match ordering {
             // As in the SQLite log: held back by an earlier undelivered message of either
@@ -723,12 +730,23 @@ impl PostgresLog {
                 .get(0);
             if !still_held {
                 drop(dispatcher);
-                self.inner
-                    .lock_lost
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                // A new session takes the lock back, or says the log is in use.
-                *self.inner.writer.lock().await = None;
-                drop(self.writer().await?);
+                let mut slot = self.inner.writer.lock().await;
+                // Unless another task reconnected meanwhile (a new session, a new number): that
+                // session holds the lock, or failed to take it and said so.
+                if self
+                    .inner
+                    .writer_pid
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == writer_pid
+                {
+                    self.inner
+                        .lock_lost
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    // A new session takes the lock back, or says the log is in use.
+                    *slot = None;
+                    drop(slot);
+                    drop(self.writer().await?);
+                }
             }
             return Ok(Vec::new());
         }

@@ -235,3 +235,68 @@ async fn a_read_only_mysql_target_pauses_the_stream_until_writable() {
         crate::mysql::log_tail(name)
     );
 }
+
+/// An applier commits a batch only while its process's migration lock connection still holds
+/// the lock: once that connection is killed and another session took the lock, the next batch
+/// fails with `migration.lock_lost` and nothing of it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_applier_refuses_to_commit_once_its_migration_lock_is_held_elsewhere() {
+    use ferry_connectors::mysql::MysqlSink;
+    use ferry_core::connector::{SchemaTarget, Sink, StateStore};
+
+    let name = "my_applier_lock";
+    let servers = crate::mysql::mariadb();
+    let url = servers.target.create_database(name).unwrap();
+    let sink = MysqlSink::new(MysqlConfig::parse(&url, None).unwrap());
+    let _lock = sink.lock_migration(name).await.unwrap();
+    sink.create_tables(&ferry_core::schema::Catalog::default())
+        .await
+        .unwrap();
+    let mut applier = sink.open_applier(name).await.unwrap();
+    let at = |offset: u64| {
+        ferry_core::Position::Mysql(ferry_core::BinlogPosition {
+            file: 1,
+            offset,
+            ..Default::default()
+        })
+    };
+    let batch = ferry_core::change::Batch::default();
+    applier.apply(&batch, at(100), None).await.unwrap();
+
+    let lock = format!("CONCAT('ferry.migration.', SHA1('{name}'))");
+    let mut admin = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let holder: Option<u64> = admin
+        .query_first(format!("SELECT IS_USED_LOCK({lock})"))
+        .await
+        .unwrap()
+        .flatten();
+    admin
+        .query_drop(format!(
+            "KILL CONNECTION {}",
+            holder.expect("the lock is held")
+        ))
+        .await
+        .unwrap();
+    let taken: Option<i64> = admin
+        .query_first(format!("SELECT GET_LOCK({lock}, 10)"))
+        .await
+        .unwrap()
+        .flatten();
+    assert_eq!(taken, Some(1), "another session takes the lock");
+
+    let refused = applier.apply(&batch, at(200), None).await.unwrap_err();
+    assert_eq!(refused.code(), "migration.lock_lost", "{refused}");
+    let stored: Option<String> = admin
+        .query_first(format!(
+            "SELECT position FROM `_ferry`.`streams` WHERE migration = '{name}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(at(100).to_storage().as_str()),
+        "the refused batch's checkpoint was not kept"
+    );
+}
