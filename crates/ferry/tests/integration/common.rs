@@ -298,3 +298,17 @@ pub(crate) async fn json_request(
         String::from_utf8_lossy(&response.body).into_owned(),
     ))
 }
+
+/// Ends every session holding an advisory lock in the client's database (a lock's session
+/// killed, as an operator or a crash would); returns how many.
+pub(crate) async fn end_advisory_lock_holders(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

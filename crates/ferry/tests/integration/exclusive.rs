@@ -93,16 +93,7 @@ async fn after_a_migration_lock_is_lost_only_one_process_goes_on() {
     let arguments = ["--tables", "public.items", "--name", "lost_lock"];
     let mut first = pair.spawn_run(&arguments, None);
     pair.wait_streaming(1).await;
-    let ended: i64 = pair
-        .target
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ended = crate::common::end_advisory_lock_holders(&pair.target).await;
     assert_eq!(ended, 1, "one session held the migration lock");
     let mut second = pair.spawn_run(&arguments, None);
     pair.source

@@ -255,15 +255,7 @@ async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it
         .await
         .unwrap();
     tokio::spawn(connection);
-    let ended: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ended = crate::common::end_advisory_lock_holders(&admin).await;
     assert_eq!(ended, 1, "one session held the log's lock");
     let second = wait_for_open(connect.clone(), &routes).await;
     let handed = first.due("orders", Ordering::Key, now, 10).await;
