@@ -21,36 +21,19 @@
 use ferry_core::change::{Batch, Segment, TableChanges};
 use ferry_core::{Cell, Error, ErrorClass, Result, Value};
 use mysql_async::prelude::Queryable;
+use mysql_async::Transaction;
 
 use super::ddl::ident;
 use super::errors::classify;
 use super::load;
-use super::target_columns::{TargetColumn, TargetColumns};
+use super::target_columns::{key_is_the_only_unique, TargetColumn, TargetColumns};
 use super::types::Kind;
-use super::values::{literal, plain};
+use super::values::literal;
 
 const STATEMENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// Full images of one table in a batch from which `LOAD DATA ... REPLACE` replaces statements.
 const LOAD_AT_LEAST: usize = 1_000;
-
-/// What the server said of the last statement on a connection: its warnings and its info line
-/// (`Records: 3  Deleted: 1  Skipped: 0  Warnings: 0` after a load).
-pub(crate) trait StatementOutcome {
-    fn outcome(&self) -> (u16, String);
-}
-
-impl StatementOutcome for mysql_async::Conn {
-    fn outcome(&self) -> (u16, String) {
-        (self.get_warnings(), self.info().into_owned())
-    }
-}
-
-impl StatementOutcome for mysql_async::Transaction<'_> {
-    fn outcome(&self) -> (u16, String) {
-        (self.get_warnings(), self.info().into_owned())
-    }
-}
 
 /// A number the info line gives after `label` (`Records:`).
 fn info_count(info: &str, label: &str) -> Option<u64> {
@@ -63,8 +46,8 @@ fn info_count(info: &str, label: &str) -> Option<u64> {
 /// the whole table for every batch).
 const KEYS_PER_DELETE: usize = 1_000;
 
-pub(crate) async fn apply_batch<Q: Queryable + StatementOutcome + Send>(
-    conn: &mut Q,
+pub(crate) async fn apply_batch(
+    conn: &mut Transaction<'_>,
     columns: &mut TargetColumns,
     database: &str,
     batch: &Batch,
@@ -157,8 +140,8 @@ impl Plan<'_> {
     }
 }
 
-async fn apply_table<Q: Queryable + StatementOutcome>(
-    conn: &mut Q,
+async fn apply_table(
+    conn: &mut Transaction<'_>,
     columns: &mut TargetColumns,
     database: &str,
     changes: &TableChanges,
@@ -206,9 +189,7 @@ async fn apply_table<Q: Queryable + StatementOutcome>(
     let key_names: Vec<&str> = plan.keys.iter().map(|index| plan.names[*index]).collect();
     // (Only full images care; the check reads the indexes afresh in this transaction.)
     let in_place = !changes.upserts.is_empty()
-        && columns
-            .key_is_the_only_unique(conn, database, &relation.table.name, &key_names)
-            .await?;
+        && key_is_the_only_unique(conn, database, &relation.table.name, &key_names).await?;
 
     // Deletes, and (unless rows are replaced in place) the rows about to be rewritten.
     let upsert_keys = changes
@@ -344,8 +325,8 @@ async fn apply_table<Q: Queryable + StatementOutcome>(
 /// Replaces rows by these full images with `LOAD DATA LOCAL ... REPLACE` (the table's only
 /// unique index is its primary key). False when the server refuses LOCAL (nothing happened);
 /// an error when it did not take every line exactly.
-async fn replace_by_load<Q: Queryable + StatementOutcome>(
-    conn: &mut Q,
+async fn replace_by_load(
+    conn: &mut Transaction<'_>,
     plan: &Plan<'_>,
     table: &str,
     written: &[usize],
@@ -365,25 +346,19 @@ async fn replace_by_load<Q: Queryable + StatementOutcome>(
     let names: Vec<&str> = written.iter().map(|index| plan.names[*index]).collect();
     let mut lines = Vec::with_capacity(upserts.len() * 64);
     for row in upserts {
-        for (position, index) in written.iter().enumerate() {
-            if position > 0 {
-                lines.push(b'\t');
-            }
-            let kind = &kinds[position];
-            match &row[*index] {
-                Cell::Value(value) => load::push_field(&plain(value, kind)?, kind, &mut lines)
-                    .map_err(|error| {
-                        error.context(format!("{}.{}", plan.table, plan.names[*index]))
-                    })?,
-                Cell::Unchanged => {
-                    return Err(Error::definite(
-                        "apply.unchanged_in_upsert",
-                        format!("{}: an upsert lacks a value", plan.table),
-                    ))
-                }
-            }
+        if written.iter().any(|index| row[*index].is_unchanged()) {
+            return Err(Error::definite(
+                "apply.unchanged_in_upsert",
+                format!("{}: an upsert lacks a value", plan.table),
+            ));
         }
-        lines.push(b'\n');
+        let values = written.iter().filter_map(|index| match &row[*index] {
+            Cell::Value(value) => Some(value),
+            Cell::Unchanged => None,
+        });
+        load::push_line(values, &kinds, &mut lines).map_err(|(position, error)| {
+            error.context(format!("{}.{}", plan.table, plan.names[written[position]]))
+        })?;
     }
     let file = super::infile::register(lines);
     let statement = load::statement_from(file.name(), table, &names, &kinds, true);
@@ -394,7 +369,7 @@ async fn replace_by_load<Q: Queryable + StatementOutcome>(
         Err(error) => return Err(classify(error, what)),
         Ok(()) => {}
     }
-    let (warnings, info) = conn.outcome();
+    let (warnings, info) = (conn.get_warnings(), conn.info().into_owned());
     let records = info_count(&info, "Records:");
     let skipped = info_count(&info, "Skipped:").unwrap_or(0);
     if warnings > 0 || skipped > 0 || records != Some(upserts.len() as u64) {

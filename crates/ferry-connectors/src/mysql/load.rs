@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use ferry_core::connector::ByteStream;
 use ferry_core::rows::RowReader;
-use ferry_core::{Error, Result, TableName};
+use ferry_core::{Error, Result, TableName, Value};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Transaction};
@@ -183,16 +183,29 @@ fn lines(item: &[u8], kinds: &[Kind], rows: &AtomicU64) -> Result<Vec<u8>> {
                 ),
             ));
         }
-        for (index, (value, kind)) in row.iter().zip(kinds).enumerate() {
-            if index > 0 {
-                output.push(b'\t');
-            }
-            push_field(&plain(value, kind)?, kind, &mut output)?;
-        }
-        output.push(b'\n');
+        push_line(&row, kinds, &mut output).map_err(|(_, error)| error)?;
         rows.fetch_add(1, Ordering::Relaxed);
     }
     Ok(output)
+}
+
+/// Appends one row as a `LOAD DATA` line (its values in the order of `kinds`, the target
+/// columns' kinds). On a value the column cannot take: the column's position and the error.
+pub(crate) fn push_line<'a>(
+    values: impl IntoIterator<Item = &'a Value>,
+    kinds: &[Kind],
+    output: &mut Vec<u8>,
+) -> std::result::Result<(), (usize, Error)> {
+    for (index, (value, kind)) in values.into_iter().zip(kinds).enumerate() {
+        if index > 0 {
+            output.push(b'\t');
+        }
+        plain(value, kind)
+            .and_then(|plain| push_field(&plain, kind, output))
+            .map_err(|error| (index, error))?;
+    }
+    output.push(b'\n');
+    Ok(())
 }
 
 /// What became of a load.

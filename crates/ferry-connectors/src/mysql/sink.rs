@@ -40,11 +40,9 @@ pub struct MysqlSink {
     config: MysqlConfig,
     /// Per migration: the session holding its lock and its connection id (to end only it).
     migration_lock: tokio::sync::Mutex<HashMap<String, (Conn, u64)>>,
-    /// Counts the changes this sink made to target tables (indexes and constraints created,
-    /// columns added or widened): appliers opened from it forget what they know of the tables
-    /// when it moves. A unique index created while streaming (deferred until the stream caught
-    /// up) must stop the in-place paths (`ON DUPLICATE KEY UPDATE`, `LOAD DATA ... REPLACE`),
-    /// which are sound only while the key is the table's only unique index.
+    /// Counts the changes this sink made to target tables' columns (added, widened): appliers
+    /// opened from it forget what they know of the columns when it moves. (Unique indexes, which
+    /// decide the in-place paths, are read afresh in every apply transaction.)
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -207,14 +205,7 @@ impl SchemaTarget for MysqlSink {
                     if existing.iter().any(|existing| existing == &name) {
                         continue;
                     }
-                    // Counted before and after: an applier that read the tables while the
-                    // object was being made reads them again once it exists.
-                    self.altered
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let created = conn.query_drop(statement).await;
-                    self.altered
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if let Err(error) = created {
+                    if let Err(error) = conn.query_drop(statement).await {
                         // A duplicate (1062) or a missing referenced row (1452): rows copied under
                         // different snapshots agree once the stream has caught up; tried again then.
                         let data = matches!(&error, mysql_async::Error::Server(server) if matches!(server.code, 1062 | 1452));

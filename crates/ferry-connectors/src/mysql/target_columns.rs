@@ -1,6 +1,6 @@
 //! The target's columns of each table as the writers need them (their kinds, which are
-//! generated, whether the key is the only unique index), read once per session and again when
-//! a column appears that they do not know.
+//! generated), read once per session and again when a column appears that they do not know;
+//! and whether a table's key is its only unique index, read afresh each time it is asked.
 
 use std::collections::HashMap;
 
@@ -80,45 +80,6 @@ impl TargetColumns {
         self.of(conn, database, table).await
     }
 
-    /// True when `table`'s primary key is exactly `key` (any order) and it has no other unique
-    /// index: then `INSERT ... ON DUPLICATE KEY UPDATE` and `LOAD DATA ... REPLACE` can only
-    /// meet the row of the same key. Read afresh in the caller's transaction every time, after
-    /// a metadata lock on the table is taken (`SELECT ... LIMIT 0`): an index someone adds
-    /// meanwhile cannot appear before the transaction ends, and nothing stale is kept.
-    pub(crate) async fn key_is_the_only_unique<Q: Queryable>(
-        &mut self,
-        conn: &mut Q,
-        database: &str,
-        table: &str,
-        key: &[&str],
-    ) -> Result<bool> {
-        conn.query_drop(format!(
-            "SELECT 1 FROM {} LIMIT 0",
-            super::ddl::ident(table)
-        ))
-        .await
-        .map_err(|error| classify(error, "locking the target table's definition"))?;
-        let rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0",
-                (database, table),
-            )
-            .await
-            .map_err(|error| classify(error, "reading the target's unique indexes"))?;
-        let mut primary: Vec<&str> = rows
-            .iter()
-            .filter(|(index, _)| index == "PRIMARY")
-            .map(|(_, column)| column.as_str())
-            .collect();
-        let mut wanted = key.to_vec();
-        primary.sort_unstable();
-        wanted.sort_unstable();
-        let only = !primary.is_empty()
-            && primary == wanted
-            && rows.iter().all(|(index, _)| index == "PRIMARY");
-        Ok(only)
-    }
-
     pub(crate) async fn of<Q: Queryable>(
         &mut self,
         conn: &mut Q,
@@ -154,4 +115,42 @@ impl TargetColumns {
         }
         Ok(&self.tables[table])
     }
+}
+
+/// True when `table`'s primary key is exactly `key` (any order) and it has no other unique
+/// index: then `INSERT ... ON DUPLICATE KEY UPDATE` and `LOAD DATA ... REPLACE` can only
+/// meet the row of the same key. Read afresh in the caller's transaction every time, after
+/// a metadata lock on the table is taken (`SELECT ... LIMIT 0`): an index someone adds
+/// meanwhile cannot appear before the transaction ends, and nothing stale is kept.
+pub(crate) async fn key_is_the_only_unique<Q: Queryable>(
+    conn: &mut Q,
+    database: &str,
+    table: &str,
+    key: &[&str],
+) -> Result<bool> {
+    conn.query_drop(format!(
+        "SELECT 1 FROM {} LIMIT 0",
+        super::ddl::ident(table)
+    ))
+    .await
+    .map_err(|error| classify(error, "locking the target table's definition"))?;
+    let rows: Vec<(String, String)> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0",
+            (database, table),
+        )
+        .await
+        .map_err(|error| classify(error, "reading the target's unique indexes"))?;
+    let mut primary: Vec<&str> = rows
+        .iter()
+        .filter(|(index, _)| index == "PRIMARY")
+        .map(|(_, column)| column.as_str())
+        .collect();
+    let mut wanted = key.to_vec();
+    primary.sort_unstable();
+    wanted.sort_unstable();
+    let only = !primary.is_empty()
+        && primary == wanted
+        && rows.iter().all(|(index, _)| index == "PRIMARY");
+    Ok(only)
 }

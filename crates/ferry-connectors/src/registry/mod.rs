@@ -149,17 +149,16 @@ impl Endpoint {
 
     /// Whether a process streams `migration` from this source now, as far as the source can
     /// tell (`None`: it cannot). `checkpoint_micros` is when the target last stored the
-    /// stream's checkpoint.
-    pub async fn streaming(&self, migration: &str, checkpoint_micros: Option<i64>) -> Option<bool> {
+    /// stream's checkpoint; `retention` what [`Source::stream_retention`] said of the stream.
+    pub async fn streaming(
+        &self,
+        migration: &str,
+        checkpoint_micros: Option<i64>,
+        retention: Option<&ferry_core::state::StreamRetention>,
+    ) -> Option<bool> {
         match self {
             // The replication slot says whether a process reads it.
-            Endpoint::Postgres(_) => self
-                .source()
-                .stream_retention(migration)
-                .await
-                .ok()
-                .flatten()
-                .map(|slot| slot.active),
+            Endpoint::Postgres(_) => retention.map(|slot| slot.active),
             // No slot: the stream's named lock on the source says whether one runs (a
             // checkpoint stored in the last 5 s says so too).
             Endpoint::Mysql(_) => {

@@ -47,6 +47,7 @@ pub(super) async fn run(flags: &FlagSettings, json_output: bool) -> Result<ExitC
                 .stream
                 .as_ref()
                 .map(|checkpoint| checkpoint.updated_unix_micros),
+            slot.as_ref(),
         )
         .await;
     let phase = match (&state.stream, all_copied, active) {
