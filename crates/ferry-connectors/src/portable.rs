@@ -9,6 +9,7 @@
 //! MD5 and digest it the same way, so the verification engine can compare the two sides like any
 //! other pair.
 
+use ferry_core::connector::PortableText;
 use ferry_core::schema::Column;
 use ferry_core::TableSchema;
 
@@ -92,7 +93,7 @@ fn postgres_column(column: &Column) -> Result<Rendering, String> {
                 format!("trunc(extract(epoch FROM {p}) * 1000000)::text"),
             ),
             "bit" => {
-                let width = crate::syntax::modifier(native).unwrap_or("1");
+                let width = ferry_sql::syntax::modifier(native).unwrap_or("1");
                 (format!("LPAD(BIN({m}), {width}, '0')"), format!("{p}::text"))
             }
             other => {
@@ -248,6 +249,40 @@ pub fn postgres_bucket(key_text: &str, count: u32) -> String {
 /// MySQL's bucket of a key text.
 pub fn mysql_bucket(key_text: &str, count: u32) -> String {
     format!("CAST(CONV(SUBSTRING(MD5({key_text}), 1, 8), 16, 10) AS UNSIGNED) % {count}")
+}
+
+/// The MySQL half of the pair's rendering, for a MySQL inspector's portable mode.
+pub struct MysqlText;
+
+impl PortableText for MysqlText {
+    fn row(&self, table: &TableSchema) -> Result<String, String> {
+        row(table).map(|rendering| rendering.mysql)
+    }
+
+    fn key(&self, table: &TableSchema) -> Result<String, String> {
+        key(table).map(|rendering| rendering.mysql)
+    }
+
+    fn bucket(&self, key_text: &str, count: u32) -> String {
+        mysql_bucket(key_text, count)
+    }
+}
+
+/// The PostgreSQL half of the pair's rendering, for a PostgreSQL inspector's portable mode.
+pub struct PostgresText;
+
+impl PortableText for PostgresText {
+    fn row(&self, table: &TableSchema) -> Result<String, String> {
+        row(table).map(|rendering| rendering.postgres)
+    }
+
+    fn key(&self, table: &TableSchema) -> Result<String, String> {
+        key(table).map(|rendering| rendering.postgres)
+    }
+
+    fn bucket(&self, key_text: &str, count: u32) -> String {
+        postgres_bucket(key_text, count)
+    }
 }
 
 #[cfg(test)]

@@ -341,6 +341,22 @@ impl Buckets {
     }
 }
 
+/// One side's half of a verification across engines: SQL expressions, in this side's dialect,
+/// that render a table's rows and keys as text the other engine computes identically for the
+/// same data. The pair's rules live with the registry (`ferry-connectors`' `portable`), so a
+/// connector's inspector needs no knowledge of the other engine. Errors name the column that
+/// cannot be compared.
+pub trait PortableText: Send + Sync {
+    /// The row text of `table` (its definition on the source), comma-joined, NULL as `-`.
+    fn row(&self, table: &TableSchema) -> std::result::Result<String, String>;
+
+    /// The key text of `table`, readable in reports (text quoted, bytes in hex).
+    fn key(&self, table: &TableSchema) -> std::result::Result<String, String>;
+
+    /// The bucket (0..count) of the row whose key text is `key_text`: the same on both sides.
+    fn bucket(&self, key_text: &str, count: u32) -> String;
+}
+
 /// Optional capability for verification and repair: read one side's rows by key range or key,
 /// in a canonical form comparable with the other side of the same connector pair.
 #[async_trait]

@@ -1,11 +1,14 @@
 //! What depends on the pair of databases a migration joins: how a source is read for a given
 //! target, how rows are compared between them, and which pairs cannot switch over.
 
+use std::sync::Arc;
+
 use ferry_core::connector::Inspector;
 use ferry_core::{Error, Result};
 
 use super::Endpoint;
 use crate::mysql::{require_same_flavor, server_identity, MysqlInspector};
+use crate::portable::{MysqlText, PostgresText};
 use crate::postgres::PostgresInspector;
 
 /// The source prepared for this target: PostgreSQL cannot take MySQL's generation
@@ -49,12 +52,24 @@ pub async fn comparison(source: &Endpoint, target: &Endpoint) -> Result<Comparis
                 )
             }
             (Endpoint::Mysql(source), Endpoint::Postgres(target)) => (
-                Box::new(MysqlInspector::portable_source(source.clone())),
-                Box::new(PostgresInspector::portable_target(target.clone())),
+                Box::new(MysqlInspector::portable_source(
+                    source.clone(),
+                    Arc::new(MysqlText),
+                )),
+                Box::new(PostgresInspector::portable_target(
+                    target.clone(),
+                    Arc::new(PostgresText),
+                )),
             ),
             (Endpoint::Postgres(source), Endpoint::Mysql(target)) => (
-                Box::new(PostgresInspector::portable_source(source.clone())),
-                Box::new(MysqlInspector::portable_target(target.clone())),
+                Box::new(PostgresInspector::portable_source(
+                    source.clone(),
+                    Arc::new(PostgresText),
+                )),
+                Box::new(MysqlInspector::portable_target(
+                    target.clone(),
+                    Arc::new(MysqlText),
+                )),
             ),
         };
     let portable = !source.same_engine(target);

@@ -3,7 +3,7 @@
 //! Every mapping keeps every value: unsigned integers widen, BIGINT UNSIGNED becomes
 //! numeric(20,0), TIME (up to 838 hours, negative) becomes interval, TIMESTAMP becomes
 //! timestamptz (MySQL stores it as UTC), ENUM becomes text with a check of its labels. Common
-//! column defaults are translated (`crate::defaults`); AUTO_INCREMENT becomes an identity.
+//! column defaults are translated (`ferry_sql::defaults`); AUTO_INCREMENT becomes an identity.
 
 use ferry_core::schema::{Catalog, Column, Identity, SecondaryKind, SecondaryObject};
 use ferry_core::{Error, Result, TableName, TableSchema};
@@ -104,7 +104,7 @@ fn translate_column(table: &TableSchema, column: &Column) -> std::result::Result
             .default
             .as_deref()
             .filter(|_| column.identity.is_none())
-            .and_then(|default| crate::defaults::mysql_to_postgres(default, &native_type)),
+            .and_then(|default| ferry_sql::defaults::mysql_to_postgres(default, &native_type)),
         native_type,
         user_defined_type: false,
         nullable: column.nullable,
@@ -284,7 +284,7 @@ pub fn table(table: &TableSchema) -> Result<TableSchema> {
     for column in &table.columns {
         let lower = column.native_type.to_ascii_lowercase();
         if lower.starts_with("enum(") {
-            let labels = crate::syntax::labels(&column.native_type);
+            let labels = ferry_sql::syntax::labels(&column.native_type);
             let mut allowed: Vec<String> = labels.iter().map(|label| literal(label)).collect();
             // MySQL stores '' for a value it could not map (non-strict mode).
             allowed.push("''".into());

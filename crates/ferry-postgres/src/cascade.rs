@@ -1,4 +1,4 @@
-//! The PostgreSQL statements behind [`crate::cascade`]: set-based, with text-array parameters
+//! The PostgreSQL statements behind [`ferry_sql::cascade`]: set-based, with text-array parameters
 //! cast to the target column types, inside the apply transaction (which runs as
 //! `session_replication_role = replica`, so the target's own foreign keys do not act again).
 
@@ -12,7 +12,7 @@ use super::codec::encode_text;
 use super::ddl::ident;
 use super::errors::classify;
 use super::statements::{array_parameters, column_types, execute, own_rows, StatementCache};
-use crate::cascade::{on_table, CascadeTarget};
+use ferry_sql::cascade::{on_table, CascadeTarget};
 
 pub(super) struct PostgresCascade<'a, 'b> {
     pub transaction: &'a Transaction<'b>,

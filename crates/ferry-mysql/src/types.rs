@@ -1,7 +1,7 @@
 //! MySQL column types as ferry reads them: what a column's `COLUMN_TYPE` means for decoding its
 //! values. Pure functions.
 
-pub use crate::syntax::{labels, modifier};
+pub use ferry_sql::syntax::{labels, modifier};
 
 /// How a column's values are decoded.
 #[derive(Debug, Clone, PartialEq)]

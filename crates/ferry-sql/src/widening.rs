@@ -6,7 +6,7 @@ use ferry_core::{Error, TableName};
 
 /// The error that stops `table` (the next run copies it afresh): `column` changed type on the
 /// source from `before` to `now`, which is not a widening.
-pub(crate) fn column_retyped(table: &TableName, column: &str, before: &str, now: &str) -> Error {
+pub fn column_retyped(table: &TableName, column: &str, before: &str, now: &str) -> Error {
     Error::operator(
         "stream.column_retyped",
         format!(

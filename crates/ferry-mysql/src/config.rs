@@ -107,7 +107,7 @@ impl MysqlTls {
             return None;
         }
         // The driver builds its rustls configuration with the process's provider.
-        crate::install_tls_provider();
+        ferry_sql::install_tls_provider();
         let mut options = mysql_async::SslOpts::default()
             .with_danger_accept_invalid_certs(matches!(
                 self.mode,
@@ -142,9 +142,9 @@ fn url_error(message: &str) -> Error {
     )
 }
 
-/// Decodes `%XX` escapes ([`crate::syntax::percent_decode`]), or says the URL is malformed.
+/// Decodes `%XX` escapes ([`ferry_sql::syntax::percent_decode`]), or says the URL is malformed.
 fn percent_decode(text: &str) -> Result<String> {
-    crate::syntax::percent_decode(text)
+    ferry_sql::syntax::percent_decode(text)
         .ok_or_else(|| url_error("a % escape is incomplete, or an escaped part is not UTF-8"))
 }
 

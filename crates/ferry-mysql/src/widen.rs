@@ -207,7 +207,7 @@ pub async fn widen_columns(
         {
             let now = source.to_ascii_lowercase();
             if !same_integer(&before, &now) && !widens(&before, &now) {
-                return Err(crate::widening::column_retyped(
+                return Err(ferry_sql::widening::column_retyped(
                     &table.name,
                     &column.name,
                     &before,

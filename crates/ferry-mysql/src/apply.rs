@@ -88,7 +88,7 @@ pub(crate) async fn apply_batch(
                     columns: &mut *columns,
                     database,
                 };
-                crate::cascade::reproduce_all(&mut target, operations).await?;
+                ferry_sql::cascade::reproduce_all(&mut target, operations).await?;
             }
             Segment::Truncate { relations, .. } => {
                 for relation in relations {

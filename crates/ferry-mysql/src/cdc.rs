@@ -1342,7 +1342,7 @@ fn type_difference(table_map: &TableMapEvent<'_>, decoder: &Decoder) -> Option<S
                 .filter(|meta| meta.len() >= 2)
                 .map(|meta| (meta[0], meta[1]));
             let known_size =
-                crate::syntax::modifier(&decoder.native_types[index]).and_then(|inside| {
+                ferry_sql::syntax::modifier(&decoder.native_types[index]).and_then(|inside| {
                     let (precision, scale) = inside.split_once(',').unwrap_or((inside, "0"));
                     Some((
                         precision.trim().parse::<u32>().ok()?,

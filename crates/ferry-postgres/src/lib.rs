@@ -1,4 +1,4 @@
-//! PostgreSQL: source (catalog, exported snapshots, pgoutput change stream) and target (schema,
+//! ferry's PostgreSQL connector: source (catalog, exported snapshots, pgoutput change stream) and target (schema,
 //! COPY loads, set-based idempotent apply, state in `_ferry`).
 
 mod apply;
@@ -25,7 +25,6 @@ mod tls;
 pub mod translate;
 mod types;
 mod verify;
-#[cfg(feature = "mysql")]
 mod verify_portable;
 mod widen;
 

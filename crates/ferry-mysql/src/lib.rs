@@ -1,4 +1,4 @@
-//! MySQL and MariaDB: source (catalog, lock-free chunk reads, binary log change stream) and
+//! ferry's MySQL and MariaDB connector: source (catalog, lock-free chunk reads, binary log change stream) and
 //! target (translated tables, `LOAD DATA LOCAL` or multi-row loads, idempotent apply, state in `_ferry`).
 
 mod apply;

@@ -10,7 +10,9 @@
 //! comparison of a differing range uses md5 of the same text.
 
 use async_trait::async_trait;
-use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector};
+use std::sync::Arc;
+
+use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector, PortableText};
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
 use ferry_core::state::KeyRange;
@@ -30,9 +32,10 @@ use super::state;
 pub struct PostgresInspector {
     config: ConnectionConfig,
     is_source: bool,
-    /// The PostgreSQL copy of a MySQL database: rows rendered as MySQL renders them
-    /// (`crate::portable`); the tables passed in are the MySQL source's definitions.
-    pub(super) portable: bool,
+    /// For a verification across engines: how rows and keys are rendered so that the other
+    /// engine renders them identically (the registry's `portable`); the tables passed in are
+    /// the source's definitions.
+    portable: Option<Arc<dyn PortableText>>,
     /// Whether each table is partitioned on this server (asked once per table).
     partitioned: std::sync::Mutex<std::collections::HashMap<TableName, bool>>,
 }
@@ -42,7 +45,7 @@ impl PostgresInspector {
         PostgresInspector {
             config,
             is_source: true,
-            portable: false,
+            portable: None,
             partitioned: Default::default(),
         }
     }
@@ -51,31 +54,30 @@ impl PostgresInspector {
         PostgresInspector {
             config,
             is_source: false,
-            portable: false,
+            portable: None,
             partitioned: Default::default(),
         }
     }
 
-    /// The source of a PostgreSQL-to-MySQL verification (whole tables, no repair).
-    #[cfg(feature = "mysql")]
-    pub fn portable_source(config: ConnectionConfig) -> Self {
+    /// The source of a verification across engines, rows rendered by `portable` (whole tables,
+    /// no repair).
+    pub fn portable_source(config: ConnectionConfig, portable: Arc<dyn PortableText>) -> Self {
         PostgresInspector {
             config,
             is_source: true,
-            portable: true,
+            portable: Some(portable),
             partitioned: Default::default(),
         }
     }
 
-    /// The target of a MySQL-to-PostgreSQL verification. Whole tables are compared (the engines
+    /// The target of a verification across engines, rows rendered by `portable`. Whole tables are compared (the engines
     /// order text keys differently, so key ranges would not hold the same rows), and there is
     /// no repair.
-    #[cfg(feature = "mysql")]
-    pub fn portable_target(config: ConnectionConfig) -> Self {
+    pub fn portable_target(config: ConnectionConfig, portable: Arc<dyn PortableText>) -> Self {
         PostgresInspector {
             config,
             is_source: false,
-            portable: true,
+            portable: Some(portable),
             partitioned: Default::default(),
         }
     }
@@ -169,7 +171,7 @@ impl PostgresInspector {
     }
 
     fn refuse_across_engines(&self, what: &str) -> Result<()> {
-        if self.portable {
+        if self.portable.is_some() {
             return Err(Error::operator(
                 "verify.across_engines",
                 format!("{what} is not available between MySQL and PostgreSQL"),
@@ -278,9 +280,8 @@ impl Inspector for PostgresInspector {
     }
 
     async fn digest_range(&self, table: &TableSchema, range: &KeyRange) -> Result<RangeDigest> {
-        #[cfg(feature = "mysql")]
-        if self.portable {
-            return self.portable_digest(table, range).await;
+        if let Some(portable) = &self.portable {
+            return self.portable_digest(portable.as_ref(), table, range).await;
         }
         let sql = format!(
             "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
@@ -298,9 +299,10 @@ impl Inspector for PostgresInspector {
         range: &KeyRange,
         buckets: Option<&Buckets>,
     ) -> Result<Vec<RowHash>> {
-        #[cfg(feature = "mysql")]
-        if self.portable {
-            return self.portable_row_hashes(table, range, buckets).await;
+        if let Some(portable) = &self.portable {
+            return self
+                .portable_row_hashes(portable.as_ref(), table, range, buckets)
+                .await;
         }
         let mut predicate = range_predicate(table, range)?;
         if let Some(buckets) = buckets {
@@ -319,9 +321,10 @@ impl Inspector for PostgresInspector {
         range: &KeyRange,
         count: u32,
     ) -> Result<Vec<(u32, RangeDigest)>> {
-        #[cfg(feature = "mysql")]
-        if self.portable {
-            return self.portable_buckets(table, range, count).await;
+        if let Some(portable) = &self.portable {
+            return self
+                .portable_buckets(portable.as_ref(), table, range, count)
+                .await;
         }
         let sql = format!(
             "SELECT bucket, count(*), coalesce(sum(hashtextextended(r, 0)), 0)::text || ':' || coalesce(bit_xor(hashtextextended(r, 1)), 0)::text
@@ -339,9 +342,10 @@ impl Inspector for PostgresInspector {
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<Vec<RowHash>> {
-        #[cfg(feature = "mysql")]
-        if self.portable {
-            return self.portable_hashes_for_keys(table, keys).await;
+        if let Some(portable) = &self.portable {
+            return self
+                .portable_hashes_for_keys(portable.as_ref(), table, keys)
+                .await;
         }
         let mut hashes = Vec::new();
         for batch in keys.chunks(1000) {

@@ -169,7 +169,7 @@ impl ChangeApplier for PostgresApplier {
                         transaction: &transaction,
                         cache: &mut self.cache,
                     };
-                    crate::cascade::reproduce_all(&mut target, operations).await?;
+                    ferry_sql::cascade::reproduce_all(&mut target, operations).await?;
                 }
                 // Never CASCADE: the source lists every table its cascade emptied, and a cascade
                 // here could empty target tables that are not migrated.

@@ -226,7 +226,7 @@ pub fn column_definition(
     let mut part = if foreign {
         let translated = target_type(table, column, catalog, flavor)?;
         translated_default = column.default.as_deref().and_then(|default| {
-            crate::defaults::postgres_to_mysql(
+            ferry_sql::defaults::postgres_to_mysql(
                 default,
                 &translated,
                 &column.native_type,

@@ -14,7 +14,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector};
+use std::sync::Arc;
+
+use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector, PortableText};
 use ferry_core::rows::encode_row;
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
@@ -44,9 +46,9 @@ const KEYS_PER_STATEMENT: usize = 1_000;
 pub struct MysqlInspector {
     config: MysqlConfig,
     is_source: bool,
-    /// Rows rendered so that PostgreSQL can render its copy of them identically
-    /// (`crate::portable`), for a MySQL-to-PostgreSQL verification.
-    portable: bool,
+    /// For a verification across engines: how rows and keys are rendered so that the other
+    /// engine renders its copy of them identically (the registry's `portable`).
+    portable: Option<Arc<dyn PortableText>>,
     /// The database name tables are reported under (the source's).
     report_as: String,
 }
@@ -57,30 +59,29 @@ impl MysqlInspector {
         MysqlInspector {
             config,
             is_source: true,
-            portable: false,
+            portable: None,
             report_as,
         }
     }
 
-    /// The source of a MySQL-to-PostgreSQL verification: rows rendered as PostgreSQL renders
-    /// its copy of them. Repair is not available.
-    #[cfg(feature = "postgres")]
-    pub fn portable_source(config: MysqlConfig) -> Self {
+    /// The source of a verification across engines: rows rendered by `portable`, as the other
+    /// engine renders its copy of them. Repair is not available.
+    pub fn portable_source(config: MysqlConfig, portable: Arc<dyn PortableText>) -> Self {
         MysqlInspector {
-            portable: true,
+            portable: Some(portable),
             ..Self::source(config)
         }
     }
 
-    /// The target of a PostgreSQL-to-MySQL verification: rows rendered as PostgreSQL renders its
-    /// originals (tables keep this database's name; the engine matches them by table name).
-    #[cfg(feature = "postgres")]
-    pub fn portable_target(config: MysqlConfig) -> Self {
+    /// The target of a verification across engines: rows rendered by `portable`, as the other
+    /// engine renders its originals (tables keep this database's name; the engine matches them
+    /// by table name).
+    pub fn portable_target(config: MysqlConfig, portable: Arc<dyn PortableText>) -> Self {
         let report_as = config.database().to_string();
         MysqlInspector {
             config,
             is_source: false,
-            portable: true,
+            portable: Some(portable),
             report_as,
         }
     }
@@ -90,13 +91,13 @@ impl MysqlInspector {
         MysqlInspector {
             config,
             is_source: false,
-            portable: false,
+            portable: None,
             report_as: source_database.to_string(),
         }
     }
 
     fn refuse_repair_across_engines(&self) -> Result<()> {
-        if self.portable {
+        if self.portable.is_some() {
             return Err(Error::operator(
                 "verify.repair_across_engines",
                 "repair between MySQL and PostgreSQL is not available",
@@ -124,10 +125,9 @@ impl MysqlInspector {
 
     /// The SQL text of a row of `table`.
     fn row_text(&self, table: &TableSchema) -> Result<String> {
-        #[cfg(feature = "postgres")]
-        if self.portable {
-            return crate::portable::row(table)
-                .map(|rendering| rendering.mysql)
+        if let Some(portable) = &self.portable {
+            return portable
+                .row(table)
                 .map_err(|reason| Error::operator("verify.unsupported_type", reason));
         }
         Ok(canonical_row(table))
@@ -135,10 +135,10 @@ impl MysqlInspector {
 
     /// The SQL bucket of a row of `table`.
     fn bucket(&self, table: &TableSchema, count: u32) -> Result<String> {
-        #[cfg(feature = "postgres")]
-        if self.portable {
-            return crate::portable::key(table)
-                .map(|rendering| crate::portable::mysql_bucket(&rendering.mysql, count))
+        if let Some(portable) = &self.portable {
+            return portable
+                .key(table)
+                .map(|key| portable.bucket(&key, count))
                 .map_err(|reason| Error::operator("verify.unsupported_type", reason));
         }
         Ok(bucket_expression(table, count))
@@ -152,13 +152,13 @@ impl MysqlInspector {
         predicate: &str,
         values: &[Value],
     ) -> Result<Vec<RowHash>> {
-        #[cfg(feature = "postgres")]
-        if self.portable {
-            let key = crate::portable::key(table)
+        if let Some(portable) = &self.portable {
+            let key = portable
+                .key(table)
                 .map_err(|reason| Error::operator("verify.unsupported_type", reason))?;
             let sql = format!(
                 "SELECT CONCAT('(', {}, ')'), MD5({}) FROM {} WHERE {predicate}",
-                key.mysql,
+                key,
                 self.row_text(table)?,
                 ident(&table.name.name)
             );
@@ -463,10 +463,10 @@ impl Inspector for MysqlInspector {
     ) -> Result<Vec<RowHash>> {
         let mut conn = self.conn().await?;
         let mut hashes = Vec::new();
-        #[cfg(feature = "postgres")]
-        if self.portable {
+        if let Some(portable) = &self.portable {
             // Across engines a key is its key text (`RowHash::key` holds it).
-            let key = crate::portable::key(table)
+            let key = portable
+                .key(table)
                 .map_err(|reason| Error::operator("verify.unsupported_type", reason))?;
             for batch in keys.chunks(KEYS_PER_STATEMENT) {
                 let texts: Vec<Value> = batch
@@ -475,7 +475,7 @@ impl Inspector for MysqlInspector {
                     .collect();
                 let predicate = format!(
                     "CONCAT('(', {}, ')') IN ({})",
-                    key.mysql,
+                    key,
                     vec!["?"; texts.len().max(1)].join(", ")
                 );
                 let texts = if texts.is_empty() {

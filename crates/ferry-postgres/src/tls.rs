@@ -87,7 +87,8 @@ impl TlsSettings {
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // (An escape that does not decode leaves the value as written.)
-            let value = crate::syntax::percent_decode(value).unwrap_or_else(|| value.to_string());
+            let value =
+                ferry_sql::syntax::percent_decode(value).unwrap_or_else(|| value.to_string());
             match key {
                 "sslmode" => {
                     settings.mode = SslMode::parse(&value)?;

@@ -195,7 +195,7 @@ pub(super) async fn widen_columns(
             .filter(|before| *before != now)
         {
             if !widens(&before, &now) {
-                return Err(crate::widening::column_retyped(
+                return Err(ferry_sql::widening::column_retyped(
                     &table.name,
                     &name,
                     &before,

@@ -1,4 +1,4 @@
-//! The MySQL statements behind [`crate::cascade`]: keys as literals of the target column types,
+//! The MySQL statements behind [`ferry_sql::cascade`]: keys as literals of the target column types,
 //! in lists of at most [`KEYS_PER_STATEMENT`], inside the apply transaction (which runs with
 //! `foreign_key_checks = 0`, so the target's own foreign keys do not act again).
 
@@ -12,7 +12,7 @@ use super::ddl::ident;
 use super::errors::classify;
 use super::target_columns::{TargetColumn, TargetColumns};
 use super::values::{decode, literal};
-use crate::cascade::{on_table, CascadeTarget};
+use ferry_sql::cascade::{on_table, CascadeTarget};
 
 const KEYS_PER_STATEMENT: usize = 1_000;
 

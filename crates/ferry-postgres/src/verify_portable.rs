@@ -1,11 +1,11 @@
 //! The PostgreSQL side of a MySQL-to-PostgreSQL verification: the same digests, buckets and
-//! row hashes as the MySQL inspector computes, over rows rendered by `crate::portable`.
+//! row hashes as the MySQL inspector computes, over rows rendered by the pair's [`PortableText`].
 //!
 //! The digest of a table is `count:sum:xor` exactly as MySQL writes it: the exact sum of the
 //! first 60 bits of each row's MD5 and the XOR of the next 64 bits as an unsigned number
 //! (PostgreSQL's bigint is signed, so a negative XOR is shifted by 2^64).
 
-use ferry_core::connector::Buckets;
+use ferry_core::connector::{Buckets, PortableText};
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RowHash};
 use ferry_core::{Error, Result, TableSchema, Value};
@@ -13,7 +13,6 @@ use ferry_core::{Error, Result, TableSchema, Value};
 use super::connection::connect;
 use super::errors::classify;
 use super::verify::PostgresInspector;
-use crate::portable;
 
 /// Totals over `r` (the MD5 of each row's text) in a subquery named `canonical`.
 const TOTALS: &str = "count(*) AS n, coalesce(sum(('x' || substr(r, 1, 15))::bit(60)::bigint), 0) AS s, coalesce(bit_xor(('x' || substr(r, 16, 16))::bit(64)::bigint), 0) AS x";
@@ -38,14 +37,15 @@ fn whole_table(range: &KeyRange) -> Result<()> {
 impl PostgresInspector {
     pub(super) async fn portable_digest(
         &self,
+        portable: &dyn PortableText,
         table: &TableSchema,
         range: &KeyRange,
     ) -> Result<RangeDigest> {
         whole_table(range)?;
-        let row = portable::row(table).map_err(unsupported)?;
+        let row = portable.row(table).map_err(unsupported)?;
         let sql = format!(
             "SELECT n, {DIGEST} FROM (SELECT {TOTALS} FROM (SELECT md5({}) AS r FROM {}) canonical) totals",
-            row.postgres,
+            row,
             self.own_rows(table).await?
         );
         self.digest_in_snapshot(table, &sql).await
@@ -54,11 +54,12 @@ impl PostgresInspector {
     /// Row hashes of the rows with these key texts (`RowHash::key` holds the key text here).
     pub(super) async fn portable_hashes_for_keys(
         &self,
+        portable: &dyn PortableText,
         table: &TableSchema,
         keys: &[Vec<Value>],
     ) -> Result<Vec<RowHash>> {
-        let row = portable::row(table).map_err(unsupported)?;
-        let key = portable::key(table).map_err(unsupported)?;
+        let row = portable.row(table).map_err(unsupported)?;
+        let key = portable.key(table).map_err(unsupported)?;
         let texts: Vec<String> = keys
             .iter()
             .filter_map(|key| match key.first() {
@@ -68,8 +69,8 @@ impl PostgresInspector {
             .collect();
         let sql = format!(
             "SELECT k, r FROM (SELECT '(' || {} || ')' AS k, md5({}) AS r FROM {}) keyed WHERE k = ANY($1)",
-            key.postgres,
-            row.postgres,
+            key,
+            row,
             self.own_rows(table).await?
         );
         self.portable_hashes(table, &sql, &[&texts]).await
@@ -77,17 +78,18 @@ impl PostgresInspector {
 
     pub(super) async fn portable_buckets(
         &self,
+        portable: &dyn PortableText,
         table: &TableSchema,
         range: &KeyRange,
         count: u32,
     ) -> Result<Vec<(u32, RangeDigest)>> {
         whole_table(range)?;
-        let row = portable::row(table).map_err(unsupported)?;
-        let key = portable::key(table).map_err(unsupported)?;
+        let row = portable.row(table).map_err(unsupported)?;
+        let key = portable.key(table).map_err(unsupported)?;
         let sql = format!(
             "SELECT bucket, n, {DIGEST} FROM (SELECT bucket, {TOTALS} FROM (SELECT {} AS bucket, md5({}) AS r FROM {}) canonical GROUP BY bucket) totals",
-            portable::postgres_bucket(&key.postgres, count),
-            row.postgres,
+            portable.bucket(&key, count),
+            row,
             self.own_rows(table).await?
         );
         self.bucket_digests(table, &sql).await
@@ -95,25 +97,26 @@ impl PostgresInspector {
 
     pub(super) async fn portable_row_hashes(
         &self,
+        portable: &dyn PortableText,
         table: &TableSchema,
         range: &KeyRange,
         buckets: Option<&Buckets>,
     ) -> Result<Vec<RowHash>> {
         whole_table(range)?;
-        let row = portable::row(table).map_err(unsupported)?;
-        let key = portable::key(table).map_err(unsupported)?;
+        let row = portable.row(table).map_err(unsupported)?;
+        let key = portable.key(table).map_err(unsupported)?;
         let predicate = match buckets {
             Some(buckets) => format!(
                 "{} IN ({})",
-                portable::postgres_bucket(&key.postgres, buckets.count),
+                portable.bucket(&key, buckets.count),
                 buckets.sql_list()
             ),
             None => "TRUE".into(),
         };
         let sql = format!(
             "SELECT '(' || {} || ')', md5({}) FROM {} WHERE {predicate}",
-            key.postgres,
-            row.postgres,
+            key,
+            row,
             self.own_rows(table).await?
         );
         self.portable_hashes(table, &sql, &[]).await

@@ -30,7 +30,7 @@ const MAX_DEPTH: usize = 64;
 /// The statements a sink runs for cascades, inside its apply transaction. `keys` are value
 /// lists in the order of `columns`; a sink compares them as the column types do.
 #[async_trait]
-pub(crate) trait CascadeTarget: Send {
+pub trait CascadeTarget: Send {
     /// The values of `read` of every row of `table` whose `columns` equal one of `keys`.
     async fn select(
         &mut self,
@@ -61,7 +61,7 @@ pub(crate) trait CascadeTarget: Send {
 type Rows = Vec<HashMap<String, Value>>;
 
 /// Applies the foreign-key actions of each operation, in order; an error says which change's.
-pub(crate) async fn reproduce_all(
+pub async fn reproduce_all(
     target: &mut dyn CascadeTarget,
     operations: &[std::sync::Arc<CascadeOperation>],
 ) -> Result<()> {
@@ -77,7 +77,7 @@ pub(crate) async fn reproduce_all(
 }
 
 /// An error of a statement on `table`: a definite one stops that table only.
-pub(crate) fn on_table(error: Error, table: &TableName) -> Error {
+pub fn on_table(error: Error, table: &TableName) -> Error {
     if error.class() == ferry_core::ErrorClass::Definite {
         error.with_table(table.clone())
     } else {
