@@ -2,6 +2,8 @@
 //! copy has come. A sink stores it next to the data, in the same transactions, so that the state
 //! never claims more than the target holds.
 
+pub mod stored;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

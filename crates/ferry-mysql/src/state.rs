@@ -2,29 +2,30 @@
 //! table's state and chunk plan, and recorded failures. Chunk marks and checkpoints are written
 //! inside the transactions that write the data they describe.
 
-use std::collections::BTreeMap;
-
 use ferry_core::cutover::CutoverRecord;
-use ferry_core::state::{
-    Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
+use ferry_core::state::stored::{
+    decode_cutover, encode_cutover, encode_range, failure_summary, StoredCheckpoint, StoredChunk,
+    StoredState, StoredTable,
 };
-use ferry_core::{Error, Position, Result, TableName};
+use ferry_core::state::{Chunk, MigrationState, StreamCheckpoint, TableState};
+use ferry_core::{Position, Result, TableName};
 use mysql_async::prelude::Queryable;
 
 use super::errors::classify;
 
 pub(crate) const CREATE_STATE: &[&str] = &[
     "CREATE DATABASE IF NOT EXISTS `_ferry` CHARACTER SET utf8mb4",
-    "CREATE TABLE IF NOT EXISTS `_ferry`.`streams` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL, commit_time BIGINT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`streams` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position TEXT NOT NULL, commit_time BIGINT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`tables` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, state VARCHAR(20) NOT NULL, note TEXT NULL, PRIMARY KEY (migration, schema_name, table_name)) ENGINE=InnoDB",
-    "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, snapshot_position VARCHAR(100) NULL, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
-    "CREATE TABLE IF NOT EXISTS `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, snapshot_position TEXT NULL, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position TEXT NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`cutover` (migration VARCHAR(190) NOT NULL PRIMARY KEY, record TEXT NOT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`fence` (id TINYINT NOT NULL PRIMARY KEY, migration VARCHAR(190) NOT NULL, started DOUBLE NOT NULL, previous_read_only TINYINT NOT NULL, touched BIGINT NOT NULL DEFAULT 0, fencing_session BIGINT UNSIGNED NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `_ferry`.`failures` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, migration VARCHAR(190) NOT NULL, at_micros BIGINT NOT NULL, code VARCHAR(100) NOT NULL, message TEXT NOT NULL) ENGINE=InnoDB",
 ];
 
-/// Adds the columns later versions of ferry store (MySQL has no `ADD COLUMN IF NOT EXISTS`).
+/// Adds the columns later versions of ferry store (MySQL has no `ADD COLUMN IF NOT EXISTS`)
+/// and widens the position columns of earlier versions.
 pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
     let what = "updating ferry's state tables";
     let present: Option<u8> = conn
@@ -33,15 +34,35 @@ pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
         .map_err(|error| classify(error, what))?;
     if present.is_none() {
         match conn
-            .query_drop(
-                "ALTER TABLE `_ferry`.`chunks` ADD COLUMN snapshot_position VARCHAR(100) NULL",
-            )
+            .query_drop("ALTER TABLE `_ferry`.`chunks` ADD COLUMN snapshot_position TEXT NULL")
             .await
         {
             // Added meanwhile by another session.
             Err(mysql_async::Error::Server(error)) if error.code == 1060 => {}
             other => other.map_err(|error| classify(error, what))?,
         }
+    }
+    // Positions were VARCHAR(100) up to version 0.1: too short for a connector's own positions
+    // (offset maps, resume tokens). Widened once; MODIFY to the same type is harmless when two
+    // processes do it at once.
+    let narrow: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '_ferry' AND DATA_TYPE = 'varchar' \
+             AND ((TABLE_NAME IN ('streams', 'copy_end') AND COLUMN_NAME = 'position') OR (TABLE_NAME = 'chunks' AND COLUMN_NAME = 'snapshot_position'))",
+        )
+        .await
+        .map_err(|error| classify(error, what))?;
+    for (table, column) in narrow {
+        let null = if column == "position" {
+            "NOT NULL"
+        } else {
+            "NULL"
+        };
+        conn.query_drop(format!(
+            "ALTER TABLE `_ferry`.`{table}` MODIFY `{column}` TEXT {null}"
+        ))
+        .await
+        .map_err(|error| classify(error, what))?;
     }
     Ok(())
 }
@@ -50,14 +71,6 @@ pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
 type ChunkRow = (String, String, u32, String, i64, i64, Option<String>);
 
 const NOW_MICROS: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
-
-fn bad_state(what: &str) -> Error {
-    Error::operator(
-        "state.corrupt",
-        format!("ferry's state on the target is unreadable: {what}"),
-    )
-    .with_hint("start over with `ferry run --restart`, or drop the `_ferry` database on the target")
-}
 
 /// Whether the state tables exist.
 pub(crate) async fn exists<Q: Queryable>(conn: &mut Q) -> Result<bool> {
@@ -77,12 +90,12 @@ pub(crate) async fn table_exists<Q: Queryable>(conn: &mut Q, table: &str) -> Res
     Ok(found.is_some())
 }
 
-pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<MigrationState> {
-    let mut state = MigrationState::default();
-    if !exists(conn).await? {
-        return Ok(state);
-    }
-    let what = "reading ferry's state";
+/// The stored checkpoint row of `migration`, if any.
+async fn stored_checkpoint<Q: Queryable>(
+    conn: &mut Q,
+    migration: &str,
+    what: &str,
+) -> Result<Option<StoredCheckpoint>> {
     let stream: Option<(String, Option<i64>, i64)> = conn
         .exec_first(
             "SELECT position, commit_time, updated FROM `_ferry`.`streams` WHERE migration = ?",
@@ -90,37 +103,45 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
         )
         .await
         .map_err(|error| classify(error, what))?;
-    if let Some((position, commit_time, updated)) = stream {
-        state.stream = Some(StreamCheckpoint {
-            position: Position::from_storage(&position)
-                .ok_or_else(|| bad_state("a stream position"))?,
-            commit_time_unix_micros: commit_time,
-            updated_unix_micros: updated,
-        });
+    Ok(stream.map(
+        |(position, commit_time_unix_micros, updated_unix_micros)| StoredCheckpoint {
+            position,
+            commit_time_unix_micros,
+            updated_unix_micros,
+        },
+    ))
+}
+
+pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<MigrationState> {
+    if !exists(conn).await? {
+        return Ok(MigrationState::default());
     }
-    let copy_end: Option<String> = conn
-        .exec_first(
-            "SELECT position FROM `_ferry`.`copy_end` WHERE migration = ?",
-            (migration,),
-        )
-        .await
-        .unwrap_or(None);
-    state.copy_end = copy_end.as_deref().and_then(Position::from_storage);
+    let what = "reading ferry's state";
+    let mut stored = StoredState {
+        stream: stored_checkpoint(conn, migration, what).await?,
+        ..StoredState::default()
+    };
+    if table_exists(conn, "copy_end").await? {
+        stored.copy_end = conn
+            .exec_first(
+                "SELECT position FROM `_ferry`.`copy_end` WHERE migration = ?",
+                (migration,),
+            )
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
     let tables: Vec<(String, String, String, Option<String>)> = conn
         .exec("SELECT schema_name, table_name, state, note FROM `_ferry`.`tables` WHERE migration = ?", (migration,))
         .await
         .map_err(|error| classify(error, what))?;
-    let mut progress: BTreeMap<TableName, TableProgress> = BTreeMap::new();
-    for (schema, table, table_state, note) in tables {
-        progress.insert(
-            TableName::new(schema, table),
-            TableProgress {
-                state: TableState::parse(&table_state).ok_or_else(|| bad_state("a table state"))?,
-                chunks: Vec::new(),
-                note,
-            },
-        );
-    }
+    stored.tables = tables
+        .into_iter()
+        .map(|(schema, table, state, note)| StoredTable {
+            name: TableName::new(schema, table),
+            state,
+            note,
+        })
+        .collect();
     // State written by an earlier version has no snapshot_position column (reading must not
     // change it: `status` and `check` only read).
     let has_positions: Option<u8> = conn
@@ -134,26 +155,25 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
     };
     let chunks: Vec<ChunkRow> = conn
         .exec(
-            format!("SELECT schema_name, table_name, chunk_index, key_range, done, row_count, {position} FROM `_ferry`.`chunks` WHERE migration = ? ORDER BY schema_name, table_name, chunk_index"),
+            format!("SELECT schema_name, table_name, chunk_index, key_range, done, row_count, {position} FROM `_ferry`.`chunks` WHERE migration = ?"),
             (migration,),
         )
         .await
         .map_err(|error| classify(error, what))?;
-    for (schema, table, index, range, done, rows, snapshot_position) in chunks {
-        let range: KeyRange =
-            serde_json::from_str(&range).map_err(|_| bad_state("a chunk range"))?;
-        if let Some(table) = progress.get_mut(&TableName::new(schema, table)) {
-            table.chunks.push(Chunk {
-                index,
+    stored.chunks = chunks
+        .into_iter()
+        .map(
+            |(schema, table, index, range, done, rows, snapshot_position)| StoredChunk {
+                table: TableName::new(schema, table),
+                index: index.into(),
                 range,
                 done: done != 0,
-                rows: rows as u64,
-                snapshot_position: snapshot_position.and_then(|text| Position::from_storage(&text)),
-            });
-        }
-    }
-    state.tables = progress;
-    Ok(state)
+                rows,
+                snapshot_position,
+            },
+        )
+        .collect();
+    stored.decode("`_ferry`")
 }
 
 pub(crate) async fn set_table_state<Q: Queryable>(
@@ -186,12 +206,7 @@ pub(crate) async fn save_plan<Q: Queryable>(
     .await
     .map_err(|error| classify(error, what))?;
     for chunk in chunks {
-        let range = serde_json::to_string(&chunk.range).map_err(|error| {
-            Error::definite(
-                "state.encode",
-                format!("a chunk range could not be stored: {error}"),
-            )
-        })?;
+        let range = encode_range(&chunk.range)?;
         conn.exec_drop(
             "INSERT INTO `_ferry`.`chunks` (migration, schema_name, table_name, chunk_index, key_range, done, row_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (migration, &table.schema, &table.name, chunk.index, range, chunk.done as u8, chunk.rows),
@@ -331,13 +346,7 @@ pub(crate) async fn recorded_failures<Q: Queryable>(
         )
         .await
         .map_err(|error| classify(error, what))?;
-    Ok(ferry_core::state::FailureSummary {
-        count: count.unwrap_or(0),
-        latest: latest
-            .into_iter()
-            .map(|(at, code, message)| (ferry_core::calendar::utc_second_text(at), code, message))
-            .collect(),
-    })
+    Ok(failure_summary(count.unwrap_or(0), latest))
 }
 
 pub(crate) async fn save_copy_end<Q: Queryable>(
@@ -361,22 +370,9 @@ pub(crate) async fn load_checkpoint<Q: Queryable>(
     if !exists(conn).await? {
         return Ok(None);
     }
-    let stream: Option<(String, Option<i64>, i64)> = conn
-        .exec_first(
-            "SELECT position, commit_time, updated FROM `_ferry`.`streams` WHERE migration = ?",
-            (migration,),
-        )
-        .await
-        .map_err(|error| classify(error, "reading the stream checkpoint"))?;
-    stream
-        .map(|(position, commit_time, updated)| {
-            Ok(StreamCheckpoint {
-                position: Position::from_storage(&position)
-                    .ok_or_else(|| bad_state("a stream position"))?,
-                commit_time_unix_micros: commit_time,
-                updated_unix_micros: updated,
-            })
-        })
+    stored_checkpoint(conn, migration, "reading the stream checkpoint")
+        .await?
+        .map(|checkpoint| checkpoint.decode("`_ferry`.`streams`"))
         .transpose()
 }
 
@@ -396,15 +392,7 @@ pub(crate) async fn load_cutover<Q: Queryable>(
         )
         .await
         .map_err(|error| classify(error, what))?;
-    match record {
-        None => Ok(CutoverRecord::default()),
-        Some(text) => serde_json::from_str(&text).map_err(|error| {
-            Error::definite(
-                "state.cutover",
-                format!("unreadable switch-over record in `_ferry`.`cutover`: {error}"),
-            )
-        }),
-    }
+    decode_cutover(record, "`_ferry`.`cutover`")
 }
 
 /// Stores the switch-over record of `migration` durably.
@@ -413,7 +401,7 @@ pub(crate) async fn save_cutover<Q: Queryable>(
     migration: &str,
     record: &CutoverRecord,
 ) -> Result<()> {
-    let text = serde_json::to_string(record).expect("records serialize");
+    let text = encode_cutover(record)?;
     conn.exec_drop(
         format!(
             "INSERT INTO `_ferry`.`cutover` (migration, record, updated) VALUES (?, ?, {NOW_MICROS})

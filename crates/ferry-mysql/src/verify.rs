@@ -20,6 +20,7 @@ use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector, Portabl
 use ferry_core::rows::encode_row;
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
+use ferry_core::state::stored::{encode_outcome, encode_range, StoredVerifiedRange};
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 use ferry_core::{Error, Position, Result, TableName, TableSchema, Value};
@@ -577,27 +578,9 @@ impl Inspector for MysqlInspector {
 
     async fn applied_position(&self, migration: &str) -> Result<Option<Position>> {
         let mut conn = self.conn().await?;
-        if !state::exists(&mut conn).await? {
-            return Ok(None);
-        }
-        let stored: Option<String> = conn
-            .exec_first(
-                "SELECT position FROM `_ferry`.`streams` WHERE migration = ?",
-                (migration,),
-            )
-            .await
-            .map_err(|error| classify(error, "reading the stream checkpoint"))?;
+        let checkpoint = state::load_checkpoint(&mut conn, migration).await?;
         let _ = conn.disconnect().await;
-        stored
-            .map(|text| {
-                Position::from_storage(&text).ok_or_else(|| {
-                    Error::operator(
-                        "state.corrupt",
-                        format!("unreadable stream position {text}"),
-                    )
-                })
-            })
-            .transpose()
+        Ok(checkpoint.map(|checkpoint| checkpoint.position))
     }
 
     async fn clear_verification(&self, migration: &str) -> Result<()> {
@@ -626,7 +609,7 @@ impl Inspector for MysqlInspector {
             .await
             .map_err(|error| classify(error, what))?;
         for (index, range) in ranges.iter().enumerate() {
-            let text = serde_json::to_string(range).expect("ranges serialize");
+            let text = encode_range(range)?;
             transaction
                 .exec_drop(
                     "INSERT INTO `_ferry`.`verify_ranges` (migration, schema_name, table_name, range_index, key_range) VALUES (?, ?, ?, ?, ?)
@@ -650,7 +633,7 @@ impl Inspector for MysqlInspector {
         outcome: &RangeOutcome,
     ) -> Result<()> {
         let mut conn = self.conn().await?;
-        let text = serde_json::to_string(outcome).expect("outcomes serialize");
+        let text = encode_outcome(outcome)?;
         conn.exec_drop(
             "UPDATE `_ferry`.`verify_ranges` SET outcome = ? WHERE migration = ? AND schema_name = ? AND table_name = ? AND range_index = ?",
             (text, migration, &table.schema, &table.name, index),
@@ -672,27 +655,15 @@ impl Inspector for MysqlInspector {
             )
             .await
             .map_err(|error| classify(error, what))?;
-        let unreadable = |what: &str, error: serde_json::Error| {
-            Error::definite(
-                "state.verify",
-                format!("unreadable verification {what}: {error}"),
-            )
-        };
         rows.into_iter()
             .map(|(schema, name, index, range, outcome)| {
-                Ok(VerifiedRange {
+                StoredVerifiedRange {
                     table: TableName::new(schema, name),
-                    index,
-                    range: serde_json::from_str(&range)
-                        .map_err(|error| unreadable("range", error))?,
-                    outcome: match outcome {
-                        Some(text) => Some(
-                            serde_json::from_str(&text)
-                                .map_err(|error| unreadable("outcome", error))?,
-                        ),
-                        None => None,
-                    },
-                })
+                    index: index.into(),
+                    range,
+                    outcome,
+                }
+                .decode("`_ferry`.`verify_ranges`")
             })
             .collect()
     }

@@ -4,6 +4,7 @@
 use ferry_core::check::Finding;
 use ferry_core::schema::UserType;
 use ferry_core::select::Selection;
+use ferry_core::state::stored::failure_summary as failure_summary_of;
 use ferry_core::state::{FailureSummary, StreamRetention};
 use ferry_core::{Result, TableName};
 use tokio_postgres::Client;
@@ -548,16 +549,15 @@ pub(crate) async fn failure_summary(
         .map_err(|error| classify(error, what))?
         .get(0);
     let rows = client
-        .query("SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), code, message FROM _ferry.failure WHERE migration = $1 ORDER BY at DESC LIMIT 5", &[&migration])
+        .query("SELECT (extract(epoch FROM at) * 1000000)::bigint, code, message FROM _ferry.failure WHERE migration = $1 ORDER BY at DESC LIMIT 5", &[&migration])
         .await
         .map_err(|error| classify(error, what))?;
-    Ok(FailureSummary {
+    Ok(failure_summary_of(
         count,
-        latest: rows
-            .iter()
+        rows.iter()
             .map(|row| (row.get(0), row.get(1), row.get(2)))
             .collect(),
-    })
+    ))
 }
 
 /// The slot of `migration`, if it exists.

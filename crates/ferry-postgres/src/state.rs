@@ -2,12 +2,12 @@
 //! each table's handoff state and its chunk plan. They are written in the same transactions as
 //! the data they describe.
 
-use std::collections::BTreeMap;
-
 use ferry_core::cutover::CutoverRecord;
-use ferry_core::state::{
-    Chunk, KeyRange, MigrationState, StreamCheckpoint, TableProgress, TableState,
+use ferry_core::state::stored::{
+    decode_cutover, encode_cutover, encode_range, StoredCheckpoint, StoredChunk, StoredState,
+    StoredTable,
 };
+use ferry_core::state::{Chunk, MigrationState, StreamCheckpoint, TableState};
 use ferry_core::{Error, Position, Result, TableName};
 use tokio_postgres::GenericClient;
 
@@ -125,18 +125,13 @@ async fn read_checkpoint(
     else {
         return Ok(None);
     };
-    let text: String = row.get(0);
-    let position = Position::from_storage(&text).ok_or_else(|| {
-        Error::definite(
-            "state.position",
-            format!("unreadable checkpoint position {text:?} in _ferry.stream"),
-        )
-    })?;
-    Ok(Some(StreamCheckpoint {
-        position,
+    StoredCheckpoint {
+        position: row.get(0),
         commit_time_unix_micros: row.get(1),
         updated_unix_micros: row.get(2),
-    }))
+    }
+    .decode("_ferry.stream")
+    .map(Some)
 }
 
 pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
@@ -144,63 +139,61 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
     if !state_table_exists(client, "chunk", what).await? {
         return Ok(MigrationState::default());
     }
-    let mut state = MigrationState {
-        stream: read_checkpoint(client, migration, what).await?,
-        ..MigrationState::default()
-    };
+    let mut stored = StoredState::default();
+    if let Some(row) = client
+        .query_opt(
+            "SELECT position, commit_time_unix_micros, (extract(epoch FROM updated_at) * 1000000)::bigint FROM _ferry.stream WHERE migration = $1",
+            &[&migration],
+        )
+        .await
+        .map_err(|error| classify(error, what))?
+    {
+        stored.stream = Some(StoredCheckpoint {
+            position: row.get(0),
+            commit_time_unix_micros: row.get(1),
+            updated_unix_micros: row.get(2),
+        });
+    }
     if state_table_exists(client, "copy_end", what).await? {
-        if let Some(row) = client
+        stored.copy_end = client
             .query_opt(
                 "SELECT position FROM _ferry.copy_end WHERE migration = $1",
                 &[&migration],
             )
             .await
             .map_err(|error| classify(error, what))?
-        {
-            state.copy_end = Position::from_storage(&row.get::<_, String>(0));
-        }
+            .map(|row| row.get(0));
     }
-    let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
-    for row in client
+    stored.tables = client
         .query(
             "SELECT table_schema, table_name, state, note FROM _ferry.table_state WHERE migration = $1",
             &[&migration],
         )
         .await
         .map_err(|error| classify(error, what))?
-    {
-        let text: String = row.get(2);
-        let table_state = TableState::parse(&text).ok_or_else(|| {
-            Error::definite(
-                "state.table",
-                format!("unknown table state {text:?} in _ferry.table_state"),
-            )
-        })?;
-        tables.insert(
-            TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
-            TableProgress {
-                state: table_state,
-                chunks: Vec::new(),
-                note: row.get(3),
-            },
-        );
-    }
-    for row in client
+        .iter()
+        .map(|row| StoredTable {
+            name: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+            state: row.get(2),
+            note: row.get(3),
+        })
+        .collect();
+    stored.chunks = client
         // (`to_jsonb`: state written by an earlier version has no snapshot_position column.)
-        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows, to_jsonb(c) ->> 'snapshot_position' FROM _ferry.chunk c WHERE migration = $1 ORDER BY chunk_index", &[&migration])
+        .query("SELECT table_schema, table_name, chunk_index, key_range, done, rows, to_jsonb(c) ->> 'snapshot_position' FROM _ferry.chunk c WHERE migration = $1", &[&migration])
         .await
         .map_err(|error| classify(error, what))?
-    {
-        let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-        let range_text: String = row.get(3);
-        let range: KeyRange = serde_json::from_str(&range_text).map_err(|error| Error::definite("state.chunk", format!("unreadable chunk range in _ferry.chunk: {error}")))?;
-        if let Some(progress) = tables.get_mut(&name) {
-            let snapshot_position = row.get::<_, Option<String>>(6).and_then(|text| Position::from_storage(&text));
-            progress.chunks.push(Chunk { index: row.get::<_, i32>(2) as u32, range, done: row.get(4), rows: row.get::<_, i64>(5) as u64, snapshot_position });
-        }
-    }
-    state.tables = tables;
-    Ok(state)
+        .iter()
+        .map(|row| StoredChunk {
+            table: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+            index: row.get::<_, i32>(2).into(),
+            range: row.get(3),
+            done: row.get(4),
+            rows: row.get(5),
+            snapshot_position: row.get(6),
+        })
+        .collect();
+    stored.decode("_ferry")
 }
 
 pub(crate) async fn set_table_state(
@@ -234,8 +227,8 @@ pub(crate) async fn save_plan(
     let indexes: Vec<i32> = chunks.iter().map(|chunk| chunk.index as i32).collect();
     let ranges: Vec<String> = chunks
         .iter()
-        .map(|chunk| serde_json::to_string(&chunk.range).expect("ranges serialize"))
-        .collect();
+        .map(|chunk| encode_range(&chunk.range))
+        .collect::<Result<_>>()?;
     client
         .execute(
             "INSERT INTO _ferry.chunk (migration, table_schema, table_name, chunk_index, key_range)
@@ -365,25 +358,15 @@ pub(crate) async fn load_cutover(
     if !state_table_exists(client, "cutover", what).await? {
         return Ok(CutoverRecord::default());
     }
-    let row = client
+    let record = client
         .query_opt(
             "SELECT record FROM _ferry.cutover WHERE migration = $1",
             &[&migration],
         )
         .await
-        .map_err(|error| classify(error, what))?;
-    match row {
-        None => Ok(CutoverRecord::default()),
-        Some(row) => {
-            let text: String = row.get(0);
-            serde_json::from_str(&text).map_err(|error| {
-                Error::definite(
-                    "state.cutover",
-                    format!("unreadable switch-over record in _ferry.cutover: {error}"),
-                )
-            })
-        }
-    }
+        .map_err(|error| classify(error, what))?
+        .map(|row| row.get(0));
+    decode_cutover(record, "_ferry.cutover")
 }
 
 pub(crate) async fn save_cutover(
@@ -391,7 +374,7 @@ pub(crate) async fn save_cutover(
     migration: &str,
     record: &CutoverRecord,
 ) -> Result<()> {
-    let text = serde_json::to_string(record).expect("records serialize");
+    let text = encode_cutover(record)?;
     client
         .execute(
             "INSERT INTO _ferry.cutover (migration, record, updated_at) VALUES ($1, $2, clock_timestamp())

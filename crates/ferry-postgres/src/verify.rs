@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ferry_core::connector::{Buckets, ByteStream, ChunkFormat, Inspector, PortableText};
 use ferry_core::schema::Catalog;
 use ferry_core::select::Selection;
+use ferry_core::state::stored::{encode_outcome, encode_range, StoredVerifiedRange};
 use ferry_core::state::KeyRange;
 use ferry_core::verify::{RangeDigest, RangeOutcome, RowHash, VerifiedRange};
 use ferry_core::{Error, Lsn, Position, Result, TableName, TableSchema, Value};
@@ -468,10 +469,7 @@ impl Inspector for PostgresInspector {
     ) -> Result<()> {
         let client = connect(&self.config).await?;
         let indexes: Vec<i32> = (0..ranges.len() as i32).collect();
-        let texts: Vec<String> = ranges
-            .iter()
-            .map(|range| serde_json::to_string(range).expect("ranges serialize"))
-            .collect();
+        let texts: Vec<String> = ranges.iter().map(encode_range).collect::<Result<_>>()?;
         client
             .execute(
                 "INSERT INTO _ferry.verify_range (migration, table_schema, table_name, range_index, key_range)
@@ -492,7 +490,7 @@ impl Inspector for PostgresInspector {
         outcome: &RangeOutcome,
     ) -> Result<()> {
         let client = connect(&self.config).await?;
-        let text = serde_json::to_string(outcome).expect("outcomes serialize");
+        let text = encode_outcome(outcome)?;
         client
             .execute(
                 "UPDATE _ferry.verify_range SET outcome = $5 WHERE migration = $1 AND table_schema = $2 AND table_name = $3 AND range_index = $4",
@@ -515,28 +513,13 @@ impl Inspector for PostgresInspector {
             .map_err(|error| classify(error, what))?;
         rows.iter()
             .map(|row| {
-                let range: KeyRange =
-                    serde_json::from_str(row.get::<_, &str>(3)).map_err(|error| {
-                        Error::definite(
-                            "state.verify",
-                            format!("unreadable verification range: {error}"),
-                        )
-                    })?;
-                let outcome = match row.get::<_, Option<&str>>(4) {
-                    Some(text) => Some(serde_json::from_str(text).map_err(|error| {
-                        Error::definite(
-                            "state.verify",
-                            format!("unreadable verification outcome: {error}"),
-                        )
-                    })?),
-                    None => None,
-                };
-                Ok(VerifiedRange {
+                StoredVerifiedRange {
                     table: TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)),
-                    index: row.get::<_, i32>(2) as u32,
-                    range,
-                    outcome,
-                })
+                    index: row.get::<_, i32>(2).into(),
+                    range: row.get(3),
+                    outcome: row.get(4),
+                }
+                .decode("_ferry.verify_range")
             })
             .collect()
     }

@@ -380,3 +380,49 @@ async fn after_a_mysql_migration_lock_is_lost_only_one_process_goes_on() {
         crate::mysql::log_tail(name)
     );
 }
+
+/// ferry's state tables as version 0.1 created them on a MySQL target: positions in
+/// VARCHAR(100), too short for the positions other connectors define (offset maps, tokens).
+const STATE_OF_VERSION_0_1: &str = r"
+CREATE DATABASE `_ferry` CHARACTER SET utf8mb4;
+CREATE TABLE `_ferry`.`streams` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL, commit_time BIGINT NULL, updated BIGINT NOT NULL) ENGINE=InnoDB;
+CREATE TABLE `_ferry`.`chunks` (migration VARCHAR(190) NOT NULL, schema_name VARCHAR(190) NOT NULL, table_name VARCHAR(190) NOT NULL, chunk_index INT NOT NULL, key_range LONGTEXT NOT NULL, done TINYINT NOT NULL DEFAULT 0, row_count BIGINT NOT NULL DEFAULT 0, snapshot_position VARCHAR(100) NULL, PRIMARY KEY (migration, schema_name, table_name, chunk_index)) ENGINE=InnoDB;
+CREATE TABLE `_ferry`.`copy_end` (migration VARCHAR(190) NOT NULL PRIMARY KEY, position VARCHAR(100) NOT NULL) ENGINE=InnoDB;
+";
+
+#[test]
+fn positions_stored_on_a_mysql_target_by_an_earlier_version_are_widened() {
+    let name = "my_state_widen";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(&servers.source, name, AWKWARD);
+    // A target of its own: the shared one's `_ferry` is already in the current shape.
+    let target = MariaDbServer::start_with(4, &[]).expect("start MariaDB");
+    sql(&target, "mysql", STATE_OF_VERSION_0_1);
+
+    let copied = copy(&source, &target.url(name), name);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(rows(&target, name), rows(&servers.source, name));
+    let types = sql(
+        &target,
+        "mysql",
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '_ferry' \
+         AND COLUMN_NAME IN ('position', 'snapshot_position') ORDER BY TABLE_NAME",
+    );
+    assert_eq!(
+        types.trim(),
+        "chunks\tsnapshot_position\ttext\tYES\ncopy_end\tposition\ttext\tNO\nstreams\tposition\ttext\tNO",
+        "{types}"
+    );
+    // A position of any length now fits.
+    let long = format!("marks:kafka:{}", "orders/0=1,".repeat(60));
+    sql(
+        &target,
+        "_ferry",
+        &format!("INSERT INTO streams (migration, position, updated) VALUES ('long', '{long}', 0)"),
+    );
+}
