@@ -2,7 +2,9 @@
 
 mod check;
 mod cutover;
+#[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
 mod demo_mysql;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -171,6 +173,7 @@ pub(crate) enum Command {
     },
     /// Start two throwaway PostgreSQL servers (or, with --mysql, MariaDB and PostgreSQL), fill
     /// one, migrate it live under writes, and prove both equal.
+    #[cfg(feature = "demo")]
     Demo {
         /// Rows in the largest demo table.
         #[arg(long, default_value_t = 200_000)]
@@ -423,11 +426,13 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Relay { config, listen } => relay::run(&config, listen.into()).await,
         #[cfg(feature = "kafka")]
         Command::Kafka { command } => kafka::run(command).await,
+        #[cfg(feature = "demo")]
         Command::Demo {
             rows,
             stream_seconds,
             mysql: false,
         } => demo::run(rows, stream_seconds).await,
+        #[cfg(feature = "demo")]
         Command::Demo {
             rows,
             stream_seconds,
