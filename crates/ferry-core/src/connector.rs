@@ -30,14 +30,13 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 /// An encoding of a chunk's rows that a source can produce and a sink can load directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkFormat {
-    /// PostgreSQL `COPY ... (FORMAT binary)`: fastest; only for types whose binary form carries
-    /// no server-specific identifiers.
-    PostgresBinary,
-    /// PostgreSQL `COPY ... (FORMAT text)` under pinned output settings.
-    PostgresText,
     /// ferry's neutral encoding of [`Value`] rows ([`crate::rows`]): every source produces it
     /// and every sink loads it, so engines of different kinds can be paired.
     Rows,
+    /// An encoding of one connector's own, named `engine/format` (PostgreSQL's `COPY` forms,
+    /// for instance): a source produces it only when the sink lists it among its accepted
+    /// formats, so only connectors that both know it use it.
+    Native(&'static str),
 }
 
 /// A source database.

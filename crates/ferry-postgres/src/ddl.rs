@@ -248,11 +248,19 @@ pub(super) fn key_tuple(table: &TableSchema, types: &[&str], values: &[Value]) -
     Ok(format!("({})", literals.join(", ")))
 }
 
-/// The COPY options of a chunk format.
+/// PostgreSQL `COPY ... (FORMAT binary)`: fastest; only for types whose binary form carries no
+/// server-specific identifiers.
+pub(crate) const COPY_BINARY: ChunkFormat = ChunkFormat::Native("postgres/copy-binary");
+
+/// PostgreSQL `COPY ... (FORMAT text)` under pinned output settings.
+pub(crate) const COPY_TEXT: ChunkFormat = ChunkFormat::Native("postgres/copy-text");
+
+/// The COPY options of a chunk format (ferry's neutral rows are loaded as COPY text).
 pub(super) fn copy_options(format: ChunkFormat) -> &'static str {
-    match format {
-        ChunkFormat::PostgresBinary => "(FORMAT binary)",
-        ChunkFormat::PostgresText | ChunkFormat::Rows => "(FORMAT text)",
+    if format == COPY_BINARY {
+        "(FORMAT binary)"
+    } else {
+        "(FORMAT text)"
     }
 }
 

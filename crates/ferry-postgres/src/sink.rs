@@ -17,7 +17,7 @@ use super::config::ConnectionConfig;
 use super::connection::connect;
 use super::ddl::{
     add_primary_key, copy_options, create_sequence, create_table, ident, index_if_not_exists,
-    own_rows_on, qualified,
+    own_rows_on, qualified, COPY_BINARY, COPY_TEXT,
 };
 use super::errors::classify;
 use super::state;
@@ -46,11 +46,7 @@ impl PostgresSink {
     }
 }
 
-const FORMATS: &[ChunkFormat] = &[
-    ChunkFormat::PostgresBinary,
-    ChunkFormat::PostgresText,
-    ChunkFormat::Rows,
-];
+const FORMATS: &[ChunkFormat] = &[COPY_BINARY, COPY_TEXT, ChunkFormat::Rows];
 
 #[async_trait]
 impl SchemaTarget for PostgresSink {

@@ -16,7 +16,9 @@ use tokio_postgres::Client;
 
 use super::config::ConnectionConfig;
 use super::connection::connect;
-use super::ddl::{copy_options, ident, own_rows_of, qualified, range_predicate};
+use super::ddl::{
+    copy_options, ident, own_rows_of, qualified, range_predicate, COPY_BINARY, COPY_TEXT,
+};
 use super::errors::classify;
 
 /// What keeps the exported snapshot alive.
@@ -247,9 +249,10 @@ impl ChunkReader for PostgresChunkReader {
         let format = accepted
             .iter()
             .copied()
-            .find(|format| match format {
-                ChunkFormat::PostgresBinary => binary_safe(table),
-                ChunkFormat::PostgresText | ChunkFormat::Rows => true,
+            .find(|format| match *format {
+                COPY_BINARY => binary_safe(table),
+                COPY_TEXT | ChunkFormat::Rows => true,
+                ChunkFormat::Native(_) => false,
             })
             .ok_or_else(|| {
                 Error::operator(

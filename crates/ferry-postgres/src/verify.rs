@@ -389,7 +389,7 @@ impl Inspector for PostgresInspector {
             let _keep_alive = &client;
             item.map_err(|error| classify(error, &what))
         });
-        Ok((ChunkFormat::PostgresText, Box::pin(stream) as ByteStream))
+        Ok((super::ddl::COPY_TEXT, Box::pin(stream) as ByteStream))
     }
 
     async fn replace_rows(
