@@ -5,9 +5,13 @@
 # applies) and one with log_slave_updates on, which, like ferry's target, logs every row it
 # applies (what a replica that may be promoted, or that has replicas of its own, does).
 #   1. one UPDATE of every row of a sysbench table in one transaction;
-#   2. single-row updates in transactions of 1,000.
+#   2. sysbench oltp_write_only (4 threads: updates, a delete and an insert per transaction)
+#      for WRITE_SECONDS;
+# both ROUNDS times, medians reported; then
+#   3. lag while ferry streams sysbench oltp_write_only at LIVE_RATE transactions/s for 60 s.
 #
-#   scripts/bench-mysql-apply.sh [TABLE_SIZE] [UPDATES]     (defaults: 1000000, 200000)
+#   scripts/bench-mysql-apply.sh [TABLE_SIZE] [WRITE_SECONDS] [ROUNDS] [LIVE_RATE]
+#                                (defaults: 1000000, 60, 3, 500)
 #
 # Each backlog is written while ferry and the replica are stopped; the time runs from starting
 # one of them until it has applied the source's last event (ferry's stored position; the
@@ -15,7 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE="${1:-1000000}"
-UPDATES="${2:-200000}"
+WRITE_SECONDS="${2:-60}"
+ROUNDS="${3:-3}"
+LIVE_SECONDS="${LIVE_SECONDS:-60}"
+LIVE_RATE="${4:-500}"
 FERRY="${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
@@ -42,11 +49,12 @@ echo "== sysbench prepare, $SIZE rows"
 my_s -e "CREATE DATABASE sbtest"
 sysbench oltp_read_write --db-driver=mysql --mysql-socket="$WORK/msource/mysqld.sock" --mysql-user=root \
   --mysql-db=sbtest --tables=1 --table-size="$SIZE" prepare >/dev/null
+my_s sbtest -e "CREATE TABLE marker (id INT PRIMARY KEY, value BIGINT NOT NULL); INSERT INTO marker VALUES (1, 0)"
 SRC="mysql://root@127.0.0.1:$MSP/sbtest"
 TGT="mysql://root@127.0.0.1:$MTP/streamed"
 "$FERRY" run --source "$SRC" --target "$TGT" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
-until my_t -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null | grep -q 1; do sleep 0.5; done
+until my_t -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null | grep -qx 2; do sleep 0.5; done
 replica_reached() { # END [REPLICA]
   my "${2:-mreplica}" -e "SHOW SLAVE STATUS\G" | python3 -c "
 import sys; status = dict((part.strip() for part in line.split(':', 1)) for line in sys.stdin if ':' in line)
@@ -69,39 +77,57 @@ catch_up() { # LABEL
   until ferry_reached mtarget apply "$end"; do sleep 0.05; done
   local done_at; done_at=$(now)
   # ferry's own CPU time (user + system) while it caught up: how much of the time is ferry's.
-  RESULT[$1_ferry_cpu]=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")
+  add "$1_ferry_cpu" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")"
+  add "$1_ferry_peak_mib" "$(peak_mib "$RUN")"
   kill -TERM "$RUN"; wait "$RUN" || true
-  RESULT[$1_ferry]=$(elapsed "$start" "$done_at")
+  add "$1_ferry" "$(elapsed "$start" "$done_at")"
   start=$(now)
   my_r -e "START SLAVE"
   until replica_reached "$end"; do sleep 0.05; done
   done_at=$(now)
   my_r -e "STOP SLAVE"
-  RESULT[$1_replica]=$(elapsed "$start" "$done_at")
+  add "$1_replica" "$(elapsed "$start" "$done_at")"
   start=$(now)
   my_l -e "START SLAVE"
   until replica_reached "$end" mlogging; do sleep 0.05; done
   done_at=$(now)
   my_l -e "STOP SLAVE"
-  RESULT[$1_logging]=$(elapsed "$start" "$done_at")
+  add "$1_logging" "$(elapsed "$start" "$done_at")"
   local sum; sum=$(my_s sbtest -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)
   [ "$sum" = "$(my_t streamed -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" ] || { echo "ferry's table differs" >&2; exit 1; }
   [ "$sum" = "$(my_r sbtest -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" ] || { echo "the replica's table differs" >&2; exit 1; }
   [ "$sum" = "$(my_l sbtest -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" ] || { echo "the logging replica's table differs" >&2; exit 1; }
-  echo "   ferry ${RESULT[$1_ferry]} s (${RESULT[$1_ferry_cpu]} s of CPU in ferry), native replica ${RESULT[$1_replica]} s, logging its updates ${RESULT[$1_logging]} s"
+  echo "   ferry $(last "$1_ferry") s ($(last "$1_ferry_cpu") s of CPU in ferry, peak $(last "$1_ferry_peak_mib") MiB), native replica $(last "$1_replica") s, logging its updates $(last "$1_logging") s"
 }
 
-echo "== one UPDATE of $SIZE rows in one transaction"
-my_s sbtest -e "UPDATE sbtest1 SET k = k + 1, c = REVERSE(c)"
-catch_up big
+SYSBENCH=(--db-driver=mysql --mysql-socket="$WORK/msource/mysqld.sock" --mysql-user=root --mysql-db=sbtest --tables=1 --table-size="$SIZE")
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round of $ROUNDS: one UPDATE of $SIZE rows in one transaction"
+  my_s sbtest -e "UPDATE sbtest1 SET k = k + 1, c = REVERSE(c)"
+  catch_up big
+  echo "== round $round of $ROUNDS: sysbench oltp_write_only, 4 threads, $WRITE_SECONDS s"
+  sysbench oltp_write_only "${SYSBENCH[@]}" --threads=4 --time="$WRITE_SECONDS" run | grep -E "transactions:" || true
+  catch_up mixed
+done
 
-echo "== $UPDATES single-row updates in transactions of 1,000"
-single_row_updates msource "$SIZE" "$UPDATES"
-catch_up small
+echo "== lag while ferry streams sysbench oltp_write_only at $LIVE_RATE transactions/s for $LIVE_SECONDS s"
+"$FERRY" run --source "$SRC" --target "$TGT" --name apply >>"$WORK/run.log" 2>&1 &
+RUN=$!
+until ferry_reached mtarget apply "$(binlog_end msource)"; do sleep 0.2; done
+heartbeat_command() { my_s sbtest -e "UPDATE marker SET value = CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) WHERE id = 1"; }
+sample_command() { my_t streamed -Nse "SELECT value, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) FROM marker WHERE id = 1" | tr '\t' ' '; }
+sysbench oltp_write_only "${SYSBENCH[@]}" --threads=4 --rate="$LIVE_RATE" --time=$((LIVE_SECONDS + 2)) run >"$WORK/live.log" 2>&1 &
+LOAD=$!
+lag_run "$LIVE_SECONDS"
+LIVE_PEAK=$(peak_mib "$RUN")
+wait "$LOAD" || true
+LIVE_TPS=$(grep -oE "transactions: +[0-9]+ +\([0-9.]+" "$WORK/live.log" | grep -oE "[0-9.]+$" | xargs printf "%.0f" || echo 0)
+kill -TERM "$RUN"; wait "$RUN" || true
 
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+write_samples bench/mysql-apply.json "\"rows\": $SIZE, \"rounds\": $ROUNDS, \"write_seconds\": $WRITE_SECONDS, \"live_rate\": $LIVE_RATE, \"live_tps\": ${LIVE_TPS:-0}, \"lag_p50\": $LAG_P50, \"lag_p99\": $LAG_P99, \"lag_max\": $LAG_MAX, \"live_peak_mib\": $LIVE_PEAK"
 echo
-echo "| backlog (MariaDB to MariaDB, sysbench table of $SIZE rows) | ferry (CPU in ferry) | native replica | ferry / replica | replica with log_slave_updates | ferry / it |"
+echo "| backlog (MariaDB to MariaDB, sysbench table of $SIZE rows), median of $ROUNDS | ferry (CPU in ferry; peak memory) | native replica | ferry / replica | replica with log_slave_updates | ferry / it |"
 echo "|---|---|---|---|---|---|"
-echo "| one UPDATE of $SIZE rows, one transaction | ${RESULT[big_ferry]} s (${RESULT[big_ferry_cpu]} s) | ${RESULT[big_replica]} s | $(ratio "${RESULT[big_ferry]}" "${RESULT[big_replica]}")x | ${RESULT[big_logging]} s | $(ratio "${RESULT[big_ferry]}" "${RESULT[big_logging]}")x |"
-echo "| $UPDATES single-row updates, 1,000 per transaction | ${RESULT[small_ferry]} s (${RESULT[small_ferry_cpu]} s) | ${RESULT[small_replica]} s | $(ratio "${RESULT[small_ferry]}" "${RESULT[small_replica]}")x | ${RESULT[small_logging]} s | $(ratio "${RESULT[small_ferry]}" "${RESULT[small_logging]}")x |"
+echo "| one UPDATE of $SIZE rows, one transaction | ${MEDIAN[big_ferry]} s (${MEDIAN[big_ferry_cpu]} s; ${MEDIAN[big_ferry_peak_mib]} MiB) | ${MEDIAN[big_replica]} s | $(ratio "${MEDIAN[big_ferry]}" "${MEDIAN[big_replica]}") | ${MEDIAN[big_logging]} s | $(ratio "${MEDIAN[big_ferry]}" "${MEDIAN[big_logging]}") |"
+echo "| sysbench oltp_write_only, 4 threads, $WRITE_SECONDS s | ${MEDIAN[mixed_ferry]} s (${MEDIAN[mixed_ferry_cpu]} s; ${MEDIAN[mixed_ferry_peak_mib]} MiB) | ${MEDIAN[mixed_replica]} s | $(ratio "${MEDIAN[mixed_ferry]}" "${MEDIAN[mixed_replica]}") | ${MEDIAN[mixed_logging]} s | $(ratio "${MEDIAN[mixed_ferry]}" "${MEDIAN[mixed_logging]}") |"
+echo "| lag streaming sysbench oltp_write_only at ${LIVE_TPS:-?} tps for $LIVE_SECONDS s | p50 $LAG_P50 s, p99 $LAG_P99 s, max $LAG_MAX s (peak $LIVE_PEAK MiB) | | | | |"

@@ -3,17 +3,24 @@
 # (a subscription) of the same source, each catching up on the same backlog, one after the
 # other on the same machine.
 #   1. one UPDATE of every row of pgbench_accounts in one transaction;
-#   2. pgbench's simple-update workload (4 clients) for PGBENCH_SECONDS.
+#   2. pgbench's simple-update workload (4 clients) for PGBENCH_SECONDS;
+# both ROUNDS times, medians reported; then
+#   3. lag while ferry streams pgbench simple-update at LIVE_RATE transactions/s for 60 s.
 #
-#   scripts/bench-postgres-apply.sh [SCALE] [PGBENCH_SECONDS]     (defaults: 10 -> 1M rows, 20 s)
+#   scripts/bench-postgres-apply.sh [SCALE] [PGBENCH_SECONDS] [ROUNDS] [LIVE_RATE]
+#                                   (defaults: 10 -> 1M rows, 60 s, 3, 1000)
 #
 # Each backlog is written while ferry and the subscription are stopped, then a marker row is
 # written; the time runs from starting one of them until the marker is visible on its side.
-# The accounts are compared (md5 of every row) on all three servers after each step.
+# The accounts are compared (md5 of every row) on all three servers after each step. Writes
+# bench/postgres-apply.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-10}"
-PGBENCH_SECONDS="${2:-20}"
+PGBENCH_SECONDS="${2:-60}"
+ROUNDS="${3:-3}"
+LIVE_SECONDS="${LIVE_SECONDS:-60}"
+LIVE_RATE="${4:-1000}"
 FERRY="${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}"
 [ -x "$FERRY" ] || cargo build --release -p ferry
 source scripts/lib/servers.sh
@@ -76,33 +83,51 @@ catch_up() { # LABEL
   RUN=$!
   wait_marker psql_t "$MARK"
   local done_at; done_at=$(now)
-  RESULT[$1_ferry_cpu]=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")
+  add "$1_ferry_cpu" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")"
+  add "$1_ferry_peak_mib" "$(peak_mib "$RUN")"
   kill -TERM "$RUN"; wait "$RUN" || true
-  RESULT[$1_ferry]=$(elapsed "$start" "$done_at")
+  add "$1_ferry" "$(elapsed "$start" "$done_at")"
   start=$(now)
   psql_r -d bench -c "ALTER SUBSCRIPTION native ENABLE"
   wait_marker psql_r "$MARK"
   done_at=$(now)
   disable_native
-  RESULT[$1_native]=$(elapsed "$start" "$done_at")
+  add "$1_native" "$(elapsed "$start" "$done_at")"
   local sum; sum=$(accounts_md5 psql_s)
   [ "$sum" = "$(accounts_md5 psql_t)" ] || { echo "ferry's table differs" >&2; exit 1; }
   [ "$sum" = "$(accounts_md5 psql_r)" ] || { echo "the subscriber's table differs" >&2; exit 1; }
-  echo "   ferry ${RESULT[$1_ferry]} s (${RESULT[$1_ferry_cpu]} s of CPU in ferry), native subscription ${RESULT[$1_native]} s"
+  echo "   ferry $(last "$1_ferry") s ($(last "$1_ferry_cpu") s of CPU in ferry, peak $(last "$1_ferry_peak_mib") MiB), native subscription $(last "$1_native") s"
 }
 
 ROWS=$(psql_s -d bench -Atc "SELECT count(*) FROM pgbench_accounts")
-echo "== one UPDATE of $ROWS rows in one transaction"
-psql_s -d bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1"
-catch_up big
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round of $ROUNDS: one UPDATE of $ROWS rows in one transaction"
+  psql_s -d bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1"
+  catch_up big
+  echo "== round $round of $ROUNDS: pgbench simple-update, 4 clients, $PGBENCH_SECONDS s"
+  pgbench -n -b simple-update -c 4 -j 2 -T "$PGBENCH_SECONDS" -h 127.0.0.1 -p "$SP" -U postgres bench 2>/dev/null | grep -E '^number of transactions actually processed' || true
+  catch_up mixed
+done
 
-echo "== pgbench simple-update, 4 clients, $PGBENCH_SECONDS s"
-pgbench -n -b simple-update -c 4 -j 2 -T "$PGBENCH_SECONDS" -h 127.0.0.1 -p "$SP" -U postgres bench 2>/dev/null | grep -E '^number of transactions actually processed' || true
-catch_up mixed
+echo "== lag while ferry streams pgbench simple-update at $LIVE_RATE transactions/s for $LIVE_SECONDS s"
+"$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name apply >>"$WORK/run.log" 2>&1 &
+RUN=$!
+next_marker
+wait_marker psql_t "$MARK"
+heartbeat_command() { psql_s -d bench -c "UPDATE marker SET value = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint WHERE id = 1"; }
+sample_command() { psql_t -d bench -AtF ' ' -c "SELECT value, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint FROM marker WHERE id = 1"; }
+pgbench -n -b simple-update -c 4 -j 2 -R "$LIVE_RATE" -T $((LIVE_SECONDS + 2)) -h 127.0.0.1 -p "$SP" -U postgres bench >"$WORK/live.log" 2>&1 &
+LOAD=$!
+lag_run "$LIVE_SECONDS"
+LIVE_PEAK=$(peak_mib "$RUN")
+wait "$LOAD" || true
+LIVE_TPS=$(grep -oE "tps = [0-9.]+" "$WORK/live.log" | head -1 | cut -d' ' -f3 | xargs printf "%.0f")
+kill -TERM "$RUN"; wait "$RUN" || true
 
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+write_samples bench/postgres-apply.json "\"rows\": $ROWS, \"rounds\": $ROUNDS, \"pgbench_seconds\": $PGBENCH_SECONDS, \"live_rate\": $LIVE_RATE, \"live_tps\": ${LIVE_TPS:-0}, \"lag_p50\": $LAG_P50, \"lag_p99\": $LAG_P99, \"lag_max\": $LAG_MAX, \"live_peak_mib\": $LIVE_PEAK"
 echo
-echo "| backlog (PostgreSQL to PostgreSQL, pgbench scale $SCALE) | ferry (CPU in ferry) | native subscription | ferry / native |"
+echo "| backlog (PostgreSQL to PostgreSQL, pgbench scale $SCALE), median of $ROUNDS | ferry (CPU in ferry; peak memory) | native subscription | ferry / native |"
 echo "|---|---|---|---|"
-echo "| one UPDATE of $ROWS rows, one transaction | ${RESULT[big_ferry]} s (${RESULT[big_ferry_cpu]} s) | ${RESULT[big_native]} s | $(ratio "${RESULT[big_ferry]}" "${RESULT[big_native]}")x |"
-echo "| pgbench simple-update, 4 clients, $PGBENCH_SECONDS s | ${RESULT[mixed_ferry]} s (${RESULT[mixed_ferry_cpu]} s) | ${RESULT[mixed_native]} s | $(ratio "${RESULT[mixed_ferry]}" "${RESULT[mixed_native]}")x |"
+echo "| one UPDATE of $ROWS rows, one transaction | ${MEDIAN[big_ferry]} s (${MEDIAN[big_ferry_cpu]} s; ${MEDIAN[big_ferry_peak_mib]} MiB) | ${MEDIAN[big_native]} s | $(ratio "${MEDIAN[big_ferry]}" "${MEDIAN[big_native]}") |"
+echo "| pgbench simple-update, 4 clients, $PGBENCH_SECONDS s | ${MEDIAN[mixed_ferry]} s (${MEDIAN[mixed_ferry_cpu]} s; ${MEDIAN[mixed_ferry_peak_mib]} MiB) | ${MEDIAN[mixed_native]} s | $(ratio "${MEDIAN[mixed_ferry]}" "${MEDIAN[mixed_native]}") |"
+echo "| lag streaming pgbench at ${LIVE_TPS:-?} tps for $LIVE_SECONDS s | p50 $LAG_P50 s, p99 $LAG_P99 s, max $LAG_MAX s (peak $LIVE_PEAK MiB) | | |"

