@@ -135,7 +135,12 @@ impl Pipeline {
         let (sender, mut receiver) = mpsc::channel::<(Batch, Position, Option<i64>)>(1);
         let (result_sender, results) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
+            // How long the applier waited for each batch and took to apply it (debug log): an
+            // applier that never waits is held back by the target, one that waits by the reading.
+            let mut idle_since = Instant::now();
             while let Some((mut batch, checkpoint, commit_time)) = receiver.recv().await {
+                let waited = idle_since.elapsed();
+                let started = Instant::now();
                 // Tables the stream itself stopped: skipped from the batch that marks them on
                 // (never from an earlier one, whose checkpoint would pass their changes by).
                 {
@@ -174,6 +179,13 @@ impl Pipeline {
                     }
                 }
                 .map(|()| Applied { checkpoint, changes: batch.change_count, commit_time });
+                debug!(
+                    changes = batch.change_count,
+                    waited_ms = waited.as_millis() as u64,
+                    applied_ms = started.elapsed().as_millis() as u64,
+                    "batch applied"
+                );
+                idle_since = Instant::now();
                 let failed = result.is_err();
                 if result_sender.send(result).is_err() || failed {
                     break;

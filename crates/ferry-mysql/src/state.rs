@@ -4,8 +4,8 @@
 
 use ferry_core::cutover::CutoverRecord;
 use ferry_core::state::stored::{
-    decode_cutover, encode_cutover, encode_range, failure_summary, StoredCheckpoint, StoredChunk,
-    StoredState, StoredTable,
+    decode_cutover, encode_cutover, encode_range, failure_summary, StoreNames, StoredCheckpoint,
+    StoredChunk, StoredState, StoredTable,
 };
 use ferry_core::state::{Chunk, MigrationState, StreamCheckpoint, TableState};
 use ferry_core::{Position, Result, TableName};
@@ -66,6 +66,14 @@ pub(crate) async fn add_new_columns<Q: Queryable>(conn: &mut Q) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where each part of the state is, for errors.
+const STORE: StoreNames = StoreNames {
+    stream: "`_ferry`.`streams`",
+    copy_end: "`_ferry`.`copy_end`",
+    tables: "`_ferry`.`tables`",
+    chunks: "`_ferry`.`chunks`",
+};
 
 /// (schema, table, chunk index, key range, done, rows, snapshot position)
 type ChunkRow = (String, String, u32, String, i64, i64, Option<String>);
@@ -173,7 +181,7 @@ pub(crate) async fn load<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<
             },
         )
         .collect();
-    stored.decode("`_ferry`")
+    stored.decode(&STORE)
 }
 
 pub(crate) async fn set_table_state<Q: Queryable>(
@@ -269,14 +277,17 @@ pub(crate) async fn store_checkpoint<Q: Queryable>(
     .map_err(|error| classify(error, "storing the stream checkpoint"))
 }
 
+/// Every table to be copied again: chunk plans, and where the last copy ended, forgotten.
 pub(crate) async fn reset_tables<Q: Queryable>(conn: &mut Q, migration: &str) -> Result<()> {
     let what = "resetting ferry's state";
-    conn.exec_drop(
+    for sql in [
         "DELETE FROM `_ferry`.`chunks` WHERE migration = ?",
-        (migration,),
-    )
-    .await
-    .map_err(|error| classify(error, what))?;
+        "DELETE FROM `_ferry`.`copy_end` WHERE migration = ?",
+    ] {
+        conn.exec_drop(sql, (migration,))
+            .await
+            .map_err(|error| classify(error, what))?;
+    }
     conn.exec_drop(
         "UPDATE `_ferry`.`tables` SET state = 'pending', note = NULL WHERE migration = ?",
         (migration,),
@@ -372,7 +383,7 @@ pub(crate) async fn load_checkpoint<Q: Queryable>(
     }
     stored_checkpoint(conn, migration, "reading the stream checkpoint")
         .await?
-        .map(|checkpoint| checkpoint.decode("`_ferry`.`streams`"))
+        .map(|checkpoint| checkpoint.decode(STORE.stream))
         .transpose()
 }
 

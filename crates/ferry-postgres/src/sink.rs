@@ -7,7 +7,7 @@ use ferry_core::connector::{
 };
 use ferry_core::schema::{Catalog, SecondaryKind, Sequence};
 use ferry_core::state::{Chunk, MigrationState, TableState};
-use ferry_core::{failpoint, Position, Result, TableName, TableSchema};
+use ferry_core::{failpoint, Error, Position, Result, TableName, TableSchema};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 use tracing::{info, warn};
@@ -498,6 +498,7 @@ impl StateStore for PostgresSink {
             &[
                 "DELETE FROM _ferry.chunk WHERE migration = $1",
                 "DELETE FROM _ferry.table_state WHERE migration = $1",
+                "DELETE FROM _ferry.copy_end WHERE migration = $1",
             ],
         )
         .await?;
@@ -543,6 +544,7 @@ impl StateStore for PostgresSink {
         let statements = [
             "DELETE FROM _ferry.stream WHERE migration = $1",
             "DELETE FROM _ferry.chunk WHERE migration = $1",
+            "DELETE FROM _ferry.copy_end WHERE migration = $1",
             "UPDATE _ferry.table_state SET state = 'pending' WHERE migration = $1",
         ];
         state::execute_for_migration(&transaction, migration, what, &statements).await?;
@@ -684,6 +686,12 @@ pub(crate) async fn copy_into(
     rows: ByteStream,
     what: &str,
 ) -> Result<u64> {
+    if !FORMATS.contains(&format) {
+        return Err(Error::definite(
+            "copy.format",
+            format!("a PostgreSQL target cannot load chunks encoded as {format:?}"),
+        ));
+    }
     let mut rows = if format == ChunkFormat::Rows {
         super::rows::rows_to_copy_text(table, rows)
     } else {

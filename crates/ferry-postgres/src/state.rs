@@ -4,8 +4,8 @@
 
 use ferry_core::cutover::CutoverRecord;
 use ferry_core::state::stored::{
-    decode_cutover, encode_cutover, encode_range, StoredCheckpoint, StoredChunk, StoredState,
-    StoredTable,
+    decode_cutover, encode_cutover, encode_range, StoreNames, StoredCheckpoint, StoredChunk,
+    StoredState, StoredTable,
 };
 use ferry_core::state::{Chunk, MigrationState, StreamCheckpoint, TableState};
 use ferry_core::{Error, Position, Result, TableName};
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS _ferry.cutover (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );";
 
+/// Where each part of the state is, for errors.
+const STORE: StoreNames = StoreNames {
+    stream: "_ferry.stream",
+    copy_end: "_ferry.copy_end",
+    tables: "_ferry.table_state",
+    chunks: "_ferry.chunk",
+};
+
 /// Whether ferry's state table `_ferry.<table>` exists (it does not before the first run).
 pub(crate) async fn state_table_exists(
     client: &impl GenericClient,
@@ -130,7 +138,7 @@ async fn read_checkpoint(
         commit_time_unix_micros: row.get(1),
         updated_unix_micros: row.get(2),
     }
-    .decode("_ferry.stream")
+    .decode(STORE.stream)
     .map(Some)
 }
 
@@ -193,7 +201,7 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
             snapshot_position: row.get(6),
         })
         .collect();
-    stored.decode("_ferry")
+    stored.decode(&STORE)
 }
 
 pub(crate) async fn set_table_state(

@@ -59,16 +59,24 @@ pub struct StoredState {
     pub chunks: Vec<StoredChunk>,
 }
 
-/// The error for a stored value ferry cannot read: `store` names where it is (for instance
-/// `_ferry.chunk`), `what` the value.
+/// The error for a stored value ferry cannot read: `store` names the table it is in (for
+/// instance `_ferry.chunk`), `what` the value.
 pub fn damaged(store: &str, what: &str) -> Error {
     Error::operator(
         "state.corrupt",
         format!("ferry's state on the target is unreadable: {what} in {store}"),
     )
-    .with_hint(
-        "start over with `ferry run --restart`, or drop ferry's state (`_ferry`) on the target",
-    )
+    .with_hint("`ferry run --restart` forgets this migration's copy and stream state and copies every table again; otherwise delete this migration's rows from that table (other migrations' rows stay)")
+}
+
+/// Where a store keeps each part of a migration's state (table names as its dialect writes
+/// them), so that an error names the table holding the damaged value.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreNames {
+    pub stream: &'static str,
+    pub copy_end: &'static str,
+    pub tables: &'static str,
+    pub chunks: &'static str,
 }
 
 fn position(text: &str, store: &str, what: &str) -> Result<Position> {
@@ -87,22 +95,22 @@ impl StoredCheckpoint {
 }
 
 impl StoredState {
-    /// The migration's state, or [`damaged`] naming the first unreadable value. Each table's
-    /// chunks come out ordered by index.
-    pub fn decode(self, store: &str) -> Result<MigrationState> {
+    /// The migration's state, or [`damaged`] naming the first unreadable value and its table.
+    /// Each table's chunks come out ordered by index.
+    pub fn decode(self, names: &StoreNames) -> Result<MigrationState> {
         let stream = self
             .stream
-            .map(|checkpoint| checkpoint.decode(store))
+            .map(|checkpoint| checkpoint.decode(names.stream))
             .transpose()?;
         let copy_end = self
             .copy_end
-            .map(|text| position(&text, store, "where the copy ended"))
+            .map(|text| position(&text, names.copy_end, "where the copy ended"))
             .transpose()?;
         let mut tables: BTreeMap<TableName, TableProgress> = BTreeMap::new();
         for table in self.tables {
             let state = TableState::parse(&table.state).ok_or_else(|| {
                 damaged(
-                    store,
+                    names.tables,
                     &format!("table state {:?} of {}", table.state, table.name),
                 )
             })?;
@@ -119,6 +127,7 @@ impl StoredState {
             let Some(progress) = tables.get_mut(&chunk.table) else {
                 continue;
             };
+            let store = names.chunks;
             let what = || format!("chunk {} of {}", chunk.index, chunk.table);
             let index = u32::try_from(chunk.index)
                 .map_err(|_| damaged(store, &format!("the index of {}", what())))?;
@@ -244,6 +253,13 @@ mod tests {
     use super::*;
     use crate::value::Value;
 
+    const NAMES: StoreNames = StoreNames {
+        stream: "stream",
+        copy_end: "copy_end",
+        tables: "tables",
+        chunks: "chunks",
+    };
+
     fn table(name: &str) -> TableName {
         TableName::new("shop", name)
     }
@@ -285,7 +301,7 @@ mod tests {
                 chunk("gone", 0, &range),
             ],
         };
-        let state = stored.decode("_ferry").unwrap();
+        let state = stored.decode(&NAMES).unwrap();
         assert_eq!(
             state.stream.unwrap().position,
             Position::Postgres(crate::Lsn(42))
@@ -323,10 +339,16 @@ mod tests {
                 ..StoredState::default()
             },
         ];
-        for stored in damaged_cases {
-            let error = stored.decode("_ferry.x").unwrap_err();
+        for (stored, table) in damaged_cases
+            .into_iter()
+            .zip(["copy_end", "tables", "chunks"])
+        {
+            let error = stored.decode(&NAMES).unwrap_err();
             assert_eq!(error.code(), "state.corrupt", "{error}");
-            assert!(error.to_string().contains("_ferry.x"), "{error}");
+            assert!(
+                error.to_string().contains(&format!(" in {table}")),
+                "{error}"
+            );
         }
         assert_eq!(
             decode_cutover(Some("{".into()), "_ferry.cutover")

@@ -165,6 +165,46 @@ async fn a_lost_slot_is_refused_and_restart_recovers() {
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
 
+/// A value in ferry's state that cannot be read is named with its table, never taken as
+/// absent; `--restart` forgets it and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_state_is_named_and_restart_recovers() {
+    let pair = Pair::new("damaged_state").await;
+    setup(&pair, 2_000).await;
+    let arguments = ["--name", "damaged_state"];
+    let mut ferry = pair.spawn_run(&arguments, None);
+    pair.wait_streaming(2).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    let damaged = pair
+        .target
+        .execute(
+            "UPDATE _ferry.copy_end SET position = 'postgres:not a position' WHERE migration = 'damaged_state'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(damaged, 1, "the copy stored where it ended");
+
+    let output = pair.ferry("run", &arguments).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("error[state.corrupt]")
+            && stderr.contains("_ferry.copy_end")
+            && stderr.contains("--restart"),
+        "{stderr}"
+    );
+
+    let mut ferry = pair.spawn_run(&["--name", "damaged_state", "--restart"], None);
+    pair.wait_streaming(2).await;
+    pair.source
+        .batch_execute("UPDATE public.accounts SET counter = 7 WHERE id <= 50;")
+        .await
+        .unwrap();
+    pair.wait_equal(TABLES).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+}
+
 /// SIGTERM during the copy stops cleanly (exit 0) and the next run copies only what is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_during_the_copy_resumes_from_committed_chunks() {
