@@ -209,3 +209,21 @@ async fn status_reports_tables_and_lag() {
         "{stdout}"
     );
 }
+
+/// The default log level shows the connectors' progress lines too (each connector is a crate of
+/// its own, and every one of them must be in the default filter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_log_shows_what_the_connectors_do() {
+    let pair = crate::common::Pair::new("log_lines").await;
+    pair.source
+        .batch_execute("CREATE TABLE public.items (id integer PRIMARY KEY, name text); INSERT INTO public.items SELECT g, 'n' || g FROM generate_series(1, 10) g;")
+        .await
+        .unwrap();
+    let output = pair
+        .ferry("copy", &["--name", "log_lines"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("adding the primary key"), "{stderr}");
+}
