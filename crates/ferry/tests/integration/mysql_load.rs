@@ -426,3 +426,31 @@ fn positions_stored_on_a_mysql_target_by_an_earlier_version_are_widened() {
         &format!("INSERT INTO streams (migration, position, updated) VALUES ('long', '{long}', 0)"),
     );
 }
+
+/// `check` says when the target's AUTO-INC lock mode serializes parallel loads of tables with
+/// an AUTO_INCREMENT column, and is silent where it does not.
+#[test]
+fn check_names_an_auto_increment_lock_that_serializes_parallel_loads() {
+    let name = "my_load_autoinc";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT); INSERT INTO orders (note) VALUES ('a');",
+    );
+    let check = |target: &str| {
+        let output = ferry("check", &source, target, &[]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    // The shared target runs MariaDB's default, innodb_autoinc_lock_mode = 1.
+    let report = check(&servers.target.url(name));
+    assert!(
+        report.contains("target.autoinc_lock_mode") && report.contains("orders"),
+        "{report}"
+    );
+    let interleaved =
+        MariaDbServer::start_with(5, &["--innodb-autoinc-lock-mode=2"]).expect("start MariaDB");
+    let report = check(&interleaved.url(name));
+    assert!(!report.contains("target.autoinc_lock_mode"), "{report}");
+}
