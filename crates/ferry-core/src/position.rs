@@ -325,6 +325,16 @@ impl Position {
         }
     }
 
+    /// The error for a stored position that another kind of source wrote, for a source whose
+    /// positions are `kind` (the target holds another migration's state under this name).
+    pub fn from_another_source(&self, kind: &str) -> crate::Error {
+        crate::Error::operator(
+            "state.position",
+            format!("the checkpoint {self} is not a {kind}"),
+        )
+        .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`")
+    }
+
     /// Parses [`Position::to_storage`] output.
     pub fn from_storage(text: &str) -> Option<Position> {
         let (kind, rest) = text.split_once(':')?;

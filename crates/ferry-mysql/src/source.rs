@@ -149,11 +149,7 @@ impl Source for MysqlSource {
         ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>> {
         let Position::Mysql(position) = position else {
-            return Err(Error::operator(
-                "state.position",
-                format!("the checkpoint {position} is not a MySQL binary log position"),
-            )
-            .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`"));
+            return Err(position.from_another_source("MySQL binary log position"));
         };
         Ok(Box::new(
             BinlogChangeStream::open(&self.config, migration, position, tables, ignore_writes_of)

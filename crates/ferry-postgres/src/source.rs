@@ -152,11 +152,7 @@ impl Source for PostgresSource {
         ignore_writes_of: &[String],
     ) -> Result<Box<dyn ChangeStream>> {
         let Position::Postgres(lsn) = position else {
-            return Err(Error::operator(
-                "state.position",
-                format!("the checkpoint {position} is not a PostgreSQL position"),
-            )
-            .with_hint("the target holds the state of a migration from another kind of source: use another --name or `ferry run --restart`"));
+            return Err(position.from_another_source("PostgreSQL position"));
         };
         let keys = tables
             .iter()

@@ -268,3 +268,40 @@ async fn a_graceful_stop_during_the_copy_resumes_from_committed_chunks() {
         "every row copied exactly once across both runs"
     );
 }
+
+/// A migration name whose stream checkpoint on the target another kind of source wrote is
+/// refused with what to do, not read as a position of this source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_written_by_another_kind_of_source_is_refused() {
+    let pair = Pair::new("wrong_kind").await;
+    setup(&pair, 100).await;
+    let mut ferry = pair.spawn_run(&["--name", "wrong_kind"], None);
+    pair.wait_streaming(2).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    let mariadb = &crate::mysql::mariadb().source;
+    let source = mariadb.create_database("wrong_kind").unwrap();
+    crate::mysql::sql(
+        mariadb,
+        "wrong_kind",
+        "CREATE TABLE accounts (id BIGINT PRIMARY KEY, payload TEXT NOT NULL, counter INT NOT NULL); INSERT INTO accounts VALUES (1, 'a', 0);",
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "run",
+            "--source",
+            &source,
+            "--target",
+            &pair.target_url,
+            "--name",
+            "wrong_kind",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("error[state.position]") && stderr.contains("another kind of source"),
+        "{stderr}"
+    );
+}
