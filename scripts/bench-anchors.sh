@@ -4,7 +4,7 @@
 # (scripts/bench-postgres-apply.sh, scripts/bench-mysql-apply.sh), each measured ROUNDS times,
 # medians reported, then one table of ferry / anchor ratios (below 1: ferry is faster).
 #
-#   scripts/bench-anchors.sh [ROUNDS]     (default: 3; about 45 minutes on 2 cores)
+#   scripts/bench-anchors.sh [ROUNDS]     (default: 3; about 30 minutes on 2 cores)
 #
 # Writes bench/copy-anchors.json, bench/postgres-apply.json, bench/mysql-apply.json and
 # bench/anchors.md. Needs FERRY_BENCH=1 scripts/install-prerequisites.sh.
