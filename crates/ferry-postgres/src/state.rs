@@ -115,31 +115,30 @@ pub(crate) async fn load_checkpoint(
     if !state_table_exists(client, "stream", what).await? {
         return Ok(None);
     }
-    read_checkpoint(client, migration, what).await
+    stored_checkpoint(client, migration, what)
+        .await?
+        .map(|checkpoint| checkpoint.decode(STORE.stream))
+        .transpose()
 }
 
-async fn read_checkpoint(
+/// The stored checkpoint row of `migration`, as read.
+async fn stored_checkpoint(
     client: &impl GenericClient,
     migration: &str,
     what: &str,
-) -> Result<Option<StreamCheckpoint>> {
-    let Some(row) = client
+) -> Result<Option<StoredCheckpoint>> {
+    Ok(client
         .query_opt(
             "SELECT position, commit_time_unix_micros, (extract(epoch FROM updated_at) * 1000000)::bigint FROM _ferry.stream WHERE migration = $1",
             &[&migration],
         )
         .await
         .map_err(|error| classify(error, what))?
-    else {
-        return Ok(None);
-    };
-    StoredCheckpoint {
-        position: row.get(0),
-        commit_time_unix_micros: row.get(1),
-        updated_unix_micros: row.get(2),
-    }
-    .decode(STORE.stream)
-    .map(Some)
+        .map(|row| StoredCheckpoint {
+            position: row.get(0),
+            commit_time_unix_micros: row.get(1),
+            updated_unix_micros: row.get(2),
+        }))
 }
 
 pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result<MigrationState> {
@@ -147,21 +146,10 @@ pub(crate) async fn load(client: &impl GenericClient, migration: &str) -> Result
     if !state_table_exists(client, "chunk", what).await? {
         return Ok(MigrationState::default());
     }
-    let mut stored = StoredState::default();
-    if let Some(row) = client
-        .query_opt(
-            "SELECT position, commit_time_unix_micros, (extract(epoch FROM updated_at) * 1000000)::bigint FROM _ferry.stream WHERE migration = $1",
-            &[&migration],
-        )
-        .await
-        .map_err(|error| classify(error, what))?
-    {
-        stored.stream = Some(StoredCheckpoint {
-            position: row.get(0),
-            commit_time_unix_micros: row.get(1),
-            updated_unix_micros: row.get(2),
-        });
-    }
+    let mut stored = StoredState {
+        stream: stored_checkpoint(client, migration, what).await?,
+        ..StoredState::default()
+    };
     if state_table_exists(client, "copy_end", what).await? {
         stored.copy_end = client
             .query_opt(
