@@ -8,9 +8,6 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-/// Piece size of a served file (well under `max_allowed_packet`).
-const PIECE_BYTES: usize = 1024 * 1024;
-
 /// Files registered for a `LOAD DATA LOCAL` inside a transaction (where a connection's own
 /// handler cannot be set, since the transaction holds the connection), by name. Every ferry
 /// session serves `LOCAL` requests from here ([`serve_registered`]): a name not registered is
@@ -75,12 +72,8 @@ pub(crate) fn serve_registered(
                 "ferry registered no file named {name:?}"
             )))
         })?;
-        let pieces: Vec<std::io::Result<Bytes>> = (0..data.len())
-            .step_by(PIECE_BYTES)
-            .map(|start| Ok(data.slice(start..(start + PIECE_BYTES).min(data.len()))))
-            .collect();
         Ok::<mysql_async::InfileData, mysql_async::LocalInfileError>(Box::pin(
-            futures_util::stream::iter(pieces),
+            futures_util::stream::iter(super::load::pieces(&data)),
         ))
     })
 }

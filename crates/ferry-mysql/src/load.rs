@@ -86,6 +86,14 @@ pub(crate) fn statement_from(
 /// under `max_allowed_packet` let a row of any size through.
 const PIECE_BYTES: usize = 1024 * 1024;
 
+/// `data` as a LOCAL handler sends it: pieces of at most [`PIECE_BYTES`].
+pub(crate) fn pieces(data: &Bytes) -> Vec<std::io::Result<Bytes>> {
+    (0..data.len())
+        .step_by(PIECE_BYTES)
+        .map(|start| Ok(data.slice(start..(start + PIECE_BYTES).min(data.len()))))
+        .collect()
+}
+
 /// Appends one field for a column of kind `kind`: `\N` for NULL, otherwise the text the
 /// statement's conversion for that column turns back into exactly the value an INSERT literal
 /// would store.
@@ -266,13 +274,7 @@ pub(crate) fn prepare(
             .ok_or_else(|| std::io::Error::other("the chunk was already sent"))?;
         let data = rows.flat_map(move |item| {
             let pieces = match item.and_then(|item| lines(&item, &kinds, &sent)) {
-                Ok(text) => {
-                    let text = Bytes::from(text);
-                    (0..text.len())
-                        .step_by(PIECE_BYTES)
-                        .map(|start| Ok(text.slice(start..(start + PIECE_BYTES).min(text.len()))))
-                        .collect()
-                }
+                Ok(text) => pieces(&Bytes::from(text)),
                 Err(error) => {
                     let text = error.to_string();
                     if let Ok(mut slot) = failure.lock() {
@@ -306,20 +308,41 @@ impl PreparedLoad {
         }
         result.map_err(|error| classify(error, &what).with_table(table.clone()))?;
         let sent = self.sent.load(Ordering::Relaxed);
-        let (affected, warnings) = (transaction.affected_rows(), transaction.get_warnings());
-        if warnings > 0 || affected != sent {
-            let shown = warnings_shown(transaction, &what).await?;
-            return Err(Error::definite(
-                "target.rejected_value",
-                format!(
-                    "{what}: the server took {affected} of {sent} rows with {warnings} warnings ({shown})"
-                ),
-            )
-            .with_table(table.clone())
-            .with_hint("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md); nothing of this chunk was kept"));
-        }
+        let affected = transaction.affected_rows();
+        require_every_line(
+            transaction,
+            &what,
+            affected,
+            sent,
+            "nothing of this chunk was kept",
+        )
+        .await
+        .map_err(|error| error.with_table(table.clone()))?;
         Ok(Loaded::Rows(sent))
     }
+}
+
+/// Accepts a load only when the server took every one of the `expected` lines without a
+/// warning (`LOCAL` turns a value the server refuses into a warning and goes on); otherwise the
+/// error says how many it took and shows its first warnings. `outcome` ends the hint: what
+/// became of the rows.
+pub(crate) async fn require_every_line(
+    transaction: &mut Transaction<'_>,
+    what: &str,
+    taken: u64,
+    expected: u64,
+    outcome: &str,
+) -> Result<()> {
+    let warnings = transaction.get_warnings();
+    if warnings == 0 && taken == expected {
+        return Ok(());
+    }
+    let shown = warnings_shown(transaction, what).await?;
+    Err(Error::definite(
+        "target.rejected_value",
+        format!("{what}: the server took {taken} of {expected} rows with {warnings} warnings ({shown})"),
+    )
+    .with_hint(format!("the target cannot store a value as the source has it (see the warnings and the type mapping in docs/mysql.md); {outcome}")))
 }
 
 /// The first warnings of the last statement, as `Level code: message; ...`.
