@@ -99,22 +99,15 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 mkdir -p bench
-for key in "${!SAMPLES[@]}"; do echo "$key${SAMPLES[$key]}"; done | python3 -c "
-import json, statistics, sys
-samples = {}
-for line in sys.stdin:
-    name, *values = line.split()
-    samples[name] = [float(value) for value in values]
-medians = {name: statistics.median(values) for name, values in samples.items()}
-json.dump({'rows': $SIZE, 'rounds': $ROUNDS, 'medians': medians, 'samples': samples}, open('bench/copy-anchors.json', 'w'), indent=1, sort_keys=True)
-m = medians
-def row(what, ferry, anchor, anchor_name):
-    print(f'| {what} | {m[ferry]:.2f} s (peak {m[ferry + \"_peak_mib\"]:.0f} MiB) | {anchor_name} {m[anchor]:.2f} s | {m[ferry] / m[anchor]:.2f} |')
-print()
-print('| copy, $SIZE rows, median of $ROUNDS | ferry | anchor | ferry / anchor |')
-print('|---|---|---|---|')
-row('PostgreSQL to PostgreSQL, --parallel 2', 'pg_ferry', 'pg_pipe', 'COPY TO STDOUT \\\\| COPY FROM STDIN')
-for threads in (1, 2, 4):
-    row(f'MariaDB to MariaDB, --parallel {threads}', f'my_ferry_{threads}', f'my_mydumper_{threads}', f'mydumper \\\\| myloader, {threads} threads')
-row('MariaDB to PostgreSQL, --parallel 2', 'mp_ferry', 'mp_pipe', 'mariadb --batch \\\\| COPY FROM STDIN, then the index')
-"
+write_samples bench/copy-anchors.json "\"rows\": $SIZE, \"rounds\": $ROUNDS"
+row() { # WHAT FERRY ANCHOR ANCHOR_NAME
+  echo "| $1 | ${MEDIAN[$2]} s (peak ${MEDIAN[$2_peak_mib]} MiB) | $4 ${MEDIAN[$3]} s | $(ratio "${MEDIAN[$2]}" "${MEDIAN[$3]}") |"
+}
+echo
+echo "| copy, $SIZE rows, median of $ROUNDS | ferry | anchor | ferry / anchor |"
+echo "|---|---|---|---|"
+row "PostgreSQL to PostgreSQL, --parallel 2" pg_ferry pg_pipe 'COPY TO STDOUT \| COPY FROM STDIN'
+for threads in 1 2 4; do
+  row "MariaDB to MariaDB, --parallel $threads" "my_ferry_$threads" "my_mydumper_$threads" "mydumper \| myloader, $threads threads"
+done
+row "MariaDB to PostgreSQL, --parallel 2" mp_ferry mp_pipe 'mariadb --batch \| COPY FROM STDIN, then the index'
