@@ -3,6 +3,7 @@
 
 mod browser;
 mod cascade;
+mod catch_up;
 mod cli;
 mod common;
 mod cutover;
