@@ -80,6 +80,25 @@ pub struct SecondaryObject {
     pub definition: String,
 }
 
+impl SecondaryObject {
+    /// Whether the object refuses a row for what other rows hold: a unique index, a unique or
+    /// exclusion constraint, or a foreign key (which may need a unique index, and is only sure
+    /// to hold once every row is current). Replaying a change older than rows already on the
+    /// target can meet such an object transiently, so it waits until the stream has caught up
+    /// with the copy (see [`TableSchema::without_objects_held_until_caught_up`]).
+    pub fn waits_for_catch_up(&self) -> bool {
+        let definition = self.definition.trim_start().to_ascii_uppercase();
+        match self.kind {
+            SecondaryKind::Index => definition.starts_with("CREATE UNIQUE "),
+            SecondaryKind::Constraint => {
+                definition.starts_with("UNIQUE") || definition.starts_with("EXCLUDE")
+            }
+            SecondaryKind::ForeignKey => true,
+            SecondaryKind::Inherit => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecondaryKind {
     Index,
@@ -202,6 +221,27 @@ pub struct ForeignKey {
 }
 
 impl TableSchema {
+    /// Whether the table has objects that wait until the stream has caught up with a copy
+    /// ([`SecondaryObject::waits_for_catch_up`], and structured foreign keys).
+    pub fn has_objects_held_until_caught_up(&self) -> bool {
+        !self.foreign_keys.is_empty()
+            || self
+                .secondary
+                .iter()
+                .any(SecondaryObject::waits_for_catch_up)
+    }
+
+    /// The table without the objects that wait until the stream has caught up with a copy: what
+    /// a target may build while older changes are still being replayed over newer rows.
+    pub fn without_objects_held_until_caught_up(&self) -> TableSchema {
+        let mut table = self.clone();
+        table
+            .secondary
+            .retain(|object| !object.waits_for_catch_up());
+        table.foreign_keys.clear();
+        table
+    }
+
     /// The columns a copy or an apply writes: every column but generated ones.
     pub fn writable_columns(&self) -> impl Iterator<Item = &Column> {
         self.columns
@@ -313,7 +353,45 @@ pub fn fit_identifier(name: &str, limit: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fit_identifier;
+    use super::{fit_identifier, SecondaryKind, SecondaryObject};
+
+    #[test]
+    fn objects_that_refuse_rows_for_what_other_rows_hold_wait_for_the_catch_up() {
+        let object = |kind, definition: &str| SecondaryObject {
+            name: "x".into(),
+            kind,
+            definition: definition.into(),
+        };
+        let waiting = [
+            object(
+                SecondaryKind::Index,
+                "CREATE UNIQUE INDEX x ON s.t USING btree (a)",
+            ),
+            object(SecondaryKind::Index, "CREATE UNIQUE INDEX `x` ON `t` (`a`)"),
+            object(SecondaryKind::Constraint, "UNIQUE (a)"),
+            object(SecondaryKind::Constraint, "UNIQUE NULLS NOT DISTINCT (a)"),
+            object(SecondaryKind::Constraint, "EXCLUDE USING gist (r WITH &&)"),
+            object(
+                SecondaryKind::ForeignKey,
+                "FOREIGN KEY (a) REFERENCES s.p(id)",
+            ),
+        ];
+        let built_at_once = [
+            object(
+                SecondaryKind::Index,
+                "CREATE INDEX x ON s.t USING btree (a)",
+            ),
+            object(
+                SecondaryKind::Index,
+                "CREATE FULLTEXT INDEX `x` ON `t` (`a`)",
+            ),
+            object(SecondaryKind::Inherit, "s.parent"),
+        ];
+        assert!(waiting.iter().all(SecondaryObject::waits_for_catch_up));
+        assert!(!built_at_once
+            .iter()
+            .any(SecondaryObject::waits_for_catch_up));
+    }
 
     #[test]
     fn long_names_stay_distinct_and_within_the_limit() {

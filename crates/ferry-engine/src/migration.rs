@@ -21,7 +21,7 @@ use ferry_core::connector::{Sink, Snapshot, Source};
 use ferry_core::schema::{Catalog, Sequence};
 use ferry_core::select::Selection;
 use ferry_core::state::{Chunk, TableState};
-use ferry_core::{Error, Result, TableName, TableSchema};
+use ferry_core::{Error, Position, Result, TableName, TableSchema};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -308,9 +308,17 @@ pub async fn run_migration(
     }
     // The snapshot holds back cleanup on the source: let it go as soon as the copy is done.
     drop(snapshot);
+    // Where the stream that follows this copy starts: this run's, or, for a `copy` of a
+    // migration that streams, the checkpoint its next `run` resumes from.
+    let replayed_from: Option<Position> = stream_start.clone().or_else(|| {
+        state
+            .stream
+            .as_ref()
+            .map(|checkpoint| checkpoint.position.clone())
+    });
     // Rows copied in this run may be newer than the changes the stream replays until it gets
     // here (see `StreamContext::catching_up_until`).
-    let catching_up_until = if stream_start.is_none() {
+    let catching_up_until = if replayed_from.is_none() {
         None
     } else if to_copy.is_empty() {
         // Stored by the run that copied (this process may be a retry, or a restart).
@@ -323,8 +331,34 @@ pub async fn run_migration(
 
     progress.phase(Phase::Indexing);
     let table_list: Vec<TableSchema> = catalog.tables.clone();
-    let deferred = sink.create_secondary(&table_list).await?;
-    if !deferred.is_empty() && stream_start.is_none() {
+    // Until the stream has passed the copy's end it replays changes older than rows already
+    // copied: a unique value that moved from one row to another meanwhile is, for a moment,
+    // held by both. Unique indexes and constraints (and the foreign keys that may need them)
+    // would refuse that replay, so they wait until the stream has caught up.
+    let holding = match (&replayed_from, &catching_up_until) {
+        (Some(start), Some(until)) => {
+            until.partial_cmp(start) == Some(std::cmp::Ordering::Greater)
+                && table_list
+                    .iter()
+                    .any(TableSchema::has_objects_held_until_caught_up)
+        }
+        _ => false,
+    };
+    let deferred = if holding {
+        if stream_start.is_some() {
+            info!("unique indexes and constraints and foreign keys wait until the stream has caught up with the copy");
+        } else {
+            info!("unique indexes and constraints and foreign keys are built by `ferry run` once its stream has caught up with this copy");
+        }
+        let building: Vec<TableSchema> = table_list
+            .iter()
+            .map(TableSchema::without_objects_held_until_caught_up)
+            .collect();
+        sink.create_secondary(&building).await?
+    } else {
+        sink.create_secondary(&table_list).await?
+    };
+    if !deferred.is_empty() && replayed_from.is_none() {
         let names: Vec<String> = deferred
             .iter()
             .map(|(table, object)| format!("{object} on {table}"))
@@ -340,7 +374,10 @@ pub async fn run_migration(
     }
     let pending_secondary: Vec<TableSchema> = table_list
         .iter()
-        .filter(|table| deferred.iter().any(|(name, _)| *name == table.name))
+        .filter(|table| {
+            deferred.iter().any(|(name, _)| *name == table.name)
+                || (holding && table.has_objects_held_until_caught_up())
+        })
         .cloned()
         .collect();
     let sequences: Vec<Sequence> = catalog.sequences.clone();

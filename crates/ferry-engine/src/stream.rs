@@ -263,6 +263,10 @@ pub async fn stream_changes(
     let options = context.options;
     let mut pending_secondary = context.pending_secondary.clone();
     let mut indexing: Option<Indexing<'_>> = None;
+    // Until the target holds every change up to here, the objects waiting in
+    // `pending_secondary` are not built (see `StreamContext::catching_up_until`); once it does,
+    // they are built at once.
+    let mut catching_up = context.catching_up_until.clone();
     // Everything before `acknowledged` is durable on the target and acknowledged to the source.
     let mut acknowledged = start.clone();
     let failed: FailedTables = Arc::new(Mutex::new(failed_before));
@@ -309,6 +313,20 @@ pub async fn stream_changes(
     let mut starting_over_at: Option<(Position, Instant)> = None;
 
     let result: Result<()> = loop {
+        if catching_up
+            .as_ref()
+            .is_some_and(|until| !still_catching_up(until, &acknowledged))
+        {
+            catching_up = None;
+            if indexing.is_none() && !pending_secondary.is_empty() {
+                info!("the stream has caught up with the copy: building the indexes and constraints that waited for it");
+                indexing = Some(build_secondary(
+                    context.sink,
+                    pending_secondary.clone(),
+                    options.apply_timeout,
+                ));
+            }
+        }
         if let Some((at, since)) = &starting_over_at {
             let reached = matches!(
                 last_read_commit.partial_cmp(at),
@@ -359,13 +377,12 @@ pub async fn stream_changes(
             }
             _ = sequence_timer.tick() => {
                 // Indexes the copied rows refused: built beside the stream, which keeps reading.
-                if indexing.is_none() && !pending_secondary.is_empty() {
-                    let tables = pending_secondary.clone();
-                    let sink = context.sink;
-                    let timeout = options.apply_timeout;
-                    indexing = Some(Box::pin(async move {
-                        tokio::time::timeout(timeout, sink.create_secondary(&tables)).await
-                    }));
+                if indexing.is_none() && catching_up.is_none() && !pending_secondary.is_empty() {
+                    indexing = Some(build_secondary(
+                        context.sink,
+                        pending_secondary.clone(),
+                        options.apply_timeout,
+                    ));
                 }
                 // Bounded, so a stuck server cannot stall the stream here.
                 match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences, false)).await {
@@ -565,6 +582,33 @@ pub async fn stream_changes(
     };
     pipeline.stop().await;
     outcome?;
+    // Stopped after catching up but before the waiting objects were built: they are built now
+    // (or the build under way is finished) rather than left missing until the next run.
+    let caught_up = context
+        .catching_up_until
+        .as_ref()
+        .is_none_or(|until| !still_catching_up(until, &acknowledged));
+    if caught_up && !pending_secondary.is_empty() {
+        info!("building the indexes and constraints that waited for the stream before stopping");
+        let building = match indexing.take() {
+            Some(running) => running,
+            None => build_secondary(
+                context.sink,
+                pending_secondary.clone(),
+                options.apply_timeout,
+            ),
+        };
+        match building.await {
+            Ok(Ok(left)) if left.is_empty() => {
+                info!("every index and constraint exists on the target now")
+            }
+            Ok(Ok(_)) => info!("some indexes and constraints still wait; the next run builds them"),
+            Ok(Err(error)) => {
+                warn!(code = error.code(), error = %error, "creating indexes failed; the next run tries again")
+            }
+            Err(_) => warn!("creating indexes timed out; the next run tries again"),
+        }
+    }
     match tokio::time::timeout(
         options.apply_timeout,
         sync_sequences(context.source, context.sink, context.sequences, false),
@@ -816,8 +860,20 @@ type Beside<'a, T> = std::pin::Pin<
     >,
 >;
 
-/// A build of the indexes the copied rows refused.
+/// A build of the indexes the copied rows refused, or that waited for the stream to catch up.
 type Indexing<'a> = Beside<'a, Vec<(TableName, String)>>;
+
+/// Builds the secondary objects of `tables` beside the stream, within `timeout`.
+fn build_secondary(sink: &dyn Sink, tables: Vec<TableSchema>, timeout: Duration) -> Indexing<'_> {
+    Box::pin(async move { tokio::time::timeout(timeout, sink.create_secondary(&tables)).await })
+}
+
+/// True while the target does not yet hold every change up to `until` (the copy's end): the
+/// stream may still replay changes older than rows the copy took. Positions that cannot be
+/// compared count as caught up, as for the cascade guard.
+fn still_catching_up(until: &Position, acknowledged: &Position) -> bool {
+    until.partial_cmp(acknowledged) == Some(std::cmp::Ordering::Greater)
+}
 
 /// A look at the source's tables.
 type TableLook<'a> = Beside<'a, ferry_core::schema::Catalog>;

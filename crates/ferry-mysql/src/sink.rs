@@ -176,7 +176,7 @@ impl SchemaTarget for MysqlSink {
         for foreign_keys in [false, true] {
             for table in tables {
                 // A foreign key counts as existing only as a constraint: InnoDB names the index
-                // it makes for a key after the key.
+                // it makes for a key after the key (and the source lists that index too).
                 let existing: Vec<String> = conn
                     .exec(
                         if foreign_keys {
@@ -189,14 +189,14 @@ impl SchemaTarget for MysqlSink {
                     .await
                     .map_err(|error| classify(error, "reading the target's indexes and foreign keys"))?;
                 let (statements, skipped) = secondary_indexes(table);
-                let key_names: Vec<&str> = table
-                    .foreign_keys
-                    .iter()
-                    .map(|key| key.name.as_str())
-                    .collect();
+                let key_count = table.foreign_keys.len();
+                // The foreign keys' statements come last.
+                let first_key = statements.len() - key_count;
                 let statements: Vec<(String, String)> = statements
                     .into_iter()
-                    .filter(|(name, _)| key_names.contains(&name.as_str()) == foreign_keys)
+                    .enumerate()
+                    .filter(|(index, _)| (*index >= first_key) == foreign_keys)
+                    .map(|(_, statement)| statement)
                     .collect();
                 if !skipped.is_empty() && !foreign_keys {
                     warn!(table = %table.name, indexes = ?skipped, "indexes and constraints not created on the MySQL target (expressions, partial indexes, exclusion constraints and foreign keys of PostgreSQL sources are not translated): create them by hand if you need them");

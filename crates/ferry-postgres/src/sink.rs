@@ -27,8 +27,9 @@ pub struct PostgresSink {
     config: ConnectionConfig,
     /// Per migration: the session holding its lock, its pid and its start (to end only it).
     migration_lock: tokio::sync::Mutex<std::collections::HashMap<String, (Client, i32, f64)>>,
-    /// Counts the changes this sink made to target tables' columns (added, widened): appliers
-    /// opened from it forget what they cached about column types when it moves.
+    /// Counts the changes this sink made to target tables' columns (added, widened) and indexes
+    /// (built): appliers opened from it forget what they cached about column types and unique
+    /// indexes when it moves.
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -228,7 +229,11 @@ impl SchemaTarget for PostgresSink {
                         object.definition
                     ),
                 };
-                if let Err(error) = client.batch_execute(&sql).await {
+                let created = client.batch_execute(&sql).await;
+                // Appliers read which unique indexes a table has afresh (see `altered`).
+                self.altered
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Err(error) = created {
                     let error = classify(error, &what);
                     if object.kind == SecondaryKind::ForeignKey {
                         // Rows copied under different snapshots may not match until the stream
