@@ -236,6 +236,7 @@ pub async fn cutover(databases: &Databases<'_>, options: &CutoverOptions) -> Res
                 .with_hint("run `ferry verify --while-streaming` first, or pass --force")),
         }
         lag = Some(wait_for_low_lag(databases, options).await?);
+        require_secondary_objects(databases, &catalog).await?;
         if options.dry_run {
             return rehearse(
                 databases,
@@ -589,6 +590,29 @@ fn stored_names(databases: &Databases<'_>, tables: &[TableName]) -> Vec<TableNam
         .iter()
         .map(|table| databases.new.sink.stored_name(table))
         .collect()
+}
+
+/// Every index and constraint of the old database exists on the new one before applications
+/// write there. `ferry run` builds unique ones and foreign keys only once its stream has caught
+/// up with the copy, beside the stream; with the lag low the stream has, so whatever is still
+/// missing is built here (before the fence: writes still go to the old database meanwhile).
+async fn require_secondary_objects(databases: &Databases<'_>, catalog: &Catalog) -> Result<()> {
+    let missing = databases.new.sink.create_secondary(&catalog.tables).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|(table, object)| format!("{object} on {table}"))
+        .collect();
+    Err(Error::operator(
+        "cutover.objects_missing",
+        format!(
+            "the new database cannot have {} yet: its rows do not satisfy them",
+            names.join(", ")
+        ),
+    )
+    .with_hint("let `ferry run` stream until it has caught up, run `ferry verify --while-streaming --repair`, then cut over again"))
 }
 
 /// Every table of the migration must be copied and none failed.

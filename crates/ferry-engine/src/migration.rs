@@ -23,7 +23,7 @@ use ferry_core::select::Selection;
 use ferry_core::state::{Chunk, TableState};
 use ferry_core::{Error, Position, Result, TableName, TableSchema};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::progress::{Phase, Progress};
 use crate::snapshot::{copy_chunks, CopyTask};
@@ -348,7 +348,7 @@ pub async fn run_migration(
         if stream_start.is_some() {
             info!("unique indexes and constraints and foreign keys wait until the stream has caught up with the copy");
         } else {
-            info!("unique indexes and constraints and foreign keys are built by `ferry run` once its stream has caught up with this copy");
+            warn!("unique indexes and constraints and foreign keys are not built yet: `ferry run` builds them once its stream has caught up with this copy (cutover requires them)");
         }
         let building: Vec<TableSchema> = table_list
             .iter()
@@ -358,6 +358,9 @@ pub async fn run_migration(
     } else {
         sink.create_secondary(&table_list).await?
     };
+    if !deferred.is_empty() && stream_start.is_none() && replayed_from.is_some() {
+        warn!(objects = ?deferred, "the copied rows do not satisfy these yet: `ferry run` builds them once its stream has caught up with this copy (cutover requires them)");
+    }
     if !deferred.is_empty() && replayed_from.is_none() {
         let names: Vec<String> = deferred
             .iter()

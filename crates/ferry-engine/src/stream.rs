@@ -323,7 +323,7 @@ pub async fn stream_changes(
                 indexing = Some(build_secondary(
                     context.sink,
                     pending_secondary.clone(),
-                    options.apply_timeout,
+                    BUILD_BESIDE_STREAM,
                 ));
             }
         }
@@ -381,7 +381,7 @@ pub async fn stream_changes(
                     indexing = Some(build_secondary(
                         context.sink,
                         pending_secondary.clone(),
-                        options.apply_timeout,
+                        BUILD_BESIDE_STREAM,
                     ));
                 }
                 // Bounded, so a stuck server cannot stall the stream here.
@@ -598,7 +598,11 @@ pub async fn stream_changes(
                 options.apply_timeout,
             ),
         };
-        match building.await {
+        // Not longer than a batch may take: the stop must not wait for hours.
+        match tokio::time::timeout(options.apply_timeout, building)
+            .await
+            .unwrap_or_else(Err)
+        {
             Ok(Ok(left)) if left.is_empty() => {
                 info!("every index and constraint exists on the target now")
             }
@@ -862,6 +866,10 @@ type Beside<'a, T> = std::pin::Pin<
 
 /// A build of the indexes the copied rows refused, or that waited for the stream to catch up.
 type Indexing<'a> = Beside<'a, Vec<(TableName, String)>>;
+
+/// How long a build beside the stream may take: a unique index on a large table can take hours,
+/// and abandoning one would only start the same build again beside it.
+const BUILD_BESIDE_STREAM: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Builds the secondary objects of `tables` beside the stream, within `timeout`.
 fn build_secondary(sink: &dyn Sink, tables: Vec<TableSchema>, timeout: Duration) -> Indexing<'_> {
