@@ -171,6 +171,16 @@ pub trait SchemaTarget: Send + Sync {
     /// those tables. Idempotent.
     async fn create_secondary(&self, tables: &[TableSchema]) -> Result<Vec<(TableName, String)>>;
 
+    /// Drops those of the table's objects that wait for a stream to catch up with a copy
+    /// ([`SecondaryObject::waits_for_catch_up`](crate::schema::SecondaryObject::waits_for_catch_up)
+    /// and its foreign keys) where they exist, before the table is copied afresh under a stream
+    /// that will replay older changes over the new rows; [`SchemaTarget::create_secondary`]
+    /// builds them again once the stream has caught up. An object another one depends on (a
+    /// unique index a foreign key of another table needs) may stay; it is named in the log.
+    async fn drop_objects_held_until_caught_up(&self, _table: &TableSchema) -> Result<()> {
+        Ok(())
+    }
+
     /// True when the target table holds no rows.
     async fn is_empty(&self, table: &TableName) -> Result<bool>;
 

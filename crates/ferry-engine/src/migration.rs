@@ -233,6 +233,11 @@ pub async fn run_migration(
             let chunks = match state.tables.get(&table.name) {
                 Some(existing) if existing.state == TableState::Copying => existing.chunks.clone(),
                 _ => {
+                    // Copied afresh under a stream that replays older changes over the new
+                    // rows: its unique objects go until the stream has caught up (see below).
+                    if stream_start.is_some() || state.stream.is_some() {
+                        sink.drop_objects_held_until_caught_up(table).await?;
+                    }
                     sink.truncate(&table.name).await?;
                     // A table copied afresh (failed, say, after a column was added on the
                     // source) may lack columns the source has gained since it was created.

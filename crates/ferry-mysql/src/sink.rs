@@ -310,6 +310,70 @@ impl SchemaTarget for MysqlSink {
         Ok(row.is_none())
     }
 
+    async fn drop_objects_held_until_caught_up(&self, table: &TableSchema) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let database_name = self.config.database().to_string();
+        let table_name = table.name.name.clone();
+        let keys: Vec<String> = conn
+            .exec(
+                "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
+                (&database_name, &table_name),
+            )
+            .await
+            .map_err(|error| classify(error, "reading the target's foreign keys"))?;
+        let unique: Vec<String> = conn
+            .exec(
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'",
+                (&database_name, &table_name),
+            )
+            .await
+            .map_err(|error| classify(error, "reading the target's unique indexes"))?;
+        let (statements, _) = secondary_indexes(table);
+        // Foreign keys first: an index a key uses cannot go before it.
+        let drops = table
+            .foreign_keys
+            .iter()
+            .filter(|key| keys.contains(&key.name))
+            .map(|key| {
+                (
+                    key.name.clone(),
+                    format!(
+                        "ALTER TABLE {} DROP FOREIGN KEY {}",
+                        ident(&table_name),
+                        ident(&key.name)
+                    ),
+                )
+            })
+            .chain(
+                statements
+                    .iter()
+                    .filter(|(name, statement)| {
+                        statement.starts_with("CREATE UNIQUE ") && unique.contains(name)
+                    })
+                    .map(|(name, _)| {
+                        (
+                            name.clone(),
+                            format!(
+                                "ALTER TABLE {} DROP INDEX {}",
+                                ident(&table_name),
+                                ident(name)
+                            ),
+                        )
+                    }),
+            );
+        for (name, statement) in drops {
+            match conn.query_drop(statement).await {
+                Ok(()) => {
+                    tracing::info!(table = %table.name, object = %name, "dropped until the stream has caught up with the copy afresh")
+                }
+                Err(error) => {
+                    warn!(table = %table.name, object = %name, error = %classify(error, "dropping an index or foreign key"), "kept while the table is copied afresh: a change replayed over newer rows may stop the table again")
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn truncate(&self, table: &TableName) -> Result<()> {
         let mut conn = self.conn().await?;
         conn.query_drop(format!("TRUNCATE TABLE {}", ident(&table.name)))

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use ferry_core::connector::{
     ByteStream, ChangeApplier, ChunkFormat, ChunkWriter, SchemaTarget, Sink, StateStore,
 };
-use ferry_core::schema::{Catalog, SecondaryKind, Sequence};
+use ferry_core::schema::{Catalog, SecondaryKind, SecondaryObject, Sequence};
 use ferry_core::state::{Chunk, MigrationState, TableState};
 use ferry_core::{failpoint, Error, Position, Result, TableName, TableSchema};
 use futures_util::{SinkExt, StreamExt};
@@ -356,6 +356,57 @@ impl SchemaTarget for PostgresSink {
             .await
             .map_err(|error| classify(error, &format!("looking into {table} on the target")))?;
         Ok(row.get(0))
+    }
+
+    async fn drop_objects_held_until_caught_up(&self, table: &TableSchema) -> Result<()> {
+        let table = super::translate::table(table)?;
+        let client = self.client().await?;
+        // Foreign keys first: a unique constraint another key needs cannot go before it.
+        let mut held: Vec<&SecondaryObject> = table
+            .secondary
+            .iter()
+            .filter(|object| object.waits_for_catch_up())
+            .collect();
+        held.sort_by_key(|object| object.kind != SecondaryKind::ForeignKey);
+        for object in held {
+            let sql = match object.kind {
+                SecondaryKind::Index => format!(
+                    "DROP INDEX IF EXISTS {}",
+                    qualified(&TableName::new(
+                        table.name.schema.clone(),
+                        object.name.clone()
+                    ))
+                ),
+                _ => {
+                    // Never the primary key, whatever its name.
+                    let present: bool = client
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2 AND contype IN ('u', 'x', 'f'))",
+                            &[&qualified(&table.name), &object.name],
+                        )
+                        .await
+                        .map_err(|error| classify(error, "reading the target's constraints"))?
+                        .get(0);
+                    if !present {
+                        continue;
+                    }
+                    format!(
+                        "ALTER TABLE {} DROP CONSTRAINT {}",
+                        qualified(&table.name),
+                        ident(&object.name)
+                    )
+                }
+            };
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    info!(table = %table.name, object = %object.name, "dropped until the stream has caught up with the copy afresh")
+                }
+                Err(error) => {
+                    warn!(table = %table.name, object = %object.name, error = %classify(error, "dropping an index or constraint"), "kept while the table is copied afresh: a change replayed over newer rows may stop the table again")
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn truncate(&self, table: &TableName) -> Result<()> {

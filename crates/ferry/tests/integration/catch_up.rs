@@ -42,19 +42,36 @@ fn moves(last: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_value_moved_during_a_mariadb_copy_reaches_mariadb() {
-    moved_between_mariadb_servers("moved_unique_my", false).await;
+    moved_between_mariadb_servers("moved_unique_my", Start::Fresh).await;
 }
 
 /// `ferry copy` finishing the copy of a migration that streams leaves the same window to the
 /// `run` after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_value_moved_before_a_copy_command_reaches_mariadb_through_the_next_run() {
-    moved_between_mariadb_servers("moved_unique_my_copy", true).await;
+    moved_between_mariadb_servers("moved_unique_my_copy", Start::FinishedByCopy).await;
 }
 
-/// The MariaDB to MariaDB case; with `finish_with_copy`, `ferry copy` finishes the copy and
-/// `ferry run` streams after it.
-async fn moved_between_mariadb_servers(name: &str, finish_with_copy: bool) {
+/// A table copied afresh into a target table that already has its unique index (here every
+/// table, by `--restart` after a complete run) meets the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_value_moved_during_a_copy_afresh_reaches_mariadb() {
+    moved_between_mariadb_servers("moved_unique_my_again", Start::Restarted).await;
+}
+
+/// How the copy that the moves race begins.
+#[derive(PartialEq)]
+enum Start {
+    /// A first `ferry run`.
+    Fresh,
+    /// A first `ferry run`, its copy finished by `ferry copy`.
+    FinishedByCopy,
+    /// `ferry run --restart` after a complete run that built every index.
+    Restarted,
+}
+
+/// The MariaDB to MariaDB case.
+async fn moved_between_mariadb_servers(name: &str, start: Start) {
     let servers = mariadb();
     let source = servers.source.create_database(name).unwrap();
     let target_database = format!("{name}_copy");
@@ -69,18 +86,32 @@ async fn moved_between_mariadb_servers(name: &str, finish_with_copy: bool) {
              INSERT INTO filler SELECT seq, 0 FROM seq_1_to_{FILLER};"
         ),
     );
-    let crashed = ferry(
-        "run",
-        &source,
-        &target,
-        &["--name", name, "--chunk-rows", "1000", "--parallel", "1"],
-    )
-    .env("FERRY_FAILPOINT", "copy.after_chunk_commit:1")
-    .output()
-    .unwrap();
+    if start == Start::Restarted {
+        let mut run = spawn_run(name, &source, &target);
+        wait_until("the unique index on the target", Duration::from_secs(60), || async {
+            let found = try_sql(
+                &servers.target,
+                &target_database,
+                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'emails' AND INDEX_NAME = 'by_email'",
+            )
+            .ok()?;
+            (found.trim().ends_with('1')).then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+        assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
+    }
+    let mut arguments = vec!["--name", name, "--chunk-rows", "1000", "--parallel", "1"];
+    if start == Start::Restarted {
+        arguments.push("--restart");
+    }
+    let crashed = ferry("run", &source, &target, &arguments)
+        .env("FERRY_FAILPOINT", "copy.after_chunk_commit:1")
+        .output()
+        .unwrap();
     assert!(!crashed.status.success());
     sql(&servers.source, name, &moves(ROWS));
-    if finish_with_copy {
+    if start == Start::FinishedByCopy {
         let copied = ferry("copy", &source, &target, &["--name", name])
             .output()
             .unwrap();
@@ -249,7 +280,18 @@ async fn a_unique_value_moved_during_a_mariadb_copy_reaches_postgres() {
 /// stream starts from: the same window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_value_moved_during_a_resumed_postgres_copy_reaches_postgres() {
-    let pair = Pair::new("moved_unique_pg").await;
+    moved_between_postgres_servers("moved_unique_pg", false).await;
+}
+
+/// The same, the table copied afresh (`--restart` after a complete run) into a target table
+/// that already has its unique constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_value_moved_during_a_postgres_copy_afresh_reaches_postgres() {
+    moved_between_postgres_servers("moved_unique_pg_again", true).await;
+}
+
+async fn moved_between_postgres_servers(name: &str, restarted: bool) {
+    let pair = Pair::new(name).await;
     pair.source
         .batch_execute(&format!(
             "CREATE TABLE public.emails (id int PRIMARY KEY, email text NOT NULL, CONSTRAINT by_email UNIQUE (email));
@@ -259,18 +301,28 @@ async fn a_unique_value_moved_during_a_resumed_postgres_copy_reaches_postgres() 
         ))
         .await
         .unwrap();
+    if restarted {
+        let mut run = pair.spawn_run(&["--name", name], None);
+        pair.wait_streaming(2).await;
+        wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
+            let found: bool = pair
+                .target
+                .query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')", &[])
+                .await
+                .ok()?
+                .get(0);
+            found.then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+        assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
+    }
+    let mut arguments = vec!["--name", name, "--chunk-rows", "1000", "--parallel", "1"];
+    if restarted {
+        arguments.push("--restart");
+    }
     let crashed = pair
-        .ferry(
-            "run",
-            &[
-                "--name",
-                "moved_unique_pg",
-                "--chunk-rows",
-                "1000",
-                "--parallel",
-                "1",
-            ],
-        )
+        .ferry("run", &arguments)
         .env("FERRY_FAILPOINT", "copy.after_chunk_commit:1")
         .output()
         .unwrap();
@@ -283,7 +335,7 @@ async fn a_unique_value_moved_during_a_resumed_postgres_copy_reaches_postgres() 
         )
         .await
         .unwrap();
-    let mut run = pair.spawn_run(&["--name", "moved_unique_pg"], None);
+    let mut run = pair.spawn_run(&["--name", name], None);
     pair.wait_streaming(2).await;
     pair.source
         .batch_execute(&MARKER.replace("emails", "public.emails"))
