@@ -24,6 +24,16 @@ use crate::mysql::{
 const ROWS: u32 = 3000;
 const FILLER: u32 = 25_000;
 
+/// The two tables on a MariaDB source.
+fn mariadb_tables() -> String {
+    format!(
+        "CREATE TABLE emails (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL, UNIQUE KEY by_email (email));
+         INSERT INTO emails SELECT seq, CONCAT('e', seq) FROM seq_1_to_{ROWS};
+         CREATE TABLE filler (id INT PRIMARY KEY, n INT NOT NULL);
+         INSERT INTO filler SELECT seq, 0 FROM seq_1_to_{FILLER};"
+    )
+}
+
 /// Written once the next run is under way: the target holds it only after every change before it
 /// (the moves included) was applied, so equal tables mean the stream went past them.
 const MARKER: &str = "INSERT INTO emails VALUES (1000000, 'marker');";
@@ -76,16 +86,7 @@ async fn moved_between_mariadb_servers(name: &str, start: Start) {
     let source = servers.source.create_database(name).unwrap();
     let target_database = format!("{name}_copy");
     let target = servers.target.url(&target_database);
-    sql(
-        &servers.source,
-        name,
-        &format!(
-            "CREATE TABLE emails (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL, UNIQUE KEY by_email (email));
-             INSERT INTO emails SELECT seq, CONCAT('e', seq) FROM seq_1_to_{ROWS};
-             CREATE TABLE filler (id INT PRIMARY KEY, n INT NOT NULL);
-             INSERT INTO filler SELECT seq, 0 FROM seq_1_to_{FILLER};"
-        ),
-    );
+    sql(&servers.source, name, &mariadb_tables());
     if start == Start::Restarted {
         let mut run = spawn_run(name, &source, &target);
         wait_until("the unique index on the target", Duration::from_secs(60), || async {
@@ -190,16 +191,7 @@ async fn a_unique_value_moved_during_a_mariadb_copy_reaches_postgres() {
     let name = "moved_unique_my_pg";
     let (source, target) = crate::mysql::mariadb_source_postgres_target(name).await;
     let servers = mariadb();
-    sql(
-        &servers.source,
-        name,
-        &format!(
-            "CREATE TABLE emails (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL, UNIQUE KEY by_email (email));
-             INSERT INTO emails SELECT seq, CONCAT('e', seq) FROM seq_1_to_{ROWS};
-             CREATE TABLE filler (id INT PRIMARY KEY, n INT NOT NULL);
-             INSERT INTO filler SELECT seq, 0 FROM seq_1_to_{FILLER};"
-        ),
-    );
+    sql(&servers.source, name, &mariadb_tables());
     let crashed = ferry(
         "run",
         &source,
