@@ -4,11 +4,22 @@
 //! arrays, one per column, cast to the target column types on the server:
 //!
 //! ```text
-//!   upserts  INSERT INTO t (...) OVERRIDING SYSTEM VALUE SELECT s.c::type, ... FROM unnest($1::text[], ...) AS s(...)
-//!            ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, ...
+//!   upserts  MERGE INTO t USING (SELECT s.c::type AS c, ... FROM unnest($1::text[], ...) AS s(...)) AS s
+//!            ON t.key = s.key WHEN MATCHED THEN UPDATE SET c = s.c, ...
+//!            WHEN NOT MATCHED THEN INSERT (...) OVERRIDING SYSTEM VALUE VALUES (s.c, ...)
+//!            (before PostgreSQL 15: INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c)
 //!   updates  UPDATE t SET c = s.c::type FROM unnest(...) AS s(key..., c...) WHERE t.key = s.key::type   (present columns only)
 //!   deletes  DELETE FROM t USING unnest(...) AS s(key...) WHERE t.key = s.key::type
 //! ```
+//!
+//! Statements of keyed rows run with hash and merge joins off (`SET LOCAL`), so each batch row
+//! is looked up through the target's key index: the planner, seeing thousands of rows from
+//! `unnest`, would otherwise scan the whole table to hash it. Measured on one PostgreSQL 15
+//! server, 1,000,000 full images of existing pgbench rows in batches of 20,000 took 3.8-4.0 s
+//! by `MERGE` with nested loops, 4.3-4.7 s by `INSERT ... ON CONFLICT` and 6.0 s by `MERGE` or
+//! `UPDATE ... FROM` with the planner's own choice; 1,000,000 new rows 2.5 s against 2.9 s. In
+//! ferry's catch-up of a 1,000,000-row UPDATE (source, target and ferry on 2 cores), the 50
+//! batches took 6.93 s to apply against 7.63 s (medians of 3 alternating runs).
 //!
 //! The whole batch and the checkpoint commit in one transaction. The session runs with
 //! `session_replication_role = replica`, as PostgreSQL's own apply worker does, so target
@@ -66,11 +77,20 @@ impl PostgresApplier {
             }
         };
         tag_writes(&client, migration).await?;
+        let merge: bool = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int >= 150000",
+                &[],
+            )
+            .await
+            .map_err(|error| classify(error, "reading the target's version"))?
+            .get(0);
         Ok(PostgresApplier {
             client,
             migration: migration.to_string(),
             cache: StatementCache {
                 replica_role,
+                merge,
                 ..StatementCache::default()
             },
             cached_under: altered.load(std::sync::atomic::Ordering::SeqCst),
@@ -128,7 +148,22 @@ impl ChangeApplier for PostgresApplier {
             .transaction()
             .await
             .map_err(|error| classify(error, what))?;
+        // Keyed rows are looked up by their key, batch rows against the target's key index:
+        // nested loops (see the module notes), except where rows are matched without a key.
+        let mut key_lookups = false;
         for segment in &batch.segments {
+            let keyed = matches!(segment, Segment::Rows(_));
+            if self.cache.merge && keyed != key_lookups {
+                transaction
+                    .batch_execute(if keyed {
+                        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+                    } else {
+                        "SET LOCAL enable_hashjoin = DEFAULT; SET LOCAL enable_mergejoin = DEFAULT"
+                    })
+                    .await
+                    .map_err(|error| classify(error, what))?;
+                key_lookups = keyed;
+            }
             match segment {
                 Segment::Rows(tables) => {
                     for changes in tables {
@@ -246,6 +281,53 @@ impl ChangeApplier for PostgresApplier {
     }
 }
 
+/// Full images of a table as one `MERGE` joined on the key: an image whose row exists updates
+/// it, any other is inserted. On PostgreSQL 15 this costs the target less than `INSERT ... ON
+/// CONFLICT DO UPDATE` (which first tries each row as an insert), with nested loops over the
+/// key index (set by the caller for keyed segments).
+fn merge_statement(
+    own: &str,
+    names: &[&str],
+    key_names: &[&str],
+    non_keys: &[&str],
+    types: &HashMap<String, String>,
+) -> String {
+    let typed: Vec<String> = names
+        .iter()
+        .map(|name| format!("s.{}::{} AS {}", ident(name), types[*name], ident(name)))
+        .collect();
+    let on: Vec<String> = key_names
+        .iter()
+        .map(|name| format!("t.{} = s.{}", ident(name), ident(name)))
+        .collect();
+    let matched = if non_keys.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " WHEN MATCHED THEN UPDATE SET {}",
+            non_keys
+                .iter()
+                .map(|name| format!("{} = s.{}", ident(name), ident(name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "MERGE INTO {own} AS t USING (SELECT {} FROM unnest({}) AS s({})) AS s ON {}{matched} \
+         WHEN NOT MATCHED THEN INSERT ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
+        typed.join(", "),
+        array_parameters(names.len(), 0),
+        column_list(names),
+        on.join(" AND "),
+        column_list(names),
+        names
+            .iter()
+            .map(|name| format!("s.{}", ident(name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 async fn apply_table(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
@@ -299,15 +381,19 @@ async fn apply_table(
             )
         };
         let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
-            qualified(&relation.table),
-            column_list(&names),
-            casts(&names, &types),
-            array_parameters(names.len(), 0),
-            column_list(&names),
-            column_list(&key_names)
-        );
+        let sql = if cache.merge {
+            merge_statement(&own, &names, &key_names, &non_keys, &types)
+        } else {
+            format!(
+                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
+                qualified(&relation.table),
+                column_list(&names),
+                casts(&names, &types),
+                array_parameters(names.len(), 0),
+                column_list(&names),
+                column_list(&key_names)
+            )
+        };
         let columns: Vec<Vec<Option<String>>> = (0..names.len())
             .map(|index| {
                 changes

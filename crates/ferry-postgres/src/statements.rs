@@ -24,6 +24,8 @@ pub(super) struct StatementCache {
     pub(super) own_rows: HashMap<TableName, String>,
     /// Whether `session_replication_role = replica` took (triggers and cascades are off).
     pub(super) replica_role: bool,
+    /// Whether the target has `MERGE` (PostgreSQL 15 and later): full images go in by it.
+    pub(super) merge: bool,
     pub(super) statements: HashMap<String, Statement>,
 }
 
