@@ -739,3 +739,59 @@ async fn the_control_plane_needs_a_token_beyond_loopback() {
     assert_eq!(stop(&mut ferry.0), Some(0));
     assert!(!pair.log().contains("s3cret-token"), "the token was logged");
 }
+
+/// Unique constraints are built beside the stream once it has caught up; the cutover makes sure
+/// the new database has every one before applications write there: it builds one that is
+/// missing, and refuses (`cutover.objects_missing`) when the rows do not allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_builds_a_missing_unique_constraint_or_refuses() {
+    let pair = Pair::new("cutover_objects").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.ledger (id bigint PRIMARY KEY, note text NOT NULL, CONSTRAINT ledger_note UNIQUE (note));
+             CREATE TABLE public.other (id bigint PRIMARY KEY);
+             INSERT INTO public.ledger SELECT g, 'seed ' || g FROM generate_series(1, 200) g;
+             INSERT INTO public.other SELECT generate_series(1, 10);",
+        )
+        .await
+        .unwrap();
+    let port = ferry_testkit::free_port().unwrap();
+    let _ferry = run_ferry(&pair, port);
+    wait_streaming(&pair, port).await;
+    let constraint = "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ledger_note' AND contype = 'u')";
+    wait_until(
+        "the unique constraint on the target",
+        Duration::from_secs(60),
+        || async {
+            let found: bool = pair.target.query_one(constraint, &[]).await.ok()?.get(0);
+            found.then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+
+    // Gone from the new database, and a row there that it would refuse.
+    pair.target
+        .batch_execute(
+            "ALTER TABLE public.ledger DROP CONSTRAINT ledger_note;
+             UPDATE public.ledger SET note = 'seed 1' WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    let gate = [FAST_GATE, &["--force"][..]].concat();
+    let refused = switch(&pair, "cutover", &gate, None).unwrap_err();
+    assert!(
+        refused.contains("cutover.objects_missing") && refused.contains("ledger_note"),
+        "{refused}"
+    );
+    wait_phase(port, "replicating", || pair.log()).await;
+
+    // With the row as the source has it, the cutover builds the constraint and switches.
+    pair.target
+        .batch_execute("UPDATE public.ledger SET note = 'seed 2' WHERE id = 2")
+        .await
+        .unwrap();
+    switch(&pair, "cutover", &gate, None).unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+    let found: bool = pair.target.query_one(constraint, &[]).await.unwrap().get(0);
+    assert!(found, "{}", pair.log());
+}
