@@ -117,13 +117,19 @@ async fn mariadb_cascades_reach_a_mariadb_target() {
         }
         panic!("{error}\n{}", log_tail(name));
     }
-    // The foreign keys exist on the target, so applications keep their cascades after cutover.
-    let keys = sql(
-        &servers.target,
-        &target_database,
-        "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
-    );
-    assert_eq!(keys.trim(), "5", "{}", log_tail(name));
+    // The foreign keys exist on the target, so applications keep their cascades after cutover
+    // (built once the stream has caught up with the copy).
+    wait_until("every foreign key on the target", Duration::from_secs(60), || async {
+        let keys = try_sql(
+            &servers.target,
+            &target_database,
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
+        )
+        .ok()?;
+        keys.trim().ends_with('5').then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
     assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
 }
 

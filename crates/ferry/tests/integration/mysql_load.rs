@@ -229,6 +229,16 @@ async fn large_transactions_stream_by_load_data_replace_only_where_the_key_is_th
             copied(&own_target, name, 2).then_some(())
         })
         .await?;
+        // Unique indexes are built once the stream has caught up with the copy.
+        wait_until("the unique index on the target", Duration::from_secs(60), || async {
+            let found = sql(
+                &own_target,
+                name,
+                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'people' AND INDEX_NAME = 'by_email'",
+            );
+            found.trim().ends_with('1').then_some(())
+        })
+        .await?;
         let people = |server: &MariaDbServer| sql(server, name, "SELECT id, email, note FROM people ORDER BY id");
         let before = loads(&own_target);
         // Rows 1 and 2 swap their unique emails, and every row changes, in one transaction.

@@ -162,7 +162,22 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
         .unwrap();
     pair.wait_equal(&tables).await;
     // Two rows swap their emails in one transaction: whichever final image is written first
-    // meets the value the other row still holds, unless both are deleted first.
+    // meets the value the other row still holds, unless both are deleted first. (Once the
+    // unique constraint exists: it is built when the stream has caught up with the copy.)
+    wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
+        let found: bool = pair
+            .target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'public.people'::regclass AND contype = 'u')",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        found.then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     pair.source
         .batch_execute(
             "BEGIN;
