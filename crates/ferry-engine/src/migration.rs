@@ -195,6 +195,15 @@ pub async fn run_migration(
         }
     }
 
+    // Where the stream that follows this copy starts: this run's, or, for a `copy` of a
+    // migration that streams, the checkpoint its next `run` resumes from.
+    let replayed_from: Option<Position> = stream_start.clone().or_else(|| {
+        state
+            .stream
+            .as_ref()
+            .map(|checkpoint| checkpoint.position.clone())
+    });
+
     // Plan the tables that are not copied yet.
     let tables: BTreeMap<TableName, Arc<TableSchema>> = catalog
         .tables
@@ -224,7 +233,7 @@ pub async fn run_migration(
         if snapshot.is_none() {
             // A table without a key is copied only under a snapshot whose exact position is
             // known: the stream must leave out its changes that the copy already holds.
-            let exact = stream_start.is_some() || state.stream.is_some();
+            let exact = replayed_from.is_some();
             let keyless = to_copy.iter().any(|table| table.primary_key.is_empty());
             snapshot = Some(source.fresh_snapshot(exact && keyless).await?);
         }
@@ -235,7 +244,7 @@ pub async fn run_migration(
                 _ => {
                     // Copied afresh under a stream that replays older changes over the new
                     // rows: its unique objects go until the stream has caught up (see below).
-                    if stream_start.is_some() || state.stream.is_some() {
+                    if replayed_from.is_some() {
                         sink.drop_objects_held_until_caught_up(table).await?;
                     }
                     sink.truncate(&table.name).await?;
@@ -298,7 +307,7 @@ pub async fn run_migration(
             tasks,
             options.parallel,
             options.chunk_timeout,
-            stream_start.is_some() || state.stream.is_some(),
+            replayed_from.is_some(),
             progress,
         );
         let mut copy_shutdown = shutdown.clone();
@@ -313,14 +322,6 @@ pub async fn run_migration(
     }
     // The snapshot holds back cleanup on the source: let it go as soon as the copy is done.
     drop(snapshot);
-    // Where the stream that follows this copy starts: this run's, or, for a `copy` of a
-    // migration that streams, the checkpoint its next `run` resumes from.
-    let replayed_from: Option<Position> = stream_start.clone().or_else(|| {
-        state
-            .stream
-            .as_ref()
-            .map(|checkpoint| checkpoint.position.clone())
-    });
     // Rows copied in this run may be newer than the changes the stream replays until it gets
     // here (see `StreamContext::catching_up_until`).
     let catching_up_until = if replayed_from.is_none() {

@@ -320,11 +320,7 @@ pub async fn stream_changes(
             catching_up = None;
             if indexing.is_none() && !pending_secondary.is_empty() {
                 info!("the stream has caught up with the copy: building the indexes and constraints that waited for it");
-                indexing = Some(build_secondary(
-                    context.sink,
-                    pending_secondary.clone(),
-                    BUILD_BESIDE_STREAM,
-                ));
+                indexing = Some(build_secondary(context.sink, pending_secondary.clone()));
             }
         }
         if let Some((at, since)) = &starting_over_at {
@@ -378,11 +374,7 @@ pub async fn stream_changes(
             _ = sequence_timer.tick() => {
                 // Indexes the copied rows refused: built beside the stream, which keeps reading.
                 if indexing.is_none() && catching_up.is_none() && !pending_secondary.is_empty() {
-                    indexing = Some(build_secondary(
-                        context.sink,
-                        pending_secondary.clone(),
-                        BUILD_BESIDE_STREAM,
-                    ));
+                    indexing = Some(build_secondary(context.sink, pending_secondary.clone()));
                 }
                 // Bounded, so a stuck server cannot stall the stream here.
                 match tokio::time::timeout(options.apply_timeout, sync_sequences(context.source, context.sink, context.sequences, false)).await {
@@ -592,11 +584,7 @@ pub async fn stream_changes(
         info!("building the indexes and constraints that waited for the stream before stopping");
         let building = match indexing.take() {
             Some(running) => running,
-            None => build_secondary(
-                context.sink,
-                pending_secondary.clone(),
-                options.apply_timeout,
-            ),
+            None => build_secondary(context.sink, pending_secondary.clone()),
         };
         // Not longer than a batch may take: the stop must not wait for hours.
         match tokio::time::timeout(options.apply_timeout, building)
@@ -871,9 +859,11 @@ type Indexing<'a> = Beside<'a, Vec<(TableName, String)>>;
 /// and abandoning one would only start the same build again beside it.
 const BUILD_BESIDE_STREAM: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Builds the secondary objects of `tables` beside the stream, within `timeout`.
-fn build_secondary(sink: &dyn Sink, tables: Vec<TableSchema>, timeout: Duration) -> Indexing<'_> {
-    Box::pin(async move { tokio::time::timeout(timeout, sink.create_secondary(&tables)).await })
+/// Builds the secondary objects of `tables` beside the stream (within [`BUILD_BESIDE_STREAM`]).
+fn build_secondary(sink: &dyn Sink, tables: Vec<TableSchema>) -> Indexing<'_> {
+    Box::pin(async move {
+        tokio::time::timeout(BUILD_BESIDE_STREAM, sink.create_secondary(&tables)).await
+    })
 }
 
 /// True while the target does not yet hold every change up to `until` (the copy's end): the

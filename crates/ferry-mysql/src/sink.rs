@@ -177,17 +177,17 @@ impl SchemaTarget for MysqlSink {
             for table in tables {
                 // A foreign key counts as existing only as a constraint: InnoDB names the index
                 // it makes for a key after the key (and the source lists that index too).
-                let existing: Vec<String> = conn
-                    .exec(
-                        if foreign_keys {
-                            "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'"
-                        } else {
-                            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
-                        },
-                        (self.config.database(), &table.name.name),
-                    )
-                    .await
-                    .map_err(|error| classify(error, "reading the target's indexes and foreign keys"))?;
+                let existing = names_on_target(
+                    &mut conn,
+                    if foreign_keys {
+                        FOREIGN_KEY_NAMES
+                    } else {
+                        "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+                    },
+                    self.config.database(),
+                    &table.name.name,
+                )
+                .await?;
                 let (statements, skipped) = secondary_indexes(table);
                 let key_count = table.foreign_keys.len();
                 // The foreign keys' statements come last.
@@ -312,22 +312,16 @@ impl SchemaTarget for MysqlSink {
 
     async fn drop_objects_held_until_caught_up(&self, table: &TableSchema) -> Result<()> {
         let mut conn = self.conn().await?;
-        let database_name = self.config.database().to_string();
-        let table_name = table.name.name.clone();
-        let keys: Vec<String> = conn
-            .exec(
-                "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'",
-                (&database_name, &table_name),
-            )
-            .await
-            .map_err(|error| classify(error, "reading the target's foreign keys"))?;
-        let unique: Vec<String> = conn
-            .exec(
-                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'",
-                (&database_name, &table_name),
-            )
-            .await
-            .map_err(|error| classify(error, "reading the target's unique indexes"))?;
+        let database_name = self.config.database();
+        let table_name = &table.name.name;
+        let keys = names_on_target(&mut conn, FOREIGN_KEY_NAMES, database_name, table_name).await?;
+        let unique = names_on_target(
+            &mut conn,
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'",
+            database_name,
+            table_name,
+        )
+        .await?;
         let (statements, _) = secondary_indexes(table);
         // Foreign keys first: an index a key uses cannot go before it.
         let drops = table
@@ -339,7 +333,7 @@ impl SchemaTarget for MysqlSink {
                     key.name.clone(),
                     format!(
                         "ALTER TABLE {} DROP FOREIGN KEY {}",
-                        ident(&table_name),
+                        ident(table_name),
                         ident(&key.name)
                     ),
                 )
@@ -355,7 +349,7 @@ impl SchemaTarget for MysqlSink {
                             name.clone(),
                             format!(
                                 "ALTER TABLE {} DROP INDEX {}",
-                                ident(&table_name),
+                                ident(table_name),
                                 ident(name)
                             ),
                         )
@@ -809,4 +803,20 @@ impl ChangeApplier for MysqlApplier {
             .await
             .map_err(|error| classify(error, what))
     }
+}
+
+/// The foreign keys of a target table, by name (`names_on_target`).
+const FOREIGN_KEY_NAMES: &str = "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'";
+
+/// The names `query` (taking the schema and the table) lists for a target table: its indexes or
+/// foreign keys.
+async fn names_on_target(
+    conn: &mut mysql_async::Conn,
+    query: &str,
+    database: &str,
+    table: &str,
+) -> Result<Vec<String>> {
+    conn.exec(query, (database, table))
+        .await
+        .map_err(|error| classify(error, "reading the target's indexes and foreign keys"))
 }

@@ -368,22 +368,22 @@ async fn apply_table(
             .filter(|index| !keys.contains(index))
             .map(|index| names[index])
             .collect();
-        let conflict = if non_keys.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!(
-                "DO UPDATE SET {}",
-                non_keys
-                    .iter()
-                    .map(|name| format!("{} = EXCLUDED.{}", ident(name), ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
         let key_names: Vec<&str> = keys.iter().map(|&index| names[index]).collect();
         let sql = if cache.merge {
             merge_statement(&own, &names, &key_names, &non_keys, &types)
         } else {
+            let conflict = if non_keys.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!(
+                    "DO UPDATE SET {}",
+                    non_keys
+                        .iter()
+                        .map(|name| format!("{} = EXCLUDED.{}", ident(name), ident(name)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             format!(
                 "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
                 qualified(&relation.table),

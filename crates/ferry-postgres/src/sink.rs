@@ -230,9 +230,11 @@ impl SchemaTarget for PostgresSink {
                     ),
                 };
                 let created = client.batch_execute(&sql).await;
-                // Appliers read which unique indexes a table has afresh (see `altered`).
-                self.altered
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if created.is_ok() {
+                    // Appliers read which unique indexes a table has afresh (see `altered`).
+                    self.altered
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 if let Err(error) = created {
                     let error = classify(error, &what);
                     if object.kind == SecondaryKind::ForeignKey {
