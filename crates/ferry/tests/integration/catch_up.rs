@@ -89,17 +89,9 @@ async fn moved_between_mariadb_servers(name: &str, start: Start) {
     sql(&servers.source, name, &mariadb_tables());
     if start == Start::Restarted {
         let mut run = spawn_run(name, &source, &target);
-        wait_until("the unique index on the target", Duration::from_secs(60), || async {
-            let found = try_sql(
-                &servers.target,
-                &target_database,
-                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'emails' AND INDEX_NAME = 'by_email'",
-            )
-            .ok()?;
-            (found.trim().ends_with('1')).then_some(())
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
+        mariadb_unique_index(&target_database)
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", log_tail(name)));
         assert_eq!(stop(&mut run), Some(0), "{}", log_tail(name));
     }
     let mut arguments = vec!["--name", name, "--chunk-rows", "1000", "--parallel", "1"];
@@ -159,19 +151,7 @@ async fn moved_between_mariadb_servers(name: &str, start: Start) {
         },
     )
     .await;
-    let unique = wait_until(
-        "the unique index on the target",
-        Duration::from_secs(60),
-        || async {
-            let found = read(
-                &servers.target,
-                &target_database,
-                "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'emails' AND INDEX_NAME = 'by_email' AND NON_UNIQUE = 0",
-            )?;
-            (found.trim().ends_with('1')).then_some(())
-        },
-    )
-    .await;
+    let unique = mariadb_unique_index(&target_database).await;
     let failed = read(
         &servers.target,
         "_ferry",
@@ -296,17 +276,9 @@ async fn moved_between_postgres_servers(name: &str, restarted: bool) {
     if restarted {
         let mut run = pair.spawn_run(&["--name", name], None);
         pair.wait_streaming(2).await;
-        wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
-            let found: bool = pair
-                .target
-                .query_one("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')", &[])
-                .await
-                .ok()?
-                .get(0);
-            found.then_some(())
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
+        postgres_unique_constraint(&pair)
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
         assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
     }
     let mut arguments = vec!["--name", name, "--chunk-rows", "1000", "--parallel", "1"];
@@ -335,23 +307,7 @@ async fn moved_between_postgres_servers(name: &str, restarted: bool) {
         .unwrap();
     pair.wait_equal(&[("public.emails", "id"), ("public.filler", "id")])
         .await;
-    let unique = wait_until(
-        "the unique constraint on the target",
-        Duration::from_secs(60),
-        || async {
-            let found: bool = pair
-                .target
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            found.then_some(())
-        },
-    )
-    .await;
+    let unique = postgres_unique_constraint(&pair).await;
     let failed: Vec<String> = pair
         .target
         .query(
@@ -364,4 +320,35 @@ async fn moved_between_postgres_servers(name: &str, restarted: bool) {
     assert_eq!(stop(&mut run), Some(0), "{}", pair.log());
     unique.unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     assert!(failed.is_empty(), "{failed:?}\n{}", pair.log());
+}
+
+/// Waits until the MariaDB target database has `emails`' unique index `by_email`.
+async fn mariadb_unique_index(database: &str) -> Result<(), String> {
+    wait_until("the unique index on the target", Duration::from_secs(60), || async {
+        let found = try_sql(
+            &mariadb().target,
+            database,
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'emails' AND INDEX_NAME = 'by_email' AND NON_UNIQUE = 0",
+        )
+        .ok()?;
+        found.trim().ends_with('1').then_some(())
+    })
+    .await
+}
+
+/// Waits until the PostgreSQL target has the unique constraint `by_email`.
+async fn postgres_unique_constraint(pair: &Pair) -> Result<(), String> {
+    wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
+        let found: bool = pair
+            .target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        found.then_some(())
+    })
+    .await
 }
