@@ -55,15 +55,9 @@ TGT="mysql://root@127.0.0.1:$MTP/streamed"
 "$FERRY" run --source "$SRC" --target "$TGT" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
 until my_t -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null | grep -qx 2; do sleep 0.5; done
-replica_reached() { # END [REPLICA]
-  my "${2:-mreplica}" -e "SHOW SLAVE STATUS\G" | python3 -c "
-import sys; status = dict((part.strip() for part in line.split(':', 1)) for line in sys.stdin if ':' in line)
-f = int(status['Relay_Master_Log_File'].rsplit('.', 1)[1]); o = int(status['Exec_Master_Log_Pos']); ef, eo = map(int, '$1'.split('/'))
-sys.exit(0 if (f, o) >= (ef, eo) else 1)"
-}
-until ferry_reached mtarget apply "$(binlog_end msource)"; do sleep 0.2; done
-until replica_reached "$(binlog_end msource)"; do sleep 0.2; done
-until replica_reached "$(binlog_end msource)" mlogging; do sleep 0.2; done
+wait_ferry_reached mtarget apply "$(binlog_end msource)"
+wait_replica_reached mreplica "$(binlog_end msource)"
+wait_replica_reached mlogging "$(binlog_end msource)"
 kill -TERM "$RUN"; wait "$RUN" || true
 my_r -e "STOP SLAVE"
 my_l -e "STOP SLAVE"
@@ -74,7 +68,7 @@ catch_up() { # LABEL
   local start; start=$(now)
   "$FERRY" run --source "$SRC" --target "$TGT" --name apply >>"$WORK/run.log" 2>&1 &
   RUN=$!
-  until ferry_reached mtarget apply "$end"; do sleep 0.05; done
+  wait_ferry_reached mtarget apply "$end"
   local done_at; done_at=$(now)
   # ferry's own CPU time (user + system) while it caught up: how much of the time is ferry's.
   add "$1_ferry_cpu" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")"
@@ -83,13 +77,13 @@ catch_up() { # LABEL
   add "$1_ferry" "$(elapsed "$start" "$done_at")"
   start=$(now)
   my_r -e "START SLAVE"
-  until replica_reached "$end"; do sleep 0.05; done
+  wait_replica_reached mreplica "$end"
   done_at=$(now)
   my_r -e "STOP SLAVE"
   add "$1_replica" "$(elapsed "$start" "$done_at")"
   start=$(now)
   my_l -e "START SLAVE"
-  until replica_reached "$end" mlogging; do sleep 0.05; done
+  wait_replica_reached mlogging "$end"
   done_at=$(now)
   my_l -e "STOP SLAVE"
   add "$1_logging" "$(elapsed "$start" "$done_at")"
@@ -113,7 +107,7 @@ done
 echo "== lag while ferry streams sysbench oltp_write_only at $LIVE_RATE transactions/s for $LIVE_SECONDS s"
 "$FERRY" run --source "$SRC" --target "$TGT" --name apply >>"$WORK/run.log" 2>&1 &
 RUN=$!
-until ferry_reached mtarget apply "$(binlog_end msource)"; do sleep 0.2; done
+wait_ferry_reached mtarget apply "$(binlog_end msource)"
 heartbeat_command() { my_s sbtest -e "UPDATE marker SET value = CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) WHERE id = 1"; }
 sample_command() { my_t streamed -Nse "SELECT value, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) FROM marker WHERE id = 1" | tr '\t' ' '; }
 sysbench oltp_write_only "${SYSBENCH[@]}" --threads=4 --rate="$LIVE_RATE" --time=$((LIVE_SECONDS + 2)) run >"$WORK/live.log" 2>&1 &

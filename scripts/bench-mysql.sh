@@ -67,7 +67,7 @@ END_POSITION=$(binlog_end msource)
 start=$(now)
 "$FERRY" run --source "$SRC" --target "mysql://root@127.0.0.1:$MTP/streamed" --name stream >>"$WORK/run.log" 2>&1 &
 RUN=$!
-until ferry_reached mtarget stream "$END_POSITION"; do sleep 0.05; done
+wait_ferry_reached mtarget stream "$END_POSITION"
 end=$(now)
 kill -TERM "$RUN"; wait "$RUN" || true
 RESULT[apply_seconds]=$(elapsed "$start" "$end")

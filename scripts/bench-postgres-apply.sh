@@ -49,14 +49,30 @@ psql_t -d postgres -c "CREATE DATABASE bench"
 "$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
 
-marker_on() { # PSQL_FUNCTION -> the marker value it sees (empty when not there yet)
-  "$1" -d bench -Atc "SELECT value FROM marker WHERE id = 1" 2>/dev/null || true
-}
-wait_marker() { # PSQL_FUNCTION VALUE
-  until [ "$(marker_on "$1")" = "$2" ]; do sleep 0.05; done
+# wait_marker PSQL_FUNCTION VALUE: until the marker holds VALUE there. One psql session reads it
+# every 50 ms (a psql process per reading took about 14% of the two cores from what was timed).
+wait_marker() {
+  until ( set +o pipefail; printf 'SELECT value FROM marker WHERE id = 1 \\watch 0.05\n' | "$1" -d bench -At 2>/dev/null | grep -qx -- "$2" ); do sleep 0.05; done
 }
 MARK=0
 next_marker() { MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK WHERE id = 1"; }
+# settle SLOT PSQL_FUNCTION: before a consumer stops, its slot's restart point passes all it
+# caught up on, so that neither side re-decodes an earlier backlog on its next start. A logical
+# slot restarts decoding at its restart_lsn, which moves only past a running-transactions record
+# that the consumer decoded and confirmed (the server logs one every 15 s, and at a checkpoint).
+# Without this, whichever consumer ran first after a backlog had no such record behind it and
+# re-decoded the 1M-row UPDATE on its next start (2.6 s, seen in ferry's per-batch log).
+settle() {
+  local lsn; lsn=$(psql_s -d bench -Atc "SELECT pg_current_wal_lsn()")
+  psql_s -d bench -c "CHECKPOINT"
+  next_marker
+  wait_marker "$2" "$MARK"
+  local deadline=$((SECONDS + 60))
+  until [ "$(psql_s -d bench -Atc "SELECT restart_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "the slot $1 did not move past $lsn in 60 s" >&2; return; }
+    sleep 0.1
+  done
+}
 
 # Both tables copied (a marker alone could arrive by the copy of its table), then a marker
 # that only the stream can bring.
@@ -65,6 +81,8 @@ until [ "$(psql_r -d bench -Atc "SELECT count(*) FROM pg_subscription_rel WHERE 
 next_marker
 wait_marker psql_t "$MARK"
 wait_marker psql_r "$MARK"
+settle ferry_apply psql_t
+settle native psql_r
 kill -TERM "$RUN"; wait "$RUN" || true
 disable_native() {
   psql_r -d bench -c "ALTER SUBSCRIPTION native DISABLE"
@@ -85,12 +103,14 @@ catch_up() { # LABEL
   local done_at; done_at=$(now)
   add "$1_ferry_cpu" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$RUN/stat")"
   add "$1_ferry_peak_mib" "$(peak_mib "$RUN")"
+  settle ferry_apply psql_t
   kill -TERM "$RUN"; wait "$RUN" || true
   add "$1_ferry" "$(elapsed "$start" "$done_at")"
   start=$(now)
   psql_r -d bench -c "ALTER SUBSCRIPTION native ENABLE"
   wait_marker psql_r "$MARK"
   done_at=$(now)
+  settle native psql_r
   disable_native
   add "$1_native" "$(elapsed "$start" "$done_at")"
   local sum; sum=$(accounts_md5 psql_s)

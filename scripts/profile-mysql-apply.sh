@@ -22,7 +22,7 @@ SRC="mysql://root@127.0.0.1:$MSP/sbtest"; TGT="mysql://root@127.0.0.1:$MTP/strea
 "$FERRY" run --source "$SRC" --target "$TGT" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
 until my mtarget -Nse "SELECT COUNT(*) FROM _ferry.tables WHERE migration = 'apply' AND state = 'copied'" 2>/dev/null | grep -qx 1; do sleep 0.5; done
-until ferry_reached mtarget apply "$(binlog_end msource)"; do sleep 0.2; done
+wait_ferry_reached mtarget apply "$(binlog_end msource)"
 kill -TERM "$RUN"; wait "$RUN" || true
 for round in 1 2; do
 my msource sbtest -e "UPDATE sbtest1 SET k = k + 1, c = REVERSE(c)"
@@ -34,7 +34,7 @@ RUN=$!
 TPID=$(cat "$WORK/mtarget/mysqld.pid"); SPID=$(cat "$WORK/msource/mysqld.pid")
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 t0=$(cpu "$TPID"); s0=$(cpu "$SPID")
-until ferry_reached mtarget apply "$end"; do sleep 0.05; done
+wait_ferry_reached mtarget apply "$end"
 done_at=$(now)
 t1=$(cpu "$TPID"); s1=$(cpu "$SPID")
 echo "round $round: caught up in $(elapsed "$start" "$done_at") s; ferry CPU $(cpu "$RUN") s; target mysqld CPU $(python3 -c "print(round($t1-$t0,2))") s; source mysqld CPU $(python3 -c "print(round($s1-$s0,2))") s"

@@ -21,13 +21,36 @@ stop_mariadb() { for name in "$@"; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9
 my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" -uroot "$@"; }
 # binlog_end NAME: the server's current binary log end as FILE_NUMBER/OFFSET.
 binlog_end() { my "$1" -Nse "SHOW MASTER STATUS" | awk '{n=$1; sub(/.*\./, "", n); print n+0 "/" $2}'; }
-# ferry_reached NAME MIGRATION END: true once migration MIGRATION's stored position on the
-# target server NAME has reached END (FILE_NUMBER/OFFSET; the stored form is
-# `mysql:FILE/OFFSET@EVENTS#GTID`).
-ferry_reached() {
-  my "$1" -Nse "SELECT position FROM _ferry.streams WHERE migration = '$2'" | python3 -c "
-import sys; stored = sys.stdin.read().strip().split(':')[-1]; f, o = stored.split('/'); f, o = int(f), int(o.split('@')[0]); ef, eo = map(int, '$3'.split('/'))
-sys.exit(0 if (f, o) >= (ef, eo) else 1)"
+# wait_ferry_reached NAME MIGRATION END: returns once migration MIGRATION's stored position on
+# the target server NAME has reached END (FILE_NUMBER/OFFSET; the stored form is
+# `mysql:FILE/OFFSET@EVENTS#GTID`). One client session; the server itself re-reads the position
+# every 50 ms (a client and a python3 process per reading cost a sizeable share of the two
+# cores, taken from whatever was being timed). Retried while the table does not exist yet.
+wait_ferry_reached() {
+  local file=${3%/*} offset=${3#*/}
+  until my "$1" -N >/dev/null 2>&1 <<SQL
+DELIMITER //
+BEGIN NOT ATOMIC
+  DECLARE reached BOOLEAN DEFAULT FALSE;
+  WHILE NOT reached DO
+    SELECT COALESCE(MAX((CAST(SUBSTRING_INDEX(SUBSTRING_INDEX(SUBSTRING_INDEX(position, '@', 1), ':', -1), '/', 1) AS UNSIGNED),
+                         CAST(SUBSTRING_INDEX(SUBSTRING_INDEX(position, '@', 1), '/', -1) AS UNSIGNED)) >= ($file, $offset)), FALSE)
+      INTO reached FROM _ferry.streams WHERE migration = '$2';
+    IF NOT reached THEN DO SLEEP(0.05); END IF;
+  END WHILE;
+END//
+SQL
+  do sleep 0.2; done
+}
+# wait_replica_reached NAME END: returns once the replica NAME has executed the source's binary
+# log up to END (FILE_NUMBER/OFFSET): the server's own MASTER_POS_WAIT, no polling. It answers
+# NULL while the replica's SQL thread is not running yet (just after START SLAVE): asked again.
+wait_replica_reached() {
+  local file waited tries=0; file=$(printf 'binlog.%06d' "${2%/*}")
+  until waited=$(my "$1" -Nse "SELECT MASTER_POS_WAIT('$file', ${2#*/})") && [[ "$waited" =~ ^[0-9]+$ ]]; do
+    tries=$((tries + 1)); [ "$tries" -lt 200 ] || { echo "replica $1 is not replicating" >&2; exit 1; }
+    sleep 0.05
+  done
 }
 # single_row_updates NAME SIZE UPDATES: UPDATES single-row updates of sbtest.sbtest1 (SIZE rows)
 # on server NAME, in transactions of 1,000.
