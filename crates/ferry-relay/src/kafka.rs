@@ -323,19 +323,7 @@ impl KafkaFeed {
             .into_iter()
             .filter_map(|(name, offset)| offset.parse().ok().map(|offset| (name, offset)))
             .collect();
-        let mut unknown = TopicPartitionList::new();
-        let mut list = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            match stored.get(&checkpoint_name(topic, *partition)) {
-                Some(offset) => {
-                    list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                        .map_err(|error| kafka_error("assigning", error))?;
-                }
-                None => {
-                    unknown.add_partition(topic, *partition);
-                }
-            }
-        }
+        let (mut list, unknown) = split_by_checkpoint(partitions, &stored)?;
         if unknown.count() > 0 {
             let reader = consumer.clone();
             let committed = tokio::task::spawn_blocking(move || {
@@ -348,12 +336,19 @@ impl KafkaFeed {
             // appears later starts at its beginning, so nothing written to it is skipped.
             let first_run = stored.is_empty();
             let mut resolved = Vec::new();
-            for element in committed.elements() {
-                let (topic, partition) = (element.topic().to_string(), element.partition());
-                let committed = match element.offset() {
-                    Offset::Offset(offset) if offset >= 0 => Some(offset),
-                    _ => None,
-                };
+            // Read out first: rdkafka's list elements are not `Send`, and no await may hold one.
+            let committed: Vec<(String, i32, Option<i64>)> = committed
+                .elements()
+                .iter()
+                .map(|element| {
+                    let offset = match element.offset() {
+                        Offset::Offset(offset) if offset >= 0 => Some(offset),
+                        _ => None,
+                    };
+                    (element.topic().to_string(), element.partition(), offset)
+                })
+                .collect();
+            for (topic, partition, committed) in committed {
                 let reader = consumer.clone();
                 let latest = first_run && self.input.start == Start::Latest;
                 let watermark_topic = topic.clone();
@@ -736,4 +731,25 @@ mod tests {
         assert!(KafkaInput::parse("kafka://", vec![], Start::Earliest).is_err());
         assert!(KafkaInput::parse("postgres://x/y", vec![], Start::Earliest).is_err());
     }
+}
+
+/// The partitions with a stored checkpoint (each at its offset) and those without one. Not in
+/// an `async` body: rdkafka's list elements are not `Send`, and no await may hold one.
+fn split_by_checkpoint(
+    partitions: &BTreeSet<(String, i32)>,
+    stored: &BTreeMap<String, i64>,
+) -> Result<(TopicPartitionList, TopicPartitionList)> {
+    let mut known = TopicPartitionList::new();
+    let mut unknown = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        match stored.get(&checkpoint_name(topic, *partition)) {
+            Some(offset) => known
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| kafka_error("assigning", error))?,
+            None => {
+                unknown.add_partition(topic, *partition);
+            }
+        }
+    }
+    Ok((known, unknown))
 }

@@ -28,11 +28,21 @@ fn main() -> ExitCode {
             return ExitCode::from(report::EXIT_DEFINITE);
         }
     };
-    match runtime.block_on(cli::dispatch(arguments)) {
-        Ok(code) => code,
-        Err(error) => {
+    // The command runs as a task on the runtime's worker threads, not on this thread: a future
+    // driven by `block_on` lives outside the workers, so each wake between it and the tasks it
+    // talks to (the replication reader, the apply task) had to unpark a worker through the I/O
+    // driver. While streaming that cost about a third of ferry's CPU.
+    let outcome = runtime.block_on(async move { tokio::spawn(cli::dispatch(arguments)).await });
+    match outcome {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
             report::print_error(&error);
             ExitCode::from(report::exit_code(&error))
+        }
+        Err(failure) if failure.is_panic() => std::panic::resume_unwind(failure.into_panic()),
+        Err(failure) => {
+            eprintln!("error[runtime]: the command was cancelled: {failure}");
+            ExitCode::from(report::EXIT_DEFINITE)
         }
     }
 }
