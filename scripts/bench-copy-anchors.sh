@@ -73,8 +73,11 @@ for round in $(seq 1 "$ROUNDS"); do
     rm -rf "$WORK/dump"
     fresh_my loaded
     start=$(now)
-    mydumper -S "$WORK/msource/mysqld.sock" -u root -B sbtest -t "$threads" -r 100000 -o "$WORK/dump" >/dev/null 2>&1
-    myloader -S "$WORK/mtarget/mysqld.sock" -u root -d "$WORK/dump" -t "$threads" -B loaded -o >/dev/null 2>&1
+    # Their output is kept and shown only when one fails (set -e would end the run silently).
+    mydumper -S "$WORK/msource/mysqld.sock" -u root -B sbtest -t "$threads" -r 100000 -o "$WORK/dump" >"$WORK/mydumper.log" 2>&1 \
+      || { echo "mydumper failed:" >&2; tail -20 "$WORK/mydumper.log" >&2; exit 1; }
+    myloader -S "$WORK/mtarget/mysqld.sock" -u root -d "$WORK/dump" -t "$threads" -B loaded -o >"$WORK/myloader.log" 2>&1 \
+      || { echo "myloader failed:" >&2; tail -20 "$WORK/myloader.log" >&2; exit 1; }
     end=$(now)
     add "my_mydumper_$threads" "$(elapsed "$start" "$end")"
     [ "$(my_t loaded -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" = "$SUM" ] || { echo "myloader's table differs" >&2; exit 1; }
