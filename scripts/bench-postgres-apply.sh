@@ -67,9 +67,10 @@ settle() {
   psql_s -d bench -c "CHECKPOINT"
   next_marker
   wait_marker "$2" "$MARK"
-  local deadline=$((SECONDS + 60))
-  until [ "$(psql_s -d bench -Atc "SELECT restart_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do
-    [ "$SECONDS" -lt "$deadline" ] || { echo "the slot $1 did not move past $lsn in 60 s" >&2; return; }
+  local deadline=$((SECONDS + 60)) moved
+  until moved=$(psql_s -d bench -Atc "SELECT restart_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$1'") && [ "$moved" = t ]; do
+    [ -n "$moved" ] || { echo "there is no slot $1" >&2; return 1; }
+    [ "$SECONDS" -lt "$deadline" ] || { echo "the slot $1 did not move past $lsn in 60 s" >&2; return 1; }
     sleep 0.1
   done
 }

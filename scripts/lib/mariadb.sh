@@ -23,7 +23,7 @@ my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" 
 binlog_end() { my "$1" -Nse "SHOW MASTER STATUS" | awk '{n=$1; sub(/.*\./, "", n); print n+0 "/" $2}'; }
 # wait_ferry_reached NAME MIGRATION END: returns once migration MIGRATION's stored position on
 # the target server NAME has reached END (FILE_NUMBER/OFFSET; the stored form is
-# `mysql:FILE/OFFSET@EVENTS#GTID`). One client session; the server itself re-reads the position
+# `mysql:FILE/OFFSET@SERVER#GTID`). One client session; the server itself re-reads the position
 # every 50 ms (a client and a python3 process per reading cost a sizeable share of the two
 # cores, taken from whatever was being timed). Retried while the table does not exist yet.
 wait_ferry_reached() {
@@ -45,9 +45,11 @@ SQL
 # wait_replica_reached NAME END: returns once the replica NAME has executed the source's binary
 # log up to END (FILE_NUMBER/OFFSET): the server's own MASTER_POS_WAIT, no polling. It answers
 # NULL while the replica's SQL thread is not running yet (just after START SLAVE): asked again.
+# -1 after an hour: the replica is stuck.
 wait_replica_reached() {
   local file waited tries=0; file=$(printf 'binlog.%06d' "${2%/*}")
-  until waited=$(my "$1" -Nse "SELECT MASTER_POS_WAIT('$file', ${2#*/})") && [[ "$waited" =~ ^[0-9]+$ ]]; do
+  until waited=$(my "$1" -Nse "SELECT MASTER_POS_WAIT('$file', ${2#*/}, 3600)") && [[ "$waited" =~ ^[0-9]+$ ]]; do
+    [ "$waited" != -1 ] || { echo "replica $1 did not reach $2 in an hour" >&2; exit 1; }
     tries=$((tries + 1)); [ "$tries" -lt 200 ] || { echo "replica $1 is not replicating" >&2; exit 1; }
     sleep 0.05
   done

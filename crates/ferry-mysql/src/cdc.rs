@@ -23,6 +23,7 @@ use ferry_core::select::Selection;
 use ferry_core::{BinlogPosition, Cell, Error, Gtid, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
@@ -1047,18 +1048,29 @@ impl BinlogChangeStream {
             .flags()
             .contains(mysql_async::binlog::RowsEventFlags::NO_FOREIGN_KEY_CHECKS);
         let mut changes = Vec::new();
-        for row in rows.rows(table_map) {
-            let (before, after) = row.map_err(|error| {
-                Error::definite(
-                    "source.binlog_event",
-                    format!("a row event of {table_name} could not be decoded: {error}"),
-                )
-            })?;
+        let read = match super::images::images(rows, table_map) {
+            Some(read) => read,
+            None => rows
+                .rows(table_map)
+                .map(|row| {
+                    row.map(|(before, after)| {
+                        (before.map(BinlogRow::unwrap), after.map(BinlogRow::unwrap))
+                    })
+                })
+                .collect(),
+        };
+        let read = read.map_err(|error| {
+            Error::definite(
+                "source.binlog_event",
+                format!("a row event of {table_name} could not be decoded: {error}"),
+            )
+        })?;
+        for (before, after) in read {
             let before = before
-                .map(|row| decode_image(decoder, row, &table_name))
+                .map(|values| decode_image(decoder, values, &table_name))
                 .transpose()?;
             let after = after
-                .map(|row| decode_image(decoder, row, &table_name))
+                .map(|values| decode_image(decoder, values, &table_name))
                 .transpose()?;
             // A table without a key is identified by its whole image.
             let key_of = |image: &Vec<Value>| {
@@ -1656,10 +1668,9 @@ fn only_moves_auto_increment(statement: &str) -> bool {
 
 fn decode_image(
     decoder: &Decoder,
-    row: mysql_async::binlog::row::BinlogRow,
+    values: Vec<BinlogValue<'static>>,
     table: &str,
 ) -> Result<Vec<Value>> {
-    let values = row.unwrap();
     if values.len() != decoder.kinds.len() {
         return Err(Error::operator(
             "source.row_image",

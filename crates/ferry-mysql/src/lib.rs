@@ -10,6 +10,7 @@ mod config;
 mod connection;
 pub mod ddl;
 mod errors;
+mod images;
 mod infile;
 mod keyless;
 mod load;

@@ -697,6 +697,27 @@ impl Replayer {
     }
 }
 
+/// The partitions with a stored checkpoint (each at its offset) and those without one. Not in
+/// an `async` body: rdkafka's list elements are not `Send`, and no await may hold one.
+fn split_by_checkpoint(
+    partitions: &BTreeSet<(String, i32)>,
+    stored: &BTreeMap<String, i64>,
+) -> Result<(TopicPartitionList, TopicPartitionList)> {
+    let mut known = TopicPartitionList::new();
+    let mut unknown = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        match stored.get(&checkpoint_name(topic, *partition)) {
+            Some(offset) => known
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| kafka_error("assigning", error))?,
+            None => {
+                unknown.add_partition(topic, *partition);
+            }
+        }
+    }
+    Ok((known, unknown))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,25 +752,4 @@ mod tests {
         assert!(KafkaInput::parse("kafka://", vec![], Start::Earliest).is_err());
         assert!(KafkaInput::parse("postgres://x/y", vec![], Start::Earliest).is_err());
     }
-}
-
-/// The partitions with a stored checkpoint (each at its offset) and those without one. Not in
-/// an `async` body: rdkafka's list elements are not `Send`, and no await may hold one.
-fn split_by_checkpoint(
-    partitions: &BTreeSet<(String, i32)>,
-    stored: &BTreeMap<String, i64>,
-) -> Result<(TopicPartitionList, TopicPartitionList)> {
-    let mut known = TopicPartitionList::new();
-    let mut unknown = TopicPartitionList::new();
-    for (topic, partition) in partitions {
-        match stored.get(&checkpoint_name(topic, *partition)) {
-            Some(offset) => known
-                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(|error| kafka_error("assigning", error))?,
-            None => {
-                unknown.add_partition(topic, *partition);
-            }
-        }
-    }
-    Ok((known, unknown))
 }

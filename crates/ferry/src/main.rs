@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     report::init_logging(&arguments.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // The command's future is polled on a worker (below), not on the 8 MiB main thread.
+        .thread_stack_size(8 << 20)
         .enable_all()
         .build()
     {

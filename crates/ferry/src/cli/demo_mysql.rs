@@ -117,9 +117,11 @@ async fn differences(
             .iter()
             .map(|(mysql, _)| format!("IFNULL(CONVERT({mysql} USING utf8mb4), '~')"))
             .collect();
-        let left = source
-            .execute(&format!("SET time_zone = '+00:00'; USE shop; SELECT CONCAT_WS('|', {}) FROM {table} ORDER BY {key}", mysql.join(", ")))
-            .map_err(|error| error.to_string())?;
+        // The client runs as a process and is waited for: off the runtime's workers' tasks.
+        let left = tokio::task::block_in_place(|| {
+            source.execute(&format!("SET time_zone = '+00:00'; USE shop; SELECT CONCAT_WS('|', {}) FROM {table} ORDER BY {key}", mysql.join(", ")))
+        })
+        .map_err(|error| error.to_string())?;
         let left: Vec<String> = left
             .lines()
             .map(|line| line.replace("\\\\", "\\"))
@@ -239,7 +241,7 @@ pub(super) async fn run(rows: u64, stream_seconds: u64) -> Result<ExitCode> {
     };
     let outcome = super::demo::alongside(migration, scenario).await;
     stop_flag.store(true, Ordering::Relaxed);
-    let _ = writer.join();
+    let _ = tokio::task::block_in_place(|| writer.join());
     let (copied_after, caught_up) = outcome?;
     progress.finish();
     println!();
