@@ -20,11 +20,7 @@ FERRY="${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}"
 source scripts/lib/servers.sh
 source scripts/lib/measure.sh
 source scripts/lib/mariadb.sh
-stop_all() { stop_mariadb msource mtarget; stop_servers; }
-trap stop_all EXIT
-OPTIONS=(--innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M)
-MSP=$(free_port); start_mariadb msource "$MSP" 1 "${OPTIONS[@]}"
-MTP=$(free_port); start_mariadb mtarget "$MTP" 2 "${OPTIONS[@]}"
+start_mariadb_pair
 
 # The marker on a PostgreSQL server (psql function, database, schema) or a MariaDB one (name,
 # database): one session polls until it holds VALUE.

@@ -30,7 +30,6 @@ source scripts/lib/measure.sh
 source scripts/lib/mariadb.sh
 stop_all() { stop_mariadb msource mtarget mreplica mlogging; rm -rf "$WORK"; }
 trap stop_all EXIT
-OPTIONS=(--innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M)
 MSP=$(free_port); start_mariadb msource "$MSP" 1 "${OPTIONS[@]}"
 MTP=$(free_port); start_mariadb mtarget "$MTP" 2 "${OPTIONS[@]}"
 MRP=$(free_port); start_mariadb mreplica "$MRP" 3 "${OPTIONS[@]}"

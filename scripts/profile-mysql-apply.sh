@@ -11,11 +11,7 @@ FERRY="${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}"
 source scripts/lib/servers.sh
 source scripts/lib/measure.sh
 source scripts/lib/mariadb.sh
-stop_all() { stop_mariadb msource mtarget; stop_servers; }
-trap stop_all EXIT
-OPTIONS=(--innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M)
-MSP=$(free_port); start_mariadb msource "$MSP" 1 "${OPTIONS[@]}"
-MTP=$(free_port); start_mariadb mtarget "$MTP" 2 "${OPTIONS[@]}"
+start_mariadb_pair
 my msource -e "CREATE DATABASE sbtest"
 sysbench oltp_read_write --db-driver=mysql --mysql-socket="$WORK/msource/mysqld.sock" --mysql-user=root --mysql-db=sbtest --tables=1 --table-size=1000000 prepare >/dev/null
 SRC="mysql://root@127.0.0.1:$MSP/sbtest"; TGT="mysql://root@127.0.0.1:$MTP/streamed"

@@ -17,6 +17,14 @@ start_mariadb() {
   for _ in $(seq 1 300); do mariadb-admin --no-defaults -S "$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "MariaDB $name did not start" >&2; exit 1
 }
+# start_mariadb_pair: a source (msource, port MSP, server id 1) and a target (mtarget, MTP, 2)
+# with the benchmarks' settings (OPTIONS), both stopped on exit along with the PostgreSQL pair.
+OPTIONS=(--innodb-buffer-pool-size=1G --innodb-doublewrite=0 --innodb-log-file-size=512M --max-allowed-packet=64M)
+start_mariadb_pair() {
+  trap 'stop_mariadb msource mtarget; stop_servers' EXIT
+  MSP=$(free_port); start_mariadb msource "$MSP" 1 "${OPTIONS[@]}"
+  MTP=$(free_port); start_mariadb mtarget "$MTP" 2 "${OPTIONS[@]}"
+}
 stop_mariadb() { for name in "$@"; do [ -f "$WORK/$name/mysqld.pid" ] && kill -9 "$(cat "$WORK/$name/mysqld.pid")" 2>/dev/null || true; done; }
 my() { local name=$1; shift; mariadb --no-defaults -S "$WORK/$name/mysqld.sock" -uroot "$@"; }
 # binlog_end NAME: the server's current binary log end as FILE_NUMBER/OFFSET.
