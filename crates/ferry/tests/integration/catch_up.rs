@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferry_testkit::wait_until;
 
-use crate::common::{stop, Pair};
+use crate::common::{stop, wait_true, Pair};
 use crate::mysql::{
     ferry, log_tail, mariadb, mysql_select, postgres_select, spawn_run, sql, try_sql,
     wait_engines_equal,
@@ -218,21 +218,12 @@ async fn a_unique_value_moved_during_a_mariadb_copy_reaches_postgres() {
         ],
     )
     .await;
-    let unique = wait_until(
+    let unique = wait_true(
+        &client,
         "the unique index on the target",
-        Duration::from_secs(60),
-        || async {
-            let found: bool = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index
-                       WHERE indrelid = $1::text::regclass AND indisunique AND NOT indisprimary AND indisvalid)",
-                    &[&format!("{name}.emails")],
-                )
-                .await
-                .ok()?
-                .get(0);
-            found.then_some(())
-        },
+        "SELECT EXISTS (SELECT 1 FROM pg_index
+           WHERE indrelid = $1::text::regclass AND indisunique AND NOT indisprimary AND indisvalid)",
+        &[&format!("{name}.emails")],
     )
     .await;
     let failed: Vec<String> = client
@@ -338,17 +329,11 @@ async fn mariadb_unique_index(database: &str) -> Result<(), String> {
 
 /// Waits until the PostgreSQL target has the unique constraint `by_email`.
 async fn postgres_unique_constraint(pair: &Pair) -> Result<(), String> {
-    wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
-        let found: bool = pair
-            .target
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        found.then_some(())
-    })
+    wait_true(
+        &pair.target,
+        "the unique constraint on the target",
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'by_email' AND contype = 'u')",
+        &[],
+    )
     .await
 }

@@ -301,6 +301,21 @@ pub(crate) async fn json_request(
 
 /// Ends every session holding an advisory lock in the client's database (a lock's session
 /// killed, as an operator or a crash would); returns how many.
+/// Waits (up to 60 s) until `query`, a single boolean, answers true on `client`: an index or
+/// constraint that ferry builds once the stream has caught up, for instance.
+pub(crate) async fn wait_true(
+    client: &Client,
+    what: &str,
+    query: &str,
+    parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(), String> {
+    wait_until(what, Duration::from_secs(60), || async {
+        let found: bool = client.query_one(query, parameters).await.ok()?.get(0);
+        found.then_some(())
+    })
+    .await
+}
+
 pub(crate) async fn end_advisory_lock_holders(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one(

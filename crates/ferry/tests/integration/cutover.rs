@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
-use crate::common::{kill, servers, stop, Pair};
+use crate::common::{kill, servers, stop, wait_true, Pair};
 
 /// GET on the control plane: (status, body).
 pub(crate) async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
@@ -759,13 +759,11 @@ async fn cutover_builds_a_missing_unique_constraint_or_refuses() {
     let _ferry = run_ferry(&pair, port);
     wait_streaming(&pair, port).await;
     let constraint = "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ledger_note' AND contype = 'u')";
-    wait_until(
+    wait_true(
+        &pair.target,
         "the unique constraint on the target",
-        Duration::from_secs(60),
-        || async {
-            let found: bool = pair.target.query_one(constraint, &[]).await.ok()?.get(0);
-            found.then_some(())
-        },
+        constraint,
+        &[],
     )
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ferry_testkit::wait_until;
 
-use crate::common::{stop, Pair};
+use crate::common::{stop, wait_true, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_sequences_indexes_and_tables_added_later() {
@@ -164,18 +164,12 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
     // Two rows swap their emails in one transaction: whichever final image is written first
     // meets the value the other row still holds, unless both are deleted first. (Once the
     // unique constraint exists: it is built when the stream has caught up with the copy.)
-    wait_until("the unique constraint on the target", Duration::from_secs(60), || async {
-        let found: bool = pair
-            .target
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'public.people'::regclass AND contype = 'u')",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        found.then_some(())
-    })
+    wait_true(
+        &pair.target,
+        "the unique constraint on the target",
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'public.people'::regclass AND contype = 'u')",
+        &[],
+    )
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", pair.log()));
     pair.source
