@@ -42,8 +42,8 @@ use super::ddl::{ident, literal, qualified};
 use super::errors::{classify, is_table_specific};
 use super::state;
 use super::statements::{
-    array_parameters, casts, column_list, column_types, execute, execute_raw, has_unique_secondary,
-    key_match, own_rows, prepare, StatementCache,
+    array_parameters, assignments, casts, column_list, column_types, execute, execute_raw,
+    has_unique_secondary, key_match, own_rows, prepare, StatementCache,
 };
 
 /// Applies batches on one target connection.
@@ -305,11 +305,7 @@ fn merge_statement(
     } else {
         format!(
             " WHEN MATCHED THEN UPDATE SET {}",
-            non_keys
-                .iter()
-                .map(|name| format!("{} = s.{}", ident(name), ident(name)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            assignments(non_keys, "s")
         )
     };
     format!(
@@ -325,6 +321,29 @@ fn merge_statement(
             .map(|name| format!("s.{}", ident(name)))
             .collect::<Vec<_>>()
             .join(", ")
+    )
+}
+
+/// Full images of a table as `INSERT ... ON CONFLICT (key) DO UPDATE` (before PostgreSQL 15).
+fn on_conflict_statement(
+    table: &str,
+    names: &[&str],
+    key_names: &[&str],
+    non_keys: &[&str],
+    types: &HashMap<String, String>,
+) -> String {
+    let conflict = if non_keys.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", assignments(non_keys, "EXCLUDED"))
+    };
+    format!(
+        "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
+        column_list(names),
+        casts(names, types),
+        array_parameters(names.len(), 0),
+        column_list(names),
+        column_list(key_names)
     )
 }
 
@@ -372,26 +391,12 @@ async fn apply_table(
         let sql = if cache.merge {
             merge_statement(&own, &names, &key_names, &non_keys, &types)
         } else {
-            let conflict = if non_keys.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!(
-                    "DO UPDATE SET {}",
-                    non_keys
-                        .iter()
-                        .map(|name| format!("{} = EXCLUDED.{}", ident(name), ident(name)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            format!(
-                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS s({}) ON CONFLICT ({}) {conflict}",
-                qualified(&relation.table),
-                column_list(&names),
-                casts(&names, &types),
-                array_parameters(names.len(), 0),
-                column_list(&names),
-                column_list(&key_names)
+            on_conflict_statement(
+                &qualified(&relation.table),
+                &names,
+                &key_names,
+                &non_keys,
+                &types,
             )
         };
         let columns: Vec<Vec<Option<String>>> = (0..names.len())
@@ -568,5 +573,43 @@ fn cell_text(cell: &Cell) -> Result<Option<String>> {
             "apply.unchanged",
             "an unchanged value reached a statement that writes it",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types() -> HashMap<String, String> {
+        [("id", "integer"), ("b", "text")]
+            .into_iter()
+            .map(|(name, type_name)| (name.to_string(), type_name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn full_images_are_merged_on_the_key_or_upserted_before_postgresql_15() {
+        let names = ["id", "b"];
+        assert_eq!(
+            merge_statement("ONLY \"public\".\"t\"", &names, &["id"], &["b"], &types()),
+            "MERGE INTO ONLY \"public\".\"t\" AS t USING (SELECT s.\"id\"::integer AS \"id\", s.\"b\"::text AS \"b\" \
+             FROM unnest($1::text[], $2::text[]) AS s(\"id\", \"b\")) AS s ON t.\"id\" = s.\"id\" \
+             WHEN MATCHED THEN UPDATE SET \"b\" = s.\"b\" \
+             WHEN NOT MATCHED THEN INSERT (\"id\", \"b\") OVERRIDING SYSTEM VALUE VALUES (s.\"id\", s.\"b\")"
+        );
+        assert_eq!(
+            on_conflict_statement("\"public\".\"t\"", &names, &["id"], &["b"], &types()),
+            "INSERT INTO \"public\".\"t\" (\"id\", \"b\") OVERRIDING SYSTEM VALUE \
+             SELECT s.\"id\"::integer, s.\"b\"::text FROM unnest($1::text[], $2::text[]) AS s(\"id\", \"b\") \
+             ON CONFLICT (\"id\") DO UPDATE SET \"b\" = EXCLUDED.\"b\""
+        );
+        // A table of key columns only: nothing to update when the row exists.
+        let keys_only = ["id"];
+        assert!(!merge_statement("t", &keys_only, &keys_only, &[], &types())
+            .contains("MATCHED THEN UPDATE"));
+        assert!(
+            on_conflict_statement("t", &keys_only, &keys_only, &[], &types())
+                .ends_with("ON CONFLICT (\"id\") DO NOTHING")
+        );
     }
 }

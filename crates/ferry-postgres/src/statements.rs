@@ -37,6 +37,15 @@ pub(super) fn column_list(names: &[&str]) -> String {
         .join(", ")
 }
 
+/// `c = source.c, ...`: each column set from the same column of `source` (`s`, `EXCLUDED`).
+pub(super) fn assignments(names: &[&str], source: &str) -> String {
+    names
+        .iter()
+        .map(|name| format!("{} = {source}.{}", ident(name), ident(name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn casts(names: &[&str], types: &HashMap<String, String>) -> String {
     names
         .iter()
