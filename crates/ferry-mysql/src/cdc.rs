@@ -23,7 +23,6 @@ use ferry_core::select::Selection;
 use ferry_core::{BinlogPosition, Cell, Error, Gtid, Position, Result, TableSchema, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
@@ -1048,18 +1047,7 @@ impl BinlogChangeStream {
             .flags()
             .contains(mysql_async::binlog::RowsEventFlags::NO_FOREIGN_KEY_CHECKS);
         let mut changes = Vec::new();
-        let read = match super::images::images(rows, table_map) {
-            Some(read) => read,
-            None => rows
-                .rows(table_map)
-                .map(|row| {
-                    row.map(|(before, after)| {
-                        (before.map(BinlogRow::unwrap), after.map(BinlogRow::unwrap))
-                    })
-                })
-                .collect(),
-        };
-        let read = read.map_err(|error| {
+        let read = super::images::images(rows, table_map).map_err(|error| {
             Error::definite(
                 "source.binlog_event",
                 format!("a row event of {table_name} could not be decoded: {error}"),

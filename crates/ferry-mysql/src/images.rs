@@ -16,7 +16,6 @@
 use std::io;
 
 use mysql_async::binlog::events::{OptionalMetaExtractor, RowsEventData, TableMapEvent};
-#[cfg(debug_assertions)]
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
@@ -58,40 +57,42 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// Every row of a rows event, or `None` for a partial-update event (read it with
-/// `RowsEventData::rows`).
+/// Every row of a rows event: read from the bytes, or by mysql_common for a partial-update
+/// event.
 pub(crate) fn images<'a>(
     rows: &'a RowsEventData<'a>,
     table_map: &'a TableMapEvent<'a>,
-) -> Option<io::Result<Vec<Images>>> {
+) -> io::Result<Vec<Images>> {
     if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-        return None;
+        return by_mysql_common(rows, table_map);
     }
     let read = read_all(rows, table_map);
     // Debug builds (every test run) check each event against mysql_common's own reader.
     #[cfg(debug_assertions)]
-    {
-        let expected: io::Result<Vec<Images>> = rows
-            .rows(table_map)
-            .map(|row| {
-                row.map(|(before, after)| {
-                    (before.map(BinlogRow::unwrap), after.map(BinlogRow::unwrap))
-                })
-            })
-            .collect();
-        match (&read, &expected) {
-            (Ok(read), Ok(expected)) => assert_eq!(
-                read, expected,
-                "a rows event read differently from mysql_common's reader"
-            ),
-            (read, expected) => assert_eq!(
-                read.is_ok(),
-                expected.is_ok(),
-                "a rows event read, or refused, unlike mysql_common's reader"
-            ),
-        }
+    match (&read, &by_mysql_common(rows, table_map)) {
+        (Ok(read), Ok(expected)) => assert_eq!(
+            read, expected,
+            "a rows event read differently from mysql_common's reader"
+        ),
+        (read, expected) => assert_eq!(
+            read.is_ok(),
+            expected.is_ok(),
+            "a rows event read, or refused, unlike mysql_common's reader"
+        ),
     }
-    Some(read)
+    read
+}
+
+/// The rows as mysql_common's `BinlogRow` reader gives them.
+fn by_mysql_common<'a>(
+    rows: &'a RowsEventData<'a>,
+    table_map: &'a TableMapEvent<'a>,
+) -> io::Result<Vec<Images>> {
+    rows.rows(table_map)
+        .map(|row| {
+            row.map(|(before, after)| (before.map(BinlogRow::unwrap), after.map(BinlogRow::unwrap)))
+        })
+        .collect()
 }
 
 fn read_all<'a>(

@@ -182,7 +182,7 @@ impl SchemaTarget for MysqlSink {
                     if foreign_keys {
                         FOREIGN_KEY_NAMES
                     } else {
-                        "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+                        INDEX_NAMES
                     },
                     self.config.database(),
                     &table.name.name,
@@ -804,6 +804,10 @@ impl ChangeApplier for MysqlApplier {
             .map_err(|error| classify(error, what))
     }
 }
+
+/// The indexes of a target table, by name (`names_on_target`).
+const INDEX_NAMES: &str =
+    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
 
 /// The foreign keys of a target table, by name (`names_on_target`).
 const FOREIGN_KEY_NAMES: &str = "SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_TYPE = 'FOREIGN KEY'";
