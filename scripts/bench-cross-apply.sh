@@ -37,6 +37,20 @@ SQL
   do sleep 0.2; done
 }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# catch_up LABEL WAIT_COMMAND...: runs ferry (`run` with the RUN_ARGS array) until
+# WAIT_COMMAND returns, then stops it; records the time as LABEL, ferry's CPU and peak memory
+# (nothing for an empty LABEL: the first run, which copies).
+catch_up() {
+  local label=$1; shift
+  local start; start=$(now)
+  "$FERRY" run "${RUN_ARGS[@]}" >>"$WORK/run.log" 2>&1 &
+  RUN=$!
+  "$@"
+  local done_at; done_at=$(now)
+  [ -z "$label" ] || { add "${label}_cpu" "$(cpu "$RUN")"; add "${label}_peak_mib" "$(peak_mib "$RUN")"; }
+  kill -TERM "$RUN"; wait "$RUN" || true
+  [ -z "$label" ] || add "$label" "$(elapsed "$start" "$done_at")"
+}
 
 echo "== MariaDB -> PostgreSQL: sysbench table of $ROWS rows"
 my msource -e "CREATE DATABASE sbtest"
@@ -44,13 +58,9 @@ sysbench oltp_read_write --db-driver=mysql --mysql-socket="$WORK/msource/mysqld.
   --mysql-db=sbtest --tables=1 --table-size="$ROWS" prepare >/dev/null
 my msource sbtest -e "CREATE TABLE marker (id INT PRIMARY KEY, value BIGINT NOT NULL); INSERT INTO marker VALUES (1, 0)"
 psql_t -d postgres -c "CREATE DATABASE crossed"
-SRC="mysql://root@127.0.0.1:$MSP/sbtest"; TGT="postgres://postgres@127.0.0.1:$TP/crossed"
-"$FERRY" run --source "$SRC" --target "$TGT" --name to_pg --parallel 2 >"$WORK/to_pg.log" 2>&1 &
-RUN=$!
-MARK=0
-MARK=$((MARK + 1)); my msource sbtest -e "UPDATE marker SET value = $MARK"
-pg_marker_is psql_t crossed sbtest.marker "$MARK"
-kill -TERM "$RUN"; wait "$RUN" || true
+RUN_ARGS=(--source "mysql://root@127.0.0.1:$MSP/sbtest" --target "postgres://postgres@127.0.0.1:$TP/crossed" --name to_pg --parallel 2)
+MARK=1; my msource sbtest -e "UPDATE marker SET value = $MARK"
+catch_up "" pg_marker_is psql_t crossed sbtest.marker "$MARK"
 # (A blank-padded CHAR is compared as text: without its padding, as MariaDB returns it.)
 # md5 per 10,000 keys (a group's text stays far below max_allowed_packet, which would cut a
 # GROUP_CONCAT of the whole table short), one line per group, on each engine alike.
@@ -67,14 +77,7 @@ pg_sums() { # PSQL_FUNCTION DATABASE TABLE KEY COLUMNS...
 for round in $(seq 1 "$ROUNDS"); do
   my msource sbtest -e "UPDATE sbtest1 SET k = k + 1, c = REVERSE(c)"
   MARK=$((MARK + 1)); my msource sbtest -e "UPDATE marker SET value = $MARK"
-  start=$(now)
-  "$FERRY" run --source "$SRC" --target "$TGT" --name to_pg >>"$WORK/to_pg.log" 2>&1 &
-  RUN=$!
-  pg_marker_is psql_t crossed sbtest.marker "$MARK"
-  done_at=$(now)
-  add to_pg_cpu "$(cpu "$RUN")"; add to_pg_peak_mib "$(peak_mib "$RUN")"
-  kill -TERM "$RUN"; wait "$RUN" || true
-  add to_pg "$(elapsed "$start" "$done_at")"
+  catch_up to_pg pg_marker_is psql_t crossed sbtest.marker "$MARK"
   [ "$(my_sums msource sbtest sbtest1 id id k c pad)" = "$(pg_sums psql_t crossed sbtest.sbtest1 id id k c pad)" ] \
     || { echo "PostgreSQL's table differs from MariaDB's" >&2; exit 1; }
   echo "   round $round: caught up in $(last to_pg) s ($(last to_pg_cpu) s of CPU in ferry, peak $(last to_pg_peak_mib) MiB)"
@@ -84,24 +87,14 @@ echo "== PostgreSQL -> MariaDB: pgbench_accounts of $ROWS rows"
 psql_s -d postgres -c "CREATE DATABASE bench"
 pgbench -q -i -s $((ROWS / 100000)) -h 127.0.0.1 -p "$SP" -U postgres bench >/dev/null 2>&1
 psql_s -d bench -c "CREATE TABLE marker (id integer PRIMARY KEY, value bigint NOT NULL); INSERT INTO marker VALUES (1, 0)"
-SRC="postgres://postgres@127.0.0.1:$SP/bench"; TGT="mysql://root@127.0.0.1:$MTP/crossed"
-TABLES="public.pgbench_accounts,public.marker"
-"$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name to_my --parallel 2 >"$WORK/to_my.log" 2>&1 &
-RUN=$!
+RUN_ARGS=(--source "postgres://postgres@127.0.0.1:$SP/bench" --target "mysql://root@127.0.0.1:$MTP/crossed"
+  --tables "public.pgbench_accounts,public.marker" --name to_my --parallel 2)
 MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK"
-my_marker_is mtarget crossed "$MARK"
-kill -TERM "$RUN"; wait "$RUN" || true
+catch_up "" my_marker_is mtarget crossed "$MARK"
 for round in $(seq 1 "$ROUNDS"); do
   psql_s -d bench -c "UPDATE pgbench_accounts SET abalance = abalance + 1"
   MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK"
-  start=$(now)
-  "$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name to_my >>"$WORK/to_my.log" 2>&1 &
-  RUN=$!
-  my_marker_is mtarget crossed "$MARK"
-  done_at=$(now)
-  add to_my_cpu "$(cpu "$RUN")"; add to_my_peak_mib "$(peak_mib "$RUN")"
-  kill -TERM "$RUN"; wait "$RUN" || true
-  add to_my "$(elapsed "$start" "$done_at")"
+  catch_up to_my my_marker_is mtarget crossed "$MARK"
   [ "$(pg_sums psql_s bench pgbench_accounts aid aid bid abalance filler::text)" = "$(my_sums mtarget crossed pgbench_accounts aid aid bid abalance filler)" ] \
     || { echo "MariaDB's table differs from PostgreSQL's" >&2; exit 1; }
   echo "   round $round: caught up in $(last to_my) s ($(last to_my_cpu) s of CPU in ferry, peak $(last to_my_peak_mib) MiB)"
