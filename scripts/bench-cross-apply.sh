@@ -22,11 +22,8 @@ source scripts/lib/measure.sh
 source scripts/lib/mariadb.sh
 start_mariadb_pair
 
-# The marker on a PostgreSQL server (psql function, database, schema) or a MariaDB one (name,
-# database): one session polls until it holds VALUE.
-pg_marker_is() { # PSQL_FUNCTION DATABASE QUALIFIED_TABLE VALUE
-  until ( set +o pipefail; printf 'SELECT value FROM %s WHERE id = 1 \\watch 0.05\n' "$3" | "$1" -d "$2" -At 2>/dev/null | grep -qx -- "$4" ); do sleep 0.05; done
-}
+# The marker on a MariaDB server (name, database): one session polls until it holds VALUE
+# (pg_marker_is, in scripts/lib/servers.sh, for PostgreSQL).
 my_marker_is() { # NAME DATABASE VALUE
   until my "$1" "$2" -N >/dev/null 2>&1 <<SQL
 DELIMITER //

@@ -49,11 +49,8 @@ psql_t -d postgres -c "CREATE DATABASE bench"
 "$FERRY" run --source "$SRC" --target "$TGT" --tables "$TABLES" --name apply --parallel 2 >"$WORK/run.log" 2>&1 &
 RUN=$!
 
-# wait_marker PSQL_FUNCTION VALUE: until the marker holds VALUE there. One psql session reads it
-# every 50 ms (a psql process per reading took about 14% of the two cores from what was timed).
-wait_marker() {
-  until ( set +o pipefail; printf 'SELECT value FROM marker WHERE id = 1 \\watch 0.05\n' | "$1" -d bench -At 2>/dev/null | grep -qx -- "$2" ); do sleep 0.05; done
-}
+# wait_marker PSQL_FUNCTION VALUE: until the marker holds VALUE on that server.
+wait_marker() { pg_marker_is "$1" bench marker "$2"; }
 MARK=0
 next_marker() { MARK=$((MARK + 1)); psql_s -d bench -c "UPDATE marker SET value = $MARK WHERE id = 1"; }
 # settle SLOT PSQL_FUNCTION: before a consumer stops, its slot's restart point passes all it

@@ -36,3 +36,9 @@ psql_s() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SP" -U postgres "$@";
 psql_t() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$TP" -U postgres "$@"; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+# pg_marker_is PSQL_FUNCTION DATABASE TABLE VALUE: returns once TABLE's row 1 holds VALUE in
+# its column `value`. One psql session reads it every 50 ms (a psql process per reading took
+# about 14% of the two cores from whatever was being timed).
+pg_marker_is() {
+  until ( set +o pipefail; printf 'SELECT value FROM %s WHERE id = 1 \\watch 0.05\n' "$3" | "$1" -d "$2" -At 2>/dev/null | grep -qx -- "$4" ); do sleep 0.05; done
+}
