@@ -19,6 +19,9 @@ pub struct MysqlConfig {
     /// Generated columns are read as plain ones (for a target of another engine, which cannot
     /// take MySQL's expressions): their values travel, their expressions do not.
     materialize_generated: bool,
+    /// Whether the copy's loads go to the target's binary log (`copy-binlog=off` in the URL
+    /// keeps them out; see [`MysqlConfig::copy_binlog`]).
+    copy_binlog: bool,
 }
 
 /// TLS as the MySQL client spells it in the URL: `ssl-mode` (`DISABLED` (the default),
@@ -142,6 +145,29 @@ fn url_error(message: &str) -> Error {
     )
 }
 
+/// The URL's `copy-binlog` parameter: `on` (the default) or `off`.
+fn copy_binlog(query: &str) -> Result<bool> {
+    let mut logged = true;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key.to_ascii_lowercase().replace('_', "-") != "copy-binlog" {
+            continue;
+        }
+        logged = match percent_decode(value)?.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => {
+                return Err(Error::operator(
+                    "config.url",
+                    format!("copy-binlog={other} is neither on nor off"),
+                )
+                .with_hint("write copy-binlog=off to keep the copy out of the target's binary log, or leave it out"))
+            }
+        };
+    }
+    Ok(logged)
+}
+
 /// Decodes `%XX` escapes ([`ferry_sql::syntax::percent_decode`]), or says the URL is malformed.
 fn percent_decode(text: &str) -> Result<String> {
     ferry_sql::syntax::percent_decode(text)
@@ -165,6 +191,7 @@ impl MysqlConfig {
             None => (rest, ""),
         };
         let tls = MysqlTls::parse(query)?;
+        let copy_binlog = copy_binlog(query)?;
         let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
         let (credentials, address) = match authority.rsplit_once('@') {
             Some((credentials, address)) => (Some(credentials), address),
@@ -205,7 +232,19 @@ impl MysqlConfig {
             network_timeout: Duration::from_secs(90),
             tls,
             materialize_generated: false,
+            copy_binlog,
         })
+    }
+
+    /// False when the URL says `copy-binlog=off`: as a target, the copy's loads run with
+    /// `sql_log_bin = 0`, so the copied rows never reach the target's binary log (what
+    /// `myloader` does unless told `--enable-binlog`). Faster, and harmless for a target whose
+    /// binary log nobody replays yet (ferry's own reverse stream starts at the cutover); a
+    /// replica of the target would miss the copied rows. Streamed changes, schema statements
+    /// and ferry's state are logged either way. Needs the `BINLOG ADMIN` (or `SUPER`)
+    /// privilege.
+    pub fn copy_binlog(&self) -> bool {
+        self.copy_binlog
     }
 
     /// How long a connection may stay silent before it counts as lost.
@@ -286,6 +325,19 @@ fn session_setup() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_binlog_is_on_unless_the_url_turns_it_off() {
+        let parse = |url: &str| MysqlConfig::parse(url, None).map(|config| config.copy_binlog());
+        assert!(parse("mysql://app@db/shop").unwrap());
+        assert!(parse("mysql://app@db/shop?ssl-mode=DISABLED&copy-binlog=on").unwrap());
+        assert!(!parse("mysql://app@db/shop?copy-binlog=off").unwrap());
+        assert!(!parse("mysql://app@db/shop?ssl-mode=DISABLED&COPY_BINLOG=OFF").unwrap());
+        let error = parse("mysql://app:s3cret@db/shop?copy-binlog=maybe").unwrap_err();
+        assert_eq!(error.code(), "config.url");
+        assert!(error.to_string().contains("copy-binlog=maybe"), "{error}");
+        assert!(!error.to_string().contains("s3cret"));
+    }
 
     #[test]
     fn parses_a_url_and_describes_it_without_the_password() {

@@ -263,6 +263,24 @@ async fn check_target(
             ));
         }
     }
+    if !config.copy_binlog() {
+        match crate::sink::keep_out_of_binlog(conn).await {
+            Ok(()) => {
+                // The check's session goes on logging like any other.
+                conn.query_drop("SET SESSION sql_log_bin = 1")
+                    .await
+                    .map_err(|error| classify(error, "reading the privileges"))?;
+            }
+            Err(error) if error.code() == "target.binlog_privilege" => {
+                findings.push(Finding::error(
+                    "target.binlog_privilege",
+                    error.to_string(),
+                    error.hint().unwrap_or_default(),
+                ))
+            }
+            Err(error) => return Err(error),
+        }
+    }
     if variable(conn, "local_infile").await?.as_deref() == Some("OFF") {
         findings.push(Finding::warning(
             "target.local_infile",

@@ -430,6 +430,11 @@ impl StateStore for MysqlSink {
         // yet. That session, and only it (it holds this very lock), may be ended to take over.
         let stale = held.remove(migration).map(|(_, id)| id);
         let mut conn = connect(&self.config, false).await?;
+        // Refused privileges show before anything is created (the lock's session writes
+        // nothing, so it may keep its binary log off).
+        if !self.config.copy_binlog() {
+            keep_out_of_binlog(&mut conn).await?;
+        }
         let what = "taking the migration lock";
         let name = MIGRATION_LOCK;
         if let Some(id) = stale {
@@ -566,8 +571,12 @@ impl Sink for MysqlSink {
     }
 
     async fn open_chunk_writer(&self, migration: &str) -> Result<Box<dyn ChunkWriter>> {
+        let mut conn = self.conn().await?;
+        if !self.config.copy_binlog() {
+            keep_out_of_binlog(&mut conn).await?;
+        }
         Ok(Box::new(MysqlChunkWriter {
-            conn: self.conn().await?,
+            conn,
             migration: migration.to_string(),
             database: self.config.database().to_string(),
             columns: TargetColumns::default(),
@@ -592,6 +601,22 @@ impl Sink for MysqlSink {
             cached_under: self.altered.load(std::sync::atomic::Ordering::SeqCst),
         }))
     }
+}
+
+/// Turns the session's binary logging off (`copy-binlog=off`), or says which privilege it lacks.
+pub(crate) async fn keep_out_of_binlog(conn: &mut Conn) -> Result<()> {
+    conn.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .map_err(|error| match &error {
+            mysql_async::Error::Server(server) if matches!(server.code, 1227 | 1044 | 1045) => {
+                Error::operator(
+                    "target.binlog_privilege",
+                    "the target URL says copy-binlog=off, but ferry's user may not turn its session's binary log off (SET sql_log_bin = 0)",
+                )
+                .with_hint("GRANT BINLOG ADMIN ON *.* (SUPER before MariaDB 10.5 and on MySQL) to the user, or drop copy-binlog=off from the URL")
+            }
+            _ => classify(error, "turning the copy's binary logging off on the target"),
+        })
 }
 
 /// Loads chunks with `LOAD DATA LOCAL` (or multi-row INSERTs) and marks them done in the same

@@ -464,3 +464,100 @@ fn check_names_an_auto_increment_lock_that_serializes_parallel_loads() {
     let report = check(&interleaved.url(name));
     assert!(!report.contains("target.autoinc_lock_mode"), "{report}");
 }
+
+/// Table-map events naming `database`.`table` in every binary log of `server`: each row
+/// written to the table through the binary log comes after one.
+fn logged_row_events(server: &MariaDbServer, database: &str, table: &str) -> usize {
+    let needle = format!("({database}.{table})");
+    sql(server, "mysql", "SHOW BINARY LOGS")
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(|file| {
+            sql(server, "mysql", &format!("SHOW BINLOG EVENTS IN '{file}'"))
+                .lines()
+                .filter(|event| event.contains("Table_map") && event.contains(&needle))
+                .count()
+        })
+        .sum()
+}
+
+/// The rows of `items`, summed up by the server.
+fn items(server: &MariaDbServer, database: &str) -> String {
+    sql(
+        server,
+        database,
+        "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('|', id, label, qty))) FROM items",
+    )
+}
+
+#[test]
+fn copy_binlog_off_keeps_the_copied_rows_out_of_the_targets_binary_log() {
+    let name = "my_copy_binlog";
+    let servers = mariadb();
+    let source = servers.source.create_database(name).unwrap();
+    sql(
+        &servers.source,
+        name,
+        "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(40), qty INT, KEY by_qty (qty));
+         INSERT INTO items (id, label, qty) SELECT seq, CONCAT('item ', seq), seq % 97 FROM seq_1_to_3000;",
+    );
+    let expected = items(&servers.source, name);
+    assert!(expected.starts_with("3000\t"), "{expected}");
+
+    // Off: every row arrives, and none through the target's binary log.
+    let quiet = format!("{}?copy-binlog=off", servers.target.url(name));
+    let copied = copy(&source, &quiet, name);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(items(&servers.target, name), expected);
+    assert_eq!(logged_row_events(&servers.target, name, "items"), 0);
+
+    // By default the copy is logged like any other write (so the check above can fail).
+    let logged = "my_copy_binlog_on";
+    let copied = copy(&source, &servers.target.url(logged), logged);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert_eq!(items(&servers.target, logged), expected);
+    assert!(logged_row_events(&servers.target, logged, "items") > 0);
+
+    // A user who may not turn the log off hears so before anything is created, and the
+    // password stays out of it.
+    servers
+        .target
+        .execute(
+            "CREATE USER 'loader'@'%' IDENTIFIED BY 'loader-s3cret';
+             GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, CREATE TEMPORARY TABLES, LOCK TABLES ON *.* TO 'loader'@'%';",
+        )
+        .unwrap();
+    let denied = "my_copy_binlog_denied";
+    let url = format!(
+        "mysql://loader:loader-s3cret@127.0.0.1:{}/{denied}?copy-binlog=off",
+        servers.target.port()
+    );
+    let copied = copy(&source, &url, denied);
+    let stderr = String::from_utf8_lossy(&copied.stderr);
+    assert!(!copied.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("target.binlog_privilege") && stderr.contains("BINLOG ADMIN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("loader-s3cret"), "{stderr}");
+    assert_eq!(
+        sql(
+            &servers.target,
+            "mysql",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{denied}'"
+            ),
+        )
+        .trim(),
+        "0",
+        "nothing was created"
+    );
+}
