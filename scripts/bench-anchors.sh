@@ -28,7 +28,8 @@ def row(what, ferry, anchor, anchor_name, peak):
     print(f"| {what} | {ferry:.2f} s | {anchor_name}: {anchor:.2f} s | {ferry / anchor:.2f} | {peak:.0f} MiB |")
 row("copy PostgreSQL to PostgreSQL, 2M rows, --parallel 2", c["pg_ferry"], c["pg_pipe"], "COPY \\| COPY pipe", c["pg_ferry_peak_mib"])
 for threads in (1, 2, 4):
-    row(f"copy MariaDB to MariaDB, 2M rows, --parallel {threads}", c[f"my_ferry_{threads}"], c[f"my_mydumper_{threads}"], f"mydumper \\| myloader, {threads} threads", c[f"my_ferry_{threads}_peak_mib"])
+    for logged, ferry_says, anchor_says in (("off", ", copy-binlog=off", " (default: binary log off)"), ("on", "", " --enable-binlog")):
+        row(f"copy MariaDB to MariaDB, 2M rows, --parallel {threads}{ferry_says}", c[f"my_ferry_{threads}_{logged}"], c[f"my_mydumper_{threads}_{logged}"], f"mydumper \\| myloader{anchor_says}, {threads} threads", c[f"my_ferry_{threads}_{logged}_peak_mib"])
 row("copy MariaDB to PostgreSQL, 2M rows, --parallel 2", c["mp_ferry"], c["mp_pipe"], "mariadb --batch \\| COPY, then the index", c["mp_ferry_peak_mib"])
 row(f"apply PostgreSQL, one UPDATE of {pg['rows']:,} rows", p["big_ferry"], p["big_native"], "subscription", p["big_ferry_peak_mib"])
 row(f"apply PostgreSQL, backlog of pgbench -c 4 for {pg['pgbench_seconds']} s", p["mixed_ferry"], p["mixed_native"], "subscription", p["mixed_ferry_peak_mib"])

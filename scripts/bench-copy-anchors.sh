@@ -4,7 +4,9 @@
 #   1. PostgreSQL to PostgreSQL: `ferry copy --parallel 2` of pgbench_accounts next to
 #      `psql COPY TO STDOUT | psql COPY FROM STDIN` into a table with its primary key;
 #   2. MariaDB to MariaDB: `ferry copy --parallel N` of a sysbench table next to
-#      `mydumper -t N -r 100000 | myloader -t N` (dump, then load), for N = 1, 2 and 4;
+#      `mydumper -t N -r 100000 | myloader -t N` (dump, then load), for N = 1, 2 and 4, twice:
+#      myloader's default (its sessions write no binary log) next to ferry with
+#      `copy-binlog=off`, and myloader `--enable-binlog` next to ferry's default;
 #   3. MariaDB to PostgreSQL: `ferry copy --parallel 2` of the sysbench table next to
 #      `mariadb --batch --quick | psql COPY FROM STDIN` into the table ferry creates (with its
 #      primary key), then the same secondary index ferry builds.
@@ -66,21 +68,25 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "   PostgreSQL: pipe $(last pg_pipe) s, ferry $(last pg_ferry) s"
 
   for threads in 1 2 4; do
-    rm -rf "$WORK/dump"
-    fresh_my loaded
-    start=$(now)
-    # Their output is kept and shown only when one fails (set -e would end the run silently).
-    mydumper -S "$WORK/msource/mysqld.sock" -u root -B sbtest -t "$threads" -r 100000 -o "$WORK/dump" >"$WORK/mydumper.log" 2>&1 \
-      || { echo "mydumper failed:" >&2; tail -20 "$WORK/mydumper.log" >&2; exit 1; }
-    myloader -S "$WORK/mtarget/mysqld.sock" -u root -d "$WORK/dump" -t "$threads" -B loaded -o >"$WORK/myloader.log" 2>&1 \
-      || { echo "myloader failed:" >&2; tail -20 "$WORK/myloader.log" >&2; exit 1; }
-    end=$(now)
-    add "my_mydumper_$threads" "$(elapsed "$start" "$end")"
-    [ "$(my_t loaded -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" = "$SUM" ] || { echo "myloader's table differs" >&2; exit 1; }
-    fresh_my copied
-    ferry_copy "my_ferry_$threads" "$MSRC" "mysql://root@127.0.0.1:$MTP/copied" "$threads" "mycopy_${threads}_$round"
-    [ "$(my_t copied -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" = "$SUM" ] || { echo "ferry's table differs" >&2; exit 1; }
-    echo "   MariaDB, $threads threads: mydumper | myloader $(last "my_mydumper_$threads") s, ferry $(last "my_ferry_$threads") s"
+    # Twice: myloader's default (it turns the binary log off for its sessions) against ferry
+    # with copy-binlog=off, and both writing the target's binary log.
+    for logged in off on; do
+      rm -rf "$WORK/dump"
+      fresh_my loaded
+      start=$(now)
+      # Their output is kept and shown only when one fails (set -e would end the run silently).
+      mydumper -S "$WORK/msource/mysqld.sock" -u root -B sbtest -t "$threads" -r 100000 -o "$WORK/dump" >"$WORK/mydumper.log" 2>&1 \
+        || { echo "mydumper failed:" >&2; tail -20 "$WORK/mydumper.log" >&2; exit 1; }
+      myloader -S "$WORK/mtarget/mysqld.sock" -u root -d "$WORK/dump" -t "$threads" -B loaded -o $([ $logged = on ] && echo --enable-binlog) >"$WORK/myloader.log" 2>&1 \
+        || { echo "myloader failed:" >&2; tail -20 "$WORK/myloader.log" >&2; exit 1; }
+      end=$(now)
+      add "my_mydumper_${threads}_$logged" "$(elapsed "$start" "$end")"
+      [ "$(my_t loaded -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" = "$SUM" ] || { echo "myloader's table differs" >&2; exit 1; }
+      fresh_my copied
+      ferry_copy "my_ferry_${threads}_$logged" "$MSRC" "mysql://root@127.0.0.1:$MTP/copied?copy-binlog=$logged" "$threads" "mycopy_${threads}_${logged}_$round"
+      [ "$(my_t copied -Nse 'CHECKSUM TABLE sbtest1' | cut -f2)" = "$SUM" ] || { echo "ferry's table differs" >&2; exit 1; }
+      echo "   MariaDB, $threads threads, binary log $logged: mydumper | myloader $(last "my_mydumper_${threads}_$logged") s, ferry $(last "my_ferry_${threads}_$logged") s"
+    done
   done
 
   fresh_pg mpipe
@@ -107,6 +113,7 @@ echo "| copy, $SIZE rows, median of $ROUNDS | ferry | anchor | ferry / anchor |"
 echo "|---|---|---|---|"
 row "PostgreSQL to PostgreSQL, --parallel 2" pg_ferry pg_pipe 'COPY TO STDOUT \| COPY FROM STDIN'
 for threads in 1 2 4; do
-  row "MariaDB to MariaDB, --parallel $threads" "my_ferry_$threads" "my_mydumper_$threads" "mydumper \| myloader, $threads threads"
+  row "MariaDB to MariaDB, --parallel $threads, copy not in the target's binary log (copy-binlog=off)" "my_ferry_${threads}_off" "my_mydumper_${threads}_off" "mydumper \| myloader, $threads threads (its default):"
+  row "MariaDB to MariaDB, --parallel $threads, copy in the target's binary log" "my_ferry_${threads}_on" "my_mydumper_${threads}_on" "mydumper \| myloader --enable-binlog, $threads threads:"
 done
 row "MariaDB to PostgreSQL, --parallel 2" mp_ferry mp_pipe 'mariadb --batch \| COPY FROM STDIN, then the index'
