@@ -239,10 +239,11 @@ impl MysqlConfig {
     /// False when the URL says `copy-binlog=off`: as a target, the copy's loads run with
     /// `sql_log_bin = 0`, so the copied rows never reach the target's binary log (what
     /// `myloader` does unless told `--enable-binlog`). Faster, and harmless for a target whose
-    /// binary log nobody replays yet (ferry's own reverse stream starts at the cutover); a
-    /// replica of the target would miss the copied rows. Streamed changes, schema statements
-    /// and ferry's state are logged either way. Needs the `BINLOG ADMIN` (or `SUPER`)
-    /// privilege.
+    /// binary log nobody replays (ferry's own reverse stream starts at the cutover); a replica
+    /// of the target would miss the copied rows, and so would the other members of a cluster
+    /// that replicates through the binary log. Streamed changes, schema statements and table
+    /// states are logged either way; the copy's chunk marks are not (they commit with the
+    /// rows). Needs `BINLOG ADMIN` (MariaDB), `SUPER` or `SESSION_VARIABLES_ADMIN` (MySQL).
     pub fn copy_binlog(&self) -> bool {
         self.copy_binlog
     }

@@ -608,12 +608,12 @@ pub(crate) async fn keep_out_of_binlog(conn: &mut Conn) -> Result<()> {
     conn.query_drop("SET SESSION sql_log_bin = 0")
         .await
         .map_err(|error| match &error {
-            mysql_async::Error::Server(server) if matches!(server.code, 1227 | 1044 | 1045) => {
+            mysql_async::Error::Server(server) if server.code == 1227 => {
                 Error::operator(
                     "target.binlog_privilege",
                     "the target URL says copy-binlog=off, but ferry's user may not turn its session's binary log off (SET sql_log_bin = 0)",
                 )
-                .with_hint("GRANT BINLOG ADMIN ON *.* (SUPER before MariaDB 10.5 and on MySQL) to the user, or drop copy-binlog=off from the URL")
+                .with_hint("GRANT BINLOG ADMIN ON *.* to the user (MariaDB 10.5 and later; SUPER before; SESSION_VARIABLES_ADMIN on MySQL 8.0.14 and later), or drop copy-binlog=off from the URL (managed services that grant none of these need it dropped)")
             }
             _ => classify(error, "turning the copy's binary logging off on the target"),
         })
