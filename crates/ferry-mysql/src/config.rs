@@ -214,6 +214,12 @@ impl MysqlConfig {
             ),
             _ => (address.to_string(), 3306),
         };
+        // An '@' in a parameter (`ssl-ca=/certs/a@b.pem`) is read as the credentials' end, and the
+        // parameters then land in the database name: refused rather than silently dropped.
+        if database.contains('?') {
+            return Err(url_error("an '@' after the database name is taken for the credentials' end")
+                .with_hint("percent-encode '@' in parameters as %40: mysql://user@host:3306/database?ssl-ca=/certs/a%40b.pem"));
+        }
         let database = percent_decode(database)?;
         if database.is_empty() {
             return Err(url_error("it names no database")
@@ -326,6 +332,20 @@ fn session_setup() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_at_sign_in_a_parameter_is_refused_not_dropped() {
+        let error = MysqlConfig::parse(
+            "mysql://app:s3cret@db/shop?ssl-mode=REQUIRED&ssl-ca=/certs/a@b.pem",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.code(), "config.url");
+        assert!(!error.to_string().contains("s3cret"));
+        let config =
+            MysqlConfig::parse("mysql://app:s3cret@db/shop?copy-binlog=off&x=a%40b", None).unwrap();
+        assert_eq!((config.database(), config.copy_binlog()), ("shop", false));
+    }
 
     #[test]
     fn copy_binlog_is_on_unless_the_url_turns_it_off() {

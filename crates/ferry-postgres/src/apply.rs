@@ -43,7 +43,7 @@ use super::errors::{classify, is_table_specific};
 use super::state;
 use super::statements::{
     array_parameters, assignments, casts, column_list, column_types, execute, execute_raw,
-    has_unique_secondary, key_match, own_rows, prepare, StatementCache,
+    key_match, own_rows, prepare, unique_secondary_now, StatementCache,
 };
 
 /// Applies batches on one target connection.
@@ -91,6 +91,8 @@ impl PostgresApplier {
             cache: StatementCache {
                 replica_role,
                 merge,
+                builds: altered.clone(),
+                builds_seen: altered.load(std::sync::atomic::Ordering::SeqCst),
                 ..StatementCache::default()
             },
             cached_under: altered.load(std::sync::atomic::Ordering::SeqCst),
@@ -414,7 +416,7 @@ async fn apply_table(
         // inside a savepoint; only when triggers and cascades are off (a deletion must not
         // fire them) and only for tables with another unique index.
         let careful =
-            cache.replica_role && has_unique_secondary(transaction, cache, relation).await?;
+            cache.replica_role && unique_secondary_now(transaction, cache, relation, &own).await?;
         if !careful {
             execute(transaction, cache, &sql, &columns).await?;
         } else {

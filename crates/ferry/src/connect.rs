@@ -17,6 +17,13 @@ pub(crate) fn endpoints(settings: &Settings) -> Result<(Endpoint, Endpoint)> {
         settings.network_timeout,
     )
     .map_err(|error| error.context("source"))?;
+    if let Some(setting) = source.target_only_setting() {
+        return Err(Error::operator(
+            "config.url",
+            format!("the source URL says {setting}, which only a target URL takes"),
+        )
+        .with_hint("move it to the target URL"));
+    }
     let target = Endpoint::parse(
         &settings.target_url,
         settings.target_password.as_deref(),

@@ -84,6 +84,15 @@ impl Endpoint {
         })
     }
 
+    /// A URL setting only a target takes (MySQL's `copy-binlog=off`), when this one has it: a
+    /// source URL must not (the reverse stream writes into the source through it).
+    pub fn target_only_setting(&self) -> Option<&'static str> {
+        match self {
+            Endpoint::Mysql(config) if !config.copy_binlog() => Some("copy-binlog=off"),
+            _ => None,
+        }
+    }
+
     /// `user@host:port/database`, safe to print.
     pub fn describe(&self) -> String {
         match self {

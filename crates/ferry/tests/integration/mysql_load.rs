@@ -560,6 +560,15 @@ fn copy_binlog_off_keeps_the_copied_rows_out_of_the_targets_binary_log() {
         "{events:?}"
     );
 
+    // A source URL has no copy to keep out of a log: the setting is refused there.
+    let misplaced = copy(&format!("{source}?copy-binlog=off"), &quiet, name);
+    let stderr = String::from_utf8_lossy(&misplaced.stderr);
+    assert!(!misplaced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("config.url") && stderr.contains("only a target URL"),
+        "{stderr}"
+    );
+
     // By default the copy is logged like any other write (so the check above can fail).
     let logged = "my_copy_binlog_on";
     let from = binlog_end(&servers.target);
