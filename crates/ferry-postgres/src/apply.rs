@@ -91,8 +91,6 @@ impl PostgresApplier {
             cache: StatementCache {
                 replica_role,
                 merge,
-                builds: altered.clone(),
-                builds_seen: altered.load(std::sync::atomic::Ordering::SeqCst),
                 ..StatementCache::default()
             },
             cached_under: altered.load(std::sync::atomic::Ordering::SeqCst),

@@ -229,11 +229,6 @@ impl SchemaTarget for PostgresSink {
                         object.definition
                     ),
                 };
-                // Announced before it starts as well as after it ends: an applier trusts what
-                // it knows of a table's unique indexes only while no build was announced since
-                // (`statements::unique_secondary_now`).
-                self.altered
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 match client.batch_execute(&sql).await {
                     Ok(()) => {
                         // Appliers read which unique indexes a table has afresh (see `altered`).

@@ -19,11 +19,6 @@ pub(super) struct StatementCache {
     pub(super) column_types: HashMap<TableName, HashMap<String, String>>,
     /// Whether a table has a unique index besides its primary key.
     pub(super) unique_secondary: HashMap<TableName, bool>,
-    /// The sink's count of index and constraint builds, announced before each starts and
-    /// again when it ends (see [`unique_secondary_now`]), and its value when
-    /// `unique_secondary` was last trusted.
-    pub(super) builds: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    pub(super) builds_seen: u64,
     /// How statements name each table's own rows on the target (`ONLY`, or not for a
     /// partitioned table).
     pub(super) own_rows: HashMap<TableName, String>,
@@ -125,40 +120,12 @@ pub(super) async fn execute_raw(
         .map(|_| ())
 }
 
-/// Whether the target table has a unique index other than its primary key (cached).
-pub(super) async fn has_unique_secondary(
-    transaction: &Transaction<'_>,
-    cache: &mut StatementCache,
-    relation: &Relation,
-) -> Result<bool> {
-    if let Some(known) = cache.unique_secondary.get(&relation.table) {
-        return Ok(*known);
-    }
-    let found: bool = transaction
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::text::regclass AND indisunique AND NOT indisprimary)",
-            &[&qualified(&relation.table)],
-        )
-        .await
-        .map_err(|error| {
-            classify(
-                error,
-                &format!("reading the unique indexes of {} on the target", relation.table),
-            )
-        })?
-        .get(0);
-    cache.unique_secondary.insert(relation.table.clone(), found);
-    Ok(found)
-}
-
-/// Whether `relation`'s table has a unique index besides its key, true for the rest of this
-/// transaction. The objects that wait for the stream to catch up are built beside it, on
-/// another session: a "no" cached before such a build must not be trusted once the build has
-/// committed, or an upsert meets the new index without the careful path. So a cached "no" is
-/// used only after the table is locked against builds (`ROW EXCLUSIVE`, the lock the writes
-/// take anyway, which `CREATE INDEX` and `ADD CONSTRAINT` wait for) and only when no build was
-/// announced since it was cached: a build that committed before the lock was announced before
-/// it started.
+/// Whether `relation`'s table has a unique index besides its key, as the upsert about to run
+/// will meet it. A "yes" is remembered; a "no" is asked again every time, in one round trip
+/// with a lock on the table (`ROW EXCLUSIVE`, the lock the writes take anyway, which `CREATE
+/// INDEX` and `ADD CONSTRAINT` wait for), so no index can appear between the answer and the
+/// upsert: the objects that wait for the stream to catch up are built on another session
+/// beside the stream, and an operator may add one on the target.
 pub(super) async fn unique_secondary_now(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
@@ -168,16 +135,24 @@ pub(super) async fn unique_secondary_now(
     if cache.unique_secondary.get(&relation.table) == Some(&true) {
         return Ok(true);
     }
-    transaction
-        .batch_execute(&format!("LOCK TABLE {own} IN ROW EXCLUSIVE MODE"))
+    let what = format!(
+        "reading the unique indexes of {} on the target",
+        relation.table
+    );
+    let messages = transaction
+        .simple_query(&format!(
+            "LOCK TABLE {own} IN ROW EXCLUSIVE MODE; SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {}::regclass AND indisunique AND NOT indisprimary)",
+            super::ddl::literal(&qualified(&relation.table))
+        ))
         .await
-        .map_err(|error| classify(error, &format!("locking {} on the target", relation.table)))?;
-    let builds = cache.builds.load(std::sync::atomic::Ordering::SeqCst);
-    if builds != cache.builds_seen {
-        cache.unique_secondary.clear();
-        cache.builds_seen = builds;
+        .map_err(|error| classify(error, &what))?;
+    let found = messages.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+    });
+    if found {
+        cache.unique_secondary.insert(relation.table.clone(), true);
     }
-    has_unique_secondary(transaction, cache, relation).await
+    Ok(found)
 }
 
 /// How statements name `table`'s own rows on the target (cached; see [`own_rows_on`]).

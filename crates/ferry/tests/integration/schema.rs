@@ -186,6 +186,45 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
     assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
 }
 
+/// A unique index that appears on the target while ferry streams (an operator's, or one that
+/// waited for the stream to catch up, built on another session) is met by the very next batch:
+/// two rows swapping their values go in by the careful path instead of failing the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_index_added_on_the_target_while_streaming_is_honoured_at_once() {
+    let pair = Pair::new("late_unique").await;
+    pair.source
+        .batch_execute(
+            "CREATE TABLE public.handles (id integer PRIMARY KEY, handle text NOT NULL);
+             INSERT INTO public.handles SELECT g, 'h' || g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let mut ferry = pair.spawn_run(&["--name", "late_unique"], None);
+    pair.wait_streaming(1).await;
+    let tables = [("public.handles", "id")];
+    // A batch with full images first, so the applier has looked at the table's indexes.
+    pair.source
+        .batch_execute("UPDATE public.handles SET handle = handle || '!' WHERE id <= 10")
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
+    pair.target
+        .batch_execute("CREATE UNIQUE INDEX handles_by_handle ON public.handles (handle)")
+        .await
+        .unwrap();
+    // Each row's final image holds the value the other still holds on the target.
+    pair.source
+        .batch_execute(
+            "UPDATE public.handles SET handle = CASE id WHEN 1 THEN 'h2!' ELSE 'h1!' END WHERE id IN (1, 2);
+             UPDATE public.handles SET handle = CASE id WHEN 3 THEN 'h4!' ELSE 'h3!' END WHERE id IN (3, 4);",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
+    assert_eq!(stop(&mut ferry), Some(0), "graceful stop\n{}", pair.log());
+    assert!(!pair.log().contains("rejected a change"), "{}", pair.log());
+}
+
 /// A change the target rejects stops only its table: the others keep streaming, status says
 /// which table failed and why, and the next run (after the cause is fixed) copies it afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
