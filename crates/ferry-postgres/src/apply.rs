@@ -410,9 +410,10 @@ async fn apply_table(
             .collect::<Result<_>>()?;
         // Row by row, an upsert can meet a value another row of the batch still holds on the
         // target (two rows swapping a unique email) even though the final images are unique
-        // together. On such a unique violation the rows are deleted first and inserted again,
-        // inside a savepoint; only when triggers and cascades are off (a deletion must not
-        // fire them) and only for tables with another unique index.
+        // together (or two rows swapping ranges under an exclusion constraint). On such a
+        // violation the rows are deleted first and inserted again, inside a savepoint; only when
+        // triggers and cascades are off (a deletion must not fire them) and only for tables with
+        // another unique index or an exclusion constraint.
         let careful =
             cache.replica_role && unique_secondary_now(transaction, cache, relation, &own).await?;
         if !careful {
@@ -430,7 +431,8 @@ async fn apply_table(
                 // Not when the target has columns the stream does not send: a re-inserted row
                 // would lose their values.
                 Err(error)
-                    if error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    if (error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                        || error.code() == Some(&SqlState::EXCLUSION_VIOLATION))
                         && types.len() == names.len() =>
                 {
                     savepoint("ROLLBACK TO SAVEPOINT ferry_upsert").await?;

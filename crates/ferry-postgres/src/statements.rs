@@ -120,8 +120,8 @@ pub(super) async fn execute_raw(
         .map(|_| ())
 }
 
-/// Whether `relation`'s table has a unique index besides its key, as the upsert about to run
-/// will meet it. A "yes" is remembered; a "no" is asked again every time, in one round trip
+/// Whether `relation`'s table has a unique index or an exclusion constraint besides its key, as
+/// the upsert about to run will meet it. A "yes" is remembered; a "no" is asked again every time, in one round trip
 /// with a lock on the table (`ROW EXCLUSIVE`, the lock the writes take anyway, which `CREATE
 /// INDEX` and `ADD CONSTRAINT` wait for), so no index can appear between the answer and the
 /// upsert: the objects that wait for the stream to catch up are built on another session
@@ -141,7 +141,7 @@ pub(super) async fn unique_secondary_now(
     );
     let messages = transaction
         .simple_query(&format!(
-            "LOCK TABLE {own} IN ROW EXCLUSIVE MODE; SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {}::regclass AND indisunique AND NOT indisprimary)",
+            "LOCK TABLE {own} IN ROW EXCLUSIVE MODE; SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {}::regclass AND (indisunique OR indisexclusion) AND NOT indisprimary)",
             super::ddl::literal(&qualified(&relation.table))
         ))
         .await

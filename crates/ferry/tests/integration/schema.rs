@@ -188,23 +188,29 @@ async fn replica_identity_full_and_unique_values_changing_hands() {
 
 /// A unique index that appears on the target while ferry streams (an operator's, or one that
 /// waited for the stream to catch up, built on another session) is met by the very next batch:
-/// two rows swapping their values go in by the careful path instead of failing the table.
+/// two rows swapping their values go in by the careful path instead of failing the table. So
+/// is an exclusion constraint, under which two rows swap ranges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_index_added_on_the_target_while_streaming_is_honoured_at_once() {
     let pair = Pair::new("late_unique").await;
     pair.source
         .batch_execute(
             "CREATE TABLE public.handles (id integer PRIMARY KEY, handle text NOT NULL);
-             INSERT INTO public.handles SELECT g, 'h' || g FROM generate_series(1, 50) g;",
+             INSERT INTO public.handles SELECT g, 'h' || g FROM generate_series(1, 50) g;
+             CREATE TABLE public.bookings (id integer PRIMARY KEY, during int4range NOT NULL);
+             INSERT INTO public.bookings VALUES (1, '[1,10)'), (2, '[10,20)'), (3, '[20,30)');",
         )
         .await
         .unwrap();
     let mut ferry = pair.spawn_run(&["--name", "late_unique"], None);
     pair.wait_streaming(1).await;
-    let tables = [("public.handles", "id")];
+    let tables = [("public.handles", "id"), ("public.bookings", "id")];
     // A batch with full images first, so the applier has looked at the table's indexes.
     pair.source
-        .batch_execute("UPDATE public.handles SET handle = handle || '!' WHERE id <= 10")
+        .batch_execute(
+            "UPDATE public.handles SET handle = handle || '!' WHERE id <= 10;
+             UPDATE public.bookings SET during = during WHERE id = 3;",
+        )
         .await
         .unwrap();
     pair.wait_equal(&tables).await;
@@ -217,6 +223,21 @@ async fn a_unique_index_added_on_the_target_while_streaming_is_honoured_at_once(
         .batch_execute(
             "UPDATE public.handles SET handle = CASE id WHEN 1 THEN 'h2!' ELSE 'h1!' END WHERE id IN (1, 2);
              UPDATE public.handles SET handle = CASE id WHEN 3 THEN 'h4!' ELSE 'h3!' END WHERE id IN (3, 4);",
+        )
+        .await
+        .unwrap();
+    pair.wait_equal(&tables).await;
+
+    // The same for an exclusion constraint: two rows swap non-overlapping ranges.
+    pair.target
+        .batch_execute(
+            "ALTER TABLE public.bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&)",
+        )
+        .await
+        .unwrap();
+    pair.source
+        .batch_execute(
+            "UPDATE public.bookings SET during = CASE id WHEN 1 THEN '[10,20)'::int4range ELSE '[1,10)'::int4range END WHERE id IN (1, 2)",
         )
         .await
         .unwrap();
