@@ -19,7 +19,8 @@
 //! day partitions that ended before the cutoff and deletes by row only in the default one.
 //!
 //! One relay per log: the writer connection holds an advisory lock for as long as it lives,
-//! and takes it again (or fails with `relay.log_in_use`) whenever it reconnects; every write
+//! and takes it again (or fails with `relay.log_in_use`, after waiting up to [`LOCK_WAIT`] for
+//! a predecessor's session to end) whenever it reconnects; every write
 //! goes through it. The lock ends with the writer's server session, which may happen before
 //! this process notices (a killed backend, a restart): the query that hands messages out for
 //! delivery checks that the writer's session still holds it, and when it does not, the writer
@@ -59,6 +60,10 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Day partitions created ahead of today.
 const DAYS_AHEAD: i64 = 2;
+
+/// How long taking the log waits for a session that holds it to end: a relay killed a moment
+/// ago leaves its session to the server, which ends it once it notices the closed connection.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The log; clones share its connections.
 #[derive(Clone)]
@@ -364,13 +369,20 @@ impl PostgresLog {
         if slot.as_ref().is_none_or(|client| client.is_closed()) {
             *slot = None;
             let client = (self.inner.connect)().await?;
-            let row = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
-                    &[&self.inner.lock_key],
-                )
-                .await
-                .map_err(storage_error)?;
+            let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+            let row = loop {
+                let row = client
+                    .query_one(
+                        "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                        &[&self.inner.lock_key],
+                    )
+                    .await
+                    .map_err(storage_error)?;
+                if row.get::<_, bool>(0) || tokio::time::Instant::now() >= deadline {
+                    break row;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
             let locked: bool = row.get(0);
             self.inner
                 .writer_pid

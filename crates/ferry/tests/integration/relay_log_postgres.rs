@@ -274,3 +274,40 @@ async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it
         2
     );
 }
+
+/// A relay killed a moment ago leaves its session to the server, which ends it once it notices
+/// the closed connection: a successor taking the log meanwhile waits for that session to end
+/// instead of failing with `relay.log_in_use` (the kill -9 test met this now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_a_postgres_log_waits_for_a_predecessor_session_to_end() {
+    let (url, connect) = log_database("log_predecessor").await;
+    let routes = vec!["orders".to_string()];
+    let _predecessor = DeliveryLog::open_postgres(connect.clone(), "test-relay", &routes)
+        .await
+        .unwrap();
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let successor = tokio::spawn({
+        let (connect, routes) = (connect.clone(), routes.clone());
+        async move {
+            DeliveryLog::open_postgres(connect, "test-relay", &routes)
+                .await
+                .map(|_| ())
+        }
+    });
+    // The successor has asked for the lock and been refused at least once.
+    crate::common::wait_true(
+        &admin,
+        "the successor to ask for the log's lock",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_try_advisory_lock%'
+                          AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory'))",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(crate::common::end_advisory_lock_holders(&admin).await, 1);
+    let taken = successor.await.unwrap();
+    assert!(taken.is_ok(), "{:?}", taken.err());
+}
