@@ -203,7 +203,7 @@ async fn a_unique_index_added_on_the_target_while_streaming_is_honoured_at_once(
         .await
         .unwrap();
     let mut ferry = pair.spawn_run(&["--name", "late_unique"], None);
-    pair.wait_streaming(1).await;
+    pair.wait_streaming(2).await;
     let tables = [("public.handles", "id"), ("public.bookings", "id")];
     // A batch with full images first, so the applier has looked at the table's indexes.
     pair.source
