@@ -49,10 +49,9 @@ pub(crate) enum MysqlSslMode {
 impl MysqlTls {
     fn parse(query: &str) -> Result<MysqlTls> {
         let mut tls = MysqlTls::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            match key.to_ascii_lowercase().replace('_', "-").as_str() {
+        for parameter in parameters(query) {
+            let (key, value) = parameter?;
+            match key.as_str() {
                 "ssl-mode" | "sslmode" => tls.mode = match value
                     .to_ascii_uppercase()
                     .replace('-', "_")
@@ -145,15 +144,30 @@ fn url_error(message: &str) -> Error {
     )
 }
 
+/// The URL's parameters as (name, value): the name in lower case with `_` read as `-`, the
+/// value `%XX`-decoded.
+fn parameters(query: &str) -> impl Iterator<Item = Result<(String, String)>> + '_ {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((
+                key.to_ascii_lowercase().replace('_', "-"),
+                percent_decode(value)?,
+            ))
+        })
+}
+
 /// The URL's `copy-binlog` parameter: `on` (the default) or `off`.
 fn copy_binlog(query: &str) -> Result<bool> {
     let mut logged = true;
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key.to_ascii_lowercase().replace('_', "-") != "copy-binlog" {
+    for parameter in parameters(query) {
+        let (key, value) = parameter?;
+        if key != "copy-binlog" {
             continue;
         }
-        logged = match percent_decode(value)?.to_ascii_lowercase().as_str() {
+        logged = match value.to_ascii_lowercase().as_str() {
             "on" | "true" | "1" => true,
             "off" | "false" | "0" => false,
             other => {
