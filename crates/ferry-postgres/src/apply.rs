@@ -134,13 +134,11 @@ impl ChangeApplier for PostgresApplier {
     ) -> Result<()> {
         let what = "applying changes on the target";
         // Columns changed on the target since the cache was filled (a widened type): the
-        // statements cast to the old types. Or indexes were built (those that waited for the
-        // stream to catch up): a unique one makes upserts careful.
+        // statements cast to the old types.
         let altered = self.altered.load(std::sync::atomic::Ordering::SeqCst);
         if altered != self.cached_under {
             self.cache.column_types.clear();
             self.cache.statements.clear();
-            self.cache.unique_secondary.clear();
             self.cached_under = altered;
         }
         let transaction = self

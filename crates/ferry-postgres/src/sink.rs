@@ -27,9 +27,8 @@ pub struct PostgresSink {
     config: ConnectionConfig,
     /// Per migration: the session holding its lock, its pid and its start (to end only it).
     migration_lock: tokio::sync::Mutex<std::collections::HashMap<String, (Client, i32, f64)>>,
-    /// Counts the changes this sink made to target tables' columns (added, widened) and indexes
-    /// (built): appliers opened from it forget what they cached about column types and unique
-    /// indexes when it moves.
+    /// Counts the changes this sink made to target tables' columns (added, widened): appliers
+    /// opened from it forget what they cached about column types when it moves.
     altered: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -229,34 +228,29 @@ impl SchemaTarget for PostgresSink {
                         object.definition
                     ),
                 };
-                match client.batch_execute(&sql).await {
-                    Ok(()) => {
-                        // Appliers read which unique indexes a table has afresh (see `altered`).
-                        self.altered
-                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    Err(error) => {
-                        let error = classify(error, &what);
-                        if object.kind == SecondaryKind::ForeignKey {
-                            // Rows copied under different snapshots may not match until the stream
-                            // catches up: add the key unvalidated (it still constrains new writes).
-                            let unvalidated = format!("{sql} NOT VALID");
-                            match client.batch_execute(&unvalidated).await {
-                                Ok(()) => {
-                                    warn!(table = %table.name, constraint = %object.name, error = %error, "foreign key added NOT VALID; run ALTER TABLE ... VALIDATE CONSTRAINT once the target has caught up")
-                                }
-                                // A key PostgreSQL cannot hold (MySQL allows one to a non-unique
-                                // column): the data moves all the same, the key is named.
-                                Err(second) => {
-                                    warn!(table = %table.name, constraint = %object.name, error = %classify(second, &what), "could not create a foreign key on the target; create it by hand if you need it")
-                                }
+                // (Appliers ask for a table's unique indexes with the table locked whenever they
+                // know of none: `statements::unique_secondary_now`.)
+                if let Err(error) = client.batch_execute(&sql).await {
+                    let error = classify(error, &what);
+                    if object.kind == SecondaryKind::ForeignKey {
+                        // Rows copied under different snapshots may not match until the stream
+                        // catches up: add the key unvalidated (it still constrains new writes).
+                        let unvalidated = format!("{sql} NOT VALID");
+                        match client.batch_execute(&unvalidated).await {
+                            Ok(()) => {
+                                warn!(table = %table.name, constraint = %object.name, error = %error, "foreign key added NOT VALID; run ALTER TABLE ... VALIDATE CONSTRAINT once the target has caught up")
                             }
-                        } else {
-                            // Rows copied under different snapshots (a unique value moving between
-                            // chunks) agree once the stream has caught up: the caller tries again.
-                            info!(table = %table.name, object = %object.name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
-                            deferred.push((table.name.clone(), object.name.clone()));
+                            // A key PostgreSQL cannot hold (MySQL allows one to a non-unique
+                            // column): the data moves all the same, the key is named.
+                            Err(second) => {
+                                warn!(table = %table.name, constraint = %object.name, error = %classify(second, &what), "could not create a foreign key on the target; create it by hand if you need it")
+                            }
                         }
+                    } else {
+                        // Rows copied under different snapshots (a unique value moving between
+                        // chunks) agree once the stream has caught up: the caller tries again.
+                        info!(table = %table.name, object = %object.name, error = %error, "cannot create a secondary object yet; trying again once the stream has caught up");
+                        deferred.push((table.name.clone(), object.name.clone()));
                     }
                 }
             }

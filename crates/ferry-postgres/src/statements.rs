@@ -17,8 +17,9 @@ use super::errors::classify;
 pub(super) struct StatementCache {
     /// Target column types (without modifiers) per table.
     pub(super) column_types: HashMap<TableName, HashMap<String, String>>,
-    /// Whether a table has a unique index besides its primary key.
-    pub(super) unique_secondary: HashMap<TableName, bool>,
+    /// Tables known to have a unique index or an exclusion constraint besides their key (a
+    /// "no" is never kept: see [`unique_secondary_now`]).
+    pub(super) unique_secondary: std::collections::HashSet<TableName>,
     /// How statements name each table's own rows on the target (`ONLY`, or not for a
     /// partitioned table).
     pub(super) own_rows: HashMap<TableName, String>,
@@ -121,18 +122,18 @@ pub(super) async fn execute_raw(
 }
 
 /// Whether `relation`'s table has a unique index or an exclusion constraint besides its key, as
-/// the upsert about to run will meet it. A "yes" is remembered; a "no" is asked again every time, in one round trip
-/// with a lock on the table (`ROW EXCLUSIVE`, the lock the writes take anyway, which `CREATE
-/// INDEX` and `ADD CONSTRAINT` wait for), so no index can appear between the answer and the
-/// upsert: the objects that wait for the stream to catch up are built on another session
-/// beside the stream, and an operator may add one on the target.
+/// the upsert about to run will meet it. A "yes" is remembered; a "no" is asked again every
+/// time, in one round trip with a lock on the table (`ROW EXCLUSIVE`, the lock the writes take
+/// anyway, which `CREATE INDEX` and `ADD CONSTRAINT` wait for), so no index can appear between
+/// the answer and the upsert: the objects that wait for the stream to catch up are built on
+/// another session beside the stream, and an operator may add one on the target.
 pub(super) async fn unique_secondary_now(
     transaction: &Transaction<'_>,
     cache: &mut StatementCache,
     relation: &Relation,
     own: &str,
 ) -> Result<bool> {
-    if cache.unique_secondary.get(&relation.table) == Some(&true) {
+    if cache.unique_secondary.contains(&relation.table) {
         return Ok(true);
     }
     let what = format!(
@@ -150,7 +151,7 @@ pub(super) async fn unique_secondary_now(
         matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
     });
     if found {
-        cache.unique_secondary.insert(relation.table.clone(), true);
+        cache.unique_secondary.insert(relation.table.clone());
     }
     Ok(found)
 }
