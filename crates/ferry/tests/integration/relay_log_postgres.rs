@@ -237,7 +237,7 @@ fn delivered_outcome(seq: i64) -> Outcome {
 /// deliver the same messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it() {
-    let (url, connect) = log_database("log_lock_lost").await;
+    let (_, connect) = log_database("log_lock_lost").await;
     let routes = ["orders".to_string()];
     let first = DeliveryLog::open_postgres(connect.clone(), "test-relay", &routes)
         .await
@@ -251,10 +251,7 @@ async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it
         .await
         .unwrap();
     // The session holding the advisory lock ends.
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let admin = servers().target.connect("log_lock_lost").await.unwrap();
     let ended = crate::common::end_advisory_lock_holders(&admin).await;
     assert_eq!(ended, 1, "one session held the log's lock");
     let second = wait_for_open(connect.clone(), &routes).await;
@@ -280,15 +277,12 @@ async fn a_relay_that_lost_the_log_lock_hands_out_nothing_while_another_holds_it
 /// instead of failing with `relay.log_in_use` (the kill -9 test met this now and then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taking_a_postgres_log_waits_for_a_predecessor_session_to_end() {
-    let (url, connect) = log_database("log_predecessor").await;
+    let (_, connect) = log_database("log_predecessor").await;
     let routes = vec!["orders".to_string()];
     let _predecessor = DeliveryLog::open_postgres(connect.clone(), "test-relay", &routes)
         .await
         .unwrap();
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let admin = servers().target.connect("log_predecessor").await.unwrap();
     let successor = tokio::spawn({
         let (connect, routes) = (connect.clone(), routes.clone());
         async move {
